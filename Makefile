@@ -1,0 +1,39 @@
+# Edge portability harness. `make help` lists the targets.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+HARNESS := $(VENV)/bin/harness
+TARGET ?= local
+MODEL ?= digits_cnn
+VARIANTS ?=
+ARGS ?=
+STAMP := $(VENV)/.installed
+
+.PHONY: help venv system-deps profile test nightly farm-up farm-down gate bench clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 14
+
+$(STAMP): requirements.txt constraints.txt setup.cfg
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	@# torch first, exactly the CPU build on disk; never let pip choose torch freely.
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -r requirements.txt -c constraints.txt
+	$(PY) -m pip install -q --no-deps -e .
+	@touch $(STAMP)
+
+venv: $(STAMP) ## create the virtual environment (.venv) if missing or stale
+
+system-deps: ## Debian packages the tests and recipes use (openssh-server, Fashion-MNIST)
+	@bash scripts/system-deps.sh
+
+profile: venv ## profile MODEL (digits_cnn) on TARGET (local): make profile TARGET=jetson
+	$(HARNESS) profile --model $(MODEL) --target $(TARGET) $(if $(VARIANTS),--variants $(VARIANTS)) $(ARGS)
+
+test: venv ## run the test suite
+	$(PY) -m pytest $(ARGS)
+
+clean: ## remove caches and reports (keeps .venv)
+	rm -rf .harness reports/*/ .pytest_cache

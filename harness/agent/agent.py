@@ -1,0 +1,468 @@
+#!/usr/bin/env python3
+"""Edge inference agent: runs one model file with the runtime found on this device.
+
+Self-contained on purpose: it needs only the standard library, numpy (1.x or
+2.x) and one runtime, and it runs on old Pythons (3.7+). It never imports the
+harness. The host copies this file to the device and runs, for example:
+
+    python3 agent.py probe
+    python3 agent.py run --model m.onnx --format onnx --inputs in.npz \
+        --result result.json --outputs outputs.npz --warmup 10 --iterations 100 --threads 1
+
+`run` writes one JSON document (runtime, versions, load time, first-inference
+time, latency samples and percentiles, peak memory) and, with --outputs, the
+model's outputs for every input sample. Failures are written to the JSON too,
+with a category, and the exit code says which kind of failure it was.
+"""
+from __future__ import print_function
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+import traceback
+
+AGENT_VERSION = "1"
+EXIT_OK, EXIT_FAILED, EXIT_NO_RUNTIME, EXIT_BAD_INPUT, EXIT_BUSY = 0, 2, 3, 4, 75
+
+
+class AgentFailure(Exception):
+    def __init__(self, category, message, exit_code=EXIT_FAILED):
+        Exception.__init__(self, message)
+        self.category = category
+        self.exit_code = exit_code
+
+
+# ---------------------------------------------------------------- memory
+def _status_kib(field):
+    try:
+        with open("/proc/self/status") as handle:
+            for line in handle:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1])
+    except (IOError, OSError, ValueError):
+        pass
+    return None
+
+
+def rss_bytes():
+    kib = _status_kib("VmRSS")
+    return kib * 1024 if kib is not None else None
+
+
+def peak_rss_bytes():
+    kib = _status_kib("VmHWM")
+    if kib is not None:
+        return kib * 1024
+    import resource  # not on Windows; fine for the devices we target
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak if sys.platform == "darwin" else peak * 1024
+
+
+# ---------------------------------------------------------------- runtimes
+RUNTIMES = {}
+
+
+def register_runtime(fmt):
+    def decorator(cls):
+        RUNTIMES[fmt] = cls
+        return cls
+    return decorator
+
+
+def _quantize(x, dtype, scale, zero_point):
+    import numpy as np
+    if not scale:
+        return x.astype(dtype)
+    info = np.iinfo(dtype)
+    q = np.round(x / scale + zero_point)
+    return np.clip(q, info.min, info.max).astype(dtype)
+
+
+@register_runtime("tflite")
+class TFLiteRuntime(object):
+    """tflite-runtime, then ai-edge-litert, then tensorflow.lite: the first that imports."""
+
+    def __init__(self, threads, options):
+        self.threads = threads
+        errors = []
+        for module_name in ("tflite_runtime.interpreter", "ai_edge_litert.interpreter", "tensorflow.lite"):
+            try:
+                module = __import__(module_name, fromlist=["Interpreter"])
+                self.interpreter_cls = module.Interpreter
+                top = __import__(module_name.split(".")[0])
+                self.name = module_name.split(".")[0].replace("_", "-")
+                self.version = getattr(top, "__version__", "unknown")
+                return
+            except Exception as exc:  # ImportError, or a broken build
+                errors.append("%s: %s" % (module_name, exc))
+        raise AgentFailure("runtime_missing", "no TFLite runtime importable (" + "; ".join(errors) + ")",
+                           EXIT_NO_RUNTIME)
+
+    def load(self, path):
+        self.interp = self.interpreter_cls(model_path=path, num_threads=self.threads)
+        self.interp.allocate_tensors()
+        self.inputs = self.interp.get_input_details()
+        self.outputs = self.interp.get_output_details()
+        # Signature names are the model's own names; tensor names are converter internals.
+        in_names, out_names = {}, {}
+        try:
+            for sig in self.interp._get_full_signature_list().values():
+                in_names.update(dict((v, k) for k, v in sig["inputs"].items()))
+                out_names.update(dict((v, k) for k, v in sig["outputs"].items()))
+        except Exception:
+            pass
+        self.input_names = [in_names.get(d["index"], d["name"]) for d in self.inputs]
+        self.output_names = [out_names.get(d["index"], d["name"]) for d in self.outputs]
+
+    def interface(self):
+        return _describe(self.input_names, [(d["shape"], d["dtype"]) for d in self.inputs],
+                         self.output_names, [(d["shape"], d["dtype"]) for d in self.outputs])
+
+    def prepare(self, feeds):
+        prepared = []
+        for detail, x in zip(self.inputs, feeds):
+            if x.dtype != detail["dtype"]:
+                scale, zero_point = detail.get("quantization", (0.0, 0))
+                x = _quantize(x, detail["dtype"], scale, zero_point)
+            prepared.append(x)
+        return prepared
+
+    def infer(self, prepared):
+        for detail, x in zip(self.inputs, prepared):
+            self.interp.set_tensor(detail["index"], x)
+        self.interp.invoke()
+
+    def fetch(self):
+        results = []
+        for detail in self.outputs:
+            y = self.interp.get_tensor(detail["index"])
+            scale, zero_point = detail.get("quantization", (0.0, 0))
+            if scale and y.dtype.kind in "iu":
+                y = (y.astype("float32") - zero_point) * scale
+            results.append(y)
+        return results
+
+
+@register_runtime("onnx")
+class OnnxRuntime(object):
+    def __init__(self, threads, options):
+        try:
+            import onnxruntime
+        except Exception as exc:
+            raise AgentFailure("runtime_missing", "onnxruntime not importable: %s" % exc, EXIT_NO_RUNTIME)
+        self.ort = onnxruntime
+        self.name, self.version, self.threads = "onnxruntime", onnxruntime.__version__, threads
+
+    def load(self, path):
+        so = self.ort.SessionOptions()
+        so.intra_op_num_threads = self.threads
+        so.inter_op_num_threads = 1
+        self.session = self.ort.InferenceSession(path, sess_options=so, providers=["CPUExecutionProvider"])
+        self.inputs, self.outputs = self.session.get_inputs(), self.session.get_outputs()
+        self._out_names = [o.name for o in self.outputs]
+
+    def interface(self):
+        dtype = lambda t: t.replace("tensor(", "").replace(")", "").replace("float", "float32") \
+            .replace("float3232", "float32").replace("double", "float64")
+        return _describe([i.name for i in self.inputs], [(i.shape, dtype(i.type)) for i in self.inputs],
+                         self._out_names, [(o.shape, dtype(o.type)) for o in self.outputs])
+
+    def prepare(self, feeds):
+        return dict((i.name, x) for i, x in zip(self.inputs, feeds))
+
+    def infer(self, prepared):
+        self.last = self.session.run(self._out_names, prepared)
+
+    def fetch(self):
+        return self.last
+
+
+@register_runtime("openvino")
+class OpenVINORuntime(object):
+    def __init__(self, threads, options):
+        try:
+            import openvino
+        except Exception as exc:
+            raise AgentFailure("runtime_missing", "openvino not importable: %s" % exc, EXIT_NO_RUNTIME)
+        self.ov = openvino
+        self.name, self.threads, self.options = "openvino", threads, options
+        self.version = getattr(openvino, "__version__", None) or openvino.get_version()
+
+    def load(self, path):
+        core = self.ov.Core()
+        config = {"INFERENCE_NUM_THREADS": self.threads, "PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": 1}
+        if self.options.get("ov_precision"):
+            # The CPU plugin may compute in bf16 where the CPU supports it; f32 makes it comparable.
+            config["INFERENCE_PRECISION_HINT"] = self.options["ov_precision"]
+        self.compiled = core.compile_model(core.read_model(path), "CPU", config)
+        self.request = self.compiled.create_infer_request()
+        hint = self.compiled.get_property("INFERENCE_PRECISION_HINT")
+        self.precision = hint.get_type_name() if hasattr(hint, "get_type_name") else str(hint)
+
+    def interface(self):
+        def names(port):
+            names_ = sorted(port.get_names())
+            return names_[0] if names_ else port.get_any_name()
+        shape = lambda p: [d.get_length() if d.is_static else None for d in p.get_partial_shape()]
+        dtype = lambda p: p.get_element_type().to_dtype().name
+        ins, outs = self.compiled.inputs, self.compiled.outputs
+        return _describe([names(p) for p in ins], [(shape(p), dtype(p)) for p in ins],
+                         [names(p) for p in outs], [(shape(p), dtype(p)) for p in outs])
+
+    def prepare(self, feeds):
+        return dict((i, x) for i, x in enumerate(feeds))
+
+    def infer(self, prepared):
+        self.request.infer(prepared)
+
+    def fetch(self):
+        return [self.request.get_output_tensor(i).data.copy() for i in range(len(self.compiled.outputs))]
+
+
+def _describe(in_names, in_specs, out_names, out_specs):
+    def spec(name, shape_dtype):
+        shape, dtype = shape_dtype
+        shape = [int(d) if isinstance(d, (int,)) or hasattr(d, "__index__") else None for d in list(shape)]
+        return {"name": str(name), "shape": shape, "dtype": str(getattr(dtype, "__name__", dtype))}
+    return {"inputs": [spec(n, s) for n, s in zip(in_names, in_specs)],
+            "outputs": [spec(n, s) for n, s in zip(out_names, out_specs)]}
+
+
+# ---------------------------------------------------------------- statistics
+def latency_stats(samples_ms):
+    import numpy as np
+    a = np.asarray(samples_ms, dtype="float64")
+    if a.size == 0:
+        return {}
+    return {"p50_ms": float(np.percentile(a, 50)), "p90_ms": float(np.percentile(a, 90)),
+            "p99_ms": float(np.percentile(a, 99)), "mean_ms": float(a.mean()), "std_ms": float(a.std()),
+            "min_ms": float(a.min()), "max_ms": float(a.max()), "count": int(a.size)}
+
+
+# ---------------------------------------------------------------- device lock
+def acquire_lock(path, timeout_s, holder):
+    """Hold an exclusive flock on the device for this process's life (released on exit or crash)."""
+    import fcntl
+    import signal
+    handle = open(path, "a+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except (IOError, OSError):
+        if timeout_s <= 0:
+            raise AgentFailure("device_busy", "device is locked by another run (%s)" % _read_holder(path), EXIT_BUSY)
+        def on_alarm(signum, frame):
+            raise AgentFailure("device_busy", "device still locked after %ss by another run (%s)"
+                               % (timeout_s, _read_holder(path)), EXIT_BUSY)
+        previous = signal.signal(signal.SIGALRM, on_alarm)
+        signal.alarm(max(1, int(timeout_s)))
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        finally:
+            signal.alarm(0)
+            signal.signal(signal.SIGALRM, previous)
+    handle.seek(0)
+    handle.truncate()
+    handle.write("%s pid=%d\n" % (holder, os.getpid()))
+    handle.flush()
+    return handle
+
+
+def _read_holder(path):
+    try:
+        with open(path) as handle:
+            return handle.read().strip() or "unknown holder"
+    except (IOError, OSError):
+        return "unknown holder"
+
+
+# ---------------------------------------------------------------- commands
+def cmd_run(args):
+    import numpy as np
+    if args.lock:
+        lock_handle = acquire_lock(args.lock, args.lock_timeout, args.holder)  # noqa: F841 (held until exit)
+    runtime_cls = RUNTIMES.get(args.format)
+    if runtime_cls is None:
+        raise AgentFailure("bad_input", "unknown format %r; known: %s" % (args.format, ", ".join(sorted(RUNTIMES))),
+                           EXIT_BAD_INPUT)
+    runtime = runtime_cls(args.threads, {"ov_precision": args.ov_precision})
+    result = {"runtime": runtime.name, "runtime_version": str(runtime.version), "threads": args.threads}
+    try:
+        with np.load(args.inputs) as data:
+            feeds_all = [data[k] for k in data.files]
+    except Exception as exc:
+        raise AgentFailure("bad_input", "cannot read inputs %s: %s" % (args.inputs, exc), EXIT_BAD_INPUT)
+    baseline = rss_bytes()
+    started = time.perf_counter()
+    try:
+        runtime.load(args.model)
+    except Exception as exc:
+        raise AgentFailure("load_failed", "%s could not load %s: %s" % (runtime.name, args.model, _one_line(exc)))
+    result["load_ms"] = (time.perf_counter() - started) * 1e3
+    result["interface"] = runtime.interface()
+    result["precision"] = getattr(runtime, "precision", None)
+    n_samples = int(feeds_all[0].shape[0])
+    sample = lambda i: [np.ascontiguousarray(f[i:i + 1]) for f in feeds_all]
+    try:
+        first = runtime.prepare(sample(0))
+        t0 = time.perf_counter()
+        runtime.infer(first)
+        result["first_inference_ms"] = (time.perf_counter() - t0) * 1e3
+        for _ in range(args.warmup):
+            runtime.infer(first)
+        samples_ms = []
+        clock = time.perf_counter
+        for _ in range(args.iterations):
+            t0 = clock()
+            runtime.infer(first)
+            samples_ms.append((clock() - t0) * 1e3)
+        outputs = None
+        if args.outputs:
+            limit = n_samples if args.max_samples <= 0 else min(n_samples, args.max_samples)
+            collected = []
+            for i in range(limit):
+                runtime.infer(runtime.prepare(sample(i)))
+                collected.append([np.asarray(y, dtype="float32") for y in runtime.fetch()])
+            outputs = dict(("output_%d" % k, np.concatenate([c[k] for c in collected], axis=0))
+                           for k in range(len(collected[0])))
+    except AgentFailure:
+        raise
+    except Exception as exc:
+        raise AgentFailure("inference_failed", "%s failed during inference: %s" % (runtime.name, _one_line(exc)))
+    result["latency"] = latency_stats(samples_ms)
+    result["latencies_ms"] = samples_ms
+    result["warmup_iterations"] = args.warmup
+    result["timed_iterations"] = args.iterations
+    result["baseline_rss_bytes"] = baseline
+    result["peak_rss_bytes"] = peak_rss_bytes()
+    if baseline is not None and result["peak_rss_bytes"] is not None:
+        result["rss_increase_bytes"] = result["peak_rss_bytes"] - baseline
+    if outputs is not None:
+        tmp = args.outputs + ".part.npz"
+        np.savez(tmp, **outputs)
+        os.rename(tmp, args.outputs)
+        result["n_output_samples"] = int(next(iter(outputs.values())).shape[0])
+    return result
+
+
+def _one_line(exc):
+    text = str(exc).strip().splitlines()
+    return "%s: %s" % (type(exc).__name__, text[0] if text else "")
+
+
+def _version_of(module_name):
+    try:
+        module = __import__(module_name)
+        return str(getattr(module, "__version__", "unknown"))
+    except Exception:
+        return None
+
+
+def _read_first(path):
+    try:
+        with open(path) as handle:
+            return handle.read().strip()
+    except (IOError, OSError):
+        return None
+
+
+def cmd_probe(args):
+    """Health probe: what this device is and which runtimes it has."""
+    info = {"python": platform.python_version(), "python_executable": sys.executable,
+            "machine": platform.machine(), "system": platform.system(), "release": platform.release(),
+            "hostname": platform.node(), "cpu_count": os.cpu_count(), "numpy": _version_of("numpy")}
+    cpu_model = None
+    try:
+        with open("/proc/cpuinfo") as handle:
+            for line in handle:
+                if line.lower().startswith(("model name", "hardware", "cpu model")):
+                    cpu_model = line.split(":", 1)[1].strip()
+                    break
+    except (IOError, OSError):
+        pass
+    info["cpu_model"] = cpu_model
+    mem = {}
+    try:
+        with open("/proc/meminfo") as handle:
+            for line in handle:
+                key, value = line.split(":", 1)
+                if key in ("MemTotal", "MemAvailable"):
+                    mem[key] = int(value.split()[0]) * 1024
+    except (IOError, OSError, ValueError):
+        pass
+    info["mem_total_bytes"], info["mem_available_bytes"] = mem.get("MemTotal"), mem.get("MemAvailable")
+    try:
+        st = os.statvfs(args.workdir or ".")
+        info["disk_free_bytes"] = st.f_bavail * st.f_frsize
+    except OSError:
+        info["disk_free_bytes"] = None
+    info["cpu_governor"] = _read_first("/sys/devices/system/cpu/cpu0/cpufreq/scaling_governor")
+    temp = _read_first("/sys/class/thermal/thermal_zone0/temp")
+    info["temperature_c"] = float(temp) / 1000.0 if temp and temp.lstrip("-").isdigit() else None
+    runtimes = {}
+    for fmt, cls in sorted(RUNTIMES.items()):
+        try:
+            rt = cls(1, {})
+            runtimes[fmt] = {"available": True, "module": rt.name, "version": str(rt.version)}
+        except AgentFailure as exc:
+            runtimes[fmt] = {"available": False, "error": str(exc)}
+    info["runtimes"] = runtimes
+    info["agent_version"] = AGENT_VERSION
+    return info
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description="Edge inference agent (runs on the device).")
+    sub = parser.add_subparsers(dest="command")
+    probe = sub.add_parser("probe", help="print what this device has, as JSON")
+    probe.add_argument("--workdir", default=".")
+    run = sub.add_parser("run", help="load a model, time it and write a JSON result")
+    run.add_argument("--model", required=True)
+    run.add_argument("--format", required=True, choices=sorted(RUNTIMES))
+    run.add_argument("--inputs", required=True, help=".npz with one array per model input, samples first")
+    run.add_argument("--result", required=True, help="where to write the JSON result")
+    run.add_argument("--outputs", default="", help="where to write outputs for every sample (.npz)")
+    run.add_argument("--warmup", type=int, default=10)
+    run.add_argument("--iterations", type=int, default=100)
+    run.add_argument("--threads", type=int, default=1)
+    run.add_argument("--max-samples", type=int, default=0, help="outputs for at most this many samples (0: all)")
+    run.add_argument("--ov-precision", default="", help="OpenVINO INFERENCE_PRECISION_HINT, e.g. f32")
+    run.add_argument("--lock", default="", help="device lock file held while measuring")
+    run.add_argument("--lock-timeout", type=float, default=0.0)
+    run.add_argument("--holder", default="harness run", help="who holds the lock, for messages")
+    args = parser.parse_args(argv)
+    if args.command == "probe":
+        print(json.dumps(cmd_probe(args)))
+        return EXIT_OK
+    if args.command != "run":
+        parser.print_help()
+        return EXIT_BAD_INPUT
+    document = {"agent_version": AGENT_VERSION, "status": "ok", "python": platform.python_version()}
+    code = EXIT_OK
+    try:
+        document.update(cmd_run(args))
+    except AgentFailure as exc:
+        document.update({"status": "error", "error_category": exc.category, "error_message": str(exc)})
+        code = exc.exit_code
+    except Exception as exc:  # a bug or an unexpected runtime error: still a result
+        document.update({"status": "error", "error_category": "agent_error", "error_message": _one_line(exc),
+                         "traceback": traceback.format_exc()[-2000:]})
+        code = EXIT_FAILED
+    try:
+        import numpy
+        document["numpy"] = numpy.__version__
+    except Exception:
+        pass
+    tmp = args.result + ".part"
+    with open(tmp, "w") as handle:
+        json.dump(document, handle)
+    os.rename(tmp, args.result)
+    if code:
+        sys.stderr.write("agent: %s: %s\n" % (document.get("error_category"), document.get("error_message")))
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,71 @@
+"""One exception tree for the harness.
+
+Library code raises these; only the CLI turns them into messages and exit
+codes. Every message should say what to do next.
+"""
+from __future__ import annotations
+
+
+class HarnessError(Exception):
+    """Root of every error the harness raises on purpose."""
+
+
+class ConfigError(HarnessError):
+    """A YAML file (target, recipe, policy) is malformed or incomplete."""
+
+    def __init__(self, path: object, message: str, key: str | None = None):
+        self.path = str(path)
+        self.key = key
+        where = f"{self.path}" + (f": field '{key}'" if key else "")
+        super().__init__(f"{where}: {message}")
+
+
+class UnknownNameError(HarnessError):
+    """A name looked up in a registry is not registered."""
+
+
+class TransportError(HarnessError):
+    """Talking to a device failed."""
+
+
+class ConnectError(TransportError):
+    """The device could not be reached or refused us (host key, auth, network)."""
+
+
+class HostKeyError(ConnectError):
+    """The device's host key is unknown or changed."""
+
+
+class RemoteCommandFailed(TransportError):
+    """A command on the device exited non-zero; carries its output like invoke's Failure."""
+
+    def __init__(self, command: str, exit_code: int | None, stdout: str, stderr: str, device: str = ""):
+        self.command = command
+        self.exit_code = exit_code
+        self.stdout = stdout
+        self.stderr = stderr
+        self.device = device
+        tail = (stderr or stdout).strip().splitlines()[-5:]
+        super().__init__(
+            f"[{device}] command exited {exit_code}: {command}" + ("\n  " + "\n  ".join(tail) if tail else "")
+        )
+
+
+class CommandTimeout(TransportError):
+    """A command on the device ran past its timeout and was killed."""
+
+
+class ChecksumMismatch(TransportError):
+    """An uploaded file's sha256 on the device differs from the local one."""
+
+
+class DeviceBusy(TransportError):
+    """Another run holds the device lock."""
+
+
+class ConversionError(HarnessError):
+    """A model could not be converted to a format."""
+
+
+class UnsupportedOnTarget(HarnessError):
+    """A cell cannot run on a target (runtime missing, format unsupported)."""

@@ -1,0 +1,94 @@
+"""What a device *is*: `targets/<name>.yaml` loaded into a frozen TargetSpec.
+
+No I/O beyond reading the file; connecting lives in harness.transport.
+"""
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal, Optional, Tuple
+
+from .config import load_dataclass, read_yaml_mapping
+from .errors import ConfigError
+
+TARGETS_DIR = Path("targets")
+FORMATS = ("tflite", "onnx", "openvino")
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+@dataclass(frozen=True)
+class Budgets:
+    """Per-target budgets used by scoring, recommendations and the gate."""
+
+    latency_p99_ms: float = 50.0
+    peak_memory_mb: float = 512.0
+
+
+@dataclass(frozen=True)
+class TargetSpec:
+    name: str
+    transport: Literal["local", "ssh"] = "local"
+    description: str = ""
+    host: str = ""
+    port: int = 22
+    user: str = ""
+    key_file: str = ""
+    known_hosts: str = ""
+    # Explicit, visible policy: 'reject' (default) refuses unknown or changed keys.
+    host_key_policy: Literal["reject", "accept-new"] = "reject"
+    python: str = "python3"
+    workdir: str = "~/.cache/edge-harness"
+    arch: str = "x86_64"
+    runtimes: Tuple[str, ...] = ("tflite", "onnx", "openvino")
+    threads: int = 1
+    budgets: Budgets = field(default_factory=Budgets)
+    connect_timeout_s: float = 10.0
+    command_timeout_s: float = 300.0
+    transfer_timeout_s: float = 120.0
+    connect_retries: int = 3
+    lock_timeout_s: float = 0.0
+    source_path: str = ""
+
+    def __post_init__(self) -> None:
+        if not _NAME.match(self.name):
+            raise ValueError(f"name {self.name!r} must be letters, digits, '_', '-' or '.'")
+        if self.transport == "ssh":
+            for required in ("host", "user"):
+                if not getattr(self, required):
+                    raise ConfigError(self.source_path, "is required for an ssh target", required)
+        if self.threads < 1:
+            raise ConfigError(self.source_path, "must be at least 1", "threads")
+        unknown = [r for r in self.runtimes if r not in FORMATS]
+        if unknown:
+            raise ConfigError(self.source_path, f"unknown runtime(s) {unknown}; known: {', '.join(FORMATS)}", "runtimes")
+
+    @property
+    def is_local(self) -> bool:
+        return self.transport == "local"
+
+    def expanded(self, value: str) -> str:
+        return os.path.expanduser(os.path.expandvars(value)) if value else value
+
+
+def target_path(name_or_path: str, targets_dir: Path = TARGETS_DIR) -> Path:
+    candidate = Path(name_or_path)
+    if candidate.suffix in (".yaml", ".yml") or candidate.exists():
+        return candidate
+    return targets_dir / f"{name_or_path}.yaml"
+
+
+def load_target(name_or_path: str, targets_dir: Path = TARGETS_DIR) -> TargetSpec:
+    path = target_path(name_or_path, targets_dir)
+    if not path.exists():
+        known = ", ".join(list_target_names(targets_dir)) or "none"
+        raise ConfigError(path, f"no such target; known targets: {known}. Create {path} or pass an existing name")
+    data = read_yaml_mapping(path)
+    data.setdefault("name", path.stem)
+    data["source_path"] = str(path)
+    return load_dataclass(TargetSpec, data, path)
+
+
+def list_target_names(targets_dir: Path = TARGETS_DIR) -> list:
+    return sorted(p.stem for p in Path(targets_dir).glob("*.yaml"))

@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Debian packages the harness uses: an OpenSSH server for the simulated farm
+# and the SSH tests, and the Fashion-MNIST data set. Installs only what is missing.
+set -euo pipefail
+need=()
+command -v /usr/sbin/sshd >/dev/null 2>&1 || need+=(openssh-server)
+test -d /usr/share/datasets/fashion-mnist || need+=(dataset-fashion-mnist)
+if [ ${#need[@]} -eq 0 ]; then exit 0; fi
+if [ "$(id -u)" -ne 0 ]; then
+  echo "system-deps: missing ${need[*]}; run as root: apt-get install -y ${need[*]}" >&2
+  exit 1
+fi
+echo "system-deps: installing ${need[*]}"
+export DEBIAN_FRONTEND=noninteractive
+apt-get install -y -q "${need[@]}" >/dev/null 2>&1 || { apt-get update -q >/dev/null && apt-get install -y -q "${need[@]}" >/dev/null; }
