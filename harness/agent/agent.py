@@ -191,13 +191,14 @@ class OpenVINORuntime(object):
         self.name, self.threads, self.options = "openvino", threads, options
         self.version = getattr(openvino, "__version__", None) or openvino.get_version()
 
-    def load(self, path):
+    def load(self, path, weights=None):
         core = self.ov.Core()
         config = {"INFERENCE_NUM_THREADS": self.threads, "PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": 1}
         if self.options.get("ov_precision"):
             # The CPU plugin may compute in bf16 where the CPU supports it; f32 makes it comparable.
             config["INFERENCE_PRECISION_HINT"] = self.options["ov_precision"]
-        self.compiled = core.compile_model(core.read_model(path), "CPU", config)
+        model = core.read_model(path, weights) if weights else core.read_model(path)
+        self.compiled = core.compile_model(model, "CPU", config)
         self.request = self.compiled.create_infer_request()
         hint = self.compiled.get_property("INFERENCE_PRECISION_HINT")
         self.precision = hint.get_type_name() if hasattr(hint, "get_type_name") else str(hint)
@@ -297,7 +298,10 @@ def cmd_run(args):
     baseline = rss_bytes()
     started = time.perf_counter()
     try:
-        runtime.load(args.model)
+        if args.weights:
+            runtime.load(args.model, args.weights)
+        else:
+            runtime.load(args.model)
     except Exception as exc:
         raise AgentFailure("load_failed", "%s could not load %s: %s" % (runtime.name, args.model, _one_line(exc)))
     result["load_ms"] = (time.perf_counter() - started) * 1e3
@@ -421,6 +425,7 @@ def main(argv=None):
     run = sub.add_parser("run", help="load a model, time it and write a JSON result")
     run.add_argument("--model", required=True)
     run.add_argument("--format", required=True, choices=sorted(RUNTIMES))
+    run.add_argument("--weights", default="", help="OpenVINO .bin, when it is not beside the .xml")
     run.add_argument("--inputs", required=True, help=".npz with one array per model input, samples first")
     run.add_argument("--result", required=True, help="where to write the JSON result")
     run.add_argument("--outputs", default="", help="where to write outputs for every sample (.npz)")
