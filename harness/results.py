@@ -11,7 +11,9 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional
 import numpy as np
 
 # status values a row can have
-OK, INCOMPATIBLE, FAILED, LOST = "ok", "incompatible", "failed", "lost"
+# ok: measured; incompatible: interface check failed (not run); skipped: the target lacks the runtime;
+# failed: ran and broke (category says how); lost: the device went away before the cell finished.
+OK, INCOMPATIBLE, SKIPPED, FAILED, LOST = "ok", "incompatible", "skipped", "failed", "lost"
 
 IDENTITY_COLUMNS = ["run_id", "cell_id", "model", "variant", "format", "target"]
 STATUS_COLUMNS = ["status", "error_category", "error_message"]
