@@ -1,0 +1,69 @@
+"""The `harness` command. Subcommands live in harness.commands.<name>, each with register(subparsers).
+
+Only this module turns HarnessErrors into messages and exit codes.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import os
+import sys
+from typing import List, Optional
+
+from . import __version__
+from .errors import ConfigError, HarnessError
+
+#: order is the order shown in --help
+COMMAND_MODULES = ["profile", "targets", "models", "farm", "report", "history", "gate"]
+
+EXIT_ERROR, EXIT_CONFIG, EXIT_INTERRUPTED = 2, 3, 130
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="harness",
+        description="Edge portability harness: compress a model into variants, convert each to TFLite, ONNX and "
+                    "OpenVINO IR, push them to devices over SSH, run them with the device's runtime, and collate "
+                    "accuracy, latency, memory and size into reports, scores and a release gate.",
+        epilog="Start with `harness profile` (the default model on this machine's CPU). "
+               "`harness COMMAND --help` explains each command.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv for debug)")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(f"harness.commands.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name == f"harness.commands.{name}":
+                continue  # a command that is not part of this build
+            raise
+        module.register(subparsers)
+    return parser
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    level = [logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbose, 2)]
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    # Quiet TensorFlow's C++ logging unless asked for.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3" if args.verbose < 2 else "0")
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return EXIT_ERROR
+    try:
+        return int(args.func(args) or 0)
+    except ConfigError as exc:
+        print(f"harness: configuration error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    except HarnessError as exc:
+        print(f"harness: error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        print("harness: interrupted; every cell finished so far is saved in its run directory", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,131 @@
+"""`harness profile` / `harness run`: build, push, run and collate a matrix of cells."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from ..errors import ConfigError, HarnessError
+from ..progress import Progress
+from ..rundir import REPORTS_DIR, RunDir
+
+SUMMARY_FLOATS = {"accuracy": "{:.4f}", "accuracy_retention": "{:.3f}", "top1_agreement": "{:.3f}",
+                  "max_abs_diff": "{:.2e}", "latency_p50_ms": "{:.3f}", "latency_p99_ms": "{:.3f}"}
+
+
+def add_run_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-m", "--model", action="append", default=None, metavar="NAME",
+                   help="model recipe (models/NAME.yaml or a path); repeat for several; 'all' for every recipe "
+                        "(default: digits_cnn)")
+    p.add_argument("-t", "--target", action="append", default=None, metavar="NAME",
+                   help="target (targets/NAME.yaml or a path); repeat for several (default: local)")
+    p.add_argument("--variants", default="", metavar="LIST",
+                   help="compressed variants to add to the reference: comma-separated names declared in the recipe, "
+                        "or 'all' (default: none; compression is opt-in)")
+    p.add_argument("--warmup", type=int, default=10, help="warm-up iterations before timing (default 10)")
+    p.add_argument("--iterations", type=int, default=100, help="timed iterations per cell (default 100)")
+    p.add_argument("--threads", type=int, default=None, help="runtime threads (default: the target's `threads`)")
+    p.add_argument("--max-samples", type=int, default=0,
+                   help="evaluate at most this many samples per cell (default 0: the whole evaluation split)")
+    p.add_argument("--ov-precision", default="", metavar="HINT",
+                   help="OpenVINO INFERENCE_PRECISION_HINT, e.g. f32 (default: the plugin's own choice)")
+    p.add_argument("--timeout", type=float, default=None, metavar="S",
+                   help="per-cell agent timeout in seconds (default: the target's command_timeout_s)")
+    p.add_argument("--run-id", default=None, help="name of the run directory (default: a timestamp)")
+    p.add_argument("--reports-dir", type=Path, default=REPORTS_DIR, help="where runs are written (default reports/)")
+    p.add_argument("--no-report", action="store_true", help="write the tables only, no HTML report or history")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
+
+
+def register(subparsers) -> None:
+    for name, help_ in (("profile", "profile models on targets (the default model on this machine's CPU)"),
+                        ("run", "the same as profile; with --resume RUN_ID, finish only what a run is missing")):
+        p = subparsers.add_parser(
+            name, help=help_, description=f"{help_[0].upper()}{help_[1:]}. For each model recipe the reference "
+            "model is trained (cached), compressed into the requested variants, converted to every format in "
+            "the recipe and checked against the recipe's interface; every (model, variant, format, target) cell "
+            "then runs on its device and ends as one row of reports/<run-id>/results.csv.",
+            formatter_class=argparse.ArgumentDefaultsHelpFormatter if False else argparse.HelpFormatter)
+        add_run_options(p)
+        if name == "run":
+            p.add_argument("--resume", metavar="RUN_ID", default=None,
+                           help="complete run RUN_ID: run only the cells that have no result or were lost")
+        p.set_defaults(func=cmd_profile)
+
+
+def resolve_variants(recipes, spec: str):
+    if not spec:
+        return {}
+    chosen = {}
+    for recipe in recipes:
+        declared = [v.name for v in recipe.variants]
+        if spec == "all":
+            chosen[recipe.name] = declared
+            continue
+        names = [s.strip() for s in spec.split(",") if s.strip()]
+        unknown = [n for n in names if n not in declared]
+        if unknown and len(recipes) == 1:
+            raise ConfigError(recipe.source_path, f"no variant(s) {unknown} declared; declared: "
+                              f"{', '.join(declared) or 'none'}", "variants")
+        chosen[recipe.name] = [n for n in names if n in declared]
+    return chosen
+
+
+def cmd_profile(args) -> int:
+    from ..pipeline import RunSettings, run_profile
+    from ..recipes import list_recipe_names, load_recipe
+    from ..targets import load_target
+
+    progress = Progress(quiet=args.quiet)
+    resume = getattr(args, "resume", None)
+    model_names, target_names, variant_spec = args.model, args.target, args.variants
+    run_id = args.run_id
+    settings_doc = {}
+    if resume:
+        run = RunDir(args.reports_dir / resume)
+        if not run.manifest_path.exists():
+            raise HarnessError(f"no run {resume!r} to resume: {run.manifest_path} does not exist "
+                               f"(runs are listed under {args.reports_dir}/)")
+        manifest = run.read_manifest()
+        model_names = model_names or manifest.get("model_sources") or manifest["models"]
+        target_names = target_names or manifest.get("target_sources") or manifest["targets"]
+        variants_by_model = manifest.get("variants", {})
+        settings_doc = manifest.get("settings", {})
+        run_id = resume
+    model_names = model_names or ["digits_cnn"]
+    if model_names == ["all"]:
+        model_names = list_recipe_names()
+    recipes = [load_recipe(m) for m in model_names]
+    targets = [load_target(t) for t in (target_names or ["local"])]
+    variants = ({r.name: variants_by_model.get(r.name, []) for r in recipes} if resume
+                else resolve_variants(recipes, variant_spec))
+    settings = RunSettings(**settings_doc) if resume else RunSettings(
+        warmup=args.warmup, iterations=args.iterations, threads=args.threads, max_samples=args.max_samples,
+        ov_precision=args.ov_precision, cell_timeout_s=args.timeout)
+    outcome = run_profile(recipes, targets, variants, settings, run_id=run_id, reports_dir=args.reports_dir,
+                          progress=progress, resume=bool(resume), write_report=not args.no_report)
+    print_summary(outcome)
+    return 0
+
+
+def print_summary(outcome, stream=None) -> None:
+    from ..results import SUMMARY_COLUMNS
+    stream = stream or sys.stdout
+    frame = outcome.frame[SUMMARY_COLUMNS].copy()
+    frame["peak_rss_MiB"] = frame.pop("peak_rss_bytes") / 2**20
+    frame["size_KiB"] = frame.pop("artifact_size_bytes") / 1024
+    for column, fmt in SUMMARY_FLOATS.items():
+        frame[column] = frame[column].map(lambda v, f=fmt: "" if v != v or v is None else f.format(v))
+    for column in ("peak_rss_MiB", "size_KiB"):
+        frame[column] = frame[column].map(lambda v: "" if v != v else f"{v:.1f}")
+    print("", file=stream)
+    print(frame.to_string(index=False), file=stream)
+    run = outcome.run_dir
+    counts = outcome.frame["status"].value_counts().to_dict()
+    print(f"\n{len(outcome.frame)} cells: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())), file=stream)
+    if outcome.missing:
+        print(f"missing or lost: {len(outcome.missing)} cell(s); finish them with "
+              f"`harness run --resume {run.run_id}`", file=stream)
+    print(f"results: {run.root}/results.csv (also .parquet, .json)", file=stream)
+    if (run.root / "index.html").exists():
+        print(f"report:  {run.root}/index.html", file=stream)

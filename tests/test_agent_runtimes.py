@@ -1,0 +1,83 @@
+"""The device agent against each format's real runtime on real converted model files.
+
+The agent runs as a separate process, as it does on a device, and must not import the harness.
+"""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from helpers import ROOT, artifact_for, digits_build
+
+AGENT = ROOT / "harness" / "agent" / "agent.py"
+pytestmark = pytest.mark.slow
+
+
+def run_agent(tmp_path, artifact, *extra):
+    prepared, _ = digits_build()
+    result, outputs = tmp_path / "result.json", tmp_path / "outputs.npz"
+    argv = [sys.executable, str(AGENT), "run", "--model", artifact.files[0], "--format", artifact.format,
+            "--inputs", str(prepared.eval_inputs_path), "--result", str(result), "--outputs", str(outputs),
+            "--warmup", "3", "--iterations", "25", "--threads", "1", *extra]
+    if artifact.format == "openvino":
+        argv += ["--weights", artifact.files[1]]
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=120)
+    return proc, json.loads(result.read_text()), outputs
+
+
+@pytest.mark.parametrize("fmt", ["tflite", "onnx", "openvino"])
+def test_agent_measures_and_returns_outputs(tmp_path, fmt):
+    prepared, _ = digits_build()
+    proc, doc, outputs = run_agent(tmp_path, artifact_for(fmt), *(["--ov-precision", "f32"] if fmt == "openvino" else []))
+    assert proc.returncode == 0, proc.stderr
+    assert doc["status"] == "ok"
+    assert doc["runtime"] in {"tflite": {"tflite-runtime", "ai-edge-litert", "tensorflow"},
+                              "onnx": {"onnxruntime"}, "openvino": {"openvino"}}[fmt]
+    assert doc["runtime_version"]
+    assert len(doc["latencies_ms"]) == 25 and doc["timed_iterations"] == 25 and doc["warmup_iterations"] == 3
+    lat = doc["latency"]
+    assert 0 < lat["min_ms"] <= lat["p50_ms"] <= lat["p90_ms"] <= lat["p99_ms"] <= lat["max_ms"]
+    assert lat["p50_ms"] == pytest.approx(float(np.percentile(doc["latencies_ms"], 50)))
+    assert doc["load_ms"] > 0 and doc["first_inference_ms"] > 0
+    assert doc["peak_rss_bytes"] >= doc["baseline_rss_bytes"] > 10 * 2**20
+    assert doc["rss_increase_bytes"] == doc["peak_rss_bytes"] - doc["baseline_rss_bytes"]
+    with np.load(outputs) as out:
+        got = out["output_0"]
+    reference = prepared.reference_outputs()
+    assert got.shape == reference.shape
+    # fp32 in every runtime (OpenVINO pinned to f32): outputs match the framework closely
+    assert np.abs(got - reference).max() < 1e-3
+    assert (got.argmax(1) == reference.argmax(1)).mean() == 1.0
+
+
+def test_agent_reports_a_model_the_runtime_rejects(tmp_path):
+    bogus = tmp_path / "not_a_model.onnx"
+    bogus.write_bytes(b"this is not an ONNX file")
+    prepared, _ = digits_build()
+    result = tmp_path / "r.json"
+    proc = subprocess.run([sys.executable, str(AGENT), "run", "--model", str(bogus), "--format", "onnx",
+                           "--inputs", str(prepared.eval_inputs_path), "--result", str(result)],
+                          capture_output=True, text=True, timeout=60)
+    doc = json.loads(result.read_text())
+    assert proc.returncode == 2
+    assert doc["status"] == "error" and doc["error_category"] == "load_failed"
+    assert "not_a_model.onnx" in doc["error_message"]
+
+
+def test_agent_does_not_import_harness():
+    source = AGENT.read_text()
+    assert "import harness" not in source and "from harness" not in source
+    # and it compiles for old Pythons' syntax: no walrus, no match statements
+    assert ":=" not in source and "\nmatch " not in source
+
+
+def test_agent_probe_lists_runtimes():
+    proc = subprocess.run([sys.executable, str(AGENT), "probe"], capture_output=True, text=True, timeout=60)
+    info = json.loads(proc.stdout)
+    assert info["python"].count(".") == 2 and info["numpy"]
+    assert set(info["runtimes"]) == {"tflite", "onnx", "openvino"}
+    assert all(r["available"] for r in info["runtimes"].values())
+    assert info["mem_total_bytes"] > 0 and info["cpu_count"] >= 1

@@ -1,0 +1,79 @@
+"""Every shipped target and model recipe loads through the strict loader; mistakes name file and field."""
+from pathlib import Path
+
+import pytest
+
+from harness.errors import ConfigError
+from harness.recipes import list_recipe_names, load_recipe
+from harness.targets import list_target_names, load_target
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize("name", list_target_names(ROOT / "targets"))
+def test_every_target_file_loads(name):
+    target = load_target(name, ROOT / "targets")
+    assert target.name == name
+    assert target.budgets.latency_p99_ms > 0
+
+
+@pytest.mark.parametrize("name", list_recipe_names(ROOT / "models"))
+def test_every_model_recipe_loads(name):
+    recipe = load_recipe(name, ROOT / "models")
+    assert recipe.name == name
+    assert recipe.input.shape[0] == 1
+
+
+def test_local_target_is_default_and_local():
+    target = load_target("local", ROOT / "targets")
+    assert target.is_local and set(target.runtimes) == {"tflite", "onnx", "openvino"}
+
+
+def test_unknown_field_names_file_and_key(tmp_path):
+    path = tmp_path / "dev.yaml"
+    path.write_text("name: dev\ntransport: local\nthreds: 4\n")
+    with pytest.raises(ConfigError) as info:
+        load_target(str(path))
+    assert str(path) in str(info.value) and "threds" in str(info.value) and "threads" in str(info.value)
+
+
+def test_wrong_type_in_nested_field_is_named(tmp_path):
+    path = tmp_path / "dev.yaml"
+    path.write_text("name: dev\nbudgets:\n  latency_p99_ms: fast\n")
+    with pytest.raises(ConfigError, match=r"budgets\.latency_p99_ms.*expected a number"):
+        load_target(str(path))
+
+
+def test_ssh_target_without_host_is_refused(tmp_path):
+    path = tmp_path / "pi.yaml"
+    path.write_text("name: pi\ntransport: ssh\nuser: pi\n")
+    with pytest.raises(ConfigError, match="host"):
+        load_target(str(path))
+
+
+def test_missing_target_lists_known_ones():
+    with pytest.raises(ConfigError, match="known targets: .*local"):
+        load_target("no-such-device", ROOT / "targets")
+
+
+def test_recipe_missing_required_field(tmp_path):
+    path = tmp_path / "m.yaml"
+    path.write_text("name: m\nframework: keras\nbuilder: digits_cnn\ninput: {name: x, shape: [1, 2]}\n"
+                    "data: {dataset: sklearn_digits}\n")
+    with pytest.raises(ConfigError, match="'output'.*required"):
+        load_recipe(str(path))
+
+
+def test_recipe_unknown_format(tmp_path):
+    path = tmp_path / "m.yaml"
+    path.write_text("name: m\nframework: keras\nbuilder: digits_cnn\ninput: {name: x, shape: [1, 2]}\n"
+                    "output: {name: y, classes: 2}\ndata: {dataset: sklearn_digits}\nformats: [tflite, coreml]\n")
+    with pytest.raises(ConfigError, match="formats.*coreml"):
+        load_recipe(str(path))
+
+
+def test_yaml_syntax_error_names_line(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("name: dev\nbudgets: [\n")
+    with pytest.raises(ConfigError, match=r"not valid YAML at line"):
+        load_target(str(path))
