@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
-CACHE_DIR = Path(os.environ.get("HARNESS_CACHE_DIR", ".harness/cache"))
+DEFAULT_CACHE_DIR = Path(".harness/cache")
 
 
 def content_key(*parts: Any) -> str:
@@ -23,8 +23,9 @@ def content_key(*parts: Any) -> str:
 
 
 class ContentCache:
-    def __init__(self, root: Path = CACHE_DIR):
-        self.root = Path(root)
+    def __init__(self, root: Path | None = None):
+        # HARNESS_CACHE_DIR lets CI and tests keep caches apart from a user's.
+        self.root = Path(root or os.environ.get("HARNESS_CACHE_DIR") or DEFAULT_CACHE_DIR)
 
     def entry(self, kind: str, key: str) -> Path:
         return self.root / kind / key

@@ -1,0 +1,76 @@
+"""Interface checks catch artifacts whose inputs/outputs differ from the recipe, as data, not crashes."""
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper
+
+from harness.build import inspect_files
+from harness.formats.inspect import check_interface, normalize_name
+from harness.recipes import load_recipe
+from helpers import ROOT, artifact_for
+
+RECIPE = load_recipe("digits_cnn", ROOT / "models")
+
+
+def linear_onnx(path: Path, input_name="image", output_name="logits", classes=10, hw=8):
+    """A real ONNX model (flatten + matmul) with a chosen interface."""
+    weights = np.random.default_rng(0).normal(size=(hw * hw, classes)).astype(np.float32)
+    graph = helper.make_graph(
+        [helper.make_node("Flatten", [input_name], ["flat"], axis=1),
+         helper.make_node("MatMul", ["flat", "w"], [output_name])],
+        "linear",
+        [helper.make_tensor_value_info(input_name, TensorProto.FLOAT, ["batch", hw, hw, 1])],
+        [helper.make_tensor_value_info(output_name, TensorProto.FLOAT, ["batch", classes])],
+        [helper.make_tensor("w", TensorProto.FLOAT, weights.shape, weights.ravel())])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, path)
+    return path
+
+
+def test_matching_model_has_no_problems(tmp_path):
+    artifact = inspect_files(RECIPE, "reference", "onnx", linear_onnx(tmp_path / "ok.onnx"))
+    assert artifact.problems == () and artifact.compatible
+    assert artifact.operators == {"Flatten": 1, "MatMul": 1}
+
+
+@pytest.mark.parametrize("kwargs, expected", [
+    ({"input_name": "pixels"}, "input name 'pixels' != 'image'"),
+    ({"output_name": "scores"}, "output name 'scores' != 'logits'"),
+    ({"classes": 12}, "output shape"),
+    ({"hw": 7}, "input shape"),
+])
+def test_mismatched_model_is_incompatible(tmp_path, kwargs, expected):
+    artifact = inspect_files(RECIPE, "reference", "onnx", linear_onnx(tmp_path / "bad.onnx", **kwargs))
+    assert not artifact.compatible
+    assert any(expected in p for p in artifact.problems), artifact.problems
+
+
+def test_file_the_runtime_rejects_is_a_problem_not_a_crash(tmp_path):
+    bogus = tmp_path / "bogus.onnx"
+    bogus.write_bytes(b"\x00garbage")
+    artifact = inspect_files(RECIPE, "reference", "onnx", bogus)
+    assert not artifact.compatible and "cannot load with the onnx runtime" in artifact.problems[0]
+
+
+def test_int8_io_allowed_only_when_variant_declares_it():
+    interface = {"inputs": [{"name": "image", "shape": [1, 8, 8, 1], "dtype": "int8"}],
+                 "outputs": [{"name": "logits", "shape": [1, 10], "dtype": "int8"}]}
+    assert check_interface(RECIPE, interface) != []
+    assert check_interface(RECIPE, interface, allowed_io_dtypes=("int8",)) == []
+
+
+def test_tflite_tensor_names_are_normalized():
+    assert normalize_name("serving_default_image:0") == "image"
+    assert normalize_name("logits") == "logits"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fmt", ["tflite", "onnx", "openvino"])
+def test_converted_reference_matches_recipe_interface(fmt):
+    artifact = artifact_for(fmt)
+    assert artifact.problems == ()
+    assert artifact.interface["inputs"][0]["shape"][1:] == [8, 8, 1]
+    assert artifact.operators, "each format lists its operators"
