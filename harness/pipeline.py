@@ -23,7 +23,7 @@ import numpy as np
 from . import device
 from .build import Artifact, build_model_artifacts
 from .cache import ContentCache
-from .errors import ChecksumMismatch, CommandTimeout, ConnectError, HarnessError, TransportError
+from .errors import CommandTimeout, ConnectError, HarnessError, TransportError
 from .progress import SILENT, Progress
 from .results import FAILED, INCOMPATIBLE, LOST, OK, SKIPPED, agent_metrics, cell_id, make_row, output_metrics, \
     results_frame
@@ -136,6 +136,7 @@ def run_target_job(job: TargetJob, progress: Progress = SILENT) -> List[Dict[str
     try:
         transport = open_transport(target)
     except HarnessError as exc:
+        run.write_device(target.name, device.unreachable_probe(target.name, exc))
         lose_rest("device_unreachable", str(exc))
         return rows
     try:
@@ -144,6 +145,7 @@ def run_target_job(job: TargetJob, progress: Progress = SILENT) -> List[Dict[str
             run.write_device(target.name, probe)
             agent_path = device.ensure_agent(transport)
         except (TransportError, HarnessError) as exc:
+            run.write_device(target.name, device.unreachable_probe(target.name, exc))
             lose_rest("device_unreachable", f"health probe failed: {exc}")
             return rows
         available = {fmt for fmt, info in probe.get("runtimes", {}).items() if info.get("available")}
@@ -205,7 +207,9 @@ def _run_cell(job: TargetJob, cell: Cell, transport, agent_path: str, available:
             uploaded_inputs[evals.eval_inputs_path] = device.ensure_artifact(transport, Path(evals.eval_inputs_path))
         remote_files = [device.ensure_artifact(transport, Path(p), sha)
                         for p, sha in zip(artifact.files, artifact.file_sha256)]
-    except ChecksumMismatch as exc:
+    except ConnectError:
+        raise  # the device is gone: the job marks this and the remaining cells lost
+    except TransportError as exc:  # checksum mismatch twice, disk full, permission denied
         return _record(run, failed_row(run_id, cell, FAILED, "upload_failed", str(exc)), **extra)
     remote_dir = f"{transport.workdir}/runs/{run_id}/{cell.cell_id}"
     transport.mkdir(remote_dir)
