@@ -13,10 +13,12 @@ def digits_cnn_architecture(recipe, width: int = 1):
     return keras.Sequential([
         keras.layers.Input((h, w, c), name=recipe.input.name),
         keras.layers.Conv2D(16 * width, 3, activation="relu", padding="same"),
-        keras.layers.Conv2D(32 * width, 3, activation="relu"),
+        # 160k parameters: big enough that an int8 artifact's fixed overhead (graph, names,
+        # quantization parameters) does not hide the 4x weight saving; trains in a few seconds.
+        keras.layers.Conv2D(64 * width, 3, activation="relu"),
         keras.layers.MaxPooling2D(),
         keras.layers.Flatten(),
-        keras.layers.Dense(64 * width, activation="relu"),
+        keras.layers.Dense(256 * width, activation="relu"),
         keras.layers.Dense(recipe.output.classes, name=recipe.output.name),
     ], name=recipe.name)
 
