@@ -1,0 +1,69 @@
+"""`harness gate`: check a run against a release policy; exit 0 (pass) or 1 (fail)."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Tuple
+
+
+def register(subparsers) -> None:
+    from ..history import DEFAULT_DB_PATH
+    from ..rundir import REPORTS_DIR
+    from ..targets import TARGETS_DIR
+    p = subparsers.add_parser(
+        "gate", help="check a run against a release policy (exit 0 pass, 1 fail) and write JUnit XML",
+        description="Check a run against a YAML policy: per target minimum accuracy retention, maximum p99 "
+                    "latency and memory, maximum regression against a baseline run (latency judged on the "
+                    "per-iteration samples), required formats. Prints each violation, writes JUnit XML, and "
+                    "records the verdict in the history store so the next run can use this one as its baseline.",
+        epilog="example: harness gate --policy policies/default.yaml --run latest")
+    p.add_argument("--policy", type=Path, required=True, help="policy YAML file (see policies/default.yaml)")
+    p.add_argument("--run", default="latest", help="run id under the reports directory, or 'latest' (default)")
+    p.add_argument("--baseline", metavar="RUN_ID",
+                   help="compare with this run (default: the policy's baseline, normally the last passing run)")
+    p.add_argument("--junit", type=Path, help="JUnit XML path (default reports/<run-id>/gate.junit.xml)")
+    p.add_argument("--db", type=Path, default=DEFAULT_DB_PATH, help=f"history store (default {DEFAULT_DB_PATH})")
+    p.add_argument("--no-record", action="store_true", help="do not record the run and its verdict in the history")
+    p.add_argument("--reports-dir", type=Path, default=REPORTS_DIR, help="where runs are (default reports/)")
+    p.add_argument("--targets-dir", type=Path, default=TARGETS_DIR, help="target YAML files (default targets/)")
+    p.set_defaults(func=cmd_gate)
+
+
+def load_baseline(store, run_id: str, named: Optional[str], reports_dir: Path
+                  ) -> Tuple[Optional[str], Optional[List[Dict[str, Any]]], Dict[str, Any]]:
+    """(baseline id, its rows, its samples): from the history store, or a run directory for a named run."""
+    from ..errors import HarnessError
+    from ..history import load_latency_samples, load_run_table, resolve_run
+    try:
+        baseline = store.find_baseline(run_id, named)
+    except HarnessError:
+        if not named or not (Path(reports_dir) / named).is_dir():
+            raise
+        run = resolve_run(named, reports_dir)  # named but never recorded: read its run directory
+        return named, load_run_table(run).to_dict(orient="records"), load_latency_samples(run)
+    if baseline is None:
+        return None, None, {}
+    return baseline, store.rows(baseline), store.samples(baseline)
+
+
+def cmd_gate(args) -> int:
+    from ..gate import LAST_PASSING, evaluate, load_policy, write_junit
+    from ..history import History, load_latency_samples, load_run_table, record_run, resolve_run
+    from ..report import budgets_for
+    policy = load_policy(args.policy)
+    run = resolve_run(args.run, args.reports_dir)
+    frame = load_run_table(run)
+    budgets, budget_notes = budgets_for(sorted({str(t) for t in frame["target"]}), None, args.targets_dir)
+    store = History(args.db)
+    named = args.baseline or (policy.baseline if policy.baseline != LAST_PASSING else None)
+    baseline_id, baseline_rows, baseline_samples = load_baseline(store, run.run_id, named, args.reports_dir)
+    result = evaluate(policy, frame, budgets, run_id=run.run_id, samples=load_latency_samples(run),
+                      baseline_rows=baseline_rows, baseline_samples=baseline_samples, baseline_id=baseline_id)
+    for line in result.lines():
+        print(line)
+    for note in budget_notes:
+        print(f"  note: {note}")
+    junit = write_junit(result, args.junit or run.root / "gate.junit.xml")
+    print(f"junit: {junit}")
+    if not args.no_record:
+        record_run(run, args.db, gate_passed=result.passed)
+    return 0 if result.passed else 1

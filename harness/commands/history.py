@@ -1,0 +1,97 @@
+"""`harness history`: a metric over time, recorded runs, and regressions against a baseline."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Dict, List, Tuple
+
+
+def register(subparsers) -> None:
+    from ..history import DEFAULT_DB_PATH
+    from ..rundir import REPORTS_DIR
+    p = subparsers.add_parser(
+        "history", help="show a metric over time, record a run, or list regressions against a baseline",
+        description="Runs are appended to a local SQLite store (default .harness/history.sqlite) at the end of "
+                    "every profile run. With --model and --target, show a metric over time; with --record, "
+                    "append a run; with --compare, list the regressions of a run against its baseline (the last "
+                    "run that passed the gate, or --baseline). Without any of these, list the recorded runs.",
+        epilog="example: harness history --model digits_cnn --target local --metric latency_p99_ms")
+    p.add_argument("--model", help="model name")
+    p.add_argument("--target", help="target name")
+    p.add_argument("--metric", default="latency_p99_ms",
+                   help="a numeric results column (default latency_p99_ms), e.g. accuracy, peak_rss_bytes")
+    p.add_argument("--variant", help="only this variant")
+    p.add_argument("--format", dest="fmt", help="only this format")
+    p.add_argument("--record", metavar="RUN", help="append a run (id or 'latest') to the store")
+    p.add_argument("--compare", metavar="RUN", help="list regressions of a run (id or 'latest') against a baseline")
+    p.add_argument("--baseline", metavar="RUN_ID", help="baseline for --compare (default: last passing run)")
+    p.add_argument("--min-effect", type=float, default=0.05,
+                   help="smallest latency slowdown reported as a regression (default 0.05 = 5 %%)")
+    p.add_argument("--db", type=Path, default=DEFAULT_DB_PATH, help=f"history store (default {DEFAULT_DB_PATH})")
+    p.add_argument("--reports-dir", type=Path, default=REPORTS_DIR, help="where runs are (default reports/)")
+    p.set_defaults(func=cmd_history)
+
+
+def _show_runs(store) -> int:
+    runs = store.runs()
+    if not runs:
+        print(f"no runs recorded in {store.path}; `harness profile` records each run")
+        return 0
+    print(f"{'run':<32} {'started':<22} {'cells':>5} {'ok':>4} {'failed':>6}  gate")
+    for r in runs:
+        gate = {None: "-", True: "passed", False: "failed"}[r.gate_passed]
+        print(f"{r.run_id:<32} {r.started_at:<22} {r.n_cells:>5} {r.n_ok:>4} {r.n_failed:>6}  {gate}")
+    return 0
+
+
+def _show_series(store, args) -> int:
+    from ..errors import HarnessError
+    if not (args.model and args.target):
+        raise HarnessError("--model and --target go together: name both to show a series")
+    points = store.series(args.model, args.target, args.metric, variant=args.variant, fmt=args.fmt)
+    if not points:
+        print(f"no recorded cells of model {args.model!r} on target {args.target!r} in {store.path}")
+        return 0
+    series: Dict[Tuple[str, str], List] = {}
+    for p in points:
+        series.setdefault((p.variant, p.format), []).append(p)
+    for (variant, fmt), pts in sorted(series.items()):
+        print(f"{args.model} / {variant} / {fmt} on {args.target}: {args.metric}")
+        first = next((p.value for p in pts if p.value is not None), None)
+        for p in pts:
+            value = "" if p.value is None else f"{p.value:.6g}"
+            change = f"{p.value / first - 1.0:+.1%}" if p.value is not None and first else ""
+            gate = {None: "", True: "gate passed", False: "gate failed"}[p.gate_passed]
+            print(f"  {p.started_at:<22} {p.run_id:<32} {value:>12} {change:>8}  {p.status:<12} {gate}")
+    return 0
+
+
+def _compare(store, args) -> int:
+    from ..history import load_latency_samples, load_run_table, resolve_run
+    from ..regression import compare_runs, regressions
+    run = resolve_run(args.compare, args.reports_dir)
+    baseline = store.find_baseline(run.run_id, args.baseline)
+    if baseline is None:
+        print(f"no baseline for {run.run_id}: no earlier passing run in {store.path}")
+        return 0
+    frame = load_run_table(run)
+    changes = compare_runs(frame.to_dict(orient="records"), store.rows(baseline), load_latency_samples(run),
+                           store.samples(baseline), min_effect=args.min_effect)
+    found = regressions(changes)
+    print(f"{run.run_id} against baseline {baseline}: {len(changes)} comparisons, {len(found)} regression(s)")
+    for c in found:
+        print(f"  REGRESSION {c.metric:<8} {c.cell_id}: {c.detail}")
+    return 1 if found else 0
+
+
+def cmd_history(args) -> int:
+    from ..history import History, record_run, resolve_run
+    store = History(args.db)
+    if args.record:
+        info = record_run(resolve_run(args.record, args.reports_dir), args.db)
+        print(f"recorded {info.run_id}: {info.n_cells} cells ({info.n_ok} ok, {info.n_failed} failed) in {store.path}")
+        return 0
+    if args.compare:
+        return _compare(store, args)
+    if args.model or args.target:
+        return _show_series(store, args)
+    return _show_runs(store)

@@ -1,0 +1,315 @@
+"""Run history in a local SQLite file, so nightly runs build a series.
+
+The embedded default store is `.harness/history.sqlite` (git-ignored). Every
+run is appended with its result rows, every numeric column in long form
+(metric, value) for series queries, and each cell's per-iteration latency
+samples for regression tests against a later run. Recording a run again
+replaces its cells but keeps its place in the order and its gate verdict.
+
+Also here: finding a run directory by id (or `latest`) and reading its table
+and latency samples, since recording is the first thing that needs them.
+"""
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import json
+import math
+import sqlite3
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence
+
+import numpy as np
+
+from .errors import HarnessError
+from .results import COLUMNS, FAILED, LOST, OK, results_frame
+from .rundir import REPORTS_DIR, RunDir
+
+DEFAULT_DB_PATH = Path(".harness/history.sqlite")
+LATEST = "latest"
+SCHEMA_VERSION = "1"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS runs (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    run_id TEXT NOT NULL UNIQUE,
+    started_at TEXT NOT NULL,
+    recorded_at TEXT NOT NULL,
+    n_cells INTEGER NOT NULL,
+    n_ok INTEGER NOT NULL,
+    n_failed INTEGER NOT NULL,
+    gate_passed INTEGER            -- NULL: never gated; 1 passed; 0 failed
+);
+CREATE TABLE IF NOT EXISTS cells (
+    run_id TEXT NOT NULL, cell_id TEXT NOT NULL,
+    model TEXT, variant TEXT, format TEXT, target TEXT, status TEXT,
+    row_json TEXT NOT NULL,
+    PRIMARY KEY (run_id, cell_id)
+);
+CREATE TABLE IF NOT EXISTS metrics (
+    run_id TEXT NOT NULL, cell_id TEXT NOT NULL, metric TEXT NOT NULL, value REAL NOT NULL,
+    PRIMARY KEY (run_id, cell_id, metric)
+);
+CREATE TABLE IF NOT EXISTS samples (
+    run_id TEXT NOT NULL, cell_id TEXT NOT NULL, latencies_ms TEXT NOT NULL,
+    PRIMARY KEY (run_id, cell_id)
+);
+CREATE INDEX IF NOT EXISTS cells_by_model_target ON cells (model, target);
+"""
+
+
+# ---------------------------------------------------------------- reading run directories
+def resolve_run(ref: str, reports_dir: Path = REPORTS_DIR) -> RunDir:
+    """`reports/<ref>/`, or with ref 'latest' the newest run that has a results.parquet."""
+    reports_dir = Path(reports_dir)
+    if ref == LATEST:
+        runs = [p.parent for p in reports_dir.glob("*/results.parquet")]
+        if not runs:
+            raise HarnessError(f"no run with a results.parquet under {reports_dir}/; run `harness profile` first")
+        return RunDir(max(runs, key=lambda p: ((p / "results.parquet").stat().st_mtime, p.name)))
+    candidate = Path(ref)
+    if candidate.is_dir() and (candidate / "cells").is_dir():
+        return RunDir(candidate)
+    path = reports_dir / ref
+    if not path.is_dir():
+        known = sorted(p.name for p in reports_dir.iterdir() if p.is_dir())[-5:] if reports_dir.is_dir() else []
+        raise HarnessError(f"no run directory {path}; recent runs: {', '.join(known) or 'none'} "
+                           f"(or pass 'latest')")
+    return RunDir(path)
+
+
+def load_run_table(run_dir: RunDir):
+    """The run's collated table: results.parquet, else the rows of cells/*.json."""
+    parquet = run_dir.root / "results.parquet"
+    if parquet.exists():
+        import pandas as pd
+        return pd.read_parquet(parquet)
+    return results_frame(run_dir.rows())
+
+
+def load_latency_samples(run_dir: RunDir) -> Dict[str, np.ndarray]:
+    """Per-iteration latency samples (ms) by cell_id, from cells/*.json."""
+    samples: Dict[str, np.ndarray] = {}
+    for cell in run_dir.iter_cells():
+        values = cell.get("latencies_ms")
+        if values:
+            samples[str(cell["row"]["cell_id"])] = np.asarray(values, dtype=np.float64)
+    return samples
+
+
+def _plain(value: Any) -> Any:
+    """A JSON-safe scalar: numpy to Python, NaN/NA to None."""
+    if value is None:
+        return None
+    if hasattr(value, "item") and not isinstance(value, (str, bytes)):
+        try:
+            value = value.item()
+        except (ValueError, AttributeError):
+            pass
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    try:
+        import pandas as pd
+        if value is pd.NA or value is pd.NaT:
+            return None
+    except ImportError:  # pragma: no cover
+        pass
+    return value
+
+
+def _records(frame: Any) -> List[Dict[str, Any]]:
+    return [{k: _plain(v) for k, v in r.items()} for r in frame.to_dict(orient="records")]
+
+
+# ---------------------------------------------------------------- the store
+@dataclass(frozen=True)
+class RunInfo:
+    seq: int
+    run_id: str
+    started_at: str
+    recorded_at: str
+    n_cells: int
+    n_ok: int
+    n_failed: int
+    gate_passed: Optional[bool]
+
+
+@dataclass(frozen=True)
+class SeriesPoint:
+    run_id: str
+    started_at: str
+    variant: str
+    format: str
+    status: str
+    value: Optional[float]
+    gate_passed: Optional[bool]
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _gate(value: Any) -> Optional[bool]:
+    return None if value is None else bool(value)
+
+
+class History:
+    """The SQLite store at `path` (created with its tables on first use)."""
+
+    def __init__(self, path: Path | str | None = None):
+        self.path = Path(path) if path is not None else DEFAULT_DB_PATH
+
+    @contextlib.contextmanager
+    def connect(self) -> Iterator[sqlite3.Connection]:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            conn = sqlite3.connect(self.path, timeout=30.0)
+        except sqlite3.Error as exc:
+            raise HarnessError(f"cannot open history store {self.path}: {exc}") from None
+        try:
+            conn.row_factory = sqlite3.Row
+            conn.executescript(_SCHEMA)
+            conn.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (SCHEMA_VERSION,))
+            with conn:
+                yield conn
+        except sqlite3.DatabaseError as exc:
+            raise HarnessError(f"history store {self.path} is unusable ({exc}); move it aside to start afresh") \
+                from None
+        finally:
+            conn.close()
+
+    # -------------------------------------------------------- writing
+    def record(self, run_id: str, rows: Sequence[Mapping[str, Any]], samples: Mapping[str, Sequence[float]],
+               started_at: Optional[str] = None, gate_passed: Optional[bool] = None) -> RunInfo:
+        """Append (or replace) one run's rows and samples; returns what was stored."""
+        rows = [{k: _plain(v) for k, v in r.items()} for r in rows]
+        starts = sorted(str(r["started_at"]) for r in rows if r.get("started_at"))
+        started = started_at or (starts[0] if starts else _now())
+        statuses = [r.get("status") for r in rows]
+        n_ok, n_failed = statuses.count(OK), statuses.count(FAILED) + statuses.count(LOST)
+        numeric = [c for c in COLUMNS if c not in ("run_id", "cell_id")]
+        with self.connect() as conn:
+            conn.execute(
+                "INSERT INTO runs (run_id, started_at, recorded_at, n_cells, n_ok, n_failed, gate_passed) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT(run_id) DO UPDATE SET started_at=excluded.started_at, "
+                "recorded_at=excluded.recorded_at, n_cells=excluded.n_cells, n_ok=excluded.n_ok, "
+                "n_failed=excluded.n_failed, gate_passed=COALESCE(excluded.gate_passed, runs.gate_passed)",
+                (run_id, started, _now(), len(rows), n_ok, n_failed,
+                 None if gate_passed is None else int(gate_passed)))
+            for table in ("cells", "metrics", "samples"):
+                conn.execute(f"DELETE FROM {table} WHERE run_id = ?", (run_id,))
+            for row in rows:
+                cell = str(row["cell_id"])
+                conn.execute("INSERT INTO cells VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                             (run_id, cell, row.get("model"), row.get("variant"), row.get("format"),
+                              row.get("target"), row.get("status"), json.dumps(row, default=str)))
+                conn.executemany("INSERT INTO metrics VALUES (?, ?, ?, ?)",
+                                 [(run_id, cell, c, float(row[c])) for c in numeric
+                                  if isinstance(row.get(c), (int, float)) and not isinstance(row.get(c), bool)])
+                values = samples.get(cell)
+                if values is not None and len(values):
+                    conn.execute("INSERT INTO samples VALUES (?, ?, ?)",
+                                 (run_id, cell, json.dumps([float(v) for v in values])))
+        info = self.run(run_id)
+        assert info is not None
+        return info
+
+    def mark_gate(self, run_id: str, passed: bool) -> None:
+        with self.connect() as conn:
+            if conn.execute("UPDATE runs SET gate_passed = ? WHERE run_id = ?",
+                            (int(passed), run_id)).rowcount == 0:
+                raise HarnessError(f"run {run_id!r} is not in the history store {self.path}; record it first")
+
+    # -------------------------------------------------------- reading
+    def run(self, run_id: str) -> Optional[RunInfo]:
+        with self.connect() as conn:
+            r = conn.execute("SELECT * FROM runs WHERE run_id = ?", (run_id,)).fetchone()
+        return None if r is None else RunInfo(r["seq"], r["run_id"], r["started_at"], r["recorded_at"],
+                                              r["n_cells"], r["n_ok"], r["n_failed"], _gate(r["gate_passed"]))
+
+    def runs(self) -> List[RunInfo]:
+        with self.connect() as conn:
+            found = conn.execute("SELECT * FROM runs ORDER BY seq").fetchall()
+        return [RunInfo(r["seq"], r["run_id"], r["started_at"], r["recorded_at"], r["n_cells"], r["n_ok"],
+                        r["n_failed"], _gate(r["gate_passed"])) for r in found]
+
+    def rows(self, run_id: str) -> List[Dict[str, Any]]:
+        with self.connect() as conn:
+            found = conn.execute("SELECT row_json FROM cells WHERE run_id = ? ORDER BY cell_id", (run_id,)).fetchall()
+        return [json.loads(r["row_json"]) for r in found]
+
+    def samples(self, run_id: str) -> Dict[str, np.ndarray]:
+        with self.connect() as conn:
+            found = conn.execute("SELECT cell_id, latencies_ms FROM samples WHERE run_id = ?", (run_id,)).fetchall()
+        return {r["cell_id"]: np.asarray(json.loads(r["latencies_ms"]), dtype=np.float64) for r in found}
+
+    def metrics(self) -> List[str]:
+        with self.connect() as conn:
+            return [r[0] for r in conn.execute("SELECT DISTINCT metric FROM metrics ORDER BY metric")]
+
+    def series(self, model: str, target: str, metric: str, variant: Optional[str] = None,
+               fmt: Optional[str] = None) -> List[SeriesPoint]:
+        """`metric` of every recorded cell of model on target, oldest run first.
+
+        Cells that did not measure the metric (a failed cell) appear with value None.
+        """
+        if metric not in COLUMNS:
+            raise HarnessError(f"unknown metric {metric!r}; numeric metrics: {', '.join(self.metrics()) or 'none yet'}")
+        query = ("SELECT r.run_id, r.started_at, r.gate_passed, c.variant, c.format, c.status, m.value "
+                 "FROM cells c JOIN runs r ON r.run_id = c.run_id "
+                 "LEFT JOIN metrics m ON m.run_id = c.run_id AND m.cell_id = c.cell_id AND m.metric = ? "
+                 "WHERE c.model = ? AND c.target = ?")
+        params: List[Any] = [metric, model, target]
+        if variant is not None:
+            query += " AND c.variant = ?"
+            params.append(variant)
+        if fmt is not None:
+            query += " AND c.format = ?"
+            params.append(fmt)
+        with self.connect() as conn:
+            found = conn.execute(query + " ORDER BY r.seq, c.variant, c.format", params).fetchall()
+        return [SeriesPoint(r["run_id"], r["started_at"], r["variant"], r["format"], r["status"], r["value"],
+                            _gate(r["gate_passed"])) for r in found]
+
+    def find_baseline(self, run_id: str, named: Optional[str] = None) -> Optional[str]:
+        """The run to compare `run_id` with.
+
+        `named` if given (it must be recorded); otherwise the newest run
+        recorded before `run_id` that passed the gate; if no run was ever
+        gated, the newest earlier run with no failed or lost cell. None when
+        there is no such run.
+        """
+        if named:
+            if self.run(named) is None:
+                recent = ", ".join(r.run_id for r in self.runs()[-5:]) or "none"
+                raise HarnessError(f"baseline run {named!r} is not in the history store {self.path}; "
+                                   f"recent runs: {recent}")
+            return named
+        current = self.run(run_id)
+        earlier = [r for r in self.runs() if r.run_id != run_id and (current is None or r.seq < current.seq)]
+        passed = [r for r in earlier if r.gate_passed]
+        if passed:
+            return passed[-1].run_id
+        if any(r.gate_passed is not None for r in earlier):
+            return None
+        clean = [r for r in earlier if r.n_failed == 0 and r.n_cells > 0]
+        return clean[-1].run_id if clean else None
+
+
+def _manifest_started_at(run_dir: RunDir) -> Optional[str]:
+    try:
+        manifest = run_dir.read_manifest()
+    except (OSError, ValueError):
+        return None
+    value = manifest.get("started_at") or manifest.get("created_at")
+    return str(value) if value else None
+
+
+def record_run(run_dir: RunDir, db_path: Path | str | None = None,
+               gate_passed: Optional[bool] = None) -> RunInfo:
+    """Append a finished run (its table and latency samples) to the history store."""
+    frame = load_run_table(run_dir)
+    return History(db_path).record(run_dir.run_id, _records(frame), load_latency_samples(run_dir),
+                                   started_at=_manifest_started_at(run_dir), gate_passed=gate_passed)

@@ -1,0 +1,191 @@
+"""The report a person reads: `reports/<run-id>/index.html` and `summary.md`.
+
+    write_report(run_dir, targets) -> path of index.html
+
+The page is self-contained for offline use: inline CSS, no scripts, and PNG
+images written beside it under `plots/` (made with matplotlib's Agg renderer).
+`summary.md` is the same content in short for CI logs. Both are written even
+when some or all cells failed; the failures are part of the report.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Mapping, Sequence, Tuple
+
+import numpy as np
+
+from ..errors import HarnessError
+from ..history import load_run_table
+from ..results import OK
+from ..rundir import RunDir
+from ..scores import (CellScore, Disagreement, PairParity, PortabilityScore, Recommendation, disagreements,
+                      pairwise_parity, parity_table, portability_scores, recommend, score_cells)
+from ..targets import TARGETS_DIR, Budgets, TargetSpec, load_target
+
+log = logging.getLogger("harness.report")
+
+PLOTS_DIR = "plots"
+INDEX_NAME = "index.html"
+SUMMARY_NAME = "summary.md"
+
+
+@dataclass(frozen=True)
+class ImageRef:
+    #: path relative to the run directory, e.g. plots/parity_digits_cnn.png
+    src: str
+    title: str
+
+
+@dataclass
+class ReportContext:
+    """Everything the HTML and Markdown renderers show, computed once."""
+
+    run_id: str
+    generated_at: str
+    frame: Any
+    devices: Dict[str, Dict[str, Any]]
+    budgets: Dict[str, Budgets]
+    budget_notes: List[str]
+    cell_scores: List[CellScore]
+    portability: List[PortabilityScore]
+    recommendations: List[Recommendation]
+    parity: Any
+    pairs: Dict[str, List[PairParity]]
+    disagreements: List[Disagreement]
+    images: Dict[str, List[ImageRef]] = field(default_factory=dict)
+
+    @property
+    def rows(self) -> List[Dict[str, Any]]:
+        return self.frame.to_dict(orient="records")
+
+    @property
+    def status_counts(self) -> Dict[str, int]:
+        counts: Dict[str, int] = {}
+        for status in self.frame["status"]:
+            counts[str(status)] = counts.get(str(status), 0) + 1
+        return counts
+
+    @property
+    def failures(self) -> List[Dict[str, Any]]:
+        return [r for r in self.rows if r.get("status") != OK]
+
+
+def budgets_for(target_names: Sequence[str], targets: Mapping[str, TargetSpec] | None,
+                targets_dir: Path = TARGETS_DIR) -> Tuple[Dict[str, Budgets], List[str]]:
+    """Each target's budgets: from `targets`, else targets/<name>.yaml, else the defaults (noted)."""
+    budgets: Dict[str, Budgets] = {}
+    notes: List[str] = []
+    for name in target_names:
+        if targets and name in targets:
+            budgets[name] = targets[name].budgets
+            continue
+        try:
+            budgets[name] = load_target(name, targets_dir).budgets
+        except HarnessError as exc:
+            budgets[name] = Budgets()
+            notes.append(f"{name}: default budgets used ({exc})")
+    return budgets, notes
+
+
+def load_outputs(run_dir: RunDir, cell_ids: Sequence[str]) -> Dict[str, np.ndarray]:
+    """The first output of each cell that kept its outputs (outputs/<cell_id>.npz)."""
+    outputs: Dict[str, np.ndarray] = {}
+    for cell in cell_ids:
+        path = run_dir.outputs_path(cell)
+        if not path.exists():
+            continue
+        try:
+            with np.load(path, allow_pickle=False) as npz:
+                keys = sorted(npz.files)
+                if keys:
+                    outputs[cell] = npz["output_0" if "output_0" in keys else keys[0]]
+        except (OSError, ValueError) as exc:
+            log.warning("cannot read outputs %s: %s", path, exc)
+    return outputs
+
+
+def _safe(name: str) -> str:
+    return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in name)
+
+
+def build_context(run_dir: RunDir, targets: Mapping[str, TargetSpec] | None = None,
+                  targets_dir: Path = TARGETS_DIR) -> ReportContext:
+    """Scores, parity and recommendations for one run (no files written)."""
+    frame = load_run_table(run_dir)
+    target_names = sorted({str(t) for t in frame["target"]})
+    budgets, notes = budgets_for(target_names, targets, targets_dir)
+    parity = parity_table(frame)
+    rows = frame.to_dict(orient="records")
+    ok_ids = [str(r["cell_id"]) for r in rows if r.get("status") == OK]
+    outputs = load_outputs(run_dir, ok_ids)
+    groups = {str(r["cell_id"]): f"{r['model']}/{r['variant']}" for r in rows}
+    pairs: Dict[str, List[PairParity]] = {}
+    found: List[Disagreement] = []
+    for model in sorted({str(m) for m in frame["model"]}):
+        model_outputs = {c: o for c, o in outputs.items() if groups.get(c, "").startswith(model + "/")}
+        pairs[model] = pairwise_parity(model_outputs)
+        found += disagreements(pairs[model], groups)
+    return ReportContext(
+        run_id=run_dir.run_id,
+        generated_at=_dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC"),
+        frame=frame, devices=run_dir.devices() if (run_dir.root / "devices").is_dir() else {},
+        budgets=budgets, budget_notes=notes, cell_scores=score_cells(frame, budgets),
+        portability=portability_scores(frame, budgets), recommendations=recommend(frame, budgets),
+        parity=parity, pairs=pairs, disagreements=found)
+
+
+def draw_plots(ctx: ReportContext, run_dir: RunDir) -> None:
+    """Write every PNG under <run>/plots/ and list them in ctx.images."""
+    from . import plots
+    out = run_dir.root / PLOTS_DIR
+    out.mkdir(parents=True, exist_ok=True)
+    for stale in out.glob("*.png"):
+        stale.unlink()
+    rows = ctx.rows
+    images: Dict[str, List[ImageRef]] = {"parity": [], "pareto": [], "memory": []}
+    for model in sorted({str(m) for m in ctx.frame["model"]}):
+        name = f"parity_{_safe(model)}.png"
+        plots.parity_heatmap(ctx.parity, model, out / name)
+        images["parity"].append(ImageRef(f"{PLOTS_DIR}/{name}", f"{model}: agreement with the reference"))
+        model_cells = sorted({p.cell_a for p in ctx.pairs.get(model, [])} | {p.cell_b for p in ctx.pairs.get(model, [])})
+        if len(model_cells) >= 2:
+            name = f"pairwise_{_safe(model)}.png"
+            plots.pairwise_heatmap(ctx.pairs[model], model_cells, out / name,
+                                   f"{model}: top-1 agreement between cells")
+            images["parity"].append(ImageRef(f"{PLOTS_DIR}/{name}", f"{model}: agreement between cells"))
+    for target in sorted(ctx.budgets):
+        name = f"pareto_{_safe(target)}.png"
+        plots.accuracy_vs_latency([r for r in rows if str(r.get("target")) == target], target,
+                                  ctx.budgets[target], out / name)
+        images["pareto"].append(ImageRef(f"{PLOTS_DIR}/{name}", f"{target}: accuracy against p99 latency"))
+    plots.memory_per_cell(rows, ctx.budgets, out / "memory.png")
+    images["memory"].append(ImageRef(f"{PLOTS_DIR}/memory.png", "peak memory per cell"))
+    ctx.images = images
+
+
+def _write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def write_report(run_dir: RunDir, targets: Mapping[str, TargetSpec] | None = None,
+                 targets_dir: Path = TARGETS_DIR) -> Path:
+    """Write <run>/index.html, <run>/summary.md and <run>/plots/*.png; returns index.html's path."""
+    from .html import render_html
+    from .markdown import render_markdown
+    ctx = build_context(run_dir, targets, targets_dir)
+    if len(ctx.frame):
+        draw_plots(ctx, run_dir)
+    _write_text(run_dir.root / SUMMARY_NAME, render_markdown(ctx))
+    index = run_dir.root / INDEX_NAME
+    _write_text(index, render_html(ctx))
+    return index
+
+
+__all__ = ["ImageRef", "ReportContext", "budgets_for", "build_context", "draw_plots", "load_outputs",
+           "write_report", "INDEX_NAME", "SUMMARY_NAME"]

@@ -1,0 +1,206 @@
+"""index.html: one offline page (inline CSS, no scripts, PNGs beside it)."""
+from __future__ import annotations
+
+import html
+import math
+from typing import TYPE_CHECKING, Any, Iterable, List, Mapping, Optional, Sequence
+
+from ..results import SUMMARY_COLUMNS
+from ..scores import BYTES_PER_MB
+
+if TYPE_CHECKING:
+    from . import ImageRef, ReportContext
+
+_CSS = """
+body { font-family: system-ui, sans-serif; margin: 1.5em auto; max-width: 1400px; padding: 0 1em; color: #222; }
+h1 { font-size: 1.5em; } h2 { border-bottom: 1px solid #ccc; margin-top: 2em; }
+table { border-collapse: collapse; font-size: 0.85em; margin: 0.5em 0 1em; }
+th, td { border: 1px solid #ddd; padding: 3px 7px; text-align: left; vertical-align: top; }
+th { background: #f3f3f3; } td.num { text-align: right; font-variant-numeric: tabular-nums; }
+tr.ok td.status { color: #176d17; } tr.failed td.status, tr.lost td.status { color: #b00020; font-weight: bold; }
+tr.incompatible td.status { color: #8a6d00; }
+.fits { color: #176d17; } .nofit { color: #b00020; }
+.wrap { overflow-x: auto; } figure { display: inline-block; margin: 0.5em 1em 1em 0; }
+figcaption { font-size: 0.85em; color: #555; } .note { color: #555; font-size: 0.9em; }
+pre { white-space: pre-wrap; margin: 0; font-size: 0.95em; }
+"""
+
+
+def esc(value: Any) -> str:
+    return html.escape("" if value is None else str(value), quote=True)
+
+
+def _is_missing(value: Any) -> bool:
+    if value is None:
+        return True
+    try:
+        return bool(value != value)  # NaN and pandas NA
+    except (TypeError, ValueError):
+        return False
+
+
+def fmt(value: Any, column: str = "") -> str:
+    """A cell's text: bytes as MB, fractions with 4 digits, blanks for missing."""
+    if _is_missing(value):
+        return ""
+    if column.endswith("_bytes"):
+        return f"{float(value) / BYTES_PER_MB:.1f} MB"
+    if isinstance(value, float):
+        if value == 0 or (1e-3 <= abs(value) < 1e5):
+            return f"{value:.4g}"
+        return f"{value:.2e}"
+    return str(value)
+
+
+def table(headers: Sequence[str], rows: Iterable[Sequence[Any]], numeric: Sequence[bool] | None = None,
+          row_classes: Sequence[str] | None = None, cell_classes: Mapping[int, str] | None = None) -> str:
+    """An escaped HTML table; values are strings already formatted."""
+    numeric = numeric or [False] * len(headers)
+    out = ['<div class="wrap"><table><thead><tr>', *(f"<th>{esc(h)}</th>" for h in headers), "</tr></thead><tbody>"]
+    for i, row in enumerate(rows):
+        klass = f' class="{esc(row_classes[i])}"' if row_classes else ""
+        out.append(f"<tr{klass}>")
+        for j, value in enumerate(row):
+            classes = (["num"] if numeric[j] else []) + ([cell_classes[j]] if cell_classes and j in cell_classes else [])
+            attr = f' class="{" ".join(classes)}"' if classes else ""
+            out.append(f"<td{attr}>{esc(value)}</td>")
+        out.append("</tr>")
+    out.append("</tbody></table></div>")
+    return "".join(out)
+
+
+def _figures(images: Sequence["ImageRef"]) -> str:
+    return "".join(f'<figure><img src="{esc(i.src)}" alt="{esc(i.title)}"><figcaption>{esc(i.title)}</figcaption>'
+                   f"</figure>" for i in images)
+
+
+def _section_devices(ctx: "ReportContext") -> str:
+    targets = sorted(set(ctx.devices) | set(ctx.budgets))
+    if not targets:
+        return "<p>No device was probed.</p>"
+    parts: List[str] = []
+    for target in targets:
+        probe = ctx.devices.get(target)
+        budget = ctx.budgets.get(target)
+        head = f"<h3>{esc(target)}</h3>"
+        if budget is not None:
+            head += (f'<p class="note">budgets: p99 {budget.latency_p99_ms:g} ms, '
+                     f"peak memory {budget.peak_memory_mb:g} MB</p>")
+        if not probe:
+            parts.append(head + "<p>No health probe recorded for this device.</p>")
+            continue
+        rows = []
+        for key in sorted(probe):
+            value = probe[key]
+            if key == "runtimes" and isinstance(value, Mapping):
+                text = "; ".join(f"{fmt_name}: " + (f"{info.get('module')} {info.get('version')}"
+                                                    if isinstance(info, Mapping) and info.get("available")
+                                                    else f"unavailable ({info.get('error') if isinstance(info, Mapping) else info})")
+                                 for fmt_name, info in sorted(value.items()))
+            elif isinstance(value, (dict, list)):
+                text = str(value)
+            else:
+                text = fmt(value, key)
+            rows.append((key, text))
+        parts.append(head + table(["field", "value"], rows))
+    return "".join(parts)
+
+
+def _section_results(ctx: "ReportContext") -> str:
+    records = ctx.rows
+    if not records:
+        return "<p>The run has no cells.</p>"
+    numeric = [c not in ("model", "variant", "format", "target", "status") for c in SUMMARY_COLUMNS]
+    rows = [[fmt(r.get(c), c) for c in SUMMARY_COLUMNS] for r in records]
+    return table(SUMMARY_COLUMNS, rows, numeric, [str(r.get("status")) for r in records],
+                 {SUMMARY_COLUMNS.index("status"): "status"})
+
+
+def _part(value: Optional[float]) -> str:
+    return "" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.3f}"
+
+
+def _section_scores(ctx: "ReportContext") -> str:
+    if not ctx.portability:
+        return "<p>No scores: the run has no cells.</p>"
+    rows = [[s.model, s.variant or "(best of all)", f"{s.score:.3f}",
+             f"{len(s.deployed_targets)}/{len(s.targets)}", _part(s.accuracy), _part(s.latency), _part(s.memory),
+             s.weakest, s.explain()] for s in ctx.portability]
+    score_table = table(["model", "variant", "score", "deploys", "accuracy", "latency", "memory", "weakest", "why"],
+                        rows, [False, False, True, True, True, True, True, False, False])
+    cells = [[c.model, c.variant, c.format, c.target, c.status, f"{c.score:.3f}", _part(c.parts.accuracy),
+              _part(c.parts.latency), _part(c.parts.memory), "; ".join(c.notes)] for c in ctx.cell_scores]
+    cell_table = table(["model", "variant", "format", "target", "status", "score", "accuracy", "latency", "memory",
+                        "notes"], cells, [False] * 5 + [True] * 4 + [False], [c.status for c in ctx.cell_scores],
+                       {4: "status"})
+    return ('<p class="note">score = deploys &times; accuracy &times; latency &times; memory per cell, each part in '
+            "[0, 1]: deploys is 1 when the cell ran; accuracy is the accuracy retention (top-1 agreement without "
+            "labels); latency is min(1, budget p99 / p99); memory is min(1, budget MB / peak MB). A model or variant "
+            "takes its best cell per target and the mean over its targets; the parts shown are means over the "
+            "targets where it deploys.</p>" + score_table + "<details><summary>every cell's score</summary>"
+            + cell_table + "</details>")
+
+
+def _section_recommendations(ctx: "ReportContext") -> str:
+    if not ctx.recommendations:
+        return "<p>No recommendations: the run has no cells.</p>"
+    rows, classes = [], []
+    for r in ctx.recommendations:
+        rows.append([r.target, r.model, "yes" if r.fits else "NONE FITS",
+                     f"{r.variant}/{r.format}" if r.variant else "", fmt(r.accuracy), fmt(r.latency_p99_ms),
+                     fmt(r.peak_memory_mb), r.reason])
+        classes.append("fits" if r.fits else "nofit")
+    return table(["target", "model", "fits", "recommended", "accuracy", "p99 ms", "peak MB", "reason"], rows,
+                 [False, False, False, False, True, True, True, False], classes)
+
+
+def _section_parity(ctx: "ReportContext") -> str:
+    out = [_figures(ctx.images.get("parity", []))]
+    if len(ctx.parity):
+        rows = [[r["model"], r["variant"], r["format"], r["target"], r["status"], fmt(r["top1_agreement"]),
+                 fmt(r["max_abs_diff"]), fmt(r["cosine_similarity"])] for r in ctx.parity.to_dict(orient="records")]
+        out.append("<details><summary>parity table</summary>" + table(
+            ["model", "variant", "format", "target", "status", "top-1 agreement", "max abs diff", "cosine"], rows,
+            [False] * 5 + [True] * 3, [str(r[4]) for r in rows], {4: "status"}) + "</details>")
+    n_pairs = sum(len(p) for p in ctx.pairs.values())
+    if ctx.disagreements:
+        out.append("<h3>Cells that disagree with each other</h3>" + table(
+            ["cell", "cell", "why"], [[d.cell_a, d.cell_b, d.reason] for d in ctx.disagreements]))
+    elif n_pairs:
+        out.append(f"<p>All {n_pairs} pairs of cells with the same model and variant agree.</p>")
+    else:
+        out.append('<p class="note">No cell kept its outputs (outputs/*.npz), so cells were compared only with '
+                   "the reference.</p>")
+    return "".join(out)
+
+
+def _section_failures(ctx: "ReportContext") -> str:
+    failures = ctx.failures
+    if not failures:
+        return "<p>Every cell ran.</p>"
+    rows = [[r.get("model"), r.get("variant"), r.get("format"), r.get("target"), r.get("status"),
+             fmt(r.get("error_category")), fmt(r.get("error_message"))] for r in failures]
+    return table(["model", "variant", "format", "target", "status", "category", "message"], rows,
+                 row_classes=[str(r.get("status")) for r in failures], cell_classes={4: "status"})
+
+
+def render_html(ctx: "ReportContext") -> str:
+    counts = ", ".join(f"{n} {s}" for s, n in sorted(ctx.status_counts.items())) or "no cells"
+    notes = "".join(f'<p class="note">{esc(n)}</p>' for n in ctx.budget_notes)
+    sections = [
+        ("devices", "Devices", _section_devices(ctx)),
+        ("results", "Results", _section_results(ctx)),
+        ("scores", "Portability scores", _section_scores(ctx)),
+        ("recommendations", "Recommendation per target", _section_recommendations(ctx)),
+        ("parity", "Parity with the reference", _section_parity(ctx)),
+        ("pareto", "Accuracy against p99 latency", _figures(ctx.images.get("pareto", []))
+         or "<p>No cell ran.</p>"),
+        ("memory", "Memory per cell", _figures(ctx.images.get("memory", [])) or "<p>No cell ran.</p>"),
+        ("failures", "Failures", _section_failures(ctx)),
+    ]
+    nav = " &middot; ".join(f'<a href="#{key}">{esc(title)}</a>' for key, title, _ in sections)
+    body = "".join(f'<section id="{key}"><h2>{esc(title)}</h2>{content}</section>' for key, title, content in sections)
+    return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+            f"<title>Run {esc(ctx.run_id)}</title><style>{_CSS}</style></head><body>"
+            f"<h1>Run {esc(ctx.run_id)}</h1><p>{esc(counts)} &middot; generated {esc(ctx.generated_at)}</p>"
+            f"{notes}<nav>{nav}</nav>{body}</body></html>\n")

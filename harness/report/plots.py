@@ -1,0 +1,168 @@
+"""The report's PNG images, drawn with matplotlib's Agg renderer.
+
+Figures are built from `matplotlib.figure.Figure` directly, never through
+pyplot, so no global state or display backend is touched and the report can
+be written from any thread or headless machine. Each function writes one PNG
+and returns its path.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+
+import numpy as np
+
+from ..results import OK
+from ..scores import BYTES_PER_MB, PairParity, accuracy_measure, pareto_front
+from ..targets import Budgets
+
+_PNG_META = {"Software": None}  # no version string: identical inputs give identical files
+_DPI = 100
+
+
+def _figure(width_in: float, height_in: float):
+    from matplotlib.figure import Figure
+    return Figure(figsize=(width_in, height_in), dpi=_DPI, layout="constrained")
+
+
+def _save(fig: Any, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, format="png", metadata=_PNG_META)
+    return path
+
+
+def _num(value: Any) -> Optional[float]:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
+
+
+def parity_heatmap(table: Any, model: str, path: Path) -> Path:
+    """Cells (variant/format) x targets, coloured by top-1 agreement with the reference.
+
+    Each square also prints the cosine similarity and max abs difference; a
+    cell that did not run is grey with its status.
+    """
+    sub = table[table["model"] == model]
+    rows = sorted({f"{v}/{f}" for v, f in zip(sub["variant"], sub["format"])})
+    cols = sorted(set(sub["target"]))
+    values = np.full((len(rows), len(cols)), np.nan)
+    labels: Dict[Tuple[int, int], str] = {}
+    for rec in sub.to_dict(orient="records"):
+        i, j = rows.index(f"{rec['variant']}/{rec['format']}"), cols.index(rec["target"])
+        top1 = _num(rec.get("top1_agreement"))
+        if rec.get("status") == OK and top1 is not None:
+            values[i, j] = top1
+            cos, mad = _num(rec.get("cosine_similarity")), _num(rec.get("max_abs_diff"))
+            labels[(i, j)] = (f"{top1:.1%}\ncos {cos:.4f}" if cos is not None else f"{top1:.1%}") + \
+                             (f"\n|d| {mad:.1e}" if mad is not None else "")
+        else:
+            labels[(i, j)] = str(rec.get("status"))
+    fig = _figure(max(4.0, 1.6 * len(cols) + 2.5), max(2.2, 0.62 * len(rows) + 1.4))
+    ax = fig.add_subplot()
+    import matplotlib
+    cmap = matplotlib.colormaps["RdYlGn"].with_extremes(bad="#cccccc")
+    image = ax.imshow(np.ma.masked_invalid(values), cmap=cmap, vmin=0.9, vmax=1.0, aspect="auto")
+    for (i, j), text in labels.items():
+        ax.text(j, i, text, ha="center", va="center", fontsize=7)
+    ax.set_xticks(range(len(cols)), cols)
+    ax.set_yticks(range(len(rows)), rows)
+    ax.set_title(f"{model}: top-1 agreement with the reference")
+    fig.colorbar(image, ax=ax, label="top-1 agreement (clipped at 90 %)")
+    return _save(fig, path)
+
+
+def pairwise_heatmap(pairs: Sequence[PairParity], cells: Sequence[str], path: Path, title: str) -> Path:
+    """Top-1 agreement between every two cells' outputs."""
+    index = {c: i for i, c in enumerate(cells)}
+    matrix = np.eye(len(cells))
+    for pair in pairs:
+        if pair.cell_a in index and pair.cell_b in index:
+            a, b = index[pair.cell_a], index[pair.cell_b]
+            matrix[a, b] = matrix[b, a] = pair.top1_agreement
+    size = max(3.5, 0.55 * len(cells) + 2.5)
+    fig = _figure(size + 1.0, size)
+    ax = fig.add_subplot()
+    image = ax.imshow(matrix, cmap="RdYlGn", vmin=0.9, vmax=1.0)
+    if len(cells) <= 12:
+        for a in range(len(cells)):
+            for b in range(len(cells)):
+                ax.text(b, a, f"{matrix[a, b]:.0%}", ha="center", va="center", fontsize=7)
+    ax.set_xticks(range(len(cells)), cells, rotation=60, ha="right", fontsize=7)
+    ax.set_yticks(range(len(cells)), cells, fontsize=7)
+    ax.set_title(title)
+    fig.colorbar(image, ax=ax, label="top-1 agreement")
+    return _save(fig, path)
+
+
+def _cell_label(rec: Mapping[str, Any]) -> str:
+    return f"{rec.get('model')}/{rec.get('variant')}/{rec.get('format')}"
+
+
+def accuracy_vs_latency(rows: Sequence[Mapping[str, Any]], target: str, budget: Budgets, path: Path) -> Path:
+    """Accuracy against p99 latency of the ok cells on one target, with the Pareto front and the budget."""
+    points: List[Tuple[float, float]] = []
+    names: List[str] = []
+    ylabel = "accuracy"
+    for rec in rows:
+        p99 = _num(rec.get("latency_p99_ms"))
+        accuracy = _num(rec.get("accuracy"))
+        if accuracy is None:
+            accuracy, source = accuracy_measure(rec)
+            ylabel = "accuracy (top-1 agreement where no labels)"
+        if rec.get("status") == OK and p99 is not None and accuracy is not None:
+            points.append((p99, accuracy))
+            names.append(_cell_label(rec))
+    fig = _figure(7.0, 4.5)
+    ax = fig.add_subplot()
+    if points:
+        xs, ys = np.array([p[0] for p in points]), np.array([p[1] for p in points])
+        front = pareto_front(points)
+        on_front = np.zeros(len(points), dtype=bool)
+        on_front[front] = True
+        ax.scatter(xs[~on_front], ys[~on_front], color="#7f7f7f", label="cell", zorder=3)
+        ax.scatter(xs[on_front], ys[on_front], color="#d62728", label="Pareto front", zorder=4)
+        ax.step(xs[front], ys[front], where="post", color="#d62728", alpha=0.6, zorder=2)
+        for k, (x, y, name) in enumerate(zip(xs, ys, names)):  # alternate sides so near points stay legible
+            ax.annotate(name, (x, y), textcoords="offset points", xytext=(5, 5 if k % 2 == 0 else -11), fontsize=7)
+    else:
+        ax.text(0.5, 0.5, "no cell ran on this target", ha="center", va="center", transform=ax.transAxes)
+    ax.axvline(budget.latency_p99_ms, color="#1f77b4", linestyle="--",
+               label=f"p99 budget {budget.latency_p99_ms:g} ms")
+    ax.set_xlabel("p99 latency (ms)")
+    ax.set_ylabel(ylabel)
+    ax.set_title(f"{target}: accuracy against p99 latency")
+    ax.grid(True, alpha=0.3)
+    ax.legend(loc="lower right", fontsize=8)
+    return _save(fig, path)
+
+
+def memory_per_cell(rows: Sequence[Mapping[str, Any]], budgets: Mapping[str, Budgets], path: Path) -> Path:
+    """Peak RSS of every ok cell as horizontal bars, with each target's memory budget."""
+    measured = [(f"{_cell_label(r)} @ {r.get('target')}", float(r["peak_rss_bytes"]) / BYTES_PER_MB,
+                 str(r.get("target"))) for r in rows
+                if r.get("status") == OK and _num(r.get("peak_rss_bytes")) is not None]
+    targets = sorted({t for _, _, t in measured})
+    import matplotlib
+    palette = matplotlib.colormaps["tab10"]
+    colours = {t: palette(i % 10) for i, t in enumerate(targets)}
+    fig = _figure(8.0, min(40.0, max(2.5, 0.32 * len(measured) + 1.5)))
+    ax = fig.add_subplot()
+    if measured:
+        ys = np.arange(len(measured))
+        ax.barh(ys, [m for _, m, _ in measured], color=[colours[t] for _, _, t in measured])
+        ax.set_yticks(ys, [n for n, _, _ in measured], fontsize=7)
+        ax.invert_yaxis()
+        for target in targets:
+            budget = budgets.get(target, Budgets()).peak_memory_mb
+            ax.axvline(budget, color=colours[target], linestyle="--", label=f"{target} budget {budget:g} MB")
+        ax.legend(loc="lower right", fontsize=8)
+    else:
+        ax.text(0.5, 0.5, "no cell measured memory", ha="center", va="center", transform=ax.transAxes)
+    ax.set_xlabel("peak RSS (MB = 2**20 bytes)")
+    ax.set_title("peak memory per cell")
+    ax.grid(True, axis="x", alpha=0.3)
+    return _save(fig, path)

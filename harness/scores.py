@@ -1,0 +1,389 @@
+"""Decisions from a results table: portability scores, parity and recommendations.
+
+Pure functions over the collated table (a pandas frame with
+harness.results.COLUMNS) and per-target budgets; no I/O.
+
+Portability score
+-----------------
+For one cell (model, variant, format, target) the score is the product of
+four parts, each in [0, 1], so the weakest part shows why a score is low:
+
+    deploys   1 if the cell ran (status 'ok'), else 0
+    accuracy  accuracy_retention clipped to [0, 1]
+              (top1_agreement with the reference when no labels; 0 if neither)
+    latency   min(1, budget p99 ms / measured p99 ms)
+    memory    min(1, budget MB / measured peak RSS MB)     (MB = 2**20 bytes)
+
+On each target a (model, variant) takes its best format; a model takes its
+best variant and format. The portability score is the mean of those
+per-target scores over the targets the model was planned for (every target
+that has a row for it, failed ones included). The accuracy, latency and memory
+parts shown next to it are means over the targets where it deploys.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+
+import numpy as np
+
+from .results import OK
+from .targets import Budgets
+
+BYTES_PER_MB = 1024 * 1024
+PARTS = ("deploys", "accuracy", "latency", "memory")
+
+
+def _num(value: Any) -> Optional[float]:
+    """A finite float, or None for None/NaN/pandas NA."""
+    if value is None:
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
+
+
+def peak_memory_mb(row: Mapping[str, Any]) -> Optional[float]:
+    peak = _num(row.get("peak_rss_bytes"))
+    return peak / BYTES_PER_MB if peak is not None else None
+
+
+def accuracy_measure(row: Mapping[str, Any]) -> Tuple[Optional[float], str]:
+    """Retention against the reference and which column it came from."""
+    retention = _num(row.get("accuracy_retention"))
+    if retention is not None:
+        return retention, "accuracy_retention"
+    agreement = _num(row.get("top1_agreement"))
+    if agreement is not None:
+        return agreement, "top1_agreement"
+    return None, ""
+
+
+# ---------------------------------------------------------------- scores
+@dataclass(frozen=True)
+class ScoreParts:
+    """The four parts of a cell's score, each in [0, 1]."""
+
+    deploys: float
+    accuracy: float
+    latency: float
+    memory: float
+
+    @property
+    def score(self) -> float:
+        return self.deploys * self.accuracy * self.latency * self.memory
+
+
+@dataclass(frozen=True)
+class CellScore:
+    model: str
+    variant: str
+    format: str
+    target: str
+    cell_id: str
+    status: str
+    parts: ScoreParts
+    #: why a part is below 1, e.g. "p99 25.0 ms > budget 20.0 ms"
+    notes: Tuple[str, ...] = ()
+
+    @property
+    def score(self) -> float:
+        return self.parts.score
+
+
+@dataclass(frozen=True)
+class PortabilityScore:
+    """A model's (variant None) or a variant's score over its targets."""
+
+    model: str
+    variant: Optional[str]
+    score: float
+    targets: Tuple[str, ...]
+    deployed_targets: Tuple[str, ...]
+    #: means over the targets where it deploys; None where it deploys nowhere
+    accuracy: Optional[float]
+    latency: Optional[float]
+    memory: Optional[float]
+    #: the best cell per target (None for a target with no rows)
+    per_target: Tuple[CellScore, ...] = field(default=())
+
+    @property
+    def deploys(self) -> float:
+        return len(self.deployed_targets) / len(self.targets) if self.targets else 0.0
+
+    @property
+    def weakest(self) -> str:
+        """The part that costs the most, for a one-word 'why'."""
+        if self.deploys < 1.0:
+            return "deploys"
+        parts = {"accuracy": self.accuracy, "latency": self.latency, "memory": self.memory}
+        name, value = min(((k, v) for k, v in parts.items() if v is not None), key=lambda kv: kv[1],
+                          default=("", 1.0))
+        return name if value < 1.0 else ""
+
+    def explain(self) -> str:
+        reasons = [f"{c.target}: {'; '.join(c.notes)}" for c in self.per_target if c.notes]
+        return " | ".join(reasons) if reasons else "fits every target's budget at full accuracy"
+
+
+def score_cell(row: Mapping[str, Any], budget: Budgets) -> CellScore:
+    """The score of one result row against its target's budget."""
+    status = str(row.get("status") or "")
+    ident = dict(model=str(row.get("model")), variant=str(row.get("variant")), format=str(row.get("format")),
+                 target=str(row.get("target")), cell_id=str(row.get("cell_id")), status=status)
+    if status != OK:
+        reason = row.get("error_category") or row.get("error_message") or "no measurement"
+        return CellScore(parts=ScoreParts(0.0, 0.0, 0.0, 0.0), notes=(f"{row.get('format')}: {status} ({reason})",),
+                         **ident)
+    notes: List[str] = []
+    retention, source = accuracy_measure(row)
+    if retention is None:
+        accuracy = 0.0
+        notes.append("no accuracy or agreement measured")
+    else:
+        accuracy = min(1.0, max(0.0, retention))
+        if accuracy < 1.0:
+            notes.append(f"{source} {retention:.3f}")
+    p99 = _num(row.get("latency_p99_ms"))
+    if p99 is None:
+        latency = 0.0
+        notes.append("no p99 latency measured")
+    else:
+        latency = min(1.0, budget.latency_p99_ms / p99) if p99 > 0 else 1.0
+        if latency < 1.0:
+            notes.append(f"p99 {p99:.2f} ms > budget {budget.latency_p99_ms:g} ms")
+    peak = peak_memory_mb(row)
+    if peak is None:
+        memory = 0.0
+        notes.append("no peak memory measured")
+    else:
+        memory = min(1.0, budget.peak_memory_mb / peak) if peak > 0 else 1.0
+        if memory < 1.0:
+            notes.append(f"peak {peak:.1f} MB > budget {budget.peak_memory_mb:g} MB")
+    return CellScore(parts=ScoreParts(1.0, accuracy, latency, memory), notes=tuple(notes), **ident)
+
+
+def _records(frame: Any) -> List[Dict[str, Any]]:
+    if hasattr(frame, "to_dict"):
+        return [dict(r) for r in frame.to_dict(orient="records")]
+    return [dict(r) for r in frame]
+
+
+def _best(cells: Sequence[CellScore], rows_by_id: Mapping[str, Mapping[str, Any]]) -> CellScore:
+    """Highest score; ties go to the lower p99, then to the name for determinism."""
+    def key(c: CellScore) -> Tuple[float, float, str]:
+        p99 = _num(rows_by_id[c.cell_id].get("latency_p99_ms"))
+        return (-c.score, p99 if p99 is not None else math.inf, c.cell_id)
+    best = min(cells, key=key)
+    if best.status != OK:  # nothing deployed: keep every failure's reason visible
+        notes = tuple(n for c in sorted(cells, key=lambda c: c.cell_id) for n in c.notes)
+        return CellScore(best.model, best.variant, best.format, best.target, best.cell_id, best.status,
+                         best.parts, notes)
+    return best
+
+
+def _aggregate(model: str, variant: Optional[str], cells: Sequence[CellScore],
+               rows_by_id: Mapping[str, Mapping[str, Any]]) -> PortabilityScore:
+    by_target: Dict[str, List[CellScore]] = {}
+    for cell in cells:
+        by_target.setdefault(cell.target, []).append(cell)
+    best = [_best(by_target[t], rows_by_id) for t in sorted(by_target)]
+    deployed = [c for c in best if c.status == OK]
+
+    def mean(part: str) -> Optional[float]:
+        return float(np.mean([getattr(c.parts, part) for c in deployed])) if deployed else None
+
+    return PortabilityScore(
+        model=model, variant=variant,
+        score=float(np.mean([c.score for c in best])) if best else 0.0,
+        targets=tuple(c.target for c in best), deployed_targets=tuple(c.target for c in deployed),
+        accuracy=mean("accuracy"), latency=mean("latency"), memory=mean("memory"), per_target=tuple(best))
+
+
+def score_cells(frame: Any, budgets: Mapping[str, Budgets]) -> List[CellScore]:
+    """Every row scored against its target's budget (Budgets() where none is given)."""
+    return [score_cell(r, budgets.get(str(r.get("target")), Budgets())) for r in _records(frame)]
+
+
+def portability_scores(frame: Any, budgets: Mapping[str, Budgets]) -> List[PortabilityScore]:
+    """One score per model (variant None) followed by one per (model, variant)."""
+    rows = _records(frame)
+    rows_by_id = {str(r.get("cell_id")): r for r in rows}
+    cells = score_cells(rows, budgets)
+    out: List[PortabilityScore] = []
+    for model in sorted({c.model for c in cells}):
+        model_cells = [c for c in cells if c.model == model]
+        out.append(_aggregate(model, None, model_cells, rows_by_id))
+        for variant in sorted({c.variant for c in model_cells}):
+            out.append(_aggregate(model, variant, [c for c in model_cells if c.variant == variant], rows_by_id))
+    return out
+
+
+# ---------------------------------------------------------------- parity
+PARITY_METRICS = ("top1_agreement", "max_abs_diff", "cosine_similarity")
+
+
+def parity_table(frame: Any) -> "Any":
+    """Every cell's agreement with the reference outputs, one row per cell."""
+    import pandas as pd
+    rows = _records(frame)
+    columns = ["model", "variant", "format", "target", "cell_id", "status", *PARITY_METRICS]
+    table = pd.DataFrame([{c: r.get(c) for c in columns} for r in rows], columns=columns)
+    for metric in PARITY_METRICS:
+        table[metric] = pd.to_numeric(table[metric], errors="coerce").astype("float64")
+    return table.sort_values(["model", "variant", "format", "target"], kind="stable").reset_index(drop=True)
+
+
+def parity_pivot(table: Any, model: str, metric: str = "top1_agreement") -> "Any":
+    """Rows 'variant/format', columns target, values `metric` (NaN where the cell did not run)."""
+    sub = table[table["model"] == model].copy()
+    sub["cell"] = sub["variant"].astype(str) + "/" + sub["format"].astype(str)
+    return sub.pivot_table(index="cell", columns="target", values=metric, aggfunc="first", dropna=False)
+
+
+@dataclass(frozen=True)
+class PairParity:
+    """Agreement between two cells' outputs on the same evaluation samples."""
+
+    cell_a: str
+    cell_b: str
+    top1_agreement: float
+    max_abs_diff: float
+    n_samples: int
+
+
+def pairwise_parity(outputs: Mapping[str, np.ndarray]) -> List[PairParity]:
+    """Top-1 agreement and max abs difference for every pair of cells (first min(len) samples)."""
+    ids = sorted(outputs)
+    pairs: List[PairParity] = []
+    for i, a in enumerate(ids):
+        for b in ids[i + 1:]:
+            n = min(len(outputs[a]), len(outputs[b]))
+            if n == 0:
+                continue
+            xa = np.asarray(outputs[a][:n], dtype=np.float64).reshape(n, -1)
+            xb = np.asarray(outputs[b][:n], dtype=np.float64).reshape(n, -1)
+            if xa.shape != xb.shape:
+                continue
+            pairs.append(PairParity(a, b, float((xa.argmax(1) == xb.argmax(1)).mean()),
+                                    float(np.abs(xa - xb).max()), n))
+    return pairs
+
+
+@dataclass(frozen=True)
+class Disagreement:
+    cell_a: str
+    cell_b: str
+    reason: str
+
+
+def disagreements(pairs: Sequence[PairParity], same_group: Mapping[str, str],
+                  atol: float = 1e-4) -> List[Disagreement]:
+    """Pairs that should agree (same group, e.g. model/variant) but do not.
+
+    A pair disagrees when any top-1 prediction differs or when outputs differ
+    by more than `atol` (OpenVINO's bf16 default shows up here at ~1e-3).
+    """
+    found: List[Disagreement] = []
+    for pair in pairs:
+        if same_group.get(pair.cell_a) is None or same_group.get(pair.cell_a) != same_group.get(pair.cell_b):
+            continue
+        reasons = []
+        if pair.top1_agreement < 1.0:
+            reasons.append(f"top-1 agree on {pair.top1_agreement:.1%} of {pair.n_samples} samples")
+        if pair.max_abs_diff > atol:
+            reasons.append(f"max abs diff {pair.max_abs_diff:.2e} > {atol:g}")
+        if reasons:
+            found.append(Disagreement(pair.cell_a, pair.cell_b, "; ".join(reasons)))
+    return found
+
+
+# ---------------------------------------------------------------- Pareto front
+def pareto_front(points: Sequence[Tuple[float, float]]) -> List[int]:
+    """Indices of the (latency, accuracy) points no other point beats on both.
+
+    Lower latency and higher accuracy are better; returned in order of latency.
+    """
+    order = sorted(range(len(points)), key=lambda i: (points[i][0], -points[i][1]))
+    front: List[int] = []
+    best_accuracy = -math.inf
+    for i in order:
+        if points[i][1] > best_accuracy:
+            front.append(i)
+            best_accuracy = points[i][1]
+    return front
+
+
+# ---------------------------------------------------------------- recommendations
+@dataclass(frozen=True)
+class Recommendation:
+    """The most accurate cell of a model that fits a target, or the closest miss."""
+
+    model: str
+    target: str
+    fits: bool
+    cell_id: Optional[str]
+    variant: Optional[str]
+    format: Optional[str]
+    accuracy: Optional[float]
+    latency_p99_ms: Optional[float]
+    peak_memory_mb: Optional[float]
+    reason: str
+
+
+def _rank_accuracy(row: Mapping[str, Any]) -> float:
+    for column in ("accuracy", "accuracy_retention", "top1_agreement"):
+        value = _num(row.get(column))
+        if value is not None:
+            return value
+    return -math.inf
+
+
+def _overshoot(row: Mapping[str, Any], budget: Budgets) -> Tuple[float, List[str]]:
+    """How far past its budget a cell is (0 = fits), and why."""
+    worst, why = 0.0, []
+    p99, peak = _num(row.get("latency_p99_ms")), peak_memory_mb(row)
+    for name, value, limit, unit in (("p99", p99, budget.latency_p99_ms, "ms"),
+                                     ("peak memory", peak, budget.peak_memory_mb, "MB")):
+        if value is None:
+            worst = math.inf
+            why.append(f"{name} not measured")
+        elif value > limit:
+            worst = max(worst, value / limit - 1.0)
+            why.append(f"{name} {value:.2f} {unit} > {limit:g} {unit} (+{value / limit - 1.0:.0%})")
+    return worst, why
+
+
+def recommend(frame: Any, budgets: Mapping[str, Budgets]) -> List[Recommendation]:
+    """Per (model, target): the most accurate ok cell within both budgets, else the closest miss."""
+    rows = _records(frame)
+    out: List[Recommendation] = []
+    for model, target in sorted({(str(r["model"]), str(r["target"])) for r in rows}):
+        budget = budgets.get(target, Budgets())
+        cells = [r for r in rows if str(r["model"]) == model and str(r["target"]) == target]
+        ok = [r for r in cells if r.get("status") == OK]
+        measured = [(r, *_overshoot(r, budget)) for r in ok]
+        fitting = [r for r, over, _ in measured if over == 0.0]
+
+        def rec(r: Mapping[str, Any], fits: bool, reason: str) -> Recommendation:
+            return Recommendation(model, target, fits, str(r["cell_id"]), str(r["variant"]), str(r["format"]),
+                                  _num(r.get("accuracy")) if _num(r.get("accuracy")) is not None
+                                  else accuracy_measure(r)[0],
+                                  _num(r.get("latency_p99_ms")), peak_memory_mb(r), reason)
+
+        if fitting:
+            best = max(fitting, key=lambda r: (_rank_accuracy(r), -(_num(r.get("latency_p99_ms")) or 0.0),
+                                               str(r["cell_id"])))
+            out.append(rec(best, True, f"most accurate of {len(fitting)} cell(s) within p99 "
+                                       f"{budget.latency_p99_ms:g} ms and {budget.peak_memory_mb:g} MB"))
+        elif measured:
+            closest, _, why = min(measured, key=lambda m: (m[1], -_rank_accuracy(m[0]), str(m[0]["cell_id"])))
+            out.append(rec(closest, False, "none fits; closest miss: " + "; ".join(why)))
+        else:
+            statuses = ", ".join(sorted({str(r.get("status")) for r in cells}))
+            out.append(Recommendation(model, target, False, None, None, None, None, None, None,
+                                      f"none fits; no cell ran ({statuses})"))
+    return out

@@ -1,0 +1,150 @@
+"""The SQLite history store: recording runs, series, baselines, and the `history` command."""
+from __future__ import annotations
+
+import argparse
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from harness.commands import history as history_command
+from harness.errors import HarnessError
+from harness.history import DEFAULT_DB_PATH, History, load_run_table, record_run, resolve_run
+from harness.results import make_row, results_frame
+from harness.rundir import RunDir
+
+
+def write_run(reports: Path, run_id: str, p99: float = 5.0, failed: bool = False, seed: int = 0,
+              tables: bool = True) -> RunDir:
+    """A recorded run: an onnx cell with latency samples and a tflite cell (failed when asked)."""
+    run = RunDir.create(run_id, reports)
+    rng = np.random.default_rng(seed)
+    for fmt, status in (("onnx", "ok"), ("tflite", "failed" if failed else "ok")):
+        cell = f"m__reference__{fmt}__local"
+        ok = status == "ok"
+        row = make_row(run_id=run_id, cell_id=cell, model="m", variant="reference", format=fmt, target="local",
+                       status=status, accuracy=0.95 if ok else None, latency_p99_ms=p99 if ok else None,
+                       peak_rss_bytes=100e6 if ok else None, started_at=f"2026-11-2{seed % 10}T00:00:00Z",
+                       error_category=None if ok else "runtime", error_message=None if ok else "crashed")
+        run.write_cell({"row": row, "latencies_ms": (p99 * 0.8 * rng.lognormal(0, 0.05, 50)).tolist() if ok else []})
+    if tables:
+        run.write_tables(results_frame(run.rows()))
+    return run
+
+
+def test_record_run_stores_rows_samples_and_counts(tmp_path):
+    run = write_run(tmp_path / "reports", "run-a", failed=True)
+    info = record_run(run, tmp_path / "h.sqlite")
+    assert (info.run_id, info.n_cells, info.n_ok, info.n_failed, info.gate_passed) == ("run-a", 2, 1, 1, None)
+    store = History(tmp_path / "h.sqlite")
+    rows = {r["format"]: r for r in store.rows("run-a")}
+    assert rows["onnx"]["latency_p99_ms"] == 5.0 and rows["tflite"]["status"] == "failed"
+    samples = store.samples("run-a")
+    assert list(samples) == ["m__reference__onnx__local"] and len(samples["m__reference__onnx__local"]) == 50
+    assert info.started_at == "2026-11-20T00:00:00Z"
+
+
+def test_series_follows_runs_in_order_with_gaps_for_failed_cells(tmp_path):
+    db = tmp_path / "h.sqlite"
+    for i, p99 in enumerate([5.0, 5.5, 6.0]):
+        record_run(write_run(tmp_path / "reports", f"run-{i}", p99=p99, failed=(i == 1), seed=i), db)
+    store = History(db)
+    onnx = store.series("m", "local", "latency_p99_ms", fmt="onnx")
+    assert [(p.run_id, p.value) for p in onnx] == [("run-0", 5.0), ("run-1", 5.5), ("run-2", 6.0)]
+    tflite = store.series("m", "local", "latency_p99_ms", fmt="tflite")
+    assert [p.value for p in tflite] == [5.0, None, 6.0] and tflite[1].status == "failed"
+    assert store.series("m", "elsewhere", "accuracy") == []
+    with pytest.raises(HarnessError, match="unknown metric 'p99'.*latency_p99_ms"):
+        store.series("m", "local", "p99")
+
+
+def test_recording_again_replaces_cells_but_keeps_order_and_verdict(tmp_path):
+    db = tmp_path / "h.sqlite"
+    first = record_run(write_run(tmp_path / "reports", "run-a"), db, gate_passed=True)
+    record_run(write_run(tmp_path / "reports", "run-b", seed=1), db)
+    again = record_run(write_run(tmp_path / "reports", "run-a", p99=7.0), db)
+    assert again.seq == first.seq and again.gate_passed is True
+    store = History(db)
+    assert [r.run_id for r in store.runs()] == ["run-a", "run-b"]
+    assert [p.value for p in store.series("m", "local", "latency_p99_ms", fmt="onnx")] == [7.0, 5.0]
+
+
+def test_baseline_is_the_last_run_that_passed_the_gate(tmp_path):
+    db, reports = tmp_path / "h.sqlite", tmp_path / "reports"
+    store = History(db)
+    record_run(write_run(reports, "r1"), db, gate_passed=True)
+    record_run(write_run(reports, "r2"), db, gate_passed=True)
+    record_run(write_run(reports, "r3"), db, gate_passed=False)
+    record_run(write_run(reports, "r4"), db)
+    assert store.find_baseline("r4") == "r2"
+    assert store.find_baseline("r2") == "r1"
+    assert store.find_baseline("r1") is None
+    assert store.find_baseline("not-recorded-yet") == "r2"
+    assert store.find_baseline("r4", named="r3") == "r3"
+    with pytest.raises(HarnessError, match="baseline run 'nope' is not in the history store.*r4"):
+        store.find_baseline("r4", named="nope")
+
+
+def test_without_any_gate_verdict_the_last_clean_run_is_the_baseline(tmp_path):
+    db, reports = tmp_path / "h.sqlite", tmp_path / "reports"
+    record_run(write_run(reports, "r1"), db)
+    record_run(write_run(reports, "r2", failed=True), db)
+    record_run(write_run(reports, "r3"), db)
+    assert History(db).find_baseline("r3") == "r1"
+
+
+def test_mark_gate_needs_a_recorded_run(tmp_path):
+    store = History(tmp_path / "h.sqlite")
+    with pytest.raises(HarnessError, match="record it first"):
+        store.mark_gate("missing", True)
+
+
+def test_resolve_run_latest_and_unknown_ids(tmp_path):
+    reports = tmp_path / "reports"
+    with pytest.raises(HarnessError, match="no run with a results.parquet"):
+        resolve_run("latest", reports)
+    write_run(reports, "older")
+    newer = write_run(reports, "newer")
+    os.utime(newer.root / "results.parquet", (time.time() + 10, time.time() + 10))
+    write_run(reports, "unfinished", tables=False)
+    assert resolve_run("latest", reports).run_id == "newer"
+    assert resolve_run("older", reports).run_id == "older"
+    with pytest.raises(HarnessError, match="no run directory .*typo.*recent runs: newer, older, unfinished"):
+        resolve_run("typo", reports)
+
+
+def test_run_without_tables_is_read_from_its_cells(tmp_path):
+    run = write_run(tmp_path / "reports", "partial", tables=False)
+    assert sorted(load_run_table(run)["format"]) == ["onnx", "tflite"]
+
+
+def test_default_store_is_under_the_git_ignored_harness_dir():
+    assert DEFAULT_DB_PATH == Path(".harness/history.sqlite")
+    gitignore = (Path(__file__).resolve().parents[1] / ".gitignore").read_text()
+    assert ".harness/" in gitignore.splitlines()
+
+
+def run_cli(argv):
+    parser = argparse.ArgumentParser()
+    history_command.register(parser.add_subparsers())
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+
+def test_history_command_shows_series_and_regressions(tmp_path, capsys):
+    db, reports = tmp_path / "h.sqlite", tmp_path / "reports"
+    common = ["--db", str(db), "--reports-dir", str(reports)]
+    write_run(reports, "r1", p99=5.0, seed=1)
+    assert run_cli(["history", "--record", "r1", *common]) == 0
+    write_run(reports, "r2", p99=6.0, seed=2)                # 20 % slower samples
+    assert run_cli(["history", "--record", "r2", *common]) == 0
+    assert run_cli(["history", "--model", "m", "--target", "local", "--format", "onnx", *common]) == 0
+    out = capsys.readouterr().out
+    assert "m / reference / onnx on local: latency_p99_ms" in out and "+20.0%" in out
+    assert run_cli(["history", "--compare", "r2", *common]) == 1
+    out = capsys.readouterr().out
+    assert "r2 against baseline r1" in out and "REGRESSION latency" in out
+    assert run_cli(["history", *common]) == 0
+    assert "r1" in capsys.readouterr().out
