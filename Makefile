@@ -37,3 +37,8 @@ test: venv ## run the test suite
 
 clean: ## remove caches and reports (keeps .venv)
 	rm -rf .harness reports/*/ .pytest_cache
+
+RUN ?= latest
+POLICY ?= policies/default.yaml
+gate: venv ## check a run against a release policy, exit 0/1, JUnit XML: make gate RUN=latest POLICY=policies/default.yaml
+	$(HARNESS) gate --run $(RUN) --policy $(POLICY) $(ARGS)
