@@ -24,6 +24,7 @@ from . import device
 from .build import Artifact, build_model_artifacts
 from .cache import ContentCache
 from .errors import CommandTimeout, ConnectError, HarnessError, TransportError
+from .fidelity import fidelity
 from .progress import SILENT, Progress
 from .results import FAILED, INCOMPATIBLE, LOST, OK, SKIPPED, agent_metrics, cell_id, make_row, output_metrics, \
     results_frame
@@ -255,6 +256,7 @@ def _run_cell(job: TargetJob, cell: Cell, transport, agent_path: str, available:
         out = outputs["output_0"]
     row.update(output_metrics(out, np.load(evals.reference_outputs_path), np.load(evals.labels_path),
                               evals.reference_accuracy))
+    row["fidelity"] = fidelity(row.get("kl_divergence"), row.get("weight_rel_frobenius"))
     row.update(status=OK, duration_s=time.perf_counter() - started)
     return _record(run, row, latencies_ms=document.get("latencies_ms", []), agent=document.get("interface"), **extra)
 
