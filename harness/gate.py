@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from .config import load_dataclass, read_yaml_mapping
-from .regression import DEFAULT_ALPHA, compare_latency
+from .regression import DEFAULT_ALPHA, DEFAULT_MIN_SHIFT_MS, compare_latency
 from .results import FAILED, LOST, OK
 from .scores import BYTES_PER_MB, accuracy_measure
 from .targets import FORMATS, Budgets
@@ -42,6 +42,8 @@ class TargetPolicy:
     use_target_budgets: Optional[bool] = None
     #: slowdown against the baseline (0.10 = 10 %), judged on the per-iteration samples
     max_latency_regression: Optional[float] = None
+    #: latency shifts smaller than this many ms never count as regressions (timer jitter); default 0.02
+    min_latency_shift_ms: Optional[float] = None
     #: absolute accuracy drop against the baseline (0.01 = one point)
     max_accuracy_drop: Optional[float] = None
     #: relative peak-memory growth against the baseline
@@ -62,6 +64,8 @@ class TargetPolicy:
             value = getattr(self, name)
             if value is not None and value <= 0:
                 raise ValueError(f"{name} must be positive, got {value}")
+        if self.min_latency_shift_ms is not None and self.min_latency_shift_ms < 0:
+            raise ValueError(f"min_latency_shift_ms must not be negative, got {self.min_latency_shift_ms}")
         for name in ("max_latency_regression", "max_accuracy_drop", "max_memory_regression"):
             value = getattr(self, name)
             if value is not None and not 0.0 <= value <= 10.0:
@@ -227,7 +231,9 @@ def _baseline_checks(tp: TargetPolicy, target: str, rows: Sequence[Mapping[str, 
         cell = str(row.get("cell_id"))
         if tp.max_latency_regression is not None:
             comparison = compare_latency(baseline_samples.get(str(base.get("cell_id"))), samples.get(cell),
-                                         min_effect=tp.max_latency_regression, alpha=alpha)
+                                         min_effect=tp.max_latency_regression, alpha=alpha,
+                                         min_shift_ms=DEFAULT_MIN_SHIFT_MS if tp.min_latency_shift_ms is None
+                                         else tp.min_latency_shift_ms)
             checks.append(Check(target, "max_latency_regression", cell, not comparison.regressed,
                                 f"{comparison.describe()} (maximum {tp.max_latency_regression:+.0%})",
                                 skipped=comparison.method != "mann-whitney"))

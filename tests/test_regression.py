@@ -60,6 +60,15 @@ def test_a_few_huge_outliers_do_not_alarm():
     assert not compare_latency(base, cand).regressed
 
 
+def test_microsecond_jitter_is_below_the_absolute_floor():
+    base, cand = latencies(11, median_ms=0.023, cv=0.05), latencies(12, median_ms=0.028, cv=0.05)
+    result = compare_latency(base, cand)            # +22 % but only 5 us: scheduling jitter on a tiny model
+    assert result.p_value < 1e-6 and result.relative_change > 0.15
+    assert not result.regressed
+    assert compare_latency(base, cand, min_shift_ms=0.0).regressed
+    assert compare_latency(base, latencies(13, median_ms=0.07, cv=0.05)).regressed   # 3x slower is real
+
+
 def test_too_few_samples_are_not_judged():
     result = compare_latency(latencies(9, n=MIN_SAMPLES - 1), latencies(10, median_ms=50.0))
     assert result.method == "insufficient-samples" and not result.regressed

@@ -15,7 +15,7 @@ def _cell(value: Any) -> str:
     text = " ".join(str(value).split())
     if len(text) > _MAX_MESSAGE:
         text = text[:_MAX_MESSAGE - 1] + "…"
-    return text.replace("|", "\\|").replace("<", "&lt;").replace(">", "&gt;")
+    return text.replace("|", "\\|").replace("<", "&lt;")
 
 
 def md_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> List[str]:

@@ -75,6 +75,12 @@ def parity_heatmap(table: Any, model: str, path: Path) -> Path:
     return _save(fig, path)
 
 
+def _short(cell_id: str) -> str:
+    """model__variant__format__target -> variant/format@target (the title names the model)."""
+    parts = cell_id.split("__")
+    return f"{parts[1]}/{parts[2]}@{parts[3]}" if len(parts) == 4 else cell_id
+
+
 def pairwise_heatmap(pairs: Sequence[PairParity], cells: Sequence[str], path: Path, title: str) -> Path:
     """Top-1 agreement between every two cells' outputs."""
     index = {c: i for i, c in enumerate(cells)}
@@ -91,8 +97,9 @@ def pairwise_heatmap(pairs: Sequence[PairParity], cells: Sequence[str], path: Pa
         for a in range(len(cells)):
             for b in range(len(cells)):
                 ax.text(b, a, f"{matrix[a, b]:.0%}", ha="center", va="center", fontsize=7)
-    ax.set_xticks(range(len(cells)), cells, rotation=60, ha="right", fontsize=7)
-    ax.set_yticks(range(len(cells)), cells, fontsize=7)
+    short = [_short(c) for c in cells]
+    ax.set_xticks(range(len(cells)), short, rotation=60, ha="right", fontsize=7)
+    ax.set_yticks(range(len(cells)), short, fontsize=7)
     ax.set_title(title)
     fig.colorbar(image, ax=ax, label="top-1 agreement")
     return _save(fig, path)
