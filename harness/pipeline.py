@@ -365,16 +365,12 @@ def _write_reports(run: RunDir, targets: Sequence[TargetSpec], progress: Progres
         from .report import write_report
         path = write_report(run, {t.name: t for t in targets})
         progress(f"report: {path}")
-    except ImportError:
-        pass
     except Exception as exc:
         log.exception("report failed")
         progress(f"report could not be written ({type(exc).__name__}: {exc}); results tables are complete")
     try:
         from .history import record_run
         record_run(run)
-    except ImportError:
-        pass
     except Exception as exc:
         log.exception("history failed")
         progress(f"history not updated ({type(exc).__name__}: {exc})")
