@@ -61,7 +61,7 @@ def parity_heatmap(table: Any, model: str, path: Path) -> Path:
                              (f"\n|d| {mad:.1e}" if mad is not None else "")
         else:
             labels[(i, j)] = str(rec.get("status"))
-    fig = _figure(max(4.0, 1.6 * len(cols) + 2.5), max(2.2, 0.62 * len(rows) + 1.4))
+    fig = _figure(max(6.0, 1.6 * len(cols) + 3.5), max(2.2, 0.62 * len(rows) + 1.4))
     ax = fig.add_subplot()
     import matplotlib
     cmap = matplotlib.colormaps["RdYlGn"].with_extremes(bad="#cccccc")
@@ -70,7 +70,7 @@ def parity_heatmap(table: Any, model: str, path: Path) -> Path:
         ax.text(j, i, text, ha="center", va="center", fontsize=7)
     ax.set_xticks(range(len(cols)), cols)
     ax.set_yticks(range(len(rows)), rows)
-    ax.set_title(f"{model}: top-1 agreement with the reference")
+    ax.set_title(f"{model}: top-1 agreement\nwith the reference", fontsize=10)
     fig.colorbar(image, ax=ax, label="top-1 agreement (clipped at 90 %)")
     return _save(fig, path)
 
