@@ -13,7 +13,7 @@ from typing import Any, Dict, Optional, Tuple
 
 from .registry import Registry
 
-COMPRESSORS: Registry = Registry("compressor", [])
+COMPRESSORS: Registry = Registry("compressor", ["harness.compressors"])
 
 #: bump when a compressor's output changes, so cached variants are rebuilt
 COMPRESSOR_VERSION = "1"
