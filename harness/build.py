@@ -78,14 +78,18 @@ def load_dataset(recipe):
     return loader(eval_fraction=recipe.data.eval_fraction, seed=recipe.data.seed)
 
 
-def _builder_source_hash(recipe) -> str:
+def _source_hash(func, fallback: str) -> str:
+    """Hash of the module that defines func, so editing a builder or compressor rebuilds its cache entries."""
     import inspect
-    builder = BUILDERS.get(recipe.builder)
     try:
-        source = inspect.getsource(inspect.getmodule(builder))
+        source = inspect.getsource(inspect.getmodule(func))
     except (OSError, TypeError):
-        source = recipe.builder
+        source = fallback
     return hashlib.sha256(source.encode()).hexdigest()[:12]
+
+
+def _builder_source_hash(recipe) -> str:
+    return _source_hash(BUILDERS.get(recipe.builder), recipe.builder)
 
 
 def prepare_model(recipe, cache: ContentCache, progress: Progress = SILENT) -> PreparedModel:
@@ -130,7 +134,8 @@ def compress_variant(prepared: PreparedModel, variant_name: str, cache: ContentC
     spec = recipe.variant(variant_name)
     compressor = COMPRESSORS.get(spec.compressor)
     key = content_key("variant", file_sha256(prepared.model_path), spec.compressor, spec.params,
-                      COMPRESSOR_VERSION, recipe.data.calibration_samples, recipe.seed)
+                      COMPRESSOR_VERSION, _source_hash(compressor, spec.compressor),
+                      recipe.data.calibration_samples, recipe.seed)
     name = f"{recipe.name}-{variant_name}-{key}"
     entry = cache.entry("variants", name)
     if cache.has("variants", name):
