@@ -204,15 +204,15 @@ def convert(recipe, variant: str, source: VariantModel, fmt: str, cache: Content
     if source.model_path is None:
         return _failed_artifact(recipe, variant, fmt, metrics, "variant has no artifact in this format",
                                 category="unsupported_format")
+    try:
+        converter = CONVERTERS.get((source.framework, fmt))
+    except HarnessError as exc:
+        return _failed_artifact(recipe, variant, fmt, metrics, str(exc), category="unsupported_format")
     key = content_key("artifact", file_sha256(source.model_path), source.framework, fmt, CONVERTER_VERSION,
-                      recipe.input, recipe.output)
+                      _source_hash(converter, fmt), recipe.input, recipe.output)
     name = f"{recipe.name}-{variant}-{fmt}-{key}"
     cached = cache.has("artifacts", name)
     if not cached:
-        try:
-            converter = CONVERTERS.get((source.framework, fmt))
-        except HarnessError as exc:
-            return _failed_artifact(recipe, variant, fmt, metrics, str(exc), category="unsupported_format")
         progress(f"{recipe.name}/{variant}: converting to {fmt}")
         started = time.perf_counter()
         try:
