@@ -42,3 +42,6 @@ RUN ?= latest
 POLICY ?= policies/default.yaml
 gate: venv ## check a run against a release policy, exit 0/1, JUnit XML: make gate RUN=latest POLICY=policies/default.yaml
 	$(HARNESS) gate --run $(RUN) --policy $(POLICY) $(ARGS)
+
+bench: venv ## benchmark: agent vs vendor tools, overhead, scaling, memory -> reports/bench/ (ARGS=--quick)
+	$(PY) -m harness.bench $(ARGS)

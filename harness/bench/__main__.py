@@ -1,0 +1,120 @@
+"""`python -m harness.bench` (`make bench`): fidelity, overhead, scaling and memory, into reports/bench/.
+
+    python -m harness.bench              # the full bench (about 6-10 minutes on 2 cores)
+    python -m harness.bench --quick      # fewer rounds, shorter runs, 1 and 3 devices
+    python -m harness.bench --only fidelity,overhead
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from ..cache import DEFAULT_CACHE_DIR
+from . import report
+from .memory import ControllerRun  # noqa: F401 (re-exported for readers of bench.json's shape)
+from .models import models_for_fidelity
+from .overhead import Workspace, overhead, timed_profile
+from .scaling import scaling
+from .vendor import fidelity, load_average
+
+STEPS = ("overhead", "fidelity", "scaling")
+BENCH_DIR = Path(".harness/bench")
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m harness.bench", description=__doc__.splitlines()[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true", help="3 rounds of 0.3 s runs, 1 warm rerun, 1 and 3 devices")
+    p.add_argument("--only", default=",".join(STEPS), help=f"comma-separated steps of {', '.join(STEPS)} (default all)")
+    p.add_argument("--rounds", type=int, default=None, help="alternating rounds per pairing (default 9; quick 3)")
+    p.add_argument("--target-s", type=float, default=None,
+                   help="timed seconds per tool run; sets the iteration count per model (default 0.6; quick 0.3)")
+    p.add_argument("--threads", type=int, default=1, help="threads for every tool (default 1)")
+    p.add_argument("--ov-precision", default="f32,default",
+                   help="OpenVINO precisions to pair, 'default' = the plugin's own choice (default f32,default)")
+    p.add_argument("--warm-runs", type=int, default=None, help="warm profile reruns (default 3; quick 1)")
+    p.add_argument("--devices", default=None, help="device counts for scaling (default 1,3,6; quick 1,3)")
+    p.add_argument("--no-preload", action="store_true",
+                   help="scaling: do not preload the transport registry (shows the lazy-loading race, if present)")
+    p.add_argument("--out", type=Path, default=Path("reports/bench"), help="where bench.json and bench.md go")
+    p.add_argument("--keep", action="store_true", help="keep the bench's workspace (caches, run directories)")
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    steps = [s.strip() for s in args.only.split(",") if s.strip()]
+    unknown = [s for s in steps if s not in STEPS]
+    if unknown:
+        print(f"harness.bench: unknown step(s) {unknown}; known: {', '.join(STEPS)}", file=sys.stderr)
+        return 2
+    rounds = args.rounds or (3 if args.quick else 9)
+    target_s = args.target_s or (0.3 if args.quick else 0.6)
+    warm_runs = args.warm_runs if args.warm_runs is not None else (1 if args.quick else 3)
+    sizes = tuple(int(n) for n in (args.devices or ("1,3" if args.quick else "1,3,6")).split(","))
+    precisions = tuple("" if p == "default" else p for p in args.ov_precision.split(","))
+
+    def log(line: str) -> None:
+        print(line, flush=True)
+
+    started = time.perf_counter()
+    BENCH_DIR.mkdir(parents=True, exist_ok=True)
+    ws = Workspace(Path(tempfile.mkdtemp(prefix="work-", dir=BENCH_DIR)).resolve()).create()
+    doc = {"machine": report.machine(), "load_average_start": load_average(), "notes": [],
+           "settings": {"rounds": rounds, "target_s_per_run": target_s, "threads": args.threads,
+                        "warm_runs": warm_runs, "devices": list(sizes), "quick": args.quick,
+                        "ov_precisions": [p or "default" for p in precisions]}}
+    memory_runs = []
+    try:
+        # Overhead first: its cold profile also builds the digits artifacts the other steps use.
+        if "overhead" in steps or "scaling" in steps or "fidelity" in steps:
+            log("overhead: cold profile, then warm reruns (digits_cnn on the local target)")
+            doc["overhead"] = overhead(ws, warm_runs if "overhead" in steps else 0, log)
+            if "overhead" in steps:
+                no_report = timed_profile(ws, "warm-no-report", extra=("--no-report",))
+                doc["overhead"]["warm_no_report"] = no_report.to_dict()
+                log(f"  warm profile --no-report: {no_report.run['wall_s']:.1f}s wall")
+            memory_runs += [dict(doc["overhead"]["cold"]["run"], label="cold profile")]
+            memory_runs += [dict(w["run"], label=f"{w['label']} profile") for w in doc["overhead"]["warm"]]
+        if "fidelity" in steps:
+            log(f"fidelity: agent vs benchmark_app / litert-benchmark, {rounds} alternating rounds")
+            models = models_for_fidelity(ws.cache_dir, BENCH_DIR / "models", DEFAULT_CACHE_DIR)
+            if not any(m.name == "efficientnet_lite0" for m in models):
+                doc["notes"].append("EfficientNet-Lite0 artifacts were not in the harness cache; "
+                                    "the fidelity comparison used digits_cnn and the bench ConvNet")
+            pairings = fidelity(models, rounds, args.threads, target_s, precisions, log=log)
+            doc["fidelity"] = [p.to_dict() for p in pairings]
+        if "scaling" in steps:
+            log(f"scaling: nightly over {', '.join(map(str, sizes))} simulated device(s)")
+            doc["scaling"] = scaling(ws, sizes, preload=not args.no_preload, log=log)
+            memory_runs += [dict(r, label=f"nightly, {r['devices']} device(s)") for r in doc["scaling"]["runs"]]
+            if not args.no_preload:
+                doc["notes"].append("scaling runs preload the transport registry in the controller: lazy plugin "
+                                    "loading in harness.registry is not thread-safe, and without the preload the "
+                                    "ssh transport can be missing for all but one worker thread of `farm run`")
+        if "overhead" not in steps:
+            doc.pop("overhead", None)
+        doc["memory"] = {"runs": memory_runs,
+                         "peak_controller_rss_bytes": max((r.get("controller_peak_rss_bytes") or 0
+                                                           for r in memory_runs), default=None)}
+    finally:
+        if not args.keep:
+            shutil.rmtree(ws.root, ignore_errors=True)
+        else:
+            doc["workspace"] = str(ws.root)
+    doc["load_average_end"] = load_average()
+    doc["total_wall_s"] = time.perf_counter() - started
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "bench.json").write_text(json.dumps(doc, indent=1, default=str))
+    (args.out / "bench.md").write_text(report.markdown(doc))
+    log(f"wrote {args.out / 'bench.json'} and {args.out / 'bench.md'} ({doc['total_wall_s']:.0f}s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,116 @@
+"""bench.json and its Markdown tables (pure: a dict in, text out), plus the machine description."""
+from __future__ import annotations
+
+import os
+import platform
+from datetime import datetime, timezone
+from typing import Any, Dict, List, Optional
+
+
+def machine() -> Dict[str, Any]:
+    """What the figures came from."""
+    cpu = None
+    try:
+        with open("/proc/cpuinfo") as handle:
+            cpu = next((line.split(":", 1)[1].strip() for line in handle if line.startswith("model name")), None)
+    except OSError:
+        pass
+    mem = None
+    try:
+        with open("/proc/meminfo") as handle:
+            mem = next((int(line.split()[1]) * 1024 for line in handle if line.startswith("MemTotal")), None)
+    except OSError:
+        pass
+    versions = {}
+    for module in ("openvino", "ai_edge_litert", "onnxruntime", "numpy"):
+        try:
+            versions[module] = str(__import__(module).__version__)
+        except Exception:
+            versions[module] = None
+    return {"date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "cpu_model": cpu,
+            "cpus": len(os.sched_getaffinity(0)), "mem_total_bytes": mem, "python": platform.python_version(),
+            "platform": platform.platform(), "versions": versions}
+
+
+def _f(value: Optional[float], fmt: str = "{:.3f}") -> str:
+    return "" if value is None else fmt.format(value)
+
+
+def _mib(value: Optional[int]) -> str:
+    return "" if value is None else f"{value / 2**20:.0f} MiB"
+
+
+def fidelity_table(pairings: List[Dict[str, Any]]) -> List[str]:
+    lines = ["| model | format | vendor tool | precision (agent/vendor) | threads | iterations | rounds | "
+             "agent median ms | vendor median ms | ratio agent/vendor (paired) | of medians | of minima | "
+             "per-round ratios | within 5 % |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for p in pairings:
+        if p.get("error"):
+            lines.append(f"| {p['model']} | {p['fmt']} | {p['vendor_tool']} | {p['precision'] or 'default'} | "
+                         f"{p['threads']} | | | | | error: {p['error'][:120]} | | | | |")
+            continue
+        rounds = ", ".join(f"{r:.3f}" for r in p["round_ratios"])
+        within = {True: "yes", False: "no", None: ""}[p["within_5_percent"]]
+        used = p.get("precision_used") or ""
+        lines.append(f"| {p['model']} | {p['fmt']} | {p['vendor_tool']} | {p['precision'] or 'default'} ({used}) | "
+                     f"{p['threads']} | {p['iterations']} | {len(p['agent_ms'])} | {_f(p['agent_median_ms'], '{:.4f}')}"
+                     f" | {_f(p['vendor_median_ms'], '{:.4f}')} | {_f(p['ratio'])} | "
+                     f"{_f(p.get('ratio_of_medians'))} | {_f(p.get('ratio_of_minima'))} | {rounds} | {within} |")
+    return lines
+
+
+def overhead_table(doc: Dict[str, Any]) -> List[str]:
+    lines = ["| run | wall s | cells | agent-timed s | + untimed (est.) s | agent processes s | probes s | "
+             "wall / agent-own | wall / agent processes | controller peak | statuses |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for t in [doc["cold"], *doc["warm"], *([doc["warm_no_report"]] if doc.get("warm_no_report") else [])]:
+        lines.append(f"| {t['label']} | {t['run']['wall_s']:.2f} | {t['cells']} | {t['agent_timed_s']:.3f} | "
+                     f"{t['agent_estimated_untimed_s']:.3f} | {t['agent_process_wall_s']:.2f} | "
+                     f"{t['probe_process_wall_s']:.2f} | {_f(t['wall_over_agent_own'], '{:.1f}')} | "
+                     f"{_f(t['wall_over_agent_process'], '{:.1f}')} | {_mib(t['run']['controller_peak_rss_bytes'])} | "
+                     f"{', '.join(f'{n} {s}' for s, n in sorted(t.get('statuses', {}).items()))} |")
+    return lines
+
+
+def scaling_table(doc: Dict[str, Any]) -> List[str]:
+    lines = ["| devices | mode | cells (ok) | wall s | wall / 1 device | wall per ok cell s | controller peak | "
+             "statuses |", "|---|---|---|---|---|---|---|---|"]
+    for r in doc["runs"]:
+        statuses = ", ".join(f"{n} {s}" for s, n in sorted(r["statuses"].items()))
+        lines.append(f"| {r['devices']} | {r['mode']} | {r['cells']} ({r['cells_ok']}) | {r['wall_s']:.2f} | "
+                     f"{_f(r['wall_over_smallest'], '{:.2f}')} | {_f(r['wall_per_ok_cell_s'], '{:.2f}')} | "
+                     f"{_mib(r['controller_peak_rss_bytes'])} | {statuses} |")
+    return lines
+
+
+def memory_table(doc: Dict[str, Any]) -> List[str]:
+    lines = ["| run | controller peak RSS (VmHWM) | sampled peak | largest process in the tree |", "|---|---|---|---|"]
+    for r in doc["runs"]:
+        lines.append(f"| {r['label']} | {_mib(r['controller_peak_rss_bytes'])} | {_mib(r['sampled_peak_rss_bytes'])} "
+                     f"| {_mib(r.get('tree_max_rss_bytes'))} |")
+    return lines
+
+
+def markdown(doc: Dict[str, Any]) -> str:
+    m = doc["machine"]
+    out = [f"# Benchmark ({m['date']})", "",
+           f"Machine: {m['cpu_model']}, {m['cpus']} CPUs, {_mib(m['mem_total_bytes'])} RAM, Python {m['python']}; "
+           f"OpenVINO {m['versions'].get('openvino')}, ai-edge-litert {m['versions'].get('ai_edge_litert')}. "
+           f"Load average at start {doc.get('load_average_start')}, at end {doc.get('load_average_end')}. "
+           f"Settings: {doc['settings']}. Total bench wall time {doc.get('total_wall_s', 0):.0f} s.", ""]
+    if "fidelity" in doc:
+        out += ["## Measurement fidelity (agent vs vendor tools, same file, same threads, alternating rounds)", ""]
+        out += fidelity_table(doc["fidelity"]) + [""]
+    if "overhead" in doc:
+        o = doc["overhead"]
+        out += ["## Harness overhead (one model, local target)", ""] + overhead_table(o) + [""]
+        out += [f"Warm (median of {len(o['warm'])}) / cold wall: {_f(o['warm_over_cold'])}.", ""]
+    if "scaling" in doc:
+        out += ["## Scaling: nightly (`harness farm run`) over simulated devices", ""] + scaling_table(doc["scaling"])
+        out += [""]
+    if "memory" in doc:
+        out += ["## Host controller peak memory", ""] + memory_table(doc["memory"]) + [""]
+    for note in doc.get("notes", []):
+        out.append(f"- {note}")
+    return "\n".join(out).rstrip() + "\n"
