@@ -38,6 +38,16 @@ test: venv ## run the test suite
 clean: ## remove caches and reports (keeps .venv)
 	rm -rf .harness reports/*/ .pytest_cache
 
+DEVICES ?= 3
+farm-up: venv ## start the simulated farm (one sshd per device on 127.0.0.1) and write targets/sim-*.yaml
+	$(HARNESS) farm up --devices $(DEVICES)
+
+farm-down: ## stop the simulated farm and remove targets/sim-*.yaml
+	@if [ -x $(HARNESS) ]; then $(HARNESS) farm down; fi
+
+nightly: venv ## profile MODEL on every target in targets/ in parallel, one report (farm-up first for sim-*)
+	$(HARNESS) farm run --model $(MODEL) $(if $(VARIANTS),--variants $(VARIANTS)) $(ARGS)
+
 RUN ?= latest
 POLICY ?= policies/default.yaml
 gate: venv ## check a run against a release policy, exit 0/1, JUnit XML: make gate RUN=latest POLICY=policies/default.yaml
