@@ -7,6 +7,7 @@ dependencies lazily, inside the registered function.
 from __future__ import annotations
 
 import importlib
+import threading
 from typing import Callable, Dict, Generic, Hashable, Iterable, TypeVar
 
 from .errors import UnknownNameError
@@ -22,6 +23,8 @@ class Registry(Generic[T]):
         # without `import harness` pulling in TensorFlow.
         self._plugin_modules = list(plugin_modules)
         self._loaded = False
+        # Device workers look names up from several threads at once: load plugins exactly once, fully.
+        self._load_lock = threading.Lock()
 
     def register(self, name: Hashable) -> Callable[[T], T]:
         def decorator(obj: T) -> T:
@@ -33,10 +36,13 @@ class Registry(Generic[T]):
         return decorator
 
     def _load_plugins(self) -> None:
-        if not self._loaded:
-            self._loaded = True
-            for module in self._plugin_modules:
-                importlib.import_module(module)
+        if self._loaded:
+            return
+        with self._load_lock:
+            if not self._loaded:
+                for module in self._plugin_modules:
+                    importlib.import_module(module)
+                self._loaded = True
 
     def get(self, name: Hashable) -> T:
         self._load_plugins()
