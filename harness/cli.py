@@ -9,6 +9,7 @@ import importlib
 import logging
 import os
 import sys
+import warnings
 from typing import List, Optional
 
 from . import __version__
@@ -47,6 +48,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = parser.parse_args(argv)
     level = [logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbose, 2)]
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    if args.verbose < 2:
+        # Library chatter that says nothing about the user's run (tf-keras on .h5, TF-MOT/NNCF deprecations).
+        warnings.filterwarnings("ignore", message="You are saving your model as an HDF5 file")
+        warnings.filterwarnings("ignore", category=DeprecationWarning)
+        warnings.filterwarnings("ignore", category=FutureWarning)
     # Quiet TensorFlow's C++ logging unless asked for.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3" if args.verbose < 2 else "0")
     if not getattr(args, "func", None):
