@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from pathlib import Path
 
@@ -71,6 +72,20 @@ def resolve_variants(recipes, spec: str):
     return chosen
 
 
+def check_registered_names(recipes, variants) -> None:
+    """A recipe naming an unknown builder, dataset or compressor fails before any work, naming its file and field."""
+    from ..compress import COMPRESSORS
+    from ..zoo import BUILDERS, DATASETS
+    for recipe in recipes:
+        checks = [("builder", recipe.builder, BUILDERS), ("data.dataset", recipe.data.dataset, DATASETS)]
+        checks += [(f"variants[{i}].compressor", v.compressor, COMPRESSORS) for i, v in enumerate(recipe.variants)
+                   if v.name in variants.get(recipe.name, [])]
+        for key, name, registry in checks:
+            if name not in registry:
+                raise ConfigError(recipe.source_path, f"unknown {registry.kind} {name!r}; known: "
+                                  f"{', '.join(map(str, registry.names()))}", key)
+
+
 def cmd_profile(args) -> int:
     from ..pipeline import RunSettings, run_profile
     from ..recipes import list_recipe_names, load_recipe
@@ -80,6 +95,9 @@ def cmd_profile(args) -> int:
     resume = getattr(args, "resume", None)
     model_names, target_names, variant_spec = args.model, args.target, args.variants
     run_id = args.run_id
+    if run_id is not None and not re.match(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", run_id):
+        raise HarnessError(f"--run-id {run_id!r}: a run id names a directory under {args.reports_dir}/, so it must "
+                           "be letters, digits, '_', '-' or '.' (e.g. --run-id nightly-2026-01-31)")
     settings_doc = {}
     if resume:
         run = RunDir(args.reports_dir / resume)
@@ -99,6 +117,7 @@ def cmd_profile(args) -> int:
     targets = [load_target(t) for t in (target_names or ["local"])]
     variants = ({r.name: variants_by_model.get(r.name, []) for r in recipes} if resume
                 else resolve_variants(recipes, variant_spec))
+    check_registered_names(recipes, variants)
     settings = RunSettings(**settings_doc) if resume else RunSettings(
         warmup=args.warmup, iterations=args.iterations, threads=args.threads, max_samples=args.max_samples,
         ov_precision=args.ov_precision, cell_timeout_s=args.timeout)

@@ -9,6 +9,7 @@ nothing a model or file name contains can run as a command.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import select
@@ -223,12 +224,15 @@ class SSHTransport:
         started = time.perf_counter()
         transport = self.client.get_transport()
         if transport is None or not transport.is_active():
-            raise TransportError(f"[{self.name}] SSH connection is closed; open a new transport")
+            raise ConnectError(f"[{self.name}] SSH connection is closed; open a new transport")
         try:
             channel = transport.open_session(timeout=self.target.connect_timeout_s)
             channel.exec_command(line)
         except (paramiko.SSHException, OSError, EOFError) as exc:
-            raise TransportError(f"[{self.name}] cannot start a command over SSH: {exc}") from None
+            # A dead or silent connection is the device gone (ConnectError); a channel the server refused is not.
+            refused = isinstance(exc, paramiko.ChannelException) and transport.is_active()
+            error = TransportError if refused else ConnectError
+            raise error(f"[{self.name}] cannot start a command over SSH: {type(exc).__name__}: {exc}") from None
         self.stats["commands"] += 1
         stdout, stderr = bytearray(), bytearray()
         deadline = time.monotonic() + timeout_s
@@ -309,6 +313,40 @@ class SSHTransport:
                                      f"({done}/{total} bytes); raise transfer_timeout_s in the target file")
         return check
 
+    @contextlib.contextmanager
+    def _file_errors(self, what: str):
+        """SFTP reports a dropped connection as OSError/EOFError/SSHException: make it a ConnectError."""
+        try:
+            yield
+        except (OSError, EOFError, paramiko.SSHException) as exc:
+            if isinstance(exc, FileNotFoundError):
+                raise
+            transport = self.client.get_transport()
+            # EOFError and SSHException come from the connection itself; an OSError may be the device's answer.
+            if not isinstance(exc, OSError) or transport is None or not transport.is_active():
+                raise ConnectError(f"[{self.name}] connection to the device was lost during {what}: "
+                                   f"{type(exc).__name__}: {exc}") from None
+            raise
+
+    def _free_bytes(self, remote_dir: str) -> Optional[int]:
+        """Free space in a directory on the device (None when df cannot tell)."""
+        try:
+            result = self.run(["df", "-Pk", "--", remote_dir], self.target.command_timeout_s)
+            return int(result.stdout.strip().splitlines()[-1].split()[3]) * 1024 if result.ok else None
+        except (TransportError, ValueError, IndexError):
+            return None
+
+    def _upload_error(self, local_path: Path, remote_path: str, exc: BaseException) -> TransportError:
+        """A failed SFTP write as a TransportError that says why (a full disk shows only as a short write)."""
+        parent = remote_path.rpartition("/")[0] or "/"
+        message = f"[{self.name}] upload of {local_path} to {remote_path} failed: {type(exc).__name__}: {exc}"
+        size, free = local_path.stat().st_size, self._free_bytes(parent)
+        if free is not None and free < size:
+            message += (f". No space left on the device: {parent} has {free} bytes free and the file needs {size}; "
+                        f"free space there or set `workdir:` in "
+                        f"{self.target.source_path or f'targets/{self.name}.yaml'} to a larger disk")
+        return TransportError(message)
+
     def _send_file(self, local_path: Path, remote_tmp: str) -> None:
         """Copy bytes to the device (a seam: tests replace it to corrupt a transfer)."""
         self._sftp().put(str(local_path), remote_tmp, callback=self._transfer_deadline(f"upload of {local_path}"),
@@ -321,24 +359,28 @@ class SSHTransport:
         if parent:
             self.mkdir(parent)
         tmp = f"{parent}/.{base}.{uuid.uuid4().hex}.part"
-        sftp = self._sftp()
+        with self._file_errors(f"the upload of {local_path.name}"):
+            sftp = self._sftp()
         self.log.debug("put %s -> %s", local_path, remote_path)
         try:
-            self._send_file(local_path, tmp)
-            actual = self.remote_sha256(tmp)
-            if actual != expected:
-                raise ChecksumMismatch(f"[{self.name}] {remote_path}: sha256 on the device {actual} != "
-                                       f"expected {expected}; the upload was corrupted and was discarded")
-            try:
-                sftp.posix_rename(tmp, remote_path)
-            except IOError:
-                # No posix-rename@openssh.com extension: mv within one directory is a rename(2) too.
-                self._check(["mv", "-f", "--", tmp, remote_path], self.target.command_timeout_s)
-        except BaseException:
+            with self._file_errors(f"the upload of {local_path.name}"):
+                self._send_file(local_path, tmp)
+                actual = self.remote_sha256(tmp)
+                if actual != expected:
+                    raise ChecksumMismatch(f"[{self.name}] {remote_path}: sha256 on the device {actual} != "
+                                           f"expected {expected}; the upload was corrupted and was discarded")
+                try:
+                    sftp.posix_rename(tmp, remote_path)
+                except IOError:
+                    # No posix-rename@openssh.com extension: mv within one directory is a rename(2) too.
+                    self._check(["mv", "-f", "--", tmp, remote_path], self.target.command_timeout_s)
+        except BaseException as exc:
             try:
                 sftp.remove(tmp)
-            except (IOError, OSError, paramiko.SSHException):
+            except (IOError, OSError, EOFError, paramiko.SSHException):
                 pass
+            if isinstance(exc, OSError):  # the device refused the write (a lost link is a ConnectError by now)
+                raise self._upload_error(local_path, remote_path, exc) from None
             raise
         self.stats["files_sent"] += 1
         self.stats["bytes_sent"] += local_path.stat().st_size
@@ -348,7 +390,9 @@ class SSHTransport:
         local_path.parent.mkdir(parents=True, exist_ok=True)
         tmp = local_path.with_name(f".{local_path.name}.{uuid.uuid4().hex}.part")
         try:
-            self._sftp().get(remote_path, str(tmp), callback=self._transfer_deadline(f"download of {remote_path}"))
+            with self._file_errors(f"the download of {remote_path}"):
+                self._sftp().get(remote_path, str(tmp),
+                                 callback=self._transfer_deadline(f"download of {remote_path}"))
         except FileNotFoundError:
             tmp.unlink(missing_ok=True)
             raise TransportError(f"[{self.name}] no such file on device: {remote_path}") from None
@@ -360,14 +404,16 @@ class SSHTransport:
 
     def exists(self, remote_path: str) -> bool:
         try:
-            self._sftp().stat(remote_path)
+            with self._file_errors(f"a look-up of {remote_path}"):
+                self._sftp().stat(remote_path)
             return True
         except FileNotFoundError:
             return False
 
     def is_file(self, remote_path: str) -> bool:
         try:
-            return stat_mode.S_ISREG(self._sftp().stat(remote_path).st_mode or 0)
+            with self._file_errors(f"a look-up of {remote_path}"):
+                return stat_mode.S_ISREG(self._sftp().stat(remote_path).st_mode or 0)
         except FileNotFoundError:
             return False
 
