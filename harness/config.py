@@ -106,7 +106,7 @@ def load_dataclass(cls: Type[T], data: Mapping, path: Path, prefix: str = "") ->
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     for key in data:
         if not isinstance(key, str) or key not in fields:
-            known = ", ".join(sorted(fields))
+            known = ", ".join(sorted(n for n, f in fields.items() if not f.metadata.get("internal")))
             raise ConfigError(path, f"unknown field; known fields here: {known}", f"{prefix}.{key}" if prefix else str(key))
     kwargs = {}
     for name, field in fields.items():

@@ -83,7 +83,8 @@ class ModelRecipe:
     variants: Tuple[VariantSpec, ...] = ()
     #: builder-specific options
     options: Dict[str, Any] = field(default_factory=dict)
-    source_path: str = ""
+    #: set by the loader: the file this came from (for messages)
+    source_path: str = field(default="", metadata={"internal": True})
 
     def __post_init__(self) -> None:
         if not _NAME.match(self.name):

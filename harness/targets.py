@@ -49,11 +49,12 @@ class TargetSpec:
     transfer_timeout_s: float = 120.0
     connect_retries: int = 3
     lock_timeout_s: float = 0.0
-    source_path: str = ""
+    #: set by the loader: the file this came from (for messages)
+    source_path: str = field(default="", metadata={"internal": True})
 
     def __post_init__(self) -> None:
         if not _NAME.match(self.name):
-            raise ValueError(f"name {self.name!r} must be letters, digits, '_', '-' or '.'")
+            raise ConfigError(self.source_path, f"{self.name!r} must be letters, digits, '_', '-' or '.'", "name")
         if self.transport == "ssh":
             for required in ("host", "user"):
                 if not getattr(self, required):

@@ -53,7 +53,7 @@ TARGETS = [
     ("policy", "name: t\nhost_key_policy: ignore\n", ["field 'host_key_policy'", "must be one of 'reject', "
                                                                                    "'accept-new'"]),
     ("runtime", "name: t\nruntimes: [tensorrt]\n", ["field 'runtimes'", "known: tflite, onnx, openvino"]),
-    ("name", "name: \"my 'device'; rm -rf /\"\n", ["name \"my 'device'; rm -rf /\" must be letters, digits"]),
+    ("name", "name: \"my 'device'; rm -rf /\"\n", ["field 'name'", "must be letters, digits"]),
 ]
 
 
