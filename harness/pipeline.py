@@ -235,6 +235,8 @@ def _run_cell(job: TargetJob, cell: Cell, transport, agent_path: str, available:
     try:
         transport.get(f"{remote_dir}/result.json", local_result)
         document = json.loads(local_result.read_text())
+    except ConnectError:
+        raise  # the link dropped: the device is lost, whatever the agent's exit code was
     except (TransportError, ValueError):
         if result.ok:
             raise
