@@ -10,7 +10,6 @@ loader, so a misspelt key is an error naming the file and the key.
 """
 from __future__ import annotations
 
-import math
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -18,7 +17,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from .config import load_dataclass, read_yaml_mapping
 from .regression import DEFAULT_ALPHA, DEFAULT_MIN_SHIFT_MS, compare_latency
-from .results import FAILED, LOST, OK
+from .results import FAILED, LOST, OK, finite_or_none as _num
 from .scores import BYTES_PER_MB, accuracy_measure
 from .targets import FORMATS, Budgets
 
@@ -151,12 +150,6 @@ class GateResult:
         return out
 
 
-def _num(value: Any) -> Optional[float]:
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return None
-    return number if math.isfinite(number) else None
 
 
 def _records(frame: Any) -> List[Dict[str, Any]]:

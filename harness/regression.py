@@ -41,7 +41,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 import numpy as np
 
-from .results import OK
+from .results import OK, finite_or_none as _num
 
 DEFAULT_ALPHA = 0.01
 DEFAULT_MIN_EFFECT = 0.05
@@ -150,12 +150,6 @@ class CellChange:
     latency: Optional[LatencyComparison] = None
 
 
-def _num(value: Any) -> Optional[float]:
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return None
-    return number if math.isfinite(number) else None
 
 
 def _key(row: Mapping[str, Any]) -> str:

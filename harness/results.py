@@ -37,6 +37,15 @@ SUMMARY_COLUMNS = ["model", "variant", "format", "target", "status", "accuracy",
                    "artifact_size_bytes"]
 
 
+def finite_or_none(value: Any) -> Optional[float]:
+    """A float if value is a finite number, else None (NaN, None, text)."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if np.isfinite(number) else None
+
+
 def cell_id(model: str, variant: str, fmt: str, target: str) -> str:
     return f"{model}__{variant}__{fmt}__{target}"
 
@@ -78,8 +87,9 @@ def output_metrics(outputs: np.ndarray, reference: np.ndarray, labels: Optional[
     eps = 1e-12
     kl = (p_ref * (np.log(p_ref + eps) - np.log(p_out + eps))).sum(axis=1)
     metrics["kl_divergence"] = float(kl.mean()) if n else None
-    if labels is not None and n:
-        acc = float((pred == labels[:n]).mean())
+    labelled = labels[:n] >= 0 if labels is not None else np.zeros(n, dtype=bool)  # -1: no label
+    if labelled.any():
+        acc = float((pred[labelled] == labels[:n][labelled]).mean())
         metrics["accuracy"] = acc
         if reference_accuracy is not None:
             metrics["reference_accuracy"] = reference_accuracy

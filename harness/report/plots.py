@@ -7,13 +7,12 @@ and returns its path.
 """
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
-from ..results import OK
+from ..results import OK, finite_or_none as _num
 from ..scores import BYTES_PER_MB, PairParity, accuracy_measure, pareto_front
 from ..targets import Budgets
 
@@ -32,12 +31,6 @@ def _save(fig: Any, path: Path) -> Path:
     return path
 
 
-def _num(value: Any) -> Optional[float]:
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return None
-    return number if math.isfinite(number) else None
 
 
 def parity_heatmap(table: Any, model: str, path: Path) -> Path:
