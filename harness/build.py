@@ -36,7 +36,7 @@ class PreparedModel:
     eval_inputs_path: Path       # .npz, one array per input, samples first
     labels_path: Path            # .npy
     reference_outputs_path: Path  # .npy, the framework model's outputs on the eval inputs
-    reference_accuracy: float
+    reference_accuracy: Optional[float]  # None: the data set has no labels
     param_count: int
     macs: Optional[int]
     cached: bool
@@ -106,10 +106,13 @@ def prepare_model(recipe, cache: ContentCache, progress: Progress = SILENT) -> P
             framework = get_framework(recipe.framework)
             model = framework.load(model_file)
             x_eval, y_eval = data.x_eval, data.y_eval
+            if y_eval is None:  # a data set without labels: -1 marks an unlabelled sample (see results.py)
+                y_eval = np.full(len(x_eval), -1, dtype=np.int64)
             if recipe.data.eval_samples:
                 x_eval, y_eval = x_eval[:recipe.data.eval_samples], y_eval[:recipe.data.eval_samples]
             ref = framework.predict(model, x_eval)
-            accuracy = float((ref.argmax(axis=1) == y_eval).mean())
+            labelled = y_eval >= 0
+            accuracy = float((ref.argmax(axis=1)[labelled] == y_eval[labelled]).mean()) if labelled.any() else None
             np.savez(scratch / "eval_inputs.npz", **{recipe.input.name: x_eval.astype(recipe.input.dtype)})
             np.save(scratch / "labels.npy", y_eval)
             np.save(scratch / "reference_outputs.npy", ref)
@@ -117,14 +120,18 @@ def prepare_model(recipe, cache: ContentCache, progress: Progress = SILENT) -> P
                     "param_count": framework.param_count(model), "macs": framework.macs(model),
                     "train_s": time.perf_counter() - started, "n_eval": int(len(y_eval))}
             (scratch / "meta.json").write_text(json.dumps(meta, indent=1))
-        progress(f"{recipe.name}: reference accuracy {accuracy:.4f} on {len(y_eval)} held-out samples "
+        progress(f"{recipe.name}: reference accuracy {_fmt_accuracy(accuracy)} on {len(y_eval)} held-out samples "
                  f"({meta['train_s']:.1f}s)")
     meta = json.loads((entry / "meta.json").read_text())
     if cached:
-        progress(f"{recipe.name}: reference model cached (accuracy {meta['reference_accuracy']:.4f})")
+        progress(f"{recipe.name}: reference model cached (accuracy {_fmt_accuracy(meta['reference_accuracy'])})")
     return PreparedModel(recipe, entry / meta["model_file"], entry / "eval_inputs.npz", entry / "labels.npy",
                          entry / "reference_outputs.npy", meta["reference_accuracy"], meta["param_count"],
                          meta.get("macs"), cached)
+
+
+def _fmt_accuracy(accuracy: Optional[float]) -> str:
+    return "n/a (unlabelled data; cells report top1_agreement)" if accuracy is None else f"{accuracy:.4f}"
 
 
 def compress_variant(prepared: PreparedModel, variant_name: str, cache: ContentCache,

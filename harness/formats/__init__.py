@@ -11,7 +11,8 @@ from typing import Tuple
 
 from ..registry import Registry
 
-CONVERTERS: Registry = Registry("converter", ["harness.formats.keras", "harness.formats.torch"])
+CONVERTERS: Registry = Registry("converter", ["harness.formats.keras", "harness.formats.torch",
+                                               "harness.formats.litert"])
 
 #: bump when a converter's output changes, so cached artifacts are rebuilt
 CONVERTER_VERSION = "1"

@@ -8,5 +8,7 @@ from __future__ import annotations
 
 from ..registry import Registry
 
-DATASETS: Registry = Registry("dataset", ["harness.zoo.datasets"])
-BUILDERS: Registry = Registry("model builder", ["harness.zoo.digits"])
+DATASETS: Registry = Registry("dataset", ["harness.zoo.datasets", "harness.zoo.fashion",
+                                           "harness.zoo.efficientnet"])
+BUILDERS: Registry = Registry("model builder", ["harness.zoo.digits", "harness.zoo.fashion",
+                                                 "harness.zoo.efficientnet"])
