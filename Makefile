@@ -21,7 +21,8 @@ $(STAMP): requirements.txt constraints.txt setup.cfg
 	@# torch first, exactly the CPU build on disk; never let pip choose torch freely.
 	$(PY) -m pip install -q torch==2.13.0
 	$(PY) -m pip install -q -r requirements.txt -c constraints.txt
-	$(PY) -m pip install -q --no-deps -e .
+	@# the editable install's build warnings are noise; show them only if it fails
+	@$(PY) -m pip install -q --no-deps -e . > $(VENV)/editable-install.log 2>&1 || { cat $(VENV)/editable-install.log; exit 1; }
 	@touch $(STAMP)
 
 venv: $(STAMP) ## create the virtual environment (.venv) if missing or stale
