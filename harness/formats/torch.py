@@ -31,14 +31,6 @@ def torch_to_onnx(model_path: Path, recipe, out_dir: Path) -> Path:
 
 @register_converter("torch", "openvino")
 def torch_to_openvino(model_path: Path, recipe, out_dir: Path) -> Path:
-    import openvino as ov
+    from .openvino import onnx_to_openvino
 
-    onnx_path = torch_to_onnx(model_path, recipe, out_dir)
-    path = Path(out_dir) / f"{recipe.name}.xml"
-    try:
-        ov.save_model(ov.convert_model(str(onnx_path)), str(path), compress_to_fp16=False)
-    except Exception as exc:
-        raise ConversionError(f"{recipe.name}: OpenVINO conversion failed: {exc}") from None
-    finally:
-        onnx_path.unlink(missing_ok=True)
-    return path
+    return onnx_to_openvino(torch_to_onnx(model_path, recipe, out_dir), recipe, out_dir)
