@@ -39,8 +39,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="OpenVINO precisions to pair, 'default' = the plugin's own choice (default f32,default)")
     p.add_argument("--warm-runs", type=int, default=None, help="warm profile reruns (default 3; quick 1)")
     p.add_argument("--devices", default=None, help="device counts for scaling (default 1,3,6; quick 1,3)")
-    p.add_argument("--no-preload", action="store_true",
-                   help="scaling: do not preload the transport registry (shows the lazy-loading race, if present)")
+    p.add_argument("--preload", action="store_true",
+                   help="scaling: import the transport plugins before the nightly starts (the registry loads them "
+                        "once under a lock, so this should change nothing)")
     p.add_argument("--out", type=Path, default=Path("reports/bench"), help="where bench.json and bench.md go")
     p.add_argument("--keep", action="store_true", help="keep the bench's workspace (caches, run directories)")
     return p.parse_args(argv)
@@ -91,12 +92,8 @@ def main(argv=None) -> int:
             doc["fidelity"] = [p.to_dict() for p in pairings]
         if "scaling" in steps:
             log(f"scaling: nightly over {', '.join(map(str, sizes))} simulated device(s)")
-            doc["scaling"] = scaling(ws, sizes, preload=not args.no_preload, log=log)
+            doc["scaling"] = scaling(ws, sizes, preload=args.preload, log=log)
             memory_runs += [dict(r, label=f"nightly, {r['devices']} device(s)") for r in doc["scaling"]["runs"]]
-            if not args.no_preload:
-                doc["notes"].append("scaling runs preload the transport registry in the controller: lazy plugin "
-                                    "loading in harness.registry is not thread-safe, and without the preload the "
-                                    "ssh transport can be missing for all but one worker thread of `farm run`")
         if "overhead" not in steps:
             doc.pop("overhead", None)
         doc["memory"] = {"runs": memory_runs,
