@@ -21,10 +21,17 @@ def normalize_name(name: str) -> str:
     return _NOISE.sub("", _NOISE.sub("", name))
 
 
-def read_interface(path: Path, fmt: str) -> Dict[str, Any]:
+def _loaded_runtime(path: Path, fmt: str):
+    from ..quiet import native_stderr_quieted
+
     runtime = device_agent.RUNTIMES[fmt](1, {})
-    runtime.load(str(path))
-    return runtime.interface()
+    with native_stderr_quieted():  # LiteRT announces its XNNPACK delegate on fd 2
+        runtime.load(str(path))
+    return runtime
+
+
+def read_interface(path: Path, fmt: str) -> Dict[str, Any]:
+    return _loaded_runtime(path, fmt).interface()
 
 
 def list_operators(path: Path, fmt: str) -> Dict[str, int]:
@@ -39,8 +46,7 @@ def list_operators(path: Path, fmt: str) -> Dict[str, int]:
         skip = {"Parameter", "Result", "Constant"}
         return dict(Counter(op.get_type_name() for op in model.get_ordered_ops() if op.get_type_name() not in skip))
     if fmt == "tflite":
-        runtime = device_agent.RUNTIMES["tflite"](1, {})
-        runtime.load(str(path))
+        runtime = _loaded_runtime(path, "tflite")
         try:
             details = runtime.interp._get_ops_details()
         except AttributeError:  # very old runtimes: no op listing

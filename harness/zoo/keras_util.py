@@ -11,8 +11,11 @@ import os
 def import_tf():
     os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    import tensorflow as tf
-    import tf_keras as keras
+    from ..quiet import native_stderr_quieted
+
+    with native_stderr_quieted():
+        import tensorflow as tf
+        import tf_keras as keras
 
     tf.get_logger().setLevel("ERROR")
     return tf, keras
