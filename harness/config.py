@@ -121,3 +121,27 @@ def load_dataclass(cls: Type[T], data: Mapping, path: Path, prefix: str = "") ->
         raise
     except (TypeError, ValueError) as exc:
         raise ConfigError(path, str(exc), prefix or None) from None
+
+
+def named_file(name_or_path: str, directory: Path) -> Path:
+    """`NAME` means `<directory>/NAME.yaml`; anything ending in .yaml/.yml or that exists is a path."""
+    candidate = Path(name_or_path)
+    if candidate.suffix in (".yaml", ".yml") or candidate.exists():
+        return candidate
+    return Path(directory) / f"{name_or_path}.yaml"
+
+
+def list_names(directory: Path) -> list:
+    return sorted(p.stem for p in Path(directory).glob("*.yaml"))
+
+
+def load_named(cls: Type[T], name_or_path: str, directory: Path, kind: str, plural: str, hint: str = "") -> T:
+    """Load `cls` from a named file in directory; its name defaults to the file's stem."""
+    path = named_file(name_or_path, directory)
+    if not path.exists():
+        known = ", ".join(list_names(directory)) or "none"
+        raise ConfigError(path, f"no such {kind}; known {plural}: {known}{hint}")
+    data = read_yaml_mapping(path)
+    data.setdefault("name", path.stem)
+    data["source_path"] = str(path)
+    return load_dataclass(cls, data, path)

@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Dict, Literal, Tuple
 
-from .config import load_dataclass, read_yaml_mapping
+from .config import list_names, load_named, named_file
 from .errors import ConfigError
 from .targets import FORMATS
 
@@ -119,22 +119,12 @@ class ModelRecipe:
 
 
 def recipe_path(name_or_path: str, models_dir: Path = MODELS_DIR) -> Path:
-    candidate = Path(name_or_path)
-    if candidate.suffix in (".yaml", ".yml") or candidate.exists():
-        return candidate
-    return models_dir / f"{name_or_path}.yaml"
+    return named_file(name_or_path, models_dir)
 
 
 def load_recipe(name_or_path: str, models_dir: Path = MODELS_DIR) -> ModelRecipe:
-    path = recipe_path(name_or_path, models_dir)
-    if not path.exists():
-        known = ", ".join(list_recipe_names(models_dir)) or "none"
-        raise ConfigError(path, f"no such model recipe; known models: {known}")
-    data = read_yaml_mapping(path)
-    data.setdefault("name", path.stem)
-    data["source_path"] = str(path)
-    return load_dataclass(ModelRecipe, data, path)
+    return load_named(ModelRecipe, name_or_path, models_dir, "model recipe", "models")
 
 
 def list_recipe_names(models_dir: Path = MODELS_DIR) -> list:
-    return sorted(p.stem for p in Path(models_dir).glob("*.yaml"))
+    return list_names(models_dir)

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, Optional, Tuple
 
-from .config import load_dataclass, read_yaml_mapping
+from .config import list_names, load_named, named_file
 from .errors import ConfigError
 
 TARGETS_DIR = Path("targets")
@@ -74,22 +74,13 @@ class TargetSpec:
 
 
 def target_path(name_or_path: str, targets_dir: Path = TARGETS_DIR) -> Path:
-    candidate = Path(name_or_path)
-    if candidate.suffix in (".yaml", ".yml") or candidate.exists():
-        return candidate
-    return targets_dir / f"{name_or_path}.yaml"
+    return named_file(name_or_path, targets_dir)
 
 
 def load_target(name_or_path: str, targets_dir: Path = TARGETS_DIR) -> TargetSpec:
-    path = target_path(name_or_path, targets_dir)
-    if not path.exists():
-        known = ", ".join(list_target_names(targets_dir)) or "none"
-        raise ConfigError(path, f"no such target; known targets: {known}. Create {path} or pass an existing name")
-    data = read_yaml_mapping(path)
-    data.setdefault("name", path.stem)
-    data["source_path"] = str(path)
-    return load_dataclass(TargetSpec, data, path)
+    return load_named(TargetSpec, name_or_path, targets_dir, "target", "targets",
+                      hint=". Create the file (see targets/pi4.yaml) or pass an existing name")
 
 
 def list_target_names(targets_dir: Path = TARGETS_DIR) -> list:
-    return sorted(p.stem for p in Path(targets_dir).glob("*.yaml"))
+    return list_names(targets_dir)
