@@ -81,3 +81,21 @@ def test_agent_probe_lists_runtimes():
     assert set(info["runtimes"]) == {"tflite", "onnx", "openvino"}
     assert all(r["available"] for r in info["runtimes"].values())
     assert info["mem_total_bytes"] > 0 and info["cpu_count"] >= 1
+
+
+def _old_pythons():
+    import glob
+    return sorted(glob.glob("/root/.pyenv/versions/3.[678].*/bin/python3.[678]")) + \
+        [p for p in ("/usr/bin/python3",) if Path(p).exists()]
+
+
+@pytest.mark.parametrize("python", _old_pythons() or [pytest.param(None, marks=pytest.mark.skip(
+    reason="no Python 3.6-3.8 on this machine to check the agent on"))])
+def test_agent_runs_on_old_pythons_without_numpy_or_runtimes(python):
+    """Real devices run old Pythons: the agent must at least start and probe there, and say what is missing."""
+    proc = subprocess.run([python, str(AGENT), "probe"], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    info = json.loads(proc.stdout)
+    assert info["python"].startswith(Path(python).name.replace("python", "")[:3]) or python == "/usr/bin/python3"
+    for runtime in info["runtimes"].values():
+        assert runtime["available"] or "not importable" in runtime["error"] or "no TFLite runtime" in runtime["error"]
