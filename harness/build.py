@@ -81,8 +81,9 @@ def load_dataset(recipe):
 def _source_hash(func, fallback: str) -> str:
     """Hash of the module that defines func, so editing a builder or compressor rebuilds its cache entries."""
     import inspect
+    module = inspect.getmodule(func)
     try:
-        source = inspect.getsource(inspect.getmodule(func))
+        source = inspect.getsource(module) if module is not None else fallback
     except (OSError, TypeError):
         source = fallback
     return hashlib.sha256(source.encode()).hexdigest()[:12]

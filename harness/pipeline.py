@@ -60,7 +60,8 @@ class ModelEval:
     eval_inputs_path: str
     labels_path: str
     reference_outputs_path: str
-    reference_accuracy: float
+    #: None for unlabelled evaluation data (agreement with the reference is the figure then)
+    reference_accuracy: Optional[float]
 
 
 @dataclass(frozen=True)

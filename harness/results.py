@@ -88,7 +88,7 @@ def output_metrics(outputs: np.ndarray, reference: np.ndarray, labels: Optional[
     kl = (p_ref * (np.log(p_ref + eps) - np.log(p_out + eps))).sum(axis=1)
     metrics["kl_divergence"] = float(kl.mean()) if n else None
     labelled = labels[:n] >= 0 if labels is not None else np.zeros(n, dtype=bool)  # -1: no label
-    if labelled.any():
+    if labels is not None and labelled.any():
         acc = float((pred[labelled] == labels[:n][labelled]).mean())
         metrics["accuracy"] = acc
         if reference_accuracy is not None:
