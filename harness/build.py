@@ -179,28 +179,54 @@ def _load_variant(entry: Path) -> VariantModel:
                         io_dtypes=tuple(doc["io_dtypes"]), metrics=doc["metrics"])
 
 
+#: bump when what inspection reads from an artifact changes, so cached inspections are redone
+INSPECTION_VERSION = "1"
+
+
 def _gzip_size(paths) -> int:
     return sum(len(gzip.compress(Path(p).read_bytes(), compresslevel=6)) for p in paths)
 
 
+def _read_artifact_facts(primary: Path, fmt: str, files) -> Dict[str, Any]:
+    """What an artifact's content alone determines: interface, operators, gzip size (or why it won't load)."""
+    from .formats.inspect import list_operators, read_interface
+
+    facts: Dict[str, Any] = {"gzip_bytes": _gzip_size(files), "interface": {}, "operators": {}, "load_error": ""}
+    try:
+        facts["interface"] = read_interface(primary, fmt)
+        facts["operators"] = list_operators(primary, fmt)
+    except Exception as exc:  # a file the runtime rejects is an incompatibility of this cell
+        facts["load_error"] = f"cannot load with the {fmt} runtime: {exc}"
+    return facts
+
+
 def inspect_files(recipe, variant: str, fmt: str, primary: Path, io_dtypes=(), metrics=None,
-                  cached: bool = False) -> Artifact:
-    from .formats.inspect import check_interface, list_operators, read_interface
+                  cached: bool = False, cache: Optional[ContentCache] = None) -> Artifact:
+    """Hash, inspect and check an artifact against the recipe.
+
+    With a cache, the content-determined facts (loading the model in its
+    runtime, gzip of every file) are read once per content, not on every run.
+    """
+    from .formats.inspect import check_interface
 
     files = artifact_files(primary, fmt)
     hashes = tuple(file_sha256(p) for p in files)
     combined = hashlib.sha256("".join(hashes).encode()).hexdigest()
-    try:
-        interface = read_interface(primary, fmt)
-        operators = list_operators(primary, fmt)
-        problems = tuple(check_interface(recipe, interface, io_dtypes))
-        error = ""
-    except Exception as exc:  # a file the runtime rejects is an incompatibility of this cell
-        interface, operators, problems = {}, {}, (f"cannot load with the {fmt} runtime: {exc}",)
-        error = ""
+    key = content_key("inspection", combined, fmt, INSPECTION_VERSION)
+    if cache is not None and cache.has("inspections", key):
+        facts = json.loads((cache.entry("inspections", key) / "facts.json").read_text())
+    else:
+        facts = _read_artifact_facts(primary, fmt, files)
+        if cache is not None:
+            with cache.build("inspections", key) as scratch:
+                (scratch / "facts.json").write_text(json.dumps(facts))
+    if facts["load_error"]:
+        problems: Tuple[str, ...] = (facts["load_error"],)
+    else:
+        problems = tuple(check_interface(recipe, facts["interface"], io_dtypes))
     return Artifact(recipe.name, variant, fmt, str(primary), tuple(str(p) for p in files), hashes, combined,
-                    sum(Path(p).stat().st_size for p in files), _gzip_size(files), interface, operators, problems,
-                    dict(metrics or {}), cached, error)
+                    sum(Path(p).stat().st_size for p in files), facts["gzip_bytes"], facts["interface"],
+                    facts["operators"], problems, dict(metrics or {}), cached)
 
 
 def convert(recipe, variant: str, source: VariantModel, fmt: str, cache: ContentCache,
@@ -208,7 +234,8 @@ def convert(recipe, variant: str, source: VariantModel, fmt: str, cache: Content
     """The artifact for one (variant, format): ready-made by a compressor, or converted and cached."""
     metrics = dict(source.metrics)
     if fmt in source.artifacts:
-        return inspect_files(recipe, variant, fmt, source.artifacts[fmt], source.io_dtypes, metrics, cached=True)
+        return inspect_files(recipe, variant, fmt, source.artifacts[fmt], source.io_dtypes, metrics, cached=True,
+                             cache=cache)
     if source.model_path is None:
         return _failed_artifact(recipe, variant, fmt, metrics, "variant has no artifact in this format",
                                 category="unsupported_format")
@@ -233,7 +260,7 @@ def convert(recipe, variant: str, source: VariantModel, fmt: str, cache: Content
             return _failed_artifact(recipe, variant, fmt, metrics, str(exc), category="conversion_failed")
     entry = cache.entry("artifacts", name)
     doc = json.loads((entry / "artifact.json").read_text())
-    return inspect_files(recipe, variant, fmt, entry / doc["primary"], source.io_dtypes, metrics, cached)
+    return inspect_files(recipe, variant, fmt, entry / doc["primary"], source.io_dtypes, metrics, cached, cache)
 
 
 def _failed_artifact(recipe, variant, fmt, metrics, message, category) -> Artifact:

@@ -74,3 +74,21 @@ def test_converted_reference_matches_recipe_interface(fmt):
     assert artifact.problems == ()
     assert artifact.interface["inputs"][0]["shape"][1:] == [8, 8, 1]
     assert artifact.operators, "each format lists its operators"
+
+
+def test_inspection_is_read_once_per_content(tmp_path, monkeypatch):
+    """Loading an artifact in its runtime and gzipping it happen once per content, not on every run."""
+    import harness.build as build
+    from harness.cache import ContentCache
+
+    cache = ContentCache(tmp_path / "cache")
+    model = linear_onnx(tmp_path / "m.onnx", output_name="scores")
+    first = inspect_files(RECIPE, "reference", "onnx", model, cache=cache)
+
+    def must_not_run(*args):
+        raise AssertionError("inspected the same content again")
+
+    monkeypatch.setattr(build, "_read_artifact_facts", must_not_run)
+    second = inspect_files(RECIPE, "reference", "onnx", model, cache=cache)
+    assert second == first and second.gzip_bytes > 0
+    assert any("output name 'scores'" in p for p in second.problems)  # the check itself still runs every time
