@@ -8,6 +8,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -78,15 +79,57 @@ def load_dataset(recipe):
     return loader(eval_fraction=recipe.data.eval_fraction, seed=recipe.data.seed)
 
 
+def _module_source(module) -> str:
+    import inspect
+    try:
+        return inspect.getsource(module)
+    except (OSError, TypeError):
+        return ""
+
+
+def _harness_modules_imported_by(module, source: str) -> List[str]:
+    """Names of the harness modules that `module` imports with relative imports, lazy ones included.
+
+    `from .x import name` also yields `….x.name`, which counts only if it is a module itself."""
+    import ast
+    from importlib.util import resolve_name
+
+    package = module.__name__ if hasattr(module, "__path__") else module.__name__.rpartition(".")[0]
+    names = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.ImportFrom) and node.level:
+            base = resolve_name("." * node.level + (node.module or ""), package)
+            names.add(base)
+            names.update(f"{base}.{alias.name}" for alias in node.names)  # `from . import keras_util`
+    # Import what is not loaded yet (harness modules import heavy libraries lazily, so this is cheap):
+    # the key must not depend on what happened to be imported before.
+    return sorted(n for n in names if n in sys.modules or _is_module(n))
+
+
+def _is_module(name: str) -> bool:
+    from importlib import import_module
+    from importlib.util import find_spec
+    try:
+        if find_spec(name) is None:
+            return False
+        import_module(name)
+        return True
+    except (ImportError, ValueError):
+        return False
+
+
 def _source_hash(func, fallback: str) -> str:
-    """Hash of the module that defines func, so editing a builder or compressor rebuilds its cache entries."""
+    """Hash of the module that defines func and of the harness modules it imports (one level deep), so
+    editing a builder, compressor or converter, or a helper it calls, rebuilds its cache entries."""
     import inspect
     module = inspect.getmodule(func)
-    try:
-        source = inspect.getsource(module) if module is not None else fallback
-    except (OSError, TypeError):
-        source = fallback
-    return hashlib.sha256(source.encode()).hexdigest()[:12]
+    source = _module_source(module) if module is not None else ""
+    if not source:
+        return hashlib.sha256(fallback.encode()).hexdigest()[:12]
+    digest = hashlib.sha256(source.encode())
+    for name in _harness_modules_imported_by(module, source):
+        digest.update(_module_source(sys.modules[name]).encode())
+    return digest.hexdigest()[:12]
 
 
 def _builder_source_hash(recipe) -> str:

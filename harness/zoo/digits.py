@@ -4,7 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from . import BUILDERS
-from .keras_util import import_tf, set_seed
+from .keras_util import import_tf, set_seed, train_and_save
 
 
 def digits_cnn_architecture(recipe, width: int = 1):
@@ -23,20 +23,8 @@ def digits_cnn_architecture(recipe, width: int = 1):
     ], name=recipe.name)
 
 
-def compile_and_fit(model, recipe, x, y, epochs=None):
-    _, keras = import_tf()
-    model.compile(optimizer=keras.optimizers.Adam(recipe.train.learning_rate),
-                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
-    model.fit(x, y, epochs=epochs or recipe.train.epochs, batch_size=recipe.train.batch_size, verbose=0,
-              shuffle=True)
-    return model
-
-
 @BUILDERS.register("digits_cnn")
 def build_digits_cnn(recipe, data, out_dir: Path) -> Path:
     """Train the reference model; returns the saved Keras model file."""
-    set_seed(recipe.seed)
-    model = compile_and_fit(digits_cnn_architecture(recipe), recipe, data.x_train, data.y_train)
-    path = Path(out_dir) / "model.h5"
-    model.save(path)
-    return path
+    set_seed(recipe.seed)  # before the layers are made: their initial weights come from the seed
+    return train_and_save(digits_cnn_architecture(recipe), recipe, data, out_dir)

@@ -17,7 +17,7 @@ import numpy as np
 from ..errors import HarnessError
 from . import BUILDERS, DATASETS
 from .datasets import Dataset
-from .keras_util import import_tf, set_seed
+from .keras_util import import_tf, set_seed, train_and_save
 
 #: where the Debian package puts the files
 FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
@@ -103,11 +103,6 @@ def fashion_cnn_architecture(recipe, width: int = 1):
 @BUILDERS.register("fashion_cnn")
 def build_fashion_cnn(recipe, data: Dataset, out_dir: Path) -> Path:
     """Train the small CNN (options: width, default 1); returns the saved Keras model file."""
-    from .digits import compile_and_fit
-
-    set_seed(recipe.seed)
-    model = fashion_cnn_architecture(recipe, int(recipe.options.get("width", 1)))
-    compile_and_fit(model, recipe, data.x_train, data.y_train)
-    path = Path(out_dir) / "model.h5"
-    model.save(path)
-    return path
+    set_seed(recipe.seed)  # before the layers are made: their initial weights come from the seed
+    return train_and_save(fashion_cnn_architecture(recipe, int(recipe.options.get("width", 1))), recipe, data,
+                          out_dir)
