@@ -147,23 +147,22 @@ def score_cell(row: Mapping[str, Any], budget: Budgets) -> CellScore:
         accuracy = min(1.0, max(0.0, retention))
         if accuracy < 1.0:
             notes.append(f"{source} {retention:.3f}")
-    p99 = _num(row.get("latency_p99_ms"))
-    if p99 is None:
-        latency = 0.0
-        notes.append("no p99 latency measured")
-    else:
-        latency = min(1.0, budget.latency_p99_ms / p99) if p99 > 0 else 1.0
-        if latency < 1.0:
-            notes.append(f"p99 {p99:.2f} ms > budget {budget.latency_p99_ms:g} ms")
-    peak = peak_memory_mb(row)
-    if peak is None:
-        memory = 0.0
-        notes.append("no peak memory measured")
-    else:
-        memory = min(1.0, budget.peak_memory_mb / peak) if peak > 0 else 1.0
-        if memory < 1.0:
-            notes.append(f"peak {peak:.1f} MB > budget {budget.peak_memory_mb:g} MB")
+    latency = _budget_part(_num(row.get("latency_p99_ms")), budget.latency_p99_ms, "p99 {:.2f} ms",
+                           "ms", "p99 latency", notes)
+    memory = _budget_part(peak_memory_mb(row), budget.peak_memory_mb, "peak {:.1f} MB", "MB", "peak memory", notes)
     return CellScore(parts=ScoreParts(1.0, accuracy, latency, memory), notes=tuple(notes), **ident)
+
+
+def _budget_part(measured: Optional[float], budget: float, measured_fmt: str, unit: str, quantity: str,
+                 notes: List[str]) -> float:
+    """min(1, budget / measured); 0 when nothing was measured. Says why in notes when below 1."""
+    if measured is None:
+        notes.append(f"no {quantity} measured")
+        return 0.0
+    part = min(1.0, budget / measured) if measured > 0 else 1.0
+    if part < 1.0:
+        notes.append(f"{measured_fmt.format(measured)} > budget {budget:g} {unit}")
+    return part
 
 
 def _records(frame: Any) -> List[Dict[str, Any]]:
