@@ -105,6 +105,7 @@ def probe(transport: Transport, python: str, timeout_s: float = 120.0) -> Dict[s
     info["reachable"] = True
     info["target"] = transport.name
     info["workdir"] = transport.workdir
+    info["agent_path"] = agent  # the caller runs this same cached copy, without asking the device again
     info["probe_upload_s"] = uploaded - started
     info["probe_command_s"] = result.duration_s
     info["probe_total_s"] = time.perf_counter() - started

@@ -145,7 +145,7 @@ def run_target_job(job: TargetJob, progress: Progress = SILENT) -> List[Dict[str
         try:
             probe = device.probe(transport, device.device_python(target, transport))
             run.write_device(target.name, probe)
-            agent_path = device.ensure_agent(transport)
+            agent_path = probe["agent_path"]
         except (TransportError, HarnessError) as exc:
             run.write_device(target.name, device.unreachable_probe(target.name, exc))
             lose_rest("device_unreachable", f"health probe failed: {exc}")
@@ -154,11 +154,12 @@ def run_target_job(job: TargetJob, progress: Progress = SILENT) -> List[Dict[str
         progress(f"[{target.name}] reachable: Python {probe.get('python')}, numpy {probe.get('numpy')}, "
                  f"runtimes {', '.join(sorted(available)) or 'none'}")
         uploaded_inputs: Dict[str, str] = {}
+        references: Dict[str, Tuple[np.ndarray, np.ndarray]] = {}
         total = len(pending)
         while pending:
             cell = pending[0]
             try:
-                row = _run_cell(job, cell, transport, agent_path, available, uploaded_inputs, run)
+                row = _run_cell(job, cell, transport, agent_path, available, uploaded_inputs, references, run)
             except ConnectError as exc:
                 lose_rest("device_lost", str(exc))
                 break
@@ -183,7 +184,8 @@ def _describe(row: Dict[str, Any]) -> str:
 
 
 def _run_cell(job: TargetJob, cell: Cell, transport, agent_path: str, available: set,
-              uploaded_inputs: Dict[str, str], run: RunDir) -> Dict[str, Any]:
+              uploaded_inputs: Dict[str, str], references: Dict[str, Tuple[np.ndarray, np.ndarray]],
+              run: RunDir) -> Dict[str, Any]:
     target, settings, artifact = job.target, job.settings, cell.artifact
     run_id = run.run_id
     extra = {"interface": artifact.interface, "operators": artifact.operators}
@@ -257,8 +259,10 @@ def _run_cell(job: TargetJob, cell: Cell, transport, agent_path: str, available:
     transport.get(f"{remote_dir}/outputs.npz", local_outputs)
     with np.load(local_outputs) as outputs:
         out = outputs["output_0"]
-    row.update(output_metrics(out, np.load(evals.reference_outputs_path), np.load(evals.labels_path),
-                              evals.reference_accuracy))
+    if artifact.model not in references:
+        references[artifact.model] = (np.load(evals.reference_outputs_path), np.load(evals.labels_path))
+    reference_outputs, labels = references[artifact.model]
+    row.update(output_metrics(out, reference_outputs, labels, evals.reference_accuracy))
     row["fidelity"] = fidelity(row.get("kl_divergence"), row.get("weight_rel_frobenius"))
     row.update(status=OK, duration_s=time.perf_counter() - started)
     return _record(run, row, latencies_ms=document.get("latencies_ms", []), agent=document.get("interface"), **extra)

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Dict
 
 from ..compress import COMPRESSORS, VariantModel
-from ._common import calibration, keras_weights, load_keras, require_framework, take_params, \
+from ._common import calibration, load_keras, reference_weights, require_framework, take_params, \
     tflite_weight_tensors, weight_metrics
 
 
@@ -56,9 +56,9 @@ def tflite_variant(ctx, keras_model, mode: str, out_dir: Path, io: str = "int8",
     flatbuffer = converter.convert()
     path = Path(out_dir) / f"{ctx.recipe.name}.tflite"
     path.write_bytes(flatbuffer)
-    reference = load_keras(ctx.reference_model_path)
-    metrics: Dict[str, Any] = {"param_count": int(reference.count_params()), "quantization": f"tflite_{mode}",
-                               **weight_metrics(keras_weights(reference), tflite_weight_tensors(path))}
+    weights, param_count = reference_weights(ctx)
+    metrics: Dict[str, Any] = {"param_count": param_count, "quantization": f"tflite_{mode}",
+                               **weight_metrics(weights, tflite_weight_tensors(path))}
     return VariantModel(artifacts={"tflite": path}, io_dtypes=io_dtypes, metrics=metrics)
 
 
