@@ -36,6 +36,14 @@ class HostKeyError(ConnectError):
     """The device's host key is unknown or changed."""
 
 
+class HostKeyUnknown(HostKeyError):
+    """The device offered a key that known_hosts does not list (a device not yet trusted)."""
+
+
+class HostKeyChanged(HostKeyError):
+    """The device offered a key other than the one known_hosts lists: a security event, never a lost device."""
+
+
 class RemoteCommandFailed(TransportError):
     """A command on the device exited non-zero; carries its output like invoke's Failure."""
 

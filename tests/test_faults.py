@@ -413,7 +413,7 @@ def test_changed_host_key_is_refused_and_every_cell_says_how_to_fix_it(sim_targe
         assert "CHANGED" in row["error_message"]
         assert f"ssh-keygen -R '[127.0.0.1]:{target.port}'" in row["error_message"]
     probe = run.devices()["sim-x86"]
-    assert not probe["reachable"] and probe["error_type"] == "HostKeyError"
+    assert not probe["reachable"] and probe["error_type"] == "HostKeyChanged"
 
 
 # ---------------------------------------------------------------- a killed host controller

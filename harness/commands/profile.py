@@ -90,6 +90,7 @@ def cmd_profile(args) -> int:
     from ..pipeline import RunSettings, run_profile
     from ..recipes import list_recipe_names, load_recipe
     from ..targets import load_target
+    from ..verdict import run_verdict
 
     progress = Progress(quiet=args.quiet)
     resume = getattr(args, "resume", None)
@@ -124,7 +125,7 @@ def cmd_profile(args) -> int:
     outcome = run_profile(recipes, targets, variants, settings, run_id=run_id, reports_dir=args.reports_dir,
                           progress=progress, resume=bool(resume), write_report=not args.no_report)
     print_summary(outcome)
-    return 0
+    return run_verdict(outcome.frame.to_dict(orient="records"), outcome.missing).exit_code
 
 
 def print_summary(outcome, stream=None) -> None:

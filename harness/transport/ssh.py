@@ -23,8 +23,8 @@ from typing import Dict, Mapping, Optional, Sequence
 
 import paramiko
 
-from ..errors import (ChecksumMismatch, CommandTimeout, ConnectError, HostKeyError, RemoteCommandFailed,
-                      TransportError)
+from ..errors import (ChecksumMismatch, CommandTimeout, ConnectError, HostKeyChanged, HostKeyError, HostKeyUnknown,
+                      RemoteCommandFailed, TransportError)
 from . import TRANSPORTS
 from .base import CommandResult, file_sha256
 
@@ -55,7 +55,7 @@ class _RefuseUnknown(paramiko.MissingHostKeyPolicy):
 
     def missing_host_key(self, client, hostname, key):
         t = self.target
-        raise HostKeyError(
+        raise HostKeyUnknown(
             f"[{t.name}] host key of {_host_label(t.host, t.port)} is unknown "
             f"({key.get_name()} {_fingerprint(key)}) and not in {self.known_hosts}. "
             f"After checking that fingerprint on the device (`ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub`), "
@@ -158,7 +158,7 @@ class SSHTransport:
         except paramiko.BadHostKeyException as exc:
             client.close()
             label = _host_label(t.host, t.port)
-            raise HostKeyError(
+            raise HostKeyChanged(
                 f"[{t.name}] host key of {label} CHANGED: the device offered {exc.key.get_name()} "
                 f"{_fingerprint(exc.key)} but {known_hosts} has {_fingerprint(exc.expected_key)}. "
                 f"This may be a reinstalled device or an attack. If the change is expected, confirm the new "
