@@ -33,7 +33,10 @@ system-deps: ## Debian packages the tests and recipes use (openssh-server, Fashi
 profile: venv ## profile MODEL (digits_cnn) on TARGET (local): make profile TARGET=jetson
 	$(HARNESS) profile --model $(MODEL) --target $(TARGET) $(if $(VARIANTS),--variants $(VARIANTS)) $(ARGS)
 
-test: venv ## run the test suite
+test: ## run the test suite (installs the Debian packages it needs first when root; else says the command)
+	@# before the venv: a missing package stops at once, not after minutes of pip
+	@bash scripts/system-deps.sh
+	@$(MAKE) --no-print-directory venv
 	$(PY) -m pytest $(ARGS)
 
 clean: ## remove caches and reports (keeps .venv)

@@ -7,7 +7,8 @@ command -v /usr/sbin/sshd >/dev/null 2>&1 || need+=(openssh-server)
 test -d /usr/share/datasets/fashion-mnist || need+=(dataset-fashion-mnist)
 if [ ${#need[@]} -eq 0 ]; then exit 0; fi
 if [ "$(id -u)" -ne 0 ]; then
-  echo "system-deps: missing ${need[*]}; run as root: apt-get install -y ${need[*]}" >&2
+  echo "system-deps: the tests need the Debian package(s) ${need[*]}; install them, then run make again:" >&2
+  echo "  sudo apt-get install -y ${need[*]}" >&2
   exit 1
 fi
 echo "system-deps: installing ${need[*]}"
