@@ -30,7 +30,7 @@ venv: $(STAMP) ## create the virtual environment (.venv) if missing or stale
 system-deps: ## Debian packages the tests and recipes use (openssh-server, Fashion-MNIST)
 	@bash scripts/system-deps.sh
 
-profile: venv ## profile MODEL (digits_cnn) on TARGET (local): make profile TARGET=jetson
+profile: venv ## profile MODEL (digits_cnn) on TARGET (local): make profile TARGET=sim-pi4
 	$(HARNESS) profile --model $(MODEL) --target $(TARGET) $(if $(VARIANTS),--variants $(VARIANTS)) $(ARGS)
 
 test: ## run the test suite (installs the Debian packages it needs first when root; else says the command)

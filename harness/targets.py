@@ -79,7 +79,7 @@ def target_path(name_or_path: str, targets_dir: Path = TARGETS_DIR) -> Path:
 
 def load_target(name_or_path: str, targets_dir: Path = TARGETS_DIR) -> TargetSpec:
     return load_named(TargetSpec, name_or_path, targets_dir, "target", "targets",
-                      hint=". Create the file (see targets/pi4.yaml) or pass an existing name")
+                      hint=". Create the file (examples: targets/examples/) or pass an existing name")
 
 
 def list_target_names(targets_dir: Path = TARGETS_DIR) -> list:

@@ -10,11 +10,19 @@ from harness.targets import list_target_names, load_target
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.mark.parametrize("name", list_target_names(ROOT / "targets"))
-def test_every_target_file_loads(name):
-    target = load_target(name, ROOT / "targets")
+@pytest.mark.parametrize("directory,name", [("targets", n) for n in list_target_names(ROOT / "targets")]
+                         + [("targets/examples", n) for n in list_target_names(ROOT / "targets/examples")])
+def test_every_target_file_loads(directory, name):
+    target = load_target(name, ROOT / directory)
     assert target.name == name
     assert target.budgets.latency_p99_ms > 0
+
+
+def test_example_devices_are_not_enabled_targets():
+    """A fresh clone's nightly profiles targets/*.yaml: the example real devices must not be there."""
+    examples = set(list_target_names(ROOT / "targets/examples"))
+    assert {"pi4", "jetson", "x86"} <= examples
+    assert not examples & set(list_target_names(ROOT / "targets"))
 
 
 @pytest.mark.parametrize("name", list_recipe_names(ROOT / "models"))
