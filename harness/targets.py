@@ -41,6 +41,10 @@ class TargetSpec:
     python: str = "python3"
     workdir: str = "~/.cache/edge-harness"
     arch: str = "x86_64"
+    #: the device's Python runs under an emulator (qemu-user): it shows whether a model loads, runs and
+    #: what it outputs on `arch`, but its latency and memory are not representative; scores and the gate
+    #: do not judge them, and the report says so
+    emulated: bool = False
     runtimes: Tuple[str, ...] = ("tflite", "onnx", "openvino")
     threads: int = 1
     budgets: Budgets = field(default_factory=Budgets)

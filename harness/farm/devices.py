@@ -6,7 +6,7 @@ environments in harness.farm.envs.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional, Tuple
+from typing import Optional, Sequence, Tuple, Union
 
 GiB = 1 << 30
 
@@ -32,6 +32,52 @@ JETSON_ENV = DeviceEnv("jetson", ("3.8", "3.11", ""),
 
 
 @dataclass(frozen=True)
+class EmulatedEnv:
+    """A device Python of another architecture: a Debian sysroot whose interpreter runs under qemu-user.
+
+    The sysroot holds Debian's own packages for that architecture (the interpreter and the C
+    libraries wheels link against); the Python packages are PyPI's wheels for that architecture,
+    the ones `pip install` would pick on the real board.
+    """
+
+    name: str
+    #: the machine the device reports (`platform.machine()`), e.g. "aarch64"
+    arch: str
+    #: Debian's name for it, e.g. "arm64"
+    debian_arch: str
+    #: the Debian release the sysroot comes from (Raspberry Pi OS 12 is bookworm)
+    debian_suite: str
+    python_version: str
+    debian_packages: Tuple[str, ...]
+    requirements: Tuple[str, ...]
+    check_imports: Tuple[str, ...]
+    #: qemu's -cpu model: what the emulated CPU reports in its ID registers and hwcaps
+    qemu_cpu: str
+    #: the emulated /proc/cpuinfo (the host's describes x86 CPUs, on which Arm builds of
+    #: ONNX Runtime crash while detecting cores): MIDR part number and the Hardware line
+    cpu_part: str
+    cpu_features: str
+    cpu_hardware: str
+
+
+#: What `python3.11` needs from bookworm arm64 besides what wheels bundle (libstdc++ for the runtimes).
+ARM64_DEBIAN_PACKAGES = ("python3.11-minimal", "libpython3.11-stdlib", "libstdc++6", "libgcc-s1")
+#: Raspberry Pi 4 (Cortex-A72, no dot-product instructions), Python 3.11 as on Raspberry Pi OS bookworm;
+#: tflite-runtime has no aarch64 wheel for 3.11, ai-edge-litert (its successor) has.
+PI_ARM64_ENV = EmulatedEnv("pi-arm64", "aarch64", "arm64", "bookworm", "3.11", ARM64_DEBIAN_PACKAGES,
+                           ("numpy<2", "ai-edge-litert==2.3.0"), ("numpy", "ai_edge_litert.interpreter"),
+                           qemu_cpu="cortex-a72", cpu_part="0xd08", cpu_features="fp asimd evtstrm crc32 cpuid",
+                           cpu_hardware="simulated Raspberry Pi 4 (qemu-aarch64 cortex-a72)")
+#: Jetson Orin-like (Cortex-A78AE; qemu's nearest is the A76, both ARMv8.2 with dot product).
+JETSON_ARM64_ENV = EmulatedEnv("jetson-arm64", "aarch64", "arm64", "bookworm", "3.11", ARM64_DEBIAN_PACKAGES,
+                               ("numpy", "onnxruntime==1.32.0"), ("numpy", "onnxruntime"),
+                               qemu_cpu="cortex-a76", cpu_part="0xd0b",
+                               cpu_features="fp asimd evtstrm aes pmull sha1 sha2 crc32 atomics fphp asimdhp cpuid "
+                                            "asimdrdm lrcpc dcpop asimddp",
+                               cpu_hardware="simulated Jetson (qemu-aarch64 cortex-a76)")
+
+
+@dataclass(frozen=True)
 class DeviceClass:
     """One kind of simulated device: how much machine it gets and what it runs."""
 
@@ -45,9 +91,17 @@ class DeviceClass:
     cpu_quota: Optional[float]
     memory_limit_bytes: Optional[int]
     #: None: the harness's own Python (it has every runtime)
-    env: Optional[DeviceEnv]
+    env: Optional[Union[DeviceEnv, EmulatedEnv]]
     latency_p99_ms: float
     peak_memory_mb: float
+
+    @property
+    def emulated(self) -> bool:
+        """Its Python runs under qemu-user: outputs are real, timings are not."""
+        return isinstance(self.env, EmulatedEnv)
+
+    def arch(self, host_arch: str) -> str:
+        return self.env.arch if isinstance(self.env, EmulatedEnv) else host_arch
 
 
 DEVICE_CLASSES: Tuple[DeviceClass, ...] = (
@@ -61,16 +115,48 @@ DEVICE_CLASSES: Tuple[DeviceClass, ...] = (
                 ("tflite", "onnx", "openvino"), threads=2, cpu_count=0, cpu_quota=None,
                 memory_limit_bytes=8 * GiB, env=None, latency_p99_ms=10.0, peak_memory_mb=1024.0),
 )
+#: Started with `farm up --arch aarch64`. No CPU quota (qemu is already ~200x slower and their latency is
+#: not judged), and memory for qemu's translated code beside the model.
+EMULATED_DEVICE_CLASSES: Tuple[DeviceClass, ...] = (
+    DeviceClass("sim-pi4-arm64", "simulated Raspberry Pi 4, aarch64 under qemu-user (cortex-a72): Debian bookworm "
+                "arm64 Python 3.11, numpy<2 + ai-edge-litert from PyPI's aarch64 wheels; 1 pinned CPU, 2 GiB",
+                ("tflite",), threads=1, cpu_count=1, cpu_quota=None, memory_limit_bytes=2 * GiB, env=PI_ARM64_ENV,
+                latency_p99_ms=40.0, peak_memory_mb=300.0),
+    DeviceClass("sim-jetson-arm64", "simulated Jetson, aarch64 under qemu-user (cortex-a76): Debian bookworm arm64 "
+                "Python 3.11, numpy + onnxruntime from PyPI's aarch64 wheels; 2 pinned CPUs, 4 GiB",
+                ("onnx",), threads=2, cpu_count=2, cpu_quota=None, memory_limit_bytes=4 * GiB,
+                env=JETSON_ARM64_ENV, latency_p99_ms=20.0, peak_memory_mb=600.0),
+)
+#: what `--arch` accepts besides the canonical names
+ARCH_ALIASES = {"arm64": "aarch64", "amd64": "x86_64", "x64": "x86_64"}
 
 
-def device_plan(count: int) -> Tuple[Tuple[str, DeviceClass, int], ...]:
+def classes_for(arches: Sequence[str], host_arch: str) -> Tuple[DeviceClass, ...]:
+    """The device classes of these architectures ("aarch64", "x86_64"; default: the host's), in table order.
+
+    The host's architecture selects the native stand-ins; another one its emulated classes.
+    """
+    wanted = [ARCH_ALIASES.get(a.strip().lower(), a.strip().lower()) for a in arches if a.strip()] or [host_arch]
+    every = DEVICE_CLASSES + EMULATED_DEVICE_CLASSES
+    known = sorted({c.arch(host_arch) for c in every})
+    unknown = [a for a in wanted if a not in known]
+    if unknown:
+        raise ValueError(f"no simulated devices for architecture {', '.join(unknown)}; known: {', '.join(known)}")
+    return tuple(c for c in every if c.arch(host_arch) in wanted)
+
+
+def device_plan(count: Optional[int] = None, classes: Sequence[DeviceClass] = ()
+                ) -> Tuple[Tuple[str, DeviceClass, int], ...]:
     """Names for `count` devices, cycling through the classes: sim-pi4, sim-jetson, sim-x86, sim-pi4-2, ...
 
+    `classes` defaults to DEVICE_CLASSES (the native ones); `count` to one device per class.
     Returns (device name, class, copy index starting at 0).
     """
+    classes = tuple(classes) or DEVICE_CLASSES
+    count = len(classes) if count is None else count
     plan = []
     for i in range(count):
-        cls = DEVICE_CLASSES[i % len(DEVICE_CLASSES)]
-        copy = i // len(DEVICE_CLASSES)
+        cls = classes[i % len(classes)]
+        copy = i // len(classes)
         plan.append((cls.name if copy == 0 else f"{cls.name}-{copy + 1}", cls, copy))
     return tuple(plan)

@@ -23,12 +23,13 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import yaml
 
 from . import cgroups
-from .devices import DeviceClass, device_plan
+from .devices import DeviceClass, EmulatedEnv, classes_for, device_plan
+from .emulated import check_can_emulate, ensure_emulated_env
 from .envs import FarmError, ensure_env
 
 SSHD = "/usr/sbin/sshd"
@@ -84,18 +85,29 @@ def sshd_path() -> str:
 
 
 # ---------------------------------------------------------------- up
-def farm_up(devices: int = 3, state_dir: Path = DEFAULT_STATE_DIR, targets_dir: Path = DEFAULT_TARGETS_DIR,
-            envs_dir: Path = DEFAULT_ENVS_DIR, ready_timeout_s: float = 10.0) -> Farm:
+def farm_up(devices: Optional[int] = None, state_dir: Path = DEFAULT_STATE_DIR,
+            targets_dir: Path = DEFAULT_TARGETS_DIR, envs_dir: Path = DEFAULT_ENVS_DIR, ready_timeout_s: float = 10.0,
+            arches: Sequence[str] = ()) -> Farm:
     """Start `devices` simulated devices (restarting any this state directory already runs).
 
-    Builds the device Python environments the first time (cached in envs_dir),
-    writes `<targets_dir>/<device>.yaml` for each, and returns the Farm.
+    `arches` picks the device classes ("x86_64", "aarch64"; default: this machine's own);
+    `devices` defaults to one of each. Builds the device Python environments the first time
+    (cached in envs_dir), writes `<targets_dir>/<device>.yaml` for each, and returns the Farm.
+    A machine that cannot run an emulated class gets a FarmError before anything starts.
     """
     started = time.perf_counter()
     sshd = sshd_path()
     state_dir, targets_dir, envs_dir = (Path(p).resolve() for p in (state_dir, targets_dir, envs_dir))
-    if devices < 1:
+    if devices is not None and devices < 1:
         raise FarmError("--devices must be at least 1")
+    try:
+        classes = classes_for(arches, os.uname().machine)
+    except ValueError as exc:
+        raise FarmError(str(exc)) from None
+    plan = device_plan(devices, classes)
+    for cls in {cls.name: cls for _, cls, _ in plan}.values():
+        if isinstance(cls.env, EmulatedEnv):
+            check_can_emulate(cls.env)
     if (state_dir / STATE_FILE).exists():
         farm_down(state_dir)
     state_dir.mkdir(parents=True, exist_ok=True)
@@ -103,11 +115,10 @@ def farm_up(devices: int = 3, state_dir: Path = DEFAULT_STATE_DIR, targets_dir: 
     if os.geteuid() == 0:
         # sshd's privilege-separation directory; Debian creates it only at boot.
         Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)
-    plan = device_plan(devices)
     pythons = {}
     for _, cls, _ in plan:
         if cls.name not in pythons:
-            pythons[cls.name] = ensure_env(cls.env, envs_dir) if cls.env else os.path.abspath(sys.executable)
+            pythons[cls.name] = _device_python(cls, envs_dir)
     farm_id = hashlib.sha256(str(state_dir).encode()).hexdigest()[:8]
     user = getpass.getuser()
     running: List[SimDevice] = []
@@ -124,6 +135,14 @@ def farm_up(devices: int = 3, state_dir: Path = DEFAULT_STATE_DIR, targets_dir: 
         for note in device.notes:
             log.warning("[%s] %s", device.name, note)
     return farm
+
+
+def _device_python(cls: DeviceClass, envs_dir: Path) -> str:
+    if cls.env is None:
+        return os.path.abspath(sys.executable)
+    if isinstance(cls.env, EmulatedEnv):
+        return ensure_emulated_env(cls.env, envs_dir)
+    return ensure_env(cls.env, envs_dir)
 
 
 def _free_port() -> int:
@@ -240,8 +259,10 @@ def _write_target(path: Path, name: str, cls: DeviceClass, port: int, user: str,
         "host": HOST, "port": port, "user": user,
         "key_file": str(d / "user_ed25519_key"), "known_hosts": str(d / "known_hosts"),
         "host_key_policy": "reject", "python": python, "workdir": str(workdir),
-        # The stand-in runs on this machine's CPU: its real architecture, not the device's.
-        "arch": os.uname().machine, "runtimes": list(cls.runtimes), "threads": cls.threads,
+        # A native stand-in runs on this machine's CPU: its real architecture, not the device's.
+        # An emulated one runs the device's architecture, slowly: its timings are flagged, not judged.
+        "arch": cls.arch(os.uname().machine), "emulated": cls.emulated,
+        "runtimes": list(cls.runtimes), "threads": cls.threads,
         "budgets": {"latency_p99_ms": cls.latency_p99_ms, "peak_memory_mb": cls.peak_memory_mb},
         "connect_timeout_s": 5.0, "command_timeout_s": 300.0, "transfer_timeout_s": 60.0,
         "connect_retries": 2, "lock_timeout_s": 60.0,
