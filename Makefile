@@ -42,9 +42,10 @@ test: ## run the test suite (installs the Debian packages it needs first when ro
 clean: ## remove caches and reports (keeps .venv)
 	rm -rf .harness reports/*/ .pytest_cache
 
-DEVICES ?= 3
-farm-up: venv ## start the simulated farm (one sshd per device on 127.0.0.1) and write targets/sim-*.yaml
-	$(HARNESS) farm up --devices $(DEVICES)
+DEVICES ?=
+ARCH ?=
+farm-up: venv ## start the simulated farm (one sshd per device on 127.0.0.1), write targets/sim-*.yaml: ARCH=aarch64 for emulated Arm devices
+	$(HARNESS) farm up $(if $(DEVICES),--devices $(DEVICES)) $(if $(ARCH),--arch $(ARCH))
 
 farm-down: ## stop the simulated farm and remove targets/sim-*.yaml
 	@if [ -x $(HARNESS) ]; then $(HARNESS) farm down; fi

@@ -13,8 +13,13 @@ def register(subparsers) -> None:
                     "`farm run` profiles every target in parallel, one worker per device, into one report.")
     sub = p.add_subparsers(dest="farm_command", metavar="ACTION")
     up = sub.add_parser("up", help="start the simulated farm (restarts it if it runs)")
-    up.add_argument("--devices", type=int, default=3, metavar="N",
-                    help="how many devices, cycling sim-pi4, sim-jetson, sim-x86, sim-pi4-2, ... (default 3)")
+    up.add_argument("--devices", type=int, default=None, metavar="N",
+                    help="how many devices, cycling through the classes of --arch: sim-pi4, sim-jetson, sim-x86, "
+                         "sim-pi4-2, ... (default: one of each)")
+    up.add_argument("--arch", default="", metavar="ARCHS",
+                    help="comma-separated architectures: x86_64 (this machine's stand-ins, the default), aarch64 "
+                         "(sim-pi4-arm64 and sim-jetson-arm64: an arm64 Python under qemu-aarch64-static), or "
+                         "x86_64,aarch64 for both, as cross-architecture parity needs")
     _add_dirs(up)
     up.set_defaults(func=cmd_up)
     down = sub.add_parser("down", help="stop the simulated farm and remove its generated targets")
@@ -45,7 +50,8 @@ def _add_dirs(p) -> None:
 
 def cmd_up(args) -> int:
     from ..farm import farm_up
-    farm = farm_up(args.devices, args.state_dir, args.targets_dir, args.envs_dir)
+    farm = farm_up(args.devices, args.state_dir, args.targets_dir, args.envs_dir,
+                   arches=[a for a in args.arch.split(",") if a.strip()])
     for d in farm.devices:
         print(f"{d.name:<14} 127.0.0.1:{d.port:<6} cpus={','.join(map(str, d.cpus)):<8} python={d.python}")
         for note in d.notes:

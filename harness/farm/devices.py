@@ -128,7 +128,7 @@ EMULATED_DEVICE_CLASSES: Tuple[DeviceClass, ...] = (
                 env=JETSON_ARM64_ENV, latency_p99_ms=20.0, peak_memory_mb=600.0),
 )
 #: what `--arch` accepts besides the canonical names
-ARCH_ALIASES = {"arm64": "aarch64", "amd64": "x86_64", "x64": "x86_64"}
+ARCH_ALIASES = {"arm64": "aarch64", "amd64": "x86_64", "x64": "x86_64", "x86": "x86_64"}
 
 
 def classes_for(arches: Sequence[str], host_arch: str) -> Tuple[DeviceClass, ...]:
