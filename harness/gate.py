@@ -16,10 +16,11 @@ from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from .config import load_dataclass, read_yaml_mapping
-from .regression import DEFAULT_ALPHA, DEFAULT_MIN_SHIFT_MS, compare_latency
+from .regression import DEFAULT_ALPHA, DEFAULT_ASSUMED_RUN_CV, RunSpread, compare_latency, history_key
 from .results import FAILED, LOST, OK, finite_or_none as _num
 from .scores import BYTES_PER_MB, accuracy_measure
 from .targets import FORMATS, Budgets
+from .verdict import gate_exit_code
 
 LAST_PASSING = "last-passing"
 
@@ -41,8 +42,13 @@ class TargetPolicy:
     use_target_budgets: Optional[bool] = None
     #: slowdown against the baseline (0.10 = 10 %), judged on the per-iteration samples
     max_latency_regression: Optional[float] = None
-    #: latency shifts smaller than this many ms never count as regressions (timer jitter); default 0.02
+    #: optional absolute floor: latency shifts smaller than this many ms never count as regressions. Unset (the
+    #: default) there is none: the judge compares a change with the cell's own measured noise, so a 20 us model
+    #: is judged as fairly as a 10 ms one
     min_latency_shift_ms: Optional[float] = None
+    #: between-run spread (CV of the run-level median) assumed while a cell has one repeat and too little
+    #: history to measure it (default 0.03)
+    assumed_run_cv: Optional[float] = None
     #: absolute accuracy drop against the baseline (0.01 = one point)
     max_accuracy_drop: Optional[float] = None
     #: relative peak-memory growth against the baseline
@@ -63,6 +69,8 @@ class TargetPolicy:
             value = getattr(self, name)
             if value is not None and value <= 0:
                 raise ValueError(f"{name} must be positive, got {value}")
+        if self.assumed_run_cv is not None and not 0.0 < self.assumed_run_cv <= 1.0:
+            raise ValueError(f"assumed_run_cv is a fraction (0.03 = 3 %), got {self.assumed_run_cv}")
         if self.min_latency_shift_ms is not None and self.min_latency_shift_ms < 0:
             raise ValueError(f"min_latency_shift_ms must not be negative, got {self.min_latency_shift_ms}")
         for name in ("max_latency_regression", "max_accuracy_drop", "max_memory_regression"):
@@ -135,17 +143,33 @@ class GateResult:
         return [c for c in self.checks if not c.passed and not c.skipped]
 
     @property
+    def not_judged(self) -> List[Check]:
+        """Checks that could not be made: cells measured on a noisy device, too few latency samples."""
+        return [c for c in self.checks if c.skipped]
+
+    @property
     def passed(self) -> bool:
         return not self.violations
 
+    @property
+    def exit_code(self) -> int:
+        """0 pass, 1 fail, 2 could not judge (nothing failed, but something must be re-run)."""
+        return gate_exit_code(self.passed, len(self.not_judged), len(self.checks) - len(self.not_judged))
+
+    @property
+    def verdict(self) -> str:
+        return {0: "PASS", 1: "FAIL", 2: "NOT JUDGED"}[self.exit_code]
+
     def lines(self) -> List[str]:
-        """What `harness gate` prints: the verdict, each violation, then the notes."""
-        verdict = "PASS" if self.passed else "FAIL"
+        """What `harness gate` prints: the verdict, each violation, what was not judged, then the notes."""
         judged = [c for c in self.checks if not c.skipped]
-        out = [f"gate {verdict}: run {self.run_id}, policy {self.policy_path}, "
-               f"{len(judged)} checks, {len(self.violations)} violation(s), "
+        out = [f"gate {self.verdict}: run {self.run_id}, policy {self.policy_path}, "
+               f"{len(judged)} checks, {len(self.violations)} violation(s), {len(self.not_judged)} not judged, "
                f"baseline {self.baseline_id or 'none'}"]
         out += [f"  VIOLATION [{c.target}] {c.rule}: {c.subject}: {c.message}" for c in self.violations]
+        out += [f"  NOT JUDGED [{c.target}] {c.rule}: {c.subject}: {c.message}" for c in self.not_judged]
+        if self.exit_code == 2:
+            out.append("  re-run the cells not judged (`make nightly` again, on a quiet device) before releasing")
         out += [f"  note: {n}" for n in self.notes]
         return out
 
@@ -160,6 +184,23 @@ def _records(frame: Any) -> List[Dict[str, Any]]:
 
 def _identity(row: Mapping[str, Any]) -> Tuple[str, str, str, str]:
     return (str(row.get("model")), str(row.get("variant")), str(row.get("format")), str(row.get("target")))
+
+
+def is_noisy(row: Mapping[str, Any]) -> bool:
+    """Was the cell measured on a busy or throttling device (the `noisy` column)?"""
+    value = row.get("noisy")
+    if isinstance(value, str):
+        return value.strip().lower() in ("true", "1", "yes")
+    try:
+        return bool(value) and value == value  # NaN (no value) is not noisy
+    except (TypeError, ValueError):
+        return False
+
+
+def _noisy_check(target: str, row: Mapping[str, Any]) -> Check:
+    why = row.get("noise_reasons") or "the device was busy or throttling"
+    return Check(target, "quiet_device", str(row.get("cell_id")), True,
+                 f"measured on a noisy device ({why}): not judged, re-run", skipped=True)
 
 
 def _cell_checks(tp: TargetPolicy, target: str, rows: Sequence[Mapping[str, Any]],
@@ -177,6 +218,9 @@ def _cell_checks(tp: TargetPolicy, target: str, rows: Sequence[Mapping[str, Any]
             checks.append(Check(target, "cell_status", cell, bool(tp.allow_failed_cells), why))
             continue
         if status != OK:
+            continue
+        if is_noisy(row):
+            checks.append(_noisy_check(target, row))
             continue
         checks.append(Check(target, "cell_status", cell, True, str(status)))
         if tp.min_accuracy_retention is not None:
@@ -213,23 +257,30 @@ def _format_checks(tp: TargetPolicy, target: str, rows: Sequence[Mapping[str, An
 
 
 def _baseline_checks(tp: TargetPolicy, target: str, rows: Sequence[Mapping[str, Any]],
-                     samples: Mapping[str, Sequence[float]], baseline_rows: Sequence[Mapping[str, Any]],
-                     baseline_samples: Mapping[str, Sequence[float]], alpha: float) -> List[Check]:
+                     samples: Mapping[str, Any], baseline_rows: Sequence[Mapping[str, Any]],
+                     baseline_samples: Mapping[str, Any], alpha: float,
+                     history: Mapping[Tuple[str, ...], RunSpread]) -> List[Check]:
     checks: List[Check] = []
     base_by_id = {_identity(r): r for r in baseline_rows}
     for row in rows:
         base = base_by_id.get(_identity(row))
-        if base is None or row.get("status") != OK or base.get("status") != OK:
+        if base is None or row.get("status") != OK or base.get("status") != OK or is_noisy(row):
             continue
         cell = str(row.get("cell_id"))
         if tp.max_latency_regression is not None:
-            comparison = compare_latency(baseline_samples.get(str(base.get("cell_id"))), samples.get(cell),
-                                         min_effect=tp.max_latency_regression, alpha=alpha,
-                                         min_shift_ms=DEFAULT_MIN_SHIFT_MS if tp.min_latency_shift_ms is None
-                                         else tp.min_latency_shift_ms)
-            checks.append(Check(target, "max_latency_regression", cell, not comparison.regressed,
-                                f"{comparison.describe()} (maximum {tp.max_latency_regression:+.0%})",
-                                skipped=comparison.method != "mann-whitney"))
+            if is_noisy(base):
+                checks.append(Check(target, "max_latency_regression", cell, True,
+                                    f"the baseline's cell was measured on a noisy device "
+                                    f"({base.get('noise_reasons') or 'busy or throttling'}): not judged", skipped=True))
+            else:
+                comparison = compare_latency(
+                    baseline_samples.get(str(base.get("cell_id"))), samples.get(cell),
+                    min_effect=tp.max_latency_regression, alpha=alpha, history=history.get(history_key(row)),
+                    assumed_run_cv=DEFAULT_ASSUMED_RUN_CV if tp.assumed_run_cv is None else tp.assumed_run_cv,
+                    min_shift_ms=tp.min_latency_shift_ms or 0.0)
+                checks.append(Check(target, "max_latency_regression", cell, not comparison.regressed,
+                                    f"{comparison.describe()} (maximum {tp.max_latency_regression:+.0%})",
+                                    skipped=not comparison.judged))
         acc_now, acc_base = _num(row.get("accuracy")), _num(base.get("accuracy"))
         if tp.max_accuracy_drop is not None and acc_now is not None and acc_base is not None:
             drop = acc_base - acc_now
@@ -248,12 +299,15 @@ def evaluate(policy: Policy, frame: Any, budgets: Mapping[str, Budgets] | None =
              samples: Mapping[str, Sequence[float]] | None = None,
              baseline_rows: Sequence[Mapping[str, Any]] | None = None,
              baseline_samples: Mapping[str, Sequence[float]] | None = None,
-             baseline_id: Optional[str] = None) -> GateResult:
+             baseline_id: Optional[str] = None,
+             history: Mapping[Tuple[str, ...], RunSpread] | None = None) -> GateResult:
     """Every check of `policy` against a run's table; pure.
 
     `budgets` are the targets' budgets (used where use_target_budgets is set);
     `samples` and `baseline_*` feed the regression rules, which are skipped
-    with a note when there is no baseline.
+    with a note when there is no baseline. `history` maps a cell's history key
+    (regression.history_key) to the between-run spread the history store has
+    seen for it. A cell measured on a noisy device is not judged.
     """
     rows = _records(frame)
     budgets = budgets or {}
@@ -280,12 +334,15 @@ def evaluate(policy: Policy, frame: Any, budgets: Mapping[str, Budgets] | None =
             wants_baseline = True
             if baseline_rows is not None:
                 checks += _baseline_checks(tp, target, checked, samples, baseline_rows, baseline_samples or {},
-                                           policy.alpha)
+                                           policy.alpha, history or {})
     if wants_baseline and baseline_rows is None:
         notes.append("no baseline run found: regression rules not checked (the first passing run becomes one)")
-    skipped = [c for c in checks if c.skipped]
-    if skipped:
-        notes.append(f"{len(skipped)} latency comparison(s) not judged for lack of per-iteration samples")
+    noisy = [c for c in checks if c.skipped and c.rule == "quiet_device"]
+    if noisy:
+        notes.append(f"{len(noisy)} cell(s) measured on a busy or throttling device: not judged; re-run them")
+    unsampled = [c for c in checks if c.skipped and c.rule == "max_latency_regression"]
+    if unsampled:
+        notes.append(f"{len(unsampled)} latency comparison(s) not judged (too few samples, or a noisy baseline)")
     return GateResult(run_id, policy.source_path, baseline_id if baseline_rows is not None else None,
                       tuple(checks), tuple(notes))
 

@@ -89,14 +89,40 @@ def load_run_table(run_dir: RunDir):
     return results_frame(run_dir.rows())
 
 
-def load_latency_samples(run_dir: RunDir) -> Dict[str, np.ndarray]:
-    """Per-iteration latency samples (ms) by cell_id, from cells/*.json."""
-    samples: Dict[str, np.ndarray] = {}
+def load_latency_samples(run_dir: RunDir) -> Dict[str, Any]:
+    """Latency samples (ms) by cell_id, from cells/*.json: one array, or one per repeat.
+
+    A cell measured in several repeats keeps them apart (`repeat_latencies_ms`,
+    a list of lists), because the regression judge needs each repeat's median;
+    a cell of one repeat has the flat `latencies_ms`.
+    """
+    samples: Dict[str, Any] = {}
     for cell in run_dir.iter_cells():
+        repeats = cell.get("repeat_latencies_ms")
         values = cell.get("latencies_ms")
-        if values:
+        if repeats and len(repeats) > 1:
+            samples[str(cell["row"]["cell_id"])] = [np.asarray(r, dtype=np.float64) for r in repeats]
+        elif values:
             samples[str(cell["row"]["cell_id"])] = np.asarray(values, dtype=np.float64)
     return samples
+
+
+def _samples_json(values: Any) -> Optional[str]:
+    """One repeat as a flat list, several as a list of lists; None when there is nothing."""
+    from .regression import as_repeats
+    repeats = [r for r in as_repeats(values) if len(r)]
+    if not repeats:
+        return None
+    if len(repeats) == 1:
+        return json.dumps([float(v) for v in repeats[0]])
+    return json.dumps([[float(v) for v in r] for r in repeats])
+
+
+def _samples_from_json(text: str) -> Any:
+    data = json.loads(text)
+    if data and isinstance(data[0], list):
+        return [np.asarray(r, dtype=np.float64) for r in data]
+    return np.asarray(data, dtype=np.float64)
 
 
 def _plain(value: Any) -> Any:
@@ -208,10 +234,9 @@ class History:
                 conn.executemany("INSERT INTO metrics VALUES (?, ?, ?, ?)",
                                  [(run_id, cell, c, float(row[c])) for c in numeric
                                   if isinstance(row.get(c), (int, float)) and not isinstance(row.get(c), bool)])
-                values = samples.get(cell)
-                if values is not None and len(values):
-                    conn.execute("INSERT INTO samples VALUES (?, ?, ?)",
-                                 (run_id, cell, json.dumps([float(v) for v in values])))
+                stored = _samples_json(samples.get(cell))
+                if stored is not None:
+                    conn.execute("INSERT INTO samples VALUES (?, ?, ?)", (run_id, cell, stored))
         info = self.run(run_id)
         assert info is not None
         return info
@@ -240,10 +265,57 @@ class History:
             found = conn.execute("SELECT row_json FROM cells WHERE run_id = ? ORDER BY cell_id", (run_id,)).fetchall()
         return [json.loads(r["row_json"]) for r in found]
 
-    def samples(self, run_id: str) -> Dict[str, np.ndarray]:
+    def samples(self, run_id: str) -> Dict[str, Any]:
+        """Latency samples by cell_id: one array, or one array per repeat."""
         with self.connect() as conn:
             found = conn.execute("SELECT cell_id, latencies_ms FROM samples WHERE run_id = ?", (run_id,)).fetchall()
-        return {r["cell_id"]: np.asarray(json.loads(r["latencies_ms"]), dtype=np.float64) for r in found}
+        return {r["cell_id"]: _samples_from_json(r["latencies_ms"]) for r in found}
+
+    def run_level_medians(self, key: Sequence[str], before_run: Optional[str] = None) -> List[float]:
+        """The run-level median (ms) of one cell key in every recorded run, oldest first.
+
+        key is regression.history_key(row): (model, variant, format, target,
+        runtime config...). Only ok cells not marked noisy count. The figure is
+        exp(mean over repeats of log(repeat median)) from the stored samples,
+        or the row's latency_p50_ms where no samples were kept. With
+        before_run, only runs recorded before that one (or all others, if it
+        is not recorded) are used.
+        """
+        from .regression import as_repeats, history_key
+        model, variant, fmt, target = key[:4]
+        current = self.run(before_run) if before_run else None
+        with self.connect() as conn:
+            found = conn.execute(
+                "SELECT r.seq, c.run_id, c.row_json, s.latencies_ms FROM cells c JOIN runs r ON r.run_id = c.run_id "
+                "LEFT JOIN samples s ON s.run_id = c.run_id AND s.cell_id = c.cell_id "
+                "WHERE c.model = ? AND c.variant = ? AND c.format = ? AND c.target = ? AND c.status = ? "
+                "ORDER BY r.seq", (model, variant, fmt, target, OK)).fetchall()
+        medians: List[float] = []
+        for r in found:
+            if r["run_id"] == before_run or (current is not None and r["seq"] >= current.seq):
+                continue
+            row = json.loads(r["row_json"])
+            if tuple(history_key(row)) != tuple(key) or str(row.get("noisy")).lower() in ("true", "1", "1.0"):
+                continue
+            repeats = [x for x in as_repeats(_samples_from_json(r["latencies_ms"])) if len(x)] \
+                if r["latencies_ms"] else []
+            if repeats:
+                medians.append(float(np.exp(np.mean([np.log(np.median(x)) for x in repeats]))))
+            elif isinstance(row.get("latency_p50_ms"), (int, float)) and row["latency_p50_ms"] > 0:
+                medians.append(float(row["latency_p50_ms"]))
+        return medians
+
+    def run_spreads(self, rows: Sequence[Mapping[str, Any]], run_id: Optional[str] = None) -> Dict[tuple, Any]:
+        """regression.RunSpread by history key for each ok row, from the runs before `run_id`."""
+        from .regression import between_run_spread, history_key
+        spreads: Dict[tuple, Any] = {}
+        for row in rows:
+            if row.get("status") != OK:
+                continue
+            key = history_key(row)
+            if key not in spreads:
+                spreads[key] = between_run_spread(self.run_level_medians(key, before_run=run_id))
+        return {k: v for k, v in spreads.items() if v is not None}
 
     def metrics(self) -> List[str]:
         with self.connect() as conn:

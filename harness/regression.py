@@ -1,43 +1,48 @@
 """Regressions of a run against a baseline run. Pure: numpy, scipy and dicts.
 
-Latency is judged on the per-iteration samples, not on summary numbers, so
-that noise alone does not fail a build while a real slowdown does. A cell's
-latency has regressed only when both hold:
+A latency change is judged on three kinds of noise, each measured, never assumed
+where it can be measured:
 
-1. significance: a one-sided Mann-Whitney U test says the candidate's samples
-   are stochastically larger than the baseline's, p < alpha (default 0.01);
-2. size: the estimated slowdown is at least `min_effect` (default 5 %) and
-   at least `min_shift_ms` in absolute terms (default 0.02 ms). The estimate
-   is the Hodges-Lehmann shift of log latency (the median of all pairwise
-   differences log(new) - log(old)), reported as exp(shift) - 1 with its
-   Moses 95 % confidence interval.
+1. within-run: the per-iteration (or per-block) samples of each repeat give the
+   sampling error of that repeat's median, (pi/2) * s^2 / n on log latency,
+   with s the MAD-scaled spread of the log samples;
+2. between-repeat: a cell measured in `repeats` independent agent runs
+   (interleaved across the device's cells) gives one median per repeat; their
+   spread is the process-to-process noise (memory layout, frequency, the other
+   tenants) that no number of iterations inside one process averages away;
+3. between-run: the history store's medians of the same cell key (model,
+   variant, format, target, runtime config) over earlier runs, whose robust
+   spread is the drift a nightly series really has (`between_run_spread`).
 
-The rank test makes no normality assumption and shrugs off the odd 10x
-outlier (a GC pause, a context switch); the minimum effect keeps a tiny but
-"significant" shift from failing a build, which with hundreds of samples
-happens for 1 % changes nobody should act on. Under identical distributions
-the rule alarms with probability below alpha, whatever the noise. Whether a
-real 10 % slowdown is caught depends on noise and sample count: the shift's
-standard error is about cv * sqrt(2 / n), and it must be well under 2.5 % to
-put a 10 % shift clearly past the 5 % bar; with a coefficient of variation of
-10 % that is n >= 100 iterations per cell, with 15 % about 300.
+The run-level figure is the mean over repeats of log(median). Its variance is
+the largest of the three sources that applies (within / k, between-repeat / k,
+between-run); when a run has a single repeat and the history fewer than
+MIN_HISTORY_RUNS runs, nothing measures the between-run part and
+`assumed_run_cv` (3 % by default, near the 2.5 % seen between reruns of
+EfficientNet-Lite0) stands in for it, with few degrees of freedom, and the
+description says so. The change d = m_new - m_base has standard error
+se = sqrt(var_base + var_new), and a cell has regressed when
 
-What it cannot see: drift between runs that shifts all samples of a run
-together (another tenant on the device, a different CPU governor). Samples
-within a run are compared with samples within another, so such drift looks
-like a real change. The minimum effect absorbs small drift; the absolute
-floor keeps microsecond models (where a 5 us wobble is 20 %) from failing on
-timer and scheduling jitter; the device probe in the report shows the
-governor and temperature so a reader can tell. Pin the device's CPUs
-(taskset, a performance governor) for nightly series. The test follows the
-bulk of the distribution; a longer tail alone is held by the gate's
-absolute max_latency_p99_ms.
+* a one-sided t test on d / se (degrees of freedom of the dominant source)
+  gives p < alpha (default 0.01), and
+* the within-run samples agree: a one-sided Mann-Whitney U test of all new
+  against all baseline samples gives p < alpha, and
+* the estimated slowdown exp(d) - 1 is at least `min_effect` (relative,
+  default 5 %). There is no absolute floor: a 20 us model is judged like a
+  10 ms one, against its own measured noise.
+
+Every change carries its 95 % confidence interval exp(d +- t * se) - 1.
+Under no change the rule alarms with probability below alpha as long as the
+noise estimates are honest; how often a real 10 % slowdown is caught depends
+on the noise, which is why `make bench` calibrates it on real reruns.
+The test follows the bulk of the distribution; a longer tail alone is held by
+the gate's absolute max_latency_p99_ms.
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Dict, List, Mapping, Optional, Sequence
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -45,10 +50,32 @@ from .results import OK, finite_or_none as _num
 
 DEFAULT_ALPHA = 0.01
 DEFAULT_MIN_EFFECT = 0.05
-#: shifts smaller than this (ms) are timer and scheduling jitter, whatever their relative size
-DEFAULT_MIN_SHIFT_MS = 0.02
-#: fewer samples than this on either side: latency is not judged
+#: kept for callers that set an absolute floor explicitly; the default is none
+DEFAULT_MIN_SHIFT_MS = 0.0
+#: fewer samples than this in a repeat: the repeat is not used; none left: latency is not judged
 MIN_SAMPLES = 10
+#: the history store's spread is used from this many earlier runs of the cell key on
+MIN_HISTORY_RUNS = 4
+#: at most this many of the newest runs make the history spread
+MAX_HISTORY_RUNS = 30
+#: between-run spread of log latency assumed when nothing measures it (one repeat, no history)
+DEFAULT_ASSUMED_RUN_CV = 0.03
+#: how much that assumption is worth, in degrees of freedom
+ASSUMED_RUN_DF = 4
+#: latency samples: one array (one repeat) or one array per repeat
+Samples = Union[Sequence[float], np.ndarray, Sequence[Sequence[float]], None]
+
+
+@dataclass(frozen=True)
+class RunSpread:
+    """Between-run spread of one cell key's log median, from the history store."""
+
+    #: standard deviation of log(median) between runs (about the coefficient of variation)
+    cv: float
+    #: runs it was estimated from
+    runs: int
+    #: degrees of freedom of the estimate
+    df: int
 
 
 @dataclass(frozen=True)
@@ -57,78 +84,170 @@ class LatencyComparison:
     n_candidate: int
     baseline_median_ms: Optional[float]
     candidate_median_ms: Optional[float]
-    #: candidate median / baseline median - 1 (0.10 = 10 % slower)
+    #: exp(mean log repeat median, new - baseline) - 1 (0.10 = 10 % slower)
     relative_change: Optional[float]
     ci_low: Optional[float]
     ci_high: Optional[float]
+    #: one-sided p of the run-level t test (the decisive one)
     p_value: Optional[float]
     regressed: bool
-    #: 'mann-whitney' when judged, 'insufficient-samples' when not
+    #: 'noise-aware' when judged, 'insufficient-samples' when not
     method: str
+    #: one-sided Mann-Whitney U p of all new against all baseline samples
+    p_within: Optional[float] = None
+    repeats_baseline: int = 0
+    repeats_candidate: int = 0
+    #: standard error of the log change and its degrees of freedom
+    se: Optional[float] = None
+    df: Optional[float] = None
+    #: which noise source set the standard error: 'within-run', 'between-repeat', 'history' or 'assumed'
+    noise_source: str = ""
+    #: that source's spread, as a CV of the run-level figure's inputs
+    noise_cv: Optional[float] = None
+    #: what the judge knew, in words
+    noise_note: str = ""
+
+    @property
+    def judged(self) -> bool:
+        return self.method == "noise-aware"
 
     def describe(self) -> str:
-        if self.method != "mann-whitney":
+        if not self.judged:
             return f"not judged: {self.n_baseline} baseline / {self.n_candidate} new samples (need {MIN_SAMPLES})"
-        return (f"median {self.baseline_median_ms:.3f} -> {self.candidate_median_ms:.3f} ms "
+        return (f"median {self.baseline_median_ms:.4g} -> {self.candidate_median_ms:.4g} ms "
                 f"({self.relative_change:+.1%}, 95% CI {self.ci_low:+.1%}..{self.ci_high:+.1%}, "
-                f"p={self.p_value:.2g})")
+                f"p={self.p_value:.2g}; {self.noise_note})")
 
 
 def _clean(samples: Sequence[float] | np.ndarray | None) -> np.ndarray:
     if samples is None:
         return np.empty(0)
     array = np.asarray(samples, dtype=np.float64).ravel()
-    return array[np.isfinite(array)]
+    return array[np.isfinite(array) & (array > 0)]
 
 
-#: pairwise differences beyond this many are computed on an evenly spaced subsample
-MAX_PAIRS = 1_000_000
+def as_repeats(samples: Samples) -> List[np.ndarray]:
+    """One clean array per repeat: a flat sequence is one repeat, a sequence of sequences is one per repeat."""
+    if samples is None:
+        return []
+    if isinstance(samples, np.ndarray):
+        if samples.ndim <= 1:
+            return [_clean(samples)]
+        return [_clean(r) for r in samples]
+    items = list(samples)
+    if items and all(isinstance(x, (list, tuple, np.ndarray)) for x in items):
+        return [_clean(r) for r in items]
+    return [_clean(items)]
 
 
-def _thin(samples: np.ndarray, keep: int) -> np.ndarray:
-    """An evenly spaced subsample of the sorted samples (keeps the distribution's shape)."""
-    if len(samples) <= keep:
-        return samples
-    return np.sort(samples)[np.linspace(0, len(samples) - 1, keep).round().astype(int)]
+def flat_samples(samples: Samples) -> np.ndarray:
+    """Every sample of every repeat in one array."""
+    parts = as_repeats(samples)
+    return np.concatenate(parts) if parts else np.empty(0)
 
 
-def log_shift(baseline: np.ndarray, candidate: np.ndarray,
-              confidence: float = 0.95) -> tuple[float, float, float]:
-    """Hodges-Lehmann shift of log latency with its Moses confidence interval.
+def _log_median_and_var(samples: np.ndarray) -> Tuple[float, float]:
+    """log(median) and its sampling variance, (pi/2) * (1.4826 * MAD(log x))^2 / n."""
+    logs = np.log(samples)
+    center = float(np.median(logs))
+    scale = 1.4826 * float(np.median(np.abs(logs - center)))
+    return center, (math.pi / 2.0) * scale * scale / len(logs)
 
-    Returns (estimate, low, high) as relative changes: exp(shift) - 1. The
-    estimate is the median of all pairwise differences log(c) - log(b), which
-    uses every sample (more efficient than comparing two medians) and is as
-    robust to outliers as the rank test it belongs to.
+
+def repeat_spread(samples: Samples) -> Optional[float]:
+    """Between-repeat spread of a figure: the standard deviation of log(median) over its repeats (None for one)."""
+    medians = [float(np.median(r)) for r in as_repeats(samples) if len(r)]
+    if len(medians) < 2:
+        return None
+    return float(np.std(np.log(medians), ddof=1))
+
+
+def between_run_spread(medians_ms: Sequence[Optional[float]]) -> Optional[RunSpread]:
+    """Robust between-run spread of a cell key's medians, oldest run first (None with too few runs).
+
+    Successive differences of log(median), so that a real step (a past
+    regression, a runtime upgrade) counts once rather than inflating every
+    deviation from the mean; differences beyond four robust standard
+    deviations are such steps and are left out.
     """
-    from scipy.stats import norm
-    keep = max(MIN_SAMPLES, int(math.sqrt(MAX_PAIRS)))
-    b, c = np.log(_thin(baseline, keep)), np.log(_thin(candidate, keep))
-    diffs = np.sort((c[:, None] - b[None, :]).ravel())
-    n, m, total = len(b), len(c), len(diffs)
-    z = norm.ppf(0.5 + confidence / 2.0)
-    k = int(math.floor(n * m / 2.0 - z * math.sqrt(n * m * (n + m + 1) / 12.0)))
-    k = min(max(k, 0), total - 1)
-    estimate = float(np.median(diffs))
-    return math.expm1(estimate), math.expm1(float(diffs[k])), math.expm1(float(diffs[total - 1 - k]))
+    values = [v for v in (_num(m) for m in medians_ms) if v is not None and v > 0][-MAX_HISTORY_RUNS:]
+    if len(values) < MIN_HISTORY_RUNS:
+        return None
+    diffs = np.diff(np.log(values))
+    robust = 1.4826 * float(np.median(np.abs(diffs)))
+    kept = diffs if robust == 0 else diffs[np.abs(diffs) <= 4.0 * robust]
+    if len(kept) < MIN_HISTORY_RUNS - 1:
+        return None
+    sigma = math.sqrt(float(np.mean(kept * kept)) / 2.0)
+    return RunSpread(cv=sigma, runs=len(values), df=len(kept))
 
 
-def compare_latency(baseline: Sequence[float] | np.ndarray | None, candidate: Sequence[float] | np.ndarray | None,
-                    *, min_effect: float = DEFAULT_MIN_EFFECT, alpha: float = DEFAULT_ALPHA,
+def _insufficient(n_base: int, n_cand: int) -> LatencyComparison:
+    return LatencyComparison(n_base, n_cand, None, None, None, None, None, None, False, "insufficient-samples")
+
+
+def compare_latency(baseline: Samples, candidate: Samples, *, min_effect: float = DEFAULT_MIN_EFFECT,
+                    alpha: float = DEFAULT_ALPHA, history: Optional[RunSpread] = None,
+                    assumed_run_cv: float = DEFAULT_ASSUMED_RUN_CV,
                     min_shift_ms: float = DEFAULT_MIN_SHIFT_MS) -> LatencyComparison:
-    """Has `candidate` got slower than `baseline`? See the module docstring for the rule."""
-    from scipy.stats import mannwhitneyu
-    base, cand = _clean(baseline), _clean(candidate)
-    base, cand = base[base > 0], cand[cand > 0]
-    if len(base) < MIN_SAMPLES or len(cand) < MIN_SAMPLES:
-        return LatencyComparison(len(base), len(cand), None, None, None, None, None, None, False,
-                                 "insufficient-samples")
-    change, ci_low, ci_high = log_shift(base, cand)
-    p_value = float(mannwhitneyu(cand, base, alternative="greater").pvalue)
-    base_median = float(np.median(base))
-    regressed = p_value < alpha and change >= min_effect and base_median * change >= min_shift_ms
-    return LatencyComparison(len(base), len(cand), base_median, float(np.median(cand)), change,
-                             ci_low, ci_high, p_value, regressed, "mann-whitney")
+    """Has `candidate` got slower than `baseline`? See the module docstring for the rule.
+
+    baseline / candidate: one array of samples (ms) or one per repeat.
+    history: the cell key's between-run spread from the history store, if known.
+    """
+    from scipy.stats import mannwhitneyu, t as student_t
+    base_all, cand_all = as_repeats(baseline), as_repeats(candidate)
+    base = [r for r in base_all if len(r) >= MIN_SAMPLES]
+    cand = [r for r in cand_all if len(r) >= MIN_SAMPLES]
+    n_base, n_cand = sum(len(r) for r in base_all), sum(len(r) for r in cand_all)
+    if not base or not cand:
+        return _insufficient(n_base, n_cand)
+    kb, kc = len(base), len(cand)
+    stats_b = [_log_median_and_var(r) for r in base]
+    stats_c = [_log_median_and_var(r) for r in cand]
+    log_b = np.array([m for m, _ in stats_b])
+    log_c = np.array([m for m, _ in stats_c])
+    d = float(log_c.mean() - log_b.mean())
+
+    # The within-run sampling error is a lower bound on each repeat's noise. The between-repeat spread of
+    # repeat medians already includes it, and the history's between-run spread of run-level figures includes
+    # everything, so those broad sources set the degrees of freedom; the largest estimate sets the variance.
+    within = float(np.mean([v for _, v in stats_b + stats_c]))
+    df_rep = (kb - 1) + (kc - 1)
+    notes = []
+    broad: List[Tuple[float, float, float, str]] = []  # (baseline var, new var, df, source)
+    if df_rep > 0:
+        pooled = ((float(np.var(log_b, ddof=1)) * (kb - 1) if kb > 1 else 0.0) +
+                  (float(np.var(log_c, ddof=1)) * (kc - 1) if kc > 1 else 0.0)) / df_rep
+        broad.append((pooled / kb, pooled / kc, float(df_rep), "between-repeat"))
+        notes.append(f"between-repeat CV {math.sqrt(pooled):.1%} ({kb}+{kc} repeats)")
+    if history is not None:
+        broad.append((history.cv ** 2, history.cv ** 2, float(max(history.df, 1)), "history"))
+        notes.insert(0, f"between-run CV {history.cv:.1%} over {history.runs} runs")
+    if not broad:
+        broad.append((assumed_run_cv ** 2, assumed_run_cv ** 2, float(ASSUMED_RUN_DF), "assumed"))
+        notes.append(f"between-run spread unknown (one repeat, under {MIN_HISTORY_RUNS} runs of history): "
+                     f"assumed CV {assumed_run_cv:.0%}")
+    top = max(broad, key=lambda b: b[0] + b[1])
+    var_b, var_c, df, source = max(top[0], within / kb), max(top[1], within / kc), top[2], top[3]
+    if within / kb + within / kc > top[0] + top[1]:
+        source = "within-run"
+    noise_cv = math.sqrt(max(top[0] * kb, within) if source != "history" else top[0])
+    notes.insert(0, f"noise: {source}")
+    se = math.sqrt(var_b + var_c)
+    df = max(df, 1.0)
+    p_run = float(student_t.sf(d / se, df)) if se > 0 else (0.0 if d > 0 else 1.0)
+    half = float(student_t.ppf(0.975, df)) * se
+    flat_b, flat_c = np.concatenate(base), np.concatenate(cand)
+    p_within = float(mannwhitneyu(flat_c, flat_b, alternative="greater").pvalue)
+    base_median, cand_median = float(np.exp(log_b.mean())), float(np.exp(log_c.mean()))
+    change = math.expm1(d)
+    regressed = (p_run < alpha and p_within < alpha and change >= min_effect
+                 and base_median * change >= min_shift_ms)
+    return LatencyComparison(
+        n_base, n_cand, base_median, cand_median, change, math.expm1(d - half), math.expm1(d + half), p_run,
+        regressed, "noise-aware", p_within=p_within, repeats_baseline=kb, repeats_candidate=kc, se=se, df=df,
+        noise_source=source, noise_cv=noise_cv, noise_note="; ".join(notes))
 
 
 # ---------------------------------------------------------------- whole runs
@@ -152,15 +271,34 @@ class CellChange:
 
 
 
+#: a cell key's columns: what must match for two runs' figures to be comparable
+KEY_COLUMNS = ("model", "variant", "format", "target")
+#: the runtime configuration that must match too. Hook: add columns here (an execution provider, a precision
+#: hint, a batch size) as the results table gains them; history spreads and baselines then key on them.
+RUNTIME_CONFIG_COLUMNS = ("threads",)
+
+
 def _key(row: Mapping[str, Any]) -> str:
-    return "__".join(str(row.get(c)) for c in ("model", "variant", "format", "target"))
+    return "__".join(str(row.get(c)) for c in KEY_COLUMNS)
+
+
+def history_key(row: Mapping[str, Any]) -> Tuple[str, ...]:
+    """(model, variant, format, target, runtime config...) of a row: the history series it belongs to."""
+    config = []
+    for c in RUNTIME_CONFIG_COLUMNS:
+        value = row.get(c)
+        number = _num(value)
+        config.append("" if value is None or (number is None and not isinstance(value, str))
+                      else str(int(number)) if number is not None and number == int(number) else str(value))
+    return tuple(str(row.get(c)) for c in KEY_COLUMNS) + tuple(config)
 
 
 def compare_runs(current_rows: Sequence[Mapping[str, Any]], baseline_rows: Sequence[Mapping[str, Any]],
-                 current_samples: Mapping[str, Sequence[float]], baseline_samples: Mapping[str, Sequence[float]],
+                 current_samples: Mapping[str, Samples], baseline_samples: Mapping[str, Samples],
                  *, min_effect: float = DEFAULT_MIN_EFFECT, alpha: float = DEFAULT_ALPHA,
                  min_shift_ms: float = DEFAULT_MIN_SHIFT_MS, max_accuracy_drop: float = 0.01,
-                 max_memory_increase: float = 0.10) -> List[CellChange]:
+                 max_memory_increase: float = 0.10,
+                 history: Optional[Mapping[Tuple[str, ...], RunSpread]] = None) -> List[CellChange]:
     """Compare every cell present in both runs; `regressed` marks what got worse.
 
     Cells are matched by (model, variant, format, target). Samples are keyed
@@ -184,7 +322,7 @@ def compare_runs(current_rows: Sequence[Mapping[str, Any]], baseline_rows: Seque
             continue
         latency = compare_latency(baseline_samples.get(str(base.get("cell_id"))),
                                   current_samples.get(ident["cell_id"]), min_effect=min_effect, alpha=alpha,
-                                  min_shift_ms=min_shift_ms)
+                                  min_shift_ms=min_shift_ms, history=(history or {}).get(history_key(row)))
         changes.append(CellChange(metric="latency", baseline=latency.baseline_median_ms,
                                   current=latency.candidate_median_ms, regressed=latency.regressed,
                                   detail=latency.describe(), latency=latency, **ident))

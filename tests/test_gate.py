@@ -12,6 +12,7 @@ from harness.commands import gate as gate_command
 from harness.errors import ConfigError
 from harness.gate import Policy, TargetPolicy, evaluate, junit_xml, load_policy, write_junit
 from harness.history import History, load_latency_samples, load_run_table
+from harness.regression import RunSpread, history_key
 from harness.results import make_row, results_frame
 from harness.rundir import RunDir
 from harness.targets import Budgets
@@ -33,16 +34,23 @@ def cell(fmt="onnx", variant="reference", target="local", status="ok", retention
                     error_message=None if ok else "op not supported by the converter")
 
 
-def write_run(reports: Path, run_id: str, rows, scale: float = 1.0, seed: int = 0) -> RunDir:
-    """A recorded run dir; ok cells get 100 per-iteration samples around p99 / 1.3 times `scale`."""
+def write_run(reports: Path, run_id: str, rows, scale: float = 1.0, seed: int = 0, repeats: int = 3,
+              manifest=None) -> RunDir:
+    """A recorded run dir; ok cells get `repeats` x 100 samples around p99 / 1.3 times `scale`."""
     run = RunDir.create(run_id, reports)
     rng = np.random.default_rng(seed)
     for row in rows:
         row = dict(row, run_id=run_id)
-        samples = []
+        per_repeat = []
         if row["status"] == "ok":
-            samples = (row["latency_p99_ms"] / 1.3 * scale * rng.lognormal(0, 0.08, 100)).tolist()
-        run.write_cell({"row": row, "latencies_ms": samples})
+            per_repeat = [(row["latency_p99_ms"] / 1.3 * scale * rng.lognormal(0, 0.08, 100)).tolist()
+                          for _ in range(repeats)]
+        record = {"row": row, "latencies_ms": [x for r in per_repeat for x in r]}
+        if repeats > 1:
+            record["repeat_latencies_ms"] = per_repeat
+        run.write_cell(record)
+    if manifest is not None:
+        run.write_manifest(manifest)
     run.write_tables(results_frame(run.rows()))
     return run
 
@@ -156,6 +164,37 @@ def test_regression_rules_against_a_recorded_baseline(tmp_path):
                    ("max_memory_regression", "onnx")}
 
 
+def test_one_repeat_without_history_is_judged_against_an_assumed_spread_and_with_history_against_it(tmp_path):
+    policy = Policy(defaults=TargetPolicy(max_latency_regression=0.05))
+    base = write_run(tmp_path, "base", good_rows(), seed=1, repeats=1)
+    worse = write_run(tmp_path, "worse", good_rows(), scale=1.10, seed=3, repeats=1)
+    kwargs = dict(baseline_rows=load_run_table(base).to_dict(orient="records"),
+                  baseline_samples=load_latency_samples(base), baseline_id="base",
+                  samples=load_latency_samples(worse))
+    unknown = evaluate(policy, load_run_table(worse), LOCAL, **kwargs)
+    assert unknown.passed, "a 10 % change is within what an unmeasured 3 % run-to-run drift can do"
+    assert all("assumed CV 3%" in c.message for c in unknown.checks if c.rule == "max_latency_regression")
+    rows = load_run_table(worse).to_dict(orient="records")
+    quiet_history = {history_key(r): RunSpread(cv=0.01, runs=12, df=11) for r in rows}
+    known = evaluate(policy, load_run_table(worse), LOCAL, history=quiet_history, **kwargs)
+    assert {v.rule for v in known.violations} == {"max_latency_regression"} and len(known.violations) == 3
+    assert "between-run CV 1.0% over 12 runs" in known.violations[0].message
+
+
+def test_noisy_cells_are_not_judged_and_the_gate_says_re_run(tmp_path):
+    rows = good_rows()
+    rows[1] = dict(rows[1], noisy=True, noise_reasons="load 3.2 per CPU > 0.5", latency_p99_ms=80.0)
+    result = evaluate(Policy(defaults=TargetPolicy(max_latency_p99_ms=20.0)), rows, LOCAL, run_id="r")
+    assert result.passed and result.exit_code == 2 and result.verdict == "NOT JUDGED"
+    (skipped,) = result.not_judged
+    assert skipped.rule == "quiet_device" and "load 3.2 per CPU" in skipped.message
+    assert "re-run" in "\n".join(result.lines())
+    # a violation elsewhere is still a verdict
+    rows[0] = dict(rows[0], latency_p99_ms=50.0)
+    assert evaluate(Policy(defaults=TargetPolicy(max_latency_p99_ms=20.0)), rows, LOCAL).exit_code == 1
+    assert evaluate(Policy(defaults=TargetPolicy(max_latency_p99_ms=20.0)), good_rows(), LOCAL).exit_code == 0
+
+
 def test_junit_xml_lists_every_check_and_each_failure(tmp_path):
     policy = Policy(defaults=TargetPolicy(max_latency_p99_ms=4.5), source_path="p.yaml")
     result = evaluate(policy, results_frame(good_rows()), LOCAL, run_id="r")
@@ -203,6 +242,22 @@ def test_gate_command_passes_then_catches_a_slowdown(tmp_path, capsys):
     assert run_gate(["--run", "latest", "--junit", str(tmp_path / "j.xml"), *common]) == 0
     assert "baseline night1" in capsys.readouterr().out
     assert ET.parse(tmp_path / "j.xml").getroot().get("failures") == "0"
+
+
+def test_gate_judges_budgets_recorded_in_the_run_not_todays_target_files(tmp_path, capsys):
+    reports, db, targets = tmp_path / "reports", tmp_path / "h.sqlite", tmp_path / "targets"
+    targets.mkdir()
+    (targets / "local.yaml").write_text("name: local\nbudgets:\n  latency_p99_ms: 2\n  peak_memory_mb: 600\n")
+    policy = write_policy(tmp_path, "defaults:\n  use_target_budgets: true\n")
+    common = ["--policy", str(policy), "--reports-dir", str(reports), "--db", str(db), "--targets-dir", str(targets)]
+    spec = {"name": "local", "budgets": {"latency_p99_ms": 20.0, "peak_memory_mb": 600.0}}
+    write_run(reports, "recorded", good_rows(), manifest={"run_id": "recorded", "target_specs": [spec]})
+    assert run_gate(["--run", "recorded", *common]) == 0     # today's 2 ms budget is not what the run promised
+    assert "today's" not in capsys.readouterr().out
+    write_run(reports, "old", good_rows())                    # made before manifests kept target_specs
+    assert run_gate(["--run", "old", *common]) == 1
+    out = capsys.readouterr().out
+    assert "(maximum 2 ms)" in out and "did not record its budgets" in out
 
 
 def test_gate_command_with_a_broken_policy_raises_config_error(tmp_path):

@@ -1,4 +1,4 @@
-"""`harness gate`: check a run against a release policy; exit 0 (pass) or 1 (fail)."""
+"""`harness gate`: check a run against a release policy; exit 0 (pass), 1 (fail) or 2 (could not judge)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -10,7 +10,7 @@ def register(subparsers) -> None:
     from ..rundir import REPORTS_DIR
     from ..targets import TARGETS_DIR
     p = subparsers.add_parser(
-        "gate", help="check a run against a release policy (exit 0 pass, 1 fail) and write JUnit XML",
+        "gate", help="check a run against a release policy (exit 0 pass, 1 fail, 2 not judged) and write JUnit XML",
         description="Check a run against a YAML policy: per target minimum accuracy retention, maximum p99 "
                     "latency and memory, maximum regression against a baseline run (latency judged on the "
                     "per-iteration samples), required formats. Prints each violation, writes JUnit XML, and "
@@ -48,16 +48,18 @@ def load_baseline(store, run_id: str, named: Optional[str], reports_dir: Path
 def cmd_gate(args) -> int:
     from ..gate import LAST_PASSING, evaluate, load_policy, write_junit
     from ..history import History, load_latency_samples, load_run_table, record_run, resolve_run
-    from ..report import budgets_for
+    from ..report import run_budgets
     policy = load_policy(args.policy)
     run = resolve_run(args.run, args.reports_dir)
     frame = load_run_table(run)
-    budgets, budget_notes = budgets_for(sorted({str(t) for t in frame["target"]}), None, args.targets_dir)
+    budgets, budget_notes = run_budgets(run, sorted({str(t) for t in frame["target"]}), None, args.targets_dir)
     store = History(args.db)
     named = args.baseline or (policy.baseline if policy.baseline != LAST_PASSING else None)
     baseline_id, baseline_rows, baseline_samples = load_baseline(store, run.run_id, named, args.reports_dir)
+    rows = frame.to_dict(orient="records")
     result = evaluate(policy, frame, budgets, run_id=run.run_id, samples=load_latency_samples(run),
-                      baseline_rows=baseline_rows, baseline_samples=baseline_samples, baseline_id=baseline_id)
+                      baseline_rows=baseline_rows, baseline_samples=baseline_samples, baseline_id=baseline_id,
+                      history=store.run_spreads(rows, run.run_id))
     for line in result.lines():
         print(line)
     for note in budget_notes:
@@ -65,5 +67,6 @@ def cmd_gate(args) -> int:
     junit = write_junit(result, args.junit or run.root / "gate.junit.xml")
     print(f"junit: {junit}")
     if not args.no_record:
-        record_run(run, args.db, gate_passed=result.passed)
-    return 0 if result.passed else 1
+        # a run that could not be judged is no baseline: its verdict stays unrecorded
+        record_run(run, args.db, gate_passed=None if result.exit_code == 2 else result.passed)
+    return result.exit_code

@@ -26,8 +26,9 @@ def register(subparsers) -> None:
     p.add_argument("--baseline", metavar="RUN_ID", help="baseline for --compare (default: last passing run)")
     p.add_argument("--min-effect", type=float, default=0.05,
                    help="smallest latency slowdown reported as a regression (default 0.05 = 5 %%)")
-    p.add_argument("--min-shift-ms", type=float, default=0.02,
-                   help="smallest absolute latency shift reported as a regression (default 0.02 ms)")
+    p.add_argument("--min-shift-ms", type=float, default=0.0,
+                   help="optional absolute floor: smaller latency shifts are never regressions (default 0: none; "
+                        "each change is judged against the cell's own measured noise)")
     p.add_argument("--db", type=Path, default=DEFAULT_DB_PATH, help=f"history store (default {DEFAULT_DB_PATH})")
     p.add_argument("--reports-dir", type=Path, default=REPORTS_DIR, help="where runs are (default reports/)")
     p.set_defaults(func=cmd_history)
@@ -77,7 +78,8 @@ def _compare(store, args) -> int:
         return 0
     frame = load_run_table(run)
     changes = compare_runs(frame.to_dict(orient="records"), store.rows(baseline), load_latency_samples(run),
-                           store.samples(baseline), min_effect=args.min_effect, min_shift_ms=args.min_shift_ms)
+                           store.samples(baseline), min_effect=args.min_effect, min_shift_ms=args.min_shift_ms,
+                           history=store.run_spreads(frame.to_dict(orient="records"), run.run_id))
     found = regressions(changes)
     print(f"{run.run_id} against baseline {baseline}: {len(changes)} comparisons, {len(found)} regression(s)")
     for c in found:

@@ -9,6 +9,7 @@ when some or all cells failed; the failures are part of the report.
 """
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
 import logging
 import os
@@ -74,21 +75,58 @@ class ReportContext:
         return [r for r in self.rows if r.get("status") != OK]
 
 
+def recorded_budgets(manifest: Mapping[str, Any]) -> Dict[str, Budgets]:
+    """The budgets each target had when the run was made: the manifest's `target_specs`.
+
+    Pure. A spec whose budgets cannot be read is left out (the caller falls
+    back and says so); unknown budget fields of a newer harness are ignored.
+    """
+    known = {f.name for f in dataclasses.fields(Budgets)}
+    found: Dict[str, Budgets] = {}
+    for spec in manifest.get("target_specs") or []:
+        if not isinstance(spec, Mapping) or not isinstance(spec.get("budgets"), Mapping):
+            continue
+        try:
+            found[str(spec["name"])] = Budgets(**{k: float(v) for k, v in spec["budgets"].items() if k in known})
+        except (KeyError, TypeError, ValueError):
+            continue
+    return found
+
+
 def budgets_for(target_names: Sequence[str], targets: Mapping[str, TargetSpec] | None,
-                targets_dir: Path = TARGETS_DIR) -> Tuple[Dict[str, Budgets], List[str]]:
-    """Each target's budgets: from `targets`, else targets/<name>.yaml, else the defaults (noted)."""
+                targets_dir: Path = TARGETS_DIR, recorded: Mapping[str, Budgets] | None = None,
+                ) -> Tuple[Dict[str, Budgets], List[str]]:
+    """Each target's budgets: as recorded in the run's manifest, else `targets`, else today's
+    targets/<name>.yaml (noted: the file may have changed since the run), else the defaults (noted)."""
     budgets: Dict[str, Budgets] = {}
     notes: List[str] = []
     for name in target_names:
+        if recorded and name in recorded:
+            budgets[name] = recorded[name]
+            continue
         if targets and name in targets:
             budgets[name] = targets[name].budgets
             continue
         try:
             budgets[name] = load_target(name, targets_dir).budgets
+            notes.append(f"{name}: the run did not record its budgets (made before target_specs were kept in "
+                         f"manifest.json); today's {Path(targets_dir) / (name + '.yaml')} used")
         except HarnessError as exc:
             budgets[name] = Budgets()
             notes.append(f"{name}: default budgets used ({exc})")
     return budgets, notes
+
+
+def run_budgets(run_dir: RunDir, target_names: Sequence[str], targets: Mapping[str, TargetSpec] | None = None,
+                targets_dir: Path = TARGETS_DIR) -> Tuple[Dict[str, Budgets], List[str]]:
+    """`budgets_for` with the budgets recorded in the run's own manifest.json first."""
+    manifest: Mapping[str, Any] = {}
+    if run_dir.manifest_path.exists():
+        try:
+            manifest = run_dir.read_manifest()
+        except (OSError, ValueError) as exc:
+            log.warning("cannot read %s: %s", run_dir.manifest_path, exc)
+    return budgets_for(target_names, targets, targets_dir, recorded_budgets(manifest))
 
 
 def load_outputs(run_dir: RunDir, cell_ids: Sequence[str]) -> Dict[str, np.ndarray]:
@@ -117,7 +155,7 @@ def build_context(run_dir: RunDir, targets: Mapping[str, TargetSpec] | None = No
     """Scores, parity and recommendations for one run (no files written)."""
     frame = load_run_table(run_dir)
     target_names = sorted({str(t) for t in frame["target"]})
-    budgets, notes = budgets_for(target_names, targets, targets_dir)
+    budgets, notes = run_budgets(run_dir, target_names, targets, targets_dir)
     parity = parity_table(frame)
     rows = frame.to_dict(orient="records")
     ok_ids = [str(r["cell_id"]) for r in rows if r.get("status") == OK]
@@ -187,5 +225,5 @@ def write_report(run_dir: RunDir, targets: Mapping[str, TargetSpec] | None = Non
     return index
 
 
-__all__ = ["ImageRef", "ReportContext", "budgets_for", "build_context", "draw_plots", "load_outputs",
+__all__ = ["ImageRef", "ReportContext", "budgets_for", "recorded_budgets", "run_budgets", "build_context", "draw_plots", "load_outputs",
            "write_report", "INDEX_NAME", "SUMMARY_NAME"]
