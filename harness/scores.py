@@ -19,12 +19,18 @@ best variant and format. The portability score is the mean of those
 per-target scores over the targets the model was planned for (every target
 that has a row for it, failed ones included). The accuracy, latency and memory
 parts shown next to it are means over the targets where it deploys.
+
+Emulated targets (TargetSpec.emulated: an Arm Python under qemu-user) show
+whether a cell loads, runs and what it outputs; their timings and memory are
+not representative. Their latency and memory parts are 1 (not judged), they
+are left out of the latency and memory means, and recommendations on them
+judge accuracy only.
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import AbstractSet, Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -88,6 +94,8 @@ class CellScore:
     parts: ScoreParts
     #: why a part is below 1, e.g. "p99 25.0 ms > budget 20.0 ms"
     notes: Tuple[str, ...] = ()
+    #: measured on an emulated device: latency and memory parts are 1, not judged
+    emulated: bool = False
 
     @property
     def score(self) -> float:
@@ -129,11 +137,11 @@ class PortabilityScore:
         return " | ".join(reasons) if reasons else "fits every target's budget at full accuracy"
 
 
-def score_cell(row: Mapping[str, Any], budget: Budgets) -> CellScore:
-    """The score of one result row against its target's budget."""
+def score_cell(row: Mapping[str, Any], budget: Budgets, emulated: bool = False) -> CellScore:
+    """The score of one result row against its target's budget (latency and memory not judged if emulated)."""
     status = str(row.get("status") or "")
     ident = dict(model=str(row.get("model")), variant=str(row.get("variant")), format=str(row.get("format")),
-                 target=str(row.get("target")), cell_id=str(row.get("cell_id")), status=status)
+                 target=str(row.get("target")), cell_id=str(row.get("cell_id")), status=status, emulated=emulated)
     if status != OK:
         reason = row.get("error_category") or row.get("error_message") or "no measurement"
         return CellScore(parts=ScoreParts(0.0, 0.0, 0.0, 0.0), notes=(f"{row.get('format')}: {status} ({reason})",),
@@ -147,6 +155,8 @@ def score_cell(row: Mapping[str, Any], budget: Budgets) -> CellScore:
         accuracy = min(1.0, max(0.0, retention))
         if accuracy < 1.0:
             notes.append(f"{source} {retention:.3f}")
+    if emulated:  # qemu's timings and RSS say nothing about the board's
+        return CellScore(parts=ScoreParts(1.0, accuracy, 1.0, 1.0), notes=tuple(notes), **ident)
     latency = _budget_part(_num(row.get("latency_p99_ms")), budget.latency_p99_ms, "p99 {:.2f} ms",
                            "ms", "p99 latency", notes)
     memory = _budget_part(peak_memory_mb(row), budget.peak_memory_mb, "peak {:.1f} MB", "MB", "peak memory", notes)
@@ -180,7 +190,7 @@ def _best(cells: Sequence[CellScore], rows_by_id: Mapping[str, Mapping[str, Any]
     if best.status != OK:  # nothing deployed: keep every failure's reason visible
         notes = tuple(n for c in sorted(cells, key=lambda c: c.cell_id) for n in c.notes)
         return CellScore(best.model, best.variant, best.format, best.target, best.cell_id, best.status,
-                         best.parts, notes)
+                         best.parts, notes, best.emulated)
     return best
 
 
@@ -193,7 +203,8 @@ def _aggregate(model: str, variant: Optional[str], cells: Sequence[CellScore],
     deployed = [c for c in best if c.status == OK]
 
     def mean(part: str) -> Optional[float]:
-        return float(np.mean([getattr(c.parts, part) for c in deployed])) if deployed else None
+        judged = [c for c in deployed if part == "accuracy" or not c.emulated]
+        return float(np.mean([getattr(c.parts, part) for c in judged])) if judged else None
 
     return PortabilityScore(
         model=model, variant=variant,
@@ -202,16 +213,22 @@ def _aggregate(model: str, variant: Optional[str], cells: Sequence[CellScore],
         accuracy=mean("accuracy"), latency=mean("latency"), memory=mean("memory"), per_target=tuple(best))
 
 
-def score_cells(frame: Any, budgets: Mapping[str, Budgets]) -> List[CellScore]:
-    """Every row scored against its target's budget (Budgets() where none is given)."""
-    return [score_cell(r, budgets.get(str(r.get("target")), Budgets())) for r in _records(frame)]
+def score_cells(frame: Any, budgets: Mapping[str, Budgets], emulated: AbstractSet[str] = frozenset()
+                ) -> List[CellScore]:
+    """Every row scored against its target's budget (Budgets() where none is given).
+
+    `emulated` names the targets whose latency and memory are not judged.
+    """
+    return [score_cell(r, budgets.get(str(r.get("target")), Budgets()), str(r.get("target")) in emulated)
+            for r in _records(frame)]
 
 
-def portability_scores(frame: Any, budgets: Mapping[str, Budgets]) -> List[PortabilityScore]:
+def portability_scores(frame: Any, budgets: Mapping[str, Budgets], emulated: AbstractSet[str] = frozenset()
+                       ) -> List[PortabilityScore]:
     """One score per model (variant None) followed by one per (model, variant)."""
     rows = _records(frame)
     rows_by_id = {str(r.get("cell_id")): r for r in rows}
-    cells = score_cells(rows, budgets)
+    cells = score_cells(rows, budgets, emulated)
     out: List[PortabilityScore] = []
     for model in sorted({c.model for c in cells}):
         model_cells = [c for c in cells if c.model == model]
@@ -300,6 +317,141 @@ def disagreements(pairs: Sequence[PairParity], same_group: Mapping[str, str],
     return found
 
 
+# ---------------------------------------------------------------- parity across architectures
+#: a foreign-architecture cell differs when top-1 differs or |a - b| > CROSS_ARCH_ATOL + CROSS_ARCH_RTOL * max|b|:
+#: float noise from fused multiply-adds stays well below; one int8 rounding step (a quantization scale) does not
+CROSS_ARCH_ATOL = 1e-4
+CROSS_ARCH_RTOL = 1e-4
+
+
+@dataclass(frozen=True)
+class OutputComparison:
+    """Two cells' outputs compared array by array (every key of their .npz; first min(len) samples)."""
+
+    top1_agreement: Optional[float]
+    max_abs_diff: Optional[float]
+    #: the largest |output| of the second cell, for the relative part of the tolerance
+    max_abs_b: float
+    n_samples: int
+    #: why they could not be compared ('' when they could)
+    problem: str = ""
+
+    def agrees(self, atol: float = CROSS_ARCH_ATOL, rtol: float = CROSS_ARCH_RTOL) -> bool:
+        if self.problem:
+            return False
+        if self.top1_agreement is not None and self.top1_agreement < 1.0:
+            return False
+        return self.max_abs_diff is None or self.max_abs_diff <= atol + rtol * self.max_abs_b
+
+
+def compare_outputs(a: Mapping[str, np.ndarray], b: Mapping[str, np.ndarray]) -> OutputComparison:
+    """Key by key: top-1 agreement (min over outputs with more than one value per sample), max abs difference.
+
+    Works for one output ('output_0') or many (keys named after the model's outputs); outputs that
+    only one side has, or whose shapes differ, make the pair not comparable and say so.
+    """
+    if set(a) != set(b):
+        only = sorted(set(a) ^ set(b))
+        return OutputComparison(None, None, 0.0, 0, f"output names differ ({', '.join(only)} on one side only)")
+    top1: List[float] = []
+    diffs: List[float] = []
+    max_b, n_samples = 0.0, 0
+    for key in sorted(a):
+        xa, xb = np.asarray(a[key]), np.asarray(b[key])
+        n = min(len(xa), len(xb)) if xa.ndim and xb.ndim else 0
+        if n == 0 or xa.shape[1:] != xb.shape[1:]:
+            return OutputComparison(None, None, 0.0, 0, f"output {key!r}: shapes {xa.shape} and {xb.shape}")
+        n_samples = n if not n_samples else min(n_samples, n)
+        if not (np.issubdtype(xa.dtype, np.number) or xa.dtype == bool) or \
+                not (np.issubdtype(xb.dtype, np.number) or xb.dtype == bool):
+            diffs.append(0.0 if np.array_equal(xa[:n], xb[:n]) else math.inf)
+            continue
+        fa = xa[:n].astype(np.float64).reshape(n, -1)
+        fb = xb[:n].astype(np.float64).reshape(n, -1)
+        if fa.size:
+            diffs.append(float(np.abs(fa - fb).max()))
+            max_b = max(max_b, float(np.abs(fb).max()))
+        if fa.shape[1] > 1:
+            top1.append(float((fa.argmax(1) == fb.argmax(1)).mean()))
+    return OutputComparison(min(top1) if top1 else None, max(diffs) if diffs else None, max_b, n_samples)
+
+
+@dataclass(frozen=True)
+class CrossArchParity:
+    """One (model, variant, format) on a device of another architecture against the same cell elsewhere."""
+
+    model: str
+    variant: str
+    format: str
+    #: the foreign-architecture device, e.g. sim-pi4-arm64 (aarch64)
+    target: str
+    arch: str
+    #: the devices of the baseline architecture (e.g. x86_64) that ran the same cell
+    baseline_targets: Tuple[str, ...]
+    baseline_arch: str
+    #: worst over the baseline devices (and over outputs)
+    top1_agreement: Optional[float]
+    max_abs_diff: Optional[float]
+    n_samples: int
+    #: the cells' own agreement with the reference (results columns)
+    reference_top1: Optional[float]
+    baseline_reference_top1: Optional[float]
+    #: the baseline devices agree with each other (True with only one of them)
+    baseline_agrees: bool
+    agrees: bool
+    verdict: str
+
+
+def cross_arch_parity(frame: Any, outputs: Mapping[str, Mapping[str, np.ndarray]], arches: Mapping[str, str],
+                      baseline_arch: str = "x86_64", atol: float = CROSS_ARCH_ATOL,
+                      rtol: float = CROSS_ARCH_RTOL) -> List[CrossArchParity]:
+    """Every ok cell on a device whose architecture is not `baseline_arch`, against the same
+    (model, variant, format) on the baseline architecture's devices; pure.
+
+    `outputs` maps a cell id to all its output arrays; `arches` a target to its architecture
+    (what its probe reported). A cell whose outputs agree among the baseline devices but not
+    on the other architecture is what a NEON/AVX rounding difference looks like.
+    """
+    rows = [r for r in _records(frame) if r.get("status") == OK and str(r.get("cell_id")) in outputs]
+    by_cell: Dict[Tuple[str, str, str], List[Mapping[str, Any]]] = {}
+    for r in rows:
+        by_cell.setdefault((str(r["model"]), str(r["variant"]), str(r["format"])), []).append(r)
+    found: List[CrossArchParity] = []
+    for (model, variant, fmt), cell_rows in sorted(by_cell.items()):
+        base = sorted((r for r in cell_rows if arches.get(str(r["target"])) == baseline_arch),
+                      key=lambda r: str(r["target"]))
+        foreign = sorted((r for r in cell_rows if arches.get(str(r["target"])) not in (None, "", baseline_arch)),
+                         key=lambda r: str(r["target"]))
+        if not base or not foreign:
+            continue
+        base_outputs = [outputs[str(r["cell_id"])] for r in base]
+        baseline_agrees = all(compare_outputs(x, y).agrees(atol, rtol)
+                              for i, x in enumerate(base_outputs) for y in base_outputs[i + 1:])
+        base_ref = [v for v in (_num(r.get("top1_agreement")) for r in base) if v is not None]
+        for r in foreign:
+            target = str(r["target"])
+            comparisons = [compare_outputs(outputs[str(r["cell_id"])], b) for b in base_outputs]
+            problems = [c.problem for c in comparisons if c.problem]
+            top1s = [c.top1_agreement for c in comparisons if c.top1_agreement is not None]
+            diffs = [c.max_abs_diff for c in comparisons if c.max_abs_diff is not None]
+            agrees = all(c.agrees(atol, rtol) for c in comparisons)
+            arch = arches[target]
+            if problems:
+                verdict = f"not comparable: {problems[0]}"
+            elif agrees:
+                verdict = f"agrees with {baseline_arch}"
+            elif baseline_agrees:
+                verdict = f"agrees on {baseline_arch}, differs on {arch}"
+            else:
+                verdict = f"differs on {arch}; the {baseline_arch} devices differ among themselves too"
+            found.append(CrossArchParity(
+                model, variant, fmt, target, arch, tuple(str(b["target"]) for b in base), baseline_arch,
+                min(top1s) if top1s else None, max(diffs) if diffs else None,
+                min((c.n_samples for c in comparisons), default=0), _num(r.get("top1_agreement")),
+                min(base_ref) if base_ref else None, baseline_agrees, agrees and not problems, verdict))
+    return found
+
+
 # ---------------------------------------------------------------- Pareto front
 def pareto_front(points: Sequence[Tuple[float, float]]) -> List[int]:
     """Indices of the (latency, accuracy) points no other point beats on both.
@@ -356,15 +508,19 @@ def _overshoot(row: Mapping[str, Any], budget: Budgets) -> Tuple[float, List[str
     return worst, why
 
 
-def recommend(frame: Any, budgets: Mapping[str, Budgets]) -> List[Recommendation]:
-    """Per (model, target): the most accurate ok cell within both budgets, else the closest miss."""
+def recommend(frame: Any, budgets: Mapping[str, Budgets], emulated: AbstractSet[str] = frozenset()
+              ) -> List[Recommendation]:
+    """Per (model, target): the most accurate ok cell within both budgets, else the closest miss.
+
+    On an emulated target every ok cell counts as within budget: only accuracy is judged.
+    """
     rows = _records(frame)
     out: List[Recommendation] = []
     for model, target in sorted({(str(r["model"]), str(r["target"])) for r in rows}):
         budget = budgets.get(target, Budgets())
         cells = [r for r in rows if str(r["model"]) == model and str(r["target"]) == target]
         ok = [r for r in cells if r.get("status") == OK]
-        measured = [(r, *_overshoot(r, budget)) for r in ok]
+        measured = [(r, *((0.0, []) if target in emulated else _overshoot(r, budget))) for r in ok]
         fitting = [r for r, over, _ in measured if over == 0.0]
 
         def rec(r: Mapping[str, Any], fits: bool, reason: str) -> Recommendation:
@@ -376,8 +532,10 @@ def recommend(frame: Any, budgets: Mapping[str, Budgets]) -> List[Recommendation
         if fitting:
             best = max(fitting, key=lambda r: (_rank_accuracy(r), -(_num(r.get("latency_p99_ms")) or 0.0),
                                                str(r["cell_id"])))
-            out.append(rec(best, True, f"most accurate of {len(fitting)} cell(s) within p99 "
-                                       f"{budget.latency_p99_ms:g} ms and {budget.peak_memory_mb:g} MB"))
+            out.append(rec(best, True, f"most accurate of {len(fitting)} cell(s) that ran; emulated device: "
+                                       f"latency and memory not judged" if target in emulated else
+                           f"most accurate of {len(fitting)} cell(s) within p99 "
+                           f"{budget.latency_p99_ms:g} ms and {budget.peak_memory_mb:g} MB"))
         elif measured:
             closest, _, why = min(measured, key=lambda m: (m[1], -_rank_accuracy(m[0]), str(m[0]["cell_id"])))
             out.append(rec(closest, False, "none fits; closest miss: " + "; ".join(why)))
