@@ -13,7 +13,7 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import AbstractSet, Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from .config import load_dataclass, read_yaml_mapping
 from .regression import DEFAULT_ALPHA, DEFAULT_ASSUMED_RUN_CV, RunSpread, compare_latency, history_key
@@ -300,14 +300,17 @@ def evaluate(policy: Policy, frame: Any, budgets: Mapping[str, Budgets] | None =
              baseline_rows: Sequence[Mapping[str, Any]] | None = None,
              baseline_samples: Mapping[str, Sequence[float]] | None = None,
              baseline_id: Optional[str] = None,
-             history: Mapping[Tuple[str, ...], RunSpread] | None = None) -> GateResult:
+             history: Mapping[Tuple[str, ...], RunSpread] | None = None,
+             emulated: AbstractSet[str] = frozenset()) -> GateResult:
     """Every check of `policy` against a run's table; pure.
 
     `budgets` are the targets' budgets (used where use_target_budgets is set);
     `samples` and `baseline_*` feed the regression rules, which are skipped
     with a note when there is no baseline. `history` maps a cell's history key
     (regression.history_key) to the between-run spread the history store has
-    seen for it. A cell measured on a noisy device is not judged.
+    seen for it. A cell measured on a noisy device is not judged. On the `emulated` targets
+    (TargetSpec.emulated: qemu-user) latency and memory rules do not apply: only whether cells
+    ran and their accuracy are checked, and timing noise there does not matter.
     """
     rows = _records(frame)
     budgets = budgets or {}
@@ -326,6 +329,12 @@ def evaluate(policy: Policy, frame: Any, budgets: Mapping[str, Budgets] | None =
         tp = policy.for_target(target)
         target_rows = [r for r in rows if str(r.get("target")) == target]
         checked = [r for r in target_rows if not tp.variants or str(r.get("variant")) in tp.variants]
+        if target in emulated:
+            tp = replace(tp, max_latency_p99_ms=None, max_peak_memory_mb=None, use_target_budgets=None,
+                         max_latency_regression=None, max_memory_regression=None)
+            checked = [{**r, "noisy": False} for r in checked]
+            notes.append(f"{target}: emulated device (qemu-user): latency and memory rules not judged, only "
+                         f"whether cells run and their accuracy")
         if tp.use_target_budgets and target not in budgets:
             notes.append(f"{target}: use_target_budgets is set but no budget is known for the target")
         checks += _cell_checks(tp, target, checked, budgets.get(target))
