@@ -136,11 +136,38 @@ def test_markdown_summary_for_ci_logs(tmp_path):
     run = write_run(tmp_path, "run-mixed", MIXED)
     write_report(run, TARGETS)
     summary = (run.root / "summary.md").read_text()
-    assert summary.startswith("## Run run-mixed")
+    assert summary.startswith("## Run run-mixed\n\n**Run: ❌ CELLS FAILED: 1 of 6 cell(s)")   # the verdict first
     assert "6 cells: 1 failed, 5 ok." in summary
     assert "| digits_cnn | int8 |" in summary and "| local | digits_cnn | reference/tflite |" in summary
     assert "### Failures (1)" in summary
-    assert "| digits_cnn__reference__tflite__pi4 | failed | conversion |" in summary
+    assert "**pi4**: 1 cell(s)" in summary and "| 1: digits_cnn/reference/tflite | failed | conversion |" in summary
+    assert summary.index("### Failures") < summary.index("### Portability scores")
+
+
+def test_markdown_groups_failures_by_device_not_one_line_per_cell(tmp_path):
+    specs = [dict(variant=v, fmt=f, target="pi4", status="failed") for v in ("reference", "int8")
+             for f in ("onnx", "tflite")] + [dict(variant="reference", fmt="onnx", target="local")]
+    run = write_run(tmp_path, "run-down", specs)
+    write_report(run, TARGETS)
+    summary = (run.root / "summary.md").read_text()
+    assert "**pi4**: 4 cell(s)" in summary
+    assert summary.count("Gather> not supported") == 1, "one line for four cells with the same message"
+    assert "| 4: digits_cnn/int8/onnx, digits_cnn/int8/tflite, digits_cnn/reference/onnx, " in summary
+
+
+def test_gate_puts_its_verdict_and_regressions_with_intervals_at_the_top_of_the_summary(tmp_path):
+    from harness.gate import Check, GateResult
+    from harness.report import write_summary
+    run = write_run(tmp_path, "run-gated", MIXED)
+    write_report(run, TARGETS)
+    result = GateResult("run-gated", "p.yaml", "night1", (
+        Check("local", "max_latency_regression", "digits_cnn__reference__onnx__local", False,
+              "median 0.02 -> 0.022 ms (+10.0%, 95% CI +6.1%..+14.0%, p=0.0003; noise: history)"),
+        Check("local", "cell_status", "digits_cnn__reference__tflite__local", True, "ok")))
+    summary = write_summary(run, result, tmp_path).read_text()
+    assert summary.startswith("## Run run-gated\n\n**Gate: ❌ FAIL**: 1 violation(s)")
+    assert summary.index("### Latency regressions (1)") < summary.index("### Failures")
+    assert "+10.0%, 95% CI +6.1%..+14.0%" in summary
 
 
 def test_report_when_every_cell_failed(tmp_path):

@@ -48,7 +48,7 @@ def load_baseline(store, run_id: str, named: Optional[str], reports_dir: Path
 def cmd_gate(args) -> int:
     from ..gate import LAST_PASSING, evaluate, load_policy, write_junit
     from ..history import History, load_latency_samples, load_run_table, record_run, resolve_run
-    from ..report import run_budgets
+    from ..report import run_budgets, write_summary
     policy = load_policy(args.policy)
     run = resolve_run(args.run, args.reports_dir)
     frame = load_run_table(run)
@@ -66,6 +66,10 @@ def cmd_gate(args) -> int:
         print(f"  note: {note}")
     junit = write_junit(result, args.junit or run.root / "gate.junit.xml")
     print(f"junit: {junit}")
+    try:  # the CI job summary: verdict first, regressions with their intervals, failures by device
+        print(f"summary: {write_summary(run, result, args.targets_dir)}")
+    except Exception as exc:  # derived data: never lose the verdict over it
+        print(f"  note: summary.md not rewritten ({type(exc).__name__}: {exc})")
     if not args.no_record:
         # a run that could not be judged is no baseline: its verdict stays unrecorded
         record_run(run, args.db, gate_passed=None if result.exit_code == 2 else result.passed)

@@ -211,6 +211,14 @@ def _write_text(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+def write_summary(run_dir: RunDir, gate: Any = None, targets_dir: Path = TARGETS_DIR) -> Path:
+    """(Re)write <run>/summary.md alone, with a gate verdict at its top (`harness gate` calls this)."""
+    from .markdown import render_markdown
+    path = run_dir.root / SUMMARY_NAME
+    _write_text(path, render_markdown(build_context(run_dir, None, targets_dir), gate))
+    return path
+
+
 def write_report(run_dir: RunDir, targets: Mapping[str, TargetSpec] | None = None,
                  targets_dir: Path = TARGETS_DIR) -> Path:
     """Write <run>/index.html, <run>/summary.md and <run>/plots/*.png; returns index.html's path."""
@@ -225,5 +233,5 @@ def write_report(run_dir: RunDir, targets: Mapping[str, TargetSpec] | None = Non
     return index
 
 
-__all__ = ["ImageRef", "ReportContext", "budgets_for", "recorded_budgets", "run_budgets", "build_context", "draw_plots", "load_outputs",
-           "write_report", "INDEX_NAME", "SUMMARY_NAME"]
+__all__ = ["ImageRef", "ReportContext", "budgets_for", "build_context", "draw_plots", "load_outputs",
+           "recorded_budgets", "run_budgets", "write_report", "write_summary", "INDEX_NAME", "SUMMARY_NAME"]

@@ -1,14 +1,14 @@
 """summary.md: the run in short, as GitHub-flavoured Markdown for CI logs."""
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, List, Sequence
+from typing import TYPE_CHECKING, Any, Dict, List, Sequence, Tuple
 
 from .html import fmt
 
 if TYPE_CHECKING:
     from . import ReportContext
 
-_MAX_MESSAGE = 160
+_MAX_MESSAGE = 300
 
 
 def _cell(value: Any) -> str:
@@ -28,10 +28,83 @@ def _part(value: Any) -> str:
     return "" if value is None else f"{value:.3f}"
 
 
-def render_markdown(ctx: "ReportContext") -> str:
+def _verdict_lines(ctx: "ReportContext", gate: Any) -> List[str]:
+    """The first thing a CI job summary shows: can this run be trusted, and did it pass."""
+    from ..verdict import run_verdict
+    verdict = run_verdict(ctx.rows)
+    icon = {0: "✅", 1: "❌", 2: "⚠️"}
+    lines = [f"**Run: {icon[verdict.exit_code]} {verdict.summary}** (exit {verdict.exit_code})"]
+    if gate is not None:
+        lines.insert(0, f"**Gate: {icon[gate.exit_code]} {gate.verdict}**: {len(gate.violations)} violation(s), "
+                        f"{len(gate.not_judged)} not judged, baseline {gate.baseline_id or 'none'} "
+                        f"(exit {gate.exit_code})")
+        lines[0] += "  "
+    else:
+        lines.append("")
+        lines.append("Not gated yet: `harness gate --run " + ctx.run_id + "` adds its verdict and regressions here.")
+    return lines + [""]
+
+
+def _gate_lines(gate: Any) -> List[str]:
+    lines: List[str] = []
+    regressions = [c for c in gate.violations if c.rule == "max_latency_regression"]
+    lines += [f"### Latency regressions ({len(regressions)})", ""]
+    if regressions:
+        lines += md_table(["target", "cell", "change (95 % CI), noise"], [[c.target, c.subject, c.message]
+                                                                         for c in regressions])
+    else:
+        lines.append("None." if any(c.rule == "max_latency_regression" and not c.skipped for c in gate.checks)
+                     else "Not checked (no baseline, or the policy sets no max_latency_regression).")
+    lines.append("")
+    others = [c for c in gate.violations if c.rule != "max_latency_regression"]
+    if others:
+        lines += [f"### Other violations ({len(others)})", ""]
+        lines += md_table(["target", "rule", "subject", "why"], [[c.target, c.rule, c.subject, c.message]
+                                                                 for c in others])
+        lines.append("")
+    if gate.not_judged:
+        lines += [f"### Not judged: re-run ({len(gate.not_judged)})", ""]
+        lines += md_table(["target", "rule", "subject", "why"], [[c.target, c.rule, c.subject, c.message]
+                                                                 for c in gate.not_judged])
+        lines.append("")
+    return lines
+
+
+def failure_groups(rows: Sequence[Dict[str, Any]]) -> Dict[str, List[Tuple[str, str, str, List[str]]]]:
+    """Failures by device, cells with the same status, category and message together:
+    {target: [(status, category, message, [cell, ...]), ...]}, most cells first."""
+    by_target: Dict[str, Dict[Tuple[str, str, str], List[str]]] = {}
+    for r in rows:
+        key = (str(r.get("status")), fmt(r.get("error_category")), fmt(r.get("error_message")))
+        cell = "/".join(str(r.get(c)) for c in ("model", "variant", "format"))
+        by_target.setdefault(str(r.get("target")), {}).setdefault(key, []).append(cell)
+    return {t: sorted(((k[0], k[1], k[2], sorted(cells)) for k, cells in groups.items()),
+                      key=lambda g: (-len(g[3]), g[0], g[1]))
+            for t, groups in sorted(by_target.items())}
+
+
+def render_markdown(ctx: "ReportContext", gate: Any = None) -> str:
+    """summary.md: the verdict first, then regressions with their intervals (when gated), then failures by
+    device, then the scores. `gate` is a harness.gate.GateResult (written by `harness gate`)."""
     counts = ", ".join(f"{n} {s}" for s, n in sorted(ctx.status_counts.items())) or "no cells"
-    lines = [f"## Run {ctx.run_id}", "", f"{len(ctx.frame)} cells: {counts}.", ""]
+    lines = [f"## Run {ctx.run_id}", ""]
+    lines += _verdict_lines(ctx, gate)
+    lines += [f"{len(ctx.frame)} cells: {counts}.", ""]
     lines += [f"> {n}" for n in ctx.budget_notes] + ([""] if ctx.budget_notes else [])
+    if gate is not None:
+        lines += _gate_lines(gate)
+    failures = ctx.failures
+    lines += [f"### Failures ({len(failures)})", ""]
+    if failures:
+        for target, groups in failure_groups(failures).items():
+            n = sum(len(g[3]) for g in groups)
+            lines += [f"**{target}**: {n} cell(s)", ""]
+            lines += md_table(["cells", "status", "category", "message"],
+                              [[f"{len(cells)}: {', '.join(cells)}", status, category, message]
+                               for status, category, message, cells in groups])
+            lines.append("")
+    else:
+        lines += ["Every cell ran.", ""]
     if ctx.portability:
         lines += ["### Portability scores", "",
                   "score = deploys × accuracy × latency × memory (each in [0, 1]); mean over targets.", ""]
@@ -50,13 +123,5 @@ def render_markdown(ctx: "ReportContext") -> str:
         lines += ["### Cells that disagree with each other", ""]
         lines += md_table(["cell", "cell", "why"], [[d.cell_a, d.cell_b, d.reason] for d in ctx.disagreements])
         lines.append("")
-    failures = ctx.failures
-    lines += [f"### Failures ({len(failures)})", ""]
-    if failures:
-        lines += md_table(["cell", "status", "category", "message"],
-                          [[r.get("cell_id"), r.get("status"), fmt(r.get("error_category")),
-                            fmt(r.get("error_message"))] for r in failures])
-    else:
-        lines.append("Every cell ran.")
-    lines += ["", f"Full report: `reports/{ctx.run_id}/index.html`", ""]
+    lines += [f"Full report: `reports/{ctx.run_id}/index.html`", ""]
     return "\n".join(lines)
