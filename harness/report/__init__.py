@@ -15,7 +15,7 @@ import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Sequence, Tuple
+from typing import Any, Dict, FrozenSet, List, Mapping, Sequence, Tuple
 
 import numpy as np
 
@@ -23,8 +23,9 @@ from ..errors import HarnessError
 from ..history import load_run_table
 from ..results import OK
 from ..rundir import RunDir
-from ..scores import (CellScore, Disagreement, PairParity, PortabilityScore, Recommendation, disagreements,
-                      pairwise_parity, parity_table, portability_scores, recommend, score_cells)
+from ..scores import (CellScore, CrossArchParity, Disagreement, PairParity, PortabilityScore, Recommendation,
+                      cross_arch_parity, disagreements, pairwise_parity, parity_table, portability_scores, recommend,
+                      score_cells)
 from ..targets import TARGETS_DIR, Budgets, TargetSpec, load_target
 
 log = logging.getLogger("harness.report")
@@ -58,6 +59,12 @@ class ReportContext:
     pairs: Dict[str, List[PairParity]]
     disagreements: List[Disagreement]
     images: Dict[str, List[ImageRef]] = field(default_factory=dict)
+    #: targets whose device Python was emulated (qemu-user): latency and memory shown, not judged
+    emulated: FrozenSet[str] = frozenset()
+    #: each target's architecture, as its probe reported it
+    arches: Dict[str, str] = field(default_factory=dict)
+    #: cells on another architecture than x86_64 against the same cells on x86_64 devices
+    cross_arch: List[CrossArchParity] = field(default_factory=list)
 
     @property
     def rows(self) -> List[Dict[str, Any]]:
@@ -167,13 +174,21 @@ def build_context(run_dir: RunDir, targets: Mapping[str, TargetSpec] | None = No
         model_outputs = {c: o for c, o in outputs.items() if groups.get(c, "").startswith(model + "/")}
         pairs[model] = pairwise_parity(model_outputs)
         found += disagreements(pairs[model], groups)
+    from .crossarch import emulated_targets, load_all_outputs, read_manifest, target_arches
+    manifest = read_manifest(run_dir)
+    devices = run_dir.devices() if (run_dir.root / "devices").is_dir() else {}
+    emulated = emulated_targets(target_names, manifest, targets, targets_dir)
+    arches = target_arches(target_names, devices, manifest, targets, targets_dir)
+    cross_arch = (cross_arch_parity(frame, load_all_outputs(run_dir, ok_ids), arches)
+                  if len(set(arches.values())) > 1 else [])
     return ReportContext(
         run_id=run_dir.run_id,
         generated_at=_dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC"),
-        frame=frame, devices=run_dir.devices() if (run_dir.root / "devices").is_dir() else {},
-        budgets=budgets, budget_notes=notes, cell_scores=score_cells(frame, budgets),
-        portability=portability_scores(frame, budgets), recommendations=recommend(frame, budgets),
-        parity=parity, pairs=pairs, disagreements=found)
+        frame=frame, devices=devices,
+        budgets=budgets, budget_notes=notes, cell_scores=score_cells(frame, budgets, emulated),
+        portability=portability_scores(frame, budgets, emulated),
+        recommendations=recommend(frame, budgets, emulated),
+        parity=parity, pairs=pairs, disagreements=found, emulated=emulated, arches=arches, cross_arch=cross_arch)
 
 
 def draw_plots(ctx: ReportContext, run_dir: RunDir) -> None:

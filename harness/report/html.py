@@ -20,6 +20,7 @@ th { background: #f3f3f3; } td.num { text-align: right; font-variant-numeric: ta
 tr.ok td.status { color: #176d17; } tr.failed td.status, tr.lost td.status { color: #b00020; font-weight: bold; }
 tr.incompatible td.status { color: #8a6d00; }
 .fits { color: #176d17; } .nofit { color: #b00020; }
+.emulated { background: #fff6d6; border-left: 4px solid #c9a000; padding: 4px 8px; font-size: 0.9em; }
 .wrap { overflow-x: auto; } figure { display: inline-block; margin: 0.5em 1em 1em 0; }
 figcaption { font-size: 0.85em; color: #555; } .note { color: #555; font-size: 0.9em; }
 pre { white-space: pre-wrap; margin: 0; font-size: 0.95em; }
@@ -86,6 +87,8 @@ def _section_devices(ctx: "ReportContext") -> str:
         if budget is not None:
             head += (f'<p class="note">budgets: p99 {budget.latency_p99_ms:g} ms, '
                      f"peak memory {budget.peak_memory_mb:g} MB</p>")
+        if target in ctx.emulated:
+            head += f'<p class="emulated">{esc(_emulated_text(ctx, target))}</p>'
         if not probe:
             parts.append(head + "<p>No health probe recorded for this device.</p>")
             continue
@@ -106,14 +109,31 @@ def _section_devices(ctx: "ReportContext") -> str:
     return "".join(parts)
 
 
+def _emulated_text(ctx: "ReportContext", target: str) -> str:
+    arch = ctx.arches.get(target, "another architecture")
+    return (f"Emulated: {target}'s Python ran {arch} code under qemu-user. Whether a model loads and runs there, "
+            f"and what it outputs, is real; its latency and memory are recorded but not representative of the "
+            f"board (emulation is about 200x slower), and scores, recommendations and the gate do not judge them.")
+
+
+def _emulated_note(ctx: "ReportContext") -> str:
+    if not ctx.emulated:
+        return ""
+    return (f'<p class="emulated">Latency and memory on emulated targets ({esc(", ".join(sorted(ctx.emulated)))}) '
+            f"are not representative: recorded, not judged.</p>")
+
+
 def _section_results(ctx: "ReportContext") -> str:
     records = ctx.rows
     if not records:
         return "<p>The run has no cells.</p>"
     numeric = [c not in ("model", "variant", "format", "target", "status") for c in SUMMARY_COLUMNS]
     rows = [[fmt(r.get(c), c) for c in SUMMARY_COLUMNS] for r in records]
-    return table(SUMMARY_COLUMNS, rows, numeric, [str(r.get("status")) for r in records],
-                 {SUMMARY_COLUMNS.index("status"): "status"})
+    for row, record in zip(rows, records):
+        if str(record.get("target")) in ctx.emulated and "target" in SUMMARY_COLUMNS:
+            row[SUMMARY_COLUMNS.index("target")] += " (emulated)"
+    return _emulated_note(ctx) + table(SUMMARY_COLUMNS, rows, numeric, [str(r.get("status")) for r in records],
+                                       {SUMMARY_COLUMNS.index("status"): "status"})
 
 
 def _part(value: Optional[float]) -> str:
@@ -129,7 +149,8 @@ def _section_scores(ctx: "ReportContext") -> str:
     score_table = table(["model", "variant", "score", "deploys", "accuracy", "latency", "memory", "weakest", "why"],
                         rows, [False, False, True, True, True, True, True, False, False])
     cells = [[c.model, c.variant, c.format, c.target, c.status, f"{c.score:.3f}", _part(c.parts.accuracy),
-              _part(c.parts.latency), _part(c.parts.memory), "; ".join(c.notes)] for c in ctx.cell_scores]
+              "not judged" if c.emulated else _part(c.parts.latency),
+              "not judged" if c.emulated else _part(c.parts.memory), "; ".join(c.notes)] for c in ctx.cell_scores]
     cell_table = table(["model", "variant", "format", "target", "status", "score", "accuracy", "latency", "memory",
                         "notes"], cells, [False] * 5 + [True] * 4 + [False], [c.status for c in ctx.cell_scores],
                        {4: "status"})
@@ -137,7 +158,7 @@ def _section_scores(ctx: "ReportContext") -> str:
             "[0, 1]: deploys is 1 when the cell ran; accuracy is the accuracy retention (top-1 agreement without "
             "labels); latency is min(1, budget p99 / p99); memory is min(1, budget MB / peak MB). A model or variant "
             "takes its best cell per target and the mean over its targets; the parts shown are means over the "
-            "targets where it deploys.</p>" + score_table + "<details><summary>every cell's score</summary>"
+            "targets where it deploys.</p>" + _emulated_note(ctx) + score_table + "<details><summary>every cell's score</summary>"
             + cell_table + "</details>")
 
 
@@ -171,7 +192,37 @@ def _section_parity(ctx: "ReportContext") -> str:
     else:
         out.append('<p class="note">No cell kept its outputs (outputs/*.npz), so cells were compared only with '
                    "the reference.</p>")
+    out.append(_cross_arch(ctx))
     return "".join(out)
+
+
+def _cross_arch(ctx: "ReportContext") -> str:
+    """Each cell on a non-x86_64 device against the same (model, variant, format) on x86_64 devices."""
+    if not ctx.cross_arch:
+        return ""
+    from ..scores import CROSS_ARCH_ATOL, CROSS_ARCH_RTOL
+    flagged = [c for c in ctx.cross_arch if not c.agrees and c.baseline_agrees and not c.verdict.startswith("not")]
+    rows = [[c.model, c.variant, c.format, f"{c.target} ({c.arch})", ", ".join(c.baseline_targets),
+             fmt(c.top1_agreement), fmt(c.max_abs_diff), str(c.n_samples), fmt(c.reference_top1),
+             fmt(c.baseline_reference_top1), c.verdict] for c in ctx.cross_arch]
+    classes = ["ok" if c.agrees else "failed" for c in ctx.cross_arch]
+    head = ("<h3>Across architectures</h3>"
+            f'<p class="note">Every output array of each cell on a device of another architecture against the same '
+            f"model, variant and format on {esc(ctx.cross_arch[0].baseline_arch)} devices (worst over those devices "
+            f"and outputs). A cell differs when a top-1 prediction differs or |difference| &gt; {CROSS_ARCH_ATOL:g} + "
+            f"{CROSS_ARCH_RTOL:g} &times; max |output|: float rounding from fused multiply-adds stays below that, "
+            f"one int8 rounding step (a NEON/AVX kernel difference) does not.</p>")
+    if flagged:
+        head += ("<p><b>Agree on x86_64, differ on Arm:</b> "
+                 + esc("; ".join(f"{c.model}/{c.variant}/{c.format} on {c.target} ({c.arch}): top-1 "
+                                 f"{fmt(c.top1_agreement)}, max abs diff {fmt(c.max_abs_diff)}" for c in flagged))
+                 + "</p>")
+    else:
+        head += (f"<p>No cell that agrees on {esc(ctx.cross_arch[0].baseline_arch)} differs on another architecture "
+                 f"({len(ctx.cross_arch)} compared).</p>")
+    return head + table(["model", "variant", "format", "device", "compared with", "top-1 agreement", "max abs diff",
+                         "samples", "device vs reference (top-1)", "x86_64 vs reference (top-1)", "verdict"], rows,
+                        [False] * 5 + [True] * 5 + [False], classes, {10: "status"})
 
 
 def _section_failures(ctx: "ReportContext") -> str:

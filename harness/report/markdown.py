@@ -91,6 +91,9 @@ def render_markdown(ctx: "ReportContext", gate: Any = None) -> str:
     lines += _verdict_lines(ctx, gate)
     lines += [f"{len(ctx.frame)} cells: {counts}.", ""]
     lines += [f"> {n}" for n in ctx.budget_notes] + ([""] if ctx.budget_notes else [])
+    if ctx.emulated:
+        lines += [f"> Emulated (qemu-user): {', '.join(sorted(ctx.emulated))}. Their latency and memory are recorded "
+                  f"but not representative, and are not judged.", ""]
     if gate is not None:
         lines += _gate_lines(gate)
     failures = ctx.failures
@@ -122,6 +125,12 @@ def render_markdown(ctx: "ReportContext", gate: Any = None) -> str:
     if ctx.disagreements:
         lines += ["### Cells that disagree with each other", ""]
         lines += md_table(["cell", "cell", "why"], [[d.cell_a, d.cell_b, d.reason] for d in ctx.disagreements])
+        lines.append("")
+    if ctx.cross_arch:
+        lines += ["### Across architectures", ""]
+        lines += md_table(["cell", "device", "compared with", "top-1", "max abs diff", "verdict"],
+                          [[f"{c.model}/{c.variant}/{c.format}", f"{c.target} ({c.arch})", ", ".join(c.baseline_targets),
+                            fmt(c.top1_agreement), fmt(c.max_abs_diff), c.verdict] for c in ctx.cross_arch])
         lines.append("")
     lines += [f"Full report: `reports/{ctx.run_id}/index.html`", ""]
     return "\n".join(lines)
