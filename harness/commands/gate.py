@@ -57,9 +57,11 @@ def cmd_gate(args) -> int:
     named = args.baseline or (policy.baseline if policy.baseline != LAST_PASSING else None)
     baseline_id, baseline_rows, baseline_samples = load_baseline(store, run.run_id, named, args.reports_dir)
     rows = frame.to_dict(orient="records")
+    from ..report.crossarch import emulated_targets, read_manifest
+    emulated = emulated_targets(sorted({str(t) for t in frame["target"]}), read_manifest(run), None, args.targets_dir)
     result = evaluate(policy, frame, budgets, run_id=run.run_id, samples=load_latency_samples(run),
                       baseline_rows=baseline_rows, baseline_samples=baseline_samples, baseline_id=baseline_id,
-                      history=store.run_spreads(rows, run.run_id))
+                      history=store.run_spreads(rows, run.run_id), emulated=emulated)
     for line in result.lines():
         print(line)
     for note in budget_notes:
