@@ -27,6 +27,35 @@ class Budgets:
 
 
 @dataclass(frozen=True)
+class QuietLimits:
+    """When a device is too busy or too hot to measure: a cell measured past any of these is `noisy`,
+    and the gate does not judge it (re-run). The agent reads the device before and after timing.
+    A limit set to null is not checked."""
+
+    #: CPUs' worth of time other processes used while the agent timed (0.5 = half a core, on average)
+    max_other_busy_cpus: Optional[float] = 0.5
+    #: 1-minute load average per CPU before timing, the agent itself not counted
+    max_load_per_cpu: Optional[float] = 1.0
+    #: hottest thermal zone, degrees C
+    max_temperature_c: Optional[float] = 85.0
+    #: any throttling flag (Pi `vcgencmd get_throttled`, a thermal cooling device engaged on a Jetson,
+    #: x86 thermal_throttle counters that rose while timing) makes the cell noisy
+    fail_on_throttling: bool = True
+    #: the CPU governor the device must run, e.g. performance (null: any)
+    require_governor: Optional[str] = None
+    #: current / maximum CPU frequency right after timing must be at least this (null: not checked)
+    min_frequency_ratio: Optional[float] = None
+
+    def __post_init__(self) -> None:
+        for name in ("max_other_busy_cpus", "max_load_per_cpu", "max_temperature_c"):
+            value = getattr(self, name)
+            if value is not None and value < 0:
+                raise ValueError(f"{name} must not be negative, got {value}")
+        if self.min_frequency_ratio is not None and not 0.0 < self.min_frequency_ratio <= 1.0:
+            raise ValueError(f"min_frequency_ratio must be in (0, 1], got {self.min_frequency_ratio}")
+
+
+@dataclass(frozen=True)
 class TargetSpec:
     name: str
     transport: Literal["local", "ssh"] = "local"
@@ -48,6 +77,8 @@ class TargetSpec:
     runtimes: Tuple[str, ...] = ("tflite", "onnx", "openvino")
     threads: int = 1
     budgets: Budgets = field(default_factory=Budgets)
+    #: when the device is too busy or hot to measure (cells measured past these are `noisy`)
+    quiet: QuietLimits = field(default_factory=QuietLimits)
     connect_timeout_s: float = 10.0
     command_timeout_s: float = 300.0
     transfer_timeout_s: float = 120.0
