@@ -1,7 +1,13 @@
-"""Host-side build steps: prepare (train the reference), compress, convert, inspect.
+"""Host-side build steps: source → reference → compress → convert → inspect.
 
-Every step is cached by content: a second run with nothing changed trains
-nothing and converts nothing, and says so.
+A model enters as a file in any source format (the user's, read and never
+written) or as what a zoo builder makes. Its interface is read from the file
+and fixed; its evaluation data is checked against it; the source runs on the
+host to give the reference outputs every cell is compared with, output by
+output. Every step is cached by content (the model's bytes, the data's bytes,
+the harness code and the converting libraries' versions): a second run with
+nothing changed trains nothing and converts nothing, and says so; replacing a
+file in place, or upgrading a converter, rebuilds.
 """
 from __future__ import annotations
 
@@ -10,43 +16,80 @@ import hashlib
 import json
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from functools import lru_cache
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 
+from .agent import agent as device_agent
 from .cache import ContentCache, content_key
 from .compress import COMPRESSOR_VERSION, COMPRESSORS, CompressionContext, VariantModel
-from .errors import ConversionError, HarnessError
-from .formats import CONVERTER_VERSION, CONVERTERS, artifact_files
-from .frameworks import get_framework
+from .data import SampleSet, call_loader, conform, fill_shapes_from_data, load_entry_point, random_samples, \
+    read_images, read_npz, split
+from .errors import ConfigError, ConversionError
+from .evaluate import ScoringSpec, score_outputs
+from .formats import CONVERTER_VERSION, CONVERTERS, NO_CONVERTER, ConversionContext, artifact_files, \
+    copy_as_artifact
+from .interface import Interface, TensorSpec, check_interface, fix_interface
 from .progress import SILENT, Progress
+from .sources import SOURCES, content_sha256
 from .transport.base import file_sha256
 from .zoo import BUILDERS, DATASETS
 
 REFERENCE = "reference"
+DEPLOYABLE = ("tflite", "onnx", "openvino")
+
+#: the distributions whose versions decide what a conversion or compression makes
+CONVERTING_LIBRARIES = ("tensorflow-cpu", "tensorflow", "tf-keras", "tf2onnx", "onnx", "onnxruntime", "openvino",
+                        "nncf", "torch", "litert-torch", "ai-edge-litert")
+
+
+@lru_cache(maxsize=1)
+def library_versions() -> Tuple[Tuple[str, str], ...]:
+    from importlib.metadata import PackageNotFoundError, version
+    found = []
+    for name in CONVERTING_LIBRARIES:
+        try:
+            found.append((name, version(name)))
+        except PackageNotFoundError:
+            continue
+    return tuple(found)
 
 
 @dataclass(frozen=True)
 class PreparedModel:
-    """A trained reference model with its evaluation data and reference outputs."""
+    """A reference model with its fixed interface, evaluation data and reference outputs on disk."""
 
     recipe: Any
+    source_format: str
     model_path: Path
-    eval_inputs_path: Path       # .npz, one array per input, samples first
-    labels_path: Path            # .npy
-    reference_outputs_path: Path  # .npy, the framework model's outputs on the eval inputs
-    reference_accuracy: Optional[float]  # None: the data set has no labels
-    param_count: int
+    model_sha256: str
+    interface: Interface
+    eval_inputs_path: Path            # the agent's feeds .npz
+    labels_path: Optional[Path]       # .npy, or None without labels
+    reference_outputs_path: Path      # the agent's outputs .npz: the source run on the host
+    calibration_path: Optional[Path]  # feeds .npz of calibration samples, or None
+    #: the reference's own figures: accuracy, top5_accuracy, metric_<name>, ...
+    reference_figures: Dict[str, Any]
+    param_count: Optional[int]
     macs: Optional[int]
+    #: where the evaluation and calibration data came from, for the report
+    data_notes: Tuple[str, ...]
     cached: bool
+    #: a zoo data set's training split (in-process only: compressors that train use it)
+    train_data: Any = field(default=None, compare=False, repr=False)
 
-    def labels(self) -> np.ndarray:
-        return np.load(self.labels_path)
+    @property
+    def reference_accuracy(self) -> Optional[float]:
+        return self.reference_figures.get("accuracy")
 
-    def reference_outputs(self) -> np.ndarray:
-        return np.load(self.reference_outputs_path)
+    def labels(self) -> Optional[np.ndarray]:
+        return None if self.labels_path is None else np.load(self.labels_path)
+
+    def calibration(self) -> Optional[SampleSet]:
+        return None if self.calibration_path is None else load_feeds(self.calibration_path)
 
 
 @dataclass(frozen=True)
@@ -72,6 +115,12 @@ class Artifact:
     @property
     def compatible(self) -> bool:
         return not self.problems and not self.error
+
+
+def load_feeds(path: Path) -> SampleSet:
+    feeds = device_agent.Feeds.load(str(path))
+    return SampleSet({f["name"]: feeds.arrays[f["key"]] for f in feeds.spec},
+                     {f["name"]: f["mode"] for f in feeds.spec}, None, str(path))
 
 
 def load_dataset(recipe):
@@ -133,75 +182,261 @@ def _source_hash(func, fallback: str) -> str:
 
 
 def _builder_source_hash(recipe) -> str:
-    return _source_hash(BUILDERS.get(recipe.builder), recipe.builder)
+    return _source_hash(BUILDERS.get(recipe.source.builder), recipe.source.builder)
 
 
-def prepare_model(recipe, cache: ContentCache, progress: Progress = SILENT) -> PreparedModel:
-    """Train (or load) the reference model and compute its outputs on the evaluation split."""
-    key = content_key("model", recipe.training_key(), _builder_source_hash(recipe))
-    entry = cache.entry("models", f"{recipe.name}-{key}")
-    cached = cache.has("models", f"{recipe.name}-{key}")
+# ---------------------------------------------------------------- step 1: the source model
+def build_zoo_model(recipe, cache: ContentCache, progress: Progress = SILENT) -> Tuple[Path, Optional[int], bool]:
+    """(model file, MACs, cached) of a zoo recipe: its builder trains or loads the model, once per content."""
+    key = content_key("model", recipe.training_key(), _builder_source_hash(recipe), library_versions())
+    name = f"{recipe.name}-{key}"
+    entry = cache.entry("models", name)
+    cached = cache.has("models", name)
     if not cached:
-        progress(f"{recipe.name}: training reference model ({recipe.builder}, seed {recipe.seed})")
+        progress(f"{recipe.name}: building reference model ({recipe.source.builder}, seed {recipe.seed})")
         started = time.perf_counter()
         data = load_dataset(recipe)
-        with cache.build("models", f"{recipe.name}-{key}") as scratch:
-            model_file = BUILDERS.get(recipe.builder)(recipe, data, scratch)
-            framework = get_framework(recipe.framework)
-            model = framework.load(model_file)
-            x_eval, y_eval = data.x_eval, data.y_eval
-            if y_eval is None:  # a data set without labels: -1 marks an unlabelled sample (see results.py)
-                y_eval = np.full(len(x_eval), -1, dtype=np.int64)
-            if recipe.data.eval_samples:
-                x_eval, y_eval = x_eval[:recipe.data.eval_samples], y_eval[:recipe.data.eval_samples]
-            ref = framework.predict(model, x_eval)
-            labelled = y_eval >= 0
-            accuracy = float((ref.argmax(axis=1)[labelled] == y_eval[labelled]).mean()) if labelled.any() else None
-            np.savez(scratch / "eval_inputs.npz", **{recipe.input.name: x_eval.astype(recipe.input.dtype)})
-            np.save(scratch / "labels.npy", y_eval)
-            np.save(scratch / "reference_outputs.npy", ref)
-            meta = {"model_file": Path(model_file).name, "reference_accuracy": accuracy,
-                    "param_count": framework.param_count(model), "macs": framework.macs(model),
-                    "train_s": time.perf_counter() - started, "n_eval": int(len(y_eval))}
+        with cache.build("models", name) as scratch:
+            model_file = BUILDERS.get(recipe.source.builder)(recipe, data, scratch)
+            meta = {"model_file": Path(model_file).name, "macs": _zoo_macs(recipe, Path(model_file)),
+                    "build_s": time.perf_counter() - started}
             (scratch / "meta.json").write_text(json.dumps(meta, indent=1))
-        progress(f"{recipe.name}: reference accuracy {_fmt_accuracy(accuracy)} on {len(y_eval)} held-out samples "
-                 f"({meta['train_s']:.1f}s)")
+        progress(f"{recipe.name}: reference model built ({meta['build_s']:.1f}s)")
     meta = json.loads((entry / "meta.json").read_text())
-    if cached:
-        progress(f"{recipe.name}: reference model cached (accuracy {_fmt_accuracy(meta['reference_accuracy'])})")
-    return PreparedModel(recipe, entry / meta["model_file"], entry / "eval_inputs.npz", entry / "labels.npy",
-                         entry / "reference_outputs.npy", meta["reference_accuracy"], meta["param_count"],
-                         meta.get("macs"), cached)
+    return entry / meta["model_file"], meta.get("macs"), cached
 
 
-def _fmt_accuracy(accuracy: Optional[float]) -> str:
-    return "n/a (unlabelled data; cells report top1_agreement)" if accuracy is None else f"{accuracy:.4f}"
+def _zoo_macs(recipe, model_file: Path) -> Optional[int]:
+    if recipe.source.format == "keras":
+        from .sources.tensorflow import load_keras_model
+        from .zoo.keras_util import keras_macs
+        return keras_macs(load_keras_model(model_file))
+    return getattr(SOURCES.get("torch_module")().load(model_file), "macs", None)
 
 
+def describe_source(path: Path, fmt: str, sha: str, cache: ContentCache) -> Interface:
+    """The interface the file records, read once per content."""
+    key = content_key("interface", sha, fmt, _source_hash(SOURCES.get(fmt), fmt), library_versions())
+    if cache.has("interfaces", key):
+        return Interface.from_doc(json.loads((cache.entry("interfaces", key) / "interface.json").read_text()))
+    interface = SOURCES.get(fmt)().describe(path)
+    with cache.build("interfaces", key) as scratch:
+        (scratch / "interface.json").write_text(json.dumps(interface.to_doc()))
+    return interface
+
+
+# ---------------------------------------------------------------- step 2: the data
+@dataclass(frozen=True)
+class RawData:
+    arrays: Dict[str, np.ndarray]
+    labels: Optional[np.ndarray]
+    origin: str
+    #: calibration arrays that come with the data (a zoo training split), if any
+    calibration: Optional[Dict[str, np.ndarray]] = None
+
+
+def read_data(recipe, interface: Interface, train_data: Any) -> Optional[RawData]:
+    """The evaluation data the recipe names, as arrays by input name (None: no data, random inputs)."""
+    d, where = recipe.data, recipe.source_path or "--data"
+    if d.dataset:
+        name = recipe.input.name
+        x_eval, y_eval = train_data.x_eval, train_data.y_eval
+        if d.eval_samples:
+            x_eval = x_eval[:d.eval_samples]
+            y_eval = None if y_eval is None else y_eval[:d.eval_samples]
+        # Each zoo sample is the model's whole input: the batch axis of 1 goes in front of it.
+        calib = {name: train_data.calibration(d.calibration_samples)[:, None]}
+        return RawData({name: x_eval[:, None]}, y_eval, f"data set {d.dataset} (evaluation split)", calib)
+    if d.npz:
+        arrays, labels = read_npz(recipe.resolve(d.npz))
+        return RawData(arrays, labels, Path(d.npz).name)
+    if d.images:
+        if len(interface.inputs) != 1:
+            raise ConfigError(where, f"image data feeds one image input; the model has {interface.input_names}",
+                              "data.images")
+        from .data import ImagePreprocessing
+        spec = interface.inputs[0]
+        arrays, labels = read_images(recipe.resolve(d.images), recipe.resolve(d.labels) if d.labels else None,
+                                     d.preprocessing or ImagePreprocessing(), spec, where)
+        return RawData(arrays, labels, f"images in {d.images}")
+    if d.loader:
+        arrays, labels = call_loader(d.loader, where, recipe.base_dir)
+        return RawData(arrays, labels, f"loader {d.loader}")
+    return None
+
+
+def data_digest(data: Optional[SampleSet]) -> str:
+    if data is None:
+        return ""
+    digest = hashlib.sha256()
+    for name, array in data.arrays.items():
+        digest.update(f"{name}|{data.modes[name]}|{array.dtype}|{array.shape}".encode())
+        digest.update(np.ascontiguousarray(array).tobytes())
+    if data.labels is not None:
+        digest.update(np.ascontiguousarray(data.labels).tobytes())
+    return digest.hexdigest()
+
+
+def plan_data(recipe, described: Interface, train_data: Any,
+              with_calibration: bool) -> Tuple[Interface, SampleSet, Optional[SampleSet], List[str]]:
+    """(fixed interface, evaluation samples, calibration samples, notes) from the recipe and the file."""
+    where = recipe.source_path or f"--model-file {recipe.source.path}"
+    declared = {s.name: tuple(s.shape) for s in recipe.inputs if s.shape}
+    dtypes = {s.name: s.dtype for s in recipe.inputs if s.dtype}
+    raw = read_data(recipe, described, train_data)
+    shapes = {**(fill_shapes_from_data(described, raw.arrays) if raw else {}), **declared}
+    # A declared input the file does not record (TorchScript) is still an input the recipe names.
+    if not described.inputs and recipe.inputs:
+        described = Interface(tuple(TensorSpec(s.name, None) for s in recipe.inputs), described.outputs)
+    interface = fix_interface(described, shapes, where, dtypes)
+    notes: List[str] = []
+    d = recipe.data
+    if raw is None:
+        evaluation = random_samples(interface, d.random_samples, d.seed)
+        notes.append(f"evaluation: {evaluation.origin}: no data given, so accuracy is empty and parity holds")
+    else:
+        evaluation = conform(interface, raw.arrays, raw.labels, where, raw.origin)
+    calibration: Optional[SampleSet] = None
+    if d.calibration:
+        arrays, _ = read_npz(recipe.resolve(d.calibration))
+        calibration = conform(interface, arrays, None, recipe.resolve(d.calibration).name,
+                              Path(d.calibration).name)
+    elif raw is not None and raw.calibration is not None:
+        calibration = conform(interface, raw.calibration, None, where, f"data set {d.dataset} (training split)")
+    elif with_calibration and raw is None:
+        calibration = random_samples(interface, min(d.calibration_samples, 64), d.seed + 1)
+    elif with_calibration:
+        if evaluation.n_samples < 2:
+            raise ConfigError(where, f"int8 variants need calibration samples and the data has "
+                              f"{evaluation.n_samples}; give --calibration calib.npz")
+        n_calib = min(d.calibration_samples, evaluation.n_samples // 2)
+        calibration, evaluation = split(evaluation, n_calib, d.seed)
+    if calibration is not None:
+        notes.append(f"calibration: {calibration.origin}" + (" (disjoint from evaluation)" if "split" in
+                                                              calibration.origin else ""))
+    notes.insert(0, f"evaluation: {evaluation.n_samples} samples from {evaluation.origin}")
+    return interface, evaluation, calibration, notes
+
+
+# ---------------------------------------------------------------- step 3: the reference on the host
+def run_on_host(path: Path, fmt: str, interface: Interface, data: SampleSet) -> Tuple[List[Tuple[str, Any]], Interface]:
+    """The source's outputs on every sample, run on the host with its own framework or runtime; and the
+    interface with outputs filled in where the file records none (TorchScript)."""
+    model = SOURCES.get(fmt)().open(path, interface)
+    feeds = data.feeds()
+    try:
+        outputs = device_agent.collect_outputs(model, feeds, device_agent.feed_order(model, feeds), feeds.n_samples)
+    except device_agent.AgentFailure as exc:
+        raise ConfigError(path, str(exc)) from None
+    except Exception as exc:
+        raise ConfigError(path, f"the model fails on the evaluation data on this host ({type(exc).__name__}: "
+                          f"{str(exc).strip().splitlines()[0] if str(exc).strip() else ''}); check the data's "
+                          "shapes and dtypes against the model") from None
+    if not interface.outputs:
+        first = lambda v: v[0] if isinstance(v, list) else v[0]
+        interface = Interface(interface.inputs, tuple(
+            TensorSpec(name, tuple(np.shape(first(v))), np.asarray(first(v)).dtype.name) for name, v in outputs))
+    return outputs, interface
+
+
+def prepare_model(recipe, cache: ContentCache, progress: Progress = SILENT,
+                  with_calibration: bool = False) -> PreparedModel:
+    """The reference: the source model (built for zoo recipes), its fixed interface, data and outputs."""
+    train_data = None
+    macs: Optional[int] = None
+    model_cached = True
+    if recipe.source.builder:
+        model_path, macs, model_cached = build_zoo_model(recipe, cache, progress)
+        fmt = recipe.source.format
+        if recipe.data.dataset:
+            train_data = load_dataset(recipe)
+    else:
+        from .sources import detect_format
+        model_path = recipe.resolve(recipe.source.path)
+        fmt = recipe.source.format or detect_format(model_path)
+        if fmt not in SOURCES:
+            raise ConfigError(recipe.source_path or "--source-format", f"unknown source format {fmt!r}; known: "
+                              f"{', '.join(SOURCES.names())}", "source.format")
+        if recipe.data.dataset:
+            train_data = load_dataset(recipe)
+    sha = content_sha256(model_path, fmt)
+    described = describe_source(model_path, fmt, sha, cache)
+    interface, evaluation, calibration, notes = plan_data(recipe, described, train_data, with_calibration)
+    metric = load_entry_point(recipe.metric, recipe.source_path or "--metric", "metric", recipe.base_dir) \
+        if recipe.metric else None
+    key = content_key("reference", sha, fmt, interface.to_doc(), data_digest(evaluation), data_digest(calibration),
+                      recipe.metric, recipe.primary_metric, recipe.task, recipe.output,
+                      _source_hash(run_on_host, "reference"), _source_hash(SOURCES.get(fmt), fmt), library_versions())
+    name = f"{recipe.name}-{key}"
+    entry = cache.entry("references", name)
+    cached = cache.has("references", name)
+    if not cached:
+        progress(f"{recipe.name}: running the {fmt} source on {evaluation.n_samples} samples for the reference")
+        started = time.perf_counter()
+        outputs, interface = run_on_host(model_path, fmt, interface, evaluation)
+        with cache.build("references", name) as scratch:
+            evaluation.write_feeds(scratch / "eval_inputs.npz")
+            device_agent.save_outputs(str(scratch / "reference_outputs.npz"), outputs)
+            if evaluation.labels is not None:
+                np.save(scratch / "labels.npy", evaluation.labels)
+            if calibration is not None:
+                calibration.write_feeds(scratch / "calibration.npz")
+            reference = dict(outputs)
+            figures = score_outputs(reference, reference, evaluation.labels, ScoringSpec.from_recipe(recipe), metric)[0]
+            meta = {"interface": interface.to_doc(), "figures": figures, "notes": notes,
+                    "param_count": _param_count(model_path, fmt), "seconds": time.perf_counter() - started}
+            (scratch / "meta.json").write_text(json.dumps(meta, indent=1, default=float))
+    meta = json.loads((entry / "meta.json").read_text())
+    figures = meta["figures"]
+    summary = ", ".join(f"{k} {v:.4f}" for k, v in figures.items() if isinstance(v, float) and k != "n_eval_samples")
+    progress(f"{recipe.name}: reference {'cached' if cached and model_cached else 'ready'} "
+             f"({fmt}, {evaluation.n_samples} samples{', ' + summary if summary else ''})")
+    return PreparedModel(recipe, fmt, Path(model_path), sha, Interface.from_doc(meta["interface"]),
+                         entry / "eval_inputs.npz", entry / "labels.npy" if (entry / "labels.npy").exists() else None,
+                         entry / "reference_outputs.npz",
+                         entry / "calibration.npz" if (entry / "calibration.npz").exists() else None,
+                         figures, meta.get("param_count"), macs, tuple(meta["notes"]), cached and model_cached,
+                         train_data)
+
+
+def _param_count(path: Path, fmt: str) -> Optional[int]:
+    try:
+        return SOURCES.get(fmt)().param_count(path)
+    except Exception:  # a count is a nicety: a source that cannot count leaves it empty
+        return None
+
+
+# ---------------------------------------------------------------- step 4: variants
 def compress_variant(prepared: PreparedModel, variant_name: str, cache: ContentCache,
                      progress: Progress = SILENT) -> Tuple[VariantModel, bool]:
     """Make one compressed variant (cached by content). Returns it and whether it was cached."""
     recipe = prepared.recipe
     spec = recipe.variant(variant_name)
     compressor = COMPRESSORS.get(spec.compressor)
-    key = content_key("variant", file_sha256(prepared.model_path), spec.compressor, spec.params,
-                      COMPRESSOR_VERSION, _source_hash(compressor, spec.compressor),
-                      recipe.data.calibration_samples, recipe.seed)
+    calibration = prepared.calibration()
+    key = content_key("variant", prepared.model_sha256, spec.compressor, spec.params, COMPRESSOR_VERSION,
+                      _source_hash(compressor, spec.compressor), data_digest(calibration),
+                      recipe.data.calibration_samples, recipe.seed, recipe.train, library_versions())
     name = f"{recipe.name}-{variant_name}-{key}"
     entry = cache.entry("variants", name)
     if cache.has("variants", name):
         progress(f"{recipe.name}/{variant_name}: variant cached")
         return _load_variant(entry), True
     progress(f"{recipe.name}/{variant_name}: compressing ({spec.compressor} {spec.params or ''})")
-    data = load_dataset(recipe)
-    ctx = CompressionContext(recipe, recipe.framework, prepared.model_path, data, recipe.seed)
-    # Load the reference once untimed, so compression_s does not include importing the framework.
-    get_framework(recipe.framework).load(prepared.model_path)
+
+    def convert_reference(fmt: str) -> Path:
+        artifact = convert(prepared, REFERENCE, reference_source(prepared), fmt, cache, progress)
+        if artifact.error:
+            raise ConversionError(f"{variant_name} starts from the reference in {fmt}: {artifact.error}")
+        return Path(artifact.path)
+
+    ctx = CompressionContext(recipe, prepared.source_format, prepared.model_path, prepared.interface, calibration,
+                             prepared.train_data, recipe.seed, convert_reference)
     started = time.perf_counter()
     with cache.build("variants", name) as scratch:
         variant = compressor(ctx, dict(spec.params), scratch)
         seconds = time.perf_counter() - started
-        doc = {"model_path": _rel(variant.model_path, scratch), "framework": variant.framework,
+        doc = {"model_path": _rel(variant.model_path, scratch), "source_format": variant.source_format,
                "artifacts": {f: _rel(p, scratch) for f, p in variant.artifacts.items()},
                "io_dtypes": list(variant.io_dtypes), "metrics": {**variant.metrics, "compression_s": seconds}}
         (scratch / "variant.json").write_text(json.dumps(doc, indent=1, default=float))
@@ -218,84 +453,105 @@ def _rel(path: Optional[Path], root: Path) -> Optional[str]:
 def _load_variant(entry: Path) -> VariantModel:
     doc = json.loads((entry / "variant.json").read_text())
     return VariantModel(model_path=entry / doc["model_path"] if doc["model_path"] else None,
-                        framework=doc["framework"], artifacts={f: entry / p for f, p in doc["artifacts"].items()},
+                        source_format=doc["source_format"],
+                        artifacts={f: entry / p for f, p in doc["artifacts"].items()},
                         io_dtypes=tuple(doc["io_dtypes"]), metrics=doc["metrics"])
 
 
+def reference_source(prepared: PreparedModel) -> VariantModel:
+    return VariantModel(model_path=prepared.model_path, source_format=prepared.source_format,
+                        metrics={"param_count": prepared.param_count, "macs": prepared.macs})
+
+
+# ---------------------------------------------------------------- step 5: convert and inspect
 #: bump when what inspection reads from an artifact changes, so cached inspections are redone
-INSPECTION_VERSION = "1"
+INSPECTION_VERSION = "2"
 
 
 def _gzip_size(paths) -> int:
     return sum(len(gzip.compress(Path(p).read_bytes(), compresslevel=6)) for p in paths)
 
 
-def _read_artifact_facts(primary: Path, fmt: str, files) -> Dict[str, Any]:
+def _read_artifact_facts(primary: Path, fmt: str, files, shapes: Dict[str, List[int]]) -> Dict[str, Any]:
     """What an artifact's content alone determines: interface, operators, gzip size (or why it won't load)."""
     from .formats.inspect import list_operators, read_interface
 
     facts: Dict[str, Any] = {"gzip_bytes": _gzip_size(files), "interface": {}, "operators": {}, "load_error": ""}
     try:
-        facts["interface"] = read_interface(primary, fmt)
-        facts["operators"] = list_operators(primary, fmt)
+        facts["interface"] = read_interface(primary, fmt, shapes)
+        facts["operators"] = list_operators(primary, fmt, shapes)
     except Exception as exc:  # a file the runtime rejects is an incompatibility of this cell
         facts["load_error"] = f"cannot load with the {fmt} runtime: {exc}"
     return facts
 
 
-def inspect_files(recipe, variant: str, fmt: str, primary: Path, io_dtypes=(), metrics=None,
+def inspect_files(prepared: PreparedModel, variant: str, fmt: str, primary: Path, io_dtypes=(), metrics=None,
                   cached: bool = False, cache: Optional[ContentCache] = None) -> Artifact:
-    """Hash, inspect and check an artifact against the recipe.
+    """Hash, inspect and check an artifact against its source's interface.
 
     With a cache, the content-determined facts (loading the model in its
     runtime, gzip of every file) are read once per content, not on every run.
     """
-    from .formats.inspect import check_interface
-
     files = artifact_files(primary, fmt)
     hashes = tuple(file_sha256(p) for p in files)
     combined = hashlib.sha256("".join(hashes).encode()).hexdigest()
-    key = content_key("inspection", combined, fmt, INSPECTION_VERSION)
+    shapes = {s.name: list(s.static_shape) for s in prepared.interface.inputs}
+    key = content_key("inspection", combined, fmt, shapes, INSPECTION_VERSION)
     if cache is not None and cache.has("inspections", key):
         facts = json.loads((cache.entry("inspections", key) / "facts.json").read_text())
     else:
-        facts = _read_artifact_facts(primary, fmt, files)
+        facts = _read_artifact_facts(primary, fmt, files, shapes)
         if cache is not None:
             with cache.build("inspections", key) as scratch:
                 (scratch / "facts.json").write_text(json.dumps(facts))
     if facts["load_error"]:
         problems: Tuple[str, ...] = (facts["load_error"],)
     else:
-        problems = tuple(check_interface(recipe, facts["interface"], io_dtypes))
+        problems = tuple(check_interface(prepared.interface, Interface.from_doc(facts["interface"]), io_dtypes))
+    recipe = prepared.recipe
     return Artifact(recipe.name, variant, fmt, str(primary), tuple(str(p) for p in files), hashes, combined,
                     sum(Path(p).stat().st_size for p in files), facts["gzip_bytes"], facts["interface"],
                     facts["operators"], problems, dict(metrics or {}), cached)
 
 
-def convert(recipe, variant: str, source: VariantModel, fmt: str, cache: ContentCache,
+def first_sample(prepared: PreparedModel) -> Dict[str, np.ndarray]:
+    return load_feeds(prepared.eval_inputs_path).sample(0)
+
+
+def convert(prepared: PreparedModel, variant: str, source: VariantModel, fmt: str, cache: ContentCache,
             progress: Progress = SILENT) -> Artifact:
-    """The artifact for one (variant, format): ready-made by a compressor, or converted and cached."""
+    """The artifact for one (variant, format): ready-made by a compressor, the source itself, or converted."""
+    recipe = prepared.recipe
     metrics = dict(source.metrics)
     if fmt in source.artifacts:
-        return inspect_files(recipe, variant, fmt, source.artifacts[fmt], source.io_dtypes, metrics, cached=True,
+        return inspect_files(prepared, variant, fmt, source.artifacts[fmt], source.io_dtypes, metrics, cached=True,
                              cache=cache)
-    if source.model_path is None:
+    if source.model_path is None or source.source_format is None:
         return _failed_artifact(recipe, variant, fmt, metrics, "variant has no artifact in this format",
                                 category="unsupported_format")
-    try:
-        converter = CONVERTERS.get((source.framework, fmt))
-    except HarnessError as exc:
-        return _failed_artifact(recipe, variant, fmt, metrics, str(exc), category="unsupported_format")
-    key = content_key("artifact", file_sha256(source.model_path), source.framework, fmt, CONVERTER_VERSION,
-                      _source_hash(converter, fmt), recipe.input, recipe.output)
+    pair = (source.source_format, fmt)
+    if source.source_format == fmt:
+        converter: Optional[Callable] = None
+    elif pair in CONVERTERS:
+        converter = CONVERTERS.get(pair)
+    else:
+        reason = NO_CONVERTER.get(pair, "no converter is registered for this pair")
+        return _failed_artifact(recipe, variant, fmt, metrics,
+                                f"no converter from {source.source_format} to {fmt}: {reason}", category="no_converter")
+    source_sha = content_sha256(source.model_path, source.source_format)
+    key = content_key("artifact", source_sha, pair, CONVERTER_VERSION, prepared.interface.to_doc(),
+                      _source_hash(converter, fmt) if converter else "copy", library_versions())
     name = f"{recipe.name}-{variant}-{fmt}-{key}"
     cached = cache.has("artifacts", name)
     if not cached:
-        progress(f"{recipe.name}/{variant}: converting to {fmt}")
+        progress(f"{recipe.name}/{variant}: {'copying' if converter is None else 'converting'} "
+                 f"{source.source_format} to {fmt}")
         started = time.perf_counter()
+        ctx = ConversionContext(recipe.name, prepared.interface, first_sample(prepared))
         try:
             with cache.build("artifacts", name) as scratch:
-                primary = converter(source.model_path, recipe, scratch)
+                primary = copy_as_artifact(source.model_path, fmt, scratch, recipe.name) if converter is None \
+                    else converter(source.model_path, ctx, scratch)
                 (scratch / "artifact.json").write_text(json.dumps({"primary": Path(primary).name,
                                                                    "convert_s": time.perf_counter() - started}))
         except ConversionError as exc:
@@ -303,7 +559,7 @@ def convert(recipe, variant: str, source: VariantModel, fmt: str, cache: Content
             return _failed_artifact(recipe, variant, fmt, metrics, str(exc), category="conversion_failed")
     entry = cache.entry("artifacts", name)
     doc = json.loads((entry / "artifact.json").read_text())
-    return inspect_files(recipe, variant, fmt, entry / doc["primary"], source.io_dtypes, metrics, cached, cache)
+    return inspect_files(prepared, variant, fmt, entry / doc["primary"], source.io_dtypes, metrics, cached, cache)
 
 
 def _failed_artifact(recipe, variant, fmt, metrics, message, category) -> Artifact:
@@ -314,15 +570,16 @@ def _failed_artifact(recipe, variant, fmt, metrics, message, category) -> Artifa
 def build_model_artifacts(recipe, variants: List[str], cache: ContentCache,
                           progress: Progress = SILENT) -> Tuple[PreparedModel, List[Artifact]]:
     """Prepare the reference, make each requested variant, convert each to the recipe's formats."""
-    prepared = prepare_model(recipe, cache, progress)
-    reference = VariantModel(model_path=prepared.model_path, framework=recipe.framework,
-                             metrics={"param_count": prepared.param_count, "macs": prepared.macs})
-    sources: List[Tuple[str, VariantModel]] = [(REFERENCE, reference)]
+    prepared = prepare_model(recipe, cache, progress, with_calibration=bool(variants))
+    sources: List[Tuple[str, VariantModel]] = [(REFERENCE, reference_source(prepared))]
     for name in variants:
         try:
             variant, _ = compress_variant(prepared, name, cache, progress)
-        except HarnessError:
-            raise
+        except (ConfigError, ConversionError) as exc:  # this variant cannot be made here: its cells say why
+            progress(f"{recipe.name}/{name}: compression failed: {exc}")
+            sources.append((name, VariantModel(metrics={"error_category": "compression_failed",
+                                                        "error_message": str(exc)})))
+            continue
         except Exception as exc:  # a compressor that breaks fails its variant, not the run
             progress(f"{recipe.name}/{name}: compression failed: {exc}")
             sources.append((name, VariantModel(metrics={"error_category": "compression_failed",
@@ -332,13 +589,12 @@ def build_model_artifacts(recipe, variants: List[str], cache: ContentCache,
         sources.append((name, variant))
     artifacts = []
     for name, source in sources:
-        formats = list(recipe.formats)
-        for fmt in formats:
+        for fmt in recipe.formats:
             if "error_message" in source.metrics:
                 artifacts.append(_failed_artifact(recipe, name, fmt, source.metrics, source.metrics["error_message"],
                                                   "compression_failed"))
                 continue
             if source.model_path is None and fmt not in source.artifacts:
                 continue  # a format-specific variant (e.g. ONNX int8) has no cell in the other formats
-            artifacts.append(convert(recipe, name, source, fmt, cache, progress))
+            artifacts.append(convert(prepared, name, source, fmt, cache, progress))
     return prepared, artifacts

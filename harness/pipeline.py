@@ -26,7 +26,9 @@ from .cache import ContentCache
 from .errors import CommandTimeout, ConnectError, HarnessError, TransportError
 from .fidelity import fidelity
 from .progress import SILENT, Progress
-from .results import FAILED, INCOMPATIBLE, LOST, OK, SKIPPED, agent_metrics, cell_id, make_row, output_metrics, \
+from .data import importable_from, load_entry_point
+from .evaluate import ScoringSpec, read_outputs, score_outputs
+from .results import FAILED, INCOMPATIBLE, LOST, OK, SKIPPED, Category, agent_metrics, cell_id, make_row, \
     results_frame
 from .rundir import REPORTS_DIR, RunDir, new_run_id
 from .targets import TargetSpec
@@ -35,7 +37,8 @@ from .transport import open_transport
 log = logging.getLogger("harness.pipeline")
 
 #: exit codes of the agent process that say how it died (shell convention 128+signal)
-_SIGNAL_CATEGORIES = {137: "oom_killed", 139: "crashed", 134: "crashed", 135: "crashed", 136: "crashed"}
+_SIGNAL_CATEGORIES = {137: Category.OOM_KILLED, 139: Category.CRASHED, 134: Category.CRASHED,
+                      135: Category.CRASHED, 136: Category.CRASHED}
 
 
 @dataclass(frozen=True)
@@ -54,14 +57,16 @@ class RunSettings:
 
 @dataclass(frozen=True)
 class ModelEval:
-    """What a device job needs to score a model's cells (plain paths: picklable)."""
+    """What a device job needs to score a model's cells (plain paths and data: picklable)."""
 
     model: str
     eval_inputs_path: str
+    #: '' without labels
     labels_path: str
     reference_outputs_path: str
-    #: None for unlabelled evaluation data (agreement with the reference is the figure then)
-    reference_accuracy: Optional[float]
+    #: the reference's own figures (accuracy, metric_*), for retention
+    reference_figures: Dict[str, Any]
+    scoring: ScoringSpec
 
 
 @dataclass(frozen=True)
@@ -154,7 +159,7 @@ def run_target_job(job: TargetJob, progress: Progress = SILENT) -> List[Dict[str
         progress(f"[{target.name}] reachable: Python {probe.get('python')}, numpy {probe.get('numpy')}, "
                  f"runtimes {', '.join(sorted(available)) or 'none'}")
         uploaded_inputs: Dict[str, str] = {}
-        references: Dict[str, Tuple[np.ndarray, np.ndarray]] = {}
+        references: Dict[str, Any] = {}
         total = len(pending)
         while pending:
             cell = pending[0]
@@ -183,89 +188,160 @@ def _describe(row: Dict[str, Any]) -> str:
            f"peak {row['peak_rss_bytes'] / 2**20:.0f} MiB"
 
 
-def _run_cell(job: TargetJob, cell: Cell, transport, agent_path: str, available: set,
-              uploaded_inputs: Dict[str, str], references: Dict[str, Tuple[np.ndarray, np.ndarray]],
-              run: RunDir) -> Dict[str, Any]:
-    target, settings, artifact = job.target, job.settings, cell.artifact
-    run_id = run.run_id
-    extra = {"interface": artifact.interface, "operators": artifact.operators}
+# ---------------------------------------------------------------- the steps of one cell
+@dataclass(frozen=True)
+class PushedCell:
+    """The cell's files on the device: model files and evaluation inputs, by their device paths."""
+
+    model_files: Tuple[str, ...]
+    inputs: str
+    result: str
+    outputs: str
+
+
+@dataclass(frozen=True)
+class AgentRun:
+    """What the agent left: its JSON document (None if it wrote none), exit code and output tail."""
+
+    document: Optional[Dict[str, Any]]
+    exit_code: Optional[int]
+    output_tail: str
+
+
+class CellEnded(Exception):
+    """A step ended the cell early; the row says how."""
+
+    def __init__(self, status: str, category: Category, message: str):
+        super().__init__(message)
+        self.status, self.category, self.message = status, category, message
+
+
+def check_eligible(target: TargetSpec, artifact: Artifact, available: set) -> None:
+    """eligibility: the artifact was built, matches its source and the target has its runtime."""
     if artifact.error:
-        category = artifact.metrics.get("error_category", "conversion_failed")
-        return _record(run, failed_row(run_id, cell, INCOMPATIBLE if category == "unsupported_format" else FAILED,
-                                       category, artifact.error), **extra)
+        category = Category.parse(artifact.metrics.get("error_category", Category.CONVERSION_FAILED))
+        # No converter for the pair is a known gap of the toolchain, not a fault of the model: skipped, with why.
+        status = {Category.UNSUPPORTED_FORMAT: INCOMPATIBLE, Category.NO_CONVERTER: SKIPPED}.get(category, FAILED)
+        raise CellEnded(status, category, artifact.error)
     if artifact.problems:
-        return _record(run, failed_row(run_id, cell, INCOMPATIBLE, "interface_mismatch",
-                                       "; ".join(artifact.problems)), **extra)
+        raise CellEnded(INCOMPATIBLE, Category.INTERFACE_MISMATCH, "; ".join(artifact.problems))
     if artifact.format not in target.runtimes:
-        return _record(run, failed_row(run_id, cell, SKIPPED, "unsupported_on_target",
-                                       f"{target.name} does not list runtime {artifact.format!r} "
-                                       f"(targets/{target.name}.yaml runtimes: {list(target.runtimes)})"), **extra)
+        raise CellEnded(SKIPPED, Category.UNSUPPORTED_ON_TARGET, f"{target.name} does not list runtime "
+                        f"{artifact.format!r} (targets/{target.name}.yaml runtimes: {list(target.runtimes)})")
     if artifact.format not in available:
-        return _record(run, failed_row(run_id, cell, FAILED, "runtime_missing",
-                                       f"{target.name} should have the {artifact.format} runtime but its probe "
-                                       "found none importable; install it on the device"), **extra)
-    started = time.perf_counter()
-    evals = job.evals[artifact.model]
+        raise CellEnded(FAILED, Category.RUNTIME_MISSING, f"{target.name} should have the {artifact.format} runtime "
+                        "but its probe found none importable; install it on the device")
+
+
+def push(transport, cell: Cell, evals: ModelEval, uploaded_inputs: Dict[str, str], run_id: str) -> PushedCell:
+    """push: model files and inputs into the device's content cache (sent only when missing there)."""
+    artifact = cell.artifact
     try:
         if evals.eval_inputs_path not in uploaded_inputs:
             uploaded_inputs[evals.eval_inputs_path] = device.ensure_artifact(transport, Path(evals.eval_inputs_path))
-        remote_files = [device.ensure_artifact(transport, Path(p), sha)
-                        for p, sha in zip(artifact.files, artifact.file_sha256)]
+        files = tuple(device.ensure_artifact(transport, Path(p), sha)
+                      for p, sha in zip(artifact.files, artifact.file_sha256))
     except ConnectError:
         raise  # the device is gone: the job marks this and the remaining cells lost
     except TransportError as exc:  # checksum mismatch twice, disk full, permission denied
-        return _record(run, failed_row(run_id, cell, FAILED, "upload_failed", str(exc)), **extra)
+        raise CellEnded(FAILED, Category.UPLOAD_FAILED, str(exc)) from None
     remote_dir = f"{transport.workdir}/runs/{run_id}/{cell.cell_id}"
     transport.mkdir(remote_dir)
-    threads = settings.threads or target.threads
-    argv = [device.device_python(target, transport), agent_path, "run", "--model", remote_files[0],
-            "--format", artifact.format, "--inputs", uploaded_inputs[evals.eval_inputs_path],
-            "--result", f"{remote_dir}/result.json", "--outputs", f"{remote_dir}/outputs.npz",
-            "--warmup", str(settings.warmup), "--iterations", str(settings.iterations), "--threads", str(threads),
-            "--max-samples", str(settings.max_samples), "--lock", device.lock_path(transport),
-            "--lock-timeout", str(target.lock_timeout_s), "--holder", f"run {run_id}"]
-    if artifact.format == "openvino" and len(remote_files) > 1:
-        argv += ["--weights", remote_files[1]]
+    return PushedCell(files, uploaded_inputs[evals.eval_inputs_path], f"{remote_dir}/result.json",
+                      f"{remote_dir}/outputs.npz")
+
+
+def run_agent(transport, job: TargetJob, cell: Cell, pushed: PushedCell, agent_path: str, run: RunDir) -> AgentRun:
+    """run: the agent on the device, then its JSON result fetched back."""
+    target, settings, artifact = job.target, job.settings, cell.artifact
+    argv = [device.device_python(target, transport), agent_path, "run", "--model", pushed.model_files[0],
+            "--format", artifact.format, "--inputs", pushed.inputs, "--result", pushed.result,
+            "--outputs", pushed.outputs, "--warmup", str(settings.warmup), "--iterations", str(settings.iterations),
+            "--threads", str(settings.threads or target.threads), "--max-samples", str(settings.max_samples),
+            "--lock", device.lock_path(transport), "--lock-timeout", str(target.lock_timeout_s),
+            "--holder", f"run {run.run_id}"]
+    if artifact.format == "openvino" and len(pushed.model_files) > 1:
+        argv += ["--weights", pushed.model_files[1]]
     if settings.ov_precision:
         argv += ["--ov-precision", settings.ov_precision]
-    timeout = settings.cell_timeout_s or target.command_timeout_s
     try:
-        result = transport.run(argv, timeout_s=timeout)
+        result = transport.run(argv, timeout_s=settings.cell_timeout_s or target.command_timeout_s)
     except CommandTimeout as exc:
-        return _record(run, failed_row(run_id, cell, FAILED, "timeout", str(exc)), **extra)
+        raise CellEnded(FAILED, Category.TIMEOUT, str(exc)) from None
     local_result = run.root / "agent" / f"{cell.cell_id}.json"
     document: Optional[Dict[str, Any]] = None
     try:
-        transport.get(f"{remote_dir}/result.json", local_result)
+        transport.get(pushed.result, local_result)
         document = json.loads(local_result.read_text())
     except ConnectError:
         raise  # the link dropped: the device is lost, whatever the agent's exit code was
     except (TransportError, ValueError):
         if result.ok:
             raise
-    if document is None or result.exit_code in _SIGNAL_CATEGORIES and document.get("status") == "ok":
-        category = _SIGNAL_CATEGORIES.get(result.exit_code, "agent_failed")
-        tail = (result.stderr or result.stdout).strip().splitlines()[-3:]
-        message = f"agent exited {result.exit_code}" + (f": {' | '.join(tail)}" if tail else " with no output")
-        if category == "oom_killed":
+    tail = " | ".join((result.stderr or result.stdout).strip().splitlines()[-3:])
+    return AgentRun(document, result.exit_code, tail)
+
+
+def check_agent(agent: AgentRun) -> Dict[str, Any]:
+    """The agent's document if it measured; a signal exit or its own error category ends the cell."""
+    document = agent.document
+    if document is None or agent.exit_code in _SIGNAL_CATEGORIES and document.get("status") == "ok":
+        category = _SIGNAL_CATEGORIES.get(agent.exit_code, Category.AGENT_FAILED)
+        message = f"agent exited {agent.exit_code}" + (f": {agent.output_tail}" if agent.output_tail else " with no output")
+        if category == Category.OOM_KILLED:
             message += " (killed, most likely for memory: raise the device's memory limit or use a smaller variant)"
-        return _record(run, failed_row(run_id, cell, FAILED, category, message), **extra)
-    row = {**base_row(run_id, cell), **agent_metrics(document)}
-    if document.get("status") != "ok":
-        row.update(status=FAILED, error_category=document.get("error_category", "agent_failed"),
-                   error_message=document.get("error_message", ""))
-        return _record(run, {**row, "duration_s": time.perf_counter() - started}, **extra)
-    local_outputs = run.outputs_path(cell.cell_id)
-    transport.get(f"{remote_dir}/outputs.npz", local_outputs)
-    with np.load(local_outputs) as outputs:
-        out = outputs["output_0"]
-    if artifact.model not in references:
-        references[artifact.model] = (np.load(evals.reference_outputs_path), np.load(evals.labels_path))
-    reference_outputs, labels = references[artifact.model]
-    row.update(output_metrics(out, reference_outputs, labels, evals.reference_accuracy))
+        raise CellEnded(FAILED, category, message)
+    return document
+
+
+def fetch_outputs(transport, pushed: PushedCell, run: RunDir, cell: Cell) -> Path:
+    """fetch: the outputs of every evaluation sample, into the run directory."""
+    local = run.outputs_path(cell.cell_id)
+    transport.get(pushed.outputs, local)
+    return local
+
+
+def score(outputs_path: Path, evals: ModelEval, references: Dict[str, Any]) -> Tuple[Dict[str, Any], Dict[str, Any]]:
+    """score: the cell's outputs against the reference (per output), labels and the recipe's metric."""
+    if evals.model not in references:
+        labels = np.load(evals.labels_path) if evals.labels_path else None
+        metric = load_entry_point(evals.scoring.metric, evals.model, "metric", Path(evals.scoring.base_dir)) \
+            if evals.scoring.metric else None
+        references[evals.model] = (read_outputs(Path(evals.reference_outputs_path)), labels, metric)
+    reference, labels, metric = references[evals.model]
+    with importable_from(Path(evals.scoring.base_dir) if evals.scoring.base_dir else None):
+        row, per_output = score_outputs(read_outputs(outputs_path), reference, labels, evals.scoring, metric,
+                                        evals.reference_figures)
+    return row, per_output
+
+
+def _run_cell(job: TargetJob, cell: Cell, transport, agent_path: str, available: set,
+              uploaded_inputs: Dict[str, str], references: Dict[str, Any], run: RunDir) -> Dict[str, Any]:
+    """One cell through its steps: eligibility, push, run, fetch, score, record. A step that ends the
+    cell early raises CellEnded, which becomes the row; a lost link propagates to the device job."""
+    artifact, evals = cell.artifact, job.evals[cell.artifact.model]
+    extra: Dict[str, Any] = {"interface": artifact.interface, "operators": artifact.operators}
+    started = time.perf_counter()
+    document: Dict[str, Any] = {}
+    try:
+        check_eligible(job.target, artifact, available)
+        pushed = push(transport, cell, evals, uploaded_inputs, run.run_id)
+        document = check_agent(run_agent(transport, job, cell, pushed, agent_path, run))
+        if document.get("status") != "ok":
+            raise CellEnded(FAILED, Category.parse(document.get("error_category", Category.AGENT_FAILED)),
+                            document.get("error_message", ""))
+        figures, per_output = score(fetch_outputs(transport, pushed, run, cell), evals, references)
+    except CellEnded as ended:
+        row = {**base_row(run.run_id, cell), **agent_metrics(document), "status": ended.status,
+               "error_category": ended.category.value, "error_message": ended.message}
+        if document:
+            row["duration_s"] = time.perf_counter() - started
+        return _record(run, row, **extra)
+    row = {**base_row(run.run_id, cell), **agent_metrics(document), **figures}
     row["fidelity"] = fidelity(row.get("kl_divergence"), row.get("weight_rel_frobenius"))
     row.update(status=OK, duration_s=time.perf_counter() - started)
-    return _record(run, row, latencies_ms=document.get("latencies_ms", []), agent=document.get("interface"), **extra)
+    return _record(run, row, latencies_ms=document.get("latencies_ms", []), agent=document.get("interface"),
+                   outputs=per_output, **extra)
 
 
 # ---------------------------------------------------------------- the whole run
@@ -310,18 +386,27 @@ def run_profile(recipes: Sequence[Any], targets: Sequence[TargetSpec], variants:
     variants maps a model name to the variant names to make (default: none, the reference only).
     With resume=True and an existing run_id, only cells without a result (or lost ones) run.
     """
+    from .recipes import validate_recipe
+
     cache = cache or ContentCache()
     variants = variants or {}
+    for recipe in recipes:  # before any work: a bad name, parameter or entry point names its file and field
+        validate_recipe(recipe, variants.get(recipe.name, []))
     run_id = run_id or new_run_id()
     run = RunDir.create(run_id, reports_dir)
     artifacts: List[Artifact] = []
     evals: Dict[str, ModelEval] = {}
+    data_notes: Dict[str, List[str]] = {}
+    interfaces: Dict[str, Dict[str, Any]] = {}
     for recipe in recipes:
         prepared, model_artifacts = build_model_artifacts(recipe, variants.get(recipe.name, []), cache, progress)
         artifacts += model_artifacts
         evals[recipe.name] = ModelEval(recipe.name, str(prepared.eval_inputs_path.resolve()),
-                                       str(prepared.labels_path.resolve()),
-                                       str(prepared.reference_outputs_path.resolve()), prepared.reference_accuracy)
+                                       str(prepared.labels_path.resolve()) if prepared.labels_path else "",
+                                       str(prepared.reference_outputs_path.resolve()), prepared.reference_figures,
+                                       ScoringSpec.from_recipe(recipe))
+        data_notes[recipe.name] = list(prepared.data_notes)
+        interfaces[recipe.name] = {"source_format": prepared.source_format, **prepared.interface.to_doc()}
     built = sum(1 for a in artifacts if not a.cached and not a.error)
     reused = sum(1 for a in artifacts if a.cached)
     if built == 0:
@@ -336,7 +421,11 @@ def run_profile(recipes: Sequence[Any], targets: Sequence[TargetSpec], variants:
     manifest = {"run_id": run_id, "created_at": _now(), "models": [r.name for r in recipes],
                 "model_sources": [r.source_path for r in recipes],
                 "variants": {r.name: variants.get(r.name, []) for r in recipes},
+                "model_files": {r.name: str(r.resolve(r.source.path)) for r in recipes if r.source.path},
+                "recipes": {r.name: asdict(r) for r in recipes if not r.source_path},
+                "data": data_notes, "interfaces": interfaces,
                 "targets": [t.name for t in targets], "target_sources": [t.source_path for t in targets],
+                "target_specs": [asdict(t) for t in targets],
                 "settings": asdict(settings),
                 "artifacts": [{k: v for k, v in asdict(a).items()} for a in artifacts],
                 "planned_cells": [c.cell_id for c in plan_cells(artifacts, targets)]}

@@ -1,8 +1,11 @@
 """What a model is: `models/<name>.yaml` loaded into a frozen ModelRecipe.
 
-A recipe declares its framework, its input spec (name, shape, dtype,
-preprocessing), its data and evaluation split, how to train it, the formats
-to convert to and the opt-in compressed variants.
+A recipe names its source (a model file in any source format, or a zoo
+builder that makes one), optionally declares input shapes (fixing dynamic
+axes), its data (a zoo data set, an .npz, a directory of images or a loader
+entry point; seeded random inputs when none), its task and metric, the
+formats to convert to and the opt-in compressed variants. `harness profile
+--model-file` builds the same object from flags.
 """
 from __future__ import annotations
 
@@ -11,10 +14,12 @@ import json
 import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Literal, Tuple
+from typing import Any, Dict, Literal, Optional, Sequence, Tuple
 
 from .config import list_names, load_named, named_file
+from .data import ImagePreprocessing
 from .errors import ConfigError
+from .interface import DTYPES
 from .targets import FORMATS
 
 MODELS_DIR = Path("models")
@@ -23,32 +28,69 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 @dataclass(frozen=True)
 class InputSpec:
+    """A model input as the recipe sees it: its shape fixes dynamic axes; empty fields come from the file."""
+
     name: str
-    #: shape of one sample including the batch dimension of 1, e.g. [1, 8, 8, 1]
-    shape: Tuple[int, ...]
-    dtype: str = "float32"
+    #: shape of one sample including its batch axis, e.g. [1, 8, 8, 1]; empty: the file's own shape
+    shape: Tuple[int, ...] = ()
+    dtype: str = ""
     #: human-readable description of what the data loader does to raw data
     preprocessing: str = ""
 
 
 @dataclass(frozen=True)
 class OutputSpec:
-    name: str
-    classes: int
+    """The output that carries class scores (classification), and what a zoo builder makes."""
+
+    name: str = ""
+    classes: int = 0
     #: 'logits' or 'probabilities'
     kind: Literal["logits", "probabilities"] = "logits"
 
 
 @dataclass(frozen=True)
+class SourceSpec:
+    """Where the reference model comes from: a model file (`path`), or a zoo builder that makes one."""
+
+    #: a model file or SavedModel directory, relative to the recipe file
+    path: str = ""
+    #: onnx, tflite, openvino, keras, savedmodel, torchscript, torch_export, torch_module; empty: from the suffix
+    format: str = ""
+    #: a registered builder (harness.zoo) that trains or loads the model and saves it in `format`
+    builder: str = ""
+
+
+@dataclass(frozen=True)
 class DataSpec:
-    #: a registered dataset (harness.zoo.datasets): sklearn_digits, fashion_mnist, ...
-    dataset: str
+    """Evaluation data: one of dataset (zoo), npz, images, loader; none of them: seeded random inputs."""
+
+    #: a registered data set (harness.zoo.datasets): sklearn_digits, fashion_mnist, ...
+    dataset: str = ""
+    #: an .npz with one array per input name (samples first, or a constant) and optional 'labels'
+    npz: str = ""
+    #: a directory of images for the model's one image input, with `labels` and `preprocessing`
+    images: str = ""
+    labels: str = ""
+    preprocessing: Optional[ImagePreprocessing] = None
+    #: "package.module:function" returning {input name: array, ..., 'labels': array}
+    loader: str = ""
+    #: calibration samples for int8 variants (same convention); empty: a split of the evaluation data
+    calibration: str = ""
+    #: number of seeded random samples when no data is given
+    random_samples: int = 16
     eval_fraction: float = 0.2
     #: evaluate on at most this many held-out samples (0: all of them)
     eval_samples: int = 0
-    #: samples of the training split used for calibration (int8) and representative data
+    #: samples used for calibration (int8) and representative data
     calibration_samples: int = 200
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        given = [k for k in ("dataset", "npz", "images", "loader") if getattr(self, k)]
+        if len(given) > 1:
+            raise ValueError(f"data: give one of dataset, npz, images, loader, not {' and '.join(given)}")
+        if (self.labels or self.preprocessing) and not self.images:
+            raise ValueError("data: labels and preprocessing go with images (an npz holds its own 'labels')")
 
 
 @dataclass(frozen=True)
@@ -70,12 +112,17 @@ class VariantSpec:
 @dataclass(frozen=True)
 class ModelRecipe:
     name: str
-    framework: Literal["keras", "torch"]
-    #: a registered builder (harness.zoo) that makes the reference model
-    builder: str
-    input: InputSpec
-    output: OutputSpec
-    data: DataSpec
+    source: SourceSpec
+    #: declared inputs: shapes that fix dynamic axes (and what zoo builders build); empty: all from the file
+    inputs: Tuple[InputSpec, ...] = ()
+    output: OutputSpec = field(default_factory=OutputSpec)
+    data: DataSpec = field(default_factory=DataSpec)
+    #: 'classification' (top-1/top-5, agreement), 'outputs' (parity only); empty: classification with labels
+    task: Literal["", "classification", "outputs"] = ""
+    #: "package.module:function": (outputs by name, labels) -> {figure: number}, higher is better
+    metric: str = ""
+    #: which metric figure judges the model (default: the first the metric returns)
+    primary_metric: str = ""
     description: str = ""
     seed: int = 0
     train: TrainSpec = field(default_factory=TrainSpec)
@@ -83,12 +130,18 @@ class ModelRecipe:
     variants: Tuple[VariantSpec, ...] = ()
     #: builder-specific options
     options: Dict[str, Any] = field(default_factory=dict)
-    #: set by the loader: the file this came from (for messages)
+    #: set by the loader: the file this came from (for messages, and the base of relative paths)
     source_path: str = field(default="", metadata={"internal": True})
 
     def __post_init__(self) -> None:
         if not _NAME.match(self.name):
             raise ConfigError(self.source_path, "must be letters, digits, '_', '-' or '.'", "name")
+        if bool(self.source.path) == bool(self.source.builder):
+            raise ConfigError(self.source_path, "give exactly one of source.path (a model file) and source.builder "
+                              "(a zoo builder)", "source")
+        if self.source.builder and self.source.format not in ("keras", "torch_module"):
+            raise ConfigError(self.source_path, "a zoo builder makes 'keras' or 'torch_module' models; say which",
+                              "source.format")
         bad = [f for f in self.formats if f not in FORMATS]
         if bad:
             raise ConfigError(self.source_path, f"unknown format(s) {bad}; known: {', '.join(FORMATS)}", "formats")
@@ -101,8 +154,34 @@ class ModelRecipe:
                 raise ConfigError(self.source_path, f"variant name {name!r} is used twice", f"variants[{i}].name")
         if not 0 < self.data.eval_fraction < 1:
             raise ConfigError(self.source_path, "must be between 0 and 1", "data.eval_fraction")
-        if any(d < 1 for d in self.input.shape):
-            raise ConfigError(self.source_path, "dimensions must be positive integers", "input.shape")
+        for i, spec in enumerate(self.inputs):
+            if any(d < 0 for d in spec.shape):
+                raise ConfigError(self.source_path, "dimensions must be 0 or more", f"inputs[{i}].shape")
+            if spec.dtype and spec.dtype not in DTYPES:
+                raise ConfigError(self.source_path, f"unknown dtype {spec.dtype!r}; known: {', '.join(DTYPES)}",
+                                  f"inputs[{i}].dtype")
+        if self.source.builder and len(self.inputs) != 1:
+            raise ConfigError(self.source_path, "a zoo builder takes exactly one declared input", "inputs")
+
+    @property
+    def base_dir(self) -> Path:
+        """Relative paths in a recipe are relative to the recipe file (the working directory without one)."""
+        return Path(self.source_path).resolve().parent if self.source_path else Path.cwd()
+
+    def resolve(self, path: str) -> Path:
+        return (self.base_dir / Path(path).expanduser()) if path else Path()
+
+    @property
+    def input(self) -> InputSpec:
+        """The one input of a single-input model (what the zoo's builders and trainers make)."""
+        if len(self.inputs) != 1:
+            raise ConfigError(self.source_path, f"this step needs a model with one declared input, not "
+                              f"{len(self.inputs)}", "inputs")
+        return self.inputs[0]
+
+    @property
+    def is_classification(self) -> bool:
+        return self.task == "classification" or (not self.task and bool(self.output.classes))
 
     def variant(self, name: str) -> VariantSpec:
         for v in self.variants:
@@ -112,10 +191,81 @@ class ModelRecipe:
         raise ConfigError(self.source_path, f"no variant {name!r} in this recipe; declared: {known}", "variants")
 
     def training_key(self) -> str:
-        """Content key of everything that determines the trained reference model."""
-        material = {k: v for k, v in asdict(self).items() if k not in ("variants", "formats", "description",
-                                                                         "source_path")}
+        """Content key of everything that determines the zoo-built reference model."""
+        material = {k: v for k, v in asdict(self).items() if k in ("name", "source", "inputs", "output", "data",
+                                                                     "seed", "train", "options")}
         return hashlib.sha256(json.dumps(material, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+#: int8 and float16 variants that work from each source format (calibration comes from the user's data)
+FILE_VARIANTS: Dict[str, Tuple[VariantSpec, ...]] = {
+    "onnx": (VariantSpec("ort_int8", "ort_int8"), VariantSpec("ov_int8", "ov_int8")),
+    "tflite": (VariantSpec("ort_int8", "ort_int8"), VariantSpec("ov_int8", "ov_int8")),
+    "openvino": (VariantSpec("ov_int8", "ov_int8"),),
+    "keras": (VariantSpec("tflite_dynamic", "tflite_dynamic"), VariantSpec("tflite_fp16", "tflite_float16"),
+              VariantSpec("tflite_int8", "tflite_int8", {"io": "float32"}), VariantSpec("ort_int8", "ort_int8"),
+              VariantSpec("ov_int8", "ov_int8")),
+    "torchscript": (VariantSpec("ort_int8", "ort_int8"), VariantSpec("ov_int8", "ov_int8")),
+    "torch_export": (VariantSpec("ort_int8", "ort_int8"), VariantSpec("ov_int8", "ov_int8")),
+}
+FILE_VARIANTS["savedmodel"] = FILE_VARIANTS["keras"]
+
+
+def recipe_for_file(path: Path, source_format: str = "", shapes: Optional[Dict[str, Tuple[int, ...]]] = None,
+                    data: str = "", calibration: str = "", metric: str = "", task: str = "",
+                    name: str = "", random_samples: int = 16) -> ModelRecipe:
+    """The recipe `harness profile --model-file PATH` runs: the file, its data, every format, its int8 variants."""
+    from .sources import detect_format
+
+    path = Path(path).expanduser().resolve()
+    fmt = source_format or detect_format(path)
+    where = f"--model-file {path}"
+    stem = re.sub(r"[^A-Za-z0-9_.-]", "_", name or (path.name if path.is_dir() else path.stem)).lstrip("._-") or "model"
+    inputs = tuple(InputSpec(n, tuple(s)) for n, s in (shapes or {}).items())
+    data_path = Path(data).expanduser().resolve() if data else None
+    is_dir = bool(data_path and data_path.is_dir())
+    try:
+        spec = DataSpec(npz=str(data_path) if data_path and not is_dir else "",
+                        images=str(data_path) if is_dir else "",
+                        calibration=str(Path(calibration).expanduser().resolve()) if calibration else "",
+                        random_samples=random_samples)
+        recipe = ModelRecipe(name=stem, source=SourceSpec(path=str(path), format=fmt), inputs=inputs, data=spec,
+                             task=task, metric=metric, variants=FILE_VARIANTS.get(fmt, ()),  # type: ignore[arg-type]
+                             description=f"{fmt} model file {path}", source_path="")
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(where, str(exc)) from None
+    return recipe
+
+
+def validate_recipe(recipe: ModelRecipe, variants: Sequence[str] = ()) -> None:
+    """Registry names, variant parameters and entry points, checked before any work; each error names the
+    recipe file (or the flag) and the field. `variants`: the ones this run makes."""
+    from .compress import COMPRESSORS
+    from .data import load_entry_point
+    from .sources import SOURCES
+    from .zoo import BUILDERS, DATASETS
+
+    where = recipe.source_path or "--model-file"
+    checks = [("source.builder", recipe.source.builder, BUILDERS), ("data.dataset", recipe.data.dataset, DATASETS),
+              ("source.format", recipe.source.format, SOURCES)]
+    for key, name, registry in checks:
+        if name and name not in registry:
+            raise ConfigError(where, f"unknown {registry.kind} {name!r}; known: "
+                              f"{', '.join(map(str, registry.names()))}", key)
+    for i, variant in enumerate(recipe.variants):
+        if variant.name not in variants:
+            continue
+        compressor = COMPRESSORS.get(variant.compressor) if variant.compressor in COMPRESSORS else None
+        if compressor is None:
+            raise ConfigError(where, f"unknown compressor {variant.compressor!r}; known: "
+                              f"{', '.join(COMPRESSORS.names())}", f"variants[{i}].compressor")
+        unknown = sorted(set(variant.params) - set(getattr(compressor, "defaults", variant.params)))
+        if unknown:
+            raise ConfigError(where, f"compressor {variant.compressor!r} has no parameter(s) {unknown}; known: "
+                              f"{', '.join(sorted(compressor.defaults)) or 'none'}", f"variants[{i}].params")
+    for key, entry in (("metric", recipe.metric), ("data.loader", recipe.data.loader)):
+        if entry:
+            load_entry_point(entry, where, key, recipe.base_dir)
 
 
 def recipe_path(name_or_path: str, models_dir: Path = MODELS_DIR) -> Path:

@@ -1,11 +1,11 @@
-"""The results table: one row per (model, variant, format, target) cell.
+"""The results table: one row per (model, variant, format, target) cell, and the failure categories.
 
 Pure functions over numpy arrays and dicts; no I/O. Units are in the column
 names. A failed cell is a row too, with a status and an error category.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from enum import Enum
 from typing import Any, Dict, Iterable, List, Mapping, Optional
 
 import numpy as np
@@ -15,10 +15,53 @@ import numpy as np
 # failed: ran and broke (category says how); lost: the device went away before the cell finished.
 OK, INCOMPATIBLE, SKIPPED, FAILED, LOST = "ok", "incompatible", "skipped", "failed", "lost"
 
+
+
+class Category(str, Enum):
+    """Why a cell did not end `ok`: one vocabulary for the host's steps and the agent's own failures."""
+
+    # built on the host
+    COMPRESSION_FAILED = "compression_failed"
+    CONVERSION_FAILED = "conversion_failed"
+    NO_CONVERTER = "no_converter"
+    UNSUPPORTED_FORMAT = "unsupported_format"
+    INTERFACE_MISMATCH = "interface_mismatch"
+    # eligibility on the target
+    UNSUPPORTED_ON_TARGET = "unsupported_on_target"
+    RUNTIME_MISSING = "runtime_missing"
+    # push, run, fetch
+    UPLOAD_FAILED = "upload_failed"
+    TIMEOUT = "timeout"
+    OOM_KILLED = "oom_killed"
+    CRASHED = "crashed"
+    AGENT_FAILED = "agent_failed"
+    # the agent's own categories
+    LOAD_FAILED = "load_failed"
+    INFERENCE_FAILED = "inference_failed"
+    BAD_INPUT = "bad_input"
+    DEVICE_BUSY = "device_busy"
+    AGENT_ERROR = "agent_error"
+    # the device
+    DEVICE_UNREACHABLE = "device_unreachable"
+    DEVICE_LOST = "device_lost"
+    HOST_KEY_CHANGED = "host_key_changed"
+    HARNESS_ERROR = "harness_error"
+
+    @classmethod
+    def parse(cls, value: Any) -> "Category":
+        """A category by its value; one this host does not know (a newer agent's) is an agent failure."""
+        try:
+            return cls(value)
+        except ValueError:
+            return cls.AGENT_FAILED
+
+
 IDENTITY_COLUMNS = ["run_id", "cell_id", "model", "variant", "format", "target"]
 STATUS_COLUMNS = ["status", "error_category", "error_message"]
-ACCURACY_COLUMNS = ["accuracy", "reference_accuracy", "accuracy_retention", "top1_agreement",
-                    "max_abs_diff", "cosine_similarity", "kl_divergence", "n_eval_samples"]
+ACCURACY_COLUMNS = ["primary_metric", "primary_value", "primary_retention",
+                    "accuracy", "top5_accuracy", "reference_accuracy", "accuracy_retention", "top1_agreement",
+                    "max_abs_diff", "cosine_similarity", "output_snr_db", "kl_divergence", "n_eval_samples",
+                    "parity_problem", "evaluation_error"]
 LATENCY_COLUMNS = ["latency_p50_ms", "latency_p90_ms", "latency_p99_ms", "latency_mean_ms", "latency_std_ms",
                    "latency_min_ms", "latency_max_ms", "load_ms", "first_inference_ms",
                    "warmup_iterations", "timed_iterations", "threads"]
@@ -32,9 +75,12 @@ COLUMNS: List[str] = (IDENTITY_COLUMNS + STATUS_COLUMNS + ACCURACY_COLUMNS + LAT
                       + ARTIFACT_COLUMNS + RUNTIME_COLUMNS + TIME_COLUMNS)
 
 #: columns printed at the end of a run
-SUMMARY_COLUMNS = ["model", "variant", "format", "target", "status", "accuracy", "accuracy_retention",
-                   "top1_agreement", "max_abs_diff", "latency_p50_ms", "latency_p99_ms", "peak_rss_bytes",
-                   "artifact_size_bytes"]
+SUMMARY_COLUMNS = ["model", "variant", "format", "target", "status", "primary_metric", "primary_value",
+                   "primary_retention", "max_abs_diff", "output_snr_db", "latency_p50_ms", "latency_p99_ms",
+                   "peak_rss_bytes", "artifact_size_bytes"]
+
+#: a user metric's figures become metric_<name> and metric_<name>_retention columns
+METRIC_PREFIX = "metric_"
 
 
 def finite_or_none(value: Any) -> Optional[float]:
@@ -48,53 +94,6 @@ def finite_or_none(value: Any) -> Optional[float]:
 
 def cell_id(model: str, variant: str, fmt: str, target: str) -> str:
     return f"{model}__{variant}__{fmt}__{target}"
-
-
-def softmax(logits: np.ndarray) -> np.ndarray:
-    z = logits - logits.max(axis=-1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=-1, keepdims=True)
-
-
-def as_probabilities(outputs: np.ndarray) -> np.ndarray:
-    """Outputs that already are a distribution stay; logits go through softmax."""
-    out = outputs.astype(np.float64)
-    if out.min() >= 0 and np.allclose(out.sum(axis=-1), 1.0, atol=1e-3):
-        return out
-    return softmax(out)
-
-
-def output_metrics(outputs: np.ndarray, reference: np.ndarray, labels: Optional[np.ndarray],
-                   reference_accuracy: Optional[float]) -> Dict[str, Any]:
-    """Accuracy and agreement of a cell's outputs against labels and the reference outputs.
-
-    outputs and reference are (n_samples, n_classes); only the first
-    min(len) samples are compared, so a truncated run still scores what it has.
-    """
-    n = min(len(outputs), len(reference))
-    out = outputs[:n].reshape(n, -1).astype(np.float64)
-    ref = reference[:n].reshape(n, -1).astype(np.float64)
-    pred, ref_pred = out.argmax(axis=1), ref.argmax(axis=1)
-    metrics: Dict[str, Any] = {
-        "n_eval_samples": int(n),
-        "top1_agreement": float((pred == ref_pred).mean()) if n else None,
-        "max_abs_diff": float(np.abs(out - ref).max()) if n else None,
-    }
-    denom = np.linalg.norm(out, axis=1) * np.linalg.norm(ref, axis=1)
-    cos = np.divide((out * ref).sum(axis=1), denom, out=np.ones(n), where=denom > 0)
-    metrics["cosine_similarity"] = float(cos.mean()) if n else None
-    p_ref, p_out = as_probabilities(ref), as_probabilities(out)
-    eps = 1e-12
-    kl = (p_ref * (np.log(p_ref + eps) - np.log(p_out + eps))).sum(axis=1)
-    metrics["kl_divergence"] = float(kl.mean()) if n else None
-    labelled = labels[:n] >= 0 if labels is not None else np.zeros(n, dtype=bool)  # -1: no label
-    if labels is not None and labelled.any():
-        acc = float((pred[labelled] == labels[:n][labelled]).mean())
-        metrics["accuracy"] = acc
-        if reference_accuracy is not None:
-            metrics["reference_accuracy"] = reference_accuracy
-            metrics["accuracy_retention"] = acc / reference_accuracy if reference_accuracy > 0 else None
-    return metrics
 
 
 def agent_metrics(agent_result: Mapping[str, Any]) -> Dict[str, Any]:
@@ -111,21 +110,30 @@ def agent_metrics(agent_result: Mapping[str, Any]) -> Dict[str, Any]:
     return row
 
 
+def is_column(name: str) -> bool:
+    return name in COLUMNS or name.startswith(METRIC_PREFIX)
+
+
 def make_row(**fields: Any) -> Dict[str, Any]:
-    """A row with every column present (missing ones None); unknown keys are a bug."""
-    unknown = set(fields) - set(COLUMNS)
+    """A row with every column present (missing ones None) plus the user's metric_* figures; unknown keys are a bug."""
+    unknown = {k for k in fields if not is_column(k)}
     if unknown:
         raise KeyError(f"not result columns: {sorted(unknown)}")
-    return {column: fields.get(column) for column in COLUMNS}
+    row = {column: fields.get(column) for column in COLUMNS}
+    row.update({k: v for k, v in fields.items() if k.startswith(METRIC_PREFIX)})
+    return row
 
 
 def results_frame(rows: Iterable[Mapping[str, Any]]):
-    """The pandas table, columns in the documented order."""
+    """The pandas table: the documented columns in order, then the user's metric_* columns."""
     import pandas as pd
-    frame = pd.DataFrame([make_row(**{k: v for k, v in r.items() if k in COLUMNS}) for r in rows], columns=COLUMNS)
-    numeric = [c for c in COLUMNS if c.endswith(("_ms", "_bytes", "_s")) or c in (
-        "accuracy", "reference_accuracy", "accuracy_retention", "top1_agreement", "max_abs_diff",
-        "cosine_similarity", "kl_divergence", "sparsity", "weight_rel_frobenius", "fidelity")]
+    records = [make_row(**{k: v for k, v in r.items() if is_column(k)}) for r in rows]
+    metric_columns = sorted({k for r in records for k in r if k.startswith(METRIC_PREFIX)})
+    frame = pd.DataFrame(records, columns=COLUMNS + metric_columns)
+    numeric = [c for c in COLUMNS if c.endswith(("_ms", "_bytes", "_s", "_db")) or c in (
+        "accuracy", "top5_accuracy", "reference_accuracy", "accuracy_retention", "top1_agreement", "max_abs_diff",
+        "cosine_similarity", "kl_divergence", "sparsity", "weight_rel_frobenius", "fidelity", "primary_value",
+        "primary_retention")] + metric_columns
     for column in numeric:
         frame[column] = pd.to_numeric(frame[column], errors="coerce").astype("float64")
     for column in ("n_eval_samples", "warmup_iterations", "timed_iterations", "threads", "param_count", "macs"):

@@ -24,7 +24,7 @@ import sys
 import time
 import traceback
 
-AGENT_VERSION = "1"
+AGENT_VERSION = "2"
 EXIT_OK, EXIT_FAILED, EXIT_NO_RUNTIME, EXIT_BAD_INPUT, EXIT_BUSY = 0, 2, 3, 4, 75
 
 
@@ -61,8 +61,51 @@ def peak_rss_bytes():
     return peak if sys.platform == "darwin" else peak * 1024
 
 
+# ---------------------------------------------------------------- names
+def normalize_name(name):
+    """TFLite names tensors 'serving_default_image:0'; the model's own name is 'image'."""
+    name = str(name)
+    if name.startswith("serving_default_"):
+        name = name[len("serving_default_"):]
+    head, sep, tail = name.rpartition(":")
+    return head if sep and tail.isdigit() else name
+
+
+def match_names(wanted, offered):
+    """For each wanted name, the index of the offered name that carries it (None: no consistent match).
+
+    Exact names first, then names without converter noise, then position for
+    the rest when the counts agree (converters rename but keep the order).
+    """
+    if len(wanted) != len(offered):
+        return None
+    index = []
+    for name in wanted:
+        hit = next((i for i, o in enumerate(offered) if o == name), None)
+        if hit is None:
+            hit = next((i for i, o in enumerate(offered) if normalize_name(o) == normalize_name(name)), None)
+        index.append(hit)
+    found = [i for i in index if i is not None]
+    if len(set(found)) != len(found):
+        return None
+    free = iter([i for i in range(len(offered)) if i not in found])
+    return [i if i is not None else next(free) for i in index]
+
+
+def shapes_in_order(names, shapes):
+    """The shape given for each of a runtime's inputs (None where none is given), matched by name."""
+    keys = list(shapes or {})
+    order = match_names(names, keys) if keys else None
+    return [None] * len(names) if order is None else [shapes[keys[k]] for k in order]
+
+
 # ---------------------------------------------------------------- runtimes
 RUNTIMES = {}
+
+#: ONNX Runtime's type strings -> numpy dtype names
+_ORT_DTYPES = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(double)": "float64",
+               "tensor(int8)": "int8", "tensor(uint8)": "uint8", "tensor(int16)": "int16",
+               "tensor(int32)": "int32", "tensor(int64)": "int64", "tensor(bool)": "bool"}
 
 
 def register_runtime(fmt):
@@ -101,11 +144,9 @@ class TFLiteRuntime(object):
         raise AgentFailure("runtime_missing", "no TFLite runtime importable (" + "; ".join(errors) + ")",
                            EXIT_NO_RUNTIME)
 
-    def load(self, path):
+    def load(self, path, weights=None, shapes=None):
         self.interp = self.interpreter_cls(model_path=path, num_threads=self.threads)
-        self.interp.allocate_tensors()
         self.inputs = self.interp.get_input_details()
-        self.outputs = self.interp.get_output_details()
         # Signature names are the model's own names; tensor names are converter internals.
         in_names, out_names = {}, {}
         try:
@@ -115,18 +156,29 @@ class TFLiteRuntime(object):
         except Exception:
             pass
         self.input_names = [in_names.get(d["index"], d["name"]) for d in self.inputs]
+        self.input_signatures = [list(d.get("shape_signature", d["shape"])) for d in self.inputs]
+        # Dynamic dimensions (-1 in the signature) take the sizes the harness fixed, as benchmark_model's
+        # --input_layer_shape does; tensors are then allocated for those sizes.
+        for detail, shape in zip(self.inputs, shapes_in_order(self.input_names, shapes)):
+            if shape is not None and list(shape) != list(detail["shape"]):
+                self.interp.resize_tensor_input(detail["index"], list(shape), strict=False)
+        self.interp.allocate_tensors()
+        self.inputs = self.interp.get_input_details()
+        self.outputs = self.interp.get_output_details()
         self.output_names = [out_names.get(d["index"], d["name"]) for d in self.outputs]
 
     def interface(self):
-        return _describe(self.input_names, [(d["shape"], d["dtype"]) for d in self.inputs],
-                         self.output_names, [(d["shape"], d["dtype"]) for d in self.outputs])
+        return _describe(self.input_names, [(s, d["dtype"]) for s, d in zip(self.input_signatures, self.inputs)],
+                         self.output_names, [(d.get("shape_signature", d["shape"]), d["dtype"])
+                                             for d in self.outputs])
 
     def prepare(self, feeds):
         # Inputs are set here, outside the timed call, as LiteRT's benchmark_model does.
         for detail, x in zip(self.inputs, feeds):
             if x.dtype != detail["dtype"]:
                 scale, zero_point = detail.get("quantization", (0.0, 0))
-                x = _quantize(x, detail["dtype"], scale, zero_point)
+                x = _quantize(x, detail["dtype"], scale, zero_point) if x.dtype.kind == "f" \
+                    else x.astype(detail["dtype"])
             self.interp.set_tensor(detail["index"], x)
         return None
 
@@ -154,25 +206,27 @@ class OnnxRuntime(object):
         self.ort = onnxruntime
         self.name, self.version, self.threads = "onnxruntime", onnxruntime.__version__, threads
 
-    def load(self, path):
+    def load(self, path, weights=None, shapes=None):
         so = self.ort.SessionOptions()
         so.intra_op_num_threads = self.threads
         so.inter_op_num_threads = 1
         self.session = self.ort.InferenceSession(path, sess_options=so, providers=["CPUExecutionProvider"])
         self.inputs, self.outputs = self.session.get_inputs(), self.session.get_outputs()
-        self._out_names = [o.name for o in self.outputs]
+        self.input_names = [i.name for i in self.inputs]
+        self.output_names = [o.name for o in self.outputs]
+        self._dtypes = [_ORT_DTYPES.get(i.type, "float32") for i in self.inputs]
 
     def interface(self):
-        dtype = lambda t: t.replace("tensor(", "").replace(")", "").replace("float", "float32") \
-            .replace("float3232", "float32").replace("double", "float64")
-        return _describe([i.name for i in self.inputs], [(i.shape, dtype(i.type)) for i in self.inputs],
-                         self._out_names, [(o.shape, dtype(o.type)) for o in self.outputs])
+        dtype = lambda t: _ORT_DTYPES.get(t, t)
+        return _describe(self.input_names, [(i.shape, dtype(i.type)) for i in self.inputs],
+                         self.output_names, [(o.shape, dtype(o.type)) for o in self.outputs])
 
     def prepare(self, feeds):
-        return dict((i.name, x) for i, x in zip(self.inputs, feeds))
+        return dict((name, x if x.dtype == dtype else x.astype(dtype))
+                    for name, dtype, x in zip(self.input_names, self._dtypes, feeds))
 
     def infer(self, prepared):
-        self.last = self.session.run(self._out_names, prepared)
+        self.last = self.session.run(self.output_names, prepared)
 
     def fetch(self):
         return self.last
@@ -189,32 +243,34 @@ class OpenVINORuntime(object):
         self.name, self.threads, self.options = "openvino", threads, options
         self.version = getattr(openvino, "__version__", None) or openvino.get_version()
 
-    def load(self, path, weights=None):
+    def load(self, path, weights=None, shapes=None):
         core = self.ov.Core()
         config = {"INFERENCE_NUM_THREADS": self.threads, "PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": 1}
         if self.options.get("ov_precision"):
             # The CPU plugin may compute in bf16 where the CPU supports it; f32 makes it comparable.
             config["INFERENCE_PRECISION_HINT"] = self.options["ov_precision"]
         model = core.read_model(path, weights) if weights else core.read_model(path)
+        self.model_interface = _ov_interface(model.inputs, model.outputs)
+        if shapes and model.is_dynamic():
+            # Compile for the sizes the harness fixed, as benchmark_app -shape does.
+            wanted = shapes_in_order([_ov_name(p) for p in model.inputs], shapes)
+            model.reshape(dict((p, self.ov.PartialShape(list(s))) for p, s in zip(model.inputs, wanted)
+                               if s is not None))
         self.compiled = core.compile_model(model, "CPU", config)
+        self.input_names = [_ov_name(p) for p in self.compiled.inputs]
+        self.output_names = [_ov_name(p) for p in self.compiled.outputs]
         self.request = self.compiled.create_infer_request()
         hint = self.compiled.get_property("INFERENCE_PRECISION_HINT")
         self.precision = hint.get_type_name() if hasattr(hint, "get_type_name") else str(hint)
 
     def interface(self):
-        def names(port):
-            names_ = sorted(port.get_names())
-            return names_[0] if names_ else port.get_any_name()
-        shape = lambda p: [d.get_length() if d.is_static else None for d in p.get_partial_shape()]
-        dtype = lambda p: p.get_element_type().to_dtype().name
-        ins, outs = self.compiled.inputs, self.compiled.outputs
-        return _describe([names(p) for p in ins], [(shape(p), dtype(p)) for p in ins],
-                         [names(p) for p in outs], [(shape(p), dtype(p)) for p in outs])
+        return self.model_interface
 
     def prepare(self, feeds):
         # Inputs are set here, outside the timed call, as benchmark_app does.
         for i, x in enumerate(feeds):
-            self.request.set_input_tensor(i, self.ov.Tensor(x))
+            dtype = self.compiled.inputs[i].get_element_type().to_dtype()
+            self.request.set_input_tensor(i, self.ov.Tensor(x if x.dtype == dtype else x.astype(dtype)))
         return None
 
     def infer(self, prepared):
@@ -224,11 +280,36 @@ class OpenVINORuntime(object):
         return [self.request.get_output_tensor(i).data.copy() for i in range(len(self.compiled.outputs))]
 
 
+def _ov_name(port):
+    names = sorted(port.get_names())
+    return names[0] if names else port.get_any_name()
+
+
+def _ov_interface(inputs, outputs):
+    shape = lambda p: [d.get_length() if d.is_static else None for d in p.get_partial_shape()] \
+        if p.get_partial_shape().rank.is_static else []
+    dtype = lambda p: p.get_element_type().to_dtype().name
+    return _describe([_ov_name(p) for p in inputs], [(shape(p), dtype(p)) for p in inputs],
+                     [_ov_name(p) for p in outputs], [(shape(p), dtype(p)) for p in outputs])
+
+
+def _dim(d):
+    """A size, or None (-1, None) / the symbolic name (ONNX 'batch') of a dynamic axis."""
+    if isinstance(d, str):
+        return d
+    try:
+        d = int(d)
+    except (TypeError, ValueError):
+        return None
+    return d if d >= 0 else None
+
+
 def _describe(in_names, in_specs, out_names, out_specs):
     def spec(name, shape_dtype):
         shape, dtype = shape_dtype
-        shape = [int(d) if isinstance(d, (int,)) or hasattr(d, "__index__") else None for d in list(shape)]
-        return {"name": str(name), "shape": shape, "dtype": str(getattr(dtype, "__name__", dtype))}
+        dtype = getattr(dtype, "__name__", dtype)
+        dtype = "bool" if dtype == "bool_" else dtype
+        return {"name": str(name), "shape": [_dim(d) for d in list(shape)], "dtype": str(dtype)}
     return {"inputs": [spec(n, s) for n, s in zip(in_names, in_specs)],
             "outputs": [spec(n, s) for n, s in zip(out_names, out_specs)]}
 
@@ -280,9 +361,99 @@ def _read_holder(path):
         return "unknown holder"
 
 
+# ---------------------------------------------------------------- inputs and outputs
+FEEDS_KEY, OUTPUTS_KEY = "__feeds__", "__outputs__"
+
+
+class Feeds(object):
+    """The evaluation inputs: per model input either one array per sample or one constant for every sample.
+
+    The .npz holds arrays f0, f1, ... and, under __feeds__, a JSON list of
+    {"key", "name", "mode": "sample" | "constant"}. A "sample" array holds one
+    entry per sample (samples first); each entry is the whole input tensor.
+    """
+
+    def __init__(self, arrays, spec):
+        self.spec = spec
+        self.arrays = arrays
+        counts = set(int(arrays[f["key"]].shape[0]) for f in spec if f["mode"] == "sample")
+        if len(counts) > 1:
+            raise AgentFailure("bad_input", "inputs disagree on the number of samples: %s" % sorted(counts),
+                               EXIT_BAD_INPUT)
+        self.n_samples = counts.pop() if counts else 1
+        self.names = [f["name"] for f in spec]
+
+    @classmethod
+    def load(cls, path):
+        import numpy as np
+        try:
+            with np.load(path) as data:
+                spec = json.loads(str(data[FEEDS_KEY]))
+                arrays = dict((f["key"], data[f["key"]]) for f in spec)
+        except Exception as exc:
+            raise AgentFailure("bad_input", "cannot read inputs %s: %s" % (path, exc), EXIT_BAD_INPUT)
+        return cls(arrays, spec)
+
+    def shapes(self):
+        """name -> the shape one sample of that input has."""
+        return dict((f["name"], list(self.arrays[f["key"]].shape[1:] if f["mode"] == "sample"
+                                     else self.arrays[f["key"]].shape)) for f in self.spec)
+
+    def sample(self, i, order):
+        """The feeds of sample i, in the runtime's input order."""
+        import numpy as np
+        out = []
+        for k in order:
+            f = self.spec[k]
+            x = self.arrays[f["key"]]
+            out.append(np.ascontiguousarray(x[i] if f["mode"] == "sample" else x))
+        return out
+
+
+def feed_order(runtime, feeds):
+    """For each of the runtime's inputs, the index of the feed that carries it."""
+    order = match_names(runtime.input_names, feeds.names)
+    if order is None:
+        raise AgentFailure("bad_input", "the model's inputs %s do not match the data's %s"
+                           % (runtime.input_names, feeds.names), EXIT_BAD_INPUT)
+    return order
+
+
+def collect_outputs(runtime, feeds, order, limit):
+    """Every output for samples 0..limit-1: name -> stacked array, or a list when sizes vary per sample."""
+    import numpy as np
+    per_output = [[] for _ in runtime.output_names]
+    for i in range(limit):
+        runtime.infer(runtime.prepare(feeds.sample(i, order)))
+        for k, y in enumerate(runtime.fetch()):
+            per_output[k].append(np.array(y))
+    result = []
+    for name, values in zip(runtime.output_names, per_output):
+        same = len(set(v.shape for v in values)) <= 1
+        result.append((name, np.stack(values) if same else values))
+    return result
+
+
+def save_outputs(path, outputs):
+    """outputs: [(name, array or list of per-sample arrays)] -> .npz with o<k> (or o<k>_<i>) and __outputs__."""
+    import numpy as np
+    arrays, spec = {}, []
+    for k, (name, value) in enumerate(outputs):
+        if isinstance(value, list):
+            for i, v in enumerate(value):
+                arrays["o%d_%d" % (k, i)] = v
+            spec.append({"key": "o%d" % k, "name": name, "ragged": len(value)})
+        else:
+            arrays["o%d" % k] = value
+            spec.append({"key": "o%d" % k, "name": name, "ragged": 0})
+    arrays[OUTPUTS_KEY] = np.array(json.dumps(spec))
+    tmp = path + ".part.npz"
+    np.savez(tmp, **arrays)
+    os.rename(tmp, path)
+
+
 # ---------------------------------------------------------------- commands
 def cmd_run(args):
-    import numpy as np
     if args.lock:
         lock_handle = acquire_lock(args.lock, args.lock_timeout, args.holder)  # noqa: F841 (held until exit)
     runtime_cls = RUNTIMES.get(args.format)
@@ -291,27 +462,19 @@ def cmd_run(args):
                            EXIT_BAD_INPUT)
     runtime = runtime_cls(args.threads, {"ov_precision": args.ov_precision})
     result = {"runtime": runtime.name, "runtime_version": str(runtime.version), "threads": args.threads}
-    try:
-        with np.load(args.inputs) as data:
-            feeds_all = [data[k] for k in data.files]
-    except Exception as exc:
-        raise AgentFailure("bad_input", "cannot read inputs %s: %s" % (args.inputs, exc), EXIT_BAD_INPUT)
+    feeds = Feeds.load(args.inputs)
     baseline = rss_bytes()
     started = time.perf_counter()
     try:
-        if args.weights:
-            runtime.load(args.model, args.weights)
-        else:
-            runtime.load(args.model)
+        runtime.load(args.model, args.weights or None, feeds.shapes())
     except Exception as exc:
         raise AgentFailure("load_failed", "%s could not load %s: %s" % (runtime.name, args.model, _one_line(exc)))
     result["load_ms"] = (time.perf_counter() - started) * 1e3
     result["interface"] = runtime.interface()
     result["precision"] = getattr(runtime, "precision", None)
-    n_samples = int(feeds_all[0].shape[0])
-    sample = lambda i: [np.ascontiguousarray(f[i:i + 1]) for f in feeds_all]
+    order = feed_order(runtime, feeds)
     try:
-        first = runtime.prepare(sample(0))
+        first = runtime.prepare(feeds.sample(0, order))
         t0 = time.perf_counter()
         runtime.infer(first)
         result["first_inference_ms"] = (time.perf_counter() - t0) * 1e3
@@ -325,13 +488,8 @@ def cmd_run(args):
             samples_ms.append((clock() - t0) * 1e3)
         outputs = None
         if args.outputs:
-            limit = n_samples if args.max_samples <= 0 else min(n_samples, args.max_samples)
-            collected = []
-            for i in range(limit):
-                runtime.infer(runtime.prepare(sample(i)))
-                collected.append([np.asarray(y, dtype="float32") for y in runtime.fetch()])
-            outputs = dict(("output_%d" % k, np.concatenate([c[k] for c in collected], axis=0))
-                           for k in range(len(collected[0])))
+            limit = feeds.n_samples if args.max_samples <= 0 else min(feeds.n_samples, args.max_samples)
+            outputs = collect_outputs(runtime, feeds, order, limit)
     except AgentFailure:
         raise
     except Exception as exc:
@@ -345,10 +503,8 @@ def cmd_run(args):
     if baseline is not None and result["peak_rss_bytes"] is not None:
         result["rss_increase_bytes"] = result["peak_rss_bytes"] - baseline
     if outputs is not None:
-        tmp = args.outputs + ".part.npz"
-        np.savez(tmp, **outputs)
-        os.rename(tmp, args.outputs)
-        result["n_output_samples"] = int(next(iter(outputs.values())).shape[0])
+        save_outputs(args.outputs, outputs)
+        result["n_output_samples"] = limit
     return result
 
 
@@ -427,7 +583,7 @@ def main(argv=None):
     run.add_argument("--model", required=True)
     run.add_argument("--format", required=True, choices=sorted(RUNTIMES))
     run.add_argument("--weights", default="", help="OpenVINO .bin, when it is not beside the .xml")
-    run.add_argument("--inputs", required=True, help=".npz with one array per model input, samples first")
+    run.add_argument("--inputs", required=True, help=".npz of feeds: per input one array per sample or a constant")
     run.add_argument("--result", required=True, help="where to write the JSON result")
     run.add_argument("--outputs", default="", help="where to write outputs for every sample (.npz)")
     run.add_argument("--warmup", type=int, default=10)

@@ -10,14 +10,40 @@ from ..errors import ConfigError, HarnessError
 from ..progress import Progress
 from ..rundir import REPORTS_DIR, RunDir
 
-SUMMARY_FLOATS = {"accuracy": "{:.4f}", "accuracy_retention": "{:.3f}", "top1_agreement": "{:.3f}",
-                  "max_abs_diff": "{:.2e}", "latency_p50_ms": "{:.3f}", "latency_p99_ms": "{:.3f}"}
+SUMMARY_FLOATS = {"primary_value": "{:.4f}", "primary_retention": "{:.3f}", "max_abs_diff": "{:.2e}",
+                  "output_snr_db": "{:.1f}", "latency_p50_ms": "{:.3f}", "latency_p99_ms": "{:.3f}"}
 
 
 def add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("-m", "--model", action="append", default=None, metavar="NAME",
                    help="model recipe (models/NAME.yaml or a path); repeat for several; 'all' for every recipe "
-                        "(default: digits_cnn)")
+                        "(default: digits_cnn unless --model-file is given)")
+    own = p.add_argument_group("your own model file", "profile a model file your build produced, on your data")
+    own.add_argument("--model-file", action="append", default=None, metavar="PATH",
+                     help="a .onnx, .tflite, OpenVINO .xml (+ .bin), Keras .keras/.h5, SavedModel directory, "
+                          "TorchScript .pt or torch.export .pt2; converted to the other formats where a converter "
+                          "exists and compared output by output with the file run on this host")
+    own.add_argument("--source-format", default="", metavar="FMT",
+                     help="the file's format when its name does not say (onnx, tflite, openvino, keras, "
+                          "savedmodel, torchscript, torch_export)")
+    own.add_argument("--input-shape", action="append", default=[], metavar="NAME=DIMS",
+                     help="fix an input's dynamic dimensions, e.g. image=1x3x640x640 (repeat per input; "
+                          "NAME=scalar for a 0-d input)")
+    own.add_argument("--data", default="", metavar="PATH",
+                     help="evaluation data: an .npz with one array per input name (samples first, or one constant "
+                          "of the input's shape) and optional 'labels'; or a directory of images (one image input). "
+                          "Default: seeded random inputs (accuracy empty, parity holds)")
+    own.add_argument("--calibration", default="", metavar="PATH",
+                     help="calibration samples for int8 variants, same convention as --data (default: a split of "
+                          "--data disjoint from evaluation)")
+    own.add_argument("--metric", default="", metavar="MODULE:FUNCTION",
+                     help="your metric: (outputs by name, labels) -> {figure: number}, higher is better; "
+                          "reported as metric_<figure> columns with their retention")
+    own.add_argument("--task", default="", choices=["", "classification", "outputs"],
+                     help="classification: top-1/top-5 on labels and agreement; outputs: parity only "
+                          "(default: classification when --data has integer labels)")
+    own.add_argument("--samples", type=int, default=16, metavar="N",
+                     help="random samples to generate when no --data is given (default 16)")
     p.add_argument("-t", "--target", action="append", default=None, metavar="NAME",
                    help="target (targets/NAME.yaml or a path); repeat for several (default: local)")
     p.add_argument("--variants", default="", metavar="LIST",
@@ -72,18 +98,25 @@ def resolve_variants(recipes, spec: str):
     return chosen
 
 
-def check_registered_names(recipes, variants) -> None:
-    """A recipe naming an unknown builder, dataset or compressor fails before any work, naming its file and field."""
-    from ..compress import COMPRESSORS
-    from ..zoo import BUILDERS, DATASETS
-    for recipe in recipes:
-        checks = [("builder", recipe.builder, BUILDERS), ("data.dataset", recipe.data.dataset, DATASETS)]
-        checks += [(f"variants[{i}].compressor", v.compressor, COMPRESSORS) for i, v in enumerate(recipe.variants)
-                   if v.name in variants.get(recipe.name, [])]
-        for key, name, registry in checks:
-            if name not in registry:
-                raise ConfigError(recipe.source_path, f"unknown {registry.kind} {name!r}; known: "
-                                  f"{', '.join(map(str, registry.names()))}", key)
+def file_recipes(args) -> list:
+    """One recipe per --model-file, with the flags' shapes, data, metric and task."""
+    from ..interface import parse_shape_flag
+    from ..recipes import recipe_for_file
+
+    shapes = dict(parse_shape_flag(text) for text in args.input_shape)
+    return [recipe_for_file(Path(path), args.source_format, shapes, args.data, args.calibration, args.metric,
+                            args.task, random_samples=args.samples) for path in args.model_file or []]
+
+
+def resumed_recipes(manifest) -> list:
+    """The recipes a run was made with: recipe files by path, --model-file recipes from the manifest."""
+    from ..config import load_dataclass
+    from ..recipes import ModelRecipe, load_recipe
+
+    recipes = [load_recipe(m) for m in manifest.get("model_sources") or [] if m]
+    recipes += [load_dataclass(ModelRecipe, doc, Path("manifest.json"), prefix=f"recipes.{name}")
+                for name, doc in manifest.get("recipes", {}).items()]
+    return recipes
 
 
 def cmd_profile(args) -> int:
@@ -106,19 +139,21 @@ def cmd_profile(args) -> int:
             raise HarnessError(f"no run {resume!r} to resume: {run.manifest_path} does not exist "
                                f"(runs are listed under {args.reports_dir}/)")
         manifest = run.read_manifest()
-        model_names = model_names or manifest.get("model_sources") or manifest["models"]
         target_names = target_names or manifest.get("target_sources") or manifest["targets"]
         variants_by_model = manifest.get("variants", {})
         settings_doc = manifest.get("settings", {})
         run_id = resume
-    model_names = model_names or ["digits_cnn"]
-    if model_names == ["all"]:
-        model_names = list_recipe_names()
-    recipes = [load_recipe(m) for m in model_names]
+    if resume:
+        recipes = resumed_recipes(manifest)
+    else:
+        recipes = file_recipes(args)
+        model_names = model_names or ([] if recipes else ["digits_cnn"])
+        if model_names == ["all"]:
+            model_names = list_recipe_names()
+        recipes += [load_recipe(m) for m in model_names]
     targets = [load_target(t) for t in (target_names or ["local"])]
     variants = ({r.name: variants_by_model.get(r.name, []) for r in recipes} if resume
                 else resolve_variants(recipes, variant_spec))
-    check_registered_names(recipes, variants)
     settings = RunSettings(**settings_doc) if resume else RunSettings(
         warmup=args.warmup, iterations=args.iterations, threads=args.threads, max_samples=args.max_samples,
         ov_precision=args.ov_precision, cell_timeout_s=args.timeout)

@@ -22,35 +22,60 @@ def take_params(ctx, compressor: str, params: Mapping[str, Any], defaults: Mappi
     return {**defaults, **params}
 
 
-def calibration(ctx, n: Optional[int] = None) -> np.ndarray:
-    """Calibration / representative samples from the training split, in the model's input dtype."""
-    n = int(n or ctx.recipe.data.calibration_samples)
-    return np.asarray(ctx.data.calibration(n), dtype=ctx.recipe.input.dtype)
+def calibration(ctx, compressor: str, n: Optional[int] = None) -> List[Dict[str, np.ndarray]]:
+    """Calibration samples, each a dict of input name -> the whole input tensor, in the model's dtypes."""
+    if ctx.calibration is None:
+        raise ConfigError(getattr(ctx.recipe, "source_path", "") or "--calibration", f"compressor {compressor!r} "
+                          "needs calibration samples: give --calibration calib.npz or --data (split for calibration)")
+    count = min(int(n or ctx.recipe.data.calibration_samples), ctx.calibration.n_samples)
+    return [ctx.calibration.sample(i) for i in range(count)]
 
 
-def require_framework(ctx, compressor: str, *frameworks: str) -> None:
-    if ctx.framework not in frameworks:
+def in_order(sample: Dict[str, np.ndarray], names: List[str]) -> List[np.ndarray]:
+    """A sample's arrays in the order of a converted model's input names (matched like the agent matches)."""
+    from ..interface import match_names
+    keys = list(sample)
+    order = match_names(names, keys)
+    if order is None:
+        raise ValueError(f"calibration inputs {keys} do not match the model's inputs {names}")
+    return [sample[keys[k]] for k in order]
+
+
+def require_source(ctx, compressor: str, *formats: str) -> None:
+    if ctx.source_format not in formats:
         raise ConfigError(getattr(ctx.recipe, "source_path", ""), f"compressor {compressor!r} works on "
-                          f"{' or '.join(frameworks)} recipes, not {ctx.framework!r}; pick another compressor "
+                          f"{' or '.join(formats)} models, not {ctx.source_format!r}; pick another compressor "
                           "for this variant", "variants[].compressor")
 
 
-def reference_weights(ctx) -> Tuple[List[np.ndarray], int]:
-    """(the reference's trainable weights as arrays, its parameter count), for keras or torch."""
-    from ..frameworks import get_framework
-    framework = get_framework(ctx.framework)
-    model = framework.load(ctx.reference_model_path)
-    if ctx.framework == "keras":
-        weights = keras_weights(model)
-    else:
-        weights = [p.detach().cpu().numpy() for p in model.parameters()]
-    return weights, framework.param_count(model)
+def training_data(ctx, compressor: str):
+    """The zoo data set's training split; compressors that train need one (a model file has none)."""
+    if ctx.train_data is None:
+        raise ConfigError(getattr(ctx.recipe, "source_path", "") or "--model-file", f"compressor {compressor!r} "
+                          "trains the model and needs a labelled training split, which only zoo data sets have; "
+                          "use a post-training compressor (ort_int8, ov_int8, tflite_int8)")
+    return ctx.train_data
+
+
+def reference_weights(ctx) -> Tuple[List[np.ndarray], Optional[int]]:
+    """(the reference's weights as arrays, its parameter count): from the framework model for keras and
+    torch modules, else the float initializers of its ONNX conversion."""
+    if ctx.source_format == "keras":
+        model = load_keras(ctx.reference_model_path)
+        return keras_weights(model), int(model.count_params())
+    if ctx.source_format == "torch_module":
+        from ..sources import SOURCES
+        model = SOURCES.get("torch_module")().load(ctx.reference_model_path)
+        return [p.detach().cpu().numpy() for p in model.parameters()], int(sum(p.numel() for p in model.parameters()))
+    from .ort_quant import onnx_weight_tensors
+    weights = onnx_weight_tensors(ctx.convert_reference("onnx"))
+    return weights, int(sum(w.size for w in weights))
 
 
 # ---------------------------------------------------------------- Keras
 def load_keras(path: Path):
-    from ..frameworks import get_framework
-    return get_framework("keras").load(path)
+    from ..sources.tensorflow import load_keras_model
+    return load_keras_model(path)
 
 
 def keras_weights(model) -> List[np.ndarray]:

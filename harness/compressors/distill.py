@@ -18,8 +18,8 @@ from typing import Any, Dict
 
 import numpy as np
 
-from ..compress import COMPRESSORS, VariantModel
-from ._common import load_keras, require_framework, save_keras, take_params
+from ..compress import VariantModel, register_compressor
+from ._common import load_keras, require_source, save_keras, take_params, training_data
 
 DEFAULTS = {
     "alpha": 0.5,          # weight of the hard-label cross-entropy
@@ -67,9 +67,10 @@ def make_student(teacher, width: float, output_layer: str):
     return cls.from_config(config)
 
 
-@COMPRESSORS.register("distill")
+@register_compressor("distill", DEFAULTS)
 def distill(ctx, params: Dict[str, Any], out_dir: Path) -> VariantModel:
-    require_framework(ctx, "distill", "keras")
+    require_source(ctx, "distill", "keras")
+    data = training_data(ctx, "distill")
     p = take_params(ctx, "distill", params, DEFAULTS)
     alpha, temperature, width = float(p["alpha"]), float(p["temperature"]), float(p["width"])
     if not 0 <= alpha <= 1 or temperature <= 0 or not 0 < width <= 1:
@@ -84,7 +85,7 @@ def distill(ctx, params: Dict[str, Any], out_dir: Path) -> VariantModel:
     def as_logits(y):  # log-probabilities are logits of the same distribution
         return tf.math.log(tf.clip_by_value(y, 1e-12, 1.0)) if probabilities else y
 
-    x, y = ctx.data.x_train, ctx.data.y_train
+    x, y = data.x_train, data.y_train
     teacher_logits = np.asarray(as_logits(teacher.predict(x, batch_size=256, verbose=0)), np.float32)
     student = make_student(teacher, width, ctx.recipe.output.name)
     optimizer = keras.optimizers.Adam(float(p["learning_rate"]) or ctx.recipe.train.learning_rate)
@@ -106,4 +107,4 @@ def distill(ctx, params: Dict[str, Any], out_dir: Path) -> VariantModel:
     metrics = {"param_count": int(student.count_params()), "teacher_param_count": int(teacher.count_params()),
                "param_ratio": student.count_params() / teacher.count_params(), "macs": keras_macs(student),
                "teacher_macs": keras_macs(teacher), "alpha": alpha, "temperature": temperature, "width": width}
-    return VariantModel(model_path=path, framework="keras", metrics=metrics)
+    return VariantModel(model_path=path, source_format="keras", metrics=metrics)

@@ -12,8 +12,9 @@ import math
 from pathlib import Path
 from typing import Any, Dict
 
-from ..compress import COMPRESSORS, VariantModel
-from ._common import compile_for_finetune, keras_weights, load_keras, require_framework, save_keras, take_params
+from ..compress import VariantModel, register_compressor
+from ._common import compile_for_finetune, keras_weights, load_keras, require_source, save_keras, take_params, \
+    training_data
 from .weights import rel_frobenius, sparsity
 
 DEFAULTS = {
@@ -25,9 +26,10 @@ DEFAULTS = {
 }
 
 
-@COMPRESSORS.register("keras_prune")
+@register_compressor("keras_prune", DEFAULTS)
 def keras_prune(ctx, params: Dict[str, Any], out_dir: Path) -> VariantModel:
-    require_framework(ctx, "keras_prune", "keras")
+    require_source(ctx, "keras_prune", "keras")
+    data = training_data(ctx, "keras_prune")
     p = take_params(ctx, "keras_prune", params, DEFAULTS)
     target = float(p["sparsity"])
     if not 0 <= target < 1:
@@ -41,7 +43,7 @@ def keras_prune(ctx, params: Dict[str, Any], out_dir: Path) -> VariantModel:
     reference_weights = keras_weights(reference)
     epochs = max(1, int(p["epochs"]))
     batch = ctx.recipe.train.batch_size
-    steps_per_epoch = math.ceil(len(ctx.data.x_train) / batch)
+    steps_per_epoch = math.ceil(len(data.x_train) / batch)
     frequency = max(1, int(p["frequency"]))
     if p["schedule"] == "polynomial":
         # Reach the target one epoch before the end, so the last epoch recovers at full sparsity.
@@ -55,7 +57,7 @@ def keras_prune(ctx, params: Dict[str, Any], out_dir: Path) -> VariantModel:
     pruned = tfmot.sparsity.keras.prune_low_magnitude(reference, pruning_schedule=schedule)
     compile_for_finetune(pruned, float(p["learning_rate"]) or ctx.recipe.train.learning_rate,
                          from_logits=ctx.recipe.output.kind == "logits")
-    pruned.fit(ctx.data.x_train, ctx.data.y_train, epochs=epochs, batch_size=batch, verbose=0, shuffle=True,
+    pruned.fit(data.x_train, data.y_train, epochs=epochs, batch_size=batch, verbose=0, shuffle=True,
                callbacks=[tfmot.sparsity.keras.UpdatePruningStep()])
     stripped = tfmot.sparsity.keras.strip_pruning(pruned)
     path = save_keras(stripped, out_dir)
@@ -64,4 +66,4 @@ def keras_prune(ctx, params: Dict[str, Any], out_dir: Path) -> VariantModel:
     metrics = {"param_count": int(stripped.count_params()), "nonzero_param_count": nonzero,
                "target_sparsity": target, "sparsity": sparsity(weights),
                "weight_rel_frobenius": rel_frobenius(reference_weights, weights)}
-    return VariantModel(model_path=path, framework="keras", metrics=metrics)
+    return VariantModel(model_path=path, source_format="keras", metrics=metrics)

@@ -1,4 +1,4 @@
-"""OpenVINO int8: NNCF post-training quantization of the IR the framework's converter makes.
+"""OpenVINO int8: NNCF post-training quantization of the reference's IR (the source or its conversion).
 
 nncf.quantize inserts FakeQuantize on activations (ranges from the recipe's
 calibration samples) and stores weights as int8 constants with per-channel
@@ -6,15 +6,13 @@ scales; the saved IR (.xml + .bin) is the variant's 'openvino' artifact.
 """
 from __future__ import annotations
 
-import tempfile
 from pathlib import Path
 from typing import Any, Dict, List
 
 import numpy as np
 
-from ..compress import COMPRESSORS, VariantModel
-from ..formats import CONVERTERS
-from ._common import calibration, reference_weights, take_params, weight_metrics
+from ..compress import VariantModel, register_compressor
+from ._common import calibration, in_order, reference_weights, take_params, weight_metrics
 
 DEFAULTS = {
     "preset": "performance",        # 'performance' (symmetric) or 'mixed' (asymmetric activations)
@@ -71,22 +69,25 @@ def openvino_weight_tensors(xml: Path) -> List[np.ndarray]:
     return out
 
 
-@COMPRESSORS.register("ov_int8")
+@register_compressor("ov_int8", DEFAULTS)
 def ov_int8(ctx, params: Dict[str, Any], out_dir: Path) -> VariantModel:
     p = take_params(ctx, "ov_int8", params, DEFAULTS)
     import nncf
     import openvino as ov
 
     presets = {"performance": nncf.QuantizationPreset.PERFORMANCE, "mixed": nncf.QuantizationPreset.MIXED}
-    samples = calibration(ctx, p["calibration_samples"])
+    samples = calibration(ctx, "ov_int8", p["calibration_samples"])
     path = Path(out_dir) / f"{ctx.recipe.name}.xml"
-    with tempfile.TemporaryDirectory() as scratch:
-        fp32 = CONVERTERS.get((ctx.framework, "openvino"))(ctx.reference_model_path, ctx.recipe, Path(scratch))
-        model = ov.Core().read_model(str(fp32))
-        dataset = nncf.Dataset([samples[i:i + 1] for i in range(len(samples))])
-        quantized = nncf.quantize(model, dataset, preset=presets[p["preset"]], subset_size=len(samples),
-                                  fast_bias_correction=bool(p["fast_bias_correction"]))
-        ov.save_model(quantized, str(path), compress_to_fp16=False)
+    model = ov.Core().read_model(str(ctx.convert_reference("openvino")))
+    names = [sorted(port.get_names())[0] if port.get_names() else port.get_any_name() for port in model.inputs]
+    if model.is_dynamic():
+        model.reshape({port: ov.PartialShape(list(x.shape)) for port, x in zip(model.inputs,
+                                                                              in_order(samples[0], names))})
+    items = [in_order(s, names) for s in samples]
+    dataset = nncf.Dataset([x[0] if len(x) == 1 else tuple(x) for x in items])
+    quantized = nncf.quantize(model, dataset, preset=presets[p["preset"]], subset_size=len(samples),
+                              fast_bias_correction=bool(p["fast_bias_correction"]))
+    ov.save_model(quantized, str(path), compress_to_fp16=False)
     reference, param_count = reference_weights(ctx)
     metrics = {"param_count": param_count, "quantization": "nncf_ptq_int8",
                **weight_metrics(reference, openvino_weight_tensors(path))}

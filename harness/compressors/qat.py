@@ -10,8 +10,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Dict
 
-from ..compress import COMPRESSORS, VariantModel
-from ._common import compile_for_finetune, load_keras, require_framework, take_params
+from ..compress import VariantModel, register_compressor
+from ._common import compile_for_finetune, load_keras, require_source, take_params, training_data
 from .tflite_quant import tflite_variant
 
 DEFAULTS = {
@@ -22,9 +22,10 @@ DEFAULTS = {
 }
 
 
-@COMPRESSORS.register("qat")
+@register_compressor("qat", DEFAULTS)
 def qat(ctx, params: Dict[str, Any], out_dir: Path) -> VariantModel:
-    require_framework(ctx, "qat", "keras")
+    require_source(ctx, "qat", "keras")
+    data = training_data(ctx, "qat")
     p = take_params(ctx, "qat", params, DEFAULTS)
     from ..zoo.keras_util import import_tf, set_seed
     import_tf()
@@ -34,8 +35,9 @@ def qat(ctx, params: Dict[str, Any], out_dir: Path) -> VariantModel:
     model = tfmot.quantization.keras.quantize_model(load_keras(ctx.reference_model_path))
     compile_for_finetune(model, float(p["learning_rate"]) or ctx.recipe.train.learning_rate / 10,
                          from_logits=ctx.recipe.output.kind == "logits")
-    model.fit(ctx.data.x_train, ctx.data.y_train, epochs=int(p["epochs"]), batch_size=ctx.recipe.train.batch_size,
+    model.fit(data.x_train, data.y_train, epochs=int(p["epochs"]), batch_size=ctx.recipe.train.batch_size,
               verbose=0, shuffle=True)
-    variant = tflite_variant(ctx, model, "int8", out_dir, io=p["io"], calibration_samples=p["calibration_samples"])
+    variant = tflite_variant(ctx, "int8", out_dir, io=p["io"], calibration_samples=p["calibration_samples"],
+                             keras_model=model)
     variant.metrics["quantization"] = "qat_int8"
     return variant

@@ -11,38 +11,53 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Dict
 
-from ..compress import COMPRESSORS, VariantModel
-from ._common import calibration, load_keras, reference_weights, require_framework, take_params, \
+from ..compress import VariantModel, register_compressor
+from ._common import calibration, in_order, load_keras, reference_weights, require_source, take_params, \
     tflite_weight_tensors, weight_metrics
 
 
-def representative_dataset(samples):
-    """TFLite's representative data: one single-sample batch at a time, as the converter calibrates per batch."""
+def representative_dataset(samples, names):
+    """TFLite's representative data: one sample (every input, in the signature's order) at a time."""
     def gen():
-        for i in range(len(samples)):
-            yield [samples[i:i + 1]]
+        for sample in samples:
+            yield in_order(sample, names)
     return gen
 
 
-def tflite_variant(ctx, keras_model, mode: str, out_dir: Path, io: str = "int8",
-                   calibration_samples: int = 0) -> VariantModel:
-    """Convert a Keras model object with one of the TFLite quantization modes; measure weights against the reference."""
+def source_function(ctx, model=None):
+    """(a concrete function with the interface's names, the object that owns its variables) of the reference:
+    a Keras model object (given, e.g. a QAT model, or loaded), or a SavedModel's serving signature."""
+    from ..formats import ConversionContext
+    from ..formats.tensorflow import input_signature, keras_function
+    from ..zoo.keras_util import import_tf
+    tf, _ = import_tf()
+    conversion = ConversionContext(ctx.recipe.name, ctx.interface)
+    if model is not None or ctx.source_format == "keras":
+        model = model if model is not None else load_keras(ctx.reference_model_path)
+        return keras_function(tf, model, conversion), model
+    from ..sources.tensorflow import serving_signature
+    loaded, signature = serving_signature(ctx.reference_model_path)
+    names = ctx.interface.input_names
+    function = tf.function(lambda *xs: signature(**dict(zip(names, xs))), input_signature=input_signature(tf, conversion))
+    return function.get_concrete_function(), loaded
+
+
+def tflite_variant(ctx, mode: str, out_dir: Path, io: str = "int8", calibration_samples: int = 0,
+                   keras_model=None) -> VariantModel:
+    """Convert the reference (or a given Keras model) with one of the TFLite quantization modes; measure
+    weights against the reference."""
     from ..zoo.keras_util import import_tf
     tf, _ = import_tf()
 
-    # From a function whose input and output carry the recipe's names: a QAT model's output
-    # layer is renamed ('quant_logits'), and the interface check expects the recipe's names.
-    recipe = ctx.recipe
-    spec = tf.TensorSpec((None,) + tuple(recipe.input.shape[1:]), tf.as_dtype(recipe.input.dtype),
-                         name=recipe.input.name)
-    function = tf.function(lambda x: {recipe.output.name: keras_model(x, training=False)}, input_signature=[spec])
-    converter = tf.lite.TFLiteConverter.from_concrete_functions([function.get_concrete_function()], keras_model)
+    function, owner = source_function(ctx, keras_model)
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([function], owner)
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
     io_dtypes: tuple = ()
     if mode == "float16":
         converter.target_spec.supported_types = [tf.float16]
     elif mode == "int8":
-        converter.representative_dataset = representative_dataset(calibration(ctx, calibration_samples))
+        converter.representative_dataset = representative_dataset(
+            calibration(ctx, f"tflite_{mode}", calibration_samples), ctx.interface.input_names)
         # Integer-only kernels: a float fallback would hide an op the int8 path cannot run.
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
         if io == "int8":
@@ -63,11 +78,11 @@ def tflite_variant(ctx, keras_model, mode: str, out_dir: Path, io: str = "int8",
 
 
 def _register(name: str, mode: str, defaults: Dict[str, Any]):
-    @COMPRESSORS.register(name)
+    @register_compressor(name, defaults)
     def compress(ctx, params: Dict[str, Any], out_dir: Path) -> VariantModel:
-        require_framework(ctx, name, "keras")
+        require_source(ctx, name, "keras", "savedmodel")
         p = take_params(ctx, name, params, defaults)
-        return tflite_variant(ctx, load_keras(ctx.reference_model_path), mode, out_dir, **p)
+        return tflite_variant(ctx, mode, out_dir, **p)
     compress.__doc__ = f"TFLite {mode} post-training quantization → {{'tflite': path}}."
     return compress
 

@@ -12,8 +12,8 @@ from typing import Any, Dict
 
 import numpy as np
 
-from ..compress import COMPRESSORS, VariantModel
-from ._common import require_framework, take_params
+from ..compress import VariantModel, register_compressor
+from ._common import require_source, take_params, training_data
 from .weights import rel_frobenius, sparsity
 
 DEFAULTS = {
@@ -24,18 +24,18 @@ DEFAULTS = {
 }
 
 
-@COMPRESSORS.register("torch_prune")
+@register_compressor("torch_prune", DEFAULTS)
 def torch_prune(ctx, params: Dict[str, Any], out_dir: Path) -> VariantModel:
-    require_framework(ctx, "torch_prune", "torch")
+    require_source(ctx, "torch_prune", "torch_module")
     p = take_params(ctx, "torch_prune", params, DEFAULTS)
     import torch
     from torch.nn.utils import prune
 
-    from ..frameworks import get_framework
+    from ..sources import SOURCES
 
     torch.manual_seed(ctx.seed)
     target = float(p["sparsity"])
-    model = get_framework("torch").load(ctx.reference_model_path)
+    model = SOURCES.get("torch_module")().load(ctx.reference_model_path)
     reference = {n: t.detach().numpy().copy() for n, t in model.named_parameters()}
     prunable = [(m, "weight") for m in model.modules()
                 if isinstance(m, (torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Conv3d, torch.nn.Linear))]
@@ -61,15 +61,16 @@ def torch_prune(ctx, params: Dict[str, Any], out_dir: Path) -> VariantModel:
     metrics = {"param_count": int(sum(w.size for w in weights)), "target_sparsity": target,
                "nonzero_param_count": int(sum((w != 0).sum() for w in weights)),
                "sparsity": sparsity(weights), "weight_rel_frobenius": rel_frobenius(list(reference.values()), weights)}
-    return VariantModel(model_path=path, framework="torch", metrics=metrics)
+    return VariantModel(model_path=path, source_format="torch_module", metrics=metrics)
 
 
 def _finetune(ctx, model, epochs: int, learning_rate: float) -> None:
     """Cross-entropy on the training split; the pruning masks keep pruned weights at zero."""
     import torch
 
-    x = torch.from_numpy(np.ascontiguousarray(ctx.data.x_train, dtype=np.float32))
-    y = torch.from_numpy(np.asarray(ctx.data.y_train, dtype=np.int64))
+    data = training_data(ctx, "torch_prune")
+    x = torch.from_numpy(np.ascontiguousarray(data.x_train, dtype=np.float32))
+    y = torch.from_numpy(np.asarray(data.y_train, dtype=np.int64))
     optimizer = torch.optim.Adam(model.parameters(), lr=learning_rate)
     probabilities = ctx.recipe.output.kind == "probabilities"
     generator = torch.Generator().manual_seed(ctx.seed)

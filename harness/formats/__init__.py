@@ -1,23 +1,52 @@
-"""Converters from a framework model to a deployable format, and artifact inspection.
+"""Converters from a source format to a deployable format, and artifact files.
 
-CONVERTERS is keyed by (source framework, target format), e.g. ('keras', 'tflite').
-A converter is `convert(model_path, recipe, out_dir) -> Path` of the primary
-file (for OpenVINO the .xml; its .bin sits beside it).
+CONVERTERS is keyed by (source format, target format), e.g. ('keras', 'tflite')
+or ('onnx', 'openvino'). A converter is `convert(model_path, ctx, out_dir) -> Path`
+of the primary file (for OpenVINO the .xml; its .bin sits beside it). A
+converter reads its input and never writes, moves or deletes it: intermediate
+files go to temporary directories. Pairs without a converter have a reason.
 """
 from __future__ import annotations
 
+import shutil
+import tempfile
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Tuple
+from typing import Dict, Iterator, Tuple
 
+import numpy as np
+
+from ..interface import Interface
 from ..registry import Registry
 
-CONVERTERS: Registry = Registry("converter", ["harness.formats.keras", "harness.formats.torch",
-                                               "harness.formats.litert"])
+CONVERTERS: Registry = Registry("converter", ["harness.formats.tensorflow", "harness.formats.torch",
+                                               "harness.formats.onnx", "harness.formats.litert"])
 
 #: bump when a converter's output changes, so cached artifacts are rebuilt
-CONVERTER_VERSION = "1"
+CONVERTER_VERSION = "2"
 
 PRIMARY_SUFFIX = {"tflite": ".tflite", "onnx": ".onnx", "openvino": ".xml"}
+
+#: why a (source, target) pair has no converter with the pinned stack
+NO_CONVERTER: Dict[Tuple[str, str], str] = {
+    ("onnx", "tflite"): "onnx2tf, the ONNX→TFLite route, needs Python ≥ 3.12 or older numpy/onnx/tensorflow than "
+                        "the pinned stack; convert with it separately and profile the .tflite with --model-file",
+    ("openvino", "tflite"): "OpenVINO IR is a deployment format; nothing converts it back to TFLite",
+    ("openvino", "onnx"): "OpenVINO IR is a deployment format; nothing converts it back to ONNX",
+    ("torchscript", "tflite"): "litert-torch converts torch.export programs and nn.Modules; a TorchScript module "
+                               "cannot be exported: save the model with torch.export.save (.pt2) instead",
+}
+
+
+@dataclass(frozen=True)
+class ConversionContext:
+    """What a converter needs besides the file: a name for its output and the model's fixed interface."""
+
+    name: str
+    interface: Interface
+    #: one evaluation sample per input (tracing exporters run the model on it)
+    example: Dict[str, np.ndarray] = field(default_factory=dict, compare=False)
 
 
 def artifact_files(path: Path, fmt: str) -> Tuple[Path, ...]:
@@ -28,5 +57,24 @@ def artifact_files(path: Path, fmt: str) -> Tuple[Path, ...]:
     return (path,)
 
 
-def register_converter(framework: str, fmt: str):
-    return CONVERTERS.register((framework, fmt))
+def register_converter(source_format: str, fmt: str):
+    return CONVERTERS.register((source_format, fmt))
+
+
+def copy_as_artifact(model_path: Path, fmt: str, out_dir: Path, name: str) -> Path:
+    """A source already in a deployable format: its files, copied (the user's files are never touched)."""
+    primary = Path(out_dir) / f"{name}{PRIMARY_SUFFIX[fmt]}"
+    for src, dst in zip(artifact_files(model_path, fmt), artifact_files(primary, fmt)):
+        shutil.copyfile(src, dst)
+    return primary
+
+
+@contextmanager
+def scratch_dir() -> Iterator[Path]:
+    with tempfile.TemporaryDirectory(prefix="harness-convert-") as tmp:
+        yield Path(tmp)
+
+
+def first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0][:400]}" if text else type(exc).__name__

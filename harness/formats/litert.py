@@ -2,10 +2,9 @@
 
 litert-torch 0.10 accepts torch >=2.4,<2.15, so it runs with the pinned
 torch 2.13 CPU build. The TFLite signature takes its names from the call:
-the input is passed as a keyword named after the recipe's input and the
-output is a dict keyed by the recipe's output name, so the artifact's
-interface matches the recipe like every other format. The batch dimension is
-fixed at the recipe's (1). onnx2tf, the other route, is no option here: its
+inputs are passed as keywords named after the model's inputs and the outputs
+are a dict keyed by its output names, so the artifact's interface matches
+the source like every other format, at the fixed input shapes. onnx2tf, the other route, is no option here: its
 releases for Python 3.11 pin numpy 1.26, onnx 1.19 and tensorflow 2.19.
 """
 from __future__ import annotations
@@ -16,7 +15,7 @@ from pathlib import Path
 from typing import Iterator
 
 from ..errors import ConversionError
-from . import register_converter
+from . import ConversionContext, first_line, register_converter
 
 INSTALL_HINT = "pip install litert-torch==0.10.0 (pinned in requirements.txt; `make venv`)"
 
@@ -36,50 +35,62 @@ def _quiet_progress() -> Iterator[None]:
             os.environ[key] = before
 
 
-@register_converter("torch", "tflite")
-def torch_to_tflite(model_path: Path, recipe, out_dir: Path) -> Path:
+def _convert_in_fresh_process(model_path: Path, source_format: str, ctx: ConversionContext, out_dir: Path) -> Path:
     """Converts in a fresh (spawned) process: litert-torch imports JAX, which must not share a process
     that later forks (JAX warns of deadlocks), and the conversion's memory goes back when it ends."""
     from concurrent.futures import ProcessPoolExecutor
     from concurrent.futures.process import BrokenProcessPool
     from multiprocessing import get_context
 
-    path = Path(out_dir) / f"{recipe.name}.tflite"
+    path = Path(out_dir) / f"{ctx.name}.tflite"
     try:
         with ProcessPoolExecutor(max_workers=1, mp_context=get_context("spawn")) as pool:
-            pool.submit(_convert, Path(model_path), recipe, path).result()
+            pool.submit(_convert, Path(model_path), source_format, ctx, path).result()
     except BrokenProcessPool as exc:  # killed (most likely for memory) or crashed
-        raise ConversionError(f"{recipe.name}: the litert-torch conversion process died ({exc}); "
+        raise ConversionError(f"{ctx.name}: the litert-torch conversion process died ({exc}); "
                               "check memory, or convert by hand: python -c 'import litert_torch'") from None
     return path
 
 
-def _convert(model_path: Path, recipe, path: Path) -> None:
+@register_converter("torch_module", "tflite")
+def torch_module_to_tflite(model_path: Path, ctx: ConversionContext, out_dir: Path) -> Path:
+    return _convert_in_fresh_process(model_path, "torch_module", ctx, out_dir)
+
+
+@register_converter("torch_export", "tflite")
+def torch_export_to_tflite(model_path: Path, ctx: ConversionContext, out_dir: Path) -> Path:
+    return _convert_in_fresh_process(model_path, "torch_export", ctx, out_dir)
+
+
+def _convert(model_path: Path, source_format: str, ctx: ConversionContext, path: Path) -> None:
     try:
         import litert_torch
     except ImportError as exc:
-        raise ConversionError(f"{recipe.name}: torch → TFLite needs litert-torch, which is not importable "
+        raise ConversionError(f"{ctx.name}: torch → TFLite needs litert-torch, which is not importable "
                               f"({exc}); {INSTALL_HINT}") from None
     import torch
 
-    from ..frameworks import get_framework
+    from ..sources.torch import flatten
+    from .torch import example_inputs, load_module
 
-    model = get_framework("torch").load(model_path)
-    output_name = recipe.output.name
+    inner = load_module(model_path, source_format)
+    input_names, output_names = ctx.interface.input_names, ctx.interface.output_names
 
-    class NamedOutput(torch.nn.Module):
-        def __init__(self, inner):
+    class Named(torch.nn.Module):
+        """Keyword inputs and a dict of outputs: the TFLite signature takes the model's own names from them."""
+
+        def __init__(self, wrapped):
             super().__init__()
-            self.inner = inner
+            self.inner = wrapped
 
         def forward(self, **inputs):
-            return {output_name: self.inner(*inputs.values())}
+            return dict(zip(output_names, flatten(self.inner(*[inputs[n] for n in input_names]))))
 
-    example = torch.zeros(tuple(recipe.input.shape), dtype=getattr(torch, recipe.input.dtype))
+    sample = dict(zip(input_names, example_inputs(ctx)))
     try:
         with _quiet_progress():
-            edge_model = litert_torch.convert(NamedOutput(model).eval(), sample_kwargs={recipe.input.name: example})
+            edge_model = litert_torch.convert(Named(inner).eval(), sample_kwargs=sample)
             edge_model.export(str(path))
     except Exception as exc:
-        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ConversionError(f"{recipe.name}: TFLite conversion from torch (litert-torch) failed: {message}") from None
+        raise ConversionError(f"{ctx.name}: TFLite conversion from torch (litert-torch) failed: {first_line(exc)}") \
+            from None

@@ -1,36 +1,50 @@
-"""torch → ONNX (TorchScript exporter) and OpenVINO IR."""
+"""torch (pickled nn.Module, TorchScript, torch.export programs) → ONNX (TorchScript exporter) and OpenVINO IR."""
 from __future__ import annotations
 
 from pathlib import Path
 
 from ..errors import ConversionError
-from . import register_converter
+from . import ConversionContext, first_line, register_converter, scratch_dir
+from .onnx import onnx_to_openvino
 
 
-def _load(model_path: Path):
-    from ..frameworks import get_framework
-    return get_framework("torch").load(model_path)
-
-
-@register_converter("torch", "onnx")
-def torch_to_onnx(model_path: Path, recipe, out_dir: Path) -> Path:
+def example_inputs(ctx: ConversionContext):
+    """One evaluation sample per input as tensors (zeros where none is given), in the interface's order."""
+    import numpy as np
     import torch
 
-    model = _load(model_path)
-    example = torch.zeros(tuple(recipe.input.shape), dtype=getattr(torch, recipe.input.dtype))
-    path = Path(out_dir) / f"{recipe.name}.onnx"
+    return tuple(torch.from_numpy(np.ascontiguousarray(ctx.example[s.name])) if s.name in ctx.example
+                 else torch.zeros(s.static_shape, dtype=getattr(torch, s.dtype)) for s in ctx.interface.inputs)
+
+
+def load_module(model_path: Path, source_format: str):
+    from ..sources import SOURCES
+    source = SOURCES.get(source_format)()
+    return source.load(model_path).module() if source_format == "torch_export" else source.load(model_path)
+
+
+def export_onnx(module, ctx: ConversionContext, path: Path) -> Path:
     try:
         # dynamo=False: the dynamo exporter needs onnxscript, which is not a dependency.
-        torch.onnx.export(model, (example,), str(path), input_names=[recipe.input.name],
-                          output_names=[recipe.output.name], opset_version=17, dynamo=False,
-                          dynamic_axes={recipe.input.name: {0: "batch"}, recipe.output.name: {0: "batch"}})
+        module.eval() if hasattr(module, "eval") else None
+        import torch
+        torch.onnx.export(module, example_inputs(ctx), str(path), input_names=ctx.interface.input_names,
+                          output_names=ctx.interface.output_names, opset_version=17, dynamo=False)
     except Exception as exc:
-        raise ConversionError(f"{recipe.name}: ONNX export from torch failed: {exc}") from None
+        raise ConversionError(f"{ctx.name}: ONNX export from torch failed: {first_line(exc)}") from None
     return path
 
 
-@register_converter("torch", "openvino")
-def torch_to_openvino(model_path: Path, recipe, out_dir: Path) -> Path:
-    from .openvino import onnx_to_openvino
+def _register(source_format: str) -> None:
+    @register_converter(source_format, "onnx")
+    def to_onnx(model_path: Path, ctx: ConversionContext, out_dir: Path) -> Path:
+        return export_onnx(load_module(model_path, source_format), ctx, Path(out_dir) / f"{ctx.name}.onnx")
 
-    return onnx_to_openvino(torch_to_onnx(model_path, recipe, out_dir), recipe, out_dir)
+    @register_converter(source_format, "openvino")
+    def to_openvino(model_path: Path, ctx: ConversionContext, out_dir: Path) -> Path:
+        with scratch_dir() as tmp:
+            return onnx_to_openvino(to_onnx(model_path, ctx, tmp), ctx, out_dir)
+
+
+for _fmt in ("torch_module", "torchscript", "torch_export"):
+    _register(_fmt)

@@ -137,19 +137,14 @@ def run_budgets(run_dir: RunDir, target_names: Sequence[str], targets: Mapping[s
 
 
 def load_outputs(run_dir: RunDir, cell_ids: Sequence[str]) -> Dict[str, np.ndarray]:
-    """The first output of each cell that kept its outputs (outputs/<cell_id>.npz)."""
+    """Each cell's outputs as one (samples, values) matrix: every fixed-size output, flattened side by side
+    in the order the cell wrote them, so pairwise parity covers all of a model's outputs."""
+    from .crossarch import load_all_outputs
     outputs: Dict[str, np.ndarray] = {}
-    for cell in cell_ids:
-        path = run_dir.outputs_path(cell)
-        if not path.exists():
-            continue
-        try:
-            with np.load(path, allow_pickle=False) as npz:
-                keys = sorted(npz.files)
-                if keys:
-                    outputs[cell] = npz["output_0" if "output_0" in keys else keys[0]]
-        except (OSError, ValueError) as exc:
-            log.warning("cannot read outputs %s: %s", path, exc)
+    for cell, arrays in load_all_outputs(run_dir, cell_ids).items():
+        n = min(len(a) for a in arrays.values())
+        outputs[cell] = np.concatenate([np.asarray(a[:n], dtype=np.float64).reshape(n, -1)
+                                        for a in arrays.values()], axis=1)
     return outputs
 
 

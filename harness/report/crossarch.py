@@ -13,6 +13,8 @@ from typing import Any, Dict, FrozenSet, Mapping, Optional, Sequence
 
 import numpy as np
 
+from ..evaluate import read_outputs
+
 from ..errors import HarnessError
 from ..rundir import RunDir
 from ..targets import TARGETS_DIR, TargetSpec, load_target
@@ -71,11 +73,12 @@ def load_all_outputs(run_dir: RunDir, cell_ids: Sequence[str]) -> Dict[str, Dict
         if not path.exists():
             continue
         try:
-            with np.load(path, allow_pickle=False) as npz:
-                arrays = {key: npz[key] for key in npz.files}
-        except (OSError, ValueError) as exc:
+            arrays = read_outputs(path)
+        except (OSError, ValueError, KeyError) as exc:
             log.warning("cannot read outputs %s: %s", path, exc)
             continue
+        # Outputs whose size varies per sample (detections) are compared by the cells' own parity columns.
+        arrays = {k: v for k, v in arrays.items() if not isinstance(v, list)}
         if arrays:
             outputs[cell] = arrays
     return outputs

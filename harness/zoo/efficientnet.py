@@ -94,7 +94,7 @@ def torch_macs(model, example) -> int:
 def _save(model, example, out_dir: Path) -> Path:
     import torch
 
-    model.macs = torch_macs(model, example)  # read by harness.frameworks (TorchFramework.macs)
+    model.macs = torch_macs(model, example)  # read when the zoo model is built (harness.build)
     path = Path(out_dir) / "model.pt"
     torch.save(model, path)
     return path
@@ -150,7 +150,7 @@ def skimage_photos(eval_fraction: float = 0.5, seed: int = 0) -> Dataset:
 
 @BUILDERS.register("efficientnet_lite0")
 def build_efficientnet_lite0(recipe, data: Dataset, out_dir: Path) -> Path:
-    """No training: the shipped ImageNet network, saved whole (torch.save) for the torch framework adapter."""
+    """No training: the shipped ImageNet network, saved whole (torch.save): a torch_module source."""
     import torch
 
     _check_input(recipe, (1, 3, IMAGE_SIZE, IMAGE_SIZE))
@@ -161,8 +161,8 @@ def build_efficientnet_lite0(recipe, data: Dataset, out_dir: Path) -> Path:
 def _check_input(recipe, expected: Tuple[int, ...]) -> None:
     if tuple(recipe.input.shape) != expected:
         from ..errors import ConfigError
-        raise ConfigError(recipe.source_path, f"{recipe.builder} takes input shape {list(expected)}, "
-                          f"not {list(recipe.input.shape)}", "input.shape")
+        raise ConfigError(recipe.source_path, f"{recipe.source.builder} takes input shape {list(expected)}, "
+                          f"not {list(recipe.input.shape)}", "inputs[0].shape")
 
 
 # ---------------------------------------------------------------- a linear head on frozen features
