@@ -53,9 +53,9 @@ def cmd_up(args) -> int:
     farm = farm_up(args.devices, args.state_dir, args.targets_dir, args.envs_dir,
                    arches=[a for a in args.arch.split(",") if a.strip()])
     for d in farm.devices:
-        print(f"{d.name:<14} 127.0.0.1:{d.port:<6} cpus={','.join(map(str, d.cpus)):<8} python={d.python}")
+        print(f"{d.name:<17} 127.0.0.1:{d.port:<6} cpus={','.join(map(str, d.cpus)):<8} python={d.python}")
         for note in d.notes:
-            print(f"{'':<14} note: {note}")
+            print(f"{'':<17} note: {note}")
     print(f"farm up in {farm.started_s:.1f}s; profile with `make profile TARGET={farm.devices[0].name}` "
           f"or `harness farm run`; stop with `make farm-down`")
     return 0
@@ -76,7 +76,7 @@ def cmd_status(args) -> int:
         return 1
     for s in statuses:
         state = "up" if s.running and s.listening else "DOWN"
-        print(f"{s.name:<14} {state:<5} 127.0.0.1:{s.port:<6} pid={s.pid:<8} cpus={','.join(map(str, s.cpus))} "
+        print(f"{s.name:<17} {state:<5} 127.0.0.1:{s.port:<6} pid={s.pid:<8} cpus={','.join(map(str, s.cpus))} "
               f"target={s.target_file}")
     return 0 if all(s.running and s.listening for s in statuses) else 1
 
