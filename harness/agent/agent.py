@@ -18,6 +18,7 @@ from __future__ import print_function
 
 import argparse
 import json
+import math
 import os
 import platform
 import sys
@@ -325,6 +326,176 @@ def latency_stats(samples_ms):
             "min_ms": float(a.min()), "max_ms": float(a.max()), "count": int(a.size)}
 
 
+# ---------------------------------------------------------------- timing
+#: a model faster than this is timed in blocks of iterations, so the timer's own cost stays under 1 %
+BLOCK_BELOW_S = 100e-6
+TIMER_SHARE = 0.01
+#: at most about this many samples are kept (larger blocks beyond it), so a 1 s run of a 20 us model is not 50k numbers
+MAX_SAMPLES = 10000
+
+
+def timer_cost_s(clock, n=2000):
+    """What one timed sample costs besides the inference: two clock reads, the arithmetic, the append, the checks."""
+    samples = []
+    noop = lambda x: None  # noqa: E731 (stands for the inference call, whose own cost is measured)
+    deadline = clock() + 1e9
+    start = clock()
+    for _ in range(n):
+        t0 = clock()
+        noop(None)
+        t1 = clock()
+        samples.append((t1 - t0) * 1e3)
+        if t1 >= deadline:
+            break
+    return (clock() - start) / n
+
+
+def choose_block(per_inference_s, timer_s, expected_iterations=0):
+    """Iterations per timed sample: 1 for models of 100 us and more, else enough that the timer stays under 1 %
+    (and that about MAX_SAMPLES samples at most are kept)."""
+    if per_inference_s >= BLOCK_BELOW_S or per_inference_s <= 0:
+        return 1
+    return max(1, int(math.ceil(timer_s / (TIMER_SHARE * per_inference_s))),
+               int(math.ceil(expected_iterations / float(MAX_SAMPLES))))
+
+
+def time_inferences(infer, prepared, min_iterations, min_duration_s, max_duration_s, clock=None):
+    """Time `infer(prepared)` for at least min_duration_s and min_iterations, and at most max_duration_s.
+
+    Returns (samples in ms, each the mean per-inference time of one block, block size, iterations, timed s,
+    timer cost s). The block size comes from a short probe of the inference and of the timer's own cost.
+    """
+    clock = clock or time.perf_counter
+    probe_start, probed = clock(), 0
+    while probed < 5 or (clock() - probe_start < 0.01 and probed < 1000):
+        infer(prepared)
+        probed += 1
+    per_inference = (clock() - probe_start) / probed
+    timer_s = timer_cost_s(clock)
+    expected = max(min_iterations, min(min_duration_s, max_duration_s) / per_inference if per_inference > 0 else 0)
+    block = choose_block(per_inference, timer_s, expected)
+    blocks = range(block)
+    samples_ms, iterations = [], 0
+    start = clock()
+    at_least, at_most = start + min_duration_s, start + max(max_duration_s, 0.0)
+    while True:
+        t0 = clock()
+        for _ in blocks:
+            infer(prepared)
+        t1 = clock()
+        samples_ms.append((t1 - t0) * 1e3 / block)
+        iterations += block
+        if (t1 >= at_least and iterations >= min_iterations) or t1 >= at_most:
+            break
+    return samples_ms, block, iterations, clock() - start, timer_s
+
+
+# ---------------------------------------------------------------- device conditions (quiet-device guard)
+def _cpu_jiffies():
+    """(busy jiffies of every CPU, this process's own utime+stime jiffies) from /proc."""
+    try:
+        with open("/proc/stat") as handle:
+            fields = handle.readline().split()[1:]
+        values = [int(v) for v in fields] + [0] * 10
+        # user nice system idle iowait irq softirq steal guest guest_nice: busy is user, nice, system, irq and
+        # softirq (guest time is inside user already; steal went to other machines)
+        busy = values[0] + values[1] + values[2] + values[5] + values[6]
+        with open("/proc/self/stat") as handle:
+            stat = handle.read()
+        own = stat[stat.rindex(")") + 2:].split()
+        return {"busy": busy, "own": int(own[11]) + int(own[12])}
+    except (IOError, OSError, ValueError, IndexError):
+        return None
+
+
+def _busy_processes(limit=5):
+    """Other processes in state R (running or runnable) right now: (count, [{pid, name}] of the first few)."""
+    me = os.getpid()
+    found = []
+    try:
+        pids = [p for p in os.listdir("/proc") if p.isdigit()]
+    except OSError:
+        return None, []
+    for pid in pids:
+        if int(pid) == me:
+            continue
+        try:
+            with open("/proc/%s/stat" % pid) as handle:
+                stat = handle.read()
+        except (IOError, OSError):
+            continue
+        close = stat.rfind(")")
+        if close < 0 or stat[close + 2:close + 3] != "R":
+            continue
+        found.append({"pid": int(pid), "name": stat[stat.find("(") + 1:close]})
+    return len(found), found[:limit]
+
+
+def _vcgencmd_throttled():
+    import subprocess
+    for exe in ("vcgencmd", "/usr/bin/vcgencmd", "/opt/vc/bin/vcgencmd"):
+        try:
+            out = subprocess.check_output([exe, "get_throttled"], stderr=subprocess.STDOUT, timeout=2)
+            return out.decode("ascii", "replace").strip()
+        except Exception:  # absent (not a Pi), or not permitted
+            continue
+    return None
+
+
+def _thermal():
+    """(hottest thermal zone in C, CPU cooling devices engaged now)."""
+    import glob
+    temps = []
+    for path in glob.glob("/sys/class/thermal/thermal_zone*/temp"):
+        text = _read_first(path)
+        if text and text.lstrip("-").isdigit():
+            temps.append(float(text) / 1000.0)
+    engaged = []
+    for device in glob.glob("/sys/class/thermal/cooling_device*"):
+        kind = (_read_first(device + "/type") or "").lower()
+        state = _read_first(device + "/cur_state")
+        # cpufreq / devfreq cooling caps the clock (a Jetson's way of throttling); fans do not
+        if any(k in kind for k in ("cpufreq", "cpu-balanced", "devfreq", "cpu_thermal")) and state \
+                and state.isdigit() and int(state) > 0:
+            engaged.append("%s=%s" % (kind, state))
+    return (max(temps) if temps else None), engaged
+
+
+def _thermal_throttle_count():
+    """Sum of the x86 per-core and per-package thermal throttle counters (None where there are none)."""
+    import glob
+    total, seen = 0, False
+    for path in glob.glob("/sys/devices/system/cpu/cpu*/thermal_throttle/*_throttle_count"):
+        text = _read_first(path)
+        if text and text.isdigit():
+            total += int(text)
+            seen = True
+    return total if seen else None
+
+
+def read_conditions():
+    """How busy and how hot the device is now: what the host's quiet-device guard judges."""
+    cpufreq = "/sys/devices/system/cpu/cpu0/cpufreq/"
+    info = {"monotonic_s": time.monotonic(), "cpu_count": os.cpu_count(), "cpu_jiffies": _cpu_jiffies()}
+    try:
+        info["clk_tck"] = os.sysconf("SC_CLK_TCK")
+    except (ValueError, OSError, AttributeError):
+        info["clk_tck"] = 100
+    try:
+        info["loadavg"] = list(os.getloadavg())
+    except (OSError, AttributeError):
+        info["loadavg"] = None
+    info["n_busy_processes"], info["busy_processes"] = _busy_processes()
+    info["cpu_governor"] = _read_first(cpufreq + "scaling_governor")
+    for key, name in (("cur_freq_khz", "scaling_cur_freq"), ("max_freq_khz", "cpuinfo_max_freq")):
+        text = _read_first(cpufreq + name)
+        info[key] = int(text) if text and text.isdigit() else None
+    info["temperature_c"], info["cooling_active"] = _thermal()
+    info["thermal_throttle_count"] = _thermal_throttle_count()
+    info["vcgencmd_throttled"] = _vcgencmd_throttled()
+    return info
+
+
 # ---------------------------------------------------------------- device lock
 def acquire_lock(path, timeout_s, holder):
     """Hold an exclusive flock on the device for this process's life (released on exit or crash)."""
@@ -401,13 +572,19 @@ class Feeds(object):
 
     def sample(self, i, order):
         """The feeds of sample i, in the runtime's input order."""
-        import numpy as np
         out = []
         for k in order:
             f = self.spec[k]
             x = self.arrays[f["key"]]
-            out.append(np.ascontiguousarray(x[i] if f["mode"] == "sample" else x))
+            out.append(contiguous(x[i] if f["mode"] == "sample" else x))
         return out
+
+
+def contiguous(x):
+    """x in C order; a 0-d array stays 0-d (numpy's ascontiguousarray makes it 1-d, which runtimes reject)."""
+    import numpy as np
+    x = np.asarray(x)  # indexing a scalar input's samples gives numpy scalars, which runtimes reject
+    return x if x.flags["C_CONTIGUOUS"] else np.ascontiguousarray(x)
 
 
 def feed_order(runtime, feeds):
@@ -422,10 +599,12 @@ def feed_order(runtime, feeds):
 def collect_outputs(runtime, feeds, order, limit):
     """Every output for samples 0..limit-1: name -> stacked array, or a list when sizes vary per sample."""
     import numpy as np
-    per_output = [[] for _ in runtime.output_names]
+    per_output = []
     for i in range(limit):
         runtime.infer(runtime.prepare(feeds.sample(i, order)))
-        for k, y in enumerate(runtime.fetch()):
+        values = runtime.fetch()
+        per_output = per_output or [[] for _ in values]  # a model may learn its outputs only by running
+        for k, y in enumerate(values):
             per_output[k].append(np.array(y))
     result = []
     for name, values in zip(runtime.output_names, per_output):
@@ -480,12 +659,10 @@ def cmd_run(args):
         result["first_inference_ms"] = (time.perf_counter() - t0) * 1e3
         for _ in range(args.warmup):
             runtime.infer(first)
-        samples_ms = []
-        clock = time.perf_counter
-        for _ in range(args.iterations):
-            t0 = clock()
-            runtime.infer(first)
-            samples_ms.append((clock() - t0) * 1e3)
+        before = read_conditions()
+        samples_ms, block, iterations, timed_s, timer_s = time_inferences(
+            runtime.infer, first, args.iterations, args.min_duration, args.max_duration)
+        result["conditions"] = {"before": before, "after": read_conditions()}
         outputs = None
         if args.outputs:
             limit = feeds.n_samples if args.max_samples <= 0 else min(feeds.n_samples, args.max_samples)
@@ -497,7 +674,10 @@ def cmd_run(args):
     result["latency"] = latency_stats(samples_ms)
     result["latencies_ms"] = samples_ms
     result["warmup_iterations"] = args.warmup
-    result["timed_iterations"] = args.iterations
+    result["timed_iterations"] = iterations
+    result["block_size"] = block
+    result["timed_s"] = timed_s
+    result["timer_cost_ns"] = timer_s * 1e9
     result["baseline_rss_bytes"] = baseline
     result["peak_rss_bytes"] = peak_rss_bytes()
     if baseline is not None and result["peak_rss_bytes"] is not None:
@@ -559,6 +739,7 @@ def cmd_probe(args):
         info["disk_free_bytes"] = st.f_bavail * st.f_frsize
     except OSError:
         info["disk_free_bytes"] = None
+    info["conditions"] = read_conditions()
     info["cpu_governor"] = _read_first("/sys/devices/system/cpu/cpu0/cpufreq/scaling_governor")
     temp = _read_first("/sys/class/thermal/thermal_zone0/temp")
     info["temperature_c"] = float(temp) / 1000.0 if temp and temp.lstrip("-").isdigit() else None
@@ -587,7 +768,10 @@ def main(argv=None):
     run.add_argument("--result", required=True, help="where to write the JSON result")
     run.add_argument("--outputs", default="", help="where to write outputs for every sample (.npz)")
     run.add_argument("--warmup", type=int, default=10)
-    run.add_argument("--iterations", type=int, default=100)
+    run.add_argument("--iterations", type=int, default=100, help="time at least this many inferences")
+    run.add_argument("--min-duration", type=float, default=1.0, help="time for at least this many seconds")
+    run.add_argument("--max-duration", type=float, default=60.0,
+                     help="and for at most this many (before --iterations is reached, if need be)")
     run.add_argument("--threads", type=int, default=1)
     run.add_argument("--max-samples", type=int, default=0, help="outputs for at most this many samples (0: all)")
     run.add_argument("--ov-precision", default="", help="OpenVINO INFERENCE_PRECISION_HINT, e.g. f32")

@@ -191,9 +191,14 @@ def run_litert_benchmark(tflite: Path, threads: int, iterations: int, warmup: in
                    {"api": "CompiledModel (XNNPACK)", "init_ms": parsed["init_ms"]})
 
 
-def write_random_inputs(path: Path, input_shape: tuple, seed: int = 0) -> Path:
+def write_random_inputs(path: Path, input_shape: tuple, seed: int = 0, name: str = "input") -> Path:
+    """One random sample of a single-input model, in the agent's feeds format (the agent matches the name,
+    or by position when there is one input)."""
     import numpy as np
-    np.savez(path, input=np.random.RandomState(seed).uniform(-1, 1, input_shape).astype("float32"))
+    from ..agent.agent import FEEDS_KEY
+    sample = np.random.RandomState(seed).uniform(-1, 1, (1,) + tuple(input_shape)).astype("float32")
+    spec = [{"key": "f0", "name": name, "mode": "sample"}]
+    np.savez(path, f0=sample, **{FEEDS_KEY: np.array(json.dumps(spec))})
     return path
 
 
