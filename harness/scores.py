@@ -386,10 +386,11 @@ class CrossArchParity:
     #: the foreign-architecture device, e.g. sim-pi4-arm64 (aarch64)
     target: str
     arch: str
-    #: the devices of the baseline architecture (e.g. x86_64) that ran the same cell
+    #: the devices of the baseline architecture (e.g. x86_64) it is compared with: those that ran the same
+    #: runtime and version where there are any (so an architecture difference is not a version difference)
     baseline_targets: Tuple[str, ...]
     baseline_arch: str
-    #: worst over the baseline devices (and over outputs)
+    #: worst over those devices (and over outputs)
     top1_agreement: Optional[float]
     max_abs_diff: Optional[float]
     n_samples: int
@@ -400,6 +401,17 @@ class CrossArchParity:
     baseline_agrees: bool
     agrees: bool
     verdict: str
+    #: the runtime and version of the cell, e.g. "ai-edge-litert 2.3.0"
+    runtime: str = ""
+    #: baseline devices left out of the comparison because they ran another runtime or version, and
+    #: whether the cell agrees with them too
+    other_runtime_targets: Tuple[str, ...] = ()
+    agrees_with_other_runtimes: Optional[bool] = None
+
+
+def _runtime_of(row: Mapping[str, Any]) -> str:
+    return " ".join(str(row.get(c)) for c in ("runtime", "runtime_version") if row.get(c) not in (None, "")
+                    and row.get(c) == row.get(c))
 
 
 def cross_arch_parity(frame: Any, outputs: Mapping[str, Mapping[str, np.ndarray]], arches: Mapping[str, str],
@@ -410,7 +422,9 @@ def cross_arch_parity(frame: Any, outputs: Mapping[str, Mapping[str, np.ndarray]
 
     `outputs` maps a cell id to all its output arrays; `arches` a target to its architecture
     (what its probe reported). A cell whose outputs agree among the baseline devices but not
-    on the other architecture is what a NEON/AVX rounding difference looks like.
+    on the other architecture is what a NEON/AVX rounding difference looks like. Where baseline
+    devices ran the same runtime and version as the cell, only they are compared (two versions of
+    a runtime can round int8 differently on one architecture); the others are reported apart.
     """
     rows = [r for r in _records(frame) if r.get("status") == OK and str(r.get("cell_id")) in outputs]
     by_cell: Dict[Tuple[str, str, str], List[Mapping[str, Any]]] = {}
@@ -424,31 +438,44 @@ def cross_arch_parity(frame: Any, outputs: Mapping[str, Mapping[str, np.ndarray]
                          key=lambda r: str(r["target"]))
         if not base or not foreign:
             continue
-        base_outputs = [outputs[str(r["cell_id"])] for r in base]
-        baseline_agrees = all(compare_outputs(x, y).agrees(atol, rtol)
-                              for i, x in enumerate(base_outputs) for y in base_outputs[i + 1:])
-        base_ref = [v for v in (_num(r.get("top1_agreement")) for r in base) if v is not None]
         for r in foreign:
-            target = str(r["target"])
-            comparisons = [compare_outputs(outputs[str(r["cell_id"])], b) for b in base_outputs]
+            target, runtime = str(r["target"]), _runtime_of(r)
+            same = [b for b in base if runtime and _runtime_of(b) == runtime]
+            compared = same or base
+            others = [b for b in base if b not in compared]
+            mine = outputs[str(r["cell_id"])]
+            base_outputs = [outputs[str(b["cell_id"])] for b in compared]
+            baseline_agrees = all(compare_outputs(x, y).agrees(atol, rtol)
+                                  for i, x in enumerate(base_outputs) for y in base_outputs[i + 1:])
+            base_ref = [v for v in (_num(b.get("top1_agreement")) for b in compared) if v is not None]
+            comparisons = [compare_outputs(mine, b) for b in base_outputs]
             problems = [c.problem for c in comparisons if c.problem]
             top1s = [c.top1_agreement for c in comparisons if c.top1_agreement is not None]
             diffs = [c.max_abs_diff for c in comparisons if c.max_abs_diff is not None]
-            agrees = all(c.agrees(atol, rtol) for c in comparisons)
+            agrees = all(c.agrees(atol, rtol) for c in comparisons) and not problems
             arch = arches[target]
+            scope = f"{baseline_arch} ({runtime})" if same else baseline_arch
             if problems:
                 verdict = f"not comparable: {problems[0]}"
             elif agrees:
-                verdict = f"agrees with {baseline_arch}"
+                verdict = f"agrees with {scope}"
             elif baseline_agrees:
-                verdict = f"agrees on {baseline_arch}, differs on {arch}"
+                verdict = f"agrees on {scope}, differs on {arch}"
             else:
-                verdict = f"differs on {arch}; the {baseline_arch} devices differ among themselves too"
+                verdict = f"differs on {arch}; the {scope} devices differ among themselves too"
+            if not same and runtime and not problems:
+                verdict += f" (no {baseline_arch} device ran {runtime})"
+            with_others = (all(compare_outputs(mine, outputs[str(b["cell_id"])]).agrees(atol, rtol) for b in others)
+                           if others else None)
+            if with_others is False:
+                verdict += (f"; other runtime versions on {baseline_arch} ("
+                            + ", ".join(f"{b['target']}: {_runtime_of(b)}" for b in others) + ") differ from it")
             found.append(CrossArchParity(
-                model, variant, fmt, target, arch, tuple(str(b["target"]) for b in base), baseline_arch,
+                model, variant, fmt, target, arch, tuple(str(b["target"]) for b in compared), baseline_arch,
                 min(top1s) if top1s else None, max(diffs) if diffs else None,
                 min((c.n_samples for c in comparisons), default=0), _num(r.get("top1_agreement")),
-                min(base_ref) if base_ref else None, baseline_agrees, agrees and not problems, verdict))
+                min(base_ref) if base_ref else None, baseline_agrees, agrees, verdict, runtime,
+                tuple(str(b["target"]) for b in others), with_others))
     return found
 
 

@@ -73,6 +73,23 @@ def test_cross_arch_parity_compares_every_output_and_names_arm_only_differences(
     assert compare_outputs({"o": logits}, {"o": logits[:, ::-1]}).top1_agreement == 0.5  # row 2 flips
 
 
+def test_cross_arch_parity_compares_like_runtime_with_like_runtime():
+    """tflite-runtime 2.14 and ai-edge-litert 2.3 round some int8 outputs one step apart on x86_64 itself:
+    the Arm cell is judged against the x86_64 cell of its own runtime version, the others shown apart."""
+    logits = np.array([[1.0, 3.0, 0.5], [2.0, 0.1, 0.2]], dtype=np.float32)
+    rows = [{**_row(t, variant="int8"), "runtime": rt, "runtime_version": v}
+            for t, rt, v in (("sim-x86", "ai-edge-litert", "2.3.0"), ("sim-pi4", "tflite-runtime", "2.14.0"),
+                             ("sim-pi4-arm64", "ai-edge-litert", "2.3.0"))]
+    outputs = {rows[0]["cell_id"]: {"logits": logits}, rows[1]["cell_id"]: {"logits": logits + np.float32(0.2)},
+               rows[2]["cell_id"]: {"logits": logits.copy()}}
+    (found,) = cross_arch_parity(rows, outputs, {"sim-x86": "x86_64", "sim-pi4": "x86_64",
+                                                 "sim-pi4-arm64": "aarch64"})
+    assert found.agrees and found.baseline_targets == ("sim-x86",) and found.max_abs_diff == 0.0
+    assert found.other_runtime_targets == ("sim-pi4",) and found.agrees_with_other_runtimes is False
+    assert found.verdict == ("agrees with x86_64 (ai-edge-litert 2.3.0); other runtime versions on x86_64 "
+                             "(sim-pi4: tflite-runtime 2.14.0) differ from it")
+
+
 # ---------------------------------------------------------------- the emulated devices over SSH
 @pytest.fixture(scope="module")
 def arm_farm():
