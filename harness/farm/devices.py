@@ -94,6 +94,8 @@ class DeviceClass:
     env: Optional[Union[DeviceEnv, EmulatedEnv]]
     latency_p99_ms: float
     peak_memory_mb: float
+    #: the target's command_timeout_s: one agent run (a cell) must end within it
+    command_timeout_s: float = 300.0
 
     @property
     def emulated(self) -> bool:
@@ -115,17 +117,21 @@ DEVICE_CLASSES: Tuple[DeviceClass, ...] = (
                 ("tflite", "onnx", "openvino"), threads=2, cpu_count=0, cpu_quota=None,
                 memory_limit_bytes=8 * GiB, env=None, latency_p99_ms=10.0, peak_memory_mb=1024.0),
 )
+#: Under qemu a cell's outputs for every evaluation sample take ~200x longer: fashion_cnn's 10,000 test images
+#: take about 2 minutes as float TFLite on sim-pi4-arm64 (13 s per 1,000 measured), so 30 minutes, not 5.
+EMULATED_COMMAND_TIMEOUT_S = 1800.0
 #: Started with `farm up --arch aarch64`. No CPU quota (qemu is already ~200x slower and their latency is
 #: not judged), and memory for qemu's translated code beside the model.
 EMULATED_DEVICE_CLASSES: Tuple[DeviceClass, ...] = (
     DeviceClass("sim-pi4-arm64", "simulated Raspberry Pi 4, aarch64 under qemu-user (cortex-a72): Debian bookworm "
                 "arm64 Python 3.11, numpy<2 + ai-edge-litert from PyPI's aarch64 wheels; 1 pinned CPU, 2 GiB",
                 ("tflite",), threads=1, cpu_count=1, cpu_quota=None, memory_limit_bytes=2 * GiB, env=PI_ARM64_ENV,
-                latency_p99_ms=40.0, peak_memory_mb=300.0),
+                latency_p99_ms=40.0, peak_memory_mb=300.0, command_timeout_s=EMULATED_COMMAND_TIMEOUT_S),
     DeviceClass("sim-jetson-arm64", "simulated Jetson, aarch64 under qemu-user (cortex-a76): Debian bookworm arm64 "
                 "Python 3.11, numpy + onnxruntime from PyPI's aarch64 wheels; 2 pinned CPUs, 4 GiB",
                 ("onnx",), threads=2, cpu_count=2, cpu_quota=None, memory_limit_bytes=4 * GiB,
-                env=JETSON_ARM64_ENV, latency_p99_ms=20.0, peak_memory_mb=600.0),
+                env=JETSON_ARM64_ENV, latency_p99_ms=20.0, peak_memory_mb=600.0,
+                command_timeout_s=EMULATED_COMMAND_TIMEOUT_S),
 )
 #: what `--arch` accepts besides the canonical names
 ARCH_ALIASES = {"arm64": "aarch64", "amd64": "x86_64", "x64": "x86_64", "x86": "x86_64"}

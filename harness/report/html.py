@@ -208,8 +208,8 @@ def _cross_arch(ctx: "ReportContext") -> str:
     classes = ["ok" if c.agrees else "failed" for c in ctx.cross_arch]
     head = ("<h3>Across architectures</h3>"
             f'<p class="note">Every output array of each cell on a device of another architecture against the same '
-            f"model, variant and format on {esc(ctx.cross_arch[0].baseline_arch)} devices (worst over those devices "
-            f"and outputs). A cell differs when a top-1 prediction differs or |difference| &gt; {CROSS_ARCH_ATOL:g} + "
+            f"model, variant and format on {esc(ctx.cross_arch[0].baseline_arch)} devices that ran the same runtime and "
+            f"version where any did, else on all of them (worst over those devices and outputs). A cell differs when a top-1 prediction differs or |difference| &gt; {CROSS_ARCH_ATOL:g} + "
             f"{CROSS_ARCH_RTOL:g} &times; max |output|: float rounding from fused multiply-adds stays below that, "
             f"one int8 rounding step (a NEON/AVX kernel difference) does not.</p>")
     if flagged:
