@@ -207,9 +207,11 @@ def draw_plots(ctx: ReportContext, run_dir: RunDir) -> None:
             images["parity"].append(ImageRef(f"{PLOTS_DIR}/{name}", f"{model}: agreement between cells"))
     for target in sorted(ctx.budgets):
         name = f"pareto_{_safe(target)}.png"
+        emulated = target in ctx.emulated
         plots.accuracy_vs_latency([r for r in rows if str(r.get("target")) == target], target,
-                                  ctx.budgets[target], out / name)
-        images["pareto"].append(ImageRef(f"{PLOTS_DIR}/{name}", f"{target}: accuracy against p99 latency"))
+                                  ctx.budgets[target], out / name, emulated)
+        images["pareto"].append(ImageRef(f"{PLOTS_DIR}/{name}", f"{target}: accuracy against p99 latency"
+                                         + (" (emulated: latency not representative)" if emulated else "")))
     plots.memory_per_cell(rows, ctx.budgets, out / "memory.png")
     images["memory"].append(ImageRef(f"{PLOTS_DIR}/memory.png", "peak memory per cell"))
     ctx.images = images
