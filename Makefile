@@ -27,7 +27,7 @@ $(STAMP): requirements.txt constraints.txt setup.cfg
 
 venv: $(STAMP) ## create the virtual environment (.venv) if missing or stale
 
-system-deps: ## Debian packages the tests and recipes use (openssh-server, Fashion-MNIST)
+system-deps: ## Debian packages the tests and recipes use (openssh-server, Fashion-MNIST, qemu-user-static)
 	@bash scripts/system-deps.sh
 
 profile: venv ## profile MODEL (digits_cnn) on TARGET (local): make profile TARGET=sim-pi4
