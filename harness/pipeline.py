@@ -28,6 +28,8 @@ from .fidelity import fidelity
 from .progress import SILENT, Progress
 from .data import importable_from, load_entry_point
 from .evaluate import ScoringSpec, read_outputs, score_outputs
+from .measurement import combine_repeats
+from .verdict import device_failure
 from .results import FAILED, INCOMPATIBLE, LOST, OK, SKIPPED, Category, agent_metrics, cell_id, make_row, \
     results_frame
 from .rundir import REPORTS_DIR, RunDir, new_run_id
@@ -53,6 +55,11 @@ class RunSettings:
     ov_precision: str = ""
     #: per-cell agent timeout; None: the target's command_timeout_s
     cell_timeout_s: Optional[float] = None
+    #: each agent run times for at least this long (and at least `iterations`), at most max_duration_s
+    min_duration_s: float = 1.0
+    max_duration_s: float = 60.0
+    #: independent agent runs per cell, interleaved across the device's cells (A B C A B C)
+    repeats: int = 1
 
 
 @dataclass(frozen=True)
@@ -134,17 +141,18 @@ def run_target_job(job: TargetJob, progress: Progress = SILENT) -> List[Dict[str
     rows: List[Dict[str, Any]] = []
     pending = list(job.cells)
 
-    def lose_rest(category: str, message: str) -> None:
+    def lose_rest(category: str, message: str, status: str = LOST) -> None:
         while pending:
             cell = pending.pop(0)
-            rows.append(_record(run, failed_row(run.run_id, cell, LOST, category, message)))
-        progress(f"[{target.name}] device lost: {message}")
+            rows.append(_record(run, failed_row(run.run_id, cell, status, category, message)))
+        progress(f"[{target.name}] device {'lost' if status == LOST else 'refused'}: {message}")
 
     try:
         transport = open_transport(target)
     except HarnessError as exc:
         run.write_device(target.name, device.unreachable_probe(target.name, exc))
-        lose_rest("device_unreachable", str(exc))
+        status, category = device_failure(exc)  # a changed host key is failed/host_key_changed, never lost
+        lose_rest(category, str(exc), status)
         return rows
     try:
         try:
@@ -160,11 +168,13 @@ def run_target_job(job: TargetJob, progress: Progress = SILENT) -> List[Dict[str
                  f"runtimes {', '.join(sorted(available)) or 'none'}")
         uploaded_inputs: Dict[str, str] = {}
         references: Dict[str, Any] = {}
+        measured: Dict[str, Tuple[PushedCell, List[Dict[str, Any]]]] = {}
         total = len(pending)
         while pending:
             cell = pending[0]
             try:
-                row = _run_cell(job, cell, transport, agent_path, available, uploaded_inputs, references, run)
+                row = _run_cell(job, cell, transport, agent_path, available, uploaded_inputs, references, run,
+                                measured)
             except ConnectError as exc:
                 lose_rest("device_lost", str(exc))
                 break
@@ -175,9 +185,47 @@ def run_target_job(job: TargetJob, progress: Progress = SILENT) -> List[Dict[str
             rows.append(row)
             progress(f"[{target.name}] {total - len(pending)}/{total} {cell.artifact.model}/{cell.artifact.variant}/"
                      f"{cell.artifact.format}: {_describe(row)}")
+        if not pending and settings.repeats > 1 and measured:
+            rows = repeat_timings(job, transport, agent_path, run, measured, rows, progress)
     finally:
         transport.close()
     return rows
+
+
+def repeat_timings(job: TargetJob, transport, agent_path: str, run: RunDir,
+                   measured: Dict[str, Tuple["PushedCell", List[Dict[str, Any]]]], rows: List[Dict[str, Any]],
+                   progress: Progress = SILENT) -> List[Dict[str, Any]]:
+    """repeats 2..n: the measured cells timed again, round by round across the device's cells (A B C A B C),
+    so drift on the device hits every cell alike; then each cell's row and record carry all its repeats.
+    A repeat that fails is left out (the cell keeps the ones it has); a lost device ends the rounds."""
+    target, settings = job.target, job.settings
+    cells = {c.cell_id: c for c in job.cells}
+    try:
+        for k in range(2, settings.repeats + 1):
+            for cell_id, (pushed, documents) in measured.items():
+                try:
+                    document = check_agent(run_agent(transport, job, cells[cell_id], pushed, agent_path, run,
+                                                     repeat=k))
+                except CellEnded as ended:
+                    progress(f"[{target.name}] repeat {k} of {cell_id} left out: {ended.message}")
+                    continue
+                if document.get("status") == "ok":
+                    documents.append(document)
+            progress(f"[{target.name}] repeat {k}/{settings.repeats} of {len(measured)} cell(s) done")
+    except (ConnectError, TransportError) as exc:
+        progress(f"[{target.name}] device lost during the repeats ({exc}); cells keep the repeats they have")
+    threads = settings.threads or target.threads
+    updated: Dict[str, Dict[str, Any]] = {}
+    for cell_id, (_, documents) in measured.items():
+        if len(documents) < 2:
+            continue
+        record = json.loads(run.cell_path(cell_id).read_text())
+        fields, extras = combine_repeats(documents, target.quiet, threads)
+        record["row"] = make_row(**{**record["row"], **fields})
+        record.update(extras)
+        run.write_cell(record)
+        updated[cell_id] = record["row"]
+    return [updated.get(str(r.get("cell_id")), r) for r in rows]
 
 
 def _describe(row: Dict[str, Any]) -> str:
@@ -251,15 +299,21 @@ def push(transport, cell: Cell, evals: ModelEval, uploaded_inputs: Dict[str, str
                       f"{remote_dir}/outputs.npz")
 
 
-def run_agent(transport, job: TargetJob, cell: Cell, pushed: PushedCell, agent_path: str, run: RunDir) -> AgentRun:
-    """run: the agent on the device, then its JSON result fetched back."""
+def run_agent(transport, job: TargetJob, cell: Cell, pushed: PushedCell, agent_path: str, run: RunDir,
+              repeat: int = 1) -> AgentRun:
+    """run: the agent on the device, then its JSON result fetched back. Repeats after the first time only
+    (no outputs pass) and keep their own result files."""
     target, settings, artifact = job.target, job.settings, cell.artifact
+    remote_result = pushed.result if repeat == 1 else pushed.result.replace(".json", f".repeat{repeat}.json")
     argv = [device.device_python(target, transport), agent_path, "run", "--model", pushed.model_files[0],
-            "--format", artifact.format, "--inputs", pushed.inputs, "--result", pushed.result,
-            "--outputs", pushed.outputs, "--warmup", str(settings.warmup), "--iterations", str(settings.iterations),
+            "--format", artifact.format, "--inputs", pushed.inputs, "--result", remote_result,
+            "--warmup", str(settings.warmup), "--iterations", str(settings.iterations),
+            "--min-duration", str(settings.min_duration_s), "--max-duration", str(settings.max_duration_s),
             "--threads", str(settings.threads or target.threads), "--max-samples", str(settings.max_samples),
             "--lock", device.lock_path(transport), "--lock-timeout", str(target.lock_timeout_s),
             "--holder", f"run {run.run_id}"]
+    if repeat == 1:
+        argv += ["--outputs", pushed.outputs]
     if artifact.format == "openvino" and len(pushed.model_files) > 1:
         argv += ["--weights", pushed.model_files[1]]
     if settings.ov_precision:
@@ -268,10 +322,11 @@ def run_agent(transport, job: TargetJob, cell: Cell, pushed: PushedCell, agent_p
         result = transport.run(argv, timeout_s=settings.cell_timeout_s or target.command_timeout_s)
     except CommandTimeout as exc:
         raise CellEnded(FAILED, Category.TIMEOUT, str(exc)) from None
-    local_result = run.root / "agent" / f"{cell.cell_id}.json"
+    local_result = run.root / "agent" / (f"{cell.cell_id}.json" if repeat == 1 else
+                                         f"{cell.cell_id}.repeat{repeat}.json")
     document: Optional[Dict[str, Any]] = None
     try:
-        transport.get(pushed.result, local_result)
+        transport.get(remote_result, local_result)
         document = json.loads(local_result.read_text())
     except ConnectError:
         raise  # the link dropped: the device is lost, whatever the agent's exit code was
@@ -316,9 +371,11 @@ def score(outputs_path: Path, evals: ModelEval, references: Dict[str, Any]) -> T
 
 
 def _run_cell(job: TargetJob, cell: Cell, transport, agent_path: str, available: set,
-              uploaded_inputs: Dict[str, str], references: Dict[str, Any], run: RunDir) -> Dict[str, Any]:
+              uploaded_inputs: Dict[str, str], references: Dict[str, Any], run: RunDir,
+              measured: Optional[Dict[str, Tuple[PushedCell, List[Dict[str, Any]]]]] = None) -> Dict[str, Any]:
     """One cell through its steps: eligibility, push, run, fetch, score, record. A step that ends the
-    cell early raises CellEnded, which becomes the row; a lost link propagates to the device job."""
+    cell early raises CellEnded, which becomes the row; a lost link propagates to the device job.
+    A measured cell is added to `measured` (its files on the device and its agent document) for the repeats."""
     artifact, evals = cell.artifact, job.evals[cell.artifact.model]
     extra: Dict[str, Any] = {"interface": artifact.interface, "operators": artifact.operators}
     started = time.perf_counter()
@@ -337,11 +394,13 @@ def _run_cell(job: TargetJob, cell: Cell, transport, agent_path: str, available:
         if document:
             row["duration_s"] = time.perf_counter() - started
         return _record(run, row, **extra)
-    row = {**base_row(run.run_id, cell), **agent_metrics(document), **figures}
+    timing, measurement = combine_repeats([document], job.target.quiet, job.settings.threads or job.target.threads)
+    row = {**base_row(run.run_id, cell), **agent_metrics(document), **figures, **timing}
     row["fidelity"] = fidelity(row.get("kl_divergence"), row.get("weight_rel_frobenius"))
     row.update(status=OK, duration_s=time.perf_counter() - started)
-    return _record(run, row, latencies_ms=document.get("latencies_ms", []), agent=document.get("interface"),
-                   outputs=per_output, **extra)
+    if measured is not None:
+        measured[cell.cell_id] = (pushed, [document])
+    return _record(run, row, agent=document.get("interface"), outputs=per_output, **measurement, **extra)
 
 
 # ---------------------------------------------------------------- the whole run

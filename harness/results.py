@@ -64,15 +64,20 @@ ACCURACY_COLUMNS = ["primary_metric", "primary_value", "primary_retention",
                     "parity_problem", "evaluation_error"]
 LATENCY_COLUMNS = ["latency_p50_ms", "latency_p90_ms", "latency_p99_ms", "latency_mean_ms", "latency_std_ms",
                    "latency_min_ms", "latency_max_ms", "load_ms", "first_inference_ms",
-                   "warmup_iterations", "timed_iterations", "threads"]
+                   "warmup_iterations", "timed_iterations", "threads",
+                   # measurement: iterations per timed sample, seconds timed, independent agent runs and the
+                   # spread of their medians (standard deviation of log median, about a CV)
+                   "block_size", "timed_s", "repeats", "latency_repeat_cv"]
+#: a cell measured on a busy or throttling device (harness.device_noise): the gate does not judge it
+NOISE_COLUMNS = ["noisy", "noise_reasons"]
 MEMORY_COLUMNS = ["peak_rss_bytes", "rss_increase_bytes", "baseline_rss_bytes"]
 ARTIFACT_COLUMNS = ["artifact_size_bytes", "artifact_gzip_bytes", "artifact_sha256", "param_count", "macs",
                     "sparsity", "weight_rel_frobenius", "compression_s", "fidelity"]
 RUNTIME_COLUMNS = ["runtime", "runtime_version", "precision", "python_version", "numpy_version", "agent_version"]
 TIME_COLUMNS = ["started_at", "duration_s"]
 
-COLUMNS: List[str] = (IDENTITY_COLUMNS + STATUS_COLUMNS + ACCURACY_COLUMNS + LATENCY_COLUMNS + MEMORY_COLUMNS
-                      + ARTIFACT_COLUMNS + RUNTIME_COLUMNS + TIME_COLUMNS)
+COLUMNS: List[str] = (IDENTITY_COLUMNS + STATUS_COLUMNS + ACCURACY_COLUMNS + LATENCY_COLUMNS + NOISE_COLUMNS
+                      + MEMORY_COLUMNS + ARTIFACT_COLUMNS + RUNTIME_COLUMNS + TIME_COLUMNS)
 
 #: columns printed at the end of a run
 SUMMARY_COLUMNS = ["model", "variant", "format", "target", "status", "primary_metric", "primary_value",
@@ -102,7 +107,7 @@ def agent_metrics(agent_result: Mapping[str, Any]) -> Dict[str, Any]:
     row = {f"latency_{k}": latency.get(k) for k in ("p50_ms", "p90_ms", "p99_ms", "mean_ms", "std_ms",
                                                     "min_ms", "max_ms")}
     for key in ("load_ms", "first_inference_ms", "warmup_iterations", "timed_iterations", "threads",
-                "peak_rss_bytes", "rss_increase_bytes", "baseline_rss_bytes", "runtime", "runtime_version",
+                "block_size", "timed_s", "peak_rss_bytes", "rss_increase_bytes", "baseline_rss_bytes", "runtime", "runtime_version",
                 "precision", "agent_version"):
         row[key] = agent_result.get(key)
     row["python_version"] = agent_result.get("python")
@@ -133,9 +138,11 @@ def results_frame(rows: Iterable[Mapping[str, Any]]):
     numeric = [c for c in COLUMNS if c.endswith(("_ms", "_bytes", "_s", "_db")) or c in (
         "accuracy", "top5_accuracy", "reference_accuracy", "accuracy_retention", "top1_agreement", "max_abs_diff",
         "cosine_similarity", "kl_divergence", "sparsity", "weight_rel_frobenius", "fidelity", "primary_value",
-        "primary_retention")] + metric_columns
+        "primary_retention", "latency_repeat_cv")] + metric_columns
     for column in numeric:
         frame[column] = pd.to_numeric(frame[column], errors="coerce").astype("float64")
-    for column in ("n_eval_samples", "warmup_iterations", "timed_iterations", "threads", "param_count", "macs"):
+    for column in ("n_eval_samples", "warmup_iterations", "timed_iterations", "threads", "param_count", "macs",
+                   "block_size", "repeats"):
         frame[column] = pd.to_numeric(frame[column], errors="coerce").astype("Int64")
+    frame["noisy"] = frame["noisy"].map(lambda v: None if v is None or v != v else bool(v)).astype("boolean")
     return frame.sort_values(["model", "variant", "format", "target"], kind="stable").reset_index(drop=True)

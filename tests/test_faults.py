@@ -409,7 +409,7 @@ def test_changed_host_key_is_refused_and_every_cell_says_how_to_fix_it(sim_targe
                           [artifact_for(f) for f in ("tflite", "onnx")], tmp_path)
     assert time.monotonic() - started < 10, "a changed key is not retried"
     for row in rows.values():
-        assert (row["status"], row["error_category"]) == ("lost", "device_unreachable")
+        assert (row["status"], row["error_category"]) == ("failed", "host_key_changed"), "a security event, not lost"
         assert "CHANGED" in row["error_message"]
         assert f"ssh-keygen -R '[127.0.0.1]:{target.port}'" in row["error_message"]
     probe = run.devices()["sim-x86"]

@@ -260,6 +260,19 @@ def test_gate_judges_budgets_recorded_in_the_run_not_todays_target_files(tmp_pat
     assert "(maximum 2 ms)" in out and "did not record its budgets" in out
 
 
+def test_gate_command_exits_2_when_cells_are_noisy(tmp_path, capsys):
+    reports = tmp_path / "reports"
+    rows = [dict(r, noisy=True, noise_reasons="throttled (vcgencmd 0x4)") if r["format"] == "onnx" else r
+            for r in good_rows()]
+    write_run(reports, "busy", rows)
+    common = ["--policy", str(REPO / "policies" / "default.yaml"), "--reports-dir", str(reports),
+              "--db", str(tmp_path / "h.sqlite"), "--targets-dir", str(tmp_path)]
+    assert run_gate(["--run", "busy", *common]) == 2
+    out = capsys.readouterr().out
+    assert out.startswith("gate NOT JUDGED: run busy") and "throttled (vcgencmd 0x4)" in out
+    assert History(tmp_path / "h.sqlite").run("busy").gate_passed is None, "an unjudged run is never a baseline"
+
+
 def test_gate_command_with_a_broken_policy_raises_config_error(tmp_path):
     write_run(tmp_path / "reports", "r", good_rows())
     policy = write_policy(tmp_path, "defaults:\n  max_latency_p99: 5\n")
