@@ -58,6 +58,10 @@ MIN_SAMPLES = 10
 MIN_HISTORY_RUNS = 4
 #: at most this many of the newest runs make the history spread
 MAX_HISTORY_RUNS = 30
+#: a difference between successive runs beyond this many robust standard deviations is a step (a past
+#: regression or upgrade), not noise; only trimmed in series of at least STEP_TRIM_MIN_DIFFS differences
+STEP_TRIM_SIGMAS = 5.0
+STEP_TRIM_MIN_DIFFS = 9
 #: between-run spread of log latency assumed when nothing measures it (one repeat, no history)
 DEFAULT_ASSUMED_RUN_CV = 0.03
 #: how much that assumption is worth, in degrees of freedom
@@ -174,10 +178,11 @@ def between_run_spread(medians_ms: Sequence[Optional[float]]) -> Optional[RunSpr
     if len(values) < MIN_HISTORY_RUNS:
         return None
     diffs = np.diff(np.log(values))
-    robust = 1.4826 * float(np.median(np.abs(diffs)))
-    kept = diffs if robust == 0 else diffs[np.abs(diffs) <= 4.0 * robust]
-    if len(kept) < MIN_HISTORY_RUNS - 1:
-        return None
+    kept = diffs
+    if len(diffs) >= STEP_TRIM_MIN_DIFFS:
+        # a median of few differences is itself too noisy to tell a step from noise: trim only in longer series
+        robust = 1.4826 * float(np.median(np.abs(diffs)))
+        kept = diffs if robust == 0 else diffs[np.abs(diffs) <= STEP_TRIM_SIGMAS * robust]
     sigma = math.sqrt(float(np.mean(kept * kept)) / 2.0)
     return RunSpread(cv=sigma, runs=len(values), df=len(kept))
 

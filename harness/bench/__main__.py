@@ -3,6 +3,7 @@
     python -m harness.bench              # the full bench (about 6-10 minutes on 2 cores)
     python -m harness.bench --quick      # fewer rounds, shorter runs, 1 and 3 devices
     python -m harness.bench --only fidelity,overhead
+    python -m harness.bench --only calibration --reruns 10 --repeats 3   # the gate calibration alone
 """
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ from .overhead import Workspace, overhead, timed_profile
 from .scaling import scaling
 from .vendor import fidelity, load_average
 
-STEPS = ("overhead", "fidelity", "scaling")
+STEPS = ("overhead", "fidelity", "scaling", "calibration")
 BENCH_DIR = Path(".harness/bench")
 
 
@@ -42,6 +43,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--preload", action="store_true",
                    help="scaling: import the transport plugins before the nightly starts (the registry loads them "
                         "once under a lock, so this should change nothing)")
+    p.add_argument("--reruns", type=int, default=None, help="calibration: reruns per cell (default 10; quick 4)")
+    p.add_argument("--repeats", type=int, default=None,
+                   help="calibration: interleaved agent runs per rerun (default 3; quick 2)")
+    p.add_argument("--quota-reruns", type=int, default=None,
+                   help="calibration: reruns under a 90 %% CPU quota (default 5; quick 2; 0 to skip)")
+    p.add_argument("--duration", type=float, default=None,
+                   help="calibration: seconds each agent run measures (default 1.0; quick 0.5)")
     p.add_argument("--out", type=Path, default=Path("reports/bench"), help="where bench.json and bench.md go")
     p.add_argument("--keep", action="store_true", help="keep the bench's workspace (caches, run directories)")
     return p.parse_args(argv)
@@ -73,6 +81,21 @@ def main(argv=None) -> int:
     memory_runs = []
     try:
         # Overhead first: its cold profile also builds the digits artifacts the other steps use.
+        if "calibration" in steps:
+            from .calibration import calibration
+            reruns = args.reruns or (4 if args.quick else 10)
+            repeats = args.repeats or (2 if args.quick else 3)
+            quota_reruns = args.quota_reruns if args.quota_reruns is not None else (2 if args.quick else 5)
+            duration = args.duration or (0.5 if args.quick else 1.0)
+            log(f"calibration: {reruns} reruns x {repeats} repeats per cell, {quota_reruns} under a CPU quota")
+            cal = calibration(BENCH_DIR / "models", ws.root / "calibration", reruns, repeats, quota_reruns, duration,
+                              log)
+            raw = cal.pop("raw")
+            args.out.mkdir(parents=True, exist_ok=True)
+            import gzip  # every sample, for re-analysis: tens of MB as plain JSON
+            with gzip.open(args.out / "calibration-samples.json.gz", "wt", encoding="utf-8") as handle:
+                json.dump(raw, handle)
+            doc["calibration"] = cal
         if "overhead" in steps or "scaling" in steps or "fidelity" in steps:
             log("overhead: cold profile, then warm reruns (digits_cnn on the local target)")
             doc["overhead"] = overhead(ws, warm_runs if "overhead" in steps else 0, log)

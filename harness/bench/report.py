@@ -92,6 +92,36 @@ def memory_table(doc: Dict[str, Any]) -> List[str]:
     return lines
 
 
+def _pct(value: Optional[float]) -> str:
+    return "" if value is None else f"{value:.1%}"
+
+
+def calibration_table(doc: Dict[str, Any]) -> List[str]:
+    """One row per (model, format): noise, false alarms, slowdowns caught (applied, and made real)."""
+    lines = ["| model | format | median ms | block size | between-run CV | between-repeat CV | noise-only pairs: "
+             "false alarms | 10 % applied: caught | caught without history (repeats only) | median 95 % CI width | "
+             "CI covers +10 % | quota: median change | quota: caught | noisy reruns | quiet pairs: false alarms, "
+             "caught |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in doc["rows"]:
+        q = r.get("quota") or {}
+        blocks = ", ".join(map(str, r.get("block_sizes") or [])) or "1"
+        quota_caught = f"{q['caught']}/{q['pairs']}" if q else "skipped"
+        lines.append(
+            f"| {r['model']} | {r['fmt']} | {_f(r['median_ms'], '{:.4f}')} | {blocks} | {_pct(r['between_run_cv'])} | "
+            f"{_pct(r['between_repeat_cv'])} | {r['false_alarms']}/{r['pairs']} | {r['caught']}/{r['pairs']} | "
+            f"{r['caught_without_history']}/{r['pairs']} | {_pct(r['ci_width_median'])} | "
+            f"{_pct(r['ci_covers_slowdown'])} | {_pct(q.get('median_change')) if q else 'skipped'} | "
+            f"{quota_caught} | {r.get('noisy_reruns', '')}/{r['reruns']} | "
+            f"{r.get('quiet_false_alarms', '')}/{r.get('quiet_pairs', '')}, {r.get('quiet_caught', '')}/{r.get('quiet_pairs', '')} |")
+    pairs = doc.get("pairs") or 0
+    caught = doc.get("caught") or 0
+    lines += ["", f"All cells: {doc.get('false_alarms')} false alarm(s) in {pairs} noise-only pairs "
+                  f"({_pct(doc.get('false_alarms', 0) / pairs if pairs else None)}); {caught} of {pairs} 10 % slowdowns "
+                  f"caught ({_pct(caught / pairs if pairs else None)}). Quota: {doc.get('quota') or 'not run'}."]
+    return lines
+
+
 def markdown(doc: Dict[str, Any]) -> str:
     m = doc["machine"]
     out = [f"# Benchmark ({m['date']})", "",
@@ -109,6 +139,13 @@ def markdown(doc: Dict[str, Any]) -> str:
     if "scaling" in doc:
         out += ["## Scaling: nightly (`harness farm run`) over simulated devices", ""] + scaling_table(doc["scaling"])
         out += [""]
+    if "calibration" in doc:
+        c = doc["calibration"]
+        out += ["## Gate calibration (real reruns; the regression judge at its defaults)", "",
+                f"{c['settings']['reruns']} reruns x {c['settings']['repeats']} interleaved repeats of "
+                f"{c['settings']['duration_s']:g} s per cell; min effect {c['settings']['min_effect']:.0%}, "
+                f"alpha {c['settings']['alpha']:g}; {c['wall_s']:.0f} s.", ""]
+        out += calibration_table(c) + [""]
     if "memory" in doc:
         out += ["## Host controller peak memory", ""] + memory_table(doc["memory"]) + [""]
     for note in doc.get("notes", []):

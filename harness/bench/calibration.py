@@ -1,0 +1,320 @@
+"""Gate calibration: how often the regression judge cries wolf, and how often it catches a real slowdown.
+
+Measured, not simulated: every (model, format) cell is rerun `reruns` times,
+each rerun being `repeats` independent agent processes interleaved across all
+cells (A B C ... A B C ...), exactly as a nightly measures a device. Then, per
+cell, with harness.regression.compare_latency and the gate's default
+min_effect (5 %) and alpha (1 %):
+
+* noise only: every pair of reruns (i < j), baseline i and candidate j, the
+  history store's between-run spread taken from the other reruns (all but j,
+  as a nightly series would have it). A regression called here is a false alarm.
+* slowdown applied: the same pairs with the candidate's real samples
+  multiplied by 1.10. Missing it is a miss.
+* slowdown made real: `quota_reruns` more reruns with every agent process in a
+  CPU cgroup limited to 90 % of one CPU (cgroup v1 cpu.cfs_period_us 10000,
+  cpu.cfs_quota_us 9000; v2 cpu.max "9000 10000"), each compared with every
+  normal rerun. The table shows the median change the quota really made: a
+  model whose inference is far shorter than the 10 ms period mostly runs
+  between throttles, so its median barely moves, and a judge of medians
+  rightly calls that no regression. Where cgroups are not writable this part
+  says so and is skipped.
+
+The models are built here with the frameworks' own converters (Keras ->
+TFLite with TFLiteConverter, -> ONNX with tf2onnx, ONNX -> OpenVINO IR), so the
+calibration does not lean on the pipeline it calibrates: a digits-sized CNN
+(about 20 us), and the bench ConvNet's six 3x3 conv layers on 32x32x3 (about
+1 ms) and on 112x112x3 (about 10 ms), with seeded random weights.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+
+from ..regression import (DEFAULT_ALPHA, DEFAULT_MIN_EFFECT, between_run_spread, compare_latency)
+from ..device_noise import noise_reasons
+from .models import CONVNET_LAYERS, BenchModel
+from .vendor import AGENT, TOOL_TIMEOUT_S, BenchError, write_random_inputs
+
+FORMATS = ("tflite", "onnx", "openvino")
+#: (name, input shape, architecture, what it stands for)
+CALIBRATION_MODELS = (
+    ("calib_tiny", (1, 8, 8, 1), "tiny", "digits-sized CNN, about 20 us"),
+    ("calib_1ms", (1, 32, 32, 3), "convnet", "bench ConvNet on 32x32x3, about 1 ms"),
+    ("calib_10ms", (1, 112, 112, 3), "convnet", "bench ConvNet on 112x112x3, about 10 ms"),
+)
+QUOTA_PERIOD_US, QUOTA_US = 10000, 9000
+BUILD_VERSION = "1"
+
+
+# ---------------------------------------------------------------- models
+def _key(shape: tuple, arch: str) -> str:
+    material = json.dumps({"shape": shape, "arch": arch, "layers": CONVNET_LAYERS, "v": BUILD_VERSION})
+    return hashlib.sha256(material.encode()).hexdigest()[:12]
+
+
+def build_models(cache_dir: Path, log: Callable[[str], None] = print) -> List[BenchModel]:
+    """The calibration models as .tflite, .onnx and OpenVINO IR, built once into cache_dir (a child process)."""
+    models = []
+    for name, shape, arch, note in CALIBRATION_MODELS:
+        out = Path(cache_dir) / f"{name}-{_key(shape, arch)}"
+        files = {"tflite": out / f"{name}.tflite", "onnx": out / f"{name}.onnx", "openvino": out / f"{name}.xml"}
+        if not (out / ".complete").exists():
+            log(f"  building {name} ({note})")
+            out.mkdir(parents=True, exist_ok=True)
+            env = dict(os.environ, TF_USE_LEGACY_KERAS="1", TF_CPP_MIN_LOG_LEVEL="3")
+            proc = subprocess.run([sys.executable, "-c", _BUILD_SCRIPT, str(out), name, json.dumps(shape), arch],
+                                  capture_output=True, text=True, env=env, timeout=900)
+            if proc.returncode != 0:
+                raise BenchError(f"building {name} failed: {proc.stderr.strip()[-500:]}")
+            (out / ".complete").touch()
+        models.append(BenchModel(name, shape, files, note))
+    return models
+
+
+_BUILD_SCRIPT = r"""
+import json, sys
+out, name, shape, arch = sys.argv[1], sys.argv[2], tuple(json.loads(sys.argv[3])), sys.argv[4]
+import tensorflow as tf, tf_keras as keras, tf2onnx, openvino as ov
+from harness.bench.models import CONVNET_LAYERS
+keras.utils.set_random_seed(0)
+layers = [keras.layers.Input(shape[1:], name="image")]
+if arch == "tiny":
+    layers += [keras.layers.Conv2D(32, 3, padding="same", activation="relu"),
+               keras.layers.Conv2D(64, 3, padding="same", activation="relu"), keras.layers.MaxPooling2D(),
+               keras.layers.Flatten(), keras.layers.Dense(64, activation="relu")]
+else:
+    layers += [keras.layers.Conv2D(f, 3, strides=s, padding="same", activation="relu") for f, s in CONVNET_LAYERS]
+    layers += [keras.layers.GlobalAveragePooling2D()]
+model = keras.Sequential(layers + [keras.layers.Dense(10, name="logits")], name=name)
+open(f"{out}/{name}.tflite", "wb").write(tf.lite.TFLiteConverter.from_keras_model(model).convert())
+spec = (tf.TensorSpec(shape, tf.float32, name="image"),)
+tf2onnx.convert.from_keras(model, input_signature=spec, opset=17, output_path=f"{out}/{name}.onnx")
+ov.save_model(ov.convert_model(f"{out}/{name}.onnx"), f"{out}/{name}.xml")
+"""
+
+
+# ---------------------------------------------------------------- a CPU quota
+class CpuQuota:
+    """A cgroup that holds a process to QUOTA_US of every QUOTA_PERIOD_US on one CPU (v1 or v2)."""
+
+    def __init__(self, root: Path = Path("/sys/fs/cgroup")):
+        self.path: Optional[Path] = None
+        self.procs = ""
+        self.problem = ""
+        name = f"harness-bench-quota-{os.getpid()}"
+        try:
+            if (root / "cpu" / "cpu.cfs_quota_us").exists():  # cgroup v1
+                path = root / "cpu" / name
+                path.mkdir(exist_ok=True)
+                (path / "cpu.cfs_period_us").write_text(str(QUOTA_PERIOD_US))
+                (path / "cpu.cfs_quota_us").write_text(str(QUOTA_US))
+                self.kind = f"cgroup v1 cpu.cfs_period_us {QUOTA_PERIOD_US}, cpu.cfs_quota_us {QUOTA_US}"
+            elif (root / "cgroup.controllers").exists():  # cgroup v2
+                path = root / name
+                path.mkdir(exist_ok=True)
+                (path / "cpu.max").write_text(f"{QUOTA_US} {QUOTA_PERIOD_US}")
+                self.kind = f"cgroup v2 cpu.max {QUOTA_US} {QUOTA_PERIOD_US}"
+            else:
+                self.problem = f"no cgroup CPU controller under {root}"
+                return
+            self.path, self.procs = path, str(path / "cgroup.procs")
+        except OSError as exc:
+            self.problem = f"cgroups are not writable here ({type(exc).__name__}: {exc})"
+
+    def wrap(self, argv: List[str]) -> List[str]:
+        """argv, run inside the cgroup (the shell puts itself in, then execs argv)."""
+        return ["sh", "-c", f'echo $$ > "{self.procs}" && exec "$@"', "sh", *argv]
+
+    def close(self) -> None:
+        if self.path is not None:
+            try:
+                self.path.rmdir()
+            except OSError:
+                pass
+
+
+# ---------------------------------------------------------------- measuring
+def agent_supports(flag: str) -> bool:
+    proc = subprocess.run([sys.executable, str(AGENT), "run", "--help"], capture_output=True, text=True, timeout=60)
+    return flag in proc.stdout
+
+
+def run_agent_samples(model: Path, fmt: str, inputs: Path, duration_s: float, workdir: Path,
+                      quota: Optional[CpuQuota] = None, est_ms: Optional[float] = None) -> Dict[str, Any]:
+    """One agent process timing one model: its samples (ms) and what it recorded beside them."""
+    with tempfile.TemporaryDirectory(prefix="calib-", dir=workdir) as tmp:
+        result = Path(tmp) / "result.json"
+        argv = [sys.executable, str(AGENT), "run", "--model", str(model), "--format", fmt, "--inputs", str(inputs),
+                "--result", str(result), "--warmup", "10", "--threads", "1"]
+        if _SUPPORTS_DURATION:
+            argv += ["--min-duration", str(duration_s), "--iterations", "100"]
+        else:  # an agent without time-based measurement: as many iterations as fill duration_s
+            argv += ["--iterations", str(max(100, int(duration_s * 1e3 / (est_ms or 1.0))))]
+        if quota is not None:
+            argv = quota.wrap(argv)
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=TOOL_TIMEOUT_S)
+        if not result.exists():
+            raise BenchError(f"the agent wrote no result (exit {proc.returncode}): {proc.stderr.strip()[-300:]}")
+        doc = json.loads(result.read_text())
+    if doc.get("status") != "ok":
+        raise BenchError(f"the agent failed on {model.name} ({fmt}): {doc.get('error_message')}")
+    return {"samples": doc.get("latencies_ms") or [], "block_size": doc.get("block_size"),
+            "conditions": doc.get("conditions")}
+
+
+_SUPPORTS_DURATION = False
+
+
+@dataclass
+class CellSeries:
+    """Every rerun of one (model, format) cell: reruns -> repeats -> samples (ms)."""
+
+    model: str
+    fmt: str
+    runs: List[List[List[float]]] = field(default_factory=list)
+    quota_runs: List[List[List[float]]] = field(default_factory=list)
+    block_sizes: List[Optional[int]] = field(default_factory=list)
+    #: per rerun: why the quiet-device guard (default target limits) would call it noisy ('' = quiet)
+    noise: List[str] = field(default_factory=list)
+
+
+def measure(models: Sequence[BenchModel], reruns: int, repeats: int, quota_reruns: int, duration_s: float,
+            workdir: Path, log: Callable[[str], None] = print) -> Tuple[Dict[str, CellSeries], str]:
+    """Run every cell `reruns` x `repeats` times, repeats interleaved across cells; then the quota reruns."""
+    global _SUPPORTS_DURATION
+    _SUPPORTS_DURATION = agent_supports("--min-duration")
+    cells = [(m, f) for m in models for f in FORMATS if f in m.files]
+    series = {f"{m.name}/{f}": CellSeries(m.name, f) for m, f in cells}
+    inputs = {m.name: write_random_inputs(workdir / f"{m.name}-inputs.npz", m.input_shape) for m in models}
+    estimate: Dict[str, float] = {}
+    for m, f in cells:  # a short probe: the iteration count for an agent without --min-duration
+        estimate[f"{m.name}/{f}"] = float(sorted(run_agent_samples(m.files[f], f, inputs[m.name], 0.05, workdir,
+                                                                   est_ms=1.0)["samples"])[50] or 1.0)
+
+    def one_rerun(quota: Optional[CpuQuota]) -> Dict[str, List[List[float]]]:
+        got: Dict[str, List[List[float]]] = {k: [] for k in series}
+        for _ in range(repeats):
+            for m, f in cells:  # A B C ... A B C
+                key = f"{m.name}/{f}"
+                out = run_agent_samples(m.files[f], f, inputs[m.name], duration_s, workdir, quota, estimate[key])
+                got[key].append(out["samples"])
+                if quota is None:
+                    series[key].block_sizes.append(out["block_size"])
+                    conditions = out.get("conditions") or {}
+                    reasons = noise_reasons(conditions.get("before"), conditions.get("after"))
+                    noise[key] = "; ".join([noise[key]] * bool(noise[key]) + reasons)
+        return got
+
+    noise: Dict[str, str] = {}
+    for r in range(reruns):
+        started = time.perf_counter()
+        noise.update({k: "" for k in series})
+        for key, reps in one_rerun(None).items():
+            series[key].runs.append(reps)
+            series[key].noise.append(noise[key])
+        log(f"  rerun {r + 1}/{reruns}: {len(cells)} cells x {repeats} repeats in {time.perf_counter() - started:.0f}s")
+    quota_note = ""
+    if quota_reruns > 0:
+        quota = CpuQuota()
+        if quota.path is None:
+            quota_note = f"slowdown made real with a CPU quota: skipped, {quota.problem}"
+            log(f"  {quota_note}")
+        else:
+            quota_note = quota.kind
+            try:
+                for r in range(quota_reruns):
+                    for key, reps in one_rerun(quota).items():
+                        series[key].quota_runs.append(reps)
+                    log(f"  quota rerun {r + 1}/{quota_reruns} ({quota.kind})")
+            finally:
+                quota.close()
+    return series, quota_note
+
+
+# ---------------------------------------------------------------- analysis (pure)
+def _run_median(run: Sequence[Sequence[float]]) -> float:
+    import numpy as np
+    return float(math.exp(np.mean([math.log(float(np.median(r))) for r in run if len(r)])))
+
+
+def analyse(series: CellSeries, slowdown: float = 0.10, min_effect: float = DEFAULT_MIN_EFFECT,
+            alpha: float = DEFAULT_ALPHA) -> Dict[str, Any]:
+    """False alarms and detections for one cell's reruns (see the module docstring)."""
+    import numpy as np
+    runs = series.runs
+    medians = [_run_median(r) for r in runs]
+    n = len(runs)
+    noisy = [bool(x) for x in series.noise] + [False] * (n - len(series.noise))
+    false_alarms = caught = caught_no_history = pairs = quiet_pairs = quiet_alarms = quiet_caught = 0
+    intervals = []
+    for j in range(n):
+        history = between_run_spread([m for k, m in enumerate(medians) if k != j])
+        slowed = [[x * (1.0 + slowdown) for x in rep] for rep in runs[j]]
+        for i in range(j):
+            pairs += 1
+            alarm = compare_latency(runs[i], runs[j], min_effect=min_effect, alpha=alpha, history=history).regressed
+            hit = compare_latency(runs[i], slowed, min_effect=min_effect, alpha=alpha, history=history)
+            false_alarms += alarm
+            caught += hit.regressed
+            if not (noisy[i] or noisy[j]):  # what the gate judges: pairs of quiet reruns
+                quiet_pairs += 1
+                quiet_alarms += alarm
+                quiet_caught += hit.regressed
+            if hit.ci_low is not None:
+                intervals.append((hit.ci_low, hit.ci_high))
+            caught_no_history += compare_latency(runs[i], slowed, min_effect=min_effect, alpha=alpha).regressed
+    quota: Dict[str, Any] = {}
+    if series.quota_runs:
+        history = between_run_spread(medians)
+        quota_medians = [_run_median(r) for r in series.quota_runs]
+        hits = [compare_latency(base, cand, min_effect=min_effect, alpha=alpha, history=history).regressed
+                for cand in series.quota_runs for base in runs]
+        quota = {"pairs": len(hits), "caught": int(sum(hits)),
+                 "median_change": float(np.median(quota_medians) / np.median(medians) - 1.0)}
+    logs = np.log(medians) if medians else np.array([])
+    repeat_cvs = [float(np.std(np.log([np.median(r) for r in run]), ddof=1)) for run in runs if len(run) > 1]
+    blocks = sorted({b for b in series.block_sizes if b})
+    return {"model": series.model, "fmt": series.fmt, "reruns": n,
+            "repeats": len(runs[0]) if runs else 0,
+            "median_ms": float(np.median(medians)) if medians else None,
+            "between_run_cv": float(np.std(logs, ddof=1)) if n > 1 else None,
+            "between_repeat_cv": float(np.median(repeat_cvs)) if repeat_cvs else None,
+            "block_sizes": blocks, "pairs": pairs, "false_alarms": int(false_alarms),
+            "noisy_reruns": int(sum(noisy)), "quiet_pairs": quiet_pairs, "quiet_false_alarms": int(quiet_alarms),
+            "quiet_caught": int(quiet_caught),
+            "noise_reasons": sorted({x.split(" (")[0] for x in series.noise if x})[:3],
+            "caught": int(caught), "caught_without_history": int(caught_no_history),
+            "ci_width_median": float(np.median([hi - lo for lo, hi in intervals])) if intervals else None,
+            "ci_covers_slowdown": (sum(lo <= slowdown <= hi for lo, hi in intervals) / len(intervals))
+            if intervals else None,
+            "quota": quota}
+
+
+def calibration(bench_cache: Path, workdir: Path, reruns: int = 10, repeats: int = 3, quota_reruns: int = 5,
+                duration_s: float = 1.0, log: Callable[[str], None] = print) -> Dict[str, Any]:
+    """Build the models, measure, analyse: bench.json's `calibration` section."""
+    models = build_models(bench_cache, log)
+    workdir.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    series, quota_note = measure(models, reruns, repeats, quota_reruns, duration_s, workdir, log)
+    rows = [analyse(s) for s in series.values()]
+    total_pairs = sum(r["pairs"] for r in rows)
+    return {"models": [{"name": m.name, "input_shape": list(m.input_shape), "note": m.note} for m in models],
+            "settings": {"reruns": reruns, "repeats": repeats, "quota_reruns": quota_reruns,
+                         "duration_s": duration_s, "slowdown": 0.10, "min_effect": DEFAULT_MIN_EFFECT,
+                         "alpha": DEFAULT_ALPHA, "agent_min_duration": _SUPPORTS_DURATION},
+            "quota": quota_note, "rows": rows, "wall_s": time.perf_counter() - started,
+            "false_alarms": sum(r["false_alarms"] for r in rows), "pairs": total_pairs,
+            "caught": sum(r["caught"] for r in rows),
+            "raw": {k: asdict(s) for k, s in series.items()}}
