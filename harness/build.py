@@ -32,7 +32,7 @@ from .errors import ConfigError, ConversionError
 from .evaluate import ScoringSpec, score_outputs
 from .formats import CONVERTER_VERSION, CONVERTERS, NO_CONVERTER, ConversionContext, artifact_files, \
     copy_as_artifact
-from .interface import Interface, TensorSpec, check_interface, fix_interface
+from .interface import Interface, TensorSpec, check_interface, fix_interface, normalize_name
 from .progress import SILENT, Progress
 from .sources import SOURCES, content_sha256
 from .transport.base import file_sha256
@@ -282,8 +282,12 @@ def plan_data(recipe, described: Interface, train_data: Any,
     """(fixed interface, evaluation samples, calibration samples, notes) from the recipe and the file."""
     where = recipe.source_path or f"--model-file {recipe.source.path}"
     declared = {s.name: tuple(s.shape) for s in recipe.inputs if s.shape}
-    dtypes = {s.name: s.dtype for s in recipe.inputs if s.dtype}
     raw = read_data(recipe, described, train_data)
+    # A file that records no dtypes (TorchScript) takes the data's; the recipe's declared dtypes win.
+    dtypes = {s.name: np.asarray(raw.arrays[k]).dtype.name for k in (raw.arrays if raw else {})
+              for s in described.inputs if not s.dtype and normalize_name(s.name) == normalize_name(k)}
+    dtypes.update({s.name: "float32" for s in described.inputs if not s.dtype and s.name not in dtypes})
+    dtypes.update({s.name: s.dtype for s in recipe.inputs if s.dtype})
     shapes = {**(fill_shapes_from_data(described, raw.arrays) if raw else {}), **declared}
     # A declared input the file does not record (TorchScript) is still an input the recipe names.
     if not described.inputs and recipe.inputs:
@@ -388,7 +392,12 @@ def prepare_model(recipe, cache: ContentCache, progress: Progress = SILENT,
             (scratch / "meta.json").write_text(json.dumps(meta, indent=1, default=float))
     meta = json.loads((entry / "meta.json").read_text())
     figures = meta["figures"]
-    summary = ", ".join(f"{k} {v:.4f}" for k, v in figures.items() if isinstance(v, float) and k != "n_eval_samples")
+    summary = ", ".join(f"{k} {v:.4f}" for k, v in figures.items() if isinstance(v, float) and k in
+                        ("accuracy", "top5_accuracy") or k.startswith("metric_") and not k.endswith("_retention"))
+    if "accuracy" in figures or "top1_agreement" in figures:
+        class_output = recipe.output.name or interface.output_names[0]
+        summary += f"; classes from output {class_output!r}" + ("" if recipe.output.name or len(
+            interface.outputs) == 1 else " (the first; --class-output or output.name picks another)")
     progress(f"{recipe.name}: reference {'cached' if cached and model_cached else 'ready'} "
              f"({fmt}, {evaluation.n_samples} samples{', ' + summary if summary else ''})")
     return PreparedModel(recipe, fmt, Path(model_path), sha, Interface.from_doc(meta["interface"]),

@@ -107,7 +107,8 @@ def load_dataclass(cls: Type[T], data: Mapping, path: Path, prefix: str = "") ->
     for key in data:
         if not isinstance(key, str) or key not in fields:
             known = ", ".join(sorted(n for n, f in fields.items() if not f.metadata.get("internal")))
-            raise ConfigError(path, f"unknown field; known fields here: {known}", f"{prefix}.{key}" if prefix else str(key))
+            shown = key if isinstance(key, str) and key.isprintable() else repr(key)
+            raise ConfigError(path, f"unknown field; known fields here: {known}", f"{prefix}.{shown}" if prefix else shown)
     kwargs = {}
     for name, field in fields.items():
         dotted = f"{prefix}.{name}" if prefix else name

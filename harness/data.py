@@ -233,15 +233,29 @@ def _input_for(interface: Interface, key: str) -> Optional[TensorSpec]:
     return (exact or loose or [None])[0]
 
 
+def _sample_count(interface: Interface, arrays: Mapping[str, np.ndarray]) -> Optional[int]:
+    """How many samples the data holds: from inputs of known rank, else the most common leading size
+    (the larger on a tie: a state's leading axis is usually smaller than a data set)."""
+    known = [len(a) for k, a in arrays.items() if (s := _input_for(interface, k)) is not None
+             and s.shape is not None and a.ndim == len(s.shape) + 1]
+    sizes = known or [len(a) for a in arrays.values() if np.ndim(a) >= 1]
+    return max(set(sizes), key=lambda n: (sizes.count(n), n)) if sizes else None
+
+
 def fill_shapes_from_data(interface: Interface, arrays: Mapping[str, np.ndarray]) -> Dict[str, Tuple[int, ...]]:
-    """Sizes of the data's inputs, for the inputs whose shape the file leaves dynamic (or does not record)."""
+    """Sizes of the data's inputs, for the inputs whose shape the file leaves dynamic (or does not record).
+
+    Where the file records no rank (TorchScript), an array whose leading size is the sample count holds
+    samples and any other is a constant; `--input-shape` settles a constant that happens to match."""
     shapes = {}
+    n = _sample_count(interface, arrays)
     for key, array in arrays.items():
         spec = _input_for(interface, key)
         if spec is None or spec.is_static:
             continue
         if spec.shape is None:
-            shapes[spec.name] = tuple(array.shape[1:])  # no rank to compare with: samples first
+            per_sample = np.ndim(array) >= 1 and len(array) == n
+            shapes[spec.name] = tuple(array.shape[1:] if per_sample else np.shape(array))
         elif array.ndim == len(spec.shape) + 1:
             shapes[spec.name] = tuple(array.shape[1:])
         elif array.ndim == len(spec.shape):

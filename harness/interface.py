@@ -189,6 +189,8 @@ def check_interface(expected: Interface, actual: Interface, allowed_dtypes: Sequ
             other = got[i]
             if not _shape_compatible(spec.shape, other.shape):
                 problems.append(f"{kind} {spec.name}: shape {list(other.shape or ())} != {list(spec.shape or ())}")
-            if other.dtype != spec.dtype and other.dtype not in allowed_dtypes:
+            # int64 → int32 is how TFLite stores integer inputs; the agent casts, so that stays compatible.
+            narrowed = {other.dtype, spec.dtype} == {"int32", "int64"}
+            if other.dtype != spec.dtype and other.dtype not in allowed_dtypes and not narrowed:
                 problems.append(f"{kind} {spec.name}: dtype {other.dtype} != {spec.dtype}")
     return problems

@@ -75,6 +75,14 @@ class ModelEval:
     reference_figures: Dict[str, Any]
     scoring: ScoringSpec
 
+    @classmethod
+    def of(cls, prepared: Any) -> "ModelEval":
+        """From a prepared model (harness.build.PreparedModel)."""
+        return cls(prepared.recipe.name, str(prepared.eval_inputs_path.resolve()),
+                   str(prepared.labels_path.resolve()) if prepared.labels_path else "",
+                   str(prepared.reference_outputs_path.resolve()), prepared.reference_figures,
+                   ScoringSpec.from_recipe(prepared.recipe))
+
 
 @dataclass(frozen=True)
 class Cell:
@@ -431,6 +439,20 @@ def dispatch(jobs: Sequence[TargetJob], executor: Optional[Executor] = None,
     return rows
 
 
+#: an emulated device computes outputs for at most this many samples (qemu is ~200x slower than the board)
+EMULATED_MAX_SAMPLES = 200
+
+
+def settings_for(target: TargetSpec, settings: RunSettings) -> RunSettings:
+    """An emulated device (qemu) checks that a model loads and what it outputs; its timing means nothing,
+    so it times briefly and scores fewer samples."""
+    if not target.emulated:
+        return settings
+    return replace(settings, warmup=min(settings.warmup, 1), iterations=min(settings.iterations, 5),
+                   min_duration_s=min(settings.min_duration_s, 0.1), repeats=1,
+                   max_samples=min(settings.max_samples or EMULATED_MAX_SAMPLES, EMULATED_MAX_SAMPLES))
+
+
 def plan_cells(artifacts: Sequence[Artifact], targets: Sequence[TargetSpec]) -> List[Cell]:
     return [Cell(a, t.name) for t in targets for a in artifacts]
 
@@ -460,10 +482,7 @@ def run_profile(recipes: Sequence[Any], targets: Sequence[TargetSpec], variants:
     for recipe in recipes:
         prepared, model_artifacts = build_model_artifacts(recipe, variants.get(recipe.name, []), cache, progress)
         artifacts += model_artifacts
-        evals[recipe.name] = ModelEval(recipe.name, str(prepared.eval_inputs_path.resolve()),
-                                       str(prepared.labels_path.resolve()) if prepared.labels_path else "",
-                                       str(prepared.reference_outputs_path.resolve()), prepared.reference_figures,
-                                       ScoringSpec.from_recipe(recipe))
+        evals[recipe.name] = ModelEval.of(prepared)
         data_notes[recipe.name] = list(prepared.data_notes)
         interfaces[recipe.name] = {"source_format": prepared.source_format, **prepared.interface.to_doc()}
     built = sum(1 for a in artifacts if not a.cached and not a.error)
@@ -496,7 +515,7 @@ def run_profile(recipes: Sequence[Any], targets: Sequence[TargetSpec], variants:
     for target in targets:
         target_cells = tuple(c for c in cells if c.target == target.name)
         if target_cells:
-            jobs.append(TargetJob(target, target_cells, evals, str(run.root.resolve()), settings))
+            jobs.append(TargetJob(target, target_cells, evals, str(run.root.resolve()), settings_for(target, settings)))
     dispatch(jobs, executor, progress)
     return collate(run, targets, write_report=write_report, progress=progress, built=built, reused=reused)
 

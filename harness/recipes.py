@@ -169,7 +169,7 @@ class ModelRecipe:
         return Path(self.source_path).resolve().parent if self.source_path else Path.cwd()
 
     def resolve(self, path: str) -> Path:
-        return (self.base_dir / Path(path).expanduser()) if path else Path()
+        return (self.base_dir / Path(path).expanduser()).resolve() if path else Path()
 
     @property
     def input(self) -> InputSpec:
@@ -213,7 +213,7 @@ FILE_VARIANTS["savedmodel"] = FILE_VARIANTS["keras"]
 
 def recipe_for_file(path: Path, source_format: str = "", shapes: Optional[Dict[str, Tuple[int, ...]]] = None,
                     data: str = "", calibration: str = "", metric: str = "", task: str = "",
-                    name: str = "", random_samples: int = 16) -> ModelRecipe:
+                    name: str = "", random_samples: int = 16, class_output: str = "") -> ModelRecipe:
     """The recipe `harness profile --model-file PATH` runs: the file, its data, every format, its int8 variants."""
     from .sources import detect_format
 
@@ -230,6 +230,7 @@ def recipe_for_file(path: Path, source_format: str = "", shapes: Optional[Dict[s
                         calibration=str(Path(calibration).expanduser().resolve()) if calibration else "",
                         random_samples=random_samples)
         recipe = ModelRecipe(name=stem, source=SourceSpec(path=str(path), format=fmt), inputs=inputs, data=spec,
+                             output=OutputSpec(name=class_output),
                              task=task, metric=metric, variants=FILE_VARIANTS.get(fmt, ()),  # type: ignore[arg-type]
                              description=f"{fmt} model file {path}", source_path="")
     except (TypeError, ValueError) as exc:

@@ -14,6 +14,7 @@ from .config import list_names, load_named, named_file
 from .errors import ConfigError
 
 TARGETS_DIR = Path("targets")
+LOCAL = "local"
 FORMATS = ("tflite", "onnx", "openvino")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
@@ -110,6 +111,16 @@ class TargetSpec:
 
 def target_path(name_or_path: str, targets_dir: Path = TARGETS_DIR) -> Path:
     return named_file(name_or_path, targets_dir)
+
+
+def run_target(name_or_path: str, targets_dir: Path = TARGETS_DIR) -> TargetSpec:
+    """A target named on the command line: `local` is this machine even where there is no targets/ directory,
+    so `harness profile --model-file` works from any directory."""
+    if name_or_path == LOCAL and not Path(targets_dir).is_dir():
+        return TargetSpec(name=LOCAL, transport="local", description="this machine's CPU (built-in default)",
+                          python="", workdir=".harness/devices/local", arch=os.uname().machine,
+                          lock_timeout_s=120.0)
+    return load_target(name_or_path, targets_dir)
 
 
 def load_target(name_or_path: str, targets_dir: Path = TARGETS_DIR) -> TargetSpec:

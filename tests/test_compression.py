@@ -201,12 +201,15 @@ def test_default_profile_asks_for_no_variants(recipe):
     assert len(resolve_variants([recipe], "all")[recipe.name]) == len(recipe.variants) >= 8
 
 
-def test_unknown_compressor_parameter_names_the_recipe(recipe):
+def test_unknown_compressor_parameter_names_the_recipe_when_it_loads(recipe):
     from harness.compress import COMPRESSORS, CompressionContext
-    ctx = CompressionContext(recipe, "keras", ROOT / "missing.h5", None, 0)
-    with pytest.raises(ConfigError, match="no parameter.*'spars'"):
-        COMPRESSORS.get("keras_prune")(ctx, {"spars": 0.5}, ROOT)
-    with pytest.raises(ConfigError, match="keras"):
+    from harness.recipes import VariantSpec, validate_recipe
+    typo = dataclasses.replace(recipe, variants=(VariantSpec("p", "keras_prune", {"spars": 0.5}),))
+    with pytest.raises(ConfigError, match=r"digits_cnn.yaml: field 'variants\[0\].params'.*no parameter.*'spars'"):
+        validate_recipe(typo, ["p"])
+    validate_recipe(typo, [])  # a variant this run does not make is not checked
+    ctx = CompressionContext(recipe, "keras", ROOT / "missing.h5", None)
+    with pytest.raises(ConfigError, match="torch_module models, not 'keras'"):
         COMPRESSORS.get("torch_prune")(ctx, {}, ROOT)
 
 

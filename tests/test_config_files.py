@@ -66,17 +66,32 @@ def test_missing_target_lists_known_ones():
 
 def test_recipe_missing_required_field(tmp_path):
     path = tmp_path / "m.yaml"
-    path.write_text("name: m\nframework: keras\nbuilder: digits_cnn\ninput: {name: x, shape: [1, 2]}\n"
-                    "data: {dataset: sklearn_digits}\n")
-    with pytest.raises(ConfigError, match="'output'.*required"):
+    path.write_text("name: m\ninputs: [{name: x, shape: [1, 2]}]\ndata: {dataset: sklearn_digits}\n")
+    with pytest.raises(ConfigError, match="'source'.*required"):
         load_recipe(str(path))
 
 
 def test_recipe_unknown_format(tmp_path):
     path = tmp_path / "m.yaml"
-    path.write_text("name: m\nframework: keras\nbuilder: digits_cnn\ninput: {name: x, shape: [1, 2]}\n"
-                    "output: {name: y, classes: 2}\ndata: {dataset: sklearn_digits}\nformats: [tflite, coreml]\n")
+    path.write_text("name: m\nsource: {path: m.onnx}\nformats: [tflite, coreml]\n")
     with pytest.raises(ConfigError, match="formats.*coreml"):
+        load_recipe(str(path))
+
+
+def test_model_file_recipe_paths_are_relative_to_the_recipe(tmp_path):
+    (tmp_path / "sub").mkdir()
+    path = tmp_path / "sub" / "m.yaml"
+    path.write_text("name: m\nsource: {path: ../det.onnx}\ndata: {npz: eval.npz}\n")
+    recipe = load_recipe(str(path))
+    assert recipe.resolve(recipe.source.path) == (tmp_path / "det.onnx").resolve()
+    assert recipe.resolve(recipe.data.npz) == (tmp_path / "sub" / "eval.npz").resolve()
+
+
+def test_image_data_preprocessing_is_checked_when_the_recipe_loads(tmp_path):
+    path = tmp_path / "m.yaml"
+    path.write_text("name: m\nsource: {path: m.onnx}\n"
+                    "data: {images: imgs, preprocessing: {layout: NWHC}}\n")
+    with pytest.raises(ConfigError, match="data.preprocessing.*NCHW or NHWC"):
         load_recipe(str(path))
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from harness.results import output_metrics
+from harness.evaluate import ScoringSpec, score_outputs
 from harness.zoo import DATASETS
 from harness.zoo.efficientnet import IMAGENET_CATS, PHOTOS, load_efficientnet_lite0, photo_batch, train_linear_head
 
@@ -40,11 +40,13 @@ def test_photos_are_split_by_photo_and_carry_no_labels():
 
 
 def test_unlabelled_samples_give_agreement_but_no_accuracy():
-    reference = np.eye(4, dtype=np.float32)
-    outputs = reference[[0, 1, 2, 0]]
-    metrics = output_metrics(outputs, reference, np.full(4, -1), None)
+    reference = {"logits": np.eye(4, dtype=np.float32)[:, None]}
+    outputs = {"logits": reference["logits"][[0, 1, 2, 0]]}
+    spec = ScoringSpec(task="classification", class_output="logits", classes=4)
+    metrics, _ = score_outputs(outputs, reference, np.full(4, -1), spec, None)
     assert metrics["top1_agreement"] == 0.75 and "accuracy" not in metrics
-    labelled = output_metrics(outputs, reference, np.array([0, 1, 2, 3]), 1.0)
+    assert metrics["primary_metric"] == "top1_agreement" and metrics["primary_retention"] == 0.75
+    labelled, _ = score_outputs(outputs, reference, np.array([0, 1, 2, 3]), spec, None, {"accuracy": 1.0})
     assert labelled["accuracy"] == 0.75 and labelled["accuracy_retention"] == 0.75
 
 
@@ -63,16 +65,17 @@ def test_linear_head_separates_separable_features_and_folds_the_scaling():
 def test_onnx_export_matches_torch_within_1e_4(tmp_path):
     import onnxruntime as ort
 
-    from harness.formats import CONVERTERS
-    from harness.recipes import load_recipe
+    from harness.formats import CONVERTERS, ConversionContext
+    from harness.interface import Interface, TensorSpec
 
-    recipe = load_recipe("efficientnet_lite0", ROOT / "models")
     model = load_efficientnet_lite0()
     torch.save(model, tmp_path / "model.pt")
-    path = CONVERTERS.get(("torch", "onnx"))(tmp_path / "model.pt", recipe, tmp_path)
+    interface = Interface((TensorSpec("image", (1, 3, 224, 224)),), (TensorSpec("logits", (1, 1000)),))
+    path = CONVERTERS.get(("torch_module", "onnx"))(tmp_path / "model.pt", ConversionContext("lite0", interface),
+                                                    tmp_path)
     x = photo_batch(["chelsea", "rocket"])
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    got = session.run(None, {"image": x})[0]
+    got = np.concatenate([session.run(None, {"image": x[i:i + 1]})[0] for i in range(len(x))])  # exported at batch 1
     assert np.abs(got - _predict(model, x)).max() < 1e-4
 
 

@@ -46,9 +46,7 @@ NASTY = "dev 'q' \"dq\" ; touch {pwned}; $(touch {pwned}2) `touch {pwned}3` &"
 # ---------------------------------------------------------------- helpers
 def model_evals():
     prepared, _ = digits_build()
-    return {"digits_cnn": ModelEval("digits_cnn", str(prepared.eval_inputs_path.resolve()),
-                                    str(prepared.labels_path.resolve()),
-                                    str(prepared.reference_outputs_path.resolve()), prepared.reference_accuracy)}
+    return {"digits_cnn": ModelEval.of(prepared)}
 
 
 def run_cells(target, artifacts, tmp_path, settings=QUICK, run_id="faults"):

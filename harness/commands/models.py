@@ -4,7 +4,7 @@ from __future__ import annotations
 
 def register(subparsers) -> None:
     p = subparsers.add_parser("models", help="list model recipes and their declared variants",
-                              description="List the model recipes in models/ with framework, input, formats "
+                              description="List the model recipes in models/ with source, inputs, formats "
                                           "and the compressed variants each declares (opt-in with --variants).")
     p.set_defaults(func=cmd_models)
 
@@ -15,6 +15,8 @@ def cmd_models(args) -> int:
     for name in list_recipe_names():
         r = load_recipe(name)
         variants = ", ".join(f"{v.name} ({v.compressor})" for v in r.variants) or "none"
-        print(f"{r.name:<20} {r.framework:<6} input {r.input.name}{list(r.input.shape)} {r.input.dtype}  "
+        source = r.source.path or f"{r.source.builder} (zoo)"
+        inputs = ", ".join(f"{i.name}{list(i.shape)} {i.dtype}".strip() for i in r.inputs) or "from the file"
+        print(f"{r.name:<20} {r.source.format or 'auto':<12} {source}\n{'':<20} inputs {inputs}  "
               f"formats {','.join(r.formats)}\n{'':<20} variants: {variants}")
     return 0

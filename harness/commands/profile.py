@@ -42,6 +42,8 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
     own.add_argument("--task", default="", choices=["", "classification", "outputs"],
                      help="classification: top-1/top-5 on labels and agreement; outputs: parity only "
                           "(default: classification when --data has integer labels)")
+    own.add_argument("--class-output", default="", metavar="NAME",
+                     help="the output that carries class scores when the model has several (default: the first)")
     own.add_argument("--samples", type=int, default=16, metavar="N",
                      help="random samples to generate when no --data is given (default 16)")
     p.add_argument("-t", "--target", action="append", default=None, metavar="NAME",
@@ -105,7 +107,8 @@ def file_recipes(args) -> list:
 
     shapes = dict(parse_shape_flag(text) for text in args.input_shape)
     return [recipe_for_file(Path(path), args.source_format, shapes, args.data, args.calibration, args.metric,
-                            args.task, random_samples=args.samples) for path in args.model_file or []]
+                            args.task, random_samples=args.samples, class_output=args.class_output)
+            for path in args.model_file or []]
 
 
 def resumed_recipes(manifest) -> list:
@@ -122,7 +125,7 @@ def resumed_recipes(manifest) -> list:
 def cmd_profile(args) -> int:
     from ..pipeline import RunSettings, run_profile
     from ..recipes import list_recipe_names, load_recipe
-    from ..targets import load_target
+    from ..targets import run_target
     from ..verdict import run_verdict
 
     progress = Progress(quiet=args.quiet)
@@ -151,7 +154,7 @@ def cmd_profile(args) -> int:
         if model_names == ["all"]:
             model_names = list_recipe_names()
         recipes += [load_recipe(m) for m in model_names]
-    targets = [load_target(t) for t in (target_names or ["local"])]
+    targets = [run_target(t) for t in (target_names or ["local"])]
     variants = ({r.name: variants_by_model.get(r.name, []) for r in recipes} if resume
                 else resolve_variants(recipes, variant_spec))
     settings = RunSettings(**settings_doc) if resume else RunSettings(

@@ -17,10 +17,11 @@ from ._common import calibration, in_order, load_keras, reference_weights, requi
 
 
 def representative_dataset(samples, names):
-    """TFLite's representative data: one sample (every input, in the signature's order) at a time."""
+    """TFLite's representative data: one sample at a time, keyed by the signature's input names (the
+    calibrating interpreter's tensor order need not be the signature's)."""
     def gen():
         for sample in samples:
-            yield in_order(sample, names)
+            yield dict(zip(names, in_order(sample, names)))
     return gen
 
 

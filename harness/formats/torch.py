@@ -10,24 +10,31 @@ from .onnx import onnx_to_openvino
 
 def example_inputs(ctx: ConversionContext):
     """One evaluation sample per input as tensors (zeros where none is given), in the interface's order."""
-    import numpy as np
     import torch
 
-    return tuple(torch.from_numpy(np.ascontiguousarray(ctx.example[s.name])) if s.name in ctx.example
+    from ..agent.agent import contiguous
+    return tuple(torch.from_numpy(contiguous(ctx.example[s.name])) if s.name in ctx.example
                  else torch.zeros(s.static_shape, dtype=getattr(torch, s.dtype)) for s in ctx.interface.inputs)
 
 
 def load_module(model_path: Path, source_format: str):
     from ..sources import SOURCES
     source = SOURCES.get(source_format)()
-    return source.load(model_path).module() if source_format == "torch_export" else source.load(model_path)
+    if source_format != "torch_export":
+        return source.load(model_path)
+    module = source.load(model_path).module()
+    # An exported program runs in the mode it was exported in and refuses train()/eval(), which the
+    # TorchScript exporter and litert-torch call: make both the no-ops they are for it.
+    module.train = lambda mode=True: module
+    module.eval = lambda: module
+    return module
 
 
 def export_onnx(module, ctx: ConversionContext, path: Path) -> Path:
     try:
         # dynamo=False: the dynamo exporter needs onnxscript, which is not a dependency.
-        module.eval() if hasattr(module, "eval") else None
         import torch
+        module.eval()
         torch.onnx.export(module, example_inputs(ctx), str(path), input_names=ctx.interface.input_names,
                           output_names=ctx.interface.output_names, opset_version=17, dynamo=False)
     except Exception as exc:

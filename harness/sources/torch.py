@@ -8,6 +8,7 @@ from typing import Any, List, Optional
 
 import numpy as np
 
+from ..agent.agent import contiguous
 from ..interface import Interface, TensorSpec
 from . import not_a_model, register_source
 
@@ -31,7 +32,7 @@ class TorchHostModel:
 
     def prepare(self, feeds):
         import torch
-        return [torch.from_numpy(np.ascontiguousarray(x if str(x.dtype) == d else x.astype(d)))
+        return [torch.from_numpy(contiguous(x if str(x.dtype) == d else x.astype(d)))
                 for x, d in zip(feeds, self.dtypes)]
 
     def infer(self, prepared):
@@ -66,7 +67,7 @@ class TorchScriptSource:
     def describe(self, path: Path) -> Interface:
         # TorchScript records neither shapes nor dtypes nor output names: shapes come from --input-shape or
         # the data, outputs from running the reference.
-        return Interface(tuple(TensorSpec(n, None) for n in _forward_names(self.load(path))), ())
+        return Interface(tuple(TensorSpec(n, None, "") for n in _forward_names(self.load(path))), ())
 
     def open(self, path: Path, interface: Interface):
         return TorchHostModel(self.load(path), interface.input_names, interface.output_names,
