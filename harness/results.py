@@ -67,7 +67,9 @@ LATENCY_COLUMNS = ["latency_p50_ms", "latency_p90_ms", "latency_p99_ms", "latenc
                    "warmup_iterations", "timed_iterations", "threads",
                    # measurement: iterations per timed sample, seconds timed, independent agent runs and the
                    # spread of their medians (standard deviation of log median, about a CV)
-                   "block_size", "timed_s", "repeats", "latency_repeat_cv"]
+                   "block_size", "timed_s", "repeats", "latency_repeat_cv",
+                   # 'runtime' (the runtime's own figure: OpenVINO) or 'wall' (perf_counter around each call)
+                   "latency_clock"]
 #: a cell measured on a busy or throttling device (harness.device_noise): the gate does not judge it
 NOISE_COLUMNS = ["noisy", "noise_reasons"]
 MEMORY_COLUMNS = ["peak_rss_bytes", "rss_increase_bytes", "baseline_rss_bytes"]
@@ -107,7 +109,7 @@ def agent_metrics(agent_result: Mapping[str, Any]) -> Dict[str, Any]:
     row = {f"latency_{k}": latency.get(k) for k in ("p50_ms", "p90_ms", "p99_ms", "mean_ms", "std_ms",
                                                     "min_ms", "max_ms")}
     for key in ("load_ms", "first_inference_ms", "warmup_iterations", "timed_iterations", "threads",
-                "block_size", "timed_s", "peak_rss_bytes", "rss_increase_bytes", "baseline_rss_bytes", "runtime", "runtime_version",
+                "block_size", "timed_s", "latency_clock", "peak_rss_bytes", "rss_increase_bytes", "baseline_rss_bytes", "runtime", "runtime_version",
                 "precision", "agent_version"):
         row[key] = agent_result.get(key)
     row["python_version"] = agent_result.get("python")

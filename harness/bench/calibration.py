@@ -28,7 +28,6 @@ calibration does not lean on the pipeline it calibrates: a digits-sized CNN
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
@@ -43,7 +42,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from ..regression import (DEFAULT_ALPHA, DEFAULT_MIN_EFFECT, between_run_spread, compare_latency)
 from ..device_noise import noise_reasons
-from .models import CONVNET_LAYERS, BenchModel
+from .models import BenchModel, build_keras_model
 from .vendor import AGENT, TOOL_TIMEOUT_S, BenchError, write_random_inputs
 
 FORMATS = ("tflite", "onnx", "openvino")
@@ -54,54 +53,12 @@ CALIBRATION_MODELS = (
     ("calib_10ms", (1, 112, 112, 3), "convnet", "bench ConvNet on 112x112x3, about 10 ms"),
 )
 QUOTA_PERIOD_US, QUOTA_US = 10000, 9000
-BUILD_VERSION = "1"
 
 
 # ---------------------------------------------------------------- models
-def _key(shape: tuple, arch: str) -> str:
-    material = json.dumps({"shape": shape, "arch": arch, "layers": CONVNET_LAYERS, "v": BUILD_VERSION})
-    return hashlib.sha256(material.encode()).hexdigest()[:12]
-
-
 def build_models(cache_dir: Path, log: Callable[[str], None] = print) -> List[BenchModel]:
-    """The calibration models as .tflite, .onnx and OpenVINO IR, built once into cache_dir (a child process)."""
-    models = []
-    for name, shape, arch, note in CALIBRATION_MODELS:
-        out = Path(cache_dir) / f"{name}-{_key(shape, arch)}"
-        files = {"tflite": out / f"{name}.tflite", "onnx": out / f"{name}.onnx", "openvino": out / f"{name}.xml"}
-        if not (out / ".complete").exists():
-            log(f"  building {name} ({note})")
-            out.mkdir(parents=True, exist_ok=True)
-            env = dict(os.environ, TF_USE_LEGACY_KERAS="1", TF_CPP_MIN_LOG_LEVEL="3")
-            proc = subprocess.run([sys.executable, "-c", _BUILD_SCRIPT, str(out), name, json.dumps(shape), arch],
-                                  capture_output=True, text=True, env=env, timeout=900)
-            if proc.returncode != 0:
-                raise BenchError(f"building {name} failed: {proc.stderr.strip()[-500:]}")
-            (out / ".complete").touch()
-        models.append(BenchModel(name, shape, files, note))
-    return models
-
-
-_BUILD_SCRIPT = r"""
-import json, sys
-out, name, shape, arch = sys.argv[1], sys.argv[2], tuple(json.loads(sys.argv[3])), sys.argv[4]
-import tensorflow as tf, tf_keras as keras, tf2onnx, openvino as ov
-from harness.bench.models import CONVNET_LAYERS
-keras.utils.set_random_seed(0)
-layers = [keras.layers.Input(shape[1:], name="image")]
-if arch == "tiny":
-    layers += [keras.layers.Conv2D(32, 3, padding="same", activation="relu"),
-               keras.layers.Conv2D(64, 3, padding="same", activation="relu"), keras.layers.MaxPooling2D(),
-               keras.layers.Flatten(), keras.layers.Dense(64, activation="relu")]
-else:
-    layers += [keras.layers.Conv2D(f, 3, strides=s, padding="same", activation="relu") for f, s in CONVNET_LAYERS]
-    layers += [keras.layers.GlobalAveragePooling2D()]
-model = keras.Sequential(layers + [keras.layers.Dense(10, name="logits")], name=name)
-open(f"{out}/{name}.tflite", "wb").write(tf.lite.TFLiteConverter.from_keras_model(model).convert())
-spec = (tf.TensorSpec(shape, tf.float32, name="image"),)
-tf2onnx.convert.from_keras(model, input_signature=spec, opset=17, output_path=f"{out}/{name}.onnx")
-ov.save_model(ov.convert_model(f"{out}/{name}.onnx"), f"{out}/{name}.xml")
-"""
+    """The calibration models as .tflite, .onnx and OpenVINO IR, built once into cache_dir."""
+    return [build_keras_model(cache_dir, name, shape, arch, note, log) for name, shape, arch, note in CALIBRATION_MODELS]
 
 
 # ---------------------------------------------------------------- a CPU quota

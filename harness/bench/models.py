@@ -33,43 +33,70 @@ class BenchModel:
     note: str = ""
 
 
-def _convnet_recipe():
-    from ..recipes import DataSpec, InputSpec, ModelRecipe, OutputSpec
-    return ModelRecipe(name=CONVNET_NAME, framework="keras", builder="none",
-                       input=InputSpec("image", CONVNET_INPUT), output=OutputSpec("logits", 10),
-                       data=DataSpec("none"), formats=("tflite", "openvino"),
-                       description="benchmark ConvNet, seeded random weights")
+BUILD_VERSION = "1"
 
 
-def _convnet_key() -> str:
-    from ..formats import CONVERTER_VERSION
-    material = json.dumps({"layers": CONVNET_LAYERS, "input": CONVNET_INPUT, "converter": CONVERTER_VERSION})
-    return hashlib.sha256(material.encode()).hexdigest()[:16]
+def _key(shape: tuple, arch: str) -> str:
+    material = json.dumps({"shape": list(shape), "arch": arch, "layers": CONVNET_LAYERS, "v": BUILD_VERSION})
+    return hashlib.sha256(material.encode()).hexdigest()[:12]
+
+
+def build_keras_model(cache_dir: Path, name: str, shape: tuple, arch: str, note: str = "",
+                      log=print) -> BenchModel:
+    """A seeded Keras model ('tiny': a digits-sized CNN; 'convnet': CONVNET_LAYERS) as .tflite, .onnx and
+    OpenVINO IR, built once into cache_dir/<name>-<key>/ by a child process with the frameworks' own
+    converters (TFLiteConverter, tf2onnx, openvino.convert_model), so the bench does not lean on the
+    pipeline it measures."""
+    import os
+    import subprocess
+    import sys
+    out = Path(cache_dir) / f"{name}-{_key(shape, arch)}"
+    files = {"tflite": out / f"{name}.tflite", "onnx": out / f"{name}.onnx", "openvino": out / f"{name}.xml"}
+    if not (out / ".complete").exists():
+        log(f"  building {name} ({note or arch})")
+        out.mkdir(parents=True, exist_ok=True)
+        env = dict(os.environ, TF_USE_LEGACY_KERAS="1", TF_CPP_MIN_LOG_LEVEL="3")
+        proc = subprocess.run([sys.executable, "-c", _BUILD_SCRIPT, str(out), name, json.dumps(list(shape)), arch],
+                              capture_output=True, text=True, env=env, timeout=900)
+        if proc.returncode != 0:
+            from .vendor import BenchError
+            raise BenchError(f"building {name} failed: {proc.stderr.strip()[-500:]}")
+        (out / ".complete").touch()
+    return BenchModel(name, tuple(shape), files, note)
+
+
+_BUILD_SCRIPT = r"""
+import json, sys
+out, name, shape, arch = sys.argv[1], sys.argv[2], tuple(json.loads(sys.argv[3])), sys.argv[4]
+import tensorflow as tf, tf_keras as keras, tf2onnx, openvino as ov
+from harness.bench.models import CONVNET_LAYERS
+keras.utils.set_random_seed(0)
+layers = [keras.layers.Input(shape[1:], name="image")]
+if arch == "tiny":
+    layers += [keras.layers.Conv2D(32, 3, padding="same", activation="relu"),
+               keras.layers.Conv2D(64, 3, padding="same", activation="relu"), keras.layers.MaxPooling2D(),
+               keras.layers.Flatten(), keras.layers.Dense(64, activation="relu")]
+else:
+    layers += [keras.layers.Conv2D(f, 3, strides=s, padding="same", activation="relu") for f, s in CONVNET_LAYERS]
+    layers += [keras.layers.GlobalAveragePooling2D()]
+model = keras.Sequential(layers + [keras.layers.Dense(10, name="logits")], name=name)
+open(f"{out}/{name}.tflite", "wb").write(tf.lite.TFLiteConverter.from_keras_model(model).convert())
+spec = (tf.TensorSpec(shape, tf.float32, name="image"),)
+tf2onnx.convert.from_keras(model, input_signature=spec, opset=17, output_path=f"{out}/{name}.onnx")
+ov.save_model(ov.convert_model(f"{out}/{name}.onnx"), f"{out}/{name}.xml")
+"""
 
 
 def build_convnet(cache_dir: Path) -> BenchModel:
-    """The bench ConvNet as .tflite and OpenVINO IR, built once into cache_dir/<key>/."""
-    out = Path(cache_dir) / f"{CONVNET_NAME}-{_convnet_key()}"
-    files = {"tflite": out / f"{CONVNET_NAME}.tflite", "openvino": out / f"{CONVNET_NAME}.xml"}
-    if not (out / ".complete").exists():
-        from ..formats import CONVERTERS
-        from ..zoo.keras_util import import_tf, set_seed
-        _, keras = import_tf()
-        recipe = _convnet_recipe()
-        out.mkdir(parents=True, exist_ok=True)
-        set_seed(0)
-        layers = [keras.layers.Input(CONVNET_INPUT[1:], name=recipe.input.name)]
-        for filters, stride in CONVNET_LAYERS:
-            layers.append(keras.layers.Conv2D(filters, 3, strides=stride, padding="same", activation="relu"))
-        layers += [keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(10, name=recipe.output.name)]
-        model_path = out / "model.h5"
-        keras.Sequential(layers, name=CONVNET_NAME).save(model_path)
-        for fmt, path in files.items():
-            produced = CONVERTERS.get(("keras", fmt))(model_path, recipe, out)
-            assert produced == path, (produced, path)
-        (out / ".complete").touch()
-    return BenchModel(CONVNET_NAME, CONVNET_INPUT, files,
-                      note="6 conv layers at 64x64x3, seeded random weights, about 120 M MACs")
+    """The bench ConvNet (6 conv layers on 64x64x3, about 120 M MACs) in every format."""
+    return build_keras_model(cache_dir, CONVNET_NAME, CONVNET_INPUT, "convnet",
+                             "6 conv layers at 64x64x3, seeded random weights, about 120 M MACs")
+
+
+def build_small(cache_dir: Path) -> BenchModel:
+    """A digits-sized CNN on 8x8x1 (about 20 us): the small-model rows of the fidelity table."""
+    return build_keras_model(cache_dir, "bench_small_cnn", (1, 8, 8, 1), "tiny",
+                             "2 conv layers at 8x8x1, seeded random weights, about 20 us")
 
 
 def find_cached_artifacts(cache_dir: Path, model: str, variant: str = "reference") -> Dict[str, Path]:
@@ -117,6 +144,7 @@ def models_for_fidelity(harness_cache: Path, bench_cache: Path, default_cache: P
                           "per-call Python overhead and the tools' 0.01 ms print resolution dominate")
     if digits:
         models.append(digits)
+    models.append(build_small(bench_cache))
     models.append(build_convnet(bench_cache))
     for cache in (harness_cache, default_cache):
         effnet = cached_model(cache, "efficientnet_lite0", "EfficientNet-Lite0 from the harness cache")
