@@ -212,3 +212,18 @@ def test_report_command_writes_and_prints(tmp_path, capsys):
     assert args.func(args) == 0
     out = capsys.readouterr().out
     assert "## Run run-mixed" in out and out.strip().endswith("run-mixed/index.html")
+
+
+def test_report_scores_against_the_budgets_recorded_in_the_run(tmp_path):
+    """After the target file changed (or `make farm-down` removed it), the run keeps the budgets it ran under."""
+    from dataclasses import asdict
+
+    from harness.report import build_context, recorded_budgets
+    run = write_run(tmp_path, "run-recorded", MIXED)
+    specs = [asdict(TargetSpec(name="local", budgets=Budgets(latency_p99_ms=2.5, peak_memory_mb=600.0))),
+             asdict(TargetSpec(name="pi4", budgets=Budgets(latency_p99_ms=80.0, peak_memory_mb=900.0)))]
+    run.write_manifest({"run_id": "run-recorded", "target_specs": specs})
+    ctx = build_context(run, TARGETS, tmp_path / "no-targets")
+    assert ctx.budgets["local"].latency_p99_ms == 2.5 and ctx.budgets["pi4"].peak_memory_mb == 900.0
+    assert ctx.budget_notes == []
+    assert recorded_budgets({"target_specs": [{"name": "x", "budgets": {"latency_p99_ms": "fast"}}, "junk"]}) == {}
