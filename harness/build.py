@@ -26,7 +26,7 @@ import numpy as np
 from .agent import agent as device_agent
 from .cache import ContentCache, content_key
 from .compress import COMPRESSOR_VERSION, COMPRESSORS, CompressionContext, VariantModel
-from .data import SampleSet, call_loader, conform, fill_shapes_from_data, load_entry_point, random_samples, \
+from .data import SampleSet, call_loader, check_input_names, conform, fill_shapes_from_data, load_entry_point, random_samples, \
     read_images, read_npz, split
 from .errors import ConfigError, ConversionError
 from .evaluate import ScoringSpec, score_outputs
@@ -283,6 +283,8 @@ def plan_data(recipe, described: Interface, train_data: Any,
     where = recipe.source_path or f"--model-file {recipe.source.path}"
     declared = {s.name: tuple(s.shape) for s in recipe.inputs if s.shape}
     raw = read_data(recipe, described, train_data)
+    if raw is not None and described.inputs:
+        check_input_names(described, raw.arrays, where)
     # A file that records no dtypes (TorchScript) takes the data's; the recipe's declared dtypes win.
     dtypes = {s.name: np.asarray(raw.arrays[k]).dtype.name for k in (raw.arrays if raw else {})
               for s in described.inputs if not s.dtype and normalize_name(s.name) == normalize_name(k)}

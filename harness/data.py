@@ -278,10 +278,8 @@ def _cast(array: np.ndarray, spec: TensorSpec, where: str, key: str) -> np.ndarr
     return array.astype(want)
 
 
-def conform(interface: Interface, arrays: Mapping[str, np.ndarray], labels: Optional[np.ndarray], where: str,
-            origin: str) -> SampleSet:
-    """Check data against a fixed interface: every input present, each per-sample or constant with the
-    input's shape, dtypes castable without loss, one label per sample. Errors name input, expected and found."""
+def check_input_names(interface: Interface, arrays: Mapping[str, np.ndarray], where: str) -> Dict[str, TensorSpec]:
+    """Each array's input; arrays the model does not take, or inputs without an array, list both sides."""
     names = interface.input_names
     matched = {key: _input_for(interface, key) for key in arrays}
     unknown = [k for k, s in matched.items() if s is None]
@@ -291,6 +289,15 @@ def conform(interface: Interface, arrays: Mapping[str, np.ndarray], labels: Opti
         raise ConfigError(where, f"the data's arrays {sorted(arrays)} do not match the model's inputs {names}"
                           + (f"; missing: {missing}" if missing else "") + (f"; unknown: {unknown}" if unknown else "")
                           + " (name each array after a model input; 'labels' holds labels)")
+    return matched  # type: ignore[return-value]
+
+
+def conform(interface: Interface, arrays: Mapping[str, np.ndarray], labels: Optional[np.ndarray], where: str,
+            origin: str) -> SampleSet:
+    """Check data against a fixed interface: every input present, each per-sample or constant with the
+    input's shape, dtypes castable without loss, one label per sample. Errors name input, expected and found."""
+    names = interface.input_names
+    matched = check_input_names(interface, arrays, where)
     out: Dict[str, np.ndarray] = {}
     modes: Dict[str, str] = {}
     for key, spec in matched.items():

@@ -76,8 +76,14 @@ def streaming_data(path: Path, n: int = 6, seed: int = 0) -> Path:
 
 
 def heatmap_metric(outputs, labels):
-    """A non-classification figure: how much of the heatmap is above 0.01, and its mean (higher is better)."""
-    heatmap = np.asarray(outputs["heatmap"], dtype=np.float64)
+    """A non-classification figure: how much of the heatmap is above 0.01, and its mean (higher is better).
+
+    The map is found by name where the file keeps names, else by rank (torch.export names outputs after
+    graph nodes): outputs arrive samples first, so a [1, 4, H, W] map is 5-D."""
+    heatmap = outputs.get("heatmap")
+    if heatmap is None:
+        heatmap = next(v for v in outputs.values() if np.ndim(v) == 5)
+    heatmap = np.asarray(heatmap, dtype=np.float64)
     return {"active_fraction": float((heatmap > 0.01).mean()), "mean_activation": float(heatmap.mean())}
 
 
@@ -116,4 +122,34 @@ def two_tower_data(path: Path, n: int = 40, seed: int = 0, labels: bool = True) 
     if labels:
         arrays["labels"] = rng.integers(0, 3, n)
     np.savez(path, **arrays)
+    return path
+
+
+def streaming_loader():
+    """A loader entry point: the same data as streaming_data, built in code."""
+    rng = np.random.default_rng(1)
+    return {"image": rng.random((4, 1, 3, H, W), dtype=np.float32), "rate": np.array(8000, dtype=np.int64),
+            "state": np.zeros((2, 1, 8), dtype=np.float32)}
+
+
+def failing_metric(outputs, labels):
+    raise RuntimeError("this metric breaks on purpose")
+
+
+def tiny_image_onnx(path: Path, classes: int = 4) -> Path:
+    """A one-input image classifier (mean colour → linear): input image [1, 3, 8, 8] NCHW → logits [1, classes]."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    weights = np.random.default_rng(0).normal(size=(3, classes)).astype(np.float32)
+    graph = helper.make_graph(
+        [helper.make_node("GlobalAveragePool", ["image"], ["pooled"]),
+         helper.make_node("Flatten", ["pooled"], ["flat"], axis=1),
+         helper.make_node("MatMul", ["flat", "w"], ["logits"])],
+        "tiny", [helper.make_tensor_value_info("image", TensorProto.FLOAT, [1, 3, 8, 8])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, classes])],
+        [helper.make_tensor("w", TensorProto.FLOAT, weights.shape, weights.ravel())])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, path)
     return path
