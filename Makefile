@@ -6,6 +6,10 @@ PY := $(VENV)/bin/python
 HARNESS := $(VENV)/bin/harness
 TARGET ?= local
 MODEL ?= digits_cnn
+# Your own model file instead of a recipe: make profile MODEL_FILE=det.onnx DATA=eval.npz SHAPES="images=1x3x640x640"
+MODEL_FILE ?=
+DATA ?=
+SHAPES ?=
 VARIANTS ?=
 ARGS ?=
 STAMP := $(VENV)/.installed
@@ -30,8 +34,10 @@ venv: $(STAMP) ## create the virtual environment (.venv) if missing or stale
 system-deps: ## Debian packages the tests and recipes use (openssh-server, Fashion-MNIST, qemu-user-static)
 	@bash scripts/system-deps.sh
 
-profile: venv ## profile MODEL (digits_cnn) on TARGET (local): make profile TARGET=sim-pi4
-	$(HARNESS) profile --model $(MODEL) --target $(TARGET) $(if $(VARIANTS),--variants $(VARIANTS)) $(ARGS)
+profile: venv ## profile MODEL (digits_cnn), or your MODEL_FILE [DATA=eval.npz] [SHAPES="x=1x3x224x224"], on TARGET
+	$(HARNESS) profile $(if $(MODEL_FILE),--model-file $(MODEL_FILE) $(if $(DATA),--data $(DATA)) \
+	  $(foreach s,$(SHAPES),--input-shape $(s)),--model $(MODEL)) --target $(TARGET) \
+	  $(if $(VARIANTS),--variants $(VARIANTS)) $(ARGS)
 
 test: ## run the test suite (installs the Debian packages it needs first when root; else says the command)
 	@# before the venv: a missing package stops at once, not after minutes of pip

@@ -9,8 +9,8 @@ For one cell (model, variant, format, target) the score is the product of
 four parts, each in [0, 1], so the weakest part shows why a score is low:
 
     deploys   1 if the cell ran (status 'ok'), else 0
-    accuracy  accuracy_retention clipped to [0, 1]
-              (top1_agreement with the reference when no labels; 0 if neither)
+    accuracy  the primary figure's retention against the reference, clipped to [0, 1]
+              (the recipe's metric, else accuracy, else top-1 agreement, else output SNR; 0 if none)
     latency   min(1, budget p99 ms / measured p99 ms)
     memory    min(1, budget MB / measured peak RSS MB)     (MB = 2**20 bytes)
 
@@ -58,7 +58,11 @@ def peak_memory_mb(row: Mapping[str, Any]) -> Optional[float]:
 
 
 def accuracy_measure(row: Mapping[str, Any]) -> Tuple[Optional[float], str]:
-    """Retention against the reference and which column it came from."""
+    """Retention of the cell's primary figure against the reference (its metric, accuracy, top-1 agreement or
+    output SNR), and which figure it is; rows recorded before the primary figure fall back to accuracy."""
+    primary = _num(row.get("primary_retention"))
+    if primary is not None:
+        return primary, f"{row.get('primary_metric') or 'primary'} retention"
     retention = _num(row.get("accuracy_retention"))
     if retention is not None:
         return retention, "accuracy_retention"
@@ -513,7 +517,7 @@ class Recommendation:
 
 
 def _rank_accuracy(row: Mapping[str, Any]) -> float:
-    for column in ("accuracy", "accuracy_retention", "top1_agreement"):
+    for column in ("primary_retention", "accuracy", "accuracy_retention", "top1_agreement"):
         value = _num(row.get(column))
         if value is not None:
             return value
