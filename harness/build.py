@@ -320,7 +320,8 @@ def plan_data(recipe, described: Interface, train_data: Any,
     if calibration is not None:
         notes.append(f"calibration: {calibration.origin}" + (" (disjoint from evaluation)" if "split" in
                                                               calibration.origin else ""))
-    notes.insert(0, f"evaluation: {evaluation.n_samples} samples from {evaluation.origin}")
+    if raw is not None:
+        notes.insert(0, f"evaluation: {evaluation.n_samples} samples from {evaluation.origin}")
     return interface, evaluation, calibration, notes
 
 

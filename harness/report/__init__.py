@@ -65,6 +65,8 @@ class ReportContext:
     arches: Dict[str, str] = field(default_factory=dict)
     #: cells on another architecture than x86_64 against the same cells on x86_64 devices
     cross_arch: List[CrossArchParity] = field(default_factory=list)
+    #: per model: its source format, interface and where its evaluation and calibration data came from
+    models: Dict[str, Dict[str, Any]] = field(default_factory=dict)
 
     @property
     def rows(self) -> List[Dict[str, Any]]:
@@ -183,7 +185,9 @@ def build_context(run_dir: RunDir, targets: Mapping[str, TargetSpec] | None = No
         budgets=budgets, budget_notes=notes, cell_scores=score_cells(frame, budgets, emulated),
         portability=portability_scores(frame, budgets, emulated),
         recommendations=recommend(frame, budgets, emulated),
-        parity=parity, pairs=pairs, disagreements=found, emulated=emulated, arches=arches, cross_arch=cross_arch)
+        parity=parity, pairs=pairs, disagreements=found, emulated=emulated, arches=arches, cross_arch=cross_arch,
+        models={name: {**doc, "data": manifest.get("data", {}).get(name, [])}
+                for name, doc in manifest.get("interfaces", {}).items()})
 
 
 def draw_plots(ctx: ReportContext, run_dir: RunDir) -> None:

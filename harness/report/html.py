@@ -123,11 +123,25 @@ def _emulated_note(ctx: "ReportContext") -> str:
             f"are not representative: recorded, not judged.</p>")
 
 
+def _section_models(ctx: "ReportContext") -> str:
+    """Each model's source, its inputs and outputs as profiled, and where its data came from."""
+    if not ctx.models:
+        return "<p>The run's manifest records no model interfaces (a run from before they were recorded).</p>"
+    parts = []
+    for name, doc in sorted(ctx.models.items()):
+        tensors = [[kind, t.get("name"), "x".join(str(d) for d in t.get("shape") or []) or "scalar", t.get("dtype")]
+                   for kind in ("inputs", "outputs") for t in doc.get(kind, [])]
+        notes = "".join(f'<p class="note">{esc(n)}</p>' for n in doc.get("data", []))
+        parts.append(f"<h3>{esc(name)} ({esc(doc.get('source_format', ''))})</h3>{notes}"
+                     + table(["", "name", "shape", "dtype"], tensors))
+    return "".join(parts)
+
+
 def _section_results(ctx: "ReportContext") -> str:
     records = ctx.rows
     if not records:
         return "<p>The run has no cells.</p>"
-    numeric = [c not in ("model", "variant", "format", "target", "status") for c in SUMMARY_COLUMNS]
+    numeric = [c not in ("model", "variant", "format", "runtime_config", "target", "status") for c in SUMMARY_COLUMNS]
     rows = [[fmt(r.get(c), c) for c in SUMMARY_COLUMNS] for r in records]
     for row, record in zip(rows, records):
         if str(record.get("target")) in ctx.emulated and "target" in SUMMARY_COLUMNS:
@@ -155,8 +169,8 @@ def _section_scores(ctx: "ReportContext") -> str:
                         "notes"], cells, [False] * 5 + [True] * 4 + [False], [c.status for c in ctx.cell_scores],
                        {4: "status"})
     return ('<p class="note">score = deploys &times; accuracy &times; latency &times; memory per cell, each part in '
-            "[0, 1]: deploys is 1 when the cell ran; accuracy is the accuracy retention (top-1 agreement without "
-            "labels); latency is min(1, budget p99 / p99); memory is min(1, budget MB / peak MB). A model or variant "
+            "[0, 1]: deploys is 1 when the cell ran; accuracy is the retention of the primary figure "
+            "(the recipe's metric, else accuracy, else top-1 agreement, else output SNR / 40 dB); latency is min(1, budget p99 / p99); memory is min(1, budget MB / peak MB). A model or variant "
             "takes its best cell per target and the mean over its targets; the parts shown are means over the "
             "targets where it deploys.</p>" + _emulated_note(ctx) + score_table + "<details><summary>every cell's score</summary>"
             + cell_table + "</details>")
@@ -240,6 +254,7 @@ def render_html(ctx: "ReportContext") -> str:
     notes = "".join(f'<p class="note">{esc(n)}</p>' for n in ctx.budget_notes)
     sections = [
         ("devices", "Devices", _section_devices(ctx)),
+        ("models", "Models and data", _section_models(ctx)),
         ("results", "Results", _section_results(ctx)),
         ("scores", "Portability scores", _section_scores(ctx)),
         ("recommendations", "Recommendation per target", _section_recommendations(ctx)),
