@@ -153,3 +153,27 @@ def tiny_image_onnx(path: Path, classes: int = 4) -> Path:
     model.ir_version = 8
     onnx.save(model, path)
     return path
+
+
+def detections_onnx(path: Path) -> Path:
+    """An output whose size varies per sample, like a detector's box list: the indices of scores above 0.5
+    (NonZero), beside a uint8 input mask and a bool switch."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    threshold = helper.make_tensor("half", TensorProto.FLOAT, [], [0.5])
+    graph = helper.make_graph(
+        [helper.make_node("Cast", ["mask"], ["mask_f"], to=TensorProto.FLOAT),
+         helper.make_node("Mul", ["scores", "mask_f"], ["masked"]),
+         helper.make_node("Greater", ["masked", "half"], ["hit"]),
+         helper.make_node("And", ["hit", "enabled"], ["kept"]),
+         helper.make_node("NonZero", ["kept"], ["boxes"])],
+        "detections",
+        [helper.make_tensor_value_info("scores", TensorProto.FLOAT, [1, 12]),
+         helper.make_tensor_value_info("mask", TensorProto.UINT8, [1, 12]),
+         helper.make_tensor_value_info("enabled", TensorProto.BOOL, [])],
+        [helper.make_tensor_value_info("boxes", TensorProto.INT64, [2, "n"])], [threshold])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, path)
+    return path

@@ -287,3 +287,44 @@ def test_a_missing_data_file_names_it(streaming, tmp_path):
     files, _ = streaming
     one_clear_line(_bad(tmp_path, "--model-file", str(files["onnx"]), "--data", str(tmp_path / "nope.npz")),
                    "nope.npz", "no such data file")
+
+
+# ---------------------------------------------------------------- dtypes and outputs of varying size
+def test_random_inputs_cover_every_dtype_the_runtimes_take():
+    from harness.data import SAMPLE, random_samples
+    from harness.interface import DTYPES, Interface, TensorSpec
+    interface = Interface(tuple(TensorSpec(f"x_{d}", (1, 3), d) for d in DTYPES) + (TensorSpec("rate", (), "int64"),),
+                          ())
+    data = random_samples(interface, 5, seed=3)
+    assert {n: a.dtype.name for n, a in data.arrays.items()} == {**{f"x_{d}": d for d in DTYPES}, "rate": "int64"}
+    assert all(a.shape[0] == 5 and data.modes[n] == SAMPLE for n, a in data.arrays.items())
+    assert data.arrays["rate"].shape == (5,)  # one scalar per sample
+    again = random_samples(interface, 5, seed=3)
+    assert all(np.array_equal(data.arrays[n], again.arrays[n]) for n in data.arrays)  # seeded
+
+
+def test_data_is_cast_only_where_no_value_changes():
+    from harness.data import conform
+    from harness.errors import ConfigError
+    from harness.interface import Interface, TensorSpec
+    interface = Interface((TensorSpec("ids", (1, 4), "int32"), TensorSpec("x", (1, 4), "float32")), ())
+    ok = conform(interface, {"ids": np.arange(8, dtype=np.int64).reshape(2, 1, 4), "x": np.zeros((1, 4))},
+                 None, "eval.npz", "eval.npz")
+    assert ok.arrays["ids"].dtype == np.int32 and ok.arrays["x"].dtype == np.float32 and ok.modes["x"] == "constant"
+    with pytest.raises(ConfigError, match="input ids: the data is int64, the model takes int32"):
+        conform(interface, {"ids": np.full((2, 1, 4), 2 ** 40), "x": np.zeros((1, 4))}, None, "eval.npz", "eval.npz")
+
+
+def test_an_output_whose_size_varies_per_sample_is_kept_and_compared_per_sample(tmp_path):
+    model = byom.detections_onnx(tmp_path / "detections.onnx")
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "eval.npz", scores=rng.random((5, 1, 12), dtype=np.float32),
+             mask=rng.integers(0, 2, (5, 1, 12)).astype(np.uint8), enabled=np.array(True))
+    outcome, rows = profile(recipe_for_file(model, data=str(tmp_path / "eval.npz")), tmp_path)
+    for fmt in ("onnx", "openvino"):
+        row = rows[("reference", fmt, "local")]
+        assert row["status"] == "ok", row["error_message"]
+        assert row["max_abs_diff"] == 0 and row["n_eval_samples"] == 5
+    from harness.evaluate import read_outputs
+    boxes = read_outputs(outcome.run_dir.outputs_path(rows[("reference", "onnx", "local")]["cell_id"]))["boxes"]
+    assert isinstance(boxes, list) and len({b.shape for b in boxes}) > 1  # ragged: one array per sample
