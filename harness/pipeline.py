@@ -453,6 +453,12 @@ def settings_for(target: TargetSpec, settings: RunSettings) -> RunSettings:
                    max_samples=min(settings.max_samples or EMULATED_MAX_SAMPLES, EMULATED_MAX_SAMPLES))
 
 
+def _is_dask_client(executor: Any) -> bool:
+    """A distributed.Client, recognised without importing dask."""
+    return executor is not None and type(executor).__module__.split(".")[0] == "distributed" \
+        and hasattr(executor, "scheduler_info")
+
+
 def plan_cells(artifacts: Sequence[Artifact], targets: Sequence[TargetSpec]) -> List[Cell]:
     return [Cell(a, t.name) for t in targets for a in artifacts]
 
@@ -479,8 +485,16 @@ def run_profile(recipes: Sequence[Any], targets: Sequence[TargetSpec], variants:
     evals: Dict[str, ModelEval] = {}
     data_notes: Dict[str, List[str]] = {}
     interfaces: Dict[str, Dict[str, Any]] = {}
-    for recipe in recipes:
-        prepared, model_artifacts = build_model_artifacts(recipe, variants.get(recipe.name, []), cache, progress)
+    # A dask.distributed Client as the executor (harness profile --scheduler) spreads the build steps and the
+    # device jobs over its workers (harness.distributed); otherwise everything runs here, and dask is not imported.
+    client = executor if _is_dask_client(executor) else None
+    if client is not None:
+        from .distributed import build_on_workers
+        models = build_on_workers(recipes, variants, cache, client, progress)
+    else:
+        models = [build_model_artifacts(recipe, variants.get(recipe.name, []), cache, progress) for recipe in recipes]
+    for prepared, model_artifacts in models:
+        recipe = prepared.recipe
         artifacts += model_artifacts
         evals[recipe.name] = ModelEval.of(prepared)
         data_notes[recipe.name] = list(prepared.data_notes)
@@ -516,7 +530,11 @@ def run_profile(recipes: Sequence[Any], targets: Sequence[TargetSpec], variants:
         target_cells = tuple(c for c in cells if c.target == target.name)
         if target_cells:
             jobs.append(TargetJob(target, target_cells, evals, str(run.root.resolve()), settings_for(target, settings)))
-    dispatch(jobs, executor, progress)
+    if client is not None:
+        from .distributed import dispatch_on_workers
+        dispatch_on_workers(jobs, client, run, progress)
+    else:
+        dispatch(jobs, executor, progress)
     return collate(run, targets, write_report=write_report, progress=progress, built=built, reused=reused)
 
 

@@ -44,6 +44,8 @@ class Category(str, Enum):
     # the device
     DEVICE_UNREACHABLE = "device_unreachable"
     DEVICE_LOST = "device_lost"
+    #: the dask worker that ran the device's job died (harness.distributed); the device may be fine
+    WORKER_LOST = "worker_lost"
     HOST_KEY_CHANGED = "host_key_changed"
     HARNESS_ERROR = "harness_error"
 

@@ -17,10 +17,34 @@ import json
 import os
 import re
 import uuid
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Mapping, Optional
+from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional
 
 REPORTS_DIR = Path("reports")
+
+#: callbacks that see every cell and device record a RunDir writes under a root, by the written path. A dask
+#: worker's device job writes into its own scratch copy of the run and streams each record to the host this way
+#: (harness.distributed); nothing is registered in an ordinary run.
+_WATCHERS: Dict[str, Callable[[Path], None]] = {}
+
+
+@contextmanager
+def watch_writes(root: Path, callback: Callable[[Path], None]) -> Iterator[None]:
+    """Call callback(path) after each cell or device record written under root, while the block runs."""
+    key = str(Path(root).resolve())
+    _WATCHERS[key] = callback
+    try:
+        yield
+    finally:
+        _WATCHERS.pop(key, None)
+
+
+def _notify(root: Path, path: Path) -> None:
+    if _WATCHERS:
+        callback = _WATCHERS.get(str(Path(root).resolve()))
+        if callback is not None:
+            callback(path)
 
 
 def new_run_id(now: Optional[_dt.datetime] = None) -> str:
@@ -84,6 +108,7 @@ class RunDir:
 
     def write_cell(self, record: Mapping[str, Any]) -> None:
         write_json_atomic(self.cell_path(record["row"]["cell_id"]), record)
+        _notify(self.root, self.cell_path(record["row"]["cell_id"]))
 
     def iter_cells(self) -> Iterator[Dict[str, Any]]:
         for path in sorted((self.root / "cells").glob("*.json")):
@@ -94,6 +119,7 @@ class RunDir:
 
     def write_device(self, target: str, probe: Mapping[str, Any]) -> None:
         write_json_atomic(self.device_path(target), probe)
+        _notify(self.root, self.device_path(target))
 
     def devices(self) -> Dict[str, Dict[str, Any]]:
         return {p.stem: json.loads(p.read_text()) for p in sorted((self.root / "devices").glob("*.json"))}

@@ -85,6 +85,9 @@ class TargetSpec:
     transfer_timeout_s: float = 120.0
     connect_retries: int = 3
     lock_timeout_s: float = 0.0
+    #: the lab whose network reaches the device: with a dask scheduler (--scheduler), the device's job runs on
+    #: a worker started with `--resources "site-<site>=1"`; '' runs it on any worker (harness.distributed)
+    site: str = ""
     #: set by the loader: the file this came from (for messages)
     source_path: str = field(default="", metadata={"internal": True})
 
@@ -97,6 +100,9 @@ class TargetSpec:
                     raise ConfigError(self.source_path, "is required for an ssh target", required)
         if self.threads < 1:
             raise ConfigError(self.source_path, "must be at least 1", "threads")
+        if self.site and not _NAME.match(self.site):
+            raise ConfigError(self.source_path, f"{self.site!r} must be letters, digits, '_', '-' or '.' (it names "
+                              "the worker resource site-<site>)", "site")
         unknown = [r for r in self.runtimes if r not in FORMATS]
         if unknown:
             raise ConfigError(self.source_path, f"unknown runtime(s) {unknown}; known: {', '.join(FORMATS)}", "runtimes")
