@@ -26,6 +26,8 @@ from __future__ import annotations
 
 import logging
 import os
+import re
+import socket
 import threading
 import time
 import uuid
@@ -65,13 +67,26 @@ def connect(address: str, timeout_s: float = CONNECT_TIMEOUT_S):
     except ImportError:
         raise HarnessError(f"scheduler {address} given but dask.distributed is not installed: "
                            "pip install -e '.[distributed]' (or make venv EXTRAS=distributed)") from None
+    def unreachable(why: str) -> HarnessError:
+        return HarnessError(f"cannot reach the dask scheduler at {address} ({why}); start one with `dask scheduler` "
+                            f"on that host, or check the address (--scheduler, {SCHEDULER_ENV})")
+
+    # A plain TCP connect first: it fails at once and plainly, where a Client retries and leaves a half object.
+    scheme = address.split("://", 1)[0] if "://" in address else "tcp"
+    if scheme not in ("tcp", "tls", "ws", "wss", "ucx"):
+        raise unreachable(f"unknown address scheme {scheme!r}: give tcp://HOST:PORT")
+    match = re.match(r"^(?:tcp://)?\[?([^\]/]+?)\]?:(\d+)/?$", address)
+    if address.startswith("tcp://") or match:
+        if not match:
+            raise unreachable("expected tcp://HOST:PORT")
+        try:
+            socket.create_connection((match.group(1), int(match.group(2))), timeout=timeout_s).close()
+        except OSError as exc:
+            raise unreachable(exc.strerror or type(exc).__name__) from None
     try:
         return Client(address, timeout=f"{timeout_s}s", set_as_default=False)
     except (OSError, TimeoutError, ValueError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise HarnessError(f"cannot reach the dask scheduler at {address} ({first}); start one with "
-                           "`dask scheduler` on that host, or check the address, --scheduler and "
-                           f"{SCHEDULER_ENV}") from None
+        raise unreachable(str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__) from None
 
 
 # ---------------------------------------------------------------- cache entries as bytes

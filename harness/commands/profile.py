@@ -64,6 +64,10 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--reports-dir", type=Path, default=REPORTS_DIR, help="where runs are written (default reports/)")
     p.add_argument("--no-report", action="store_true", help="write the tables only, no HTML report or history")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
+    p.add_argument("--scheduler", default=None, metavar="tcp://HOST:PORT",
+                   help="a dask scheduler: build steps and device jobs run on its workers, a target with `site:` on "
+                        "a worker started with --resources \"site-<site>=1\" (default: $DASK_SCHEDULER_ADDRESS, "
+                        "else everything runs here, one thread per device); needs the `distributed` extra")
 
 
 def register(subparsers) -> None:
@@ -160,8 +164,18 @@ def cmd_profile(args) -> int:
     settings = RunSettings(**settings_doc) if resume else RunSettings(
         warmup=args.warmup, iterations=args.iterations, threads=args.threads, max_samples=args.max_samples,
         ov_precision=args.ov_precision, cell_timeout_s=args.timeout)
-    outcome = run_profile(recipes, targets, variants, settings, run_id=run_id, reports_dir=args.reports_dir,
-                          progress=progress, resume=bool(resume), write_report=not args.no_report)
+    from ..distributed import connect, scheduler_address
+    address = scheduler_address(getattr(args, "scheduler", None))
+    client = connect(address) if address else None  # no scheduler: threads here, and dask is never imported
+    if client is not None:
+        progress(f"dask scheduler {address}: {len(client.scheduler_info(n_workers=-1).get('workers', {}))} worker(s)")
+    try:
+        outcome = run_profile(recipes, targets, variants, settings, run_id=run_id, reports_dir=args.reports_dir,
+                              progress=progress, resume=bool(resume), write_report=not args.no_report,
+                              executor=client)
+    finally:
+        if client is not None:
+            client.close()
     print_summary(outcome)
     return run_verdict(outcome.frame.to_dict(orient="records"), outcome.missing).exit_code
 
