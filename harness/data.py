@@ -134,13 +134,14 @@ class ImagePreprocessing:
     resize: Tuple[int, ...] = ()
     mean: Tuple[float, ...] = (0.0,)
     std: Tuple[float, ...] = (1.0,)
-    layout: str = "NCHW"
+    #: NCHW or NHWC; empty: from the input's shape (channels of 1 or 3 last means NHWC)
+    layout: str = ""
     channels: str = "RGB"
     #: pixel values are divided by this first (1: 0-255, 255: 0-1)
     scale: float = 1.0
 
     def __post_init__(self) -> None:
-        if self.layout not in ("NCHW", "NHWC"):
+        if self.layout not in ("", "NCHW", "NHWC"):
             raise ValueError(f"preprocessing.layout must be NCHW or NHWC, not {self.layout!r}")
         if self.channels not in ("RGB", "BGR", "GRAY"):
             raise ValueError(f"preprocessing.channels must be RGB, BGR or GRAY, not {self.channels!r}")
@@ -162,7 +163,8 @@ def read_images(directory: Path, labels_file: Optional[Path], prep: ImagePreproc
     shape = spec.shape or ()
     if len(shape) != 4:
         raise ConfigError(where, f"image data needs a 4-D image input; {spec.describe()} is not", "data.images")
-    c_axis, hw = (1, (2, 3)) if prep.layout == "NCHW" else (3, (1, 2))
+    layout = prep.layout or ("NHWC" if shape[3] in (1, 3) and shape[1] not in (1, 3) else "NCHW")
+    c_axis, hw = (1, (2, 3)) if layout == "NCHW" else (3, (1, 2))
     size = tuple(prep.resize) or tuple(shape[a] for a in hw)
     if not all(is_static(d) for d in size):
         raise ConfigError(where, f"input {spec.name} has a dynamic height/width: set preprocessing.resize: [H, W]",
@@ -181,7 +183,7 @@ def read_images(directory: Path, labels_file: Optional[Path], prep: ImagePreproc
         if prep.channels == "BGR":
             pixels = pixels[..., ::-1]
         pixels = (pixels / prep.scale - np.asarray(prep.mean, np.float32)) / np.asarray(prep.std, np.float32)
-        samples.append(pixels.transpose(2, 0, 1) if prep.layout == "NCHW" else pixels)
+        samples.append(pixels.transpose(2, 0, 1) if layout == "NCHW" else pixels)
     arrays = {spec.name: np.stack(samples)[:, None].astype(spec.dtype if spec.dtype.startswith("float")
                                                             else np.float32)}
     return arrays, (read_labels(labels_file, [f.name for f in files]) if labels_file else None)

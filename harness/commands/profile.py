@@ -39,7 +39,7 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
     own.add_argument("--metric", default="", metavar="MODULE:FUNCTION",
                      help="your metric: (outputs by name, labels) -> {figure: number}, higher is better; "
                           "reported as metric_<figure> columns with their retention")
-    own.add_argument("--task", default="", choices=["", "classification", "outputs"],
+    own.add_argument("--task", default="", choices=["classification", "outputs"],
                      help="classification: top-1/top-5 on labels and agreement; outputs: parity only "
                           "(default: classification when --data has integer labels)")
     own.add_argument("--class-output", default="", metavar="NAME",
@@ -56,8 +56,11 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, default=None, help="runtime threads (default: the target's `threads`)")
     p.add_argument("--max-samples", type=int, default=0,
                    help="evaluate at most this many samples per cell (default 0: the whole evaluation split)")
-    p.add_argument("--ov-precision", default="", metavar="HINT",
-                   help="OpenVINO INFERENCE_PRECISION_HINT, e.g. f32 (default: the plugin's own choice)")
+    p.add_argument("--runtime-config", action="append", default=[], metavar="NAME",
+                   help="only the targets' runtime configurations with this name (repeat for several; a list-form "
+                        "runtime's default is named after it, e.g. onnx); default: every configuration")
+    p.add_argument("--no-profile", action="store_true",
+                   help="no per-layer profile / op placement pass after each cell's timed run")
     p.add_argument("--timeout", type=float, default=None, metavar="S",
                    help="per-cell agent timeout in seconds (default: the target's command_timeout_s)")
     p.add_argument("--run-id", default=None, help="name of the run directory (default: a timestamp)")
@@ -74,10 +77,11 @@ def register(subparsers) -> None:
     for name, help_ in (("profile", "profile models on targets (the default model on this machine's CPU)"),
                         ("run", "the same as profile; with --resume RUN_ID, finish only what a run is missing")):
         p = subparsers.add_parser(
-            name, help=help_, description=f"{help_[0].upper()}{help_[1:]}. For each model recipe the reference "
-            "model is trained (cached), compressed into the requested variants, converted to every format in "
-            "the recipe and checked against the recipe's interface; every (model, variant, format, target) cell "
-            "then runs on its device and ends as one row of reports/<run-id>/results.csv.",
+            name, help=help_, description=f"{help_[0].upper()}{help_[1:]}. Each model (a recipe, or your own file with "
+            "--model-file) is read or built (cached), run on this host for the reference outputs, compressed into "
+            "the requested variants, converted to every format a converter reaches and checked against the "
+            "source's interface; every (model, variant, format, target) cell then runs on its device, is compared "
+            "with the reference output by output, and ends as one row of reports/<run-id>/results.csv.",
             formatter_class=argparse.ArgumentDefaultsHelpFormatter if False else argparse.HelpFormatter)
         add_run_options(p)
         if name == "run":
@@ -161,9 +165,9 @@ def cmd_profile(args) -> int:
     targets = [run_target(t) for t in (target_names or ["local"])]
     variants = ({r.name: variants_by_model.get(r.name, []) for r in recipes} if resume
                 else resolve_variants(recipes, variant_spec))
-    settings = RunSettings(**settings_doc) if resume else RunSettings(
+    settings = RunSettings.from_manifest(settings_doc) if resume else RunSettings(
         warmup=args.warmup, iterations=args.iterations, threads=args.threads, max_samples=args.max_samples,
-        ov_precision=args.ov_precision, cell_timeout_s=args.timeout)
+        cell_timeout_s=args.timeout, profile=not args.no_profile, runtime_configs=tuple(args.runtime_config))
     from ..distributed import connect, scheduler_address
     address = scheduler_address(getattr(args, "scheduler", None))
     client = connect(address) if address else None  # no scheduler: threads here, and dask is never imported
