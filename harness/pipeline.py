@@ -33,6 +33,7 @@ from .verdict import device_failure
 from .results import FAILED, INCOMPATIBLE, LOST, OK, SKIPPED, Category, agent_metrics, cell_id, make_row, \
     results_frame
 from .rundir import REPORTS_DIR, RunDir, new_run_id
+from .runtime_configs import RuntimeConfig, compiled_cache_key, default_config, wants_cache
 from .targets import TargetSpec
 from .transport import open_transport
 
@@ -51,8 +52,22 @@ class RunSettings:
     threads: Optional[int] = None
     #: outputs for at most this many evaluation samples (0: all)
     max_samples: int = 0
-    #: OpenVINO INFERENCE_PRECISION_HINT ('' = the plugin's default, e.g. bf16 on CPUs that have it)
-    ov_precision: str = ""
+    #: after each cell's timed run, a separate profiled session: per-layer times and where each node ran
+    #: (reports/<run>/profiles/<cell>.json)
+    profile: bool = True
+    profile_runs: int = 10
+    #: only the runtime configurations with these names (harness profile --runtime-config); empty: all
+    runtime_configs: Tuple[str, ...] = ()
+
+    @classmethod
+    def from_manifest(cls, doc: Dict[str, Any]) -> "RunSettings":
+        """A run's recorded settings; keys this version no longer has (ov_precision, now a runtime
+        configuration) are left out."""
+        known = {f for f in cls.__dataclass_fields__}
+        kept = {k: v for k, v in doc.items() if k in known}
+        if "runtime_configs" in kept:
+            kept["runtime_configs"] = tuple(kept["runtime_configs"])
+        return cls(**kept)
     #: per-cell agent timeout; None: the target's command_timeout_s
     cell_timeout_s: Optional[float] = None
     #: each agent run times for at least this long (and at least `iterations`), at most max_duration_s
@@ -88,10 +103,18 @@ class ModelEval:
 class Cell:
     artifact: Artifact
     target: str
+    #: how the target runs the artifact's format (the runtime's default unless the target names others)
+    runtime_config: RuntimeConfig = None  # type: ignore[assignment]
+
+    def __post_init__(self) -> None:
+        if self.runtime_config is None:
+            object.__setattr__(self, "runtime_config", default_config(self.artifact.format))
 
     @property
     def cell_id(self) -> str:
-        return cell_id(self.artifact.model, self.artifact.variant, self.artifact.format, self.target)
+        config = self.runtime_config
+        return cell_id(self.artifact.model, self.artifact.variant, self.artifact.format, self.target,
+                       "" if config.is_default else config.name)
 
 
 @dataclass(frozen=True)
@@ -121,6 +144,7 @@ def base_row(run_id: str, cell: Cell) -> Dict[str, Any]:
     a = cell.artifact
     m = a.metrics
     return dict(run_id=run_id, cell_id=cell.cell_id, model=a.model, variant=a.variant, format=a.format,
+                runtime_config=cell.runtime_config.name, runtime_options=cell.runtime_config.options_json(),
                 target=cell.target, artifact_size_bytes=a.size_bytes or None, artifact_gzip_bytes=a.gzip_bytes or None,
                 artifact_sha256=a.sha256 or None, param_count=m.get("param_count"), macs=m.get("macs"),
                 sparsity=m.get("sparsity"), weight_rel_frobenius=m.get("weight_rel_frobenius"),
@@ -191,8 +215,9 @@ def run_target_job(job: TargetJob, progress: Progress = SILENT) -> List[Dict[str
                 break
             pending.pop(0)
             rows.append(row)
+            config = "" if cell.runtime_config.is_default else f"@{cell.runtime_config.name}"
             progress(f"[{target.name}] {total - len(pending)}/{total} {cell.artifact.model}/{cell.artifact.variant}/"
-                     f"{cell.artifact.format}: {_describe(row)}")
+                     f"{cell.artifact.format}{config}: {_describe(row)}")
         if not pending and settings.repeats > 1 and measured:
             rows = repeat_timings(job, transport, agent_path, run, measured, rows, progress)
     finally:
@@ -324,8 +349,13 @@ def run_agent(transport, job: TargetJob, cell: Cell, pushed: PushedCell, agent_p
         argv += ["--outputs", pushed.outputs]
     if artifact.format == "openvino" and len(pushed.model_files) > 1:
         argv += ["--weights", pushed.model_files[1]]
-    if settings.ov_precision:
-        argv += ["--ov-precision", settings.ov_precision]
+    config = cell.runtime_config
+    if not config.is_default:
+        argv += ["--runtime-config", json.dumps(config.to_agent())]
+    if wants_cache(config):
+        argv += ["--cache-dir", f"{transport.workdir}/cache/compiled/{compiled_cache_key(artifact.sha256, config)}"]
+    if repeat == 1 and settings.profile:
+        argv += ["--profile", profile_path(pushed), "--profile-runs", str(settings.profile_runs)]
     try:
         result = transport.run(argv, timeout_s=settings.cell_timeout_s or target.command_timeout_s)
     except CommandTimeout as exc:
@@ -355,6 +385,25 @@ def check_agent(agent: AgentRun) -> Dict[str, Any]:
             message += " (killed, most likely for memory: raise the device's memory limit or use a smaller variant)"
         raise CellEnded(FAILED, category, message)
     return document
+
+
+def profile_path(pushed: PushedCell) -> str:
+    return pushed.result.replace("result.json", "profile.json")
+
+
+def fetch_profile(transport, pushed: PushedCell, run: RunDir, cell: Cell, document: Dict[str, Any]) -> None:
+    """fetch: the cell's per-layer profile (where each node ran) into reports/<run>/profiles/<cell>.json.
+    A profile that failed or did not come back leaves the measured cell as it is."""
+    if not document.get("profile"):
+        return
+    local = run.root / "profiles" / f"{cell.cell_id}.json"
+    local.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        transport.get(profile_path(pushed), local)
+    except ConnectError:
+        raise
+    except TransportError as exc:
+        log.warning("profile of %s not fetched: %s", cell.cell_id, exc)
 
 
 def fetch_outputs(transport, pushed: PushedCell, run: RunDir, cell: Cell) -> Path:
@@ -396,6 +445,7 @@ def _run_cell(job: TargetJob, cell: Cell, transport, agent_path: str, available:
             raise CellEnded(FAILED, Category.parse(document.get("error_category", Category.AGENT_FAILED)),
                             document.get("error_message", ""))
         figures, per_output = score(fetch_outputs(transport, pushed, run, cell), evals, references)
+        fetch_profile(transport, pushed, run, cell, document)
     except CellEnded as ended:
         row = {**base_row(run.run_id, cell), **agent_metrics(document), "status": ended.status,
                "error_category": ended.category.value, "error_message": ended.message}
@@ -459,8 +509,27 @@ def _is_dask_client(executor: Any) -> bool:
         and hasattr(executor, "scheduler_info")
 
 
+def pick_configs(targets: Sequence[TargetSpec], names: Sequence[str]) -> List[TargetSpec]:
+    """Each target with only the named runtime configurations (all when none are named); a name no target
+    has is a ConfigError listing the ones they have."""
+    from .runtime_configs import check_picked, pick
+    if not names:
+        return list(targets)
+    check_picked({t.name: t.runtime_configs for t in targets}, names)
+    return [replace(t, runtimes=(), runtime_configs=pick(t.runtime_configs, names)) for t in targets]
+
+
 def plan_cells(artifacts: Sequence[Artifact], targets: Sequence[TargetSpec]) -> List[Cell]:
-    return [Cell(a, t.name) for t in targets for a in artifacts]
+    """A cell per (artifact, target, runtime configuration of the artifact's format on that target); a target
+    without the format gets one cell with the runtime's default (it ends skipped, saying why)."""
+    cells = []
+    for t in targets:
+        if not t.runtime_configs:
+            continue  # --runtime-config picked none of this target's configurations
+        for a in artifacts:
+            configs = [c for c in t.runtime_configs if c.runtime == a.format] or [default_config(a.format)]
+            cells += [Cell(a, t.name, c) for c in configs]
+    return cells
 
 
 def run_profile(recipes: Sequence[Any], targets: Sequence[TargetSpec], variants: Optional[Dict[str, List[str]]] = None,
@@ -477,6 +546,7 @@ def run_profile(recipes: Sequence[Any], targets: Sequence[TargetSpec], variants:
 
     cache = cache or ContentCache()
     variants = variants or {}
+    targets = pick_configs(targets, settings.runtime_configs)
     for recipe in recipes:  # before any work: a bad name, parameter or entry point names its file and field
         validate_recipe(recipe, variants.get(recipe.name, []))
     run_id = run_id or new_run_id()

@@ -20,7 +20,7 @@ from .config import list_names, load_named, named_file
 from .data import ImagePreprocessing
 from .errors import ConfigError
 from .interface import DTYPES
-from .targets import FORMATS
+from .targets import ALL_FORMATS, FORMATS
 
 MODELS_DIR = Path("models")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -142,9 +142,9 @@ class ModelRecipe:
         if self.source.builder and self.source.format not in ("keras", "torch_module"):
             raise ConfigError(self.source_path, "a zoo builder makes 'keras' or 'torch_module' models; say which",
                               "source.format")
-        bad = [f for f in self.formats if f not in FORMATS]
+        bad = [f for f in self.formats if f not in ALL_FORMATS]
         if bad:
-            raise ConfigError(self.source_path, f"unknown format(s) {bad}; known: {', '.join(FORMATS)}", "formats")
+            raise ConfigError(self.source_path, f"unknown format(s) {bad}; known: {', '.join(ALL_FORMATS)}", "formats")
         names = [v.name for v in self.variants]
         for i, name in enumerate(names):
             if not _NAME.match(name) or name == "reference":

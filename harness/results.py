@@ -41,6 +41,9 @@ class Category(str, Enum):
     BAD_INPUT = "bad_input"
     DEVICE_BUSY = "device_busy"
     AGENT_ERROR = "agent_error"
+    #: a requested execution provider, device or delegate is not there (the runtime's words in the message);
+    #: a configuration with `fallback: allow` runs on what is there instead and records it (`fallback` column)
+    PROVIDER_UNAVAILABLE = "provider_unavailable"
     # the device
     DEVICE_UNREACHABLE = "device_unreachable"
     DEVICE_LOST = "device_lost"
@@ -58,7 +61,7 @@ class Category(str, Enum):
             return cls.AGENT_FAILED
 
 
-IDENTITY_COLUMNS = ["run_id", "cell_id", "model", "variant", "format", "target"]
+IDENTITY_COLUMNS = ["run_id", "cell_id", "model", "variant", "format", "runtime_config", "target"]
 STATUS_COLUMNS = ["status", "error_category", "error_message"]
 ACCURACY_COLUMNS = ["primary_metric", "primary_value", "primary_retention",
                     "accuracy", "top5_accuracy", "reference_accuracy", "accuracy_retention", "top1_agreement",
@@ -77,14 +80,18 @@ NOISE_COLUMNS = ["noisy", "noise_reasons"]
 MEMORY_COLUMNS = ["peak_rss_bytes", "rss_increase_bytes", "baseline_rss_bytes"]
 ARTIFACT_COLUMNS = ["artifact_size_bytes", "artifact_gzip_bytes", "artifact_sha256", "param_count", "macs",
                     "sparsity", "weight_rel_frobenius", "compression_s", "fidelity"]
-RUNTIME_COLUMNS = ["runtime", "runtime_version", "precision", "python_version", "numpy_version", "agent_version"]
+RUNTIME_COLUMNS = ["runtime", "runtime_version", "precision", "python_version", "numpy_version", "agent_version",
+                   # the runtime configuration's options (canonical JSON, '' for the runtime's defaults), what took
+                   # effect (providers in effect / OpenVINO device), a fallback it made, where the nodes ran
+                   # ("CPUExecutionProvider 8/8") and the cold compile of a compiled-model cache (load_ms is warm)
+                   "runtime_options", "effective_providers", "fallback", "placement", "compile_ms", "compile_cache"]
 TIME_COLUMNS = ["started_at", "duration_s"]
 
 COLUMNS: List[str] = (IDENTITY_COLUMNS + STATUS_COLUMNS + ACCURACY_COLUMNS + LATENCY_COLUMNS + NOISE_COLUMNS
                       + MEMORY_COLUMNS + ARTIFACT_COLUMNS + RUNTIME_COLUMNS + TIME_COLUMNS)
 
 #: columns printed at the end of a run
-SUMMARY_COLUMNS = ["model", "variant", "format", "target", "status", "primary_metric", "primary_value",
+SUMMARY_COLUMNS = ["model", "variant", "format", "runtime_config", "target", "status", "primary_metric", "primary_value",
                    "primary_retention", "max_abs_diff", "output_snr_db", "latency_p50_ms", "latency_p99_ms",
                    "peak_rss_bytes", "artifact_size_bytes"]
 
@@ -101,8 +108,11 @@ def finite_or_none(value: Any) -> Optional[float]:
     return number if np.isfinite(number) else None
 
 
-def cell_id(model: str, variant: str, fmt: str, target: str) -> str:
-    return f"{model}__{variant}__{fmt}__{target}"
+def cell_id(model: str, variant: str, fmt: str, target: str, runtime_config: str = "") -> str:
+    """model__variant__format__target; a configuration other than the runtime's default adds @name to the format
+    (so a default configuration's cells keep their ids across resumed runs and history)."""
+    fmt_part = f"{fmt}@{runtime_config}" if runtime_config else fmt
+    return f"{model}__{variant}__{fmt_part}__{target}"
 
 
 def agent_metrics(agent_result: Mapping[str, Any]) -> Dict[str, Any]:
@@ -116,7 +126,24 @@ def agent_metrics(agent_result: Mapping[str, Any]) -> Dict[str, Any]:
         row[key] = agent_result.get(key)
     row["python_version"] = agent_result.get("python")
     row["numpy_version"] = agent_result.get("numpy")
+    row["compile_ms"] = agent_result.get("compile_ms")
+    row["compile_cache"] = agent_result.get("compile_cache")
+    row["fallback"] = agent_result.get("fallback")
+    effective = agent_result.get("effective_config") or {}
+    in_effect = effective.get("providers") or effective.get("EXECUTION_DEVICES") or effective.get("device") or \
+        effective.get("delegate")
+    row["effective_providers"] = ",".join(in_effect) if isinstance(in_effect, list) else in_effect
+    row["placement"] = placement_text((agent_result.get("profile") or {}).get("placement"))
     return row
+
+
+def placement_text(placement: Optional[Mapping[str, int]]) -> Optional[str]:
+    """{'CUDAExecutionProvider': 195, 'CPUExecutionProvider': 17} -> 'CUDAExecutionProvider 195/212,
+    CPUExecutionProvider 17/212' (most nodes first)."""
+    if not placement:
+        return None
+    total = sum(placement.values())
+    return ", ".join(f"{k} {n}/{total}" for k, n in sorted(placement.items(), key=lambda kv: (-kv[1], kv[0])))
 
 
 def is_column(name: str) -> bool:
@@ -149,4 +176,5 @@ def results_frame(rows: Iterable[Mapping[str, Any]]):
                    "block_size", "repeats"):
         frame[column] = pd.to_numeric(frame[column], errors="coerce").astype("Int64")
     frame["noisy"] = frame["noisy"].map(lambda v: None if v is None or v != v else bool(v)).astype("boolean")
-    return frame.sort_values(["model", "variant", "format", "target"], kind="stable").reset_index(drop=True)
+    return frame.sort_values(["model", "variant", "format", "runtime_config", "target"], kind="stable",
+                             na_position="first").reset_index(drop=True)

@@ -8,14 +8,17 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, Optional, Tuple
+from typing import Any, Literal, Optional, Tuple
 
 from .config import list_names, load_named, named_file
 from .errors import ConfigError
 
 TARGETS_DIR = Path("targets")
 LOCAL = "local"
+#: the formats every recipe converts to and every target runs unless it says otherwise
 FORMATS = ("tflite", "onnx", "openvino")
+#: every format a recipe may name and a target may run: torch (TorchScript / torch.export programs) is opt-in
+ALL_FORMATS = FORMATS + ("torch",)
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
@@ -75,7 +78,9 @@ class TargetSpec:
     #: what it outputs on `arch`, but its latency and memory are not representative; scores and the gate
     #: do not judge them, and the report says so
     emulated: bool = False
-    runtimes: Tuple[str, ...] = ("tflite", "onnx", "openvino")
+    #: a list of formats (each the runtime's default configuration) or, per runtime, named configurations
+    #: with their options (harness.runtime_configs); normalized to the formats it names
+    runtimes: Any = ("tflite", "onnx", "openvino")
     threads: int = 1
     budgets: Budgets = field(default_factory=Budgets)
     #: when the device is too busy or hot to measure (cells measured past these are `noisy`)
@@ -90,6 +95,8 @@ class TargetSpec:
     site: str = ""
     #: set by the loader: the file this came from (for messages)
     source_path: str = field(default="", metadata={"internal": True})
+    #: set from `runtimes` when the file loads: every named configuration (RuntimeConfig), in file order
+    runtime_configs: Tuple[Any, ...] = field(default=(), metadata={"internal": True})
 
     def __post_init__(self) -> None:
         if not _NAME.match(self.name):
@@ -103,9 +110,16 @@ class TargetSpec:
         if self.site and not _NAME.match(self.site):
             raise ConfigError(self.source_path, f"{self.site!r} must be letters, digits, '_', '-' or '.' (it names "
                               "the worker resource site-<site>)", "site")
-        unknown = [r for r in self.runtimes if r not in FORMATS]
-        if unknown:
-            raise ConfigError(self.source_path, f"unknown runtime(s) {unknown}; known: {', '.join(FORMATS)}", "runtimes")
+        from .runtime_configs import RuntimeConfig, formats_of, parse_runtimes
+        configs = self.runtime_configs
+        if not configs or not all(isinstance(c, RuntimeConfig) for c in configs):
+            if configs:
+                raise ConfigError(self.source_path, "is set by the loader; declare configurations under runtimes:",
+                                  "runtime_configs")
+            configs = parse_runtimes(self.runtimes, self.source_path, ALL_FORMATS)
+        # normalized once: runtimes are the formats, runtime_configs the configurations
+        object.__setattr__(self, "runtime_configs", tuple(configs))
+        object.__setattr__(self, "runtimes", formats_of(configs))
 
     @property
     def is_local(self) -> bool:

@@ -13,6 +13,7 @@ import pytest
 from helpers import ROOT, artifact_for, digits_build
 
 AGENT = ROOT / "harness" / "agent" / "agent.py"
+OV_F32 = json.dumps({"name": "ov-f32", "options": {"precision": "f32"}})
 pytestmark = pytest.mark.slow
 
 
@@ -31,7 +32,7 @@ def run_agent(tmp_path, artifact, *extra):
 @pytest.mark.parametrize("fmt", ["tflite", "onnx", "openvino"])
 def test_agent_measures_and_returns_outputs(tmp_path, fmt):
     prepared, _ = digits_build()
-    proc, doc, outputs = run_agent(tmp_path, artifact_for(fmt), *(["--ov-precision", "f32"] if fmt == "openvino" else []))
+    proc, doc, outputs = run_agent(tmp_path, artifact_for(fmt), *(["--runtime-config", OV_F32] if fmt == "openvino" else []))
     assert proc.returncode == 0, proc.stderr
     assert doc["status"] == "ok"
     assert doc["runtime"] in {"tflite": {"tflite-runtime", "ai-edge-litert", "tensorflow"},
@@ -48,7 +49,7 @@ def test_agent_measures_and_returns_outputs(tmp_path, fmt):
     assert doc["peak_rss_bytes"] >= doc["baseline_rss_bytes"] > 10 * 2**20
     assert doc["rss_increase_bytes"] == doc["peak_rss_bytes"] - doc["baseline_rss_bytes"]
     with np.load(outputs) as out:
-        got = out["output_0"]
+        got = out["o0"]
     reference = prepared.reference_outputs()
     assert got.shape == reference.shape
     # fp32 in every runtime (OpenVINO pinned to f32): outputs match the framework closely
@@ -81,7 +82,7 @@ def test_agent_probe_lists_runtimes():
     proc = subprocess.run([sys.executable, str(AGENT), "probe"], capture_output=True, text=True, timeout=60)
     info = json.loads(proc.stdout)
     assert info["python"].count(".") == 2 and info["numpy"]
-    assert set(info["runtimes"]) == {"tflite", "onnx", "openvino"}
+    assert set(info["runtimes"]) == {"tflite", "onnx", "openvino", "torch"}
     assert all(r["available"] for r in info["runtimes"].values())
     assert info["mem_total_bytes"] > 0 and info["cpu_count"] >= 1
 

@@ -116,6 +116,39 @@ def register_runtime(fmt):
     return decorator
 
 
+class RuntimeOptions(object):
+    """A runtime configuration's options (checked on the host against the runtime's schema), and what the
+    runtime did with them: the effective configuration and any fallback."""
+
+    def __init__(self, runtime, options):
+        self.runtime = runtime
+        self.options = dict(options or {})
+        self.fallbacks = []
+
+    def get(self, key, default=None):
+        return self.options.get(key, default)
+
+    def unavailable(self, message):
+        """A requested provider, device or delegate is not there: the cell fails with the runtime's words,
+        unless the configuration says `fallback: allow`, when it runs on what is there and says so."""
+        if self.options.get("fallback") != "allow":
+            raise AgentFailure("provider_unavailable", message)
+        self.fallbacks.append(message)
+
+
+def _unavailable(runtime, message):
+    opts = getattr(runtime, "config", None)
+    if opts is None:
+        raise AgentFailure("provider_unavailable", message)
+    opts.unavailable(message)
+
+
+def _first_words(caught):
+    """The text of the warnings a runtime raised while loading (its own words for what it could not do)."""
+    texts = [str(w.message).strip() for w in caught if str(w.message).strip()]
+    return "; ".join(t.splitlines()[0] for t in texts)
+
+
 def _quantize(x, dtype, scale, zero_point):
     import numpy as np
     if not scale:
@@ -130,11 +163,13 @@ class TFLiteRuntime(object):
     """tflite-runtime, then ai-edge-litert, then tensorflow.lite: the first that imports."""
 
     def __init__(self, threads, options):
-        self.threads = threads
+        self.config = RuntimeOptions("tflite", options)
+        self.threads = self.config.get("threads", threads)
         errors = []
         for module_name in ("tflite_runtime.interpreter", "ai_edge_litert.interpreter", "tensorflow.lite"):
             try:
                 module = __import__(module_name, fromlist=["Interpreter"])
+                self.module = module
                 self.interpreter_cls = module.Interpreter
                 top = __import__(module_name.split(".")[0])
                 self.name = module_name.split(".")[0].replace("_", "-")
@@ -145,8 +180,34 @@ class TFLiteRuntime(object):
         raise AgentFailure("runtime_missing", "no TFLite runtime importable (" + "; ".join(errors) + ")",
                            EXIT_NO_RUNTIME)
 
+    def _lookup(self, name):
+        """OpResolverType / load_delegate: in the interpreter module (tflite-runtime, LiteRT) or under
+        tf.lite.experimental."""
+        return getattr(self.module, name, None) or getattr(getattr(self.module, "experimental", None), name, None)
+
     def load(self, path, weights=None, shapes=None):
-        self.interp = self.interpreter_cls(model_path=path, num_threads=self.threads)
+        kwargs = {"model_path": path, "num_threads": self.threads}
+        xnnpack = self.config.get("use_xnnpack", True)
+        self.delegate_name = None
+        if not xnnpack:
+            resolver = getattr(self._lookup("OpResolverType"), "BUILTIN_WITHOUT_DEFAULT_DELEGATES", None)
+            if resolver is None:
+                _unavailable(self, "%s %s cannot turn XNNPACK off (no OpResolverType.BUILTIN_WITHOUT_DEFAULT_"
+                                   "DELEGATES)" % (self.name, self.version))
+                xnnpack = True
+            else:
+                kwargs["experimental_op_resolver_type"] = resolver
+        if self.config.get("delegate"):
+            library = self.config.get("delegate")
+            options = dict((str(k), str(v).lower() if isinstance(v, bool) else str(v))
+                           for k, v in (self.config.get("delegate_options") or {}).items())
+            try:
+                kwargs["experimental_delegates"] = [self._lookup("load_delegate")(library, options)]
+                self.delegate_name = os.path.basename(library)
+            except Exception as exc:
+                _unavailable(self, "%s could not load the delegate %s: %s" % (self.name, library, _one_line(exc)))
+        self.interp = self.interpreter_cls(**kwargs)
+        self.delegate_name = self.delegate_name or ("XNNPACK" if xnnpack else None)
         self.inputs = self.interp.get_input_details()
         # Signature names are the model's own names; tensor names are converter internals.
         in_names, out_names = {}, {}
@@ -167,6 +228,16 @@ class TFLiteRuntime(object):
         self.inputs = self.interp.get_input_details()
         self.outputs = self.interp.get_output_details()
         self.output_names = [out_names.get(d["index"], d["name"]) for d in self.outputs]
+        self.layers = _tflite_placement(self.interp, self.delegate_name)
+        taken = sum(1 for layer in self.layers or () if layer["placement"] != "builtin")
+        self.effective = {"threads": self.threads, "xnnpack": bool(xnnpack),
+                          "delegate": self.delegate_name if taken else None,
+                          "delegated_nodes": taken if self.layers is not None else None,
+                          "nodes": len(self.layers) if self.layers is not None else None}
+
+    def profile(self, run_once, n):
+        """Which nodes the delegate took and which stayed on the builtin kernels (no per-op times)."""
+        return {"layers": self.layers or [], "timed": False}
 
     def interface(self):
         return _describe(self.input_names, [(s, d["dtype"]) for s, d in zip(self.input_signatures, self.inputs)],
@@ -205,13 +276,61 @@ class OnnxRuntime(object):
         except Exception as exc:
             raise AgentFailure("runtime_missing", "onnxruntime not importable: %s" % exc, EXIT_NO_RUNTIME)
         self.ort = onnxruntime
-        self.name, self.version, self.threads = "onnxruntime", onnxruntime.__version__, threads
+        self.config = RuntimeOptions("onnx", options)
+        self.name, self.version = "onnxruntime", onnxruntime.__version__
+        self.threads = self.config.get("threads", threads)
+
+    _LEVELS = {"disable": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC", "extended": "ORT_ENABLE_EXTENDED",
+               "all": "ORT_ENABLE_ALL"}
+
+    def _provider_options(self, provider):
+        options = dict((self.config.get("provider_options") or {}).get(provider) or {})
+        cache = self.config.get("_cache_dir")
+        if cache and self.config.get("engine_cache", True):
+            # compiled engines kept in the device's content cache, keyed by artifact, runtime version and options
+            if provider == "TensorrtExecutionProvider":
+                options.setdefault("trt_engine_cache_enable", True)
+                options.setdefault("trt_engine_cache_path", cache)
+                options.setdefault("trt_timing_cache_enable", True)
+                options.setdefault("trt_timing_cache_path", cache)
+            elif provider == "OpenVINOExecutionProvider":
+                options.setdefault("cache_dir", cache)
+        return dict((k, ("True" if v else "False") if isinstance(v, bool) else str(v)) for k, v in options.items())
+
+    def uses_cache(self):
+        return bool(set(self.requested) & {"TensorrtExecutionProvider", "OpenVINOExecutionProvider"}) \
+            and bool(self.config.get("_cache_dir")) and self.config.get("engine_cache", True)
 
     def load(self, path, weights=None, shapes=None):
+        import warnings
         so = self.ort.SessionOptions()
-        so.intra_op_num_threads = self.threads
-        so.inter_op_num_threads = 1
-        self.session = self.ort.InferenceSession(path, sess_options=so, providers=["CPUExecutionProvider"])
+        so.intra_op_num_threads = self.config.get("intra_op_threads", self.threads)
+        so.inter_op_num_threads = self.config.get("inter_op_threads", 1)
+        level = self.config.get("graph_optimization_level")
+        if level:
+            so.graph_optimization_level = getattr(self.ort.GraphOptimizationLevel, self._LEVELS[level])
+        if self.config.get("_profile"):
+            so.enable_profiling = True
+            so.profile_file_prefix = self.config.get("_profile")
+        self.requested = list(self.config.get("providers") or ["CPUExecutionProvider"])
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            # ONNX Runtime drops a provider it lacks with a warning; the comparison below makes that a failure
+            self.session = self.ort.InferenceSession(
+                path, sess_options=so, providers=self.requested,
+                provider_options=[self._provider_options(p) for p in self.requested])
+        in_effect = self.session.get_providers()
+        missing = [p for p in self.requested if p not in in_effect]
+        if missing:
+            words = _first_words(caught) or "not in effect after the session was created"
+            _unavailable(self, "onnxruntime %s: %s requested, %s in effect (%s)" % (
+                self.version, ", ".join(missing), ", ".join(in_effect), words))
+        self.effective = {"providers_requested": self.requested, "providers": in_effect,
+                          "provider_options": dict((p, o) for p, o in self.session.get_provider_options().items()
+                                                   if p in in_effect and p != "CPUExecutionProvider"),
+                          "graph_optimization_level": level or "all",
+                          "intra_op_threads": so.intra_op_num_threads, "inter_op_threads": so.inter_op_num_threads,
+                          "available_providers": self.ort.get_available_providers()}
         self.inputs, self.outputs = self.session.get_inputs(), self.session.get_outputs()
         self.input_names = [i.name for i in self.inputs]
         self.output_names = [o.name for o in self.outputs]
@@ -232,6 +351,33 @@ class OnnxRuntime(object):
     def fetch(self):
         return self.last
 
+    def profile(self, run_once, n):
+        """ONNX Runtime's profiler: every node, the provider it ran on and its mean time over n runs."""
+        for _ in range(n):
+            run_once()
+        trace = self.session.end_profiling()
+        try:
+            with open(trace) as handle:
+                events = json.load(handle)
+        finally:
+            try:
+                os.remove(trace)
+            except OSError:
+                pass
+        nodes = {}
+        for e in events:
+            args = e.get("args") or {}
+            if e.get("cat") != "Node" or "provider" not in args or not str(e.get("name", "")).endswith("_kernel_time"):
+                continue
+            name = e["name"][:-len("_kernel_time")]
+            node = nodes.setdefault(name, {"name": name, "type": args.get("op_name"), "placement": args["provider"],
+                                           "us": []})
+            node["us"].append(float(e.get("dur") or 0.0))
+        # the median over the runs: the session's first run (allocations, kernel selection) is in the trace too
+        layers = [{"name": v["name"], "type": v["type"], "placement": v["placement"],
+                   "time_ms": sorted(v["us"])[len(v["us"]) // 2] / 1e3} for v in nodes.values()]
+        return {"layers": layers, "timed": True}
+
 
 @register_runtime("openvino")
 class OpenVINORuntime(object):
@@ -241,15 +387,33 @@ class OpenVINORuntime(object):
         except Exception as exc:
             raise AgentFailure("runtime_missing", "openvino not importable: %s" % exc, EXIT_NO_RUNTIME)
         self.ov = openvino
-        self.name, self.threads, self.options = "openvino", threads, options
+        self.config = RuntimeOptions("openvino", options)
+        self.name = "openvino"
+        self.threads = self.config.get("threads", threads)
         self.version = getattr(openvino, "__version__", None) or openvino.get_version()
+
+    _PROPERTIES = ("EXECUTION_DEVICES", "PERFORMANCE_HINT", "NUM_STREAMS", "INFERENCE_PRECISION_HINT",
+                   "INFERENCE_NUM_THREADS", "OPTIMAL_NUMBER_OF_INFER_REQUESTS", "CACHE_DIR", "PERF_COUNT")
+
+    def uses_cache(self):
+        return bool(self.config.get("cache") and self.config.get("_cache_dir"))
 
     def load(self, path, weights=None, shapes=None):
         core = self.ov.Core()
-        config = {"INFERENCE_NUM_THREADS": self.threads, "PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": 1}
-        if self.options.get("ov_precision"):
+        device = self.config.get("device", "CPU")
+        hint = self.config.get("hint", "latency").upper()
+        config = {"PERFORMANCE_HINT": hint}
+        if "streams" in self.config.options:
+            config["NUM_STREAMS"] = str(self.config.get("streams")).upper()
+        elif hint == "LATENCY":
+            config["NUM_STREAMS"] = 1
+        if self.config.get("precision"):
             # The CPU plugin may compute in bf16 where the CPU supports it; f32 makes it comparable.
-            config["INFERENCE_PRECISION_HINT"] = self.options["ov_precision"]
+            config["INFERENCE_PRECISION_HINT"] = self.config.get("precision")
+        if self.config.get("_profile"):
+            config["PERF_COUNT"] = True
+        if self.uses_cache():
+            core.set_property({"CACHE_DIR": self.config.get("_cache_dir")})
         model = core.read_model(path, weights) if weights else core.read_model(path)
         self.model_interface = _ov_interface(model.inputs, model.outputs)
         if shapes and model.is_dynamic():
@@ -257,7 +421,31 @@ class OpenVINORuntime(object):
             wanted = shapes_in_order([_ov_name(p) for p in model.inputs], shapes)
             model.reshape(dict((p, self.ov.PartialShape(list(s))) for p, s in zip(model.inputs, wanted)
                                if s is not None))
-        self.compiled = core.compile_model(model, "CPU", config)
+        base = device.split(":")[0].split(".")[0]
+        available = list(core.available_devices)
+        if base not in ("AUTO", "HETERO", "MULTI", "BATCH") and not any(
+                d == device or d.split(".")[0] == base for d in available):
+            try:  # for OpenVINO's own words
+                core.compile_model(model, device, {})
+                words = "compiled anyway"
+            except Exception as exc:
+                words = _one_line(exc)
+            _unavailable(self, "openvino %s has no device %s (available: %s): %s" % (
+                self.version, device, ", ".join(available), words))
+            device = "CPU"
+        if device.startswith("CPU"):
+            config["INFERENCE_NUM_THREADS"] = self.threads
+        self.compiled = core.compile_model(model, device, config)
+        self.device = device
+        self.effective = {"device": device, "available_devices": available}
+        for name in self._PROPERTIES:
+            try:
+                value = self.compiled.get_property(name)
+            except Exception:
+                continue
+            value = value.get_type_name() if hasattr(value, "get_type_name") else value
+            self.effective[name] = value if isinstance(value, (int, float, bool)) else \
+                [str(v) for v in value] if isinstance(value, (list, tuple)) else str(value)
         self.input_names = [_ov_name(p) for p in self.compiled.inputs]
         self.output_names = [_ov_name(p) for p in self.compiled.outputs]
         self.request = self.compiled.create_infer_request()
@@ -284,6 +472,145 @@ class OpenVINORuntime(object):
 
     def fetch(self):
         return [self.request.get_output_tensor(i).data.copy() for i in range(len(self.compiled.outputs))]
+
+    def profile(self, run_once, n):
+        """OpenVINO's performance counters: each executed layer, its exec type, runtime precision and median time."""
+        totals = {}
+        for _ in range(n):
+            run_once()
+            for info in self.request.profiling_info:
+                if str(info.status).endswith("NOT_RUN"):
+                    continue
+                layer = totals.setdefault(info.node_name, {"name": info.node_name, "type": info.node_type,
+                                                           "exec_type": info.exec_type, "us": []})
+                layer["us"].append(info.real_time.total_seconds() * 1e6)
+        precision = {}
+        try:
+            for op in self.compiled.get_runtime_model().get_ordered_ops():
+                info = op.get_rt_info()
+                if "runtimePrecision" in info:
+                    value = info["runtimePrecision"]
+                    precision[op.get_friendly_name()] = str(value.astype(str) if hasattr(value, "astype") else value)
+        except Exception:
+            pass
+        devices = self.effective.get("EXECUTION_DEVICES") or [self.device]
+        layers = [{"name": v["name"], "type": v["type"], "exec_type": v["exec_type"],
+                   "precision": precision.get(v["name"]) or _precision_of(v["exec_type"]),
+                   "placement": ",".join(devices), "time_ms": sorted(v["us"])[len(v["us"]) // 2] / 1e3}
+                  for v in totals.values()]
+        return {"layers": layers, "timed": True}
+
+
+@register_runtime("torch")
+class TorchRuntime(object):
+    """PyTorch on CPU or CUDA: TorchScript (.pt, torch.jit.save) or a torch.export program (.pt2)."""
+
+    def __init__(self, threads, options):
+        try:
+            import torch
+        except Exception as exc:
+            raise AgentFailure("runtime_missing", "torch not importable: %s" % exc, EXIT_NO_RUNTIME)
+        self.torch = torch
+        self.config = RuntimeOptions("torch", options)
+        self.name, self.version = "torch", torch.__version__
+        self.threads = self.config.get("threads", threads)
+
+    def load(self, path, weights=None, shapes=None):
+        torch = self.torch
+        device = self.config.get("device", "cpu")
+        if device.startswith("cuda") and not torch.cuda.is_available():
+            _unavailable(self, "torch %s: CUDA is not available (torch.cuda.is_available() is False; this build's "
+                               "CUDA: %s)" % (self.version, torch.version.cuda or "none, a CPU-only build"))
+            device = "cpu"
+        torch.set_num_threads(self.threads)
+        self.device = torch.device(device)
+        if path.endswith(".pt2"):
+            program = torch.export.load(path)
+            self.input_names = list(program.graph_signature.user_inputs)
+            self.output_names = list(program.graph_signature.user_outputs)
+            self.module = program.module().to(self.device)
+        else:
+            self.module = torch.jit.load(path, map_location=self.device).eval()
+            self.input_names = [a.name for a in self.module.forward.schema.arguments[1:]]
+            self.output_names = []
+        self.dtypes = [None] * len(self.input_names)
+        self.effective = {"device": str(self.device), "threads": torch.get_num_threads(),
+                          "cuda_available": bool(torch.cuda.is_available())}
+        if self.device.type == "cuda":
+            self.effective["cuda_device_name"] = torch.cuda.get_device_name(self.device)
+
+    def interface(self):
+        # TorchScript records no shapes or dtypes: the harness knows them from the source
+        return _describe(self.input_names, [([], "") for _ in self.input_names],
+                         self.output_names, [([], "") for _ in self.output_names])
+
+    def prepare(self, feeds):
+        return [self.torch.from_numpy(contiguous(x)).to(self.device) for x in feeds]
+
+    def infer(self, prepared):
+        with self.torch.no_grad():
+            out = self.module(*prepared)
+        self.last = _flatten(out)
+        if self.device.type == "cuda":
+            self.torch.cuda.synchronize(self.device)
+        if len(self.output_names) != len(self.last):
+            self.output_names = ["output_%d" % i for i in range(len(self.last))]
+
+    def fetch(self):
+        return [t.detach().cpu().numpy() for t in self.last]
+
+    def profile(self, run_once, n):
+        """torch.profiler: each operator, where it ran and its mean time over n runs."""
+        from torch.profiler import ProfilerActivity, profile
+        activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if self.device.type == "cuda" else [])
+        with profile(activities=activities) as prof:
+            for _ in range(n):
+                run_once()
+        layers = []
+        for e in prof.key_averages():
+            on_cuda = getattr(e, "device_time_total", 0) or getattr(e, "cuda_time_total", 0)
+            layers.append({"name": e.key, "type": e.key, "placement": "cuda" if on_cuda else "cpu",
+                           "calls": int(e.count) // n,
+                           "time_ms": (e.self_cpu_time_total + (on_cuda or 0)) / n / 1e3})
+        return {"layers": [l for l in layers if l["calls"] > 0], "timed": True}
+
+
+def _flatten(value):
+    if isinstance(value, dict):
+        return [t for k in value for t in _flatten(value[k])]
+    if isinstance(value, (list, tuple)):
+        return [t for v in value for t in _flatten(v)]
+    return [value]
+
+
+def _precision_of(exec_type):
+    """'brgconv_avx512_FP32' -> 'FP32' (the CPU plugin's exec types end in the precision they ran)."""
+    tail = str(exec_type).rsplit("_", 1)[-1]
+    return tail if tail[:1] in "FIUB" and any(c.isdigit() for c in tail) else None
+
+
+def _tflite_placement(interp, delegate_name):
+    """Each of the model's nodes and where it ran: the delegate (the nodes a DELEGATE node replaced, found by
+    walking back from its outputs to its inputs) or the builtin kernels. None when the runtime lists no ops."""
+    try:
+        ops = interp._get_ops_details()
+    except Exception:
+        return None
+    originals = [o for o in ops if o["op_name"] != "DELEGATE"]
+    taken = set()
+    for d in (o for o in ops if o["op_name"] == "DELEGATE"):
+        frontier = set(int(t) for t in d["outputs"])
+        boundary = set(int(t) for t in d["inputs"])
+        changed = True
+        while changed:
+            changed = False
+            for o in originals:
+                if o["index"] not in taken and frontier & set(int(t) for t in o["outputs"]):
+                    taken.add(o["index"])
+                    frontier |= set(int(t) for t in o["inputs"]) - boundary
+                    changed = True
+    return [{"name": "%s_%d" % (o["op_name"], o["index"]), "type": o["op_name"],
+             "placement": (delegate_name or "delegate") if o["index"] in taken else "builtin"} for o in originals]
 
 
 def _ov_name(port):
@@ -656,16 +983,17 @@ def cmd_run(args):
     if runtime_cls is None:
         raise AgentFailure("bad_input", "unknown format %r; known: %s" % (args.format, ", ".join(sorted(RUNTIMES))),
                            EXIT_BAD_INPUT)
-    runtime = runtime_cls(args.threads, {"ov_precision": args.ov_precision})
-    result = {"runtime": runtime.name, "runtime_version": str(runtime.version), "threads": args.threads}
+    config = runtime_config(args)
+    options = dict(config["options"])
+    if args.cache_dir:
+        options["_cache_dir"] = args.cache_dir
     feeds = Feeds.load(args.inputs)
     baseline = rss_bytes()
-    started = time.perf_counter()
-    try:
-        runtime.load(args.model, args.weights or None, feeds.shapes())
-    except Exception as exc:
-        raise AgentFailure("load_failed", "%s could not load %s: %s" % (runtime.name, args.model, _one_line(exc)))
-    result["load_ms"] = (time.perf_counter() - started) * 1e3
+    runtime, load_ms, compile_ms, cache_state = load_runtime(runtime_cls, args, options, feeds.shapes())
+    result = {"runtime": runtime.name, "runtime_version": str(runtime.version), "threads": runtime.threads,
+              "runtime_config": config["name"], "load_ms": load_ms, "compile_ms": compile_ms,
+              "compile_cache": cache_state, "effective_config": getattr(runtime, "effective", None),
+              "fallback": "; ".join(runtime.config.fallbacks) or None}
     result["interface"] = runtime.interface()
     result["precision"] = getattr(runtime, "precision", None)
     order = feed_order(runtime, feeds)
@@ -704,11 +1032,114 @@ def cmd_run(args):
     if outputs is not None:
         save_outputs(args.outputs, outputs)
         result["n_output_samples"] = limit
+    if args.profile:
+        # after the timed run, in a session of its own: profilers slow what they watch
+        try:
+            result["profile"] = profile_cell(runtime_cls, args, options, feeds, config)
+        except AgentFailure as exc:
+            result["profile_error"] = str(exc)
+        except Exception as exc:
+            result["profile_error"] = _one_line(exc)
     return result
 
 
+def runtime_config(args):
+    """The runtime configuration the host sent (--runtime-config JSON): name and options."""
+    if not args.runtime_config:
+        return {"name": args.format, "options": {}}
+    try:
+        config = json.loads(args.runtime_config)
+        options = config.get("options") or {}
+        if not isinstance(options, dict):
+            raise ValueError("options must be a mapping")
+        return {"name": str(config.get("name") or args.format), "options": options}
+    except (ValueError, AttributeError) as exc:
+        raise AgentFailure("bad_input", "--runtime-config is not a configuration: %s" % exc, EXIT_BAD_INPUT)
+
+
+def _load(runtime_cls, args, options, shapes):
+    runtime = runtime_cls(args.threads, options)
+    started = time.perf_counter()
+    try:
+        runtime.load(args.model, args.weights or None, shapes)
+    except AgentFailure:
+        raise
+    except Exception as exc:
+        raise AgentFailure("load_failed", "%s could not load %s: %s" % (runtime.name, args.model, _one_line(exc)))
+    return runtime, (time.perf_counter() - started) * 1e3
+
+
+COMPILE_RECORD = "harness-compile.json"
+
+
+def load_runtime(runtime_cls, args, options, shapes):
+    """(runtime, load_ms, compile_ms, cache state). With a compiled-model cache (OpenVINO CACHE_DIR, TensorRT
+    engines) an empty cache makes the first load the cold compile (compile_ms, kept beside the cache), and a
+    second load, from the cache, the warm load_ms; a filled cache loads warm and reports the recorded compile."""
+    cache = options.get("_cache_dir")
+    cold = False
+    if cache:
+        # the host keys the directory by artifact and options; the runtime's version is a level below it
+        version = runtime_cls(args.threads, options).version
+        cache = os.path.join(cache, "".join(c if c.isalnum() or c in "._-" else "_" for c in
+                                            "%s-%s" % (args.format, version)))
+        options["_cache_dir"] = cache
+        if not os.path.isdir(cache):
+            os.makedirs(cache)
+        cold = not [f for f in os.listdir(cache) if f != COMPILE_RECORD]
+    runtime, first_ms = _load(runtime_cls, args, options, shapes)
+    uses = getattr(runtime, "uses_cache", None)
+    if not cache or not (uses and uses()):
+        return runtime, first_ms, None, None
+    record = os.path.join(cache, COMPILE_RECORD)
+    if cold:
+        compile_ms = first_ms
+        with open(record, "w") as handle:
+            json.dump({"compile_ms": compile_ms}, handle)
+    else:
+        try:
+            with open(record) as handle:
+                compile_ms = json.load(handle).get("compile_ms")
+        except (IOError, OSError, ValueError):
+            compile_ms = None
+    # load_ms is always a second load in this process, from the cache: the first one also paid for loading the
+    # runtime's plugins, so a cold and a warm run report the same thing
+    del runtime
+    runtime, load_ms = _load(runtime_cls, args, options, shapes)
+    return runtime, load_ms, compile_ms, "cold" if cold else "warm"
+
+
+def profile_cell(runtime_cls, args, options, feeds, config):
+    """A separate, profiled session: per layer where it ran (and, where the runtime times layers, how long),
+    written to --profile; returns the node placement summary for the result."""
+    prof_options = dict(options)
+    prof_options["_profile"] = os.path.join(os.path.dirname(os.path.abspath(args.profile)), "ort-profile")
+    runtime, _ = _load(runtime_cls, args, prof_options, feeds.shapes())
+    order = feed_order(runtime, feeds)
+    prepared = runtime.prepare(feeds.sample(0, order))
+    for _ in range(3):  # warm: the first runs allocate and pick kernels (ONNX Runtime's trace keeps them: medians)
+        runtime.infer(prepared)
+    report = runtime.profile(lambda: runtime.infer(prepared), max(1, args.profile_runs))
+    layers = report["layers"]
+    placement = {}
+    for layer in layers:
+        placement[layer["placement"]] = placement.get(layer["placement"], 0) + 1
+    document = {"runtime_config": config["name"], "options": config["options"], "runtime": runtime.name,
+                "runtime_version": str(runtime.version), "effective_config": getattr(runtime, "effective", None),
+                "fallback": "; ".join(runtime.config.fallbacks) or None, "runs": args.profile_runs,
+                "timed": report.get("timed", False), "nodes": len(layers), "placement": placement,
+                "layers": sorted(layers, key=lambda l: -(l.get("time_ms") or 0.0))}
+    tmp = args.profile + ".part"
+    with open(tmp, "w") as handle:
+        json.dump(document, handle)
+    os.rename(tmp, args.profile)
+    return {"nodes": len(layers), "placement": placement}
+
+
 def _one_line(exc):
-    text = str(exc).strip().splitlines()
+    # OpenVINO's first line says only where it was raised ("Exception from src/...:117:"): skip such lines
+    text = [t for t in str(exc).strip().splitlines() if t.strip() and not t.startswith("Exception from src/")] \
+        or str(exc).strip().splitlines()
     return "%s: %s" % (type(exc).__name__, text[0] if text else "")
 
 
@@ -796,7 +1227,13 @@ def main(argv=None):
                           "as benchmark_app reports); wall: perf_counter around each call (default runtime)")
     run.add_argument("--threads", type=int, default=1)
     run.add_argument("--max-samples", type=int, default=0, help="outputs for at most this many samples (0: all)")
-    run.add_argument("--ov-precision", default="", help="OpenVINO INFERENCE_PRECISION_HINT, e.g. f32")
+    run.add_argument("--runtime-config", default="",
+                     help='the runtime configuration as JSON: {"name": ..., "options": {...}} (default: the '
+                          "runtime's defaults)")
+    run.add_argument("--cache-dir", default="", help="compiled-model cache of this artifact, runtime version "
+                                                     "and options (OpenVINO CACHE_DIR, TensorRT engines)")
+    run.add_argument("--profile", default="", help="after timing, profile a separate session into this JSON")
+    run.add_argument("--profile-runs", type=int, default=10)
     run.add_argument("--lock", default="", help="device lock file held while measuring")
     run.add_argument("--lock-timeout", type=float, default=0.0)
     run.add_argument("--holder", default="harness run", help="who holds the lock, for messages")

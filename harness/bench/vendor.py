@@ -211,8 +211,9 @@ def run_agent(model: Path, fmt: str, inputs: Path, threads: int, iterations: int
                 "--result", str(result), "--warmup", str(warmup), "--iterations", str(iterations),
                 # the count decides, as for the vendor tool (the agent's own default also times for >= 1 s)
                 "--min-duration", "0", "--threads", str(threads)]
-        if ov_precision:
-            argv += ["--ov-precision", ov_precision]
+        if ov_precision:  # a runtime configuration, as a target's `runtimes:` would give it
+            argv += ["--runtime-config", json.dumps({"name": f"openvino-{ov_precision}",
+                                                     "options": {"precision": ov_precision}})]
         started = time.perf_counter()
         proc = subprocess.run(argv, capture_output=True, text=True, timeout=TOOL_TIMEOUT_S)
         wall = time.perf_counter() - started

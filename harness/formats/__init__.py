@@ -21,12 +21,13 @@ from ..interface import Interface
 from ..registry import Registry
 
 CONVERTERS: Registry = Registry("converter", ["harness.formats.tensorflow", "harness.formats.torch",
-                                               "harness.formats.onnx", "harness.formats.litert"])
+                                               "harness.formats.onnx", "harness.formats.litert",
+                                               "harness.formats.torch_runtime"])
 
 #: bump when a converter's output changes, so cached artifacts are rebuilt
 CONVERTER_VERSION = "2"
 
-PRIMARY_SUFFIX = {"tflite": ".tflite", "onnx": ".onnx", "openvino": ".xml"}
+PRIMARY_SUFFIX = {"tflite": ".tflite", "onnx": ".onnx", "openvino": ".xml", "torch": ".pt"}
 
 #: why a (source, target) pair has no converter with the pinned stack
 NO_CONVERTER: Dict[Tuple[str, str], str] = {

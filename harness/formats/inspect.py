@@ -46,4 +46,13 @@ def list_operators(path: Path, fmt: str, shapes: Optional[Mapping[str, Sequence[
             return {}
         # DELEGATE is the XNNPACK node that took over the real ops listed beside it.
         return dict(Counter(d["op_name"] for d in details if d["op_name"] != "DELEGATE"))
+    if fmt == "torch":
+        import torch
+        if str(path).endswith(".pt2"):
+            graph = torch.export.load(str(path)).graph
+            return dict(Counter(str(n.target).split(".")[-2] if "." in str(n.target) else str(n.target)
+                                for n in graph.nodes if n.op == "call_function"))
+        module = torch.jit.load(str(path), map_location="cpu")
+        return dict(Counter(n.kind() for n in module.inlined_graph.nodes()
+                            if n.kind() not in ("prim::Constant", "prim::GetAttr", "prim::ListConstruct")))
     raise ValueError(f"unknown format {fmt!r}")

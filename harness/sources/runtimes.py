@@ -13,7 +13,7 @@ from . import not_a_model, register_source
 def _open(path: Path, fmt: str, shapes=None):
     from ..quiet import native_stderr_quieted
 
-    runtime = device_agent.RUNTIMES[fmt](1, {"ov_precision": "f32"})
+    runtime = device_agent.RUNTIMES[fmt](1, {"precision": "f32"})
     try:
         with native_stderr_quieted():  # LiteRT announces its XNNPACK delegate on fd 2
             runtime.load(str(path), None, shapes)

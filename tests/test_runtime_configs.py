@@ -1,0 +1,255 @@
+"""Runtime configurations: schemas checked when a target loads, cells per configuration, and the agent running
+each configuration on the real runtimes (ONNX Runtime providers, TFLite with and without XNNPACK, OpenVINO
+precision and hints, torch on CPU), with provider_unavailable where a GPU provider or device is missing."""
+import json
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from harness.errors import ConfigError
+from harness.results import cell_id
+from harness.runtime_configs import RuntimeConfig, compiled_cache_key, wants_cache
+from harness.targets import load_target
+from helpers import ROOT, artifact_for, digits_build
+
+AGENT = ROOT / "harness" / "agent" / "agent.py"
+
+
+def write_target(tmp_path, runtimes: str, name: str = "cfg") -> Path:
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(f"name: {name}\ntransport: local\npython: ''\nworkdir: {tmp_path / 'device'}\n"
+                    f"lock_timeout_s: 60\nruntimes:\n{runtimes}")
+    return path
+
+
+# ---------------------------------------------------------------- loading
+def test_list_form_means_each_runtimes_default_configuration():
+    target = load_target(str(ROOT / "targets" / "local.yaml"))
+    assert target.runtimes == ("tflite", "onnx", "openvino")
+    assert [(c.runtime, c.name, c.is_default) for c in target.runtime_configs] == [
+        ("tflite", "tflite", True), ("onnx", "onnx", True), ("openvino", "openvino", True)]
+
+
+def test_named_configurations_load_with_their_options(tmp_path):
+    path = write_target(tmp_path, """  onnx:
+    - {name: ort-cpu}
+    - {name: ort-trt, providers: [TensorrtExecutionProvider, CPUExecutionProvider],
+       provider_options: {TensorrtExecutionProvider: {trt_fp16_enable: true}}, fallback: allow}
+  tflite:
+    - {name: xnnpack, threads: 4}
+  openvino:
+    - {name: ov-cpu-f32, device: CPU, precision: f32, cache: true}
+  torch:
+    - {name: torch-cuda, device: cuda}
+""")
+    target = load_target(str(path))
+    assert target.runtimes == ("onnx", "tflite", "openvino", "torch")
+    by_name = {c.name: c for c in target.runtime_configs}
+    assert by_name["ort-cpu"].is_default and not by_name["ort-trt"].is_default
+    assert by_name["ort-trt"].fallback_allowed
+    assert by_name["ort-trt"].options["provider_options"] == {"TensorrtExecutionProvider": {"trt_fp16_enable": True}}
+    assert wants_cache(by_name["ort-trt"]) and wants_cache(by_name["ov-cpu-f32"]) and not wants_cache(by_name["xnnpack"])
+    key = compiled_cache_key("ab" * 32, by_name["ov-cpu-f32"])
+    assert key != compiled_cache_key("cd" * 32, by_name["ov-cpu-f32"])  # keyed by the artifact
+    assert key != compiled_cache_key("ab" * 32, replace(by_name["ov-cpu-f32"], options={"precision": "f32"}))
+
+
+@pytest.mark.parametrize("runtimes, key, words", [
+    ("  onnx:\n    - {name: a, provider: [CUDAExecutionProvider]}\n", "runtimes.onnx[0].provider", "unknown onnx option"),
+    ("  tflite:\n    - {name: a, threads: four}\n", "runtimes.tflite[0].threads", "expected an integer"),
+    ("  tflite:\n    - {name: a, use_xnnpack: 'no'}\n", "runtimes.tflite[0].use_xnnpack", "true or false"),
+    ("  openvino:\n    - {name: a, hint: fastest}\n", "runtimes.openvino[0].hint", "must be one of"),
+    ("  torch:\n    - {name: a, device: gpu}\n", "runtimes.torch[0].device", "cpu, cuda or cuda:N"),
+    ("  onnx:\n    - {name: a, providers: [CPUExecutionProvider], provider_options: {CUDAExecutionProvider: {}}}\n",
+     "runtimes.onnx[0].provider_options", "not in providers"),
+    ("  onnx:\n    - {name: a}\n    - {name: b}\n", "runtimes.onnx[1]", "both the default"),
+    ("  tensorrt:\n    - {name: a}\n", "runtimes.tensorrt", "unknown runtime"),
+    ("  onnx:\n    - {providers: [CPUExecutionProvider]}\n", "runtimes.onnx[0].name", "required"),
+    ("  - onnx\n  - onnxx\n", "runtimes[1]", "unknown runtime 'onnxx'"),
+])
+def test_a_bad_option_is_an_error_naming_the_file_and_key(tmp_path, runtimes, key, words):
+    path = write_target(tmp_path, runtimes)
+    with pytest.raises(ConfigError) as info:
+        load_target(str(path))
+    assert info.value.key == key and str(path) in str(info.value) and words in str(info.value)
+
+
+def test_every_target_file_loads():
+    for path in sorted((ROOT / "targets").rglob("*.yaml")):
+        target = load_target(str(path))
+        assert target.runtime_configs, path
+
+
+def test_default_configurations_keep_their_cell_ids():
+    from harness.pipeline import Cell, plan_cells, pick_configs
+    artifact = artifact_for("onnx")
+    assert Cell(artifact, "local").cell_id == cell_id("digits_cnn", "reference", "onnx", "local") \
+        == "digits_cnn__reference__onnx__local"
+    target = replace(load_target(str(ROOT / "targets" / "local.yaml")), runtime_configs=(), runtimes={
+        "onnx": [{"name": "ort-cpu"}, {"name": "ort-cuda", "providers": ["CUDAExecutionProvider"]}]})
+    ids = [c.cell_id for c in plan_cells([artifact], [target])]
+    assert ids == ["digits_cnn__reference__onnx__local", "digits_cnn__reference__onnx@ort-cuda__local"]
+    picked = pick_configs([target], ["ort-cuda"])
+    assert [c.cell_id for c in plan_cells([artifact], picked)] == ["digits_cnn__reference__onnx@ort-cuda__local"]
+    with pytest.raises(ConfigError, match="no target has configuration"):
+        pick_configs([target], ["ort-trt"])
+
+
+# ---------------------------------------------------------------- the agent on real runtimes
+def agent(tmp_path, model, fmt, config=None, *extra, inputs=None, weights=None):
+    result = tmp_path / f"result-{fmt}-{(config or {}).get('name', 'default')}.json"
+    profile = result.with_suffix(".profile.json")
+    argv = [sys.executable, str(AGENT), "run", "--model", str(model), "--format", fmt,
+            "--inputs", str(inputs or digits_build()[0].eval_inputs_path), "--result", str(result),
+            "--warmup", "1", "--iterations", "5", "--min-duration", "0", "--profile", str(profile),
+            "--profile-runs", "3", *extra]
+    if config:
+        argv += ["--runtime-config", json.dumps(config)]
+    if weights:
+        argv += ["--weights", str(weights)]
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=300)
+    doc = json.loads(result.read_text())
+    return proc, doc, (json.loads(profile.read_text()) if profile.exists() else None)
+
+
+@pytest.mark.slow
+def test_a_missing_gpu_provider_fails_the_cell_in_onnxruntimes_words(tmp_path):
+    model = artifact_for("onnx").files[0]
+    config = {"name": "ort-cuda", "options": {"providers": ["CUDAExecutionProvider", "CPUExecutionProvider"]}}
+    proc, doc, _ = agent(tmp_path, model, "onnx", config)
+    assert proc.returncode != 0 and doc["status"] == "error"
+    assert doc["error_category"] == "provider_unavailable"
+    assert "CUDAExecutionProvider" in doc["error_message"] and "not in available provider names" in doc["error_message"]
+    # fallback: allow runs on what is there and says so
+    config["options"]["fallback"] = "allow"
+    proc, doc, profile = agent(tmp_path, model, "onnx", config)
+    assert doc["status"] == "ok", doc.get("error_message")
+    assert doc["effective_config"]["providers"] == ["CPUExecutionProvider"]
+    assert "CUDAExecutionProvider" in doc["fallback"]
+    assert profile["placement"] == {"CPUExecutionProvider": profile["nodes"]} and profile["nodes"] >= 5
+    assert all(layer["time_ms"] >= 0 for layer in profile["layers"])
+
+
+@pytest.mark.slow
+def test_session_options_take_effect(tmp_path):
+    config = {"name": "ort-basic", "options": {"graph_optimization_level": "disable", "intra_op_threads": 2}}
+    _, doc, profile = agent(tmp_path, artifact_for("onnx").files[0], "onnx", config)
+    assert doc["status"] == "ok"
+    assert doc["effective_config"]["graph_optimization_level"] == "disable"
+    assert doc["effective_config"]["intra_op_threads"] == 2
+    _, default, default_profile = agent(tmp_path, artifact_for("onnx").files[0], "onnx")
+    # no optimisation keeps every node of the file; the default level fuses some
+    assert profile["nodes"] >= default_profile["nodes"]
+
+
+@pytest.mark.slow
+def test_tflite_with_and_without_xnnpack(tmp_path):
+    model = artifact_for("tflite").files[0]
+    _, on, on_profile = agent(tmp_path, model, "tflite", {"name": "xnnpack", "options": {"threads": 2}})
+    _, off, off_profile = agent(tmp_path, model, "tflite", {"name": "ref", "options": {"use_xnnpack": False}})
+    assert on["status"] == off["status"] == "ok"
+    assert on["threads"] == 2 and on["effective_config"]["delegate"] == "XNNPACK"
+    assert on_profile["placement"] == {"XNNPACK": on_profile["nodes"]}
+    assert off["effective_config"]["delegate"] is None and off_profile["placement"] == {"builtin": off_profile["nodes"]}
+    assert on_profile["nodes"] == off_profile["nodes"] >= 5
+    _, missing, _ = agent(tmp_path, model, "tflite", {"name": "vx", "options": {"delegate": "/nonexistent/libvx.so"}})
+    assert missing["error_category"] == "provider_unavailable" and "/nonexistent/libvx.so" in missing["error_message"]
+
+
+@pytest.mark.slow
+def test_openvino_precision_hint_device_and_cache(tmp_path):
+    artifact = artifact_for("openvino")
+    xml, weights = artifact.files
+    _, f32, profile = agent(tmp_path, xml, "openvino", {"name": "f32", "options": {"precision": "f32"}},
+                            weights=weights)
+    _, thr, _ = agent(tmp_path, xml, "openvino", {"name": "thr", "options": {"hint": "throughput"}}, weights=weights)
+    assert f32["effective_config"]["INFERENCE_PRECISION_HINT"] == "f32" and f32["precision"] == "f32"
+    assert f32["effective_config"]["PERFORMANCE_HINT"] == "LATENCY" and thr["effective_config"]["PERFORMANCE_HINT"] == "THROUGHPUT"
+    assert profile["timed"] and all(layer["exec_type"] for layer in profile["layers"])
+    assert any((layer.get("precision") or "").upper() in ("F32", "FP32") for layer in profile["layers"])
+    cached = {"name": "cached", "options": {"precision": "f32", "cache": True}}
+    cache = tmp_path / "compiled"
+    _, cold, _ = agent(tmp_path, xml, "openvino", cached, "--cache-dir", str(cache), weights=weights)
+    _, warm, _ = agent(tmp_path, xml, "openvino", cached, "--cache-dir", str(cache), weights=weights)
+    assert cold["compile_cache"] == "cold" and warm["compile_cache"] == "warm"
+    assert cold["compile_ms"] > 0 and warm["compile_ms"] == cold["compile_ms"]  # the cold compile, recorded
+    assert any(p.suffix == ".blob" for p in cache.rglob("*"))  # OpenVINO's CACHE_DIR, under the runtime version
+    _, gpu, _ = agent(tmp_path, xml, "openvino", {"name": "gpu", "options": {"device": "GPU"}}, weights=weights)
+    assert gpu["error_category"] == "provider_unavailable" and "GPU" in gpu["error_message"]
+
+
+@pytest.mark.slow
+def test_torch_runtime_on_cpu_and_cuda_unavailable(tmp_path):
+    torch = pytest.importorskip("torch")
+
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = torch.nn.Conv2d(1, 4, 3)
+            self.fc = torch.nn.Linear(4 * 6 * 6, 10)
+
+        def forward(self, image):
+            return self.fc(torch.relu(self.conv(image)).flatten(1))
+
+    torch.manual_seed(0)
+    net = Net().eval()
+    path = tmp_path / "net.pt"
+    torch.jit.save(torch.jit.script(net), str(path))
+    x = np.random.default_rng(0).random((6, 1, 1, 8, 8), dtype=np.float32)
+    inputs = tmp_path / "inputs.npz"
+    np.savez(inputs, f0=x, __feeds__=np.array(json.dumps([{"key": "f0", "name": "image", "mode": "sample"}])))
+    outputs = tmp_path / "outputs.npz"
+    proc, doc, profile = agent(tmp_path, path, "torch", {"name": "torch-cpu", "options": {"device": "cpu"}},
+                               "--outputs", str(outputs), inputs=inputs)
+    assert doc["status"] == "ok", doc.get("error_message")
+    assert doc["runtime"] == "torch" and doc["effective_config"]["device"] == "cpu"
+    with np.load(outputs) as out, torch.no_grad():
+        expected = np.stack([net(torch.from_numpy(s)).numpy() for s in x])
+        np.testing.assert_allclose(out["o0"], expected, rtol=1e-5, atol=1e-6)
+    assert profile["timed"] and profile["placement"].get("cpu", 0) >= 1
+    if not torch.cuda.is_available():
+        _, cuda, _ = agent(tmp_path, path, "torch", {"name": "torch-cuda", "options": {"device": "cuda"}},
+                           inputs=inputs)
+        assert cuda["error_category"] == "provider_unavailable" and "CUDA is not available" in cuda["error_message"]
+
+
+# ---------------------------------------------------------------- the pipeline
+@pytest.mark.slow
+def test_a_run_has_a_row_and_a_profile_per_configuration(tmp_path):
+    from harness.pipeline import RunSettings, run_profile
+    from harness.recipes import load_recipe
+    from harness.cache import ContentCache
+    from helpers import session_cache_dir
+
+    path = write_target(tmp_path, """  onnx:
+    - {name: ort-cpu}
+    - {name: ort-cuda, providers: [CUDAExecutionProvider, CPUExecutionProvider]}
+  tflite:
+    - {name: reference-kernels, use_xnnpack: false}
+  openvino:
+    - {name: ov-cpu-f32, precision: f32, cache: true}
+""")
+    outcome = run_profile([load_recipe("digits_cnn", ROOT / "models")], [load_target(str(path))],
+                          settings=RunSettings(warmup=1, iterations=5, min_duration_s=0, max_samples=40),
+                          reports_dir=tmp_path / "reports", cache=ContentCache(session_cache_dir()),
+                          write_report=True)
+    frame = outcome.frame.set_index("cell_id")
+    assert set(frame.index) == {"digits_cnn__reference__onnx__cfg", "digits_cnn__reference__onnx@ort-cuda__cfg",
+                                "digits_cnn__reference__tflite@reference-kernels__cfg",
+                                "digits_cnn__reference__openvino@ov-cpu-f32__cfg"}
+    cuda = frame.loc["digits_cnn__reference__onnx@ort-cuda__cfg"]
+    assert cuda["status"] == "failed" and cuda["error_category"] == "provider_unavailable"
+    ok = frame[frame["status"] == "ok"]
+    assert len(ok) == 3 and (ok["top1_agreement"] == 1.0).all()
+    assert frame.loc["digits_cnn__reference__onnx__cfg", "runtime_config"] == "ort-cpu"
+    assert frame.loc["digits_cnn__reference__tflite@reference-kernels__cfg", "placement"].startswith("builtin ")
+    assert frame.loc["digits_cnn__reference__openvino@ov-cpu-f32__cfg", "compile_ms"] > 0
+    for cell in ok.index:
+        profile = json.loads((outcome.run_dir.root / "profiles" / f"{cell}.json").read_text())
+        assert profile["nodes"] > 0 and profile["layers"]
+    report = (outcome.run_dir.root / "index.html").read_text()
+    assert "ort-cuda" in report and "provider_unavailable" in report
