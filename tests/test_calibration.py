@@ -58,3 +58,20 @@ def test_a_machine_without_cgroup_cpu_control_skips_the_quota_with_a_reason(tmp_
     finally:
         (tmp_path / "cpu").chmod(0o700)
         quota.close()
+
+
+def test_reruns_are_judged_again_with_other_guard_limits_from_the_stored_readings():
+    from harness.bench.calibration import noisy_reruns
+    from harness.targets import QuietLimits
+
+    def reading(other_cpus):
+        return {"before": {"monotonic_s": 0, "clk_tck": 100, "cpu_jiffies": {"busy": 0, "own": 0}},
+                "after": {"monotonic_s": 1, "clk_tck": 100, "cpu_jiffies": {"busy": 100 + 100 * other_cpus,
+                                                                            "own": 100}}}
+    runs = reruns(6, 7)
+    series = CellSeries("m", "onnx", runs=runs,
+                        conditions=[[reading(1.0)] * 3] * 5 + [[reading(1.0), reading(1.6), reading(1.0)]])
+    assert noisy_reruns(series, QuietLimits()) == [True] * 6
+    assert noisy_reruns(series, QuietLimits(max_other_busy_cpus=1.2)) == [False] * 5 + [True]
+    row = analyse(series, limits=QuietLimits(max_other_busy_cpus=1.2))
+    assert row["noisy_reruns"] == 1 and row["quiet"]["reruns"] == 5 and row["quiet"]["pairs"] == 10

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import asdict
 import shutil
 import sys
 import tempfile
@@ -50,6 +51,14 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="calibration: reruns under a 90 %% CPU quota (default 5; quick 2; 0 to skip)")
     p.add_argument("--duration", type=float, default=None,
                    help="calibration: seconds each agent run measures (default 1.0; quick 0.5)")
+    p.add_argument("--quiet-max-other-busy-cpus", type=float, default=None, metavar="CPUS",
+                   help="calibration: the quiet-device guard's max_other_busy_cpus for judging reruns (default: the "
+                        "target default, 0.5); a VM that always shares a core with another tenant needs about 1.2")
+    p.add_argument("--quiet-max-load-per-cpu", type=float, default=None, metavar="LOAD",
+                   help="calibration: the guard's max_load_per_cpu (default: the target default, 1.0)")
+    p.add_argument("--reanalyse", type=Path, default=None, metavar="SAMPLES",
+                   help="calibration: analyse a calibration-samples.json.gz again (e.g. with other guard limits), "
+                        "measuring nothing")
     p.add_argument("--out", type=Path, default=Path("reports/bench"), help="where bench.json and bench.md go")
     p.add_argument("--keep", action="store_true", help="keep the bench's workspace (caches, run directories)")
     return p.parse_args(argv)
@@ -82,19 +91,32 @@ def main(argv=None) -> int:
     try:
         # Overhead first: its cold profile also builds the digits artifacts the other steps use.
         if "calibration" in steps:
-            from .calibration import calibration
+            from ..targets import QuietLimits
+            from .calibration import calibration, reanalyse
+            defaults = QuietLimits()
+            limits = QuietLimits(
+                max_other_busy_cpus=defaults.max_other_busy_cpus if args.quiet_max_other_busy_cpus is None
+                else args.quiet_max_other_busy_cpus,
+                max_load_per_cpu=defaults.max_load_per_cpu if args.quiet_max_load_per_cpu is None
+                else args.quiet_max_load_per_cpu)
             reruns = args.reruns or (4 if args.quick else 10)
             repeats = args.repeats or (2 if args.quick else 3)
             quota_reruns = args.quota_reruns if args.quota_reruns is not None else (2 if args.quick else 5)
             duration = args.duration or (0.5 if args.quick else 1.0)
-            log(f"calibration: {reruns} reruns x {repeats} repeats per cell, {quota_reruns} under a CPU quota")
-            cal = calibration(BENCH_DIR / "models", ws.root / "calibration", reruns, repeats, quota_reruns, duration,
-                              log)
-            raw = cal.pop("raw")
-            args.out.mkdir(parents=True, exist_ok=True)
-            import gzip  # every sample, for re-analysis: tens of MB as plain JSON
-            with gzip.open(args.out / "calibration-samples.json.gz", "wt", encoding="utf-8") as handle:
-                json.dump(raw, handle)
+            if args.reanalyse:
+                log(f"calibration: analysing {args.reanalyse} again (nothing measured)")
+                previous = json.loads((args.reanalyse.parent / "bench.json").read_text()).get("calibration", {})
+                cal = {**previous, **reanalyse(args.reanalyse, limits)}
+                cal["quiet_limits"] = asdict(limits)
+            else:
+                log(f"calibration: {reruns} reruns x {repeats} repeats per cell, {quota_reruns} under a CPU quota")
+                cal = calibration(BENCH_DIR / "models", ws.root / "calibration", reruns, repeats, quota_reruns,
+                                  duration, log, limits)
+                raw = cal.pop("raw")
+                args.out.mkdir(parents=True, exist_ok=True)
+                import gzip  # every sample, for re-analysis: tens of MB as plain JSON
+                with gzip.open(args.out / "calibration-samples.json.gz", "wt", encoding="utf-8") as handle:
+                    json.dump(raw, handle)
             doc["calibration"] = cal
         if "overhead" in steps or "scaling" in steps or "fidelity" in steps:
             log("overhead: cold profile, then warm reruns (digits_cnn on the local target)")

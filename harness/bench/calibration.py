@@ -42,6 +42,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from ..regression import (DEFAULT_ALPHA, DEFAULT_MIN_EFFECT, between_run_spread, compare_latency)
 from ..device_noise import noise_reasons
+from ..targets import QuietLimits
 from .models import BenchModel, build_keras_model
 from .vendor import AGENT, TOOL_TIMEOUT_S, BenchError, write_random_inputs
 
@@ -144,10 +145,13 @@ class CellSeries:
     block_sizes: List[Optional[int]] = field(default_factory=list)
     #: per rerun: why the quiet-device guard (default target limits) would call it noisy ('' = quiet)
     noise: List[str] = field(default_factory=list)
+    #: per rerun, per repeat: the agent's before/after readings (to judge again with other limits)
+    conditions: List[List[Any]] = field(default_factory=list)
 
 
 def measure(models: Sequence[BenchModel], reruns: int, repeats: int, quota_reruns: int, duration_s: float,
-            workdir: Path, log: Callable[[str], None] = print) -> Tuple[Dict[str, CellSeries], str]:
+            workdir: Path, log: Callable[[str], None] = print,
+            limits: QuietLimits = QuietLimits()) -> Tuple[Dict[str, CellSeries], str]:
     """Run every cell `reruns` x `repeats` times, repeats interleaved across cells; then the quota reruns."""
     global _SUPPORTS_DURATION
     _SUPPORTS_DURATION = agent_supports("--min-duration")
@@ -161,6 +165,7 @@ def measure(models: Sequence[BenchModel], reruns: int, repeats: int, quota_rerun
 
     def one_rerun(quota: Optional[CpuQuota]) -> Dict[str, List[List[float]]]:
         got: Dict[str, List[List[float]]] = {k: [] for k in series}
+        readings: Dict[str, List[Any]] = {k: [] for k in series}
         for _ in range(repeats):
             for m, f in cells:  # A B C ... A B C
                 key = f"{m.name}/{f}"
@@ -169,8 +174,12 @@ def measure(models: Sequence[BenchModel], reruns: int, repeats: int, quota_rerun
                 if quota is None:
                     series[key].block_sizes.append(out["block_size"])
                     conditions = out.get("conditions") or {}
-                    reasons = noise_reasons(conditions.get("before"), conditions.get("after"))
+                    readings[key].append(conditions)
+                    reasons = noise_reasons(conditions.get("before"), conditions.get("after"), limits)
                     noise[key] = "; ".join([noise[key]] * bool(noise[key]) + reasons)
+        for key, values in readings.items():
+            if values:
+                series[key].conditions.append(values)
         return got
 
     noise: Dict[str, str] = {}
@@ -205,14 +214,27 @@ def _run_median(run: Sequence[Sequence[float]]) -> float:
     return float(math.exp(np.mean([math.log(float(np.median(r))) for r in run if len(r)])))
 
 
+def noisy_reruns(series: CellSeries, limits: Optional[QuietLimits] = None) -> List[bool]:
+    """Per rerun: did the quiet-device guard flag any of its repeats (with `limits`, from the stored readings)?"""
+    n = len(series.runs)
+    if limits is not None and len(series.conditions) == n:
+        return [any(noise_reasons((c or {}).get("before"), (c or {}).get("after"), limits) for c in rerun)
+                for rerun in series.conditions]
+    return [bool(x) for x in series.noise] + [False] * (n - len(series.noise))
+
+
 def analyse(series: CellSeries, slowdown: float = 0.10, min_effect: float = DEFAULT_MIN_EFFECT,
-            alpha: float = DEFAULT_ALPHA) -> Dict[str, Any]:
-    """False alarms and detections for one cell's reruns (see the module docstring)."""
+            alpha: float = DEFAULT_ALPHA, limits: Optional[QuietLimits] = None,
+            quiet_subset: bool = True) -> Dict[str, Any]:
+    """False alarms and detections for one cell's reruns (see the module docstring).
+
+    With quiet_subset, `quiet` holds the same analysis over the reruns the guard passed (history from them
+    alone, as the history store keeps only quiet runs): what the gate would judge."""
     import numpy as np
     runs = series.runs
     medians = [_run_median(r) for r in runs]
     n = len(runs)
-    noisy = [bool(x) for x in series.noise] + [False] * (n - len(series.noise))
+    noisy = noisy_reruns(series, limits)
     false_alarms = caught = caught_no_history = pairs = quiet_pairs = quiet_alarms = quiet_caught = 0
     intervals = []
     for j in range(n):
@@ -250,6 +272,7 @@ def analyse(series: CellSeries, slowdown: float = 0.10, min_effect: float = DEFA
             "block_sizes": blocks, "pairs": pairs, "false_alarms": int(false_alarms),
             "noisy_reruns": int(sum(noisy)), "quiet_pairs": quiet_pairs, "quiet_false_alarms": int(quiet_alarms),
             "quiet_caught": int(quiet_caught),
+            "quiet": _quiet_subset(series, noisy, slowdown, min_effect, alpha) if quiet_subset else None,
             "noise_reasons": sorted({x.split(" (")[0] for x in series.noise if x})[:3],
             "caught": int(caught), "caught_without_history": int(caught_no_history),
             "ci_width_median": float(np.median([hi - lo for lo, hi in intervals])) if intervals else None,
@@ -258,20 +281,53 @@ def analyse(series: CellSeries, slowdown: float = 0.10, min_effect: float = DEFA
             "quota": quota}
 
 
+def _quiet_subset(series: CellSeries, noisy: List[bool], slowdown: float, min_effect: float,
+                  alpha: float) -> Optional[Dict[str, Any]]:
+    keep = [i for i, flag in enumerate(noisy) if not flag]
+    if len(keep) < 2:
+        return None
+    quiet = CellSeries(series.model, series.fmt, runs=[series.runs[i] for i in keep],
+                       quota_runs=series.quota_runs, noise=[""] * len(keep))
+    row = analyse(quiet, slowdown, min_effect, alpha, quiet_subset=False)
+    return {k: row[k] for k in ("reruns", "between_run_cv", "pairs", "false_alarms", "caught",
+                                "caught_without_history", "quota")}
+
+
+def summarize(series: Dict[str, CellSeries], limits: Optional[QuietLimits] = None) -> Dict[str, Any]:
+    """The table rows and the totals, from measured (or reloaded) series."""
+    rows = [analyse(s, limits=limits) for s in series.values()]
+    quiet = [r["quiet"] for r in rows if r.get("quiet")]
+    return {"rows": rows, "false_alarms": sum(r["false_alarms"] for r in rows),
+            "pairs": sum(r["pairs"] for r in rows), "caught": sum(r["caught"] for r in rows),
+            "quiet_false_alarms": sum(q["false_alarms"] for q in quiet), "quiet_pairs": sum(q["pairs"] for q in quiet),
+            "quiet_caught": sum(q["caught"] for q in quiet)}
+
+
+def reanalyse(path: Path, limits: Optional[QuietLimits] = None) -> Dict[str, Any]:
+    """The analysis again from calibration-samples.json.gz (another quiet limit, say), without measuring."""
+    import gzip
+    with gzip.open(path, "rt", encoding="utf-8") as handle:
+        raw = json.load(handle)
+    return summarize({k: CellSeries(**v) for k, v in raw.items()}, limits)
+
+
 def calibration(bench_cache: Path, workdir: Path, reruns: int = 10, repeats: int = 3, quota_reruns: int = 5,
-                duration_s: float = 1.0, log: Callable[[str], None] = print) -> Dict[str, Any]:
+                duration_s: float = 1.0, log: Callable[[str], None] = print,
+                limits: QuietLimits = QuietLimits()) -> Dict[str, Any]:
     """Build the models, measure, analyse: bench.json's `calibration` section."""
     models = build_models(bench_cache, log)
     workdir.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    series, quota_note = measure(models, reruns, repeats, quota_reruns, duration_s, workdir, log)
-    rows = [analyse(s) for s in series.values()]
+    series, quota_note = measure(models, reruns, repeats, quota_reruns, duration_s, workdir, log, limits)
+    summary = summarize(series, limits)
+    rows = summary["rows"]
     total_pairs = sum(r["pairs"] for r in rows)
     return {"models": [{"name": m.name, "input_shape": list(m.input_shape), "note": m.note} for m in models],
             "settings": {"reruns": reruns, "repeats": repeats, "quota_reruns": quota_reruns,
                          "duration_s": duration_s, "slowdown": 0.10, "min_effect": DEFAULT_MIN_EFFECT,
                          "alpha": DEFAULT_ALPHA, "agent_min_duration": _SUPPORTS_DURATION},
             "quota": quota_note, "rows": rows, "wall_s": time.perf_counter() - started,
-            "false_alarms": sum(r["false_alarms"] for r in rows), "pairs": total_pairs,
-            "caught": sum(r["caught"] for r in rows),
+            "false_alarms": summary["false_alarms"], "pairs": total_pairs, "caught": summary["caught"],
+            "quiet_false_alarms": summary["quiet_false_alarms"], "quiet_pairs": summary["quiet_pairs"],
+            "quiet_caught": summary["quiet_caught"], "quiet_limits": asdict(limits),
             "raw": {k: asdict(s) for k, s in series.items()}}

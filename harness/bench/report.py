@@ -100,25 +100,34 @@ def calibration_table(doc: Dict[str, Any]) -> List[str]:
     """One row per (model, format): noise, false alarms, slowdowns caught (applied, and made real)."""
     lines = ["| model | format | median ms | block size | between-run CV | between-repeat CV | noise-only pairs: "
              "false alarms | 10 % applied: caught | caught without history (repeats only) | median 95 % CI width | "
-             "CI covers +10 % | quota: median change | quota: caught | noisy reruns | quiet pairs: false alarms, "
-             "caught |",
+             "CI covers +10 % | quota: median change | quota: caught | noisy reruns | quiet reruns only: "
+             "between-run CV, false alarms, caught |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in doc["rows"]:
         q = r.get("quota") or {}
         blocks = ", ".join(map(str, r.get("block_sizes") or [])) or "1"
         quota_caught = f"{q['caught']}/{q['pairs']}" if q else "skipped"
+        qs = r.get("quiet")
+        quiet = (f"{_pct(qs['between_run_cv'])}, {qs['false_alarms']}/{qs['pairs']}, {qs['caught']}/{qs['pairs']}"
+                 if qs else "fewer than 2 quiet reruns")
         lines.append(
             f"| {r['model']} | {r['fmt']} | {_f(r['median_ms'], '{:.4f}')} | {blocks} | {_pct(r['between_run_cv'])} | "
             f"{_pct(r['between_repeat_cv'])} | {r['false_alarms']}/{r['pairs']} | {r['caught']}/{r['pairs']} | "
             f"{r['caught_without_history']}/{r['pairs']} | {_pct(r['ci_width_median'])} | "
             f"{_pct(r['ci_covers_slowdown'])} | {_pct(q.get('median_change')) if q else 'skipped'} | "
-            f"{quota_caught} | {r.get('noisy_reruns', '')}/{r['reruns']} | "
-            f"{r.get('quiet_false_alarms', '')}/{r.get('quiet_pairs', '')}, {r.get('quiet_caught', '')}/{r.get('quiet_pairs', '')} |")
+            f"{quota_caught} | {r.get('noisy_reruns', '')}/{r['reruns']} | {quiet} |")
     pairs = doc.get("pairs") or 0
     caught = doc.get("caught") or 0
     lines += ["", f"All cells: {doc.get('false_alarms')} false alarm(s) in {pairs} noise-only pairs "
                   f"({_pct(doc.get('false_alarms', 0) / pairs if pairs else None)}); {caught} of {pairs} 10 % slowdowns "
                   f"caught ({_pct(caught / pairs if pairs else None)}). Quota: {doc.get('quota') or 'not run'}."]
+    qp = doc.get("quiet_pairs")
+    if qp is not None:
+        limits = doc.get("quiet_limits") or {}
+        lines += ["", f"Quiet reruns only (the guard at max_other_busy_cpus {limits.get('max_other_busy_cpus')}, "
+                      f"max_load_per_cpu {limits.get('max_load_per_cpu')}; history from quiet reruns alone): "
+                      f"{doc.get('quiet_false_alarms')} false alarm(s) in {qp} pairs, {doc.get('quiet_caught')} of {qp} "
+                      f"10 % slowdowns caught ({_pct(doc['quiet_caught'] / qp if qp else None)})."]
     return lines
 
 
