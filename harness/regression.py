@@ -280,11 +280,15 @@ class CellChange:
 KEY_COLUMNS = ("model", "variant", "format", "target")
 #: the runtime configuration that must match too. Hook: add columns here (an execution provider, a precision
 #: hint, a batch size) as the results table gains them; history spreads and baselines then key on them.
-RUNTIME_CONFIG_COLUMNS = ("threads",)
+#: runtime_options is a runtime configuration's options (harness.runtime_configs), '' for the runtime's default, so
+#: rows from before configurations existed (None) key with today's default ones
+RUNTIME_CONFIG_COLUMNS = ("threads", "runtime_options")
 
 
 def _key(row: Mapping[str, Any]) -> str:
-    return "__".join(str(row.get(c)) for c in KEY_COLUMNS)
+    options = row.get("runtime_options")
+    return "__".join(str(row.get(c)) for c in KEY_COLUMNS) + (f"__{options}" if isinstance(options, str) and options
+                                                                else "")
 
 
 def history_key(row: Mapping[str, Any]) -> Tuple[str, ...]:

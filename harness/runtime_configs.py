@@ -208,7 +208,11 @@ def parse_runtimes(value: Any, path: str, known: Sequence[str]) -> Tuple[Runtime
                 if defaults > 1:
                     raise ConfigError(path, f"two {runtime} configurations without options (both the default)",
                                       where)
-                configs.append(RuntimeConfig(runtime, name, options))
+                config = RuntimeConfig(runtime, name, options)
+                same = [c.name for c in configs if c.runtime == runtime and c.options_json() == config.options_json()]
+                if same:  # results, history and compiled caches key on the options: two names would collide
+                    raise ConfigError(path, f"the same options as {same[0]!r}", where)
+                configs.append(config)
     names = [c.name for c in configs]
     dup = sorted({n for n in names if names.count(n) > 1})
     if dup:

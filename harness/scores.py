@@ -250,17 +250,25 @@ def parity_table(frame: Any) -> "Any":
     """Every cell's agreement with the reference outputs, one row per cell."""
     import pandas as pd
     rows = _records(frame)
-    columns = ["model", "variant", "format", "target", "cell_id", "status", *PARITY_METRICS]
-    table = pd.DataFrame([{c: r.get(c) for c in columns} for r in rows], columns=columns)
+    columns = ["model", "variant", "format", "runtime_config", "target", "cell_id", "status", *PARITY_METRICS]
+    table = pd.DataFrame([{**{c: r.get(c) for c in columns}, "config_label": config_label(r)} for r in rows],
+                         columns=columns + ["config_label"])
     for metric in PARITY_METRICS:
         table[metric] = pd.to_numeric(table[metric], errors="coerce").astype("float64")
-    return table.sort_values(["model", "variant", "format", "target"], kind="stable").reset_index(drop=True)
+    return table.sort_values(["model", "variant", "format", "runtime_config", "target"], kind="stable",
+                             na_position="first").reset_index(drop=True)
+
+
+def config_label(row: Mapping[str, Any]) -> str:
+    """'' for a runtime's default configuration, else '@name' (how cells read in pivots: reference/onnx@ort-trt)."""
+    options, name = row.get("runtime_options"), row.get("runtime_config")
+    return f"@{name}" if isinstance(options, str) and options and isinstance(name, str) else ""
 
 
 def parity_pivot(table: Any, model: str, metric: str = "top1_agreement") -> "Any":
     """Rows 'variant/format', columns target, values `metric` (NaN where the cell did not run)."""
     sub = table[table["model"] == model].copy()
-    sub["cell"] = sub["variant"].astype(str) + "/" + sub["format"].astype(str)
+    sub["cell"] = sub["variant"].astype(str) + "/" + sub["format"].astype(str) + sub["config_label"].astype(str)
     return sub.pivot_table(index="cell", columns="target", values=metric, aggfunc="first", dropna=False)
 
 
@@ -514,6 +522,15 @@ class Recommendation:
     latency_p99_ms: Optional[float]
     peak_memory_mb: Optional[float]
     reason: str
+    #: the runtime configuration, where it is not the runtime's default (None: the default)
+    runtime_config: Optional[str] = None
+
+    @property
+    def choice(self) -> str:
+        """'ov_int8/openvino on ov-cpu-f32' ('reference/onnx' for a runtime's default configuration)."""
+        if not self.variant:
+            return ""
+        return f"{self.variant}/{self.format}" + (f" on {self.runtime_config}" if self.runtime_config else "")
 
 
 def _rank_accuracy(row: Mapping[str, Any]) -> float:
@@ -558,7 +575,8 @@ def recommend(frame: Any, budgets: Mapping[str, Budgets], emulated: AbstractSet[
             return Recommendation(model, target, fits, str(r["cell_id"]), str(r["variant"]), str(r["format"]),
                                   _num(r.get("accuracy")) if _num(r.get("accuracy")) is not None
                                   else accuracy_measure(r)[0],
-                                  _num(r.get("latency_p99_ms")), peak_memory_mb(r), reason)
+                                  _num(r.get("latency_p99_ms")), peak_memory_mb(r), reason,
+                                  config_label(r)[1:] or None)
 
         if fitting:
             best = max(fitting, key=lambda r: (_rank_accuracy(r), -(_num(r.get("latency_p99_ms")) or 0.0),

@@ -145,8 +145,12 @@ def test_between_run_spread_is_robust_to_a_step_in_the_history():
 
 def test_history_key_includes_the_runtime_config():
     row = {"model": "m", "variant": "v", "format": "onnx", "target": "pi", "threads": 4.0}
-    assert history_key(row) == ("m", "v", "onnx", "pi", "4")
-    assert history_key({**row, "threads": None})[-1] == ""
+    # runtime_options: '' for the runtime's default configuration, and for rows made before configurations
+    assert history_key(row) == ("m", "v", "onnx", "pi", "4", "")
+    assert history_key({**row, "threads": None})[-2] == ""
+    assert history_key({**row, "runtime_options": ""}) == history_key(row)
+    trt = {**row, "runtime_options": '{"providers":["TensorrtExecutionProvider"]}'}
+    assert history_key(trt) != history_key(row) and history_key(trt)[-1] == trt["runtime_options"]
 
 
 def _row(variant="reference", status="ok", accuracy=0.95, peak=100e6, run="r"):

@@ -253,3 +253,51 @@ def test_a_run_has_a_row_and_a_profile_per_configuration(tmp_path):
         assert profile["nodes"] > 0 and profile["layers"]
     report = (outcome.run_dir.root / "index.html").read_text()
     assert "ort-cuda" in report and "provider_unavailable" in report
+
+
+# ---------------------------------------------------------------- scores, regression keys, report (pure)
+def _row(config, options, target="jetson", fmt="onnx", p99=5.0, **extra):
+    from harness.results import make_row
+    return make_row(run_id="r", cell_id=cell_id("m", "reference", fmt, target, config if options else ""),
+                    model="m", variant="reference", format=fmt, target=target, runtime_config=config,
+                    runtime_options=options, status="ok", accuracy=0.9, latency_p99_ms=p99,
+                    peak_rss_bytes=50e6, **extra)
+
+
+def test_recommendation_names_the_configuration():
+    import pandas as pd
+    from harness.scores import recommend
+    from harness.targets import Budgets
+    frame = pd.DataFrame([_row("ort-cpu", "", p99=30.0), _row("ort-trt", '{"providers":["TensorrtExecutionProvider"]}')])
+    rec, = recommend(frame, {"jetson": Budgets(latency_p99_ms=20.0)})
+    assert rec.fits and rec.choice == "reference/onnx on ort-trt"
+    rec, = recommend(pd.DataFrame([_row("ort-cpu", "")]), {"jetson": Budgets(latency_p99_ms=20.0)})
+    assert rec.choice == "reference/onnx"  # a runtime's default configuration reads as before
+
+
+def test_two_configurations_of_one_cell_are_compared_apart():
+    from harness.regression import compare_runs
+    trt = '{"providers":["TensorrtExecutionProvider"]}'
+    base = [_row("ort-cpu", "", p99=5.0), _row("ort-trt", trt, p99=1.0)]
+    now = [_row("ort-cpu", "", p99=5.0), _row("ort-trt", trt, p99=1.0, error_message=None)]
+    now[1] = {**now[1], "status": "failed", "error_category": "provider_unavailable"}
+    changes = compare_runs(now, base, {}, {})
+    status = [c for c in changes if c.metric == "status"]
+    assert [c.cell_id for c in status] == ["m__reference__onnx@ort-trt__jetson"]
+
+
+def test_placement_sentences_and_diff():
+    from harness.report.profiles import placement_diffs, placement_sentences, top_layers
+    rows = [_row("ort-trt", '{"p":1}'), _row("ort-cuda", '{"p":2}')]
+    layers_trt = [{"name": f"n{i}", "placement": "TensorrtExecutionProvider" if i >= 17 else "CPUExecutionProvider",
+                   "time_ms": float(i)} for i in range(212)]
+    layers_cuda = [{"name": f"n{i}", "placement": "CUDAExecutionProvider", "time_ms": 1.0} for i in range(212)]
+    profiles = {rows[0]["cell_id"]: {"timed": True, "placement": {"TensorrtExecutionProvider": 195,
+                                                                  "CPUExecutionProvider": 17}, "layers": layers_trt},
+                rows[1]["cell_id"]: {"timed": True, "placement": {"CUDAExecutionProvider": 212}, "layers": layers_cuda}}
+    sentences = placement_sentences(rows, profiles)
+    assert "m/reference/onnx: 17 of 212 nodes ran on CPUExecutionProvider under ort-trt on jetson" in sentences
+    assert "m/reference/onnx: all 212 nodes ran on CUDAExecutionProvider under ort-cuda on jetson" in sentences
+    diff, = placement_diffs(rows, profiles)
+    assert diff.n_nodes == 212 and len(diff.nodes) == 212
+    assert [layer["name"] for layer in top_layers(profiles[rows[0]["cell_id"]])][:2] == ["n211", "n210"]

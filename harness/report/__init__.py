@@ -67,6 +67,8 @@ class ReportContext:
     cross_arch: List[CrossArchParity] = field(default_factory=list)
     #: per model: its source format, interface and where its evaluation and calibration data came from
     models: Dict[str, Dict[str, Any]] = field(default_factory=dict)
+    #: per cell id: its per-layer profile and op placement (harness.report.profiles)
+    profiles: Dict[str, Dict[str, Any]] = field(default_factory=dict)
 
     @property
     def rows(self) -> List[Dict[str, Any]]:
@@ -172,6 +174,7 @@ def build_context(run_dir: RunDir, targets: Mapping[str, TargetSpec] | None = No
         pairs[model] = pairwise_parity(model_outputs)
         found += disagreements(pairs[model], groups)
     from .crossarch import emulated_targets, load_all_outputs, read_manifest, target_arches
+    from .profiles import load_profiles
     manifest = read_manifest(run_dir)
     devices = run_dir.devices() if (run_dir.root / "devices").is_dir() else {}
     emulated = emulated_targets(target_names, manifest, targets, targets_dir)
@@ -187,7 +190,8 @@ def build_context(run_dir: RunDir, targets: Mapping[str, TargetSpec] | None = No
         recommendations=recommend(frame, budgets, emulated),
         parity=parity, pairs=pairs, disagreements=found, emulated=emulated, arches=arches, cross_arch=cross_arch,
         models={name: {**doc, "data": manifest.get("data", {}).get(name, [])}
-                for name, doc in manifest.get("interfaces", {}).items()})
+                for name, doc in manifest.get("interfaces", {}).items()},
+        profiles=load_profiles(run_dir.root))
 
 
 def draw_plots(ctx: ReportContext, run_dir: RunDir) -> None:

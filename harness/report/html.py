@@ -182,7 +182,7 @@ def _section_recommendations(ctx: "ReportContext") -> str:
     rows, classes = [], []
     for r in ctx.recommendations:
         rows.append([r.target, r.model, "yes" if r.fits else "NONE FITS",
-                     f"{r.variant}/{r.format}" if r.variant else "", fmt(r.accuracy), fmt(r.latency_p99_ms),
+                     r.choice, fmt(r.accuracy), fmt(r.latency_p99_ms),
                      fmt(r.peak_memory_mb), r.reason])
         classes.append("fits" if r.fits else "nofit")
     return table(["target", "model", "fits", "recommended", "accuracy", "p99 ms", "peak MB", "reason"], rows,
@@ -249,6 +249,11 @@ def _section_failures(ctx: "ReportContext") -> str:
                  row_classes=[str(r.get("status")) for r in failures], cell_classes={4: "status"})
 
 
+def _section_layers(ctx: "ReportContext") -> str:
+    from .profiles import section_html
+    return section_html(ctx.rows, ctx.profiles)
+
+
 def render_html(ctx: "ReportContext") -> str:
     counts = ", ".join(f"{n} {s}" for s, n in sorted(ctx.status_counts.items())) or "no cells"
     notes = "".join(f'<p class="note">{esc(n)}</p>' for n in ctx.budget_notes)
@@ -259,6 +264,7 @@ def render_html(ctx: "ReportContext") -> str:
         ("scores", "Portability scores", _section_scores(ctx)),
         ("recommendations", "Recommendation per target", _section_recommendations(ctx)),
         ("parity", "Parity with the reference", _section_parity(ctx)),
+        ("layers", "Layers and op placement", _section_layers(ctx)),
         ("pareto", "Accuracy against p99 latency", _figures(ctx.images.get("pareto", []))
          or "<p>No cell ran.</p>"),
         ("memory", "Memory per cell", _figures(ctx.images.get("memory", [])) or "<p>No cell ran.</p>"),

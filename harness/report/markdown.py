@@ -119,7 +119,7 @@ def render_markdown(ctx: "ReportContext", gate: Any = None) -> str:
     if ctx.recommendations:
         lines += ["### Recommendation per target", ""]
         lines += md_table(["target", "model", "recommended", "reason"],
-                          [[r.target, r.model, f"{r.variant}/{r.format}" if r.fits else "**none fits**", r.reason]
+                          [[r.target, r.model, r.choice if r.fits else "**none fits**", r.reason]
                            for r in ctx.recommendations])
         lines.append("")
     if ctx.disagreements:
