@@ -193,6 +193,7 @@ def worker_cache() -> TrackingCache:
 
 
 def _emit(topic: str, message: Dict[str, Any]) -> None:
+    """An event to the host (the scheduler adds the worker's address as message['worker'])."""
     worker = _this_worker()
     if worker is not None and topic:
         worker.log_event(topic, message)
@@ -205,7 +206,7 @@ class EventProgress:
         self.topic, self.job = topic, job
 
     def __call__(self, message: str) -> None:
-        _emit(self.topic, {"type": "line", "job": self.job, "worker": worker_name(), "line": message})
+        _emit(self.topic, {"type": "line", "job": self.job, "name": worker_name(), "line": message})
 
 
 @dataclass(frozen=True)
@@ -321,7 +322,7 @@ class _Builder:
     def on_event(self, event) -> None:
         _, msg = event
         if isinstance(msg, dict) and msg.get("type") == "line":
-            self.progress(f"{msg['line']} (worker {msg.get('worker')})")
+            self.progress(f"{msg['line']} (worker {msg.get('name')})")
 
     def submit(self, step: BuildStep, seeds: Sequence[Any], done: Callable[[StepResult], None]) -> None:
         step = replace(step, topic=self.topic)
@@ -588,7 +589,7 @@ def run_device_job(remote: RemoteJob, artifacts: Dict[str, Bundle], evals: Dict[
         return JobResult(remote.token, me, {}, 0, refused="the job had started on a worker that died")
     started.set()
     worker = _this_worker()
-    _emit(remote.topic, {"type": "started", "job": remote.token, "worker": me,
+    _emit(remote.topic, {"type": "started", "job": remote.token, "name": me,
                          "address": worker.address if worker is not None else ""})
     job = remote.job
     run_id = Path(job.run_root).name
@@ -601,7 +602,7 @@ def run_device_job(remote: RemoteJob, artifacts: Dict[str, Bundle], evals: Dict[
     def stream(path: Path) -> None:
         with lock:
             seq[0] += 1
-            message = {"type": "files", "job": remote.token, "worker": me, "seq": seq[0],
+            message = {"type": "files", "job": remote.token, "name": me, "seq": seq[0],
                        "files": _cell_files(run.root, path)}
         _emit(remote.topic, message)
 
@@ -680,10 +681,10 @@ def dispatch_on_workers(jobs: Sequence[Any], client, run, progress: Progress = S
                 return
             if msg.get("type") == "started":
                 if not state.worker:
-                    state.worker, state.address = msg["worker"], msg.get("address", "")
+                    state.worker, state.address = msg["name"], msg.get("address", "")
                     progress(f"[{state.job.target.name}] job on worker {state.worker}")
                 return
-            if state.ended or (state.worker and msg.get("worker") != state.worker):
+            if state.ended or (state.worker and msg.get("name") != state.worker):
                 return  # a late message, or one from an attempt after the first
             if msg.get("type") == "line":
                 progress(msg["line"])
