@@ -399,7 +399,7 @@ def prepare_model(recipe, cache: ContentCache, progress: Progress = SILENT,
                         ("accuracy", "top5_accuracy") or k.startswith("metric_") and not k.endswith("_retention"))
     if "accuracy" in figures or "top1_agreement" in figures:
         class_output = recipe.output.name or interface.output_names[0]
-        summary += f"; classes from output {class_output!r}" + ("" if recipe.output.name or len(
+        summary += ("; " if summary else "") + f"classes from output {class_output!r}" + ("" if recipe.output.name or len(
             interface.outputs) == 1 else " (the first; --class-output or output.name picks another)")
     progress(f"{recipe.name}: reference {'cached' if cached and model_cached else 'ready'} "
              f"({fmt}, {evaluation.n_samples} samples{', ' + summary if summary else ''})")
