@@ -29,7 +29,10 @@ $(STAMP): requirements.txt constraints.txt setup.cfg
 	@$(PY) -m pip install -q --no-deps -e . > $(VENV)/editable-install.log 2>&1 || { cat $(VENV)/editable-install.log; exit 1; }
 	@touch $(STAMP)
 
-venv: $(STAMP) ## create the virtual environment (.venv) if missing or stale
+EXTRAS ?=
+venv: $(STAMP) ## create the virtual environment (.venv) if missing or stale; EXTRAS=distributed adds an extra
+	@$(if $(EXTRAS),$(PY) -m pip install -q -e '.[$(EXTRAS)]' -c constraints.txt > $(VENV)/extras-install.log 2>&1 \
+		|| { cat $(VENV)/extras-install.log; exit 1; })
 
 system-deps: ## Debian packages the tests and recipes use (openssh-server, Fashion-MNIST, qemu-user-static)
 	@bash scripts/system-deps.sh
