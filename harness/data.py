@@ -14,9 +14,9 @@ import importlib
 import json
 import sys
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
+from typing import Callable, Dict, Iterator, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -335,12 +335,3 @@ def split(data: SampleSet, n_calibration: int, seed: int) -> Tuple[SampleSet, Sa
     calib, rest = order[:n_calibration], np.sort(order[n_calibration:])
     return (replace(data.subset(calib), origin=f"{n_calibration} samples split from {data.origin}"),
             replace(data.subset(rest), origin=f"{data.origin} less the {n_calibration} calibration samples"))
-
-
-@dataclass(frozen=True)
-class DataPlan:
-    """Where a model's evaluation and calibration data come from, resolved against its recipe file."""
-
-    evaluation: SampleSet
-    calibration: Optional[SampleSet]
-    notes: List[str] = field(default_factory=list)
