@@ -301,3 +301,76 @@ def test_placement_sentences_and_diff():
     diff, = placement_diffs(rows, profiles)
     assert diff.n_nodes == 212 and len(diff.nodes) == 212
     assert [layer["name"] for layer in top_layers(profiles[rows[0]["cell_id"]])][:2] == ["n211", "n210"]
+
+
+@pytest.mark.slow
+def test_a_torchscript_model_runs_as_the_torch_format_next_to_onnx(tmp_path):
+    """torch sources convert to the fourth format, which the torch runtime runs; CUDA absent: provider_unavailable."""
+    torch = pytest.importorskip("torch")
+    from harness.cache import ContentCache
+    from harness.pipeline import RunSettings, run_profile
+    from harness.recipes import recipe_for_file
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.ReLU(), torch.nn.Flatten(),
+                              torch.nn.Linear(4 * 6 * 6, 10)).eval()
+    path = tmp_path / "net.pt"
+    torch.jit.save(torch.jit.trace(net, torch.zeros(1, 1, 8, 8)), str(path))
+    recipe = replace(recipe_for_file(path, shapes={"input": (1, 1, 8, 8)}, random_samples=8),
+                     formats=("onnx", "torch"))
+    target = write_target(tmp_path, """  onnx:
+    - {name: ort-cpu}
+  torch:
+    - {name: torch-cpu, device: cpu}
+    - {name: torch-cuda, device: cuda}
+""")
+    outcome = run_profile([recipe], [load_target(str(target))],
+                          settings=RunSettings(warmup=1, iterations=5, min_duration_s=0),
+                          reports_dir=tmp_path / "reports", cache=ContentCache(tmp_path / "cache"), write_report=False)
+    frame = outcome.frame.set_index("runtime_config")
+    assert frame.loc["torch-cpu", "status"] == "ok", frame.loc["torch-cpu", "error_message"]
+    assert frame.loc["torch-cpu", "cell_id"] == "net__reference__torch@torch-cpu__cfg"
+    assert frame.loc["torch-cpu", "max_abs_diff"] < 1e-5 and frame.loc["ort-cpu", "max_abs_diff"] < 1e-4
+    assert frame.loc["torch-cpu", "effective_providers"] == "cpu"
+    if not torch.cuda.is_available():
+        assert frame.loc["torch-cuda", "error_category"] == "provider_unavailable"
+        assert "CUDA is not available" in frame.loc["torch-cuda", "error_message"]
+
+
+@pytest.mark.slow
+def test_onnxruntime_with_openvinos_execution_provider_in_its_device_env(tmp_path):
+    """The sim-intel-ovep device class's own venv (onnxruntime-openvino, never the host's onnxruntime): the
+    OpenVINO execution provider takes the graph, outputs agree with ORT's CPU provider, its model cache is cold
+    then warm."""
+    from harness.farm.devices import EXTRA_DEVICE_CLASSES
+    from harness.farm.envs import ensure_env
+    from harness.farm.sim import DEFAULT_ENVS_DIR
+
+    cls = next(c for c in EXTRA_DEVICE_CLASSES if c.name == "sim-intel-ovep")
+    try:
+        python = ensure_env(cls.env, ROOT / DEFAULT_ENVS_DIR)
+    except Exception as exc:  # no network and no cached env: nothing to test here
+        pytest.skip(f"the intel-ovep env cannot be built here: {exc}")
+    model = artifact_for("onnx").files[0]
+    configs = {c["name"]: c for c in cls.runtime_configs["onnx"]}
+    docs = {}
+    for name in ("ort-cpu", "ort-openvino", "ort-openvino"):
+        options = {k: v for k, v in configs[name].items() if k != "name"}
+        result, outputs = tmp_path / f"{name}.json", tmp_path / f"{name}.npz"
+        argv = [python, str(AGENT), "run", "--model", str(model), "--format", "onnx",
+                "--inputs", str(digits_build()[0].eval_inputs_path), "--result", str(result), "--outputs", str(outputs),
+                "--warmup", "1", "--iterations", "5", "--min-duration", "0", "--max-samples", "50",
+                "--cache-dir", str(tmp_path / "compiled"), "--profile", str(tmp_path / f"{name}.profile.json")]
+        if options:
+            argv += ["--runtime-config", json.dumps({"name": name, "options": options})]
+        subprocess.run(argv, capture_output=True, text=True, timeout=300)
+        doc = json.loads(result.read_text())
+        assert doc["status"] == "ok", doc.get("error_message")
+        docs.setdefault(name, []).append((doc, np.load(outputs)["o0"]))
+    (cpu, cpu_out), = docs["ort-cpu"]
+    (cold, ov_out), (warm, _) = docs["ort-openvino"]
+    assert cpu["effective_config"]["providers"] == ["CPUExecutionProvider"]
+    assert cold["effective_config"]["providers"][0] == "OpenVINOExecutionProvider"
+    assert "OpenVINOExecutionProvider" in cold["profile"]["placement"]
+    assert cold["compile_cache"] == "cold" and warm["compile_cache"] == "warm" and cold["compile_ms"] > 0
+    assert np.abs(cpu_out - ov_out).max() < 1e-4 and (cpu_out.argmax(1) == ov_out.argmax(1)).all()

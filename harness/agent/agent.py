@@ -533,16 +533,37 @@ class TorchRuntime(object):
             self.module = torch.jit.load(path, map_location=self.device).eval()
             self.input_names = [a.name for a in self.module.forward.schema.arguments[1:]]
             self.output_names = []
-        self.dtypes = [None] * len(self.input_names)
+        self._describe_by_running(program if path.endswith(".pt2") else None, shapes)
         self.effective = {"device": str(self.device), "threads": torch.get_num_threads(),
                           "cuda_available": bool(torch.cuda.is_available())}
         if self.device.type == "cuda":
             self.effective["cuda_device_name"] = torch.cuda.get_device_name(self.device)
 
+    def _describe_by_running(self, program, shapes):
+        """TorchScript records no shapes or dtypes: inputs take the sizes the harness fixed (float32, or an
+        exported program's own dtypes), outputs what one run on zeros gives. Unknown where that cannot run."""
+        torch = self.torch
+        dtypes = ["float32"] * len(self.input_names)
+        if program is not None:
+            nodes = dict((n.name, n) for n in program.graph.nodes)
+            for i, name in enumerate(self.input_names):
+                val = nodes[name].meta.get("val") if name in nodes else None
+                if val is not None:
+                    dtypes[i] = str(val.dtype).replace("torch.", "")
+        wanted = shapes_in_order(self.input_names, shapes)
+        self.in_specs = [(list(s) if s is not None else [], d) for s, d in zip(wanted, dtypes)]
+        self.out_specs = [([], "") for _ in self.output_names]
+        if any(s is None for s in wanted):
+            return
+        try:
+            import numpy as np
+            self.infer(self.prepare([np.zeros(s, dtype=d) for s, d in zip(wanted, dtypes)]))
+            self.out_specs = [(list(t.shape), str(t.dtype).replace("torch.", "")) for t in self.last]
+        except Exception:
+            pass
+
     def interface(self):
-        # TorchScript records no shapes or dtypes: the harness knows them from the source
-        return _describe(self.input_names, [([], "") for _ in self.input_names],
-                         self.output_names, [([], "") for _ in self.output_names])
+        return _describe(self.input_names, self.in_specs, self.output_names, self.out_specs)
 
     def prepare(self, feeds):
         return [self.torch.from_numpy(contiguous(x)).to(self.device) for x in feeds]

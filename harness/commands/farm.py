@@ -20,6 +20,9 @@ def register(subparsers) -> None:
                     help="comma-separated architectures: x86_64 (this machine's stand-ins, the default), aarch64 "
                          "(sim-pi4-arm64 and sim-jetson-arm64: an arm64 Python under qemu-aarch64-static), or "
                          "x86_64,aarch64 for both, as cross-architecture parity needs")
+    up.add_argument("--with", dest="extra", action="append", default=[], metavar="CLASS",
+                    help="also start this opt-in device class: sim-intel-ovep (ONNX Runtime with OpenVINO's "
+                         "execution provider, onnxruntime-openvino in its own venv)")
     _add_dirs(up)
     up.set_defaults(func=cmd_up)
     down = sub.add_parser("down", help="stop the simulated farm and remove its generated targets")
@@ -51,7 +54,7 @@ def _add_dirs(p) -> None:
 def cmd_up(args) -> int:
     from ..farm import farm_up
     farm = farm_up(args.devices, args.state_dir, args.targets_dir, args.envs_dir,
-                   arches=[a for a in args.arch.split(",") if a.strip()])
+                   arches=[a for a in args.arch.split(",") if a.strip()], extra=args.extra)
     for d in farm.devices:
         print(f"{d.name:<17} 127.0.0.1:{d.port:<6} cpus={','.join(map(str, d.cpus)):<8} python={d.python}")
         for note in d.notes:

@@ -5,8 +5,8 @@ environments in harness.farm.envs.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Optional, Sequence, Tuple, Union
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Optional, Sequence, Tuple, Union
 
 GiB = 1 << 30
 
@@ -23,6 +23,10 @@ class DeviceEnv:
     check_imports: Tuple[str, ...]
 
 
+#: ONNX Runtime with OpenVINO's execution provider: PyPI's onnxruntime-openvino installs the `onnxruntime` module
+#: itself, so it lives in a venv of its own, never beside the host's onnxruntime.
+INTEL_OVEP_ENV = DeviceEnv("intel-ovep", ("3.11", ""), ("numpy<2.3", "onnxruntime-openvino==1.24.1"),
+                           ("numpy", "onnxruntime"))
 #: Raspberry Pi OS (bookworm) has Python 3.11 and, for tflite-runtime, numpy 1.x.
 PI_ENV = DeviceEnv("pi", ("3.11", ""), ("numpy<2", "tflite-runtime==2.14.0"), ("numpy", "tflite_runtime.interpreter"))
 #: JetPack 5 ships Python 3.8 with numpy 1.x; onnxruntime 1.19 is the last release for 3.8.
@@ -96,6 +100,9 @@ class DeviceClass:
     peak_memory_mb: float
     #: the target's command_timeout_s: one agent run (a cell) must end within it
     command_timeout_s: float = 300.0
+    #: named runtime configurations for the target's `runtimes:` (harness.runtime_configs); None: the list
+    #: of runtimes, each with its default configuration
+    runtime_configs: Optional[Mapping[str, Any]] = field(default=None, compare=False)
 
     @property
     def emulated(self) -> bool:
@@ -117,6 +124,27 @@ DEVICE_CLASSES: Tuple[DeviceClass, ...] = (
                 ("tflite", "onnx", "openvino"), threads=2, cpu_count=0, cpu_quota=None,
                 memory_limit_bytes=8 * GiB, env=None, latency_p99_ms=10.0, peak_memory_mb=1024.0),
 )
+#: Opt-in classes (`harness farm up --with NAME`), beside the architecture's own.
+EXTRA_DEVICE_CLASSES: Tuple[DeviceClass, ...] = (
+    DeviceClass("sim-intel-ovep", "simulated Intel box running ONNX models through ONNX Runtime's OpenVINO execution "
+                "provider (onnxruntime-openvino 1.24.1 in its own venv) and its CPU provider; every CPU, 8 GiB",
+                ("onnx",), threads=2, cpu_count=0, cpu_quota=None, memory_limit_bytes=8 * GiB, env=INTEL_OVEP_ENV,
+                latency_p99_ms=10.0, peak_memory_mb=1024.0, runtime_configs={"onnx": [
+                    {"name": "ort-cpu"},
+                    {"name": "ort-openvino", "providers": ["OpenVINOExecutionProvider", "CPUExecutionProvider"],
+                     "provider_options": {"OpenVINOExecutionProvider": {"device_type": "CPU"}}}]}),
+)
+
+
+def extra_classes(names: Sequence[str]) -> Tuple[DeviceClass, ...]:
+    """The opt-in classes named (farm up --with); an unknown name lists the known ones."""
+    known = {c.name: c for c in EXTRA_DEVICE_CLASSES}
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise ValueError(f"no opt-in device class {', '.join(unknown)}; known: {', '.join(known)}")
+    return tuple(known[n] for n in names)
+
+
 #: Under qemu a cell's outputs for every evaluation sample take ~200x longer: fashion_cnn's 10,000 test images
 #: take about 2 minutes as float TFLite on sim-pi4-arm64 (13 s per 1,000 measured), so 30 minutes, not 5.
 EMULATED_COMMAND_TIMEOUT_S = 1800.0

@@ -28,7 +28,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import yaml
 
 from . import cgroups
-from .devices import DeviceClass, EmulatedEnv, classes_for, device_plan
+from .devices import DeviceClass, EmulatedEnv, classes_for, device_plan, extra_classes
 from .emulated import check_can_emulate, ensure_emulated_env
 from .envs import FarmError, ensure_env
 
@@ -87,7 +87,7 @@ def sshd_path() -> str:
 # ---------------------------------------------------------------- up
 def farm_up(devices: Optional[int] = None, state_dir: Path = DEFAULT_STATE_DIR,
             targets_dir: Path = DEFAULT_TARGETS_DIR, envs_dir: Path = DEFAULT_ENVS_DIR, ready_timeout_s: float = 10.0,
-            arches: Sequence[str] = ()) -> Farm:
+            arches: Sequence[str] = (), extra: Sequence[str] = ()) -> Farm:
     """Start `devices` simulated devices (restarting any this state directory already runs).
 
     `arches` picks the device classes ("x86_64", "aarch64"; default: this machine's own);
@@ -101,7 +101,7 @@ def farm_up(devices: Optional[int] = None, state_dir: Path = DEFAULT_STATE_DIR,
     if devices is not None and devices < 1:
         raise FarmError("--devices must be at least 1")
     try:
-        classes = classes_for(arches, os.uname().machine)
+        classes = classes_for(arches, os.uname().machine) + extra_classes(extra)
     except ValueError as exc:
         raise FarmError(str(exc)) from None
     plan = device_plan(devices, classes)
@@ -262,7 +262,7 @@ def _write_target(path: Path, name: str, cls: DeviceClass, port: int, user: str,
         # A native stand-in runs on this machine's CPU: its real architecture, not the device's.
         # An emulated one runs the device's architecture, slowly: its timings are flagged, not judged.
         "arch": cls.arch(os.uname().machine), "emulated": cls.emulated,
-        "runtimes": list(cls.runtimes), "threads": cls.threads,
+        "runtimes": dict(cls.runtime_configs) if cls.runtime_configs else list(cls.runtimes), "threads": cls.threads,
         "budgets": {"latency_p99_ms": cls.latency_p99_ms, "peak_memory_mb": cls.peak_memory_mb},
         "connect_timeout_s": 5.0, "command_timeout_s": cls.command_timeout_s, "transfer_timeout_s": 60.0,
         "connect_retries": 2, "lock_timeout_s": 60.0,
