@@ -52,7 +52,7 @@ TARGETS = [
     ("budget", "name: t\nbudgets: {latency_p99_ms: fast}\n", ["field 'budgets.latency_p99_ms'", "expected a number"]),
     ("policy", "name: t\nhost_key_policy: ignore\n", ["field 'host_key_policy'", "must be one of 'reject', "
                                                                                    "'accept-new'"]),
-    ("runtime", "name: t\nruntimes: [tensorrt]\n", ["field 'runtimes'", "known: tflite, onnx, openvino"]),
+    ("runtime", "name: t\nruntimes: [tensorrt]\n", ["field 'runtimes[0]'", "known: tflite, onnx, openvino"]),
     ("name", "name: \"my 'device'; rm -rf /\"\n", ["field 'name'", "must be letters, digits"]),
 ]
 

@@ -80,7 +80,8 @@ def test_probe_reports_each_devices_python_numpy_and_runtimes(sim_target):
         # device: (Python major.minor prefix, numpy major, runtimes that import)
         "sim-pi4": ("3.11", "1", {"tflite"}),
         "sim-jetson": (None, "1", {"onnx", "tflite"}),
-        "sim-x86": (None, None, {"onnx", "tflite", "openvino"}),
+        # the host's own Python: the three runtimes and torch (the harness's torch sources need it)
+        "sim-x86": (None, None, {"onnx", "tflite", "openvino", "torch"}),
     }
     for name, (python_prefix, numpy_major, runtimes) in expected.items():
         target = sim_target(name)
