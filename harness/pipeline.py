@@ -519,16 +519,15 @@ def pick_configs(targets: Sequence[TargetSpec], names: Sequence[str]) -> List[Ta
     return [replace(t, runtimes=(), runtime_configs=pick(t.runtime_configs, names)) for t in targets]
 
 
-def plan_cells(artifacts: Sequence[Artifact], targets: Sequence[TargetSpec]) -> List[Cell]:
+def plan_cells(artifacts: Sequence[Artifact], targets: Sequence[TargetSpec], only: Sequence[str] = ()) -> List[Cell]:
     """A cell per (artifact, target, runtime configuration of the artifact's format on that target); a target
-    without the format gets one cell with the runtime's default (it ends skipped, saying why)."""
+    without the format gets one cell with the runtime's default (it ends skipped, saying why). With `only`
+    (configuration names: harness profile --runtime-config), just the cells of those configurations."""
     cells = []
     for t in targets:
-        if not t.runtime_configs:
-            continue  # --runtime-config picked none of this target's configurations
         for a in artifacts:
             configs = [c for c in t.runtime_configs if c.runtime == a.format] or [default_config(a.format)]
-            cells += [Cell(a, t.name, c) for c in configs]
+            cells += [Cell(a, t.name, c) for c in configs if not only or c.name in only]
     return cells
 
 
@@ -575,7 +574,7 @@ def run_profile(recipes: Sequence[Any], targets: Sequence[TargetSpec], variants:
         progress(f"cache: all {reused} artifacts reused, nothing converted")
     else:
         progress(f"cache: {built} artifacts converted, {reused} reused")
-    cells = plan_cells(artifacts, targets)
+    cells = plan_cells(artifacts, targets, settings.runtime_configs)
     if resume:
         done = {c["row"]["cell_id"] for c in run.iter_cells() if c["row"]["status"] != LOST}
         cells = [c for c in cells if c.cell_id not in done]
@@ -590,7 +589,7 @@ def run_profile(recipes: Sequence[Any], targets: Sequence[TargetSpec], variants:
                 "target_specs": [asdict(t) for t in targets],
                 "settings": asdict(settings),
                 "artifacts": [{k: v for k, v in asdict(a).items()} for a in artifacts],
-                "planned_cells": [c.cell_id for c in plan_cells(artifacts, targets)]}
+                "planned_cells": [c.cell_id for c in plan_cells(artifacts, targets, settings.runtime_configs)]}
     if resume and run.manifest_path.exists():
         manifest["resumed_at"] = _now()
     run.write_manifest(manifest)

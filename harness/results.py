@@ -131,7 +131,7 @@ def agent_metrics(agent_result: Mapping[str, Any]) -> Dict[str, Any]:
     row["fallback"] = agent_result.get("fallback")
     effective = agent_result.get("effective_config") or {}
     in_effect = effective.get("providers") or effective.get("EXECUTION_DEVICES") or effective.get("device") or \
-        effective.get("delegate")
+        effective.get("delegate") or ("builtin" if "xnnpack" in effective else None)  # TFLite without a delegate
     row["effective_providers"] = ",".join(in_effect) if isinstance(in_effect, list) else in_effect
     row["placement"] = placement_text((agent_result.get("profile") or {}).get("placement"))
     return row

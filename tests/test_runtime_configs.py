@@ -94,7 +94,9 @@ def test_default_configurations_keep_their_cell_ids():
     ids = [c.cell_id for c in plan_cells([artifact], [target])]
     assert ids == ["digits_cnn__reference__onnx__local", "digits_cnn__reference__onnx@ort-cuda__local"]
     picked = pick_configs([target], ["ort-cuda"])
-    assert [c.cell_id for c in plan_cells([artifact], picked)] == ["digits_cnn__reference__onnx@ort-cuda__local"]
+    assert [c.cell_id for c in plan_cells([artifact], picked, ["ort-cuda"])] == ["digits_cnn__reference__onnx@ort-cuda__local"]
+    # a format none of the picked configurations runs has no cells (not skipped ones)
+    assert plan_cells([artifact_for("tflite")], picked, ["ort-cuda"]) == []
     with pytest.raises(ConfigError, match="no target has configuration"):
         pick_configs([target], ["ort-trt"])
 
