@@ -105,6 +105,8 @@ class TrackingCache(ContentCache):
     def __init__(self, root: Path, read_only: bool = False):
         super().__init__(root)
         self.read_only = read_only
+        #: kinds of entry this cache must not build even when it may build others
+        self.read_only_kinds: Set[str] = set()
         self.touched: Set[Entry] = set()
 
     def has(self, kind: str, key: str) -> bool:
@@ -115,7 +117,7 @@ class TrackingCache(ContentCache):
 
     @contextmanager
     def build(self, kind: str, key: str) -> Iterator[Path]:
-        if self.read_only:
+        if self.read_only or kind in self.read_only_kinds:
             raise EntryMissing(kind, key)
         with super().build(kind, key) as scratch:
             yield scratch
@@ -219,6 +221,8 @@ class BuildStep:
     variant: str = ""
     fmt: str = ""
     topic: str = ""
+    #: compress: the compressor may convert the reference itself (else it comes back needs_reference)
+    may_convert: bool = True
 
     def describe(self) -> str:
         name = self.recipe.name
@@ -237,6 +241,9 @@ class StepResult:
     error: str = ""
     #: convert: an artifact that failed to convert (it has no cache entry)
     artifact: Any = None
+    #: compress: the compressor starts from a conversion of the reference that is not made yet; the host sends
+    #: the step again with the reference's conversions once they are in (each is converted once, not per variant)
+    needs_reference: bool = False
 
 
 def run_build_step(step: BuildStep, *seeds: Bundle) -> StepResult:
@@ -248,13 +255,14 @@ def run_build_step(step: BuildStep, *seeds: Bundle) -> StepResult:
     for seed in seeds:
         seeded |= unpack_entries(cache, seed)
     progress = EventProgress(step.topic)
-    error, failed = "", None
+    error, failed, needs_reference = "", None, False
     with _BUILD_LOCK:
         started = time.perf_counter()
         try:
             prepared = prepare_model(step.recipe, cache, progress if step.kind == "prepare" else SILENT,
                                      with_calibration=step.with_calibration)
             if step.kind == "compress":
+                cache.read_only_kinds = set() if step.may_convert else {"artifacts"}
                 compress_variant(prepared, step.variant, cache, progress)
             elif step.kind == "convert":
                 source = reference_source(prepared) if step.variant == REFERENCE else \
@@ -262,11 +270,14 @@ def run_build_step(step: BuildStep, *seeds: Bundle) -> StepResult:
                 artifact = convert(prepared, step.variant, source, step.fmt, cache, progress)
                 if artifact.error:
                     failed = artifact
+        except EntryMissing:
+            needs_reference = True
+            progress(f"{step.recipe.name}/{step.variant}: starts from a conversion of the reference; waits for it")
         except Exception as exc:  # failures are data: the host turns them into failed variants and artifacts
             error = f"{type(exc).__name__}: {exc}" if not isinstance(exc, HarnessError) else str(exc)
         seconds = time.perf_counter() - started
     return StepResult(step, pack_entries(cache, sorted(cache.touched - seeded)), worker_name(), seconds, error,
-                      failed)
+                      failed, needs_reference)
 
 
 # ---------------------------------------------------------------- host side: builds
@@ -301,6 +312,8 @@ class _ModelPlan:
     reference_seed: Any = None         # future of the Bundle of the reference's converted artifacts
     reference_entries: Set[Entry] = field(default_factory=set)
     reference_pending: int = 0
+    #: compress steps that wait for the reference's conversions: (index, name, done)
+    waiting: List[Tuple[int, str, Any]] = field(default_factory=list)
     variant_seeds: Dict[str, Any] = field(default_factory=dict)
     sources: Dict[str, Any] = field(default_factory=dict)
     artifacts: Dict[Tuple[int, int], Any] = field(default_factory=dict)
@@ -315,9 +328,11 @@ class _Builder:
 
         self.client, self.cache, self.progress = client, cache, progress
         self.topic = f"harness-build-{uuid.uuid4().hex[:10]}"
-        self.pending = as_completed()
+        self.pending = as_completed(loop=client.loop)  # the client need not be the default one
         self.handlers: Dict[str, Callable[[Any], None]] = {}
         self.submitted = 0
+        #: each step that ran on a worker and came back: what, where, how long, how many bytes
+        self.steps: List[Dict[str, Any]] = []
 
     def on_event(self, event) -> None:
         _, msg = event
@@ -337,6 +352,8 @@ class _Builder:
         return self.client.scatter(bundle, hash=False, broadcast=True) if bundle.files else None
 
     def store(self, result: StepResult) -> None:
+        self.steps.append({"step": result.step.describe(), "worker": result.worker, "seconds": result.seconds,
+                           "bytes_back": result.bundle.nbytes})
         unpack_entries(self.cache, result.bundle)
         mib = result.bundle.nbytes / 2**20
         log.info("%s: %.1fs on worker %s, %.1f MiB back", result.step.describe(), result.seconds, result.worker, mib)
@@ -371,26 +388,28 @@ class _Builder:
         plan.reference_pending = len(formats)
         for j, fmt in enumerate(formats):
             self.convert(plan, 0, REFERENCE, fmt, j)
-        if not formats:
-            self.compress_all(plan)
+        # Variants start at once, beside the reference's conversions; one whose compressor starts from such a
+        # conversion (int8 ONNX, int8 IR) comes back needs_reference and goes again once they are in.
+        for i, name in enumerate(plan.variants, start=1):
+            self.compress(plan, i, name)
 
     def reference_converted(self, plan: _ModelPlan, entries: Set[Entry]) -> None:
         plan.reference_entries |= entries
         plan.reference_pending -= 1
         if plan.reference_pending == 0:
-            self.compress_all(plan)
-
-    def compress_all(self, plan: _ModelPlan) -> None:
-        """Variants start once the reference's conversions are in, so a compressor that starts from one of them
-        (int8 ONNX, int8 IR) finds it in the worker's cache instead of converting it again."""
-        if plan.variants:
             plan.reference_seed = self.scatter(plan.reference_entries)
-        for i, name in enumerate(plan.variants, start=1):
-            self.compress(plan, i, name)
+            waiting, plan.waiting = plan.waiting, []
+            for index, name, done in waiting:
+                self.submit_compress(plan, index, name, done)
+
+    def submit_compress(self, plan: _ModelPlan, index: int, name: str, done) -> None:
+        # Once the reference's conversions are all in, a compressor may convert one the recipe does not list.
+        step = BuildStep("compress", plan.recipe, True, variant=name, may_convert=plan.reference_pending == 0)
+        self.submit(step, (plan.prepared_seed, plan.reference_seed), done)
 
     def compress(self, plan: _ModelPlan, index: int, name: str) -> None:
         from .build import compress_variant
-        recipe, prepared = plan.recipe, plan.prepared
+        prepared = plan.prepared
         call = lambda c, p: compress_variant(prepared, name, c, p)  # noqa: E731
         try:
             found, value, entries = _on_host(self.cache, call, self.progress)
@@ -400,6 +419,10 @@ class _Builder:
             return self.compressed(plan, index, name, value[0], entries)
 
         def done(result: StepResult) -> None:
+            if result.needs_reference:
+                if plan.reference_pending > 0:
+                    return plan.waiting.append((index, name, done))
+                return self.submit_compress(plan, index, name, done)  # now it may convert what it still lacks
             if result.error:
                 return self.variant_failed(plan, index, name, result.error)
             self.store(result)
@@ -408,8 +431,7 @@ class _Builder:
                 return self.variant_failed(plan, index, name, f"worker {result.worker} sent back no variant")
             self.compressed(plan, index, name, value[0], touched)
 
-        self.submit(BuildStep("compress", recipe, True, variant=name), (plan.prepared_seed, plan.reference_seed),
-                    done)
+        self.submit_compress(plan, index, name, done)
 
     def variant_failed(self, plan: _ModelPlan, index: int, name: str, message: str) -> None:
         from .build import _failed_artifact
@@ -469,17 +491,17 @@ class _Builder:
                     result = future.result()
                 except Exception as exc:  # the task itself broke (e.g. its worker died too often): data, not a crash
                     step_error = f"{type(exc).__name__}: {exc}"
-                    result = StepResult(BuildStep("?", None, False), Bundle(), "?", 0.0, step_error)
-                    raise_on_prepare = "prepare" in str(future.key)
-                    if raise_on_prepare:
+                    if str(future.key).startswith("harness-build-prepare-"):
                         raise HarnessError(f"preparing a reference on the workers failed: {step_error}") from None
+                    result = StepResult(BuildStep("?", None, False), Bundle(), "?", 0.0, step_error)
                 done(result)
         finally:
             self.client.unsubscribe_topic(self.topic)
 
 
 def build_on_workers(recipes: Sequence[Any], variants: Dict[str, List[str]], cache: ContentCache, client,
-                     progress: Progress = SILENT) -> List[Tuple[Any, List[Any]]]:
+                     progress: Progress = SILENT, steps: Optional[List[Dict[str, Any]]] = None
+                     ) -> List[Tuple[Any, List[Any]]]:
     """(prepared, artifacts) per recipe, as harness.build.build_model_artifacts gives, with every missing build
     step run as a task on the scheduler's workers and its cache entries brought back into `cache`."""
     from .build import build_model_artifacts
@@ -494,7 +516,11 @@ def build_on_workers(recipes: Sequence[Any], variants: Dict[str, List[str]], cac
             built[recipe.name] = build_model_artifacts(recipe, variants.get(recipe.name, []), cache, progress)
     if plans:
         builder = _Builder(client, cache, progress)
-        builder.run(plans)
+        try:
+            builder.run(plans)
+        finally:
+            if steps is not None:
+                steps.extend(builder.steps)
         if builder.submitted:
             progress(f"build: {builder.submitted} step(s) ran on the workers")
         for plan in plans:
@@ -651,7 +677,6 @@ def dispatch_on_workers(jobs: Sequence[Any], client, run, progress: Progress = S
 
     from .pipeline import _record, failed_row
     from .results import LOST, Category
-    from .rundir import write_json_atomic  # noqa: F401 (the files are written as the worker wrote them)
 
     if not jobs:
         return
@@ -748,7 +773,7 @@ def dispatch_on_workers(jobs: Sequence[Any], client, run, progress: Progress = S
                                              resources={need: SITE_SHARE} if need else None)
                 by_key[state.future.key] = token
             submitted.append(state.future)
-        for future in as_completed(submitted):
+        for future in as_completed(submitted, loop=client.loop):
             token = by_key[future.key]
             state = states[token]
             reason = ""

@@ -144,7 +144,7 @@ def test_build_of_eight_artifacts_spreads_over_two_workers_and_comes_back_as_byt
         # each step ran once, and on both workers
         converting = [line.split(" (worker")[0] for line in lines.having(": converting ")]
         assert len(converting) == len(set(converting)) == 6  # reference x3, prune50 x3 (int8 ones are made whole)
-        assert len(lines.having("compressing (")) == 3 and len(lines.having("building reference model")) == 1
+        assert len(lines.having("compressed in ")) == 3 and len(lines.having("building reference model")) == 1
         workers = {line.rsplit("(worker ", 1)[1] for line in lines.lines if "(worker " in line}
         assert len(workers) == 2, lines.lines
         # the workers kept their own caches, in their own directories
@@ -257,3 +257,29 @@ def test_worker_killed_mid_run_loses_its_cells_and_resume_finishes_on_the_others
     assert resumed_lines.having(f"{len(kept)} cells already done, {len(lost)} to run")
     # the measured cell was kept as it was, not measured again
     assert first.run_dir.cell_path(kept[0]["cell_id"]).read_text() == kept_record
+
+
+@pytest.mark.slow
+def test_harness_profile_with_scheduler_flag_runs_on_a_worker_and_resumes(scheduler, tmp_path):
+    from helpers import session_cache_dir
+
+    client, start_worker = scheduler
+    start_worker("any")
+    _host_built_digits()
+    env = {**os.environ, "HARNESS_CACHE_DIR": str(session_cache_dir())}
+    argv = [str(Path(sys.executable).with_name("harness")), "profile", "-t", "local", "--warmup", "1",
+            "--iterations", "5", "--run-id", "via-dask", "--reports-dir", str(tmp_path / "reports"), "--no-report",
+            "--scheduler", client.scheduler.address]
+    done = subprocess.run(argv, capture_output=True, text=True, cwd=ROOT, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "dask scheduler tcp://" in done.stderr and "[local] job on worker any" in done.stderr
+    assert "[local] 3/3 digits_cnn/reference/" in done.stderr  # the worker's progress lines, on the host
+    results = json.loads((tmp_path / "reports" / "via-dask" / "results.json").read_text())
+    assert [r["status"] for r in results] == ["ok"] * 3
+    # DASK_SCHEDULER_ADDRESS names it too; a resume with nothing missing runs nothing
+    resumed = subprocess.run([str(Path(sys.executable).with_name("harness")), "run", "--resume", "via-dask",
+                              "--reports-dir", str(tmp_path / "reports"), "--no-report"], capture_output=True,
+                             text=True, cwd=ROOT, env={**env, "DASK_SCHEDULER_ADDRESS": client.scheduler.address},
+                             timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "3 cells already done, 0 to run" in resumed.stderr and "dask scheduler tcp://" in resumed.stderr

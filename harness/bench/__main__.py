@@ -24,7 +24,7 @@ from .overhead import Workspace, overhead, timed_profile
 from .scaling import scaling
 from .vendor import fidelity, load_average
 
-STEPS = ("overhead", "fidelity", "scaling", "calibration")
+STEPS = ("overhead", "fidelity", "scaling", "calibration", "distributed")
 BENCH_DIR = Path(".harness/bench")
 
 
@@ -139,6 +139,9 @@ def main(argv=None) -> int:
             log(f"scaling: nightly over {', '.join(map(str, sizes))} simulated device(s)")
             doc["scaling"] = scaling(ws, sizes, preload=args.preload, log=log)
             memory_runs += [dict(r, label=f"nightly, {r['devices']} device(s)") for r in doc["scaling"]["runs"]]
+        if "distributed" in steps:
+            from .distributed import distributed_bench
+            doc["distributed"] = distributed_bench(ws.root / "distributed", log, quick=args.quick)
         if "overhead" not in steps:
             doc.pop("overhead", None)
         doc["memory"] = {"runs": memory_runs,

@@ -131,6 +131,27 @@ def calibration_table(doc: Dict[str, Any]) -> List[str]:
     return lines
 
 
+def distributed_table(doc: Dict[str, Any]) -> List[str]:
+    lines: List[str] = []
+    build = doc.get("build")
+    if build:
+        lines += ["| workers | build wall s | artifacts | failed | progress lines by worker |", "|---:|---:|---:|---:|---|"]
+        for b in (build["one_worker"], build["two_workers"]):
+            lines.append(f"| {b['workers']} | {b['wall_s']:.1f} | {b['artifacts']} | {len(b['failed'])} | "
+                         f"{b['progress_lines_by_worker']} |")
+        lines += ["", f"2 workers / 1 worker: **{build['ratio']:.2f}x** ({', '.join(build['one_worker']['variants'])})."
+                  " Cluster: " + "; ".join(f"`{c}`" for c in build["two_workers"]["commands"]), ""]
+    d = doc.get("dispatch")
+    if d:
+        lines += ["| dispatch | per cell ms | fixed per job s |", "|---|---:|---:|"]
+        for mode in ("threads", "dask"):
+            lines.append(f"| {mode} | {d[mode]['per_cell_ms']:.2f} | {d[mode]['fixed_s']:.2f} |")
+        lines += ["", f"dask adds {d['extra_per_cell_ms']:.2f} ms per cell and {d['extra_fixed_s']:.2f} s per job "
+                  f"(slope between {min(d['sizes'])} and {max(d['sizes'])} cells that end `skipped`, median of "
+                  f"{d['rounds']} rounds). Cluster: " + "; ".join(f"`{c}`" for c in d["commands"])]
+    return lines
+
+
 def markdown(doc: Dict[str, Any]) -> str:
     m = doc["machine"]
     out = [f"# Benchmark ({m['date']})", "",
@@ -155,6 +176,9 @@ def markdown(doc: Dict[str, Any]) -> str:
                 f"{c['settings']['duration_s']:g} s per cell; min effect {c['settings']['min_effect']:.0%}, "
                 f"alpha {c['settings']['alpha']:g}; {c['wall_s']:.0f} s.", ""]
         out += calibration_table(c) + [""]
+    if "distributed" in doc:
+        out += ["## Distributed (dask): build on 1 worker against 2, and per-cell dispatch", ""]
+        out += distributed_table(doc["distributed"]) + [""]
     if "memory" in doc:
         out += ["## Host controller peak memory", ""] + memory_table(doc["memory"]) + [""]
     for note in doc.get("notes", []):
