@@ -439,11 +439,12 @@ def cross_arch_parity(frame: Any, outputs: Mapping[str, Mapping[str, np.ndarray]
     a runtime can round int8 differently on one architecture); the others are reported apart.
     """
     rows = [r for r in _records(frame) if r.get("status") == OK and str(r.get("cell_id")) in outputs]
-    by_cell: Dict[Tuple[str, str, str], List[Mapping[str, Any]]] = {}
+    by_cell: Dict[Tuple[str, str, str, str], List[Mapping[str, Any]]] = {}
     for r in rows:
-        by_cell.setdefault((str(r["model"]), str(r["variant"]), str(r["format"])), []).append(r)
+        # a runtime configuration (TensorRT fp16, OpenVINO bf16) is compared only with the same configuration
+        by_cell.setdefault((str(r["model"]), str(r["variant"]), str(r["format"]), config_label(r)), []).append(r)
     found: List[CrossArchParity] = []
-    for (model, variant, fmt), cell_rows in sorted(by_cell.items()):
+    for (model, variant, fmt, _), cell_rows in sorted(by_cell.items()):
         base = sorted((r for r in cell_rows if arches.get(str(r["target"])) == baseline_arch),
                       key=lambda r: str(r["target"]))
         foreign = sorted((r for r in cell_rows if arches.get(str(r["target"])) not in (None, "", baseline_arch)),

@@ -27,6 +27,10 @@ def cmd_targets(args) -> int:
         print(f"{target.name:<14} {target.transport:<6} {where:<28} runtimes={','.join(target.runtimes)} "
               f"threads={target.threads} p99<={target.budgets.latency_p99_ms}ms "
               f"mem<={target.budgets.peak_memory_mb}MB")
+        named = [c for c in target.runtime_configs if not (c.is_default and c.name == c.runtime)]
+        for config in named:
+            options = ", ".join(f"{k}: {v}" for k, v in config.options.items()) or "the runtime's defaults"
+            print(f"{'':<14} {config.runtime}/{config.name}: {options}")
         if args.probe:
             try:
                 transport = open_transport(target)
