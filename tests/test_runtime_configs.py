@@ -376,3 +376,18 @@ def test_onnxruntime_with_openvinos_execution_provider_in_its_device_env(tmp_pat
     assert "OpenVINOExecutionProvider" in cold["profile"]["placement"]
     assert cold["compile_cache"] == "cold" and warm["compile_cache"] == "warm" and cold["compile_ms"] > 0
     assert np.abs(cpu_out - ov_out).max() < 1e-4 and (cpu_out.argmax(1) == ov_out.argmax(1)).all()
+
+
+def test_a_run_recorded_before_configurations_resumes():
+    """Its manifest's settings still have ov_precision (now an OpenVINO configuration's precision option)."""
+    from harness.pipeline import RunSettings
+    settings = RunSettings.from_manifest({"warmup": 3, "ov_precision": "f32", "runtime_configs": ["ov-f32"]})
+    assert settings.warmup == 3 and settings.runtime_configs == ("ov-f32",) and settings.profile
+
+
+def test_targets_pickle_with_their_configurations():
+    """Device jobs go to executors (and dask workers) as pickles."""
+    import pickle
+    target = load_target(str(ROOT / "targets" / "examples" / "jetson.yaml"))
+    again = pickle.loads(pickle.dumps(target))
+    assert again.runtime_configs == target.runtime_configs and again.runtimes == target.runtimes
