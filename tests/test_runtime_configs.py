@@ -391,3 +391,11 @@ def test_targets_pickle_with_their_configurations():
     target = load_target(str(ROOT / "targets" / "examples" / "jetson.yaml"))
     again = pickle.loads(pickle.dumps(target))
     assert again.runtime_configs == target.runtime_configs and again.runtimes == target.runtimes
+
+
+def test_the_probe_lists_what_configurations_can_ask_for():
+    proc = subprocess.run([sys.executable, str(AGENT), "probe"], capture_output=True, text=True, timeout=120)
+    runtimes = json.loads(proc.stdout)["runtimes"]
+    assert "CPUExecutionProvider" in runtimes["onnx"]["accelerators"]
+    assert "CPU" in runtimes["openvino"]["accelerators"]
+    assert runtimes["torch"]["accelerators"][0] == "cpu"

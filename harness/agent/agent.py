@@ -297,6 +297,9 @@ class OnnxRuntime(object):
                 options.setdefault("cache_dir", cache)
         return dict((k, ("True" if v else "False") if isinstance(v, bool) else str(v)) for k, v in options.items())
 
+    def accelerators(self):
+        return list(self.ort.get_available_providers())
+
     def uses_cache(self):
         return bool(set(self.requested) & {"TensorrtExecutionProvider", "OpenVINOExecutionProvider"}) \
             and bool(self.config.get("_cache_dir")) and self.config.get("engine_cache", True)
@@ -394,6 +397,9 @@ class OpenVINORuntime(object):
 
     _PROPERTIES = ("EXECUTION_DEVICES", "PERFORMANCE_HINT", "NUM_STREAMS", "INFERENCE_PRECISION_HINT",
                    "INFERENCE_NUM_THREADS", "OPTIMAL_NUMBER_OF_INFER_REQUESTS", "CACHE_DIR", "PERF_COUNT")
+
+    def accelerators(self):
+        return list(self.ov.Core().available_devices)
 
     def uses_cache(self):
         return bool(self.config.get("cache") and self.config.get("_cache_dir"))
@@ -514,6 +520,10 @@ class TorchRuntime(object):
         self.config = RuntimeOptions("torch", options)
         self.name, self.version = "torch", torch.__version__
         self.threads = self.config.get("threads", threads)
+
+    def accelerators(self):
+        cuda = self.torch.cuda
+        return ["cpu"] + (["cuda:%d" % i for i in range(cuda.device_count())] if cuda.is_available() else [])
 
     def load(self, path, weights=None, shapes=None):
         torch = self.torch
@@ -1219,6 +1229,11 @@ def cmd_probe(args):
         try:
             rt = cls(1, {})
             runtimes[fmt] = {"available": True, "module": rt.name, "version": str(rt.version)}
+            if hasattr(rt, "accelerators"):
+                try:  # what a runtime configuration can ask for here: providers, devices
+                    runtimes[fmt]["accelerators"] = rt.accelerators()
+                except Exception as exc:
+                    runtimes[fmt]["accelerators_error"] = _one_line(exc)
         except AgentFailure as exc:
             runtimes[fmt] = {"available": False, "error": str(exc)}
     info["runtimes"] = runtimes

@@ -97,6 +97,8 @@ def _section_devices(ctx: "ReportContext") -> str:
             value = probe[key]
             if key == "runtimes" and isinstance(value, Mapping):
                 text = "; ".join(f"{fmt_name}: " + (f"{info.get('module')} {info.get('version')}"
+                                                    + (f" [{', '.join(map(str, info['accelerators']))}]"
+                                                       if info.get("accelerators") else "")
                                                     if isinstance(info, Mapping) and info.get("available")
                                                     else f"unavailable ({info.get('error') if isinstance(info, Mapping) else info})")
                                  for fmt_name, info in sorted(value.items()))
