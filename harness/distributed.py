@@ -288,6 +288,11 @@ def distributable(recipe) -> bool:
     return bool(recipe.source.builder) and not (d.npz or d.images or d.loader or d.calibration or recipe.metric)
 
 
+#: why the host may not find what a worker built: the cache keys hold the harness code and the libraries' versions
+MISMATCH = (" this host can use (its cache keys differ: run the same harness checkout and the same library versions, "
+            "pip install -r requirements.txt -c constraints.txt, on the workers as here)")
+
+
 def _on_host(cache: ContentCache, call: Callable[[ContentCache, Progress], Any],
              progress: Progress) -> Tuple[bool, Any, Set[Entry]]:
     """(found, value, entries) of a step run against the host's cache without building anything; its progress
@@ -376,7 +381,7 @@ class _Builder:
             self.store(result)
             ok, value, touched = _on_host(self.cache, call, SILENT)  # the worker said it
             if not ok:
-                raise HarnessError(f"{recipe.name}: worker {result.worker} sent back no usable reference")
+                raise HarnessError(f"{recipe.name}: worker {result.worker} sent back no usable reference{MISMATCH}")
             self.prepared(plan, value, touched)
 
         self.submit(BuildStep("prepare", recipe, with_cal), (), done)
@@ -430,7 +435,7 @@ class _Builder:
             self.store(result)
             ok, value, touched = _on_host(self.cache, call, SILENT)  # the worker said it
             if not ok:
-                return self.variant_failed(plan, index, name, f"worker {result.worker} sent back no variant")
+                return self.variant_failed(plan, index, name, f"worker {result.worker} sent back no variant{MISMATCH}")
             self.compressed(plan, index, name, value[0], touched)
 
         self.submit_compress(plan, index, name, done)
@@ -476,7 +481,8 @@ class _Builder:
             ok, value, touched = _on_host(self.cache, call, SILENT)  # the worker said it
             if not ok:
                 return finish(_failed_artifact(recipe, variant, fmt, dict(source.metrics), f"worker "
-                                               f"{result.worker} sent back no artifact", "conversion_failed"), set())
+                                               f"{result.worker} sent back no artifact{MISMATCH}", "conversion_failed"),
+                              set())
             finish(replace(value, cached=False), touched)
 
         seeds = (plan.prepared_seed,) if variant == REFERENCE else (plan.prepared_seed, plan.variant_seeds[variant])
