@@ -115,6 +115,22 @@ def test_site_must_be_a_plain_name():
         TargetSpec(name="pi", site="lab a; rm -rf /")
 
 
+def test_bench_report_shows_the_build_ratio_and_dispatch_cost_with_the_cluster_commands():
+    from harness.bench.report import distributed_table
+
+    def build(n, wall):
+        return {"workers": n, "wall_s": wall, "artifacts": 15, "failed": [], "variants": ["prune50"],
+                "progress_lines_by_worker": {}, "commands": ["dask scheduler --port 1", "dask worker tcp://x:1"],
+                "load_average_before": 0.5}
+    mode = lambda ms: {"per_cell_ms": ms, "fixed_s": 2.0}  # noqa: E731
+    text = "\n".join(distributed_table({
+        "build": {"one_worker": build(1, 30.0), "two_workers": build(2, 18.0), "ratio": 0.6, "wall_s": {1: [30.0]}},
+        "dispatch": {"threads": mode(0.5), "dask": mode(2.0), "extra_per_cell_ms": 1.5, "extra_fixed_s": 0.1,
+                     "sizes": [20, 600], "rounds": 3, "commands": ["dask scheduler --port 2"]}}))
+    assert "**0.60x**" in text and "| dask | 2.00 | 2.00 |" in text and "dask adds 1.50 ms per cell" in text
+    assert "`dask worker tcp://x:1`" in text and "`dask scheduler --port 2`" in text
+
+
 # ---------------------------------------------------------------- builds
 @pytest.mark.slow
 def test_build_of_eight_artifacts_spreads_over_two_workers_and_comes_back_as_bytes(tmp_path):

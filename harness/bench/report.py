@@ -139,7 +139,11 @@ def distributed_table(doc: Dict[str, Any]) -> List[str]:
         for b in (build["one_worker"], build["two_workers"]):
             lines.append(f"| {b['workers']} | {b['wall_s']:.1f} | {b['artifacts']} | {len(b['failed'])} | "
                          f"{b['progress_lines_by_worker']} |")
-        lines += ["", f"2 workers / 1 worker: **{build['ratio']:.2f}x** ({', '.join(build['one_worker']['variants'])})."
+        walls = build.get("wall_s") or {}
+        lines += ["", f"2 workers / 1 worker: **{build['ratio']:.2f}x** ({', '.join(build['one_worker']['variants'])}; "
+                  f"every run's wall s: {walls}; load average before: "
+                  f"{build['one_worker'].get('load_average_before', 0):.1f} and "
+                  f"{build['two_workers'].get('load_average_before', 0):.1f})."
                   " Cluster: " + "; ".join(f"`{c}`" for c in build["two_workers"]["commands"]), ""]
     d = doc.get("dispatch")
     if d:
