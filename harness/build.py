@@ -277,10 +277,20 @@ def data_digest(data: Optional[SampleSet]) -> str:
     return digest.hexdigest()
 
 
+#: sources whose inputs are positional arguments: their names are the forward() parameters', not tensors'
+POSITIONAL_SOURCES = ("torch_module", "torchscript")
+
+
 def plan_data(recipe, described: Interface, train_data: Any,
               with_calibration: bool) -> Tuple[Interface, SampleSet, Optional[SampleSet], List[str]]:
     """(fixed interface, evaluation samples, calibration samples, notes) from the recipe and the file."""
     where = recipe.source_path or f"--model-file {recipe.source.path}"
+    declared_names = [s.name for s in recipe.inputs]
+    if recipe.source.format in POSITIONAL_SOURCES and len(declared_names) == len(described.inputs) and \
+            not set(declared_names) & set(described.input_names):
+        # A module's forward(self, inputs) names a parameter; the recipe's declared inputs name the tensors.
+        described = Interface(tuple(TensorSpec(n, s.shape, s.dtype) for n, s in zip(declared_names, described.inputs)),
+                              described.outputs)
     declared = {s.name: tuple(s.shape) for s in recipe.inputs if s.shape}
     raw = read_data(recipe, described, train_data)
     if raw is not None and described.inputs:

@@ -8,6 +8,8 @@ import sys
 from pathlib import Path
 
 import numpy as np
+
+from harness.evaluate import read_outputs
 import pytest
 
 from helpers import ROOT, artifact_for, digits_build
@@ -48,10 +50,10 @@ def test_agent_measures_and_returns_outputs(tmp_path, fmt):
     assert doc["load_ms"] > 0 and doc["first_inference_ms"] > 0
     assert doc["peak_rss_bytes"] >= doc["baseline_rss_bytes"] > 10 * 2**20
     assert doc["rss_increase_bytes"] == doc["peak_rss_bytes"] - doc["baseline_rss_bytes"]
-    with np.load(outputs) as out:
-        got = out["o0"]
-    reference = prepared.reference_outputs()
-    assert got.shape == reference.shape
+    got = read_outputs(outputs)["logits"]
+    reference = read_outputs(prepared.reference_outputs_path)["logits"]
+    assert got.shape == reference.shape == (len(reference), 1, 10)  # samples first, each the whole [1, 10] output
+    got, reference = got[:, 0], reference[:, 0]
     # fp32 in every runtime (OpenVINO pinned to f32): outputs match the framework closely
     assert np.abs(got - reference).max() < 1e-3
     assert (got.argmax(1) == reference.argmax(1)).mean() == 1.0

@@ -227,9 +227,12 @@ def test_torch_prune_zeroes_half_the_weights_and_stays_convertible(tmp_path, rec
     model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 32), torch.nn.ReLU(), torch.nn.Linear(32, 10))
     path = tmp_path / "model.pt"
     torch.save(model, path)
-    torch_recipe = dataclasses.replace(recipe, framework="torch", variants=())
+    from harness.formats import ConversionContext
+    from harness.interface import Interface, TensorSpec
+
     data = load_dataset(recipe)
-    ctx = CompressionContext(torch_recipe, "torch", path, data, 0)
+    interface = Interface((TensorSpec("image", (1, 8, 8, 1)),), (TensorSpec("logits", (1, 10)),))
+    ctx = CompressionContext(recipe, "torch_module", path, interface, train_data=data, seed=0)
     out = tmp_path / scope
     out.mkdir()
     variant = COMPRESSORS.get("torch_prune")(ctx, {"sparsity": 0.5, "scope": scope, "epochs": 1}, out)
@@ -240,5 +243,5 @@ def test_torch_prune_zeroes_half_the_weights_and_stays_convertible(tmp_path, rec
         for layer in (pruned[1], pruned[3]):
             assert float((layer.weight == 0).float().mean()) == pytest.approx(0.5, abs=0.01)
     assert 0 < variant.metrics["weight_rel_frobenius"] < 1
-    onnx_path = CONVERTERS.get(("torch", "onnx"))(variant.model_path, torch_recipe, out)
+    onnx_path = CONVERTERS.get(("torch_module", "onnx"))(variant.model_path, ConversionContext("m", interface), out)
     assert onnx_path.stat().st_size > 0

@@ -69,7 +69,7 @@ def test_second_profile_converts_nothing_and_says_so(tmp_path, monkeypatch, caps
     args = ["profile", "--iterations", "5", "--warmup", "1", "--reports-dir", str(tmp_path / "r"), "--no-report"]
     assert main(args) == 0
     first = capsys.readouterr().err
-    assert "training reference model" in first and "converting to onnx" in first
+    assert "building reference model" in first and "converting keras to onnx" in first
     assert main(args) == 0
     second = capsys.readouterr()
     assert "training" not in second.err and "converting" not in second.err
