@@ -64,8 +64,8 @@ nightly: venv ## profile MODEL on every target in targets/ in parallel, one repo
 
 RUN ?= latest
 POLICY ?= policies/default.yaml
-gate: venv ## check a run against a release policy, exit 0/1, JUnit XML: make gate RUN=latest POLICY=policies/default.yaml
+gate: venv ## check a run against a release policy, exit 0 pass / 1 fail / 2 not judged, JUnit XML: make gate RUN=latest POLICY=policies/default.yaml
 	$(HARNESS) gate --run $(RUN) --policy $(POLICY) $(ARGS)
 
-bench: venv ## benchmark: agent vs vendor tools, overhead, scaling, memory -> reports/bench/ (ARGS=--quick)
+bench: venv ## benchmark: agent vs vendor tools, overhead, scaling, memory, gate calibration -> reports/bench/ (ARGS=--quick)
 	$(PY) -m harness.bench $(ARGS)
