@@ -60,6 +60,8 @@ def test_fashion_cnn_recipe_trains_to_at_least_85_percent():
     prepared = prepare_model(recipe, ContentCache(session_cache_dir()))
     assert prepared.reference_accuracy >= 0.85
     assert len(prepared.labels()) == 10000
-    outputs = prepared.reference_outputs()
-    assert outputs.shape == (10000, 10)
+    from harness.evaluate import read_outputs
+    outputs = read_outputs(prepared.reference_outputs_path)["logits"]
+    assert outputs.shape == (10000, 1, 10)  # samples first, each the model's whole [1, 10] output
+    outputs = outputs[:, 0]
     assert float((outputs.argmax(axis=1) == prepared.labels()).mean()) == pytest.approx(prepared.reference_accuracy)
