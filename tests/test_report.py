@@ -227,3 +227,16 @@ def test_report_scores_against_the_budgets_recorded_in_the_run(tmp_path):
     assert ctx.budgets["local"].latency_p99_ms == 2.5 and ctx.budgets["pi4"].peak_memory_mb == 900.0
     assert ctx.budget_notes == []
     assert recorded_budgets({"target_specs": [{"name": "x", "budgets": {"latency_p99_ms": "fast"}}, "junk"]}) == {}
+
+
+def test_summary_says_which_cells_were_measured_on_a_noisy_device(tmp_path):
+    run = RunDir.create("run-noisy", tmp_path)
+    for fmt, noisy in (("onnx", True), ("tflite", False)):
+        row = dict(cell_row("run-noisy", variant="reference", fmt=fmt, target="local"), noisy=noisy,
+                   noise_reasons="other processes kept 1.40 CPUs busy while timing (max 0.5): pip" if noisy else None)
+        run.write_cell({"row": row, "latencies_ms": [1.0] * 20})
+    run.write_tables(results_frame(run.rows()))
+    write_report(run, TARGETS)
+    summary = (run.root / "summary.md").read_text()
+    assert "**⚠️ 1 cell(s) measured on a busy or throttling device**" in summary
+    assert "other processes kept 1.40 CPUs busy while timing" in summary

@@ -34,6 +34,12 @@ def _verdict_lines(ctx: "ReportContext", gate: Any) -> List[str]:
     verdict = run_verdict(ctx.rows)
     icon = {0: "✅", 1: "❌", 2: "⚠️"}
     lines = [f"**Run: {icon[verdict.exit_code]} {verdict.summary}** (exit {verdict.exit_code})"]
+    noisy = [r for r in ctx.rows if r.get("status") == "ok" and _is_true(r.get("noisy"))]
+    if noisy:
+        reasons = sorted({str(r.get("noise_reasons") or "").split(" (")[0] for r in noisy} - {""})
+        lines[0] += "  "
+        lines.append(f"**{icon[2]} {len(noisy)} cell(s) measured on a busy or throttling device**: the gate does not "
+                     f"judge them; re-run on a quiet device ({'; '.join(reasons[:3]) or 'see noise_reasons'})")
     if gate is not None:
         lines.insert(0, f"**Gate: {icon[gate.exit_code]} {gate.verdict}**: {len(gate.violations)} violation(s), "
                         f"{len(gate.not_judged)} not judged, baseline {gate.baseline_id or 'none'} "
@@ -43,6 +49,13 @@ def _verdict_lines(ctx: "ReportContext", gate: Any) -> List[str]:
         lines.append("")
         lines.append("Not gated yet: `harness gate --run " + ctx.run_id + "` adds its verdict and regressions here.")
     return lines + [""]
+
+
+def _is_true(value: Any) -> bool:
+    try:
+        return bool(value) and value == value
+    except (TypeError, ValueError):  # pandas NA
+        return False
 
 
 def _gate_lines(gate: Any) -> List[str]:
