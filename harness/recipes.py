@@ -229,8 +229,10 @@ def recipe_for_file(path: Path, source_format: str = "", shapes: Optional[Dict[s
                         images=str(data_path) if is_dir else "",
                         calibration=str(Path(calibration).expanduser().resolve()) if calibration else "",
                         random_samples=random_samples)
+        # A torch file also runs as itself, in the torch runtime, where a target lists it.
+        formats = ALL_FORMATS if fmt in ("torchscript", "torch_export") else FORMATS
         recipe = ModelRecipe(name=stem, source=SourceSpec(path=str(path), format=fmt), inputs=inputs, data=spec,
-                             output=OutputSpec(name=class_output),
+                             output=OutputSpec(name=class_output), formats=formats,
                              task=task, metric=metric, variants=FILE_VARIANTS.get(fmt, ()),  # type: ignore[arg-type]
                              description=f"{fmt} model file {path}", source_path="")
     except (TypeError, ValueError) as exc:

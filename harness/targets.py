@@ -138,7 +138,7 @@ def run_target(name_or_path: str, targets_dir: Path = TARGETS_DIR) -> TargetSpec
     so `harness profile --model-file` works from any directory."""
     if name_or_path == LOCAL and not Path(targets_dir).is_dir():
         return TargetSpec(name=LOCAL, transport="local", description="this machine's CPU (built-in default)",
-                          python="", workdir=".harness/devices/local", arch=os.uname().machine,
+                          python="", workdir=".harness/devices/local", arch=os.uname().machine, runtimes=ALL_FORMATS,
                           lock_timeout_s=120.0)
     return load_target(name_or_path, targets_dir)
 

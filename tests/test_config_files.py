@@ -34,7 +34,7 @@ def test_every_model_recipe_loads(name):
 
 def test_local_target_is_default_and_local():
     target = load_target("local", ROOT / "targets")
-    assert target.is_local and set(target.runtimes) == {"tflite", "onnx", "openvino"}
+    assert target.is_local and set(target.runtimes) == {"tflite", "onnx", "openvino", "torch"}
 
 
 def test_unknown_field_names_file_and_key(tmp_path):
