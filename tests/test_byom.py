@@ -328,3 +328,16 @@ def test_an_output_whose_size_varies_per_sample_is_kept_and_compared_per_sample(
     from harness.evaluate import read_outputs
     boxes = read_outputs(outcome.run_dir.outputs_path(rows[("reference", "onnx", "local")]["cell_id"]))["boxes"]
     assert isinstance(boxes, list) and len({b.shape for b in boxes}) > 1  # ragged: one array per sample
+
+
+def test_a_model_file_run_resumes_from_its_manifest_anywhere(streaming, tmp_path):
+    """`harness run --resume` rebuilds a --model-file recipe from the manifest, and `local` outside the repo."""
+    files, data = streaming
+    args = ["--reports-dir", str(tmp_path / "reports"), "--run-id", "mine", "--iterations", "5", "-q"]
+    first = harness("profile", "--model-file", str(files["onnx"]), "--data", str(data), *args, cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    lost = tmp_path / "reports" / "mine" / "cells" / "streaming__reference__openvino__local.json"
+    lost.unlink()
+    resumed = harness("run", "--resume", "mine", "--reports-dir", str(tmp_path / "reports"), cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "1 to run" in resumed.stderr and lost.exists()

@@ -150,7 +150,9 @@ def cmd_profile(args) -> int:
             raise HarnessError(f"no run {resume!r} to resume: {run.manifest_path} does not exist "
                                f"(runs are listed under {args.reports_dir}/)")
         manifest = run.read_manifest()
-        target_names = target_names or manifest.get("target_sources") or manifest["targets"]
+        # A built-in target (local outside the repo) has no file: its name finds it again.
+        sources = manifest.get("target_sources") or [""] * len(manifest["targets"])
+        target_names = target_names or [src or name for src, name in zip(sources, manifest["targets"])]
         variants_by_model = manifest.get("variants", {})
         settings_doc = manifest.get("settings", {})
         run_id = resume
