@@ -681,8 +681,6 @@ def _workers_by_resource(client) -> Dict[str, List[str]]:
 def dispatch_on_workers(jobs: Sequence[Any], client, run, progress: Progress = SILENT) -> None:
     """Every target's job on a worker (its site's, where it names one); the host writes each record of `run` as
     it arrives, and cells of a job whose worker died are `lost` / `worker_lost`."""
-    from distributed import as_completed
-
     from .pipeline import _record, failed_row
     from .results import LOST, Category
 
@@ -781,7 +779,8 @@ def dispatch_on_workers(jobs: Sequence[Any], client, run, progress: Progress = S
                                              resources={need: SITE_SHARE} if need else None)
                 by_key[state.future.key] = token
             submitted.append(state.future)
-        for future in as_completed(submitted, loop=client.loop):
+        for future in _as_finished(client, submitted, lambda pending: _strand(client, pending, states, by_key,
+                                                                                progress, lock)):
             token = by_key[future.key]
             state = states[token]
             reason = ""
@@ -807,6 +806,40 @@ def dispatch_on_workers(jobs: Sequence[Any], client, run, progress: Progress = S
     finally:
         client.unsubscribe_topic(topic)
         client.unsubscribe_topic("all")
+
+
+def _as_finished(client, futures: Sequence[Any], idle: Callable[[Set[Any]], None], every_s: float = 10.0):
+    """Each future as it finishes; idle(pending) every every_s seconds that none does."""
+    from distributed import wait
+
+    pending = set(futures)
+    while pending:
+        try:
+            with client.as_current():  # wait() asks for the default client; this one need not be it
+                done, pending = wait(pending, timeout=every_s, return_when="FIRST_COMPLETED")
+        except TimeoutError:
+            idle(pending)
+            continue
+        except Exception:  # FuturesCancelledError: wait() raises for a cancelled future instead of returning it
+            done = {f for f in pending if f.cancelled() or f.done()}
+            if not done:
+                raise
+            pending -= done
+        yield from done
+
+
+def _strand(client, pending: Set[Any], states: Dict[str, "_JobState"], by_key: Dict[str, str],
+            progress: Progress, lock: threading.Lock) -> None:
+    """A job waiting for a site whose every worker has gone would wait for ever: it ends, its cells lost."""
+    offered = _workers_by_resource(client)
+    for future in pending:
+        state = states[by_key[future.key]]
+        site = state.job.target.site
+        if site and f"site-{site}" not in offered and not state.died:
+            with lock:
+                state.died = f"no dask worker with the resource site-{site} is left to run this device's job"
+            progress(f"[{state.job.target.name}] {state.died}")
+            future.cancel()
 
 
 def _address(client) -> str:

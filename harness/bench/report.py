@@ -139,9 +139,12 @@ def distributed_table(doc: Dict[str, Any]) -> List[str]:
         for b in (build["one_worker"], build["two_workers"]):
             lines.append(f"| {b['workers']} | {b['wall_s']:.1f} | {b['artifacts']} | {len(b['failed'])} | "
                          f"{b['progress_lines_by_worker']} |")
-        walls = build.get("wall_s") or {}
-        lines += ["", f"2 workers / 1 worker: **{build['ratio']:.2f}x** ({', '.join(build['one_worker']['variants'])}; "
-                  f"every run's wall s: {walls}; load average before: "
+        walls = {n: [round(w, 1) for w in ws] for n, ws in (build.get("wall_s") or {}).items()}
+        best = f", {build['best_ratio']:.2f}x fastest against fastest" if build.get("best_ratio") else ""
+        steps = {n: [round(w, 1) for w in ws] for n, ws in (build.get("step_seconds") or {}).items()}
+        lines += ["", f"2 workers / 1 worker: **{build['ratio']:.2f}x** (medians{best}; "
+                  f"{', '.join(build['one_worker']['variants'])}; every run's wall s: {walls}, its summed step "
+                  f"seconds: {steps}; the table shows the fastest runs; load average before them: "
                   f"{build['one_worker'].get('load_average_before', 0):.1f} and "
                   f"{build['two_workers'].get('load_average_before', 0):.1f})."
                   " Cluster: " + "; ".join(f"`{c}`" for c in build["two_workers"]["commands"]), ""]
