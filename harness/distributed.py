@@ -347,7 +347,9 @@ class _Builder:
     def submit(self, step: BuildStep, seeds: Sequence[Any], done: Callable[[StepResult], None]) -> None:
         step = replace(step, topic=self.topic)
         # References first, then compressions (minutes, and what conversions wait for), then conversions.
-        priority = {"prepare": 3, "compress": 2}.get(step.kind, 2 if step.variant == "reference" else 1)
+        priority = {"prepare": 4, "compress": 2}.get(step.kind, 2 if step.variant == "reference" else 1)
+        if step.kind == "compress" and "epochs" in (step.recipe.variant(step.variant).params or {}):
+            priority = 3  # a variant that trains is the longest step: it starts first, so it is not the tail
         future = self.client.submit(run_build_step, step, *[s for s in seeds if s is not None], pure=False,
                                     key=f"harness-build-{step.kind}-{uuid.uuid4().hex[:12]}", priority=priority)
         self.handlers[future.key] = done

@@ -70,14 +70,23 @@ def cluster(root: Path, n_workers: int, log: Callable[[str], None]) -> Iterator[
                 if time.monotonic() > deadline:
                     raise RuntimeError(f"dask scheduler did not start: {(root / 'scheduler.log').read_text()[-500:]}")
                 time.sleep(0.2)
+        cpus = sorted(os.sched_getaffinity(0))
+        # Each worker stands in for a machine of its own: pinned to one CPU (and its libraries to one thread),
+        # the 1-worker run too, so 1 against 2 workers is 1 CPU against 2, not 2 against 2.
+        pin = shutil.which("taskset") is not None and len(cpus) >= n_workers
         for i in range(n_workers):
             workdir = root / f"worker-{i + 1}"
             workdir.mkdir()
             argv = ["worker", address, "--name", f"w{i + 1}", "--nthreads", "1", "--local-directory", str(workdir),
                     "--no-dashboard"]
-            commands.append(f"cd {workdir.name} && dask " + " ".join(argv))
-            procs.append(subprocess.Popen([dask, *argv], cwd=workdir, env=env, stdout=subprocess.DEVNULL,
-                                          stderr=open(workdir / "worker.log", "wb"), start_new_session=True))
+            prefix = ["taskset", "-c", str(cpus[i])] if pin else []
+            worker_env = {**env, "OMP_NUM_THREADS": "1", "TF_NUM_INTRAOP_THREADS": "1",
+                          "TF_NUM_INTEROP_THREADS": "1"} if pin else env
+            commands.append(f"cd {workdir.name} && " + ("OMP_NUM_THREADS=1 TF_NUM_INTRAOP_THREADS=1 "
+                            f"TF_NUM_INTEROP_THREADS=1 taskset -c {cpus[i]} " if pin else "") + "dask " + " ".join(argv))
+            procs.append(subprocess.Popen([*prefix, dask, *argv], cwd=workdir, env=worker_env,
+                                          stdout=subprocess.DEVNULL, stderr=open(workdir / "worker.log", "wb"),
+                                          start_new_session=True))
         client = Client(address, timeout="30s", set_as_default=False)
         try:
             client.wait_for_workers(n_workers, timeout=120)
