@@ -697,20 +697,25 @@ TIMER_SHARE = 0.01
 MAX_SAMPLES = 10000
 
 
-def timer_cost_s(clock, n=2000):
-    """What one timed sample costs besides the inference: two clock reads, the arithmetic, the append, the checks."""
+def timer_cost_s(clock, chunks=21, n=100):
+    """What one timed sample costs besides the inference: two clock reads, the arithmetic, the append, the checks.
+
+    The median over chunks, so that a chunk the scheduler interrupted does not inflate it."""
     samples = []
     noop = lambda x: None  # noqa: E731 (stands for the inference call, whose own cost is measured)
     deadline = clock() + 1e9
-    start = clock()
-    for _ in range(n):
-        t0 = clock()
-        noop(None)
-        t1 = clock()
-        samples.append((t1 - t0) * 1e3)
-        if t1 >= deadline:
-            break
-    return (clock() - start) / n
+    costs = []
+    for _ in range(chunks):
+        start = clock()
+        for _ in range(n):
+            t0 = clock()
+            noop(None)
+            t1 = clock()
+            samples.append((t1 - t0) * 1e3)
+            if t1 >= deadline:
+                break
+        costs.append((clock() - start) / n)
+    return sorted(costs)[len(costs) // 2]
 
 
 def choose_block(per_inference_s, timer_s, expected_iterations=0):
