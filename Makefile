@@ -59,8 +59,9 @@ farm-up: venv ## start the simulated farm (one sshd per device on 127.0.0.1), wr
 farm-down: ## stop the simulated farm and remove targets/sim-*.yaml
 	@if [ -x $(HARNESS) ]; then $(HARNESS) farm down; fi
 
-nightly: venv ## profile MODEL on every target in targets/ in parallel, one report (farm-up first for sim-*)
-	$(HARNESS) farm run --model $(MODEL) $(if $(VARIANTS),--variants $(VARIANTS)) $(ARGS)
+REPEATS ?= 3
+nightly: venv ## profile MODEL on every enabled target (targets/*.yaml), REPEATS (3) interleaved runs per cell
+	$(HARNESS) farm run --model $(MODEL) --repeats $(REPEATS) $(if $(VARIANTS),--variants $(VARIANTS)) $(ARGS)
 
 RUN ?= latest
 POLICY ?= policies/default.yaml

@@ -52,7 +52,15 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
                    help="compressed variants to add to the reference: comma-separated names declared in the recipe, "
                         "or 'all' (default: none; compression is opt-in)")
     p.add_argument("--warmup", type=int, default=10, help="warm-up iterations before timing (default 10)")
-    p.add_argument("--iterations", type=int, default=100, help="timed iterations per cell (default 100)")
+    p.add_argument("--iterations", type=int, default=100,
+                   help="time at least this many inferences per agent run (default 100)")
+    p.add_argument("--min-duration", type=float, default=1.0, metavar="S",
+                   help="time each agent run for at least S seconds (default 1)")
+    p.add_argument("--max-duration", type=float, default=60.0, metavar="S",
+                   help="and for at most S seconds, even before --iterations is reached (default 60)")
+    p.add_argument("--repeats", type=int, default=1, metavar="N",
+                   help="independent agent runs per cell, interleaved across a device's cells; the regression "
+                        "judge weighs their spread (default 1; make nightly uses 3)")
     p.add_argument("--threads", type=int, default=None, help="runtime threads (default: the target's `threads`)")
     p.add_argument("--max-samples", type=int, default=0,
                    help="evaluate at most this many samples per cell (default 0: the whole evaluation split)")
@@ -169,7 +177,8 @@ def cmd_profile(args) -> int:
                 else resolve_variants(recipes, variant_spec))
     settings = RunSettings.from_manifest(settings_doc) if resume else RunSettings(
         warmup=args.warmup, iterations=args.iterations, threads=args.threads, max_samples=args.max_samples,
-        cell_timeout_s=args.timeout, profile=not args.no_profile, runtime_configs=tuple(args.runtime_config))
+        cell_timeout_s=args.timeout, profile=not args.no_profile, runtime_configs=tuple(args.runtime_config),
+        min_duration_s=args.min_duration, max_duration_s=args.max_duration, repeats=args.repeats)
     from ..distributed import connect, scheduler_address
     address = scheduler_address(getattr(args, "scheduler", None))
     client = connect(address) if address else None  # no scheduler: threads here, and dask is never imported
