@@ -157,7 +157,7 @@ def test_digits_on_arm64_devices_matches_the_x86_cells(arm_farm, tmp_path):
     # Emulation is ~200x slower: few iterations and samples, seconds per cell.
     outcome = pipeline.run_profile([load_recipe("digits_cnn", ROOT / "models")], targets,
                                    variants={"digits_cnn": ["tflite_int8", "ort_int8"]},
-                                   settings=pipeline.RunSettings(warmup=1, iterations=5, max_samples=20),
+                                   settings=pipeline.RunSettings(warmup=1, iterations=5, max_samples=20, min_duration_s=0.0),
                                    reports_dir=tmp_path / "reports", cache=ContentCache(session_cache_dir()),
                                    write_report=False)
     frame = outcome.frame.set_index(["variant", "format", "target"])

@@ -106,7 +106,7 @@ def frame(recipe, tmp_path_factory):
     digits_build()  # the reference, trained once per session
     outcome = run_profile([recipe], [load_target("local", ROOT / "targets")],
                           {recipe.name: [v.name for v in recipe.variants]},
-                          settings=RunSettings(warmup=1, iterations=3),
+                          settings=RunSettings(warmup=1, iterations=3, min_duration_s=0.0, profile=False),
                           reports_dir=tmp_path_factory.mktemp("reports"), cache=ContentCache(session_cache_dir()),
                           write_report=False)
     return outcome.frame.set_index(["variant", "format"])

@@ -92,7 +92,7 @@ def test_local_profile_of_the_reference_agrees_with_torch(tmp_path):
     local = replace(load_target(str(ROOT / "targets" / "local.yaml")), runtime_configs=(), runtimes={
         "tflite": [{"name": "tflite"}], "onnx": [{"name": "onnx"}],
         "openvino": [{"name": "ov-f32", "precision": "f32"}]})
-    outcome = run_profile([recipe], [local], settings=RunSettings(warmup=1, iterations=5),
+    outcome = run_profile([recipe], [local], settings=RunSettings(warmup=1, iterations=5, min_duration_s=0.0),
                           reports_dir=tmp_path, cache=ContentCache(session_cache_dir()), write_report=False)
     rows = outcome.frame.set_index("format")
     assert set(rows.index) == {"onnx", "openvino", "tflite"}

@@ -38,7 +38,8 @@ from helpers import ROOT, artifact_for, digits_build, session_cache_dir
 pytestmark = pytest.mark.ssh
 
 HARNESS = str(ROOT / ".venv" / "bin" / "harness")
-QUICK = RunSettings(warmup=1, iterations=5, max_samples=20)
+# Short runs: these tests are about faults, not timing (no minimum duration, no profiling pass).
+QUICK = RunSettings(warmup=1, iterations=5, max_samples=20, min_duration_s=0.0, profile=False)
 # Every shell metacharacter that could end a quoted word or start a command.
 NASTY = "dev 'q' \"dq\" ; touch {pwned}; $(touch {pwned}2) `touch {pwned}3` &"
 
