@@ -246,6 +246,25 @@ class StepResult:
     needs_reference: bool = False
 
 
+class _HeldProgress:
+    """Passes the first line on at once and holds the rest until flush()."""
+
+    def __init__(self, progress: Callable[[str], None]):
+        self.progress, self.held, self.first = progress, [], True
+
+    def __call__(self, line: str) -> None:
+        if self.first:
+            self.first = False
+            self.progress(line)
+        else:
+            self.held.append(line)
+
+    def flush(self) -> None:
+        for line in self.held:
+            self.progress(line)
+        self.held = []
+
+
 def run_build_step(step: BuildStep, *seeds: Bundle) -> StepResult:
     """On a worker: one build step against the worker's own cache, seeded with the entries it depends on."""
     from .build import REFERENCE, compress_variant, convert, prepare_model, reference_source
@@ -263,7 +282,11 @@ def run_build_step(step: BuildStep, *seeds: Bundle) -> StepResult:
                                      with_calibration=step.with_calibration)
             if step.kind == "compress":
                 cache.read_only_kinds = set() if step.may_convert else {"artifacts"}
-                compress_variant(prepared, step.variant, cache, progress)
+                # The first line ("compressing ...") goes out at once, the rest once the step is through, so an
+                # attempt that stops at a missing conversion does not say it converted anything.
+                held = _HeldProgress(progress)
+                compress_variant(prepared, step.variant, cache, held)
+                held.flush()
             elif step.kind == "convert":
                 source = reference_source(prepared) if step.variant == REFERENCE else \
                     compress_variant(prepared, step.variant, cache, SILENT)[0]
@@ -308,6 +331,11 @@ def _on_host(cache: ContentCache, call: Callable[[ContentCache, Progress], Any],
     return True, value, probe.touched
 
 
+def _trains(recipe, variant: str) -> bool:
+    """A scheduling hint: a variant whose parameters name epochs trains, and is the longest kind of step."""
+    return "epochs" in (recipe.variant(variant).params or {})
+
+
 @dataclass
 class _ModelPlan:
     recipe: Any
@@ -348,7 +376,7 @@ class _Builder:
         step = replace(step, topic=self.topic)
         # References first, then compressions (minutes, and what conversions wait for), then conversions.
         priority = {"prepare": 4, "compress": 2}.get(step.kind, 2 if step.variant == "reference" else 1)
-        if step.kind == "compress" and "epochs" in (step.recipe.variant(step.variant).params or {}):
+        if step.kind == "compress" and _trains(step.recipe, step.variant):
             priority = 3  # a variant that trains is the longest step: it starts first, so it is not the tail
         future = self.client.submit(run_build_step, step, *[s for s in seeds if s is not None], pure=False,
                                     key=f"harness-build-{step.kind}-{uuid.uuid4().hex[:12]}", priority=priority)
@@ -395,12 +423,13 @@ class _Builder:
         plan.sources[REFERENCE] = reference_source(prepared)
         formats = list(plan.recipe.formats)
         plan.reference_pending = len(formats)
+        # Variants start at once, beside the reference's conversions, those that train first (the longest steps);
+        # one whose compressor starts from such a conversion (int8 ONNX, int8 IR) comes back needs_reference and
+        # goes again once they are in.
+        for i, name in sorted(enumerate(plan.variants, start=1), key=lambda v: not _trains(plan.recipe, v[1])):
+            self.compress(plan, i, name)
         for j, fmt in enumerate(formats):
             self.convert(plan, 0, REFERENCE, fmt, j)
-        # Variants start at once, beside the reference's conversions; one whose compressor starts from such a
-        # conversion (int8 ONNX, int8 IR) comes back needs_reference and goes again once they are in.
-        for i, name in enumerate(plan.variants, start=1):
-            self.compress(plan, i, name)
 
     def reference_converted(self, plan: _ModelPlan, entries: Set[Entry]) -> None:
         plan.reference_entries |= entries

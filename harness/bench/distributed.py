@@ -120,10 +120,12 @@ def build_time(root: Path, n_workers: int, log: Callable[[str], None]) -> Dict[s
     steps: List[Dict[str, Any]] = []
     with cluster(root, n_workers, log) as (client, commands):
         load_before = os.getloadavg()[0]
+        cpu_started = time.process_time()
         started = time.perf_counter()
         ((_, artifacts),) = build_on_workers([recipe], variants, ContentCache(root / "host-cache"), client,
                                              lines.append, steps)
         wall = time.perf_counter() - started
+        host_cpu = time.process_time() - cpu_started
     by_worker: Dict[str, int] = {}
     for line in lines:
         if "(worker " in line:
@@ -133,10 +135,10 @@ def build_time(root: Path, n_workers: int, log: Callable[[str], None]) -> Dict[s
     busy = sum(s["seconds"] for s in steps)
     log(f"  build of {RECIPE} with {len(variants[RECIPE])} variants on {n_workers} worker(s): {wall:.1f}s "
         f"({len(artifacts)} artifacts, {len(failed)} failed; {len(steps)} steps, {busy:.1f}s of step time, "
-        f"load average {load_before:.1f} before)")
+        f"host CPU {host_cpu:.1f}s, load average {load_before:.1f} before)")
     return {"workers": n_workers, "wall_s": wall, "artifacts": len(artifacts), "failed": failed,
             "variants": variants[RECIPE], "progress_lines_by_worker": by_worker, "commands": commands,
-            "steps": steps, "step_seconds": busy, "load_average_before": load_before}
+            "steps": steps, "step_seconds": busy, "load_average_before": load_before, "host_cpu_s": host_cpu}
 
 
 def dispatch_cost(root: Path, sizes: Sequence[int], rounds: int, log: Callable[[str], None]) -> Dict[str, Any]:
