@@ -195,7 +195,7 @@ def dispatch_cost(root: Path, sizes: Sequence[int], rounds: int, log: Callable[[
 
 
 def distributed_bench(work: Path, log: Callable[[str], None], quick: bool = False,
-                      build_rounds: int = 2) -> Dict[str, Any]:
+                      build_rounds: int = 3) -> Dict[str, Any]:
     """Both figures; `quick` skips the 1-vs-2 build (minutes) and takes fewer dispatch rounds."""
     work.mkdir(parents=True, exist_ok=True)
     root = Path(tempfile.mkdtemp(prefix="distributed-", dir=work)).resolve()
