@@ -702,10 +702,12 @@ def _eval_bundle(evals) -> Bundle:
 
 
 def _workers_by_resource(client) -> Dict[str, List[str]]:
+    """{resource: worker addresses} of the workers that offer at least one device job's share of it."""
     found: Dict[str, List[str]] = {}
     for address, info in client.scheduler_info(n_workers=-1).get("workers", {}).items():
-        for resource in (info.get("resources") or {}):
-            found.setdefault(resource, []).append(address)
+        for resource, amount in (info.get("resources") or {}).items():
+            if float(amount) >= SITE_SHARE:
+                found.setdefault(resource, []).append(address)
     return found
 
 
