@@ -29,9 +29,9 @@ def write_target(tmp_path, runtimes: str, name: str = "cfg") -> Path:
 # ---------------------------------------------------------------- loading
 def test_list_form_means_each_runtimes_default_configuration():
     target = load_target(str(ROOT / "targets" / "local.yaml"))
-    assert target.runtimes == ("tflite", "onnx", "openvino")
+    assert target.runtimes == ("tflite", "onnx", "openvino", "torch")
     assert [(c.runtime, c.name, c.is_default) for c in target.runtime_configs] == [
-        ("tflite", "tflite", True), ("onnx", "onnx", True), ("openvino", "openvino", True)]
+        ("tflite", "tflite", True), ("onnx", "onnx", True), ("openvino", "openvino", True), ("torch", "torch", True)]
 
 
 def test_named_configurations_load_with_their_options(tmp_path):
