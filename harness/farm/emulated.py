@@ -18,19 +18,17 @@ A stamp records the recipe; a later farm-up with the same recipe reuses the envi
 """
 from __future__ import annotations
 
-import fcntl
 import json
 import logging
 import os
 import shlex
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 from typing import Dict, List
 
 from .devices import EmulatedEnv
-from .envs import STAMP, FarmError, _check_call, _read_stamp
+from .envs import STAMP, FarmError, _check_call, _read_stamp, locked_env_dir
 
 log = logging.getLogger("harness.farm.emulated")
 DEBIAN_MIRROR = "http://deb.debian.org/debian"
@@ -82,12 +80,8 @@ def recipe(env: EmulatedEnv) -> Dict[str, object]:
 def ensure_emulated_env(env: EmulatedEnv, envs_dir: Path, timeout_s: float = 900.0) -> str:
     """The device `python` (a qemu wrapper) of this environment, building it if its recipe changed."""
     check_can_emulate(env)
-    envs_dir = Path(envs_dir).resolve()
-    envs_dir.mkdir(parents=True, exist_ok=True)
-    directory = envs_dir / env.name
-    python = directory / "bin" / "python"
-    with open(envs_dir / f".{env.name}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    with locked_env_dir(envs_dir, env.name) as directory:
+        python = directory / "bin" / "python"
         stamp = _read_stamp(directory)
         if stamp is not None and stamp.get("recipe") == recipe(env) and python.exists():
             _write_wrapper(env, directory)  # cheap; picks up a qemu that moved
@@ -96,7 +90,7 @@ def ensure_emulated_env(env: EmulatedEnv, envs_dir: Path, timeout_s: float = 900
         log.warning("building the %r device environment (once): Debian %s %s python%s + %s under %s",
                     env.name, env.debian_suite, env.debian_arch, env.python_version, " ".join(env.requirements),
                     qemu_path(env.arch))
-        build = envs_dir / f".{env.name}.build"
+        build = directory.parent / f".{env.name}.build"
         shutil.rmtree(build, ignore_errors=True)
         try:
             _build(env, build, timeout_s)

@@ -16,8 +16,9 @@ import os
 import shutil
 import subprocess
 import sys
+from contextlib import contextmanager
 from pathlib import Path
-from typing import List, Optional
+from typing import Iterator, List, Optional
 
 from ..errors import HarnessError
 from .devices import DeviceEnv
@@ -72,13 +73,8 @@ def _recipe(env: DeviceEnv, base: str) -> dict:
 
 def ensure_env(env: DeviceEnv, envs_dir: Path, pip_timeout_s: float = 900.0) -> str:
     """The device Python of this environment, building it if its recipe changed; returns its path."""
-    envs_dir = Path(envs_dir).resolve()
-    envs_dir.mkdir(parents=True, exist_ok=True)
-    directory = envs_dir / env.name
-    python = directory / "bin" / "python"
-    # Two farm-ups at once (tests and `make farm-up`) must not build the same venv together.
-    with open(envs_dir / f".{env.name}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    with locked_env_dir(envs_dir, env.name) as directory:
+        python = directory / "bin" / "python"
         stamp = _read_stamp(directory)
         if stamp is not None and python.exists() and stamp.get("requirements") == list(env.requirements) \
                 and os.path.exists(stamp.get("base_python", "")):
@@ -96,6 +92,17 @@ def ensure_env(env: DeviceEnv, envs_dir: Path, pip_timeout_s: float = 900.0) -> 
                     120)
         (directory / STAMP).write_text(json.dumps(_recipe(env, base), indent=1))
         return str(python)
+
+
+@contextmanager
+def locked_env_dir(envs_dir: Path, name: str) -> Iterator[Path]:
+    """The environment's directory under envs_dir, held exclusively while it is checked or built: two
+    farm-ups at once (tests and `make farm-up`) must not build the same environment together."""
+    envs_dir = Path(envs_dir).resolve()
+    envs_dir.mkdir(parents=True, exist_ok=True)
+    with open(envs_dir / f".{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield envs_dir / name
 
 
 def _read_stamp(directory: Path) -> Optional[dict]:

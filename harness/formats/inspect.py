@@ -10,21 +10,12 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, Dict, Mapping, Optional, Sequence
 
-from ..agent import agent as device_agent
-
-
-def _loaded_runtime(path: Path, fmt: str, shapes: Optional[Mapping[str, Sequence[int]]] = None):
-    from ..quiet import native_stderr_quieted
-
-    runtime = device_agent.RUNTIMES[fmt](1, {})
-    with native_stderr_quieted():  # LiteRT announces its XNNPACK delegate on fd 2
-        runtime.load(str(path), None, dict(shapes or {}))
-    return runtime
+from ..sources.runtimes import load_on_host
 
 
 def read_interface(path: Path, fmt: str, shapes: Optional[Mapping[str, Sequence[int]]] = None) -> Dict[str, Any]:
     """The artifact's interface, loaded for the fixed input sizes (a dynamic model must load at them)."""
-    return _loaded_runtime(path, fmt, shapes).interface()
+    return load_on_host(path, fmt, shapes).interface()
 
 
 def list_operators(path: Path, fmt: str, shapes: Optional[Mapping[str, Sequence[int]]] = None) -> Dict[str, int]:
@@ -39,7 +30,7 @@ def list_operators(path: Path, fmt: str, shapes: Optional[Mapping[str, Sequence[
         skip = {"Parameter", "Result", "Constant"}
         return dict(Counter(op.get_type_name() for op in model.get_ordered_ops() if op.get_type_name() not in skip))
     if fmt == "tflite":
-        runtime = _loaded_runtime(path, "tflite", shapes)
+        runtime = load_on_host(path, "tflite", shapes)
         try:
             details = runtime.interp._get_ops_details()
         except AttributeError:  # very old runtimes: no op listing

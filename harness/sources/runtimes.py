@@ -3,23 +3,29 @@ the agent's own runtime classes, so the reference is computed exactly as a devic
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import Any, Mapping, Optional, Sequence
 
 from ..agent import agent as device_agent
 from ..interface import Interface
 from . import not_a_model, register_source
 
 
-def _open(path: Path, fmt: str, shapes=None):
+def load_on_host(path: Path, fmt: str, shapes: Optional[Mapping[str, Sequence[int]]] = None,
+                 options: Optional[Mapping[str, Any]] = None):
+    """One of the agent's runtimes with a model loaded in this process, at the given input sizes."""
     from ..quiet import native_stderr_quieted
 
-    runtime = device_agent.RUNTIMES[fmt](1, {"precision": "f32"})
+    runtime = device_agent.RUNTIMES[fmt](1, dict(options or {}))
+    with native_stderr_quieted():  # LiteRT announces its XNNPACK delegate on fd 2
+        runtime.load(str(path), None, dict(shapes or {}))
+    return runtime
+
+
+def _open(path: Path, fmt: str, shapes=None):
     try:
-        with native_stderr_quieted():  # LiteRT announces its XNNPACK delegate on fd 2
-            runtime.load(str(path), None, shapes)
+        return load_on_host(path, fmt, shapes, {"precision": "f32"})
     except Exception as exc:
         raise not_a_model(path, fmt, exc) from None
-    return runtime
 
 
 class RuntimeSource:
