@@ -71,6 +71,8 @@ class PreparedModel:
     labels_path: Optional[Path]       # .npy, or None without labels
     reference_outputs_path: Path      # the agent's outputs .npz: the source run on the host
     calibration_path: Optional[Path]  # feeds .npz of calibration samples, or None
+    #: content hash of the calibration samples ('' without any): part of every variant's cache key
+    calibration_sha256: str
     #: the reference's own figures: accuracy, top5_accuracy, metric_<name>, ...
     reference_figures: Dict[str, Any]
     param_count: Optional[int]
@@ -381,7 +383,8 @@ def prepare_model(recipe, cache: ContentCache, progress: Progress = SILENT,
     interface, evaluation, calibration, notes = plan_data(recipe, described, train_data, with_calibration)
     metric = load_entry_point(recipe.metric, recipe.source_path or "--metric", "metric", recipe.base_dir) \
         if recipe.metric else None
-    key = content_key("reference", sha, fmt, interface.to_doc(), data_digest(evaluation), data_digest(calibration),
+    calibration_sha = data_digest(calibration)
+    key = content_key("reference", sha, fmt, interface.to_doc(), data_digest(evaluation), calibration_sha,
                       recipe.metric, recipe.primary_metric, recipe.task, recipe.output,
                       _source_hash(run_on_host, "reference"), _source_hash(SOURCES.get(fmt), fmt), library_versions())
     name = f"{recipe.name}-{key}"
@@ -417,7 +420,7 @@ def prepare_model(recipe, cache: ContentCache, progress: Progress = SILENT,
                          entry / "eval_inputs.npz", entry / "labels.npy" if (entry / "labels.npy").exists() else None,
                          entry / "reference_outputs.npz",
                          entry / "calibration.npz" if (entry / "calibration.npz").exists() else None,
-                         figures, meta.get("param_count"), macs, tuple(meta["notes"]), cached and model_cached,
+                         calibration_sha, figures, meta.get("param_count"), macs, tuple(meta["notes"]), cached and model_cached,
                          train_data)
 
 
@@ -435,9 +438,8 @@ def compress_variant(prepared: PreparedModel, variant_name: str, cache: ContentC
     recipe = prepared.recipe
     spec = recipe.variant(variant_name)
     compressor = COMPRESSORS.get(spec.compressor)
-    calibration = prepared.calibration()
     key = content_key("variant", prepared.model_sha256, spec.compressor, spec.params, COMPRESSOR_VERSION,
-                      _source_hash(compressor, spec.compressor), data_digest(calibration),
+                      _source_hash(compressor, spec.compressor), prepared.calibration_sha256,
                       recipe.data.calibration_samples, recipe.seed, recipe.train, library_versions())
     name = f"{recipe.name}-{variant_name}-{key}"
     entry = cache.entry("variants", name)
@@ -452,7 +454,8 @@ def compress_variant(prepared: PreparedModel, variant_name: str, cache: ContentC
             raise ConversionError(f"{variant_name} starts from the reference in {fmt}: {artifact.error}")
         return Path(artifact.path)
 
-    ctx = CompressionContext(recipe, prepared.source_format, prepared.model_path, prepared.interface, calibration,
+    ctx = CompressionContext(recipe, prepared.source_format, prepared.model_path, prepared.interface,
+                             prepared.calibration(),
                              prepared.train_data, recipe.seed, convert_reference)
     started = time.perf_counter()
     with cache.build("variants", name) as scratch:

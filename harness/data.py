@@ -62,9 +62,6 @@ class SampleSet:
         feeds = self.feeds()
         np.savez(path, **feeds.arrays, **{device_agent.FEEDS_KEY: np.array(json.dumps(feeds.spec))})
 
-    def sample_shapes(self) -> Dict[str, Tuple[int, ...]]:
-        return {n: tuple(a.shape[1:] if self.modes[n] == SAMPLE else a.shape) for n, a in self.arrays.items()}
-
 
 # ---------------------------------------------------------------- reading the user's data
 def read_npz(path: Path) -> Tuple[Dict[str, np.ndarray], Optional[np.ndarray]]:

@@ -46,10 +46,6 @@ def read_outputs(path: Path) -> Outputs:
     return out
 
 
-def n_samples(output: Output) -> int:
-    return len(output)
-
-
 def _per_sample(output: Output, n: int) -> List[np.ndarray]:
     return [np.asarray(output[i], dtype=np.float64) for i in range(n)]
 

@@ -67,12 +67,6 @@ class Interface:
     inputs: Tuple[TensorSpec, ...]
     outputs: Tuple[TensorSpec, ...]
 
-    def input(self, name: str) -> TensorSpec:
-        for spec in self.inputs:
-            if spec.name == name:
-                return spec
-        raise KeyError(name)
-
     @property
     def input_names(self) -> List[str]:
         return [s.name for s in self.inputs]
