@@ -29,6 +29,7 @@ from .progress import SILENT, Progress
 from .data import importable_from, load_entry_point
 from .evaluate import ScoringSpec, read_outputs, score_outputs
 from .measurement import combine_repeats
+from .pairing import MANIFEST_KEY as PAIRED_KEY, interleave
 from .verdict import device_failure
 from .results import FAILED, INCOMPATIBLE, LOST, OK, SKIPPED, Category, agent_metrics, cell_id, make_row, \
     results_frame
@@ -535,11 +536,13 @@ def run_profile(recipes: Sequence[Any], targets: Sequence[TargetSpec], variants:
                 settings: RunSettings = RunSettings(), run_id: Optional[str] = None,
                 reports_dir: Path = REPORTS_DIR, cache: Optional[ContentCache] = None,
                 progress: Progress = SILENT, executor: Optional[Executor] = None, resume: bool = False,
-                write_report: bool = True) -> RunOutcome:
+                write_report: bool = True, pairs: Optional[Dict[str, str]] = None) -> RunOutcome:
     """Build every (model, variant, format) artifact, profile it on every target, collate.
 
     variants maps a model name to the variant names to make (default: none, the reference only).
     With resume=True and an existing run_id, only cells without a result (or lost ones) run.
+    pairs maps a baseline twin's model name to its candidate's (harness.pairing): each twin cell is measured
+    right after its candidate's, round after round, and the manifest records the pairing for the gate.
     """
     from .recipes import validate_recipe
 
@@ -574,6 +577,7 @@ def run_profile(recipes: Sequence[Any], targets: Sequence[TargetSpec], variants:
         progress(f"cache: all {reused} artifacts reused, nothing converted")
     else:
         progress(f"cache: {built} artifacts converted, {reused} reused")
+    artifacts = interleave(artifacts, pairs or {})
     cells = plan_cells(artifacts, targets, settings.runtime_configs)
     if resume:
         done = {c["row"]["cell_id"] for c in run.iter_cells() if c["row"]["status"] != LOST}
@@ -589,7 +593,8 @@ def run_profile(recipes: Sequence[Any], targets: Sequence[TargetSpec], variants:
                 "target_specs": [asdict(t) for t in targets],
                 "settings": asdict(settings),
                 "artifacts": [{k: v for k, v in asdict(a).items()} for a in artifacts],
-                "planned_cells": [c.cell_id for c in plan_cells(artifacts, targets, settings.runtime_configs)]}
+                "planned_cells": [c.cell_id for c in plan_cells(artifacts, targets, settings.runtime_configs)],
+                PAIRED_KEY: dict(pairs or {})}
     if resume and run.manifest_path.exists():
         manifest["resumed_at"] = _now()
     run.write_manifest(manifest)

@@ -48,20 +48,32 @@ def load_baseline(store, run_id: str, named: Optional[str], reports_dir: Path
 def cmd_gate(args) -> int:
     from ..gate import LAST_PASSING, evaluate, load_policy, write_junit
     from ..history import History, load_latency_samples, load_run_table, record_run, resolve_run
+    from ..pairing import MANIFEST_KEY as PAIRED_KEY, split_rows
     from ..report import run_budgets, write_summary
     policy = load_policy(args.policy)
     run = resolve_run(args.run, args.reports_dir)
     frame = load_run_table(run)
     budgets, budget_notes = run_budgets(run, sorted({str(t) for t in frame["target"]}), None, args.targets_dir)
     store = History(args.db)
-    named = args.baseline or (policy.baseline if policy.baseline != LAST_PASSING else None)
-    baseline_id, baseline_rows, baseline_samples = load_baseline(store, run.run_id, named, args.reports_dir)
-    rows = frame.to_dict(orient="records")
+    samples = load_latency_samples(run)
+    pairs = dict(run.read_manifest().get(PAIRED_KEY) or {}) if run.manifest_path.exists() else {}
+    if pairs:
+        # A paired run carries its own baseline, measured interleaved with the candidate: no other run is
+        # compared, and no history spread is needed, because the drift between runs never enters.
+        rows, baseline_rows = split_rows(frame.to_dict(orient="records"), pairs)
+        frame = frame[~frame["model"].astype(str).isin(pairs)]
+        baseline_id, baseline_samples = f"{run.run_id} (paired: {', '.join(sorted(pairs))} in the same run)", samples
+        if args.baseline:
+            print(f"  note: --baseline {args.baseline} ignored: the run is paired and carries its own baseline")
+    else:
+        named = args.baseline or (policy.baseline if policy.baseline != LAST_PASSING else None)
+        baseline_id, baseline_rows, baseline_samples = load_baseline(store, run.run_id, named, args.reports_dir)
+        rows = frame.to_dict(orient="records")
     from ..report.crossarch import emulated_targets, read_manifest
     emulated = emulated_targets(sorted({str(t) for t in frame["target"]}), read_manifest(run), None, args.targets_dir)
-    result = evaluate(policy, frame, budgets, run_id=run.run_id, samples=load_latency_samples(run),
+    result = evaluate(policy, frame, budgets, run_id=run.run_id, samples=samples,
                       baseline_rows=baseline_rows, baseline_samples=baseline_samples, baseline_id=baseline_id,
-                      history=store.run_spreads(rows, run.run_id), emulated=emulated)
+                      history={} if pairs else store.run_spreads(rows, run.run_id), emulated=emulated)
     for line in result.lines():
         print(line)
     for note in budget_notes:

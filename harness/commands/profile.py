@@ -5,8 +5,10 @@ import argparse
 import re
 import sys
 from pathlib import Path
+from typing import Dict, Tuple
 
 from ..errors import ConfigError, HarnessError
+from ..pairing import MANIFEST_KEY as PAIRED_KEY, PAIRED_MIN_DURATION_S, PAIRED_REPEATS, baseline_name
 from ..progress import Progress
 from ..rundir import REPORTS_DIR, RunDir
 
@@ -23,6 +25,12 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
                      help="a .onnx, .tflite, OpenVINO .xml (+ .bin), Keras .keras/.h5, SavedModel directory, "
                           "TorchScript .pt or torch.export .pt2; converted to the other formats where a converter "
                           "exists and compared output by output with the file run on this host")
+    own.add_argument("--baseline-model-file", action="append", default=None, metavar="PATH",
+                     help="the previous release's file, one per --model-file, in the same order: measured in the "
+                          "same run as a baseline twin (model NAME.baseline), every cell right after its candidate's, "
+                          f"round after round, so device drift cancels and `harness gate` judges the candidate "
+                          f"against it (default then: --repeats {PAIRED_REPEATS}, --min-duration "
+                          f"{PAIRED_MIN_DURATION_S})")
     own.add_argument("--source-format", default="", metavar="FMT",
                      help="the file's format when its name does not say (onnx, tflite, openvino, keras, "
                           "savedmodel, torchscript, torch_export)")
@@ -54,13 +62,15 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--warmup", type=int, default=10, help="warm-up iterations before timing (default 10)")
     p.add_argument("--iterations", type=int, default=100,
                    help="time at least this many inferences per agent run (default 100)")
-    p.add_argument("--min-duration", type=float, default=1.0, metavar="S",
-                   help="time each agent run for at least S seconds (default 1)")
+    p.add_argument("--min-duration", type=float, default=None, metavar="S",
+                   help="time each agent run for at least S seconds (default 1; "
+                        f"{PAIRED_MIN_DURATION_S} with --baseline-model-file)")
     p.add_argument("--max-duration", type=float, default=60.0, metavar="S",
                    help="and for at most S seconds, even before --iterations is reached (default 60)")
-    p.add_argument("--repeats", type=int, default=1, metavar="N",
+    p.add_argument("--repeats", type=int, default=None, metavar="N",
                    help="independent agent runs per cell, interleaved across a device's cells; the regression "
-                        "judge weighs their spread (default 1; make nightly uses 3)")
+                        f"judge weighs their spread (default 1; make nightly uses 3; {PAIRED_REPEATS} with "
+                        "--baseline-model-file)")
     p.add_argument("--threads", type=int, default=None, help="runtime threads (default: the target's `threads`)")
     p.add_argument("--max-samples", type=int, default=0,
                    help="evaluate at most this many samples per cell (default 0: the whole evaluation split)")
@@ -116,15 +126,35 @@ def resolve_variants(recipes, spec: str):
     return chosen
 
 
-def file_recipes(args) -> list:
-    """One recipe per --model-file, with the flags' shapes, data, metric and task."""
+def file_recipes(args) -> Tuple[list, Dict[str, str]]:
+    """One recipe per --model-file, with the flags' shapes, data, metric and task; and one baseline twin per
+    --baseline-model-file with the same settings. Returns (recipes, twin name -> candidate name)."""
+    from dataclasses import replace
+
     from ..interface import parse_shape_flag
     from ..recipes import recipe_for_file
 
     shapes = dict(parse_shape_flag(text) for text in args.input_shape)
-    return [recipe_for_file(Path(path), args.source_format, shapes, args.data, args.calibration, args.metric,
-                            args.task, random_samples=args.samples, class_output=args.class_output)
-            for path in args.model_file or []]
+    model_files, baseline_files = args.model_file or [], getattr(args, "baseline_model_file", None) or []
+    if baseline_files and len(baseline_files) != len(model_files):
+        raise ConfigError("--baseline-model-file", f"{len(baseline_files)} given for {len(model_files)} --model-file; "
+                          "give one baseline per model file, in the same order")
+
+    def recipe(path: str):
+        return recipe_for_file(Path(path), args.source_format, shapes, args.data, args.calibration, args.metric,
+                               args.task, random_samples=args.samples, class_output=args.class_output)
+
+    recipes = [recipe(path) for path in model_files]
+    names = [r.name for r in recipes]
+    if baseline_files and len(set(names)) != len(names):
+        raise ConfigError("--model-file", f"two files are both named {sorted(n for n in names if names.count(n) > 1)[0]!r};"
+                          " a paired run names each baseline after its candidate, so give the files distinct names")
+    pairs: Dict[str, str] = {}
+    for candidate, path in zip(list(recipes), baseline_files):
+        twin = replace(recipe(path), name=baseline_name(candidate.name))
+        pairs[twin.name] = candidate.name
+        recipes.append(twin)
+    return recipes, pairs
 
 
 def resumed_recipes(manifest) -> list:
@@ -166,8 +196,9 @@ def cmd_profile(args) -> int:
         run_id = resume
     if resume:
         recipes = resumed_recipes(manifest)
+        pairs = dict(manifest.get(PAIRED_KEY) or {})
     else:
-        recipes = file_recipes(args)
+        recipes, pairs = file_recipes(args)
         model_names = model_names or ([] if recipes else ["digits_cnn"])
         if model_names == ["all"]:
             model_names = list_recipe_names()
@@ -178,7 +209,12 @@ def cmd_profile(args) -> int:
     settings = RunSettings.from_manifest(settings_doc) if resume else RunSettings(
         warmup=args.warmup, iterations=args.iterations, threads=args.threads, max_samples=args.max_samples,
         cell_timeout_s=args.timeout, profile=not args.no_profile, runtime_configs=tuple(args.runtime_config),
-        min_duration_s=args.min_duration, max_duration_s=args.max_duration, repeats=args.repeats)
+        min_duration_s=args.min_duration if args.min_duration is not None else
+        PAIRED_MIN_DURATION_S if pairs else 1.0, max_duration_s=args.max_duration,
+        repeats=args.repeats if args.repeats is not None else PAIRED_REPEATS if pairs else 1)
+    if pairs and settings.repeats < 2:
+        progress(f"note: a paired run of {settings.repeats} repeat cannot measure its own noise; the gate then "
+                 f"assumes one (use --repeats {PAIRED_REPEATS})")
     from ..distributed import connect, scheduler_address
     address = scheduler_address(getattr(args, "scheduler", None))
     client = connect(address) if address else None  # no scheduler: threads here, and dask is never imported
@@ -187,7 +223,7 @@ def cmd_profile(args) -> int:
     try:
         outcome = run_profile(recipes, targets, variants, settings, run_id=run_id, reports_dir=args.reports_dir,
                               progress=progress, resume=bool(resume), write_report=not args.no_report,
-                              executor=client)
+                              executor=client, pairs=pairs)
     finally:
         if client is not None:
             client.close()
