@@ -259,7 +259,7 @@ def _format_checks(tp: TargetPolicy, target: str, rows: Sequence[Mapping[str, An
 def _baseline_checks(tp: TargetPolicy, target: str, rows: Sequence[Mapping[str, Any]],
                      samples: Mapping[str, Any], baseline_rows: Sequence[Mapping[str, Any]],
                      baseline_samples: Mapping[str, Any], alpha: float,
-                     history: Mapping[Tuple[str, ...], RunSpread]) -> List[Check]:
+                     history: Mapping[Tuple[str, ...], RunSpread], paired: bool = False) -> List[Check]:
     checks: List[Check] = []
     base_by_id = {_identity(r): r for r in baseline_rows}
     for row in rows:
@@ -277,7 +277,7 @@ def _baseline_checks(tp: TargetPolicy, target: str, rows: Sequence[Mapping[str, 
                     baseline_samples.get(str(base.get("cell_id"))), samples.get(cell),
                     min_effect=tp.max_latency_regression, alpha=alpha, history=history.get(history_key(row)),
                     assumed_run_cv=DEFAULT_ASSUMED_RUN_CV if tp.assumed_run_cv is None else tp.assumed_run_cv,
-                    min_shift_ms=tp.min_latency_shift_ms or 0.0)
+                    min_shift_ms=tp.min_latency_shift_ms or 0.0, paired=paired)
                 checks.append(Check(target, "max_latency_regression", cell, not comparison.regressed,
                                     f"{comparison.describe()} (maximum {tp.max_latency_regression:+.0%})",
                                     skipped=not comparison.judged))
@@ -301,14 +301,16 @@ def evaluate(policy: Policy, frame: Any, budgets: Mapping[str, Budgets] | None =
              baseline_samples: Mapping[str, Sequence[float]] | None = None,
              baseline_id: Optional[str] = None,
              history: Mapping[Tuple[str, ...], RunSpread] | None = None,
-             emulated: AbstractSet[str] = frozenset()) -> GateResult:
+             emulated: AbstractSet[str] = frozenset(), paired: bool = False) -> GateResult:
     """Every check of `policy` against a run's table; pure.
 
     `budgets` are the targets' budgets (used where use_target_budgets is set);
     `samples` and `baseline_*` feed the regression rules, which are skipped
     with a note when there is no baseline. `history` maps a cell's history key
     (regression.history_key) to the between-run spread the history store has
-    seen for it. A cell measured on a noisy device is not judged. On the `emulated` targets
+    seen for it. `paired`: the baseline rows were measured in this run, each repeat right after the
+    candidate's (harness.pairing), so latency is judged on the per-round differences. A cell measured on a
+    noisy device is not judged. On the `emulated` targets
     (TargetSpec.emulated: qemu-user) latency and memory rules do not apply: only whether cells
     ran and their accuracy are checked, and timing noise there does not matter.
     """
@@ -343,7 +345,7 @@ def evaluate(policy: Policy, frame: Any, budgets: Mapping[str, Budgets] | None =
             wants_baseline = True
             if baseline_rows is not None:
                 checks += _baseline_checks(tp, target, checked, samples, baseline_rows, baseline_samples or {},
-                                           policy.alpha, history or {})
+                                           policy.alpha, history or {}, paired)
     if wants_baseline and baseline_rows is None:
         notes.append("no baseline run found: regression rules not checked (the first passing run becomes one)")
     noisy = [c for c in checks if c.skipped and c.rule == "quiet_device"]

@@ -194,11 +194,13 @@ def _insufficient(n_base: int, n_cand: int) -> LatencyComparison:
 def compare_latency(baseline: Samples, candidate: Samples, *, min_effect: float = DEFAULT_MIN_EFFECT,
                     alpha: float = DEFAULT_ALPHA, history: Optional[RunSpread] = None,
                     assumed_run_cv: float = DEFAULT_ASSUMED_RUN_CV,
-                    min_shift_ms: float = DEFAULT_MIN_SHIFT_MS) -> LatencyComparison:
+                    min_shift_ms: float = DEFAULT_MIN_SHIFT_MS, paired: bool = False) -> LatencyComparison:
     """Has `candidate` got slower than `baseline`? See the module docstring for the rule.
 
     baseline / candidate: one array of samples (ms) or one per repeat.
     history: the cell key's between-run spread from the history store, if known.
+    paired: the two were measured in the same run, repeat k of each back to back (harness.pairing); with as
+    many usable repeats on each side, the noise is the spread of the per-round differences (a paired t test).
     """
     from scipy.stats import mannwhitneyu, t as student_t
     base_all, cand_all = as_repeats(baseline), as_repeats(candidate)
@@ -221,12 +223,19 @@ def compare_latency(baseline: Samples, candidate: Samples, *, min_effect: float 
     df_rep = (kb - 1) + (kc - 1)
     notes = []
     broad: List[Tuple[float, float, float, str]] = []  # (baseline var, new var, df, source)
-    if df_rep > 0:
+    rounds = kb == kc == len(base_all) == len(cand_all) and kb > 1
+    if paired and rounds:
+        # Drift shared by the two sides of a round cancels in its difference: what is left is the spread of
+        # the per-round differences, split evenly between the sides so the rule below stays one formula.
+        spread = float(np.var(log_c - log_b, ddof=1))
+        broad.append((spread / (2 * kb), spread / (2 * kc), float(kb - 1), "paired rounds"))
+        notes.append(f"paired: {kb} rounds, per-round difference SD {math.sqrt(spread):.1%}")
+    elif df_rep > 0:
         pooled = ((float(np.var(log_b, ddof=1)) * (kb - 1) if kb > 1 else 0.0) +
                   (float(np.var(log_c, ddof=1)) * (kc - 1) if kc > 1 else 0.0)) / df_rep
         broad.append((pooled / kb, pooled / kc, float(df_rep), "between-repeat"))
         notes.append(f"between-repeat CV {math.sqrt(pooled):.1%} ({kb}+{kc} repeats)")
-    if history is not None:
+    if history is not None and not (paired and rounds):
         broad.append((history.cv ** 2, history.cv ** 2, float(max(history.df, 1)), "history"))
         notes.insert(0, f"between-run CV {history.cv:.1%} over {history.runs} runs")
     if not broad:

@@ -24,8 +24,10 @@ from .overhead import Workspace, overhead, timed_profile
 from .scaling import scaling
 from .vendor import fidelity, load_average
 
-STEPS = ("overhead", "fidelity", "scaling", "calibration", "distributed")
+STEPS = ("overhead", "fidelity", "scaling", "calibration", "paired", "distributed")
 BENCH_DIR = Path(".harness/bench")
+#: bench.json sections a step writes
+SECTIONS = ("overhead", "fidelity", "scaling", "calibration", "paired_calibration", "distributed")
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -118,6 +120,22 @@ def main(argv=None) -> int:
                 with gzip.open(args.out / "calibration-samples.json.gz", "wt", encoding="utf-8") as handle:
                     json.dump(raw, handle)
             doc["calibration"] = cal
+        if "paired" in steps:
+            from ..pairing import PAIRED_MIN_DURATION_S, PAIRED_REPEATS
+            from .paired import paired_calibration
+            reruns = args.reruns or (4 if args.quick else 10)
+            repeats = args.repeats or (4 if args.quick else PAIRED_REPEATS)
+            quota_reruns = args.quota_reruns if args.quota_reruns is not None else (1 if args.quick else 2)
+            duration = args.duration or PAIRED_MIN_DURATION_S
+            log(f"paired calibration: {reruns} reruns x {repeats} rounds x 2 sides per cell, {quota_reruns} with the "
+                "candidate side under a CPU quota")
+            paired = paired_calibration(BENCH_DIR / "models", ws.root / "paired", reruns, repeats, quota_reruns,
+                                        duration, log)
+            args.out.mkdir(parents=True, exist_ok=True)
+            import gzip
+            with gzip.open(args.out / "paired-calibration-samples.json.gz", "wt", encoding="utf-8") as handle:
+                json.dump(paired.pop("raw"), handle)
+            doc["paired_calibration"] = paired
         if "overhead" in steps or "scaling" in steps or "fidelity" in steps:
             log("overhead: cold profile, then warm reruns (digits_cnn on the local target)")
             doc["overhead"] = overhead(ws, warm_runs if "overhead" in steps else 0, log)
@@ -155,6 +173,15 @@ def main(argv=None) -> int:
     doc["load_average_end"] = load_average()
     doc["total_wall_s"] = time.perf_counter() - started
     args.out.mkdir(parents=True, exist_ok=True)
+    earlier = args.out / "bench.json"
+    if earlier.exists():  # a run of some steps keeps the sections of the others from the last run
+        try:
+            kept = {k: v for k, v in json.loads(earlier.read_text()).items() if k in SECTIONS and k not in doc}
+        except ValueError:
+            kept = {}
+        if kept:
+            doc.update(kept)
+            doc["notes"].append(f"sections kept from the earlier bench.json (not re-run): {', '.join(sorted(kept))}")
     (args.out / "bench.json").write_text(json.dumps(doc, indent=1, default=str))
     (args.out / "bench.md").write_text(report.markdown(doc))
     log(f"wrote {args.out / 'bench.json'} and {args.out / 'bench.md'} ({doc['total_wall_s']:.0f}s)")

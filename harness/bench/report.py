@@ -131,6 +131,25 @@ def calibration_table(doc: Dict[str, Any]) -> List[str]:
     return lines
 
 
+def paired_table(doc: Dict[str, Any]) -> List[str]:
+    lines = ["| model | format | median ms | between-repeat CV | noise-only change SD | noise only: false alarms | "
+             "10 % applied: caught | median 95 % CI width | CI covers +10 % | quota: median change | quota: caught | "
+             "reruns the guard calls noisy |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in doc["rows"]:
+        q = r.get("quota") or {}
+        lines.append(
+            f"| {r['model']} | {r['fmt']} | {_f(r['median_ms'], '{:.4f}')} | {_pct(r['between_repeat_cv'])} | "
+            f"{_pct(r['noise_only_change_sd'])} | {r['false_alarms']}/{r['reruns']} | {r['caught']}/{r['reruns']} | "
+            f"{_pct(r['ci_width_median'])} | {_pct(r['ci_covers_slowdown'])} | "
+            f"{_pct(q.get('median_change')) if q else 'skipped'} | "
+            f"{str(q['caught']) + '/' + str(q['reruns']) if q else 'skipped'} | {r['noisy_reruns']}/{r['reruns']} |")
+    n = doc.get("reruns") or 0
+    lines += ["", f"All cells: {doc['false_alarms']} false alarm(s) in {n} noise-only paired reruns "
+                  f"({_pct(doc['false_alarms'] / n if n else None)}); {doc['caught']} of {n} 10 % slowdowns caught "
+                  f"({_pct(doc['caught'] / n if n else None)})."]
+    return lines
+
+
 def distributed_table(doc: Dict[str, Any]) -> List[str]:
     lines: List[str] = []
     build = doc.get("build")
@@ -183,6 +202,15 @@ def markdown(doc: Dict[str, Any]) -> str:
                 f"{c['settings']['duration_s']:g} s per cell; min effect {c['settings']['min_effect']:.0%}, "
                 f"alpha {c['settings']['alpha']:g}; {c['wall_s']:.0f} s.", ""]
         out += calibration_table(c) + [""]
+    if "paired_calibration" in doc:
+        c = doc["paired_calibration"]
+        st = c["settings"]
+        out += ["## Gate calibration of paired runs (`--baseline-model-file`; real reruns)", "",
+                f"{st['reruns']} reruns; each measures every cell as baseline and candidate (the same file) in "
+                f"{st['repeats']} interleaved rounds of {st['duration_s']:g} s agent runs; judged as `harness gate` "
+                f"judges a paired run (no history); min effect {st['min_effect']:.0%}, alpha {st['alpha']:g}; "
+                f"{c['wall_s']:.0f} s.", ""]
+        out += paired_table(c) + [""]
     if "distributed" in doc:
         out += ["## Distributed (dask): build on 1 worker against 2, and per-cell dispatch", ""]
         out += distributed_table(doc["distributed"]) + [""]

@@ -73,7 +73,8 @@ def cmd_gate(args) -> int:
     emulated = emulated_targets(sorted({str(t) for t in frame["target"]}), read_manifest(run), None, args.targets_dir)
     result = evaluate(policy, frame, budgets, run_id=run.run_id, samples=samples,
                       baseline_rows=baseline_rows, baseline_samples=baseline_samples, baseline_id=baseline_id,
-                      history={} if pairs else store.run_spreads(rows, run.run_id), emulated=emulated)
+                      history={} if pairs else store.run_spreads(rows, run.run_id), emulated=emulated,
+                      paired=bool(pairs))
     for line in result.lines():
         print(line)
     for note in budget_notes:
