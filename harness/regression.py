@@ -31,6 +31,12 @@ se = sqrt(var_base + var_new), and a cell has regressed when
   default 5 %). There is no absolute floor: a 20 us model is judged like a
   10 ms one, against its own measured noise.
 
+A paired run (harness.pairing: the baseline file measured in the same run,
+repeat k of each side back to back) is judged on the per-round differences
+log(median new_k) - log(median base_k) instead: their spread, with k - 1
+degrees of freedom, is the noise, since drift shared by a round cancels in
+its difference; no history enters (`paired=True`).
+
 Every change carries its 95 % confidence interval exp(d +- t * se) - 1.
 Under no change the rule alarms with probability below alpha as long as the
 noise estimates are honest; how often a real 10 % slowdown is caught depends
