@@ -68,6 +68,10 @@ MAX_HISTORY_RUNS = 30
 #: regression or upgrade), not noise; only trimmed in series of at least STEP_TRIM_MIN_DIFFS differences
 STEP_TRIM_SIGMAS = 5.0
 STEP_TRIM_MIN_DIFFS = 9
+#: a paired round whose difference is beyond this many robust standard deviations of the median difference is
+#: left out (one side's process in a pathological mode); only in runs of at least ROUND_TRIM_MIN rounds
+ROUND_TRIM_SIGMAS = 5.0
+ROUND_TRIM_MIN = 6
 #: between-run spread of log latency assumed when nothing measures it (one repeat, no history)
 DEFAULT_ASSUMED_RUN_CV = 0.03
 #: how much that assumption is worth, in degrees of freedom
@@ -193,6 +197,21 @@ def between_run_spread(medians_ms: Sequence[Optional[float]]) -> Optional[RunSpr
     return RunSpread(cv=sigma, runs=len(values), df=len(kept))
 
 
+def _typical_rounds(diffs: np.ndarray) -> List[int]:
+    """The rounds of a paired run whose difference is within ROUND_TRIM_SIGMAS robust standard deviations
+    of the median difference. A process that lands in a pathological mode (seen with OpenVINO here: one
+    process in ten or twenty running 2x slower, both sides alike) is not the model's speed; a candidate
+    that is slower in most rounds moves the median, not one round. Only from ROUND_TRIM_MIN rounds on."""
+    indices = list(range(len(diffs)))
+    if len(diffs) < ROUND_TRIM_MIN:
+        return indices
+    center = float(np.median(diffs))
+    robust = 1.4826 * float(np.median(np.abs(diffs - center)))
+    if robust == 0:
+        return indices
+    return [i for i in indices if abs(float(diffs[i]) - center) <= ROUND_TRIM_SIGMAS * robust]
+
+
 def _insufficient(n_base: int, n_cand: int) -> LatencyComparison:
     return LatencyComparison(n_base, n_cand, None, None, None, None, None, None, False, "insufficient-samples")
 
@@ -220,6 +239,17 @@ def compare_latency(baseline: Samples, candidate: Samples, *, min_effect: float 
     stats_c = [_log_median_and_var(r) for r in cand]
     log_b = np.array([m for m, _ in stats_b])
     log_c = np.array([m for m, _ in stats_c])
+    rounds = paired and kb == kc == len(base_all) == len(cand_all) and kb > 1
+    notes = []
+    if rounds:
+        keep = _typical_rounds(log_c - log_b)
+        if len(keep) < kb:
+            notes.append(f"{kb - len(keep)} of {kb} rounds left out: one side's process ran far off the others "
+                         f"({', '.join(f'{math.expm1(float(log_c[i] - log_b[i])):+.0%}' for i in range(kb) if i not in keep)})")
+            base, cand = [base[i] for i in keep], [cand[i] for i in keep]
+            stats_b, stats_c = [stats_b[i] for i in keep], [stats_c[i] for i in keep]
+            log_b, log_c = log_b[keep], log_c[keep]
+            kb = kc = len(keep)
     d = float(log_c.mean() - log_b.mean())
 
     # The within-run sampling error is a lower bound on each repeat's noise. The between-repeat spread of
@@ -227,21 +257,19 @@ def compare_latency(baseline: Samples, candidate: Samples, *, min_effect: float 
     # everything, so those broad sources set the degrees of freedom; the largest estimate sets the variance.
     within = float(np.mean([v for _, v in stats_b + stats_c]))
     df_rep = (kb - 1) + (kc - 1)
-    notes = []
     broad: List[Tuple[float, float, float, str]] = []  # (baseline var, new var, df, source)
-    rounds = kb == kc == len(base_all) == len(cand_all) and kb > 1
-    if paired and rounds:
+    if rounds:
         # Drift shared by the two sides of a round cancels in its difference: what is left is the spread of
         # the per-round differences, split evenly between the sides so the rule below stays one formula.
         spread = float(np.var(log_c - log_b, ddof=1))
         broad.append((spread / (2 * kb), spread / (2 * kc), float(kb - 1), "paired rounds"))
-        notes.append(f"paired: {kb} rounds, per-round difference SD {math.sqrt(spread):.1%}")
+        notes.insert(0, f"paired: {kb} rounds, per-round difference SD {math.sqrt(spread):.1%}")
     elif df_rep > 0:
         pooled = ((float(np.var(log_b, ddof=1)) * (kb - 1) if kb > 1 else 0.0) +
                   (float(np.var(log_c, ddof=1)) * (kc - 1) if kc > 1 else 0.0)) / df_rep
         broad.append((pooled / kb, pooled / kc, float(df_rep), "between-repeat"))
         notes.append(f"between-repeat CV {math.sqrt(pooled):.1%} ({kb}+{kc} repeats)")
-    if history is not None and not (paired and rounds):
+    if history is not None and not rounds:
         broad.append((history.cv ** 2, history.cv ** 2, float(max(history.df, 1)), "history"))
         notes.insert(0, f"between-run CV {history.cv:.1%} over {history.runs} runs")
     if not broad:
