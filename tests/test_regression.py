@@ -208,3 +208,13 @@ def test_paired_with_unmatched_repeats_falls_back_to_independent_sides():
     base, cand = paired_rounds(3)
     result = compare_latency(base, cand[:-1], paired=True)
     assert result.noise_source != "paired rounds" and result.judged
+
+
+def test_a_round_with_one_side_in_a_pathological_mode_is_left_out_and_said_so():
+    """One baseline process of ten ran 2.3x slower (as OpenVINO processes here sometimes do): that round's
+    difference is -57 %, far outside the others; with it the 10 % slowdown would hide in a wide interval."""
+    base, slow = paired_rounds(11, slowdown=0.10, round_cv=0.02)
+    base[3] = [x * 2.3 for x in base[3]]
+    result = compare_latency(base, slow, paired=True)
+    assert result.regressed and result.repeats_baseline == 9 and "1 of 10 rounds left out" in result.describe()
+    assert 0.05 < result.relative_change < 0.15  # the typical rounds' change, not dragged down by the outlier
