@@ -67,7 +67,7 @@ def test_a_slower_candidate_fails_the_gate_against_its_baseline_measured_in_the_
     assert gate.returncode == 1, gate.stdout
     violations = [ln for ln in gate.stdout.splitlines() if "VIOLATION" in ln]
     assert violations and all("max_latency_regression" in ln for ln in violations), gate.stdout
-    assert "paired" in gate.stdout.splitlines()[0] and "between-repeat" in violations[0], gate.stdout
+    assert "paired" in gate.stdout.splitlines()[0] and "noise: paired rounds" in violations[0], gate.stdout
     # the baseline twin is the reference the candidate is judged against, never a cell the gate judges itself
     assert "fast.baseline" not in "\n".join(violations)
     assert {p: p.read_bytes() for p in (fast, slow)} == before  # the user's files are untouched
