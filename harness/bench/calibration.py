@@ -31,7 +31,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -190,22 +189,31 @@ def measure(models: Sequence[BenchModel], reruns: int, repeats: int, quota_rerun
             series[key].runs.append(reps)
             series[key].noise.append(noise[key])
         log(f"  rerun {r + 1}/{reruns}: {len(cells)} cells x {repeats} repeats in {time.perf_counter() - started:.0f}s")
-    quota_note = ""
-    if quota_reruns > 0:
-        quota = CpuQuota()
-        if quota.path is None:
-            quota_note = f"slowdown made real with a CPU quota: skipped, {quota.problem}"
-            log(f"  {quota_note}")
-        else:
-            quota_note = quota.kind
-            try:
-                for r in range(quota_reruns):
-                    for key, reps in one_rerun(quota).items():
-                        series[key].quota_runs.append(reps)
-                    log(f"  quota rerun {r + 1}/{quota_reruns} ({quota.kind})")
-            finally:
-                quota.close()
-    return series, quota_note
+    def add(got: Dict[str, List[List[float]]]) -> None:
+        for key, reps in got.items():
+            series[key].quota_runs.append(reps)
+
+    return series, run_under_quota(quota_reruns, one_rerun, add, log)
+
+
+def run_under_quota(reruns: int, one_rerun: Callable[[Optional["CpuQuota"]], Any], add: Callable[[Any], None],
+                    log: Callable[[str], None] = print, label: str = "quota rerun") -> str:
+    """`reruns` calls of one_rerun(quota), each result handed to `add`: the quota's description, or why it was
+    skipped ('' for none asked)."""
+    if reruns <= 0:
+        return ""
+    quota = CpuQuota()
+    if quota.path is None:
+        note = f"slowdown made real with a CPU quota: skipped, {quota.problem}"
+        log(f"  {note}")
+        return note
+    try:
+        for r in range(reruns):
+            add(one_rerun(quota))
+            log(f"  {label} {r + 1}/{reruns} ({quota.kind})")
+    finally:
+        quota.close()
+    return quota.kind
 
 
 # ---------------------------------------------------------------- analysis (pure)

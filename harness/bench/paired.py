@@ -30,7 +30,7 @@ from ..device_noise import noise_reasons
 from ..pairing import PAIRED_MIN_DURATION_S, PAIRED_REPEATS
 from ..regression import DEFAULT_ALPHA, DEFAULT_MIN_EFFECT, compare_latency
 from ..targets import QuietLimits
-from .calibration import FORMATS, CpuQuota, agent_supports, build_models, run_agent_samples
+from .calibration import FORMATS, CpuQuota, agent_supports, build_models, run_agent_samples, run_under_quota
 from .models import BenchModel
 from .vendor import write_random_inputs
 
@@ -83,18 +83,11 @@ def measure(models: Sequence[BenchModel], reruns: int, repeats: int, quota_rerun
             series[key].runs.append(sides)
         log(f"  paired rerun {r + 1}/{reruns}: {len(cells)} cells x {repeats} rounds x 2 sides in "
             f"{time.perf_counter() - started:.0f}s")
-    if quota_reruns > 0:
-        quota = CpuQuota()
-        if quota.path is None:
-            log(f"  slowdown made real with a CPU quota: skipped, {quota.problem}")
-        else:
-            try:
-                for r in range(quota_reruns):
-                    for key, sides in one_rerun(quota).items():
-                        series[key].quota_runs.append(sides)
-                    log(f"  paired quota rerun {r + 1}/{quota_reruns} ({quota.kind})")
-            finally:
-                quota.close()
+    def add(got: Dict[str, List[Repeats]]) -> None:
+        for key, sides in got.items():
+            series[key].quota_runs.append(sides)
+
+    run_under_quota(quota_reruns, one_rerun, add, log, "paired quota rerun")
     return series
 
 
