@@ -141,3 +141,13 @@ def test_vendor_tools_and_agent_run_on_a_real_model(tmp_path):
     assert agent.settings["precision"] == ov.settings["precision"] == "f32"
     with pytest.raises(BenchError, match="benchmark_app exited"):
         run_benchmark_app(tmp_path / "missing.xml", shape, threads=1, iterations=2)
+
+
+def test_litert_benchmark_mean_comes_from_its_throughput_line_at_0_1_percent():
+    """The digits model's 0.01 ms avg is 25.29 MB/s of one 8x8x1 float32 input: 9.65 µs; the ConvNet's 3.10 ms
+    avg is 15.12 MB/s of 64x64x3 float32, 3.100 ms, the two figures agreeing where both are fine enough."""
+    digits = parse_litert_benchmark((DATA / "litert_benchmark_digits.txt").read_text(), input_bytes=8 * 8 * 4)
+    assert digits["mean_ms"] == digits["mean_from_throughput_ms"] == pytest.approx(256 / 2**20 / 25.29 * 1e3)
+    convnet = parse_litert_benchmark((DATA / "litert_benchmark_convnet.txt").read_text(), input_bytes=64 * 64 * 3 * 4)
+    assert convnet["mean_ms"] == pytest.approx(3.10, rel=0.002)
+    assert parse_litert_benchmark((DATA / "litert_benchmark_digits.txt").read_text())["mean_ms"] == 0.01

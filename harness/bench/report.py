@@ -43,12 +43,12 @@ def _mib(value: Optional[int]) -> str:
 def fidelity_table(pairings: List[Dict[str, Any]]) -> List[str]:
     lines = ["| model | format | vendor tool | precision (agent/vendor) | threads | iterations | rounds | "
              "agent median ms | vendor median ms | ratio agent/vendor (paired) | of medians | of minima | "
-             "per-round ratios | within 5 % |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "of means (paired) | per-round ratios | within 5 % |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for p in pairings:
         if p.get("error"):
             lines.append(f"| {p['model']} | {p['fmt']} | {p['vendor_tool']} | {p['precision'] or 'default'} | "
-                         f"{p['threads']} | | | | | error: {p['error'][:120]} | | | | |")
+                         f"{p['threads']} | | | | | error: {p['error'][:120]} | | | | | |")
             continue
         rounds = ", ".join(f"{r:.3f}" for r in p["round_ratios"])
         within = {True: "yes", False: "no", None: ""}[p["within_5_percent"]]
@@ -56,7 +56,8 @@ def fidelity_table(pairings: List[Dict[str, Any]]) -> List[str]:
         lines.append(f"| {p['model']} | {p['fmt']} | {p['vendor_tool']} | {p['precision'] or 'default'} ({used}) | "
                      f"{p['threads']} | {p['iterations']} | {len(p['agent_ms'])} | {_f(p['agent_median_ms'], '{:.4f}')}"
                      f" | {_f(p['vendor_median_ms'], '{:.4f}')} | {_f(p['ratio'])} | "
-                     f"{_f(p.get('ratio_of_medians'))} | {_f(p.get('ratio_of_minima'))} | {rounds} | {within} |")
+                     f"{_f(p.get('ratio_of_medians'))} | {_f(p.get('ratio_of_minima'))} | "
+                     f"{_f(p.get('ratio_of_means'))} | {rounds} | {within} |")
     return lines
 
 
