@@ -191,8 +191,8 @@ def between_run_spread(medians_ms: Sequence[Optional[float]]) -> Optional[RunSpr
     kept = diffs
     if len(diffs) >= STEP_TRIM_MIN_DIFFS:
         # a median of few differences is itself too noisy to tell a step from noise: trim only in longer series
-        robust = 1.4826 * float(np.median(np.abs(diffs)))
-        kept = diffs if robust == 0 else diffs[np.abs(diffs) <= STEP_TRIM_SIGMAS * robust]
+        # successive differences of a steady series centre on zero
+        kept = diffs[_inliers(diffs, 0.0, STEP_TRIM_SIGMAS)]
     sigma = math.sqrt(float(np.mean(kept * kept)) / 2.0)
     return RunSpread(cv=sigma, runs=len(values), df=len(kept))
 
@@ -202,14 +202,17 @@ def _typical_rounds(diffs: np.ndarray) -> List[int]:
     of the median difference. A process that lands in a pathological mode (seen with OpenVINO here: one
     process in ten or twenty running 2x slower, both sides alike) is not the model's speed; a candidate
     that is slower in most rounds moves the median, not one round. Only from ROUND_TRIM_MIN rounds on."""
-    indices = list(range(len(diffs)))
     if len(diffs) < ROUND_TRIM_MIN:
-        return indices
-    center = float(np.median(diffs))
-    robust = 1.4826 * float(np.median(np.abs(diffs - center)))
-    if robust == 0:
-        return indices
-    return [i for i in indices if abs(float(diffs[i]) - center) <= ROUND_TRIM_SIGMAS * robust]
+        return list(range(len(diffs)))
+    return [int(i) for i in np.flatnonzero(_inliers(diffs, float(np.median(diffs)), ROUND_TRIM_SIGMAS))]
+
+
+def _inliers(values: np.ndarray, center: float, sigmas: float) -> np.ndarray:
+    """Which values lie within `sigmas` robust standard deviations (1.4826 x MAD about `center`) of it;
+    all of them when that deviation is zero."""
+    distance = np.abs(values - center)
+    robust = 1.4826 * float(np.median(distance))
+    return np.ones(len(values), dtype=bool) if robust == 0 else distance <= sigmas * robust
 
 
 def _insufficient(n_base: int, n_cand: int) -> LatencyComparison:

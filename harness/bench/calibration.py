@@ -28,6 +28,7 @@ calibration does not lean on the pipeline it calibrates: a digits-sized CNN
 """
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -102,6 +103,7 @@ class CpuQuota:
 
 
 # ---------------------------------------------------------------- measuring
+@functools.lru_cache(maxsize=None)
 def agent_supports(flag: str) -> bool:
     proc = subprocess.run([sys.executable, str(AGENT), "run", "--help"], capture_output=True, text=True, timeout=60)
     return flag in proc.stdout
@@ -114,7 +116,7 @@ def run_agent_samples(model: Path, fmt: str, inputs: Path, duration_s: float, wo
         result = Path(tmp) / "result.json"
         argv = [sys.executable, str(AGENT), "run", "--model", str(model), "--format", fmt, "--inputs", str(inputs),
                 "--result", str(result), "--warmup", "10", "--threads", "1"]
-        if _SUPPORTS_DURATION:
+        if agent_supports("--min-duration"):
             argv += ["--min-duration", str(duration_s), "--iterations", "100"]
         else:  # an agent without time-based measurement: as many iterations as fill duration_s
             argv += ["--iterations", str(max(100, int(duration_s * 1e3 / (est_ms or 1.0))))]
@@ -128,9 +130,6 @@ def run_agent_samples(model: Path, fmt: str, inputs: Path, duration_s: float, wo
         raise BenchError(f"the agent failed on {model.name} ({fmt}): {doc.get('error_message')}")
     return {"samples": doc.get("latencies_ms") or [], "block_size": doc.get("block_size"),
             "conditions": doc.get("conditions")}
-
-
-_SUPPORTS_DURATION = False
 
 
 @dataclass
@@ -152,8 +151,6 @@ def measure(models: Sequence[BenchModel], reruns: int, repeats: int, quota_rerun
             workdir: Path, log: Callable[[str], None] = print,
             limits: QuietLimits = QuietLimits()) -> Tuple[Dict[str, CellSeries], str]:
     """Run every cell `reruns` x `repeats` times, repeats interleaved across cells; then the quota reruns."""
-    global _SUPPORTS_DURATION
-    _SUPPORTS_DURATION = agent_supports("--min-duration")
     cells = [(m, f) for m in models for f in FORMATS if f in m.files]
     series = {f"{m.name}/{f}": CellSeries(m.name, f) for m, f in cells}
     inputs = {m.name: write_random_inputs(workdir / f"{m.name}-inputs.npz", m.input_shape) for m in models}
@@ -217,7 +214,7 @@ def run_under_quota(reruns: int, one_rerun: Callable[[Optional["CpuQuota"]], Any
 
 
 # ---------------------------------------------------------------- analysis (pure)
-def _run_median(run: Sequence[Sequence[float]]) -> float:
+def run_median(run: Sequence[Sequence[float]]) -> float:
     import numpy as np
     return float(math.exp(np.mean([math.log(float(np.median(r))) for r in run if len(r)])))
 
@@ -240,7 +237,7 @@ def analyse(series: CellSeries, slowdown: float = 0.10, min_effect: float = DEFA
     alone, as the history store keeps only quiet runs): what the gate would judge."""
     import numpy as np
     runs = series.runs
-    medians = [_run_median(r) for r in runs]
+    medians = [run_median(r) for r in runs]
     n = len(runs)
     noisy = noisy_reruns(series, limits)
     false_alarms = caught = caught_no_history = pairs = quiet_pairs = quiet_alarms = quiet_caught = 0
@@ -264,7 +261,7 @@ def analyse(series: CellSeries, slowdown: float = 0.10, min_effect: float = DEFA
     quota: Dict[str, Any] = {}
     if series.quota_runs:
         history = between_run_spread(medians)
-        quota_medians = [_run_median(r) for r in series.quota_runs]
+        quota_medians = [run_median(r) for r in series.quota_runs]
         hits = [compare_latency(base, cand, min_effect=min_effect, alpha=alpha, history=history).regressed
                 for cand in series.quota_runs for base in runs]
         quota = {"pairs": len(hits), "caught": int(sum(hits)),
@@ -333,7 +330,7 @@ def calibration(bench_cache: Path, workdir: Path, reruns: int = 10, repeats: int
     return {"models": [{"name": m.name, "input_shape": list(m.input_shape), "note": m.note} for m in models],
             "settings": {"reruns": reruns, "repeats": repeats, "quota_reruns": quota_reruns,
                          "duration_s": duration_s, "slowdown": 0.10, "min_effect": DEFAULT_MIN_EFFECT,
-                         "alpha": DEFAULT_ALPHA, "agent_min_duration": _SUPPORTS_DURATION},
+                         "alpha": DEFAULT_ALPHA, "agent_min_duration": agent_supports("--min-duration")},
             "quota": quota_note, "rows": rows, "wall_s": time.perf_counter() - started,
             "false_alarms": summary["false_alarms"], "pairs": total_pairs, "caught": summary["caught"],
             "quiet_false_alarms": summary["quiet_false_alarms"], "quiet_pairs": summary["quiet_pairs"],

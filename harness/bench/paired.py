@@ -19,18 +19,16 @@ pairs of reruns as in the history calibration (harness.bench.calibration).
 """
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
-from . import calibration as history_calibration
 from ..device_noise import noise_reasons
 from ..pairing import PAIRED_MIN_DURATION_S, PAIRED_REPEATS
 from ..regression import DEFAULT_ALPHA, DEFAULT_MIN_EFFECT, compare_latency
 from ..targets import QuietLimits
-from .calibration import FORMATS, CpuQuota, agent_supports, build_models, run_agent_samples, run_under_quota
+from .calibration import FORMATS, CpuQuota, build_models, run_agent_samples, run_median, run_under_quota
 from .models import BenchModel
 from .vendor import write_random_inputs
 
@@ -56,7 +54,6 @@ def measure(models: Sequence[BenchModel], reruns: int, repeats: int, quota_rerun
             workdir: Path, log: Callable[[str], None] = print,
             limits: QuietLimits = QuietLimits()) -> Dict[str, PairedSeries]:
     """reruns (then quota_reruns) x repeats rounds x cells x (A, B), in that nesting."""
-    history_calibration._SUPPORTS_DURATION = agent_supports("--min-duration")
     cells = [(m, f) for m in models for f in FORMATS if f in m.files]
     series = {f"{m.name}/{f}": PairedSeries(m.name, f) for m, f in cells}
     inputs = {m.name: write_random_inputs(workdir / f"{m.name}-inputs.npz", m.input_shape) for m in models}
@@ -92,11 +89,6 @@ def measure(models: Sequence[BenchModel], reruns: int, repeats: int, quota_rerun
 
 
 # ---------------------------------------------------------------- analysis (pure)
-def _side_median(side: Repeats) -> float:
-    import numpy as np
-    return float(math.exp(np.mean([math.log(float(np.median(r))) for r in side if len(r)])))
-
-
 def analyse(series: PairedSeries, slowdown: float = 0.10, min_effect: float = DEFAULT_MIN_EFFECT,
             alpha: float = DEFAULT_ALPHA) -> Dict[str, Any]:
     import numpy as np
@@ -122,7 +114,7 @@ def analyse(series: PairedSeries, slowdown: float = 0.10, min_effect: float = DE
     n = len(series.runs)
     return {"model": series.model, "fmt": series.fmt, "reruns": n,
             "repeats": len(series.runs[0][0]) if n else 0,
-            "median_ms": float(np.median([_side_median(a) for a, _ in series.runs])) if n else None,
+            "median_ms": float(np.median([run_median(a) for a, _ in series.runs])) if n else None,
             "between_repeat_cv": float(np.median(repeat_cvs)) if repeat_cvs else None,
             "noise_only_change_sd": float(np.std(changes, ddof=1)) if n > 1 else None,
             "false_alarms": int(false_alarms), "caught": int(caught),
