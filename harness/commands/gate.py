@@ -60,7 +60,7 @@ def cmd_gate(args) -> int:
     if pairs:
         # A paired run carries its own baseline, measured interleaved with the candidate: no other run is
         # compared, and no history spread is needed, because the drift between runs never enters.
-        rows, baseline_rows = split_rows(frame.to_dict(orient="records"), pairs)
+        _, baseline_rows = split_rows(frame.to_dict(orient="records"), pairs)
         frame = frame[~frame["model"].astype(str).isin(pairs)]
         baseline_id, baseline_samples = f"{run.run_id} (paired: {', '.join(sorted(pairs))} in the same run)", samples
         if args.baseline:
