@@ -12,8 +12,8 @@ import sys
 import warnings
 from typing import List, Optional
 
-from . import __version__
-from .errors import ConfigError, HarnessError
+from harness import __version__
+from harness.core.errors import ConfigError, HarnessError
 
 #: order is the order shown in --help
 COMMAND_MODULES = ["profile", "targets", "models", "farm", "report", "history", "gate"]

@@ -43,7 +43,7 @@ def sim_target(farm):
     """Load a simulated device's TargetSpec by name, optionally with fields replaced."""
     import dataclasses
 
-    from harness.targets import load_target
+    from harness.schema.targets import load_target
 
     def load(name: str = "sim-x86", **changes):
         target = load_target(farm.target_file(name))

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from harness.evaluate import read_outputs
+from harness.judge.evaluate import read_outputs
 import pytest
 
 from helpers import ROOT, artifact_for, digits_build

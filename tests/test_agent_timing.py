@@ -8,7 +8,7 @@ import time
 import numpy as np
 
 from harness.agent import agent
-from harness.device_noise import noise_reasons, other_busy_cpus
+from harness.judge.device_noise import noise_reasons, other_busy_cpus
 
 
 def test_measures_for_at_least_min_duration_and_min_iterations():

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from harness.farm import EMULATED_DEVICE_CLASSES, FarmError, classes_for, device_plan, farm_down, farm_up
-from harness.gate import Policy, TargetPolicy, evaluate
-from harness.scores import compare_outputs, cross_arch_parity, portability_scores, recommend
-from harness.targets import Budgets, load_target
+from harness.judge.gate import Policy, TargetPolicy, evaluate
+from harness.judge.scores import compare_outputs, cross_arch_parity, portability_scores, recommend
+from harness.schema.targets import Budgets, load_target
 
 ARM_DEVICES = ("sim-pi4-arm64", "sim-jetson-arm64")
 
@@ -119,8 +119,8 @@ def arm_farm():
 def test_arm64_devices_probe_as_aarch64_and_farm_up_is_cached(arm_farm, tmp_path):
     from conftest import FARM_ENVS_DIR
 
-    from harness import device
-    from harness.transport import open_transport
+    from harness.run import probe as device
+    from harness.run.transport import open_transport
     for name in ARM_DEVICES:
         target = load_target(arm_farm.target_file(name))
         assert target.emulated and target.arch == "aarch64"
@@ -148,9 +148,9 @@ def test_arm64_devices_probe_as_aarch64_and_farm_up_is_cached(arm_farm, tmp_path
 def test_digits_on_arm64_devices_matches_the_x86_cells(arm_farm, tmp_path):
     from helpers import ROOT, session_cache_dir
 
-    from harness import pipeline
-    from harness.cache import ContentCache
-    from harness.recipes import load_recipe
+    from harness.run import pipeline
+    from harness.build.cache import ContentCache
+    from harness.schema.recipes import load_recipe
     from harness.report import build_context
     names = ("sim-x86", *ARM_DEVICES)
     targets = [load_target(arm_farm.target_file(n)) for n in names]

@@ -13,8 +13,8 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from harness.errors import ConfigError
-from harness.gate import load_policy
+from harness.core.errors import ConfigError
+from harness.judge.gate import load_policy
 from helpers import ROOT
 
 HARNESS = str(ROOT / ".venv" / "bin" / "harness")

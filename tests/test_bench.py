@@ -15,9 +15,20 @@ import pytest
 from harness.bench import report
 from harness.bench.memory import run_controller
 from harness.bench.overhead import agent_time_from_documents, process_wall_from_log
-from harness.bench.vendor import (BenchError, Pairing, choose_iterations, median_ratio, paired_ratio,
-                                  parse_agent_result, parse_benchmark_app, parse_litert_benchmark, run_agent,
-                                  run_benchmark_app, run_litert_benchmark, write_random_inputs)
+from harness.bench.vendor import (
+    BenchError,
+    Pairing,
+    choose_iterations,
+    median_ratio,
+    paired_ratio,
+    parse_agent_result,
+    parse_benchmark_app,
+    parse_litert_benchmark,
+    run_agent,
+    run_benchmark_app,
+    run_litert_benchmark,
+    write_random_inputs,
+)
 
 DATA = Path(__file__).parent / "data" / "bench"
 

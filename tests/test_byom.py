@@ -12,10 +12,11 @@ import numpy as np
 import pytest
 
 import byom
-from harness.cache import ContentCache
-from harness.pipeline import RunSettings, run_profile
-from harness.recipes import load_recipe, recipe_for_file
-from harness.targets import load_target
+from harness.build.cache import ContentCache
+from harness.run.pipeline import RunSettings, run_profile
+from harness.build.recipes import recipe_for_file
+from harness.schema.recipes import load_recipe
+from harness.schema.targets import load_target
 from helpers import ROOT, session_cache_dir
 
 HARNESS = str(ROOT / ".venv" / "bin" / "harness")
@@ -291,8 +292,8 @@ def test_a_missing_data_file_names_it(streaming, tmp_path):
 
 # ---------------------------------------------------------------- dtypes and outputs of varying size
 def test_random_inputs_cover_every_dtype_the_runtimes_take():
-    from harness.data import SAMPLE, random_samples
-    from harness.interface import DTYPES, Interface, TensorSpec
+    from harness.build.data import SAMPLE, random_samples
+    from harness.schema.interface import DTYPES, Interface, TensorSpec
     interface = Interface(tuple(TensorSpec(f"x_{d}", (1, 3), d) for d in DTYPES) + (TensorSpec("rate", (), "int64"),),
                           ())
     data = random_samples(interface, 5, seed=3)
@@ -304,9 +305,9 @@ def test_random_inputs_cover_every_dtype_the_runtimes_take():
 
 
 def test_data_is_cast_only_where_no_value_changes():
-    from harness.data import conform
-    from harness.errors import ConfigError
-    from harness.interface import Interface, TensorSpec
+    from harness.build.data import conform
+    from harness.core.errors import ConfigError
+    from harness.schema.interface import Interface, TensorSpec
     interface = Interface((TensorSpec("ids", (1, 4), "int32"), TensorSpec("x", (1, 4), "float32")), ())
     ok = conform(interface, {"ids": np.arange(8, dtype=np.int64).reshape(2, 1, 4), "x": np.zeros((1, 4))},
                  None, "eval.npz", "eval.npz")
@@ -325,7 +326,7 @@ def test_an_output_whose_size_varies_per_sample_is_kept_and_compared_per_sample(
         row = rows[("reference", fmt, "local")]
         assert row["status"] == "ok", row["error_message"]
         assert row["max_abs_diff"] == 0 and row["n_eval_samples"] == 5
-    from harness.evaluate import read_outputs
+    from harness.judge.evaluate import read_outputs
     boxes = read_outputs(outcome.run_dir.outputs_path(rows[("reference", "onnx", "local")]["cell_id"]))["boxes"]
     assert isinstance(boxes, list) and len({b.shape for b in boxes}) > 1  # ragged: one array per sample
 

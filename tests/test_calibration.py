@@ -62,7 +62,7 @@ def test_a_machine_without_cgroup_cpu_control_skips_the_quota_with_a_reason(tmp_
 
 def test_reruns_are_judged_again_with_other_guard_limits_from_the_stored_readings():
     from harness.bench.calibration import noisy_reruns
-    from harness.targets import QuietLimits
+    from harness.schema.targets import QuietLimits
 
     def reading(other_cpus):
         return {"before": {"monotonic_s": 0, "clk_tck": 100, "cpu_jiffies": {"busy": 0, "own": 0}},

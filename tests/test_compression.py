@@ -13,11 +13,11 @@ import math
 import numpy as np
 import pytest
 
-from harness.cache import ContentCache
-from harness.compressors.weights import dequantize, match_weights, matched_rel_frobenius, rel_frobenius, sparsity
-from harness.errors import ConfigError
-from harness.fidelity import fidelity
-from harness.recipes import load_recipe
+from harness.build.cache import ContentCache
+from harness.build.compressors.weights import dequantize, match_weights, matched_rel_frobenius, rel_frobenius, sparsity
+from harness.core.errors import ConfigError
+from harness.judge.fidelity import fidelity
+from harness.schema.recipes import load_recipe
 from helpers import ROOT, digits_build, session_cache_dir
 
 INT8 = [("tflite_int8", "tflite"), ("qat_int8", "tflite"), ("ort_int8", "onnx"), ("ov_int8", "openvino")]
@@ -70,7 +70,7 @@ def test_fidelity_formula():
 
 
 def test_distillation_loss_matches_hand_computation():
-    from harness.compressors.distill import distillation_loss
+    from harness.build.compressors.distill import distillation_loss
 
     labels = np.array([0, 2])
     student = np.array([[2.0, 1.0, 0.0], [0.5, 0.5, 3.0]], dtype=np.float32)
@@ -100,8 +100,8 @@ def recipe():
 
 @pytest.fixture(scope="module")
 def frame(recipe, tmp_path_factory):
-    from harness.pipeline import RunSettings, run_profile
-    from harness.targets import load_target
+    from harness.run.pipeline import RunSettings, run_profile
+    from harness.schema.targets import load_target
 
     digits_build()  # the reference, trained once per session
     outcome = run_profile([recipe], [load_target("local", ROOT / "targets")],
@@ -136,8 +136,8 @@ def test_int8_keeps_99_percent_and_is_3x_smaller(frame, variant, fmt):
 
 @pytest.mark.slow
 def test_full_int8_tflite_has_int8_io(frame):
-    from harness.build import compress_variant
-    from harness.formats.inspect import read_interface
+    from harness.build.steps import compress_variant
+    from harness.build.converters.inspect import read_interface
 
     prepared, _ = digits_build()
     variant, cached = compress_variant(prepared, "tflite_int8", ContentCache(session_cache_dir()))
@@ -185,7 +185,7 @@ def test_every_row_records_size_time_params_and_fidelity(frame):
 
 @pytest.mark.slow
 def test_second_build_of_a_variant_is_a_cache_hit(frame):
-    from harness.build import compress_variant
+    from harness.build.steps import compress_variant
     prepared, _ = digits_build()
     cache = ContentCache(session_cache_dir())
     for name in ("prune50", "ort_int8"):
@@ -202,8 +202,9 @@ def test_default_profile_asks_for_no_variants(recipe):
 
 
 def test_unknown_compressor_parameter_names_the_recipe_when_it_loads(recipe):
-    from harness.compress import COMPRESSORS, CompressionContext
-    from harness.recipes import VariantSpec, validate_recipe
+    from harness.build.compress import COMPRESSORS, CompressionContext
+    from harness.build.recipes import validate_recipe
+    from harness.schema.recipes import VariantSpec
     typo = dataclasses.replace(recipe, variants=(VariantSpec("p", "keras_prune", {"spars": 0.5}),))
     with pytest.raises(ConfigError, match=r"digits_cnn.yaml: field 'variants\[0\].params'.*no parameter.*'spars'"):
         validate_recipe(typo, ["p"])
@@ -219,16 +220,16 @@ def test_unknown_compressor_parameter_names_the_recipe_when_it_loads(recipe):
 def test_torch_prune_zeroes_half_the_weights_and_stays_convertible(tmp_path, recipe, scope):
     import torch
 
-    from harness.build import load_dataset
-    from harness.compress import COMPRESSORS, CompressionContext
-    from harness.formats import CONVERTERS
+    from harness.build.steps import load_dataset
+    from harness.build.compress import COMPRESSORS, CompressionContext
+    from harness.build.converters import CONVERTERS
 
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 32), torch.nn.ReLU(), torch.nn.Linear(32, 10))
     path = tmp_path / "model.pt"
     torch.save(model, path)
-    from harness.formats import ConversionContext
-    from harness.interface import Interface, TensorSpec
+    from harness.build.converters import ConversionContext
+    from harness.schema.interface import Interface, TensorSpec
 
     data = load_dataset(recipe)
     interface = Interface((TensorSpec("image", (1, 8, 8, 1)),), (TensorSpec("logits", (1, 10)),))

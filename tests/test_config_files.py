@@ -3,9 +3,9 @@ from pathlib import Path
 
 import pytest
 
-from harness.errors import ConfigError
-from harness.recipes import list_recipe_names, load_recipe
-from harness.targets import list_target_names, load_target
+from harness.core.errors import ConfigError
+from harness.schema.recipes import list_recipe_names, load_recipe
+from harness.schema.targets import list_target_names, load_target
 
 ROOT = Path(__file__).resolve().parents[1]
 

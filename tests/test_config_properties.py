@@ -3,9 +3,9 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from harness.errors import ConfigError
-from harness.recipes import load_recipe
-from harness.targets import load_target
+from harness.core.errors import ConfigError
+from harness.schema.recipes import load_recipe
+from harness.schema.targets import load_target
 
 scalars = st.one_of(st.none(), st.booleans(), st.integers(-5, 10**6), st.floats(allow_nan=False),
                     st.text(max_size=12))

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from harness import device
-from harness.errors import ChecksumMismatch, CommandTimeout
-from harness.transport import open_transport
-from harness.transport.base import file_sha256
+from harness.run import probe as device
+from harness.core.errors import ChecksumMismatch, CommandTimeout
+from harness.run.transport import open_transport
+from harness.core.files import file_sha256
 from test_ssh_transport import CorruptingSSHTransport
 
 pytestmark = pytest.mark.ssh
@@ -103,7 +103,7 @@ def test_probe_reports_each_devices_python_numpy_and_runtimes(sim_target):
 
 
 def test_probe_of_missing_python_says_what_to_set(x86):
-    from harness.errors import RemoteCommandFailed
+    from harness.core.errors import RemoteCommandFailed
     with pytest.raises(RemoteCommandFailed, match="set `python:`"):
         device.probe(x86, "/no/such/python3")
 

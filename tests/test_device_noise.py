@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import pytest
 
-from harness.device_noise import noise_reasons, other_busy_cpus, pi_throttle_flags
-from harness.errors import ConfigError
-from harness.targets import QuietLimits, load_target
+from harness.judge.device_noise import noise_reasons, other_busy_cpus, pi_throttle_flags
+from harness.core.errors import ConfigError
+from harness.schema.targets import QuietLimits, load_target
 
 
 def reading(t=0.0, busy=0, own=0, load=0.2, temp=45.0, **extra):

@@ -1,4 +1,4 @@
-"""A farm bigger than one host (harness.distributed), on a real dask.distributed cluster.
+"""A farm bigger than one host (harness.run.dask), on a real dask.distributed cluster.
 
 Every worker has its own working directory and its own cache, apart from the host's, so nothing here works by
 sharing the host's disk: builds come back as bytes, device jobs get their artifacts as bytes and stream their
@@ -87,7 +87,7 @@ def scheduler(tmp_path):
 
 # ---------------------------------------------------------------- without a cluster
 def test_embedded_run_never_imports_dask():
-    code = ("import sys, harness.cli, harness.pipeline, harness.distributed, harness.commands.profile\n"
+    code = ("import sys, harness.cli, harness.run.pipeline, harness.run.dask, harness.commands.profile\n"
             "harness.cli.build_parser()\n"
             "print(sorted(m for m in sys.modules if m.split('.')[0] in ('dask', 'distributed')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
@@ -107,8 +107,8 @@ def test_unreachable_scheduler_is_one_error_naming_it(capsys):
 
 
 def test_site_must_be_a_plain_name():
-    from harness.errors import ConfigError
-    from harness.targets import TargetSpec
+    from harness.core.errors import ConfigError
+    from harness.schema.targets import TargetSpec
 
     assert TargetSpec(name="pi", site="lab-a").site == "lab-a"
     with pytest.raises(ConfigError, match="site"):
@@ -136,9 +136,9 @@ def test_bench_report_shows_the_build_ratio_and_dispatch_cost_with_the_cluster_c
 def test_build_of_eight_artifacts_spreads_over_two_workers_and_comes_back_as_bytes(tmp_path):
     from distributed import Client, LocalCluster
 
-    from harness.cache import ContentCache
-    from harness.distributed import build_on_workers
-    from harness.recipes import load_recipe
+    from harness.build.cache import ContentCache
+    from harness.run.dask import build_on_workers
+    from harness.schema.recipes import load_recipe
 
     recipe = load_recipe("digits_cnn", ROOT / "models")
     variants = {"digits_cnn": ["prune50", "tflite_int8", "ort_int8"]}
@@ -178,8 +178,8 @@ def test_build_of_eight_artifacts_spreads_over_two_workers_and_comes_back_as_byt
 # ---------------------------------------------------------------- device jobs
 def _host_built_digits():
     """The digits reference artifacts, already in the host's (session) cache: the run builds nothing."""
-    from harness.cache import ContentCache
-    from harness.recipes import load_recipe
+    from harness.build.cache import ContentCache
+    from harness.schema.recipes import load_recipe
     from helpers import digits_build, session_cache_dir
 
     digits_build()
@@ -189,7 +189,7 @@ def _host_built_digits():
 @pytest.mark.ssh
 @pytest.mark.slow
 def test_farm_run_on_three_devices_pinned_to_workers_by_site(farm, sim_target, scheduler, tmp_path):
-    from harness.pipeline import RunSettings, run_profile
+    from harness.run.pipeline import RunSettings, run_profile
 
     client, start_worker = scheduler
     start_worker("lab-a-worker", "site-lab-a=1")
@@ -233,7 +233,7 @@ def test_farm_run_on_three_devices_pinned_to_workers_by_site(farm, sim_target, s
 @pytest.mark.slow
 def test_worker_killed_mid_run_loses_its_cells_and_resume_finishes_on_the_others(farm, sim_target, scheduler,
                                                                                  tmp_path):
-    from harness.pipeline import RunSettings, run_profile
+    from harness.run.pipeline import RunSettings, run_profile
 
     client, start_worker = scheduler
     procs = {"w1": start_worker("w1", "site-lab-a=1"), "w2": start_worker("w2", "site-lab-a=1")}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from harness.evaluate import ScoringSpec, score_outputs
+from harness.judge.evaluate import ScoringSpec, score_outputs
 from harness.zoo import DATASETS
 from harness.zoo.efficientnet import IMAGENET_CATS, PHOTOS, load_efficientnet_lite0, photo_batch, train_linear_head
 
@@ -65,8 +65,8 @@ def test_linear_head_separates_separable_features_and_folds_the_scaling():
 def test_onnx_export_matches_torch_within_1e_4(tmp_path):
     import onnxruntime as ort
 
-    from harness.formats import CONVERTERS, ConversionContext
-    from harness.interface import Interface, TensorSpec
+    from harness.build.converters import CONVERTERS, ConversionContext
+    from harness.schema.interface import Interface, TensorSpec
 
     model = load_efficientnet_lite0()
     torch.save(model, tmp_path / "model.pt")
@@ -82,10 +82,10 @@ def test_onnx_export_matches_torch_within_1e_4(tmp_path):
 @pytest.mark.slow
 def test_local_profile_of_the_reference_agrees_with_torch(tmp_path):
     """The recipe's reference on this machine in ONNX Runtime, OpenVINO (f32) and TFLite (litert-torch)."""
-    from harness.pipeline import RunSettings, run_profile
-    from harness.recipes import load_recipe
-    from harness.targets import load_target
-    from harness.cache import ContentCache
+    from harness.run.pipeline import RunSettings, run_profile
+    from harness.schema.recipes import load_recipe
+    from harness.schema.targets import load_target
+    from harness.build.cache import ContentCache
 
     recipe = load_recipe("efficientnet_lite0", ROOT / "models")
     from dataclasses import replace

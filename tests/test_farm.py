@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from harness.farm import DEVICE_CLASSES, device_plan, farm_down, farm_status, farm_up
-from harness.targets import load_target
-from harness.transport import open_transport
+from harness.schema.targets import load_target
+from harness.run.transport import open_transport
 
 pytestmark = pytest.mark.ssh
 
@@ -72,9 +72,9 @@ def test_farm_down_stops_servers_and_removes_targets_and_cgroups(tmp_path):
 
 @pytest.mark.slow
 def test_profile_on_two_simulated_devices_in_parallel_and_an_offline_one(farm, sim_target, tmp_path, monkeypatch):
-    from harness import pipeline
-    from harness.cache import ContentCache
-    from harness.recipes import load_recipe
+    from harness.run import pipeline
+    from harness.build.cache import ContentCache
+    from harness.schema.recipes import load_recipe
     from helpers import ROOT, digits_build, session_cache_dir
 
     digits_build()  # the reference model and its three formats, shared with the other tests

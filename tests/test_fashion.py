@@ -6,7 +6,7 @@ import gzip
 import numpy as np
 import pytest
 
-from harness.errors import HarnessError
+from harness.core.errors import HarnessError
 from harness.zoo import DATASETS
 from harness.zoo.fashion import FASHION_DIR, SMALL_TRAIN_SAMPLES, load_split, read_idx
 
@@ -52,15 +52,15 @@ def test_truncated_idx_file_is_an_error_that_says_so(tmp_path):
 @pytest.mark.slow
 def test_fashion_cnn_recipe_trains_to_at_least_85_percent():
     """The real recipe (12,000 training images, fixed seed), scored on the 10,000 test images."""
-    from harness.build import prepare_model
-    from harness.cache import ContentCache
-    from harness.recipes import load_recipe
+    from harness.build.steps import prepare_model
+    from harness.build.cache import ContentCache
+    from harness.schema.recipes import load_recipe
 
     recipe = load_recipe("fashion_cnn", ROOT / "models")
     prepared = prepare_model(recipe, ContentCache(session_cache_dir()))
     assert prepared.reference_accuracy >= 0.85
     assert len(prepared.labels()) == 10000
-    from harness.evaluate import read_outputs
+    from harness.judge.evaluate import read_outputs
     outputs = read_outputs(prepared.reference_outputs_path)["logits"]
     assert outputs.shape == (10000, 1, 10)  # samples first, each the model's whole [1, 10] output
     outputs = outputs[:, 0]

@@ -25,14 +25,14 @@ import pytest
 import yaml
 
 from conftest import FARM_ENVS_DIR
-from harness import device, pipeline
-from harness.cache import ContentCache
+from harness.run import probe as device, pipeline
+from harness.build.cache import ContentCache
 from harness.farm import farm_down, farm_up
-from harness.pipeline import Cell, ModelEval, RunSettings, TargetJob, run_target_job
-from harness.recipes import load_recipe
-from harness.rundir import RunDir
-from harness.transport.base import file_sha256
-from harness.transport.ssh import SSHTransport
+from harness.run.pipeline import Cell, ModelEval, RunSettings, TargetJob, run_target_job
+from harness.schema.recipes import load_recipe
+from harness.schema.rundir import RunDir
+from harness.core.files import file_sha256
+from harness.run.transport.ssh import SSHTransport
 from helpers import ROOT, artifact_for, digits_build, session_cache_dir
 
 pytestmark = pytest.mark.ssh
@@ -159,7 +159,7 @@ def test_offline_device_and_device_killed_mid_run_keep_other_results_and_resume_
                     "connect_retries": 0}
         down_file = targets_dir / "sim-down.yaml"
         down_file.write_text(yaml.safe_dump(down_doc))
-        from harness.targets import load_target
+        from harness.schema.targets import load_target
         targets = [load_target(str(targets_dir / f"{n}.yaml")) for n in ("sim-pi4", "sim-jetson", "sim-x86")]
         targets.append(load_target(str(down_file)))
 
@@ -232,7 +232,7 @@ def test_offline_device_and_device_killed_mid_run_keep_other_results_and_resume_
 
 def test_connection_dropped_during_file_operations_is_a_connect_error(tmp_path, sim_target):
     """SFTP reports a dead connection as OSError('Socket is closed'); the pipeline needs ConnectError (device_lost)."""
-    from harness.errors import ConnectError
+    from harness.core.errors import ConnectError
     transport = SSHTransport(sim_target("sim-x86"))
     try:
         transport.exists("/")
@@ -462,7 +462,7 @@ def test_workdir_with_spaces_quotes_and_semicolons_works_and_runs_nothing(transp
     if transport == "ssh":
         target = sim_target("sim-x86", workdir=str(workdir))
     else:
-        from harness.targets import TargetSpec
+        from harness.schema.targets import TargetSpec
         target = TargetSpec(name="local-nasty", transport="local", python="", workdir=str(workdir))
     _, rows = run_cells(target, [artifact_for("tflite")], tmp_path)
     assert rows["tflite"]["status"] == "ok", rows["tflite"]["error_message"]

@@ -9,13 +9,13 @@ import numpy as np
 import pytest
 
 from harness.commands import gate as gate_command
-from harness.errors import ConfigError
-from harness.gate import Policy, TargetPolicy, evaluate, junit_xml, load_policy, write_junit
-from harness.history import History, load_latency_samples, load_run_table
-from harness.regression import RunSpread, history_key
-from harness.results import make_row, results_frame
-from harness.rundir import RunDir
-from harness.targets import Budgets
+from harness.core.errors import ConfigError
+from harness.judge.gate import Policy, TargetPolicy, evaluate, junit_xml, load_policy, write_junit
+from harness.judge.history import History, load_latency_samples, load_run_table
+from harness.judge.regression import RunSpread, history_key
+from harness.schema.results import make_row, results_frame
+from harness.schema.rundir import RunDir
+from harness.schema.targets import Budgets
 
 REPO = Path(__file__).resolve().parents[1]
 MB = 1024 * 1024

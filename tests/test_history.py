@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 
 from harness.commands import history as history_command
-from harness.errors import HarnessError
-from harness.history import DEFAULT_DB_PATH, History, load_run_table, record_run, resolve_run
-from harness.results import make_row, results_frame
-from harness.rundir import RunDir
+from harness.core.errors import HarnessError
+from harness.judge.history import DEFAULT_DB_PATH, History, load_run_table, record_run, resolve_run
+from harness.schema.results import make_row, results_frame
+from harness.schema.rundir import RunDir
 
 
 def write_run(reports: Path, run_id: str, p99: float = 5.0, failed: bool = False, seed: int = 0,

@@ -7,9 +7,9 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
-from harness.build import inspect_files
-from harness.interface import Interface, TensorSpec, check_interface, normalize_name
-from harness.recipes import load_recipe
+from harness.build.steps import inspect_files
+from harness.schema.interface import Interface, TensorSpec, check_interface, normalize_name
+from harness.schema.recipes import load_recipe
 from helpers import ROOT, artifact_for
 
 RECIPE = load_recipe("digits_cnn", ROOT / "models")
@@ -99,8 +99,8 @@ def test_converted_reference_matches_recipe_interface(fmt):
 
 def test_inspection_is_read_once_per_content(tmp_path, monkeypatch):
     """Loading an artifact in its runtime and gzipping it happen once per content, not on every run."""
-    import harness.build as build
-    from harness.cache import ContentCache
+    import harness.build.steps as build
+    from harness.build.cache import ContentCache
 
     cache = ContentCache(tmp_path / "cache")
     model = linear_onnx(tmp_path / "m.onnx", output_name="scores")

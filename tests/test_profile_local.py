@@ -5,12 +5,12 @@ import pandas as pd
 import pytest
 
 from harness.cli import main
-from harness.pipeline import RunSettings, run_profile
-from harness.recipes import load_recipe
-from harness.results import COLUMNS
-from harness.targets import load_target
+from harness.run.pipeline import RunSettings, run_profile
+from harness.schema.recipes import load_recipe
+from harness.schema.results import COLUMNS
+from harness.schema.targets import load_target
 from helpers import ROOT, digits_build, session_cache_dir
-from harness.cache import ContentCache
+from harness.build.cache import ContentCache
 
 pytestmark = pytest.mark.slow
 

@@ -4,9 +4,19 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from harness.regression import (MIN_HISTORY_RUNS, MIN_SAMPLES, RunSpread, as_repeats, between_run_spread,
-                                compare_latency, compare_runs, history_key, regressions, repeat_spread)
-from harness.results import make_row
+from harness.judge.regression import (
+    MIN_HISTORY_RUNS,
+    MIN_SAMPLES,
+    RunSpread,
+    as_repeats,
+    between_run_spread,
+    compare_latency,
+    compare_runs,
+    history_key,
+    regressions,
+    repeat_spread,
+)
+from harness.schema.results import make_row
 
 N_SEEDS = 100
 

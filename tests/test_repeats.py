@@ -3,12 +3,12 @@ import json
 
 import pytest
 
-from harness.cache import ContentCache
-from harness.history import load_latency_samples
-from harness.measurement import combine_repeats
-from harness.pipeline import RunSettings, run_profile
-from harness.recipes import load_recipe
-from harness.targets import QuietLimits, load_target
+from harness.build.cache import ContentCache
+from harness.judge.history import load_latency_samples
+from harness.run.measurement import combine_repeats
+from harness.run.pipeline import RunSettings, run_profile
+from harness.schema.recipes import load_recipe
+from harness.schema.targets import QuietLimits, load_target
 from helpers import ROOT, digits_build, session_cache_dir
 
 pytestmark = pytest.mark.slow

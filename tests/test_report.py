@@ -13,9 +13,9 @@ import pytest
 
 from harness.commands import report as report_command
 from harness.report import write_report
-from harness.results import make_row, results_frame
-from harness.rundir import RunDir
-from harness.targets import Budgets, TargetSpec
+from harness.schema.results import make_row, results_frame
+from harness.schema.rundir import RunDir
+from harness.schema.targets import Budgets, TargetSpec
 
 MB = 1024 * 1024
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -156,7 +156,7 @@ def test_markdown_groups_failures_by_device_not_one_line_per_cell(tmp_path):
 
 
 def test_gate_puts_its_verdict_and_regressions_with_intervals_at_the_top_of_the_summary(tmp_path):
-    from harness.gate import Check, GateResult
+    from harness.judge.gate import Check, GateResult
     from harness.report import write_summary
     run = write_run(tmp_path, "run-gated", MIXED)
     write_report(run, TARGETS)

@@ -10,10 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from harness.errors import ConfigError
-from harness.results import cell_id
-from harness.runtime_configs import RuntimeConfig, compiled_cache_key, wants_cache
-from harness.targets import load_target
+from harness.core.errors import ConfigError
+from harness.schema.results import cell_id
+from harness.schema.runtime_configs import RuntimeConfig, compiled_cache_key, wants_cache
+from harness.schema.targets import load_target
 from helpers import ROOT, artifact_for, digits_build
 
 AGENT = ROOT / "harness" / "agent" / "agent.py"
@@ -85,7 +85,7 @@ def test_every_target_file_loads():
 
 
 def test_default_configurations_keep_their_cell_ids():
-    from harness.pipeline import Cell, plan_cells, pick_configs
+    from harness.run.pipeline import Cell, plan_cells, pick_configs
     artifact = artifact_for("onnx")
     assert Cell(artifact, "local").cell_id == cell_id("digits_cnn", "reference", "onnx", "local") \
         == "digits_cnn__reference__onnx__local"
@@ -222,9 +222,9 @@ def test_torch_runtime_on_cpu_and_cuda_unavailable(tmp_path):
 # ---------------------------------------------------------------- the pipeline
 @pytest.mark.slow
 def test_a_run_has_a_row_and_a_profile_per_configuration(tmp_path):
-    from harness.pipeline import RunSettings, run_profile
-    from harness.recipes import load_recipe
-    from harness.cache import ContentCache
+    from harness.run.pipeline import RunSettings, run_profile
+    from harness.schema.recipes import load_recipe
+    from harness.build.cache import ContentCache
     from helpers import session_cache_dir
 
     path = write_target(tmp_path, """  onnx:
@@ -259,7 +259,7 @@ def test_a_run_has_a_row_and_a_profile_per_configuration(tmp_path):
 
 # ---------------------------------------------------------------- scores, regression keys, report (pure)
 def _row(config, options, target="jetson", fmt="onnx", p99=5.0, **extra):
-    from harness.results import make_row
+    from harness.schema.results import make_row
     return make_row(run_id="r", cell_id=cell_id("m", "reference", fmt, target, config if options else ""),
                     model="m", variant="reference", format=fmt, target=target, runtime_config=config,
                     runtime_options=options, status="ok", accuracy=0.9, latency_p99_ms=p99,
@@ -268,8 +268,8 @@ def _row(config, options, target="jetson", fmt="onnx", p99=5.0, **extra):
 
 def test_recommendation_names_the_configuration():
     import pandas as pd
-    from harness.scores import recommend
-    from harness.targets import Budgets
+    from harness.judge.scores import recommend
+    from harness.schema.targets import Budgets
     frame = pd.DataFrame([_row("ort-cpu", "", p99=30.0), _row("ort-trt", '{"providers":["TensorrtExecutionProvider"]}')])
     rec, = recommend(frame, {"jetson": Budgets(latency_p99_ms=20.0)})
     assert rec.fits and rec.choice == "reference/onnx on ort-trt"
@@ -278,7 +278,7 @@ def test_recommendation_names_the_configuration():
 
 
 def test_two_configurations_of_one_cell_are_compared_apart():
-    from harness.regression import compare_runs
+    from harness.judge.regression import compare_runs
     trt = '{"providers":["TensorrtExecutionProvider"]}'
     base = [_row("ort-cpu", "", p99=5.0), _row("ort-trt", trt, p99=1.0)]
     now = [_row("ort-cpu", "", p99=5.0), _row("ort-trt", trt, p99=1.0, error_message=None)]
@@ -309,9 +309,9 @@ def test_placement_sentences_and_diff():
 def test_a_torchscript_model_runs_as_the_torch_format_next_to_onnx(tmp_path):
     """torch sources convert to the fourth format, which the torch runtime runs; CUDA absent: provider_unavailable."""
     torch = pytest.importorskip("torch")
-    from harness.cache import ContentCache
-    from harness.pipeline import RunSettings, run_profile
-    from harness.recipes import recipe_for_file
+    from harness.build.cache import ContentCache
+    from harness.run.pipeline import RunSettings, run_profile
+    from harness.build.recipes import recipe_for_file
 
     torch.manual_seed(0)
     net = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.ReLU(), torch.nn.Flatten(),
@@ -380,7 +380,7 @@ def test_onnxruntime_with_openvinos_execution_provider_in_its_device_env(tmp_pat
 
 def test_a_run_recorded_before_configurations_resumes():
     """Its manifest's settings still have ov_precision (now an OpenVINO configuration's precision option)."""
-    from harness.pipeline import RunSettings
+    from harness.run.pipeline import RunSettings
     settings = RunSettings.from_manifest({"warmup": 3, "ov_precision": "f32", "runtime_configs": ["ov-f32"]})
     assert settings.warmup == 3 and settings.runtime_configs == ("ov-f32",) and settings.profile
 

@@ -6,10 +6,19 @@ import math
 import numpy as np
 import pytest
 
-from harness.results import make_row, results_frame
-from harness.scores import (BYTES_PER_MB, disagreements, pairwise_parity, pareto_front, parity_pivot,
-                            parity_table, portability_scores, recommend, score_cell)
-from harness.targets import Budgets
+from harness.schema.results import make_row, results_frame
+from harness.judge.scores import (
+    BYTES_PER_MB,
+    disagreements,
+    pairwise_parity,
+    pareto_front,
+    parity_pivot,
+    parity_table,
+    portability_scores,
+    recommend,
+    score_cell,
+)
+from harness.schema.targets import Budgets
 
 BUDGETS = {"pi": Budgets(latency_p99_ms=20.0, peak_memory_mb=600.0),
            "jetson": Budgets(latency_p99_ms=10.0, peak_memory_mb=1000.0)}

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from harness.errors import ChecksumMismatch, CommandTimeout, ConnectError, HostKeyError, TransportError
-from harness.transport import open_transport
-from harness.transport.ssh import SSHTransport
+from harness.core.errors import ChecksumMismatch, CommandTimeout, ConnectError, HostKeyError, TransportError
+from harness.run.transport import open_transport
+from harness.run.transport.ssh import SSHTransport
 
 pytestmark = pytest.mark.ssh
 

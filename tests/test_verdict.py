@@ -3,9 +3,19 @@ from __future__ import annotations
 
 import pytest
 
-from harness.errors import ConnectError, DeviceBusy, HostKeyChanged, HostKeyUnknown, TransportError
-from harness.verdict import (EXIT_CELLS_FAILED, EXIT_INFRASTRUCTURE, EXIT_PASS, GATE_FAIL, GATE_NOT_JUDGED,
-                             GATE_PASS, device_failure, gate_exit_code, run_exit_code, run_verdict)
+from harness.core.errors import ConnectError, DeviceBusy, HostKeyChanged, HostKeyUnknown, TransportError
+from harness.judge.verdict import (
+    EXIT_CELLS_FAILED,
+    EXIT_INFRASTRUCTURE,
+    EXIT_PASS,
+    GATE_FAIL,
+    GATE_NOT_JUDGED,
+    GATE_PASS,
+    device_failure,
+    gate_exit_code,
+    run_exit_code,
+    run_verdict,
+)
 
 
 def row(cell, status="ok", category=None):
@@ -55,7 +65,7 @@ def test_an_empty_run_is_ok_only_when_nothing_was_planned():
 
 
 def test_exit_code_of_a_results_frame():
-    from harness.results import make_row, results_frame
+    from harness.schema.results import make_row, results_frame
     frame = results_frame([make_row(run_id="r", cell_id="a", model="m", variant="v", format="onnx", target="t",
                                     status="failed", error_category="crashed")])
     assert run_exit_code(frame) == EXIT_CELLS_FAILED

@@ -16,13 +16,13 @@ import tempfile
 import time
 from pathlib import Path
 
-from ..cache import DEFAULT_CACHE_DIR
-from . import report
-from .memory import ControllerRun  # noqa: F401 (re-exported for readers of bench.json's shape)
-from .models import models_for_fidelity
-from .overhead import Workspace, overhead, timed_profile
-from .scaling import scaling
-from .vendor import fidelity, load_average
+from harness.build.cache import DEFAULT_CACHE_DIR
+from harness.bench import report
+from harness.bench.memory import ControllerRun  # noqa: F401 (re-exported for readers of bench.json's shape)
+from harness.bench.models import models_for_fidelity
+from harness.bench.overhead import Workspace, overhead, timed_profile
+from harness.bench.scaling import scaling
+from harness.bench.vendor import fidelity, load_average
 
 STEPS = ("overhead", "fidelity", "scaling", "calibration", "paired", "distributed")
 BENCH_DIR = Path(".harness/bench")
@@ -93,8 +93,8 @@ def main(argv=None) -> int:
     try:
         # Overhead first: its cold profile also builds the digits artifacts the other steps use.
         if "calibration" in steps:
-            from ..targets import QuietLimits
-            from .calibration import calibration, reanalyse
+            from harness.schema.targets import QuietLimits
+            from harness.bench.calibration import calibration, reanalyse
             defaults = QuietLimits()
             limits = QuietLimits(
                 max_other_busy_cpus=defaults.max_other_busy_cpus if args.quiet_max_other_busy_cpus is None
@@ -121,8 +121,8 @@ def main(argv=None) -> int:
                     json.dump(raw, handle)
             doc["calibration"] = cal
         if "paired" in steps:
-            from ..pairing import PAIRED_MIN_DURATION_S, PAIRED_REPEATS
-            from .paired import paired_calibration
+            from harness.run.pairing import PAIRED_MIN_DURATION_S, PAIRED_REPEATS
+            from harness.bench.paired import paired_calibration
             reruns = args.reruns or (4 if args.quick else 10)
             repeats = args.repeats or (4 if args.quick else PAIRED_REPEATS)
             quota_reruns = args.quota_reruns if args.quota_reruns is not None else (1 if args.quick else 2)
@@ -158,7 +158,7 @@ def main(argv=None) -> int:
             doc["scaling"] = scaling(ws, sizes, preload=args.preload, log=log)
             memory_runs += [dict(r, label=f"nightly, {r['devices']} device(s)") for r in doc["scaling"]["runs"]]
         if "distributed" in steps:
-            from .distributed import distributed_bench
+            from harness.bench.distributed import distributed_bench
             doc["distributed"] = distributed_bench(ws.root / "distributed", log, quick=args.quick)
         if "overhead" not in steps:
             doc.pop("overhead", None)

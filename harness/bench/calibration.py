@@ -3,7 +3,7 @@
 Measured, not simulated: every (model, format) cell is rerun `reruns` times,
 each rerun being `repeats` independent agent processes interleaved across all
 cells (A B C ... A B C ...), exactly as a nightly measures a device. Then, per
-cell, with harness.regression.compare_latency and the gate's default
+cell, with harness.judge.regression.compare_latency and the gate's default
 min_effect (5 %) and alpha (1 %):
 
 * noise only: every pair of reruns (i < j), baseline i and candidate j, the
@@ -40,11 +40,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
-from ..regression import (DEFAULT_ALPHA, DEFAULT_MIN_EFFECT, between_run_spread, compare_latency)
-from ..device_noise import noise_reasons
-from ..targets import QuietLimits
-from .models import BenchModel, build_keras_model
-from .vendor import AGENT, TOOL_TIMEOUT_S, BenchError, write_random_inputs
+from harness.judge.regression import DEFAULT_ALPHA, DEFAULT_MIN_EFFECT, between_run_spread, compare_latency
+from harness.judge.device_noise import noise_reasons
+from harness.schema.targets import QuietLimits
+from harness.bench.models import BenchModel, build_keras_model
+from harness.bench.errors import BenchError
+from harness.bench.vendor import AGENT, TOOL_TIMEOUT_S, write_random_inputs
 
 FORMATS = ("tflite", "onnx", "openvino")
 #: (name, input shape, architecture, what it stands for)

@@ -33,9 +33,9 @@ def main(argv: list[str]) -> int:
     peak_path = Path(own[0])
     if "--preload-registries" in own:
         # Load the transport plugins before worker threads look them up (see harness.bench.scaling).
-        from ..transport import TRANSPORTS
+        from harness.run.transport import TRANSPORTS
         TRANSPORTS.names()
-    from ..cli import main as harness_main
+    from harness.cli import main as harness_main
     code = 2
     try:
         code = harness_main(harness_args)

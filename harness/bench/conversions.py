@@ -26,11 +26,11 @@ def save_sources(work: Path, cache) -> List[tuple]:
     """(file, data file, task) for every source file this bench profiles, written under work/."""
     import torch
 
-    from ..build import build_model_artifacts, load_dataset
-    from ..recipes import load_recipe
-    from ..sources.tensorflow import load_keras_model
-    from ..zoo.efficientnet import load_efficientnet_lite0
-    from ..zoo.keras_util import import_tf
+    from harness.build.steps import build_model_artifacts, load_dataset
+    from harness.schema.recipes import load_recipe
+    from harness.build.sources.tensorflow import load_keras_model
+    from harness.zoo.efficientnet import load_efficientnet_lite0
+    from harness.zoo.keras_util import import_tf
 
     tf, _ = import_tf()
     fashion = load_recipe("fashion_cnn")
@@ -64,10 +64,10 @@ def save_sources(work: Path, cache) -> List[tuple]:
 
 
 def measure(work: Path) -> List[Dict[str, Any]]:
-    from ..cache import ContentCache
-    from ..pipeline import RunSettings, run_profile
-    from ..recipes import recipe_for_file
-    from ..targets import run_target
+    from harness.build.cache import ContentCache
+    from harness.run.pipeline import RunSettings, run_profile
+    from harness.build.recipes import recipe_for_file
+    from harness.schema.targets import run_target
 
     cache = ContentCache()
     settings = RunSettings(warmup=2, iterations=20, min_duration_s=0.2)

@@ -109,9 +109,9 @@ def cluster(root: Path, n_workers: int, log: Callable[[str], None]) -> Iterator[
 
 def build_time(root: Path, n_workers: int, log: Callable[[str], None]) -> Dict[str, Any]:
     """Wall time of build_on_workers for RECIPE with all its variants, from empty caches."""
-    from harness.cache import ContentCache
-    from harness.distributed import build_on_workers
-    from harness.recipes import load_recipe
+    from harness.build.cache import ContentCache
+    from harness.run.dask import build_on_workers
+    from harness.schema.recipes import load_recipe
 
     root.mkdir(parents=True)
     recipe = load_recipe(RECIPE)
@@ -143,13 +143,13 @@ def build_time(root: Path, n_workers: int, log: Callable[[str], None]) -> Dict[s
 
 def dispatch_cost(root: Path, sizes: Sequence[int], rounds: int, log: Callable[[str], None]) -> Dict[str, Any]:
     """Wall time of the same local-target job (cells ending skipped) through threads and through one worker."""
-    from harness.build import build_model_artifacts
-    from harness.cache import ContentCache
-    from harness.distributed import dispatch_on_workers
-    from harness.pipeline import Cell, ModelEval, RunSettings, TargetJob, dispatch
-    from harness.recipes import load_recipe
-    from harness.rundir import RunDir
-    from harness.targets import TargetSpec
+    from harness.build.steps import build_model_artifacts
+    from harness.build.cache import ContentCache
+    from harness.run.dask import dispatch_on_workers
+    from harness.run.pipeline import Cell, ModelEval, RunSettings, TargetJob, dispatch
+    from harness.schema.recipes import load_recipe
+    from harness.schema.rundir import RunDir
+    from harness.schema.targets import TargetSpec
 
     root.mkdir(parents=True)
     recipe = load_recipe(RECIPE)

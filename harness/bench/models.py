@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional
 
+from harness.bench.errors import BenchError
+
 #: the bench ConvNet: (filters, stride) per 3x3 conv layer, on a 64x64x3 input (about 120 M MACs)
 CONVNET_LAYERS = ((32, 1), (32, 1), (64, 2), (64, 1), (128, 2), (128, 1))
 CONVNET_INPUT = (1, 64, 64, 3)
@@ -59,7 +61,6 @@ def build_keras_model(cache_dir: Path, name: str, shape: tuple, arch: str, note:
         proc = subprocess.run([sys.executable, "-c", _BUILD_SCRIPT, str(out), name, json.dumps(list(shape)), arch],
                               capture_output=True, text=True, env=env, timeout=900)
         if proc.returncode != 0:
-            from .vendor import BenchError
             raise BenchError(f"building {name} failed: {proc.stderr.strip()[-500:]}")
         (out / ".complete").touch()
     return BenchModel(name, tuple(shape), files, note)

@@ -19,7 +19,7 @@ from typing import Any, Callable, Dict, List, Optional
 
 import yaml
 
-from .memory import ControllerRun, run_controller
+from harness.bench.memory import ControllerRun, run_controller
 
 WRAPPER = """#!/bin/sh
 # Written by harness.bench.overhead: runs the agent and logs its process wall time.

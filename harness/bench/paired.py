@@ -6,7 +6,7 @@ B right after A and the rounds interleaved across cells (A1 B1 A1' B1' ... then
 round 2), exactly as `harness profile --baseline-model-file` orders a run. Both
 sides run the same file, so per rerun:
 
-* noise only: B against A, with harness.regression.compare_latency(paired=True)
+* noise only: B against A, with harness.judge.regression.compare_latency(paired=True)
   and no history, the paired gate's judge: the noise is the spread of the
   per-round differences of the run itself. A regression called here is a
   false alarm;
@@ -24,13 +24,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
-from ..device_noise import noise_reasons
-from ..pairing import PAIRED_MIN_DURATION_S, PAIRED_REPEATS
-from ..regression import DEFAULT_ALPHA, DEFAULT_MIN_EFFECT, compare_latency
-from ..targets import QuietLimits
-from .calibration import FORMATS, CpuQuota, build_models, run_agent_samples, run_median, run_under_quota
-from .models import BenchModel
-from .vendor import write_random_inputs
+from harness.judge.device_noise import noise_reasons
+from harness.run.pairing import PAIRED_MIN_DURATION_S, PAIRED_REPEATS
+from harness.judge.regression import DEFAULT_ALPHA, DEFAULT_MIN_EFFECT, compare_latency
+from harness.schema.targets import QuietLimits
+from harness.bench.calibration import FORMATS, CpuQuota, build_models, run_agent_samples, run_median, run_under_quota
+from harness.bench.models import BenchModel
+from harness.bench.vendor import write_random_inputs
 
 #: Repeats = samples per repeat (ms); a side of a rerun = its repeats
 Repeats = List[List[float]]

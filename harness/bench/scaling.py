@@ -21,8 +21,8 @@ from typing import Any, Callable, Dict, List, Sequence
 
 import yaml
 
-from .memory import run_controller
-from .overhead import Workspace
+from harness.bench.memory import run_controller
+from harness.bench.overhead import Workspace
 
 #: the transport registry loads its plugins lazily on first lookup, and `farm run` looks it up from one worker
 #: thread per device at once; preloading it in the controller keeps that race out of the timing (see docs/bench.md)
@@ -51,7 +51,7 @@ def local_copies(root: Path, n: int, template: Path = Path("targets/local.yaml")
 def nightly(ws: Workspace, n: int, preload: bool = PRELOAD_REGISTRIES, log: Callable[[str], None] = lambda s: None,
             model: str = "digits_cnn") -> Dict[str, Any]:
     """One nightly run over n fresh simulated devices; falls back to n local copies when the farm cannot start."""
-    from ..farm import FarmError, farm_down, farm_up
+    from harness.farm import FarmError, farm_down, farm_up
     state_dir, targets_dir = ws.root / f"farm-{n}", ws.root / f"farm-{n}-targets"
     mode, note = "ssh-farm", ""
     try:

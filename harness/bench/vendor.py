@@ -26,15 +26,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional
 
-from ..errors import HarnessError
-from .models import BenchModel
+from harness.bench.errors import BenchError
+from harness.bench.models import BenchModel
 
 AGENT = Path(__file__).resolve().parents[1] / "agent" / "agent.py"
 TOOL_TIMEOUT_S = 300.0
 
 
-class BenchError(HarnessError):
-    """A benchmark step could not run or its output could not be read."""
 
 
 @dataclass(frozen=True)
@@ -205,7 +203,7 @@ def write_random_inputs(path: Path, input_shape: tuple, seed: int = 0, name: str
     """One random sample of a single-input model, in the agent's feeds format (the agent matches the name,
     or by position when there is one input)."""
     import numpy as np
-    from ..agent.agent import FEEDS_KEY
+    from harness.agent.agent import FEEDS_KEY
     sample = np.random.RandomState(seed).uniform(-1, 1, (1,) + tuple(input_shape)).astype("float32")
     spec = [{"key": "f0", "name": name, "mode": "sample"}]
     np.savez(path, f0=sample, **{FEEDS_KEY: np.array(json.dumps(spec))})

@@ -35,14 +35,14 @@ def register(subparsers) -> None:
                          description="Profile on every target in targets/ (or those given with -t) at once, one "
                                      "worker per device. A device that is unreachable or fails ends as failed "
                                      "rows in the report; the others go on.")
-    from .profile import add_run_options
+    from harness.commands.profile import add_run_options
     add_run_options(run)
     run.set_defaults(func=cmd_run)
     p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
 
 
 def _add_dirs(p) -> None:
-    from ..farm import DEFAULT_ENVS_DIR, DEFAULT_STATE_DIR, DEFAULT_TARGETS_DIR
+    from harness.farm import DEFAULT_ENVS_DIR, DEFAULT_STATE_DIR, DEFAULT_TARGETS_DIR
     p.add_argument("--state-dir", type=Path, default=DEFAULT_STATE_DIR,
                    help=f"keys, configs, logs and device directories (default {DEFAULT_STATE_DIR})")
     p.add_argument("--targets-dir", type=Path, default=DEFAULT_TARGETS_DIR,
@@ -52,7 +52,7 @@ def _add_dirs(p) -> None:
 
 
 def cmd_up(args) -> int:
-    from ..farm import farm_up
+    from harness.farm import farm_up
     farm = farm_up(args.devices, args.state_dir, args.targets_dir, args.envs_dir,
                    arches=[a for a in args.arch.split(",") if a.strip()], extra=args.extra)
     for d in farm.devices:
@@ -65,14 +65,14 @@ def cmd_up(args) -> int:
 
 
 def cmd_down(args) -> int:
-    from ..farm import farm_down
+    from harness.farm import farm_down
     stopped = farm_down(args.state_dir)
     print(f"stopped {', '.join(stopped)}" if stopped else f"no simulated farm recorded in {args.state_dir}")
     return 0
 
 
 def cmd_status(args) -> int:
-    from ..farm import farm_status
+    from harness.farm import farm_status
     statuses = farm_status(args.state_dir)
     if not statuses:
         print(f"no simulated farm recorded in {args.state_dir}; start one with `make farm-up`")
@@ -86,8 +86,8 @@ def cmd_status(args) -> int:
 
 def cmd_run(args) -> int:
     """Every target (or the -t ones) through `harness profile`'s run: the pipeline dispatches one worker per device."""
-    from ..targets import list_target_names
-    from .profile import cmd_profile
+    from harness.schema.targets import list_target_names
+    from harness.commands.profile import cmd_profile
     if not args.target:
         args.target = list_target_names()
     args.resume = None

@@ -6,9 +6,9 @@ from typing import Any, Dict, List, Optional, Tuple
 
 
 def register(subparsers) -> None:
-    from ..history import DEFAULT_DB_PATH
-    from ..rundir import REPORTS_DIR
-    from ..targets import TARGETS_DIR
+    from harness.judge.history import DEFAULT_DB_PATH
+    from harness.schema.rundir import REPORTS_DIR
+    from harness.schema.targets import TARGETS_DIR
     p = subparsers.add_parser(
         "gate", help="check a run against a release policy (exit 0 pass, 1 fail, 2 not judged) and write JUnit XML",
         description="Check a run against a YAML policy: per target minimum accuracy retention, maximum p99 "
@@ -31,8 +31,8 @@ def register(subparsers) -> None:
 def load_baseline(store, run_id: str, named: Optional[str], reports_dir: Path
                   ) -> Tuple[Optional[str], Optional[List[Dict[str, Any]]], Dict[str, Any]]:
     """(baseline id, its rows, its samples): from the history store, or a run directory for a named run."""
-    from ..errors import HarnessError
-    from ..history import load_latency_samples, load_run_table, resolve_run
+    from harness.core.errors import HarnessError
+    from harness.judge.history import load_latency_samples, load_run_table, resolve_run
     try:
         baseline = store.find_baseline(run_id, named)
     except HarnessError:
@@ -46,10 +46,10 @@ def load_baseline(store, run_id: str, named: Optional[str], reports_dir: Path
 
 
 def cmd_gate(args) -> int:
-    from ..gate import LAST_PASSING, evaluate, load_policy, write_junit
-    from ..history import History, load_latency_samples, load_run_table, record_run, resolve_run
-    from ..pairing import MANIFEST_KEY as PAIRED_KEY, split_rows
-    from ..report import run_budgets, write_summary
+    from harness.judge.gate import LAST_PASSING, evaluate, load_policy, write_junit
+    from harness.judge.history import History, load_latency_samples, load_run_table, record_run, resolve_run
+    from harness.run.pairing import MANIFEST_KEY as PAIRED_KEY, split_rows
+    from harness.report import run_budgets, write_summary
     policy = load_policy(args.policy)
     run = resolve_run(args.run, args.reports_dir)
     frame = load_run_table(run)
@@ -69,7 +69,7 @@ def cmd_gate(args) -> int:
         named = args.baseline or (policy.baseline if policy.baseline != LAST_PASSING else None)
         baseline_id, baseline_rows, baseline_samples = load_baseline(store, run.run_id, named, args.reports_dir)
         rows = frame.to_dict(orient="records")
-    from ..report.crossarch import emulated_targets, read_manifest
+    from harness.report.crossarch import emulated_targets, read_manifest
     emulated = emulated_targets(sorted({str(t) for t in frame["target"]}), read_manifest(run), None, args.targets_dir)
     result = evaluate(policy, frame, budgets, run_id=run.run_id, samples=samples,
                       baseline_rows=baseline_rows, baseline_samples=baseline_samples, baseline_id=baseline_id,

@@ -6,8 +6,8 @@ from typing import Dict, List, Tuple
 
 
 def register(subparsers) -> None:
-    from ..history import DEFAULT_DB_PATH
-    from ..rundir import REPORTS_DIR
+    from harness.judge.history import DEFAULT_DB_PATH
+    from harness.schema.rundir import REPORTS_DIR
     p = subparsers.add_parser(
         "history", help="show a metric over time, record a run, or list regressions against a baseline",
         description="Runs are appended to a local SQLite store (default .harness/history.sqlite) at the end of "
@@ -47,7 +47,7 @@ def _show_runs(store) -> int:
 
 
 def _show_series(store, args) -> int:
-    from ..errors import HarnessError
+    from harness.core.errors import HarnessError
     if not (args.model and args.target):
         raise HarnessError("--model and --target go together: name both to show a series")
     points = store.series(args.model, args.target, args.metric, variant=args.variant, fmt=args.fmt)
@@ -69,8 +69,8 @@ def _show_series(store, args) -> int:
 
 
 def _compare(store, args) -> int:
-    from ..history import load_latency_samples, load_run_table, resolve_run
-    from ..regression import compare_runs, regressions
+    from harness.judge.history import load_latency_samples, load_run_table, resolve_run
+    from harness.judge.regression import compare_runs, regressions
     run = resolve_run(args.compare, args.reports_dir)
     baseline = store.find_baseline(run.run_id, args.baseline)
     if baseline is None:
@@ -88,7 +88,7 @@ def _compare(store, args) -> int:
 
 
 def cmd_history(args) -> int:
-    from ..history import History, record_run, resolve_run
+    from harness.judge.history import History, record_run, resolve_run
     store = History(args.db)
     if args.record:
         info = record_run(resolve_run(args.record, args.reports_dir), args.db)

@@ -10,7 +10,7 @@ def register(subparsers) -> None:
 
 
 def cmd_models(args) -> int:
-    from ..recipes import list_recipe_names, load_recipe
+    from harness.schema.recipes import list_recipe_names, load_recipe
 
     for name in list_recipe_names():
         r = load_recipe(name)

@@ -2,15 +2,15 @@
 from __future__ import annotations
 
 import argparse
-import re
 import sys
 from pathlib import Path
 from typing import Dict, Tuple
 
-from ..errors import ConfigError, HarnessError
-from ..pairing import MANIFEST_KEY as PAIRED_KEY, PAIRED_MIN_DURATION_S, PAIRED_REPEATS, baseline_name
-from ..progress import Progress
-from ..rundir import REPORTS_DIR, RunDir
+from harness.core.errors import ConfigError, HarnessError
+from harness.run.pairing import MANIFEST_KEY as PAIRED_KEY, PAIRED_MIN_DURATION_S, PAIRED_REPEATS, baseline_name
+from harness.core.progress import Progress
+from harness.schema.rundir import REPORTS_DIR, RunDir
+from harness.core.names import is_valid_name
 
 SUMMARY_FLOATS = {"primary_value": "{:.4f}", "primary_retention": "{:.3f}", "max_abs_diff": "{:.2e}",
                   "output_snr_db": "{:.1f}", "latency_p50_ms": "{:.3f}", "latency_p99_ms": "{:.3f}"}
@@ -131,8 +131,8 @@ def file_recipes(args) -> Tuple[list, Dict[str, str]]:
     --baseline-model-file with the same settings. Returns (recipes, twin name -> candidate name)."""
     from dataclasses import replace
 
-    from ..interface import parse_shape_flag
-    from ..recipes import recipe_for_file
+    from harness.schema.interface import parse_shape_flag
+    from harness.build.recipes import recipe_for_file
 
     shapes = dict(parse_shape_flag(text) for text in args.input_shape)
     model_files, baseline_files = args.model_file or [], getattr(args, "baseline_model_file", None) or []
@@ -159,8 +159,8 @@ def file_recipes(args) -> Tuple[list, Dict[str, str]]:
 
 def resumed_recipes(manifest) -> list:
     """The recipes a run was made with: recipe files by path, --model-file recipes from the manifest."""
-    from ..config import load_dataclass
-    from ..recipes import ModelRecipe, load_recipe
+    from harness.schema.loader import load_dataclass
+    from harness.schema.recipes import ModelRecipe, load_recipe
 
     recipes = [load_recipe(m) for m in manifest.get("model_sources") or [] if m]
     recipes += [load_dataclass(ModelRecipe, doc, Path("manifest.json"), prefix=f"recipes.{name}")
@@ -169,16 +169,16 @@ def resumed_recipes(manifest) -> list:
 
 
 def cmd_profile(args) -> int:
-    from ..pipeline import RunSettings, run_profile
-    from ..recipes import list_recipe_names, load_recipe
-    from ..targets import run_target
-    from ..verdict import run_verdict
+    from harness.run.pipeline import RunSettings, run_profile
+    from harness.schema.recipes import list_recipe_names, load_recipe
+    from harness.schema.targets import run_target
+    from harness.judge.verdict import run_verdict
 
     progress = Progress(quiet=args.quiet)
     resume = getattr(args, "resume", None)
     model_names, target_names, variant_spec = args.model, args.target, args.variants
     run_id = args.run_id
-    if run_id is not None and not re.match(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", run_id):
+    if run_id is not None and not is_valid_name(run_id):
         raise HarnessError(f"--run-id {run_id!r}: a run id names a directory under {args.reports_dir}/, so it must "
                            "be letters, digits, '_', '-' or '.' (e.g. --run-id nightly-2026-01-31)")
     settings_doc = {}
@@ -215,7 +215,7 @@ def cmd_profile(args) -> int:
     if pairs and settings.repeats < 2:
         progress(f"note: a paired run of {settings.repeats} repeat cannot measure its own noise; the gate then "
                  f"assumes one (use --repeats {PAIRED_REPEATS})")
-    from ..distributed import connect, scheduler_address
+    from harness.run.dask import connect, scheduler_address
     address = scheduler_address(getattr(args, "scheduler", None))
     client = connect(address) if address else None  # no scheduler: threads here, and dask is never imported
     if client is not None:
@@ -232,7 +232,7 @@ def cmd_profile(args) -> int:
 
 
 def print_summary(outcome, stream=None) -> None:
-    from ..results import SUMMARY_COLUMNS
+    from harness.schema.results import SUMMARY_COLUMNS
     stream = stream or sys.stdout
     frame = outcome.frame[SUMMARY_COLUMNS].copy()
     frame["peak_rss_MiB"] = frame.pop("peak_rss_bytes") / 2**20

@@ -5,8 +5,8 @@ from pathlib import Path
 
 
 def register(subparsers) -> None:
-    from ..rundir import REPORTS_DIR
-    from ..targets import TARGETS_DIR
+    from harness.schema.rundir import REPORTS_DIR
+    from harness.schema.targets import TARGETS_DIR
     p = subparsers.add_parser(
         "report", help="write a run's HTML report and Markdown summary",
         description="Write reports/<run-id>/index.html (devices, results, portability scores, recommendations, "
@@ -21,8 +21,8 @@ def register(subparsers) -> None:
 
 
 def cmd_report(args) -> int:
-    from ..history import resolve_run
-    from ..report import SUMMARY_NAME, write_report
+    from harness.judge.history import resolve_run
+    from harness.report import SUMMARY_NAME, write_report
     run = resolve_run(args.run, args.reports_dir)
     index = write_report(run, None, targets_dir=args.targets_dir)
     if args.markdown:

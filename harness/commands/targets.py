@@ -15,9 +15,9 @@ def register(subparsers) -> None:
 
 
 def cmd_targets(args) -> int:
-    from .. import device
-    from ..targets import list_target_names, load_target
-    from ..transport import open_transport
+    from harness.run import probe as device
+    from harness.schema.targets import list_target_names, load_target
+    from harness.run.transport import open_transport
 
     names = args.names or list_target_names()
     status = 0

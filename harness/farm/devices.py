@@ -100,7 +100,7 @@ class DeviceClass:
     peak_memory_mb: float
     #: the target's command_timeout_s: one agent run (a cell) must end within it
     command_timeout_s: float = 300.0
-    #: named runtime configurations for the target's `runtimes:` (harness.runtime_configs); None: the list
+    #: named runtime configurations for the target's `runtimes:` (harness.schema.runtime_configs); None: the list
     #: of runtimes, each with its default configuration
     runtime_configs: Optional[Mapping[str, Any]] = field(default=None, compare=False)
 

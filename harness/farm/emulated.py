@@ -27,8 +27,8 @@ import sys
 from pathlib import Path
 from typing import Dict, List
 
-from .devices import EmulatedEnv
-from .envs import STAMP, FarmError, _check_call, _read_stamp, locked_env_dir
+from harness.farm.devices import EmulatedEnv
+from harness.farm.envs import STAMP, FarmError, _check_call, _read_stamp, locked_env_dir
 
 log = logging.getLogger("harness.farm.emulated")
 DEBIAN_MIRROR = "http://deb.debian.org/debian"

@@ -20,8 +20,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator, List, Optional
 
-from ..errors import HarnessError
-from .devices import DeviceEnv
+from harness.core.errors import HarnessError
+from harness.farm.devices import DeviceEnv
 
 log = logging.getLogger("harness.farm.envs")
 STAMP = ".harness-env.json"

@@ -12,78 +12,35 @@ from __future__ import annotations
 import dataclasses
 import datetime as _dt
 import logging
-import os
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, FrozenSet, List, Mapping, Sequence, Tuple
+from typing import Any, Dict, List, Mapping, Sequence, Tuple
 
 import numpy as np
 
-from ..errors import HarnessError
-from ..history import load_run_table
-from ..results import OK
-from ..rundir import RunDir
-from ..scores import (CellScore, CrossArchParity, Disagreement, PairParity, PortabilityScore, Recommendation,
-                      cross_arch_parity, disagreements, pairwise_parity, parity_table, portability_scores, recommend,
-                      score_cells)
-from ..targets import TARGETS_DIR, Budgets, TargetSpec, load_target
+from harness.core.errors import HarnessError
+from harness.judge.history import load_run_table
+from harness.schema.results import OK
+from harness.schema.rundir import RunDir
+from harness.judge.scores import (
+    Disagreement,
+    PairParity,
+    cross_arch_parity,
+    disagreements,
+    pairwise_parity,
+    parity_table,
+    portability_scores,
+    recommend,
+    score_cells,
+)
+from harness.schema.targets import TARGETS_DIR, Budgets, TargetSpec, load_target
+from harness.report.context import ImageRef, ReportContext
+from harness.core.files import atomic_write_text
 
 log = logging.getLogger("harness.report")
 
 PLOTS_DIR = "plots"
 INDEX_NAME = "index.html"
 SUMMARY_NAME = "summary.md"
-
-
-@dataclass(frozen=True)
-class ImageRef:
-    #: path relative to the run directory, e.g. plots/parity_digits_cnn.png
-    src: str
-    title: str
-
-
-@dataclass
-class ReportContext:
-    """Everything the HTML and Markdown renderers show, computed once."""
-
-    run_id: str
-    generated_at: str
-    frame: Any
-    devices: Dict[str, Dict[str, Any]]
-    budgets: Dict[str, Budgets]
-    budget_notes: List[str]
-    cell_scores: List[CellScore]
-    portability: List[PortabilityScore]
-    recommendations: List[Recommendation]
-    parity: Any
-    pairs: Dict[str, List[PairParity]]
-    disagreements: List[Disagreement]
-    images: Dict[str, List[ImageRef]] = field(default_factory=dict)
-    #: targets whose device Python was emulated (qemu-user): latency and memory shown, not judged
-    emulated: FrozenSet[str] = frozenset()
-    #: each target's architecture, as its probe reported it
-    arches: Dict[str, str] = field(default_factory=dict)
-    #: cells on another architecture than x86_64 against the same cells on x86_64 devices
-    cross_arch: List[CrossArchParity] = field(default_factory=list)
-    #: per model: its source format, interface and where its evaluation and calibration data came from
-    models: Dict[str, Dict[str, Any]] = field(default_factory=dict)
-    #: per cell id: its per-layer profile and op placement (harness.report.profiles)
-    profiles: Dict[str, Dict[str, Any]] = field(default_factory=dict)
-
-    @property
-    def rows(self) -> List[Dict[str, Any]]:
-        return self.frame.to_dict(orient="records")
-
-    @property
-    def status_counts(self) -> Dict[str, int]:
-        counts: Dict[str, int] = {}
-        for status in self.frame["status"]:
-            counts[str(status)] = counts.get(str(status), 0) + 1
-        return counts
-
-    @property
-    def failures(self) -> List[Dict[str, Any]]:
-        return [r for r in self.rows if r.get("status") != OK]
 
 
 def recorded_budgets(manifest: Mapping[str, Any]) -> Dict[str, Budgets]:
@@ -143,7 +100,7 @@ def run_budgets(run_dir: RunDir, target_names: Sequence[str], targets: Mapping[s
 def load_outputs(run_dir: RunDir, cell_ids: Sequence[str]) -> Dict[str, np.ndarray]:
     """Each cell's outputs as one (samples, values) matrix: every fixed-size output, flattened side by side
     in the order the cell wrote them, so pairwise parity covers all of a model's outputs."""
-    from .crossarch import load_all_outputs
+    from harness.report.crossarch import load_all_outputs
     outputs: Dict[str, np.ndarray] = {}
     for cell, arrays in load_all_outputs(run_dir, cell_ids).items():
         n = min(len(a) for a in arrays.values())
@@ -173,8 +130,8 @@ def build_context(run_dir: RunDir, targets: Mapping[str, TargetSpec] | None = No
         model_outputs = {c: o for c, o in outputs.items() if groups.get(c, "").startswith(model + "/")}
         pairs[model] = pairwise_parity(model_outputs)
         found += disagreements(pairs[model], groups)
-    from .crossarch import emulated_targets, load_all_outputs, read_manifest, target_arches
-    from .profiles import load_profiles
+    from harness.report.crossarch import emulated_targets, load_all_outputs, read_manifest, target_arches
+    from harness.report.profiles import load_profiles
     manifest = read_manifest(run_dir)
     devices = run_dir.devices() if (run_dir.root / "devices").is_dir() else {}
     emulated = emulated_targets(target_names, manifest, targets, targets_dir)
@@ -196,7 +153,7 @@ def build_context(run_dir: RunDir, targets: Mapping[str, TargetSpec] | None = No
 
 def draw_plots(ctx: ReportContext, run_dir: RunDir) -> None:
     """Write every PNG under <run>/plots/ and list them in ctx.images."""
-    from . import plots
+    from harness.report import plots
     out = run_dir.root / PLOTS_DIR
     out.mkdir(parents=True, exist_ok=True)
     for stale in out.glob("*.png"):
@@ -225,31 +182,25 @@ def draw_plots(ctx: ReportContext, run_dir: RunDir) -> None:
     ctx.images = images
 
 
-def _write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
-
 def write_summary(run_dir: RunDir, gate: Any = None, targets_dir: Path = TARGETS_DIR) -> Path:
     """(Re)write <run>/summary.md alone, with a gate verdict at its top (`harness gate` calls this)."""
-    from .markdown import render_markdown
+    from harness.report.markdown import render_markdown
     path = run_dir.root / SUMMARY_NAME
-    _write_text(path, render_markdown(build_context(run_dir, None, targets_dir), gate))
+    atomic_write_text(path, render_markdown(build_context(run_dir, None, targets_dir), gate))
     return path
 
 
 def write_report(run_dir: RunDir, targets: Mapping[str, TargetSpec] | None = None,
                  targets_dir: Path = TARGETS_DIR) -> Path:
     """Write <run>/index.html, <run>/summary.md and <run>/plots/*.png; returns index.html's path."""
-    from .html import render_html
-    from .markdown import render_markdown
+    from harness.report.html import render_html
+    from harness.report.markdown import render_markdown
     ctx = build_context(run_dir, targets, targets_dir)
     if len(ctx.frame):
         draw_plots(ctx, run_dir)
-    _write_text(run_dir.root / SUMMARY_NAME, render_markdown(ctx))
+    atomic_write_text(run_dir.root / SUMMARY_NAME, render_markdown(ctx))
     index = run_dir.root / INDEX_NAME
-    _write_text(index, render_html(ctx))
+    atomic_write_text(index, render_html(ctx))
     return index
 
 

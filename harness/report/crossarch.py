@@ -13,11 +13,11 @@ from typing import Any, Dict, FrozenSet, Mapping, Optional, Sequence
 
 import numpy as np
 
-from ..evaluate import read_outputs
+from harness.judge.evaluate import read_outputs
 
-from ..errors import HarnessError
-from ..rundir import RunDir
-from ..targets import TARGETS_DIR, TargetSpec, load_target
+from harness.core.errors import HarnessError
+from harness.schema.rundir import RunDir
+from harness.schema.targets import TARGETS_DIR, TargetSpec, load_target
 
 log = logging.getLogger("harness.report")
 

@@ -1,15 +1,14 @@
 """index.html: one offline page (inline CSS, no scripts, PNGs beside it)."""
 from __future__ import annotations
 
-import html
 import math
-from typing import TYPE_CHECKING, Any, Iterable, List, Mapping, Optional, Sequence
+from typing import List, Mapping, Optional, Sequence
 
-from ..results import SUMMARY_COLUMNS
-from ..scores import BYTES_PER_MB
+from harness.schema.results import SUMMARY_COLUMNS
+from harness.report.profiles import section_html
 
-if TYPE_CHECKING:
-    from . import ImageRef, ReportContext
+from harness.report.context import ImageRef, ReportContext
+from harness.report.elements import esc, fmt, table
 
 _CSS = """
 body { font-family: system-ui, sans-serif; margin: 1.5em auto; max-width: 1400px; padding: 0 1em; color: #222; }
@@ -25,49 +24,6 @@ tr.incompatible td.status { color: #8a6d00; }
 figcaption { font-size: 0.85em; color: #555; } .note { color: #555; font-size: 0.9em; }
 pre { white-space: pre-wrap; margin: 0; font-size: 0.95em; }
 """
-
-
-def esc(value: Any) -> str:
-    return html.escape("" if value is None else str(value), quote=True)
-
-
-def _is_missing(value: Any) -> bool:
-    if value is None:
-        return True
-    try:
-        return bool(value != value)  # NaN and pandas NA
-    except (TypeError, ValueError):
-        return False
-
-
-def fmt(value: Any, column: str = "") -> str:
-    """A cell's text: bytes as MB, fractions with 4 digits, blanks for missing."""
-    if _is_missing(value):
-        return ""
-    if column.endswith("_bytes"):
-        return f"{float(value) / BYTES_PER_MB:.1f} MB"
-    if isinstance(value, float):
-        if value == 0 or (1e-3 <= abs(value) < 1e5):
-            return f"{value:.4g}"
-        return f"{value:.2e}"
-    return str(value)
-
-
-def table(headers: Sequence[str], rows: Iterable[Sequence[Any]], numeric: Sequence[bool] | None = None,
-          row_classes: Sequence[str] | None = None, cell_classes: Mapping[int, str] | None = None) -> str:
-    """An escaped HTML table; values are strings already formatted."""
-    numeric = numeric or [False] * len(headers)
-    out = ['<div class="wrap"><table><thead><tr>', *(f"<th>{esc(h)}</th>" for h in headers), "</tr></thead><tbody>"]
-    for i, row in enumerate(rows):
-        klass = f' class="{esc(row_classes[i])}"' if row_classes else ""
-        out.append(f"<tr{klass}>")
-        for j, value in enumerate(row):
-            classes = (["num"] if numeric[j] else []) + ([cell_classes[j]] if cell_classes and j in cell_classes else [])
-            attr = f' class="{" ".join(classes)}"' if classes else ""
-            out.append(f"<td{attr}>{esc(value)}</td>")
-        out.append("</tr>")
-    out.append("</tbody></table></div>")
-    return "".join(out)
 
 
 def _figures(images: Sequence["ImageRef"]) -> str:
@@ -216,7 +172,7 @@ def _cross_arch(ctx: "ReportContext") -> str:
     """Each cell on a non-x86_64 device against the same (model, variant, format) on x86_64 devices."""
     if not ctx.cross_arch:
         return ""
-    from ..scores import CROSS_ARCH_ATOL, CROSS_ARCH_RTOL
+    from harness.judge.scores import CROSS_ARCH_ATOL, CROSS_ARCH_RTOL
     flagged = [c for c in ctx.cross_arch if not c.agrees and c.baseline_agrees and not c.verdict.startswith("not")]
     rows = [[c.model, c.variant, c.format, f"{c.target} ({c.arch})", ", ".join(c.baseline_targets),
              fmt(c.top1_agreement), fmt(c.max_abs_diff), str(c.n_samples), fmt(c.reference_top1),
@@ -252,7 +208,6 @@ def _section_failures(ctx: "ReportContext") -> str:
 
 
 def _section_layers(ctx: "ReportContext") -> str:
-    from .profiles import section_html
     return section_html(ctx.rows, ctx.profiles)
 
 

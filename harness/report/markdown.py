@@ -1,12 +1,11 @@
 """summary.md: the run in short, as GitHub-flavoured Markdown for CI logs."""
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Dict, List, Sequence, Tuple
+from typing import Any, Dict, List, Sequence, Tuple
 
-from .html import fmt
+from harness.report.elements import fmt
 
-if TYPE_CHECKING:
-    from . import ReportContext
+from harness.report.context import ReportContext
 
 _MAX_MESSAGE = 300
 
@@ -30,7 +29,7 @@ def _part(value: Any) -> str:
 
 def _verdict_lines(ctx: "ReportContext", gate: Any) -> List[str]:
     """The first thing a CI job summary shows: can this run be trusted, and did it pass."""
-    from ..verdict import run_verdict
+    from harness.judge.verdict import run_verdict
     verdict = run_verdict(ctx.rows)
     icon = {0: "✅", 1: "❌", 2: "⚠️"}
     lines = [f"**Run: {icon[verdict.exit_code]} {verdict.summary}** (exit {verdict.exit_code})"]
@@ -98,7 +97,7 @@ def failure_groups(rows: Sequence[Dict[str, Any]]) -> Dict[str, List[Tuple[str, 
 
 def render_markdown(ctx: "ReportContext", gate: Any = None) -> str:
     """summary.md: the verdict first, then regressions with their intervals (when gated), then failures by
-    device, then the scores. `gate` is a harness.gate.GateResult (written by `harness gate`)."""
+    device, then the scores. `gate` is a harness.judge.gate.GateResult (written by `harness gate`)."""
     counts = ", ".join(f"{n} {s}" for s, n in sorted(ctx.status_counts.items())) or "no cells"
     lines = [f"## Run {ctx.run_id}", ""]
     lines += _verdict_lines(ctx, gate)

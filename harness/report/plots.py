@@ -8,13 +8,14 @@ and returns its path.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Mapping, Sequence, Tuple
 
 import numpy as np
 
-from ..results import OK, finite_or_none as _num
-from ..scores import BYTES_PER_MB, PairParity, accuracy_measure, pareto_front
-from ..targets import Budgets
+from harness.schema.results import OK
+from harness.core.numbers import finite_or_none
+from harness.judge.scores import BYTES_PER_MB, PairParity, accuracy_measure, pareto_front
+from harness.schema.targets import Budgets
 
 _PNG_META = {"Software": None}  # no version string: identical inputs give identical files
 _DPI = 100
@@ -46,10 +47,10 @@ def parity_heatmap(table: Any, model: str, path: Path) -> Path:
     labels: Dict[Tuple[int, int], str] = {}
     for rec in sub.to_dict(orient="records"):
         i, j = rows.index(f"{rec['variant']}/{rec['format']}"), cols.index(rec["target"])
-        top1 = _num(rec.get("top1_agreement"))
+        top1 = finite_or_none(rec.get("top1_agreement"))
         if rec.get("status") == OK and top1 is not None:
             values[i, j] = top1
-            cos, mad = _num(rec.get("cosine_similarity")), _num(rec.get("max_abs_diff"))
+            cos, mad = finite_or_none(rec.get("cosine_similarity")), finite_or_none(rec.get("max_abs_diff"))
             labels[(i, j)] = (f"{top1:.1%}\ncos {cos:.4f}" if cos is not None else f"{top1:.1%}") + \
                              (f"\n|d| {mad:.1e}" if mad is not None else "")
         else:
@@ -110,8 +111,8 @@ def accuracy_vs_latency(rows: Sequence[Mapping[str, Any]], target: str, budget: 
     names: List[str] = []
     ylabel = "accuracy"
     for rec in rows:
-        p99 = _num(rec.get("latency_p99_ms"))
-        accuracy = _num(rec.get("accuracy"))
+        p99 = finite_or_none(rec.get("latency_p99_ms"))
+        accuracy = finite_or_none(rec.get("accuracy"))
         if accuracy is None:
             accuracy, source = accuracy_measure(rec)
             ylabel = "accuracy (top-1 agreement where no labels)"
@@ -147,7 +148,7 @@ def memory_per_cell(rows: Sequence[Mapping[str, Any]], budgets: Mapping[str, Bud
     """Peak RSS of every ok cell as horizontal bars, with each target's memory budget."""
     measured = [(f"{_cell_label(r)} @ {r.get('target')}", float(r["peak_rss_bytes"]) / BYTES_PER_MB,
                  str(r.get("target"))) for r in rows
-                if r.get("status") == OK and _num(r.get("peak_rss_bytes")) is not None]
+                if r.get("status") == OK and finite_or_none(r.get("peak_rss_bytes")) is not None]
     targets = sorted({t for _, _, t in measured})
     import matplotlib
     palette = matplotlib.colormaps["tab10"]

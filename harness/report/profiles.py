@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Sequence, Tuple
 
+from harness.report.elements import esc, fmt, table
+
 PROFILES_DIR = "profiles"
 TOP_LAYERS = 10
 
@@ -84,7 +86,7 @@ def placement_diffs(rows: Sequence[Mapping[str, Any]], profiles: Mapping[str, Ma
         if str(row.get("cell_id")) in profiles:
             groups[(str(row.get("model")), str(row.get("variant")), str(row.get("format")))].append(row)
     diffs = []
-    for (model, variant, fmt), cells in sorted(groups.items()):
+    for (model, variant, format_name), cells in sorted(groups.items()):
         if len(cells) < 2:
             continue
         cells = sorted(cells, key=lambda r: (str(r.get("target")), str(r.get("runtime_config"))))
@@ -93,15 +95,14 @@ def placement_diffs(rows: Sequence[Mapping[str, Any]], profiles: Mapping[str, Ma
         names = sorted(set().union(*[set(w) for w in where]))
         differing = tuple((name, tuple(w.get(name, "") for w in where)) for name in names
                           if len({w.get(name, "") for w in where}) > 1)
-        diffs.append(PlacementDiff(model, variant, fmt,
-                                   tuple(f"{r.get('runtime_config') or fmt} on {r.get('target')}" for r in cells),
+        diffs.append(PlacementDiff(model, variant, format_name,
+                                   tuple(f"{r.get('runtime_config') or format_name} on {r.get('target')}" for r in cells),
                                    differing, len(names)))
     return diffs
 
 
 def section_html(rows: Sequence[Mapping[str, Any]], profiles: Mapping[str, Mapping[str, Any]]) -> str:
     """The report's 'Layers and op placement' section."""
-    from .html import esc, fmt, table
 
     if not profiles:
         return "<p>No cell was profiled (profiles are made after each cell's timed run unless --no-profile).</p>"

@@ -6,7 +6,7 @@ anything at run time: data comes from installed packages.
 """
 from __future__ import annotations
 
-from ..registry import Registry
+from harness.core.registry import Registry
 
 DATASETS: Registry = Registry("dataset", ["harness.zoo.datasets", "harness.zoo.fashion",
                                            "harness.zoo.efficientnet"])

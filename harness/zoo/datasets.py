@@ -5,7 +5,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import DATASETS
+from harness.zoo import DATASETS
 
 
 @dataclass(frozen=True)

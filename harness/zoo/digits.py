@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from . import BUILDERS
-from .keras_util import import_tf, set_seed, train_and_save
+from harness.zoo import BUILDERS
+from harness.zoo.keras_util import import_tf, set_seed, train_and_save
 
 
 def digits_cnn_architecture(recipe, width: int = 1):

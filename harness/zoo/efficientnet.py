@@ -23,9 +23,9 @@ from typing import Any, Dict, Sequence, Tuple
 
 import numpy as np
 
-from ..errors import HarnessError
-from . import BUILDERS, DATASETS
-from .datasets import Dataset
+from harness.core.errors import HarnessError
+from harness.zoo import BUILDERS, DATASETS
+from harness.zoo.datasets import Dataset
 
 MODEL_NAME = "efficientnet-lite0"
 IMAGE_SIZE = 224
@@ -94,7 +94,7 @@ def torch_macs(model, example) -> int:
 def _save(model, example, out_dir: Path) -> Path:
     import torch
 
-    model.macs = torch_macs(model, example)  # read when the zoo model is built (harness.build)
+    model.macs = torch_macs(model, example)  # read when the zoo model is built (harness.build.steps)
     path = Path(out_dir) / "model.pt"
     torch.save(model, path)
     return path
@@ -160,7 +160,7 @@ def build_efficientnet_lite0(recipe, data: Dataset, out_dir: Path) -> Path:
 
 def _check_input(recipe, expected: Tuple[int, ...]) -> None:
     if tuple(recipe.input.shape) != expected:
-        from ..errors import ConfigError
+        from harness.core.errors import ConfigError
         raise ConfigError(recipe.source_path, f"{recipe.source.builder} takes input shape {list(expected)}, "
                           f"not {list(recipe.input.shape)}", "inputs[0].shape")
 
@@ -177,7 +177,7 @@ def _features(model, x: np.ndarray, batch: int = 64) -> np.ndarray:
     import onnxruntime as ort
     import torch
 
-    from .efficientnet_torch import FeatureExtractor
+    from harness.zoo.efficientnet_torch import FeatureExtractor
 
     with tempfile.TemporaryDirectory() as scratch:
         path = Path(scratch) / "features.onnx"
@@ -230,12 +230,12 @@ def build_efficientnet_lite0_fashion(recipe, data: Dataset, out_dir: Path) -> Pa
     options: Dict[str, Any] = dict(recipe.options)
     resolution = int(options.get("resolution", 96))
     if resolution % 32:
-        from ..errors import ConfigError
+        from harness.core.errors import ConfigError
         raise ConfigError(recipe.source_path, f"must be a multiple of 32 (the network's stride), not {resolution}",
                           "options.resolution")
     _check_input(recipe, (1, 28, 28, 1))
     torch.manual_seed(recipe.seed)
-    from .efficientnet_torch import FashionEfficientNet
+    from harness.zoo.efficientnet_torch import FashionEfficientNet
 
     model = FashionEfficientNet(load_efficientnet_lite0(recipe.output.classes, resolution), resolution).eval()
     n = int(options.get("train_samples", 12000))

@@ -14,10 +14,10 @@ from typing import Tuple
 
 import numpy as np
 
-from ..errors import HarnessError
-from . import BUILDERS, DATASETS
-from .datasets import Dataset
-from .keras_util import import_tf, set_seed, train_and_save
+from harness.core.errors import HarnessError
+from harness.zoo import BUILDERS, DATASETS
+from harness.zoo.datasets import Dataset
+from harness.zoo.keras_util import import_tf, set_seed, train_and_save
 
 #: where the Debian package puts the files
 FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")

@@ -11,7 +11,7 @@ import os
 def import_tf():
     os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    from ..quiet import native_stderr_quieted
+    from harness.core.quiet import native_stderr_quieted
 
     with native_stderr_quieted():
         import tensorflow as tf

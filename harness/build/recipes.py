@@ -1,0 +1,82 @@
+"""Recipes as the build sees them: the recipe `--model-file` makes for a file (its format detected), and a
+recipe's registry names, variant parameters and entry points checked before any work."""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Dict, Optional, Sequence, Tuple
+
+from harness.build.compress import COMPRESSORS
+from harness.build.data import load_entry_point
+from harness.build.sources import SOURCES, detect_format
+from harness.core.errors import ConfigError
+from harness.schema.recipes import DataSpec, InputSpec, ModelRecipe, OutputSpec, SourceSpec, VariantSpec
+from harness.schema.targets import ALL_FORMATS, FORMATS
+from harness.zoo import BUILDERS, DATASETS
+
+
+#: int8 and float16 variants that work from each source format (calibration comes from the user's data)
+FILE_VARIANTS: Dict[str, Tuple[VariantSpec, ...]] = {
+    "onnx": (VariantSpec("ort_int8", "ort_int8"), VariantSpec("ov_int8", "ov_int8")),
+    "tflite": (VariantSpec("ort_int8", "ort_int8"), VariantSpec("ov_int8", "ov_int8")),
+    "openvino": (VariantSpec("ov_int8", "ov_int8"),),
+    "keras": (VariantSpec("tflite_dynamic", "tflite_dynamic"), VariantSpec("tflite_fp16", "tflite_float16"),
+              VariantSpec("tflite_int8", "tflite_int8", {"io": "float32"}), VariantSpec("ort_int8", "ort_int8"),
+              VariantSpec("ov_int8", "ov_int8")),
+    "torchscript": (VariantSpec("ort_int8", "ort_int8"), VariantSpec("ov_int8", "ov_int8")),
+    "torch_export": (VariantSpec("ort_int8", "ort_int8"), VariantSpec("ov_int8", "ov_int8")),
+}
+FILE_VARIANTS["savedmodel"] = FILE_VARIANTS["keras"]
+
+
+def recipe_for_file(path: Path, source_format: str = "", shapes: Optional[Dict[str, Tuple[int, ...]]] = None,
+                    data: str = "", calibration: str = "", metric: str = "", task: str = "",
+                    name: str = "", random_samples: int = 16, class_output: str = "") -> ModelRecipe:
+    """The recipe `harness profile --model-file PATH` runs: the file, its data, every format, its int8 variants."""
+    path = Path(path).expanduser().resolve()
+    fmt = source_format or detect_format(path)
+    where = f"--model-file {path}"
+    stem = re.sub(r"[^A-Za-z0-9_.-]", "_", name or (path.name if path.is_dir() else path.stem)).lstrip("._-") or "model"
+    inputs = tuple(InputSpec(n, tuple(s)) for n, s in (shapes or {}).items())
+    data_path = Path(data).expanduser().resolve() if data else None
+    is_dir = bool(data_path and data_path.is_dir())
+    try:
+        spec = DataSpec(npz=str(data_path) if data_path and not is_dir else "",
+                        images=str(data_path) if is_dir else "",
+                        calibration=str(Path(calibration).expanduser().resolve()) if calibration else "",
+                        random_samples=random_samples)
+        # A torch file also runs as itself, in the torch runtime, where a target lists it.
+        formats = ALL_FORMATS if fmt in ("torchscript", "torch_export") else FORMATS
+        recipe = ModelRecipe(name=stem, source=SourceSpec(path=str(path), format=fmt), inputs=inputs, data=spec,
+                             output=OutputSpec(name=class_output), formats=formats,
+                             task=task, metric=metric, variants=FILE_VARIANTS.get(fmt, ()),  # type: ignore[arg-type]
+                             description=f"{fmt} model file {path}", source_path="")
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(where, str(exc)) from None
+    return recipe
+
+
+def validate_recipe(recipe: ModelRecipe, variants: Sequence[str] = ()) -> None:
+    """Registry names, variant parameters and entry points, checked before any work; each error names the
+    recipe file (or the flag) and the field. `variants`: the ones this run makes."""
+    where = recipe.source_path or "--model-file"
+    checks = [("source.builder", recipe.source.builder, BUILDERS), ("data.dataset", recipe.data.dataset, DATASETS),
+              ("source.format", recipe.source.format, SOURCES)]
+    for key, name, registry in checks:
+        if name and name not in registry:
+            raise ConfigError(where, f"unknown {registry.kind} {name!r}; known: "
+                              f"{', '.join(map(str, registry.names()))}", key)
+    for i, variant in enumerate(recipe.variants):
+        if variant.name not in variants:
+            continue
+        compressor = COMPRESSORS.get(variant.compressor) if variant.compressor in COMPRESSORS else None
+        if compressor is None:
+            raise ConfigError(where, f"unknown compressor {variant.compressor!r}; known: "
+                              f"{', '.join(COMPRESSORS.names())}", f"variants[{i}].compressor")
+        unknown = sorted(set(variant.params) - set(getattr(compressor, "defaults", variant.params)))
+        if unknown:
+            raise ConfigError(where, f"compressor {variant.compressor!r} has no parameter(s) {unknown}; known: "
+                              f"{', '.join(sorted(compressor.defaults)) or 'none'}", f"variants[{i}].params")
+    for key, entry in (("metric", recipe.metric), ("data.loader", recipe.data.loader)):
+        if entry:
+            load_entry_point(entry, where, key, recipe.base_dir)

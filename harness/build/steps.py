@@ -1,0 +1,645 @@
+"""Host-side build steps: source → reference → compress → convert → inspect.
+
+A model enters as a file in any source format (the user's, read and never
+written) or as what a zoo builder makes. Its interface is read from the file
+and fixed; its evaluation data is checked against it; the source runs on the
+host to give the reference outputs every cell is compared with, output by
+output. Every step is cached by content (the model's bytes, the data's bytes,
+the harness code and the converting libraries' versions): a second run with
+nothing changed trains nothing and converts nothing, and says so; replacing a
+file in place, or upgrading a converter, rebuilds.
+"""
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import sys
+import time
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Tuple
+
+import numpy as np
+
+from harness.agent import agent as device_agent
+from harness.build.cache import ContentCache, content_key
+from harness.build.compress import COMPRESSOR_VERSION, COMPRESSORS, CompressionContext, VariantModel
+from harness.build.data import (
+    SampleSet,
+    call_loader,
+    check_input_names,
+    conform,
+    fill_shapes_from_data,
+    load_entry_point,
+    random_samples,
+    read_images,
+    read_npz,
+    split,
+)
+from harness.core.errors import ConfigError, ConversionError
+from harness.judge.evaluate import ScoringSpec, score_outputs
+from harness.build.converters import (
+    CONVERTER_VERSION,
+    CONVERTERS,
+    NO_CONVERTER,
+    ConversionContext,
+    artifact_files,
+    copy_as_artifact,
+)
+from harness.schema.interface import Interface, TensorSpec, check_interface, fix_interface, normalize_name
+from harness.core.progress import SILENT, Progress
+from harness.build.sources import SOURCES, content_sha256
+from harness.core.files import file_sha256
+from harness.zoo import BUILDERS, DATASETS
+
+REFERENCE = "reference"
+DEPLOYABLE = ("tflite", "onnx", "openvino")
+
+#: the distributions whose versions decide what a conversion or compression makes
+CONVERTING_LIBRARIES = ("tensorflow-cpu", "tensorflow", "tf-keras", "tf2onnx", "onnx", "onnxruntime", "openvino",
+                        "nncf", "torch", "litert-torch", "ai-edge-litert")
+
+
+@lru_cache(maxsize=1)
+def library_versions() -> Tuple[Tuple[str, str], ...]:
+    from importlib.metadata import PackageNotFoundError, version
+    found = []
+    for name in CONVERTING_LIBRARIES:
+        try:
+            found.append((name, version(name)))
+        except PackageNotFoundError:
+            continue
+    return tuple(found)
+
+
+@dataclass(frozen=True)
+class PreparedModel:
+    """A reference model with its fixed interface, evaluation data and reference outputs on disk."""
+
+    recipe: Any
+    source_format: str
+    model_path: Path
+    model_sha256: str
+    interface: Interface
+    eval_inputs_path: Path            # the agent's feeds .npz
+    labels_path: Optional[Path]       # .npy, or None without labels
+    reference_outputs_path: Path      # the agent's outputs .npz: the source run on the host
+    calibration_path: Optional[Path]  # feeds .npz of calibration samples, or None
+    #: content hash of the calibration samples ('' without any): part of every variant's cache key
+    calibration_sha256: str
+    #: the reference's own figures: accuracy, top5_accuracy, metric_<name>, ...
+    reference_figures: Dict[str, Any]
+    param_count: Optional[int]
+    macs: Optional[int]
+    #: where the evaluation and calibration data came from, for the report
+    data_notes: Tuple[str, ...]
+    cached: bool
+    #: a zoo data set's training split (in-process only: compressors that train use it)
+    train_data: Any = field(default=None, compare=False, repr=False)
+
+    @property
+    def reference_accuracy(self) -> Optional[float]:
+        return self.reference_figures.get("accuracy")
+
+    def labels(self) -> Optional[np.ndarray]:
+        return None if self.labels_path is None else np.load(self.labels_path)
+
+    def calibration(self) -> Optional[SampleSet]:
+        return None if self.calibration_path is None else load_feeds(self.calibration_path)
+
+
+@dataclass(frozen=True)
+class Artifact:
+    """One converted file set for (model, variant, format), inspected."""
+
+    model: str
+    variant: str
+    format: str
+    path: str
+    files: Tuple[str, ...]
+    file_sha256: Tuple[str, ...]
+    sha256: str
+    size_bytes: int
+    gzip_bytes: int
+    interface: Dict[str, Any]
+    operators: Dict[str, int]
+    problems: Tuple[str, ...]
+    metrics: Dict[str, Any] = field(default_factory=dict)
+    cached: bool = False
+    error: str = ""
+
+    @property
+    def compatible(self) -> bool:
+        return not self.problems and not self.error
+
+
+def load_feeds(path: Path) -> SampleSet:
+    feeds = device_agent.Feeds.load(str(path))
+    return SampleSet({f["name"]: feeds.arrays[f["key"]] for f in feeds.spec},
+                     {f["name"]: f["mode"] for f in feeds.spec}, None, str(path))
+
+
+def load_dataset(recipe):
+    loader = DATASETS.get(recipe.data.dataset)
+    return loader(eval_fraction=recipe.data.eval_fraction, seed=recipe.data.seed)
+
+
+def _module_source(module) -> str:
+    import inspect
+    try:
+        return inspect.getsource(module)
+    except (OSError, TypeError):
+        return ""
+
+
+def _harness_modules_imported_by(module, source: str) -> List[str]:
+    """Names of the harness modules that `module` imports, lazy ones included.
+
+    `from harness.x import name` also yields `harness.x.name`, which counts only if it is a module itself."""
+    import ast
+    from importlib.util import resolve_name
+
+    package = module.__name__ if hasattr(module, "__path__") else module.__name__.rpartition(".")[0]
+    names = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.ImportFrom):
+            base = resolve_name("." * node.level + (node.module or ""), package) if node.level else node.module or ""
+            if base.split(".")[0] != "harness":
+                continue
+            names.add(base)
+            names.update(f"{base}.{alias.name}" for alias in node.names)  # `from harness.zoo import keras_util`
+        elif isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names if alias.name.split(".")[0] == "harness")
+    # Import what is not loaded yet (harness modules import heavy libraries lazily, so this is cheap):
+    # the key must not depend on what happened to be imported before.
+    return sorted(n for n in names if n in sys.modules or _is_module(n))
+
+
+def _is_module(name: str) -> bool:
+    from importlib import import_module
+    from importlib.util import find_spec
+    try:
+        if find_spec(name) is None:
+            return False
+        import_module(name)
+        return True
+    except (ImportError, ValueError):
+        return False
+
+
+def _source_hash(func, fallback: str) -> str:
+    """Hash of the module that defines func and of the harness modules it imports (one level deep), so
+    editing a builder, compressor or converter, or a helper it calls, rebuilds its cache entries."""
+    import inspect
+    module = inspect.getmodule(func)
+    source = _module_source(module) if module is not None else ""
+    if not source:
+        return hashlib.sha256(fallback.encode()).hexdigest()[:12]
+    digest = hashlib.sha256(source.encode())
+    for name in _harness_modules_imported_by(module, source):
+        digest.update(_module_source(sys.modules[name]).encode())
+    return digest.hexdigest()[:12]
+
+
+def _builder_source_hash(recipe) -> str:
+    return _source_hash(BUILDERS.get(recipe.source.builder), recipe.source.builder)
+
+
+# ---------------------------------------------------------------- step 1: the source model
+def build_zoo_model(recipe, cache: ContentCache, progress: Progress = SILENT) -> Tuple[Path, Optional[int], bool]:
+    """(model file, MACs, cached) of a zoo recipe: its builder trains or loads the model, once per content."""
+    key = content_key("model", recipe.training_key(), _builder_source_hash(recipe), library_versions())
+    name = f"{recipe.name}-{key}"
+    entry = cache.entry("models", name)
+    cached = cache.has("models", name)
+    if not cached:
+        progress(f"{recipe.name}: building reference model ({recipe.source.builder}, seed {recipe.seed})")
+        started = time.perf_counter()
+        data = load_dataset(recipe)
+        with cache.build("models", name) as scratch:
+            model_file = BUILDERS.get(recipe.source.builder)(recipe, data, scratch)
+            meta = {"model_file": Path(model_file).name, "macs": _zoo_macs(recipe, Path(model_file)),
+                    "build_s": time.perf_counter() - started}
+            (scratch / "meta.json").write_text(json.dumps(meta, indent=1))
+        progress(f"{recipe.name}: reference model built ({meta['build_s']:.1f}s)")
+    meta = json.loads((entry / "meta.json").read_text())
+    return entry / meta["model_file"], meta.get("macs"), cached
+
+
+def _zoo_macs(recipe, model_file: Path) -> Optional[int]:
+    if recipe.source.format == "keras":
+        from harness.build.sources.tensorflow import load_keras_model
+        from harness.zoo.keras_util import keras_macs
+        return keras_macs(load_keras_model(model_file))
+    return getattr(SOURCES.get("torch_module")().load(model_file), "macs", None)
+
+
+def describe_source(path: Path, fmt: str, sha: str, cache: ContentCache) -> Interface:
+    """The interface the file records, read once per content."""
+    key = content_key("interface", sha, fmt, _source_hash(SOURCES.get(fmt), fmt), library_versions())
+    if cache.has("interfaces", key):
+        return Interface.from_doc(json.loads((cache.entry("interfaces", key) / "interface.json").read_text()))
+    interface = SOURCES.get(fmt)().describe(path)
+    with cache.build("interfaces", key) as scratch:
+        (scratch / "interface.json").write_text(json.dumps(interface.to_doc()))
+    return interface
+
+
+# ---------------------------------------------------------------- step 2: the data
+@dataclass(frozen=True)
+class RawData:
+    arrays: Dict[str, np.ndarray]
+    labels: Optional[np.ndarray]
+    origin: str
+    #: calibration arrays that come with the data (a zoo training split), if any
+    calibration: Optional[Dict[str, np.ndarray]] = None
+
+
+def read_data(recipe, interface: Interface, train_data: Any) -> Optional[RawData]:
+    """The evaluation data the recipe names, as arrays by input name (None: no data, random inputs)."""
+    d, where = recipe.data, recipe.source_path or "--data"
+    if d.dataset:
+        name = recipe.input.name
+        x_eval, y_eval = train_data.x_eval, train_data.y_eval
+        if d.eval_samples:
+            x_eval = x_eval[:d.eval_samples]
+            y_eval = None if y_eval is None else y_eval[:d.eval_samples]
+        # Each zoo sample is the model's whole input: the batch axis of 1 goes in front of it.
+        calib = {name: train_data.calibration(d.calibration_samples)[:, None]}
+        return RawData({name: x_eval[:, None]}, y_eval, f"data set {d.dataset} (evaluation split)", calib)
+    if d.npz:
+        arrays, labels = read_npz(recipe.resolve(d.npz))
+        return RawData(arrays, labels, Path(d.npz).name)
+    if d.images:
+        if len(interface.inputs) != 1:
+            raise ConfigError(where, f"image data feeds one image input; the model has {interface.input_names}",
+                              "data.images")
+        from harness.schema.recipes import ImagePreprocessing
+        spec = interface.inputs[0]
+        arrays, labels = read_images(recipe.resolve(d.images), recipe.resolve(d.labels) if d.labels else None,
+                                     d.preprocessing or ImagePreprocessing(), spec, where)
+        return RawData(arrays, labels, f"images in {d.images}")
+    if d.loader:
+        arrays, labels = call_loader(d.loader, where, recipe.base_dir)
+        return RawData(arrays, labels, f"loader {d.loader}")
+    return None
+
+
+def data_digest(data: Optional[SampleSet]) -> str:
+    if data is None:
+        return ""
+    digest = hashlib.sha256()
+    for name, array in data.arrays.items():
+        digest.update(f"{name}|{data.modes[name]}|{array.dtype}|{array.shape}".encode())
+        digest.update(np.ascontiguousarray(array).tobytes())
+    if data.labels is not None:
+        digest.update(np.ascontiguousarray(data.labels).tobytes())
+    return digest.hexdigest()
+
+
+#: sources whose inputs are positional arguments: their names are the forward() parameters', not tensors'
+POSITIONAL_SOURCES = ("torch_module", "torchscript")
+
+
+def plan_data(recipe, described: Interface, train_data: Any,
+              with_calibration: bool) -> Tuple[Interface, SampleSet, Optional[SampleSet], List[str]]:
+    """(fixed interface, evaluation samples, calibration samples, notes) from the recipe and the file."""
+    where = recipe.source_path or f"--model-file {recipe.source.path}"
+    declared_names = [s.name for s in recipe.inputs]
+    if recipe.source.format in POSITIONAL_SOURCES and len(declared_names) == len(described.inputs) and \
+            not set(declared_names) & set(described.input_names):
+        # A module's forward(self, inputs) names a parameter; the recipe's declared inputs name the tensors.
+        described = Interface(tuple(TensorSpec(n, s.shape, s.dtype) for n, s in zip(declared_names, described.inputs)),
+                              described.outputs)
+    declared = {s.name: tuple(s.shape) for s in recipe.inputs if s.shape}
+    raw = read_data(recipe, described, train_data)
+    if raw is not None and described.inputs:
+        check_input_names(described, raw.arrays, where)
+    # A file that records no dtypes (TorchScript) takes the data's; the recipe's declared dtypes win.
+    dtypes = {s.name: np.asarray(raw.arrays[k]).dtype.name for k in (raw.arrays if raw else {})
+              for s in described.inputs if not s.dtype and normalize_name(s.name) == normalize_name(k)}
+    dtypes.update({s.name: "float32" for s in described.inputs if not s.dtype and s.name not in dtypes})
+    dtypes.update({s.name: s.dtype for s in recipe.inputs if s.dtype})
+    shapes = {**(fill_shapes_from_data(described, raw.arrays) if raw else {}), **declared}
+    # A declared input the file does not record (TorchScript) is still an input the recipe names.
+    if not described.inputs and recipe.inputs:
+        described = Interface(tuple(TensorSpec(s.name, None) for s in recipe.inputs), described.outputs)
+    interface = fix_interface(described, shapes, where, dtypes)
+    notes: List[str] = []
+    d = recipe.data
+    if raw is None:
+        evaluation = random_samples(interface, d.random_samples, d.seed)
+        notes.append(f"evaluation: {evaluation.origin}: no data given, so accuracy is empty and parity holds")
+    else:
+        evaluation = conform(interface, raw.arrays, raw.labels, where, raw.origin)
+    calibration: Optional[SampleSet] = None
+    if d.calibration:
+        arrays, _ = read_npz(recipe.resolve(d.calibration))
+        calibration = conform(interface, arrays, None, recipe.resolve(d.calibration).name,
+                              Path(d.calibration).name)
+    elif raw is not None and raw.calibration is not None:
+        calibration = conform(interface, raw.calibration, None, where, f"data set {d.dataset} (training split)")
+    elif with_calibration and raw is None:
+        calibration = random_samples(interface, min(d.calibration_samples, 64), d.seed + 1)
+    elif with_calibration:
+        if evaluation.n_samples < 2:
+            raise ConfigError(where, f"int8 variants need calibration samples and the data has "
+                              f"{evaluation.n_samples}; give --calibration calib.npz")
+        n_calib = min(d.calibration_samples, evaluation.n_samples // 2)
+        calibration, evaluation = split(evaluation, n_calib, d.seed)
+    if calibration is not None:
+        notes.append(f"calibration: {calibration.origin}" + (" (disjoint from evaluation)" if "split" in
+                                                              calibration.origin else ""))
+    if raw is not None:
+        notes.insert(0, f"evaluation: {evaluation.n_samples} samples from {evaluation.origin}")
+    return interface, evaluation, calibration, notes
+
+
+# ---------------------------------------------------------------- step 3: the reference on the host
+def run_on_host(path: Path, fmt: str, interface: Interface, data: SampleSet) -> Tuple[List[Tuple[str, Any]], Interface]:
+    """The source's outputs on every sample, run on the host with its own framework or runtime; and the
+    interface with outputs filled in where the file records none (TorchScript)."""
+    model = SOURCES.get(fmt)().open(path, interface)
+    feeds = data.feeds()
+    try:
+        outputs = device_agent.collect_outputs(model, feeds, device_agent.feed_order(model, feeds), feeds.n_samples)
+    except device_agent.AgentFailure as exc:
+        raise ConfigError(path, str(exc)) from None
+    except Exception as exc:
+        raise ConfigError(path, f"the model fails on the evaluation data on this host ({type(exc).__name__}: "
+                          f"{str(exc).strip().splitlines()[0] if str(exc).strip() else ''}); check the data's "
+                          "shapes and dtypes against the model") from None
+    if not interface.outputs:
+        first = lambda v: v[0] if isinstance(v, list) else v[0]
+        interface = Interface(interface.inputs, tuple(
+            TensorSpec(name, tuple(np.shape(first(v))), np.asarray(first(v)).dtype.name) for name, v in outputs))
+    return outputs, interface
+
+
+def prepare_model(recipe, cache: ContentCache, progress: Progress = SILENT,
+                  with_calibration: bool = False) -> PreparedModel:
+    """The reference: the source model (built for zoo recipes), its fixed interface, data and outputs."""
+    train_data = None
+    macs: Optional[int] = None
+    model_cached = True
+    if recipe.source.builder:
+        model_path, macs, model_cached = build_zoo_model(recipe, cache, progress)
+        fmt = recipe.source.format
+        if recipe.data.dataset:
+            train_data = load_dataset(recipe)
+    else:
+        from harness.build.sources import detect_format
+        model_path = recipe.resolve(recipe.source.path)
+        fmt = recipe.source.format or detect_format(model_path)
+        if fmt not in SOURCES:
+            raise ConfigError(recipe.source_path or "--source-format", f"unknown source format {fmt!r}; known: "
+                              f"{', '.join(SOURCES.names())}", "source.format")
+        if recipe.data.dataset:
+            train_data = load_dataset(recipe)
+    sha = content_sha256(model_path, fmt)
+    described = describe_source(model_path, fmt, sha, cache)
+    interface, evaluation, calibration, notes = plan_data(recipe, described, train_data, with_calibration)
+    metric = load_entry_point(recipe.metric, recipe.source_path or "--metric", "metric", recipe.base_dir) \
+        if recipe.metric else None
+    calibration_sha = data_digest(calibration)
+    key = content_key("reference", sha, fmt, interface.to_doc(), data_digest(evaluation), calibration_sha,
+                      recipe.metric, recipe.primary_metric, recipe.task, recipe.output,
+                      _source_hash(run_on_host, "reference"), _source_hash(SOURCES.get(fmt), fmt), library_versions())
+    name = f"{recipe.name}-{key}"
+    entry = cache.entry("references", name)
+    cached = cache.has("references", name)
+    if not cached:
+        progress(f"{recipe.name}: running the {fmt} source on {evaluation.n_samples} samples for the reference")
+        started = time.perf_counter()
+        outputs, interface = run_on_host(model_path, fmt, interface, evaluation)
+        with cache.build("references", name) as scratch:
+            evaluation.write_feeds(scratch / "eval_inputs.npz")
+            device_agent.save_outputs(str(scratch / "reference_outputs.npz"), outputs)
+            if evaluation.labels is not None:
+                np.save(scratch / "labels.npy", evaluation.labels)
+            if calibration is not None:
+                calibration.write_feeds(scratch / "calibration.npz")
+            reference = dict(outputs)
+            figures = score_outputs(reference, reference, evaluation.labels, ScoringSpec.from_recipe(recipe), metric)[0]
+            meta = {"interface": interface.to_doc(), "figures": figures, "notes": notes,
+                    "param_count": _param_count(model_path, fmt), "seconds": time.perf_counter() - started}
+            (scratch / "meta.json").write_text(json.dumps(meta, indent=1, default=float))
+    meta = json.loads((entry / "meta.json").read_text())
+    figures = meta["figures"]
+    summary = ", ".join(f"{k} {v:.4f}" for k, v in figures.items() if isinstance(v, float) and k in
+                        ("accuracy", "top5_accuracy") or k.startswith("metric_") and not k.endswith("_retention"))
+    if "accuracy" in figures or "top1_agreement" in figures:
+        class_output = recipe.output.name or interface.output_names[0]
+        summary += ("; " if summary else "") + f"classes from output {class_output!r}" + ("" if recipe.output.name or len(
+            interface.outputs) == 1 else " (the first; --class-output or output.name picks another)")
+    progress(f"{recipe.name}: reference {'cached' if cached and model_cached else 'ready'} "
+             f"({fmt}, {evaluation.n_samples} samples{', ' + summary if summary else ''})")
+    return PreparedModel(recipe, fmt, Path(model_path), sha, Interface.from_doc(meta["interface"]),
+                         entry / "eval_inputs.npz", entry / "labels.npy" if (entry / "labels.npy").exists() else None,
+                         entry / "reference_outputs.npz",
+                         entry / "calibration.npz" if (entry / "calibration.npz").exists() else None,
+                         calibration_sha, figures, meta.get("param_count"), macs, tuple(meta["notes"]), cached and model_cached,
+                         train_data)
+
+
+def _param_count(path: Path, fmt: str) -> Optional[int]:
+    try:
+        return SOURCES.get(fmt)().param_count(path)
+    except Exception:  # a count is a nicety: a source that cannot count leaves it empty
+        return None
+
+
+# ---------------------------------------------------------------- step 4: variants
+def compress_variant(prepared: PreparedModel, variant_name: str, cache: ContentCache,
+                     progress: Progress = SILENT) -> Tuple[VariantModel, bool]:
+    """Make one compressed variant (cached by content). Returns it and whether it was cached."""
+    recipe = prepared.recipe
+    spec = recipe.variant(variant_name)
+    compressor = COMPRESSORS.get(spec.compressor)
+    key = content_key("variant", prepared.model_sha256, spec.compressor, spec.params, COMPRESSOR_VERSION,
+                      _source_hash(compressor, spec.compressor), prepared.calibration_sha256,
+                      recipe.data.calibration_samples, recipe.seed, recipe.train, library_versions())
+    name = f"{recipe.name}-{variant_name}-{key}"
+    entry = cache.entry("variants", name)
+    if cache.has("variants", name):
+        progress(f"{recipe.name}/{variant_name}: variant cached")
+        return _load_variant(entry), True
+    progress(f"{recipe.name}/{variant_name}: compressing ({spec.compressor} {spec.params or ''})")
+
+    def convert_reference(fmt: str) -> Path:
+        artifact = convert(prepared, REFERENCE, reference_source(prepared), fmt, cache, progress)
+        if artifact.error:
+            raise ConversionError(f"{variant_name} starts from the reference in {fmt}: {artifact.error}")
+        return Path(artifact.path)
+
+    ctx = CompressionContext(recipe, prepared.source_format, prepared.model_path, prepared.interface,
+                             prepared.calibration(),
+                             prepared.train_data, recipe.seed, convert_reference)
+    started = time.perf_counter()
+    with cache.build("variants", name) as scratch:
+        variant = compressor(ctx, dict(spec.params), scratch)
+        seconds = time.perf_counter() - started
+        doc = {"model_path": _rel(variant.model_path, scratch), "source_format": variant.source_format,
+               "artifacts": {f: _rel(p, scratch) for f, p in variant.artifacts.items()},
+               "io_dtypes": list(variant.io_dtypes), "metrics": {**variant.metrics, "compression_s": seconds}}
+        (scratch / "variant.json").write_text(json.dumps(doc, indent=1, default=float))
+    progress(f"{recipe.name}/{variant_name}: compressed in {seconds:.1f}s")
+    return _load_variant(entry), False
+
+
+def _rel(path: Optional[Path], root: Path) -> Optional[str]:
+    if path is None:
+        return None
+    return str(Path(path).resolve().relative_to(root.resolve()))
+
+
+def _load_variant(entry: Path) -> VariantModel:
+    doc = json.loads((entry / "variant.json").read_text())
+    return VariantModel(model_path=entry / doc["model_path"] if doc["model_path"] else None,
+                        source_format=doc["source_format"],
+                        artifacts={f: entry / p for f, p in doc["artifacts"].items()},
+                        io_dtypes=tuple(doc["io_dtypes"]), metrics=doc["metrics"])
+
+
+def reference_source(prepared: PreparedModel) -> VariantModel:
+    return VariantModel(model_path=prepared.model_path, source_format=prepared.source_format,
+                        metrics={"param_count": prepared.param_count, "macs": prepared.macs})
+
+
+# ---------------------------------------------------------------- step 5: convert and inspect
+#: bump when what inspection reads from an artifact changes, so cached inspections are redone
+INSPECTION_VERSION = "2"
+
+
+def _gzip_size(paths) -> int:
+    return sum(len(gzip.compress(Path(p).read_bytes(), compresslevel=6)) for p in paths)
+
+
+def _read_artifact_facts(primary: Path, fmt: str, files, shapes: Dict[str, List[int]]) -> Dict[str, Any]:
+    """What an artifact's content alone determines: interface, operators, gzip size (or why it won't load)."""
+    from harness.build.converters.inspect import list_operators, read_interface
+
+    facts: Dict[str, Any] = {"gzip_bytes": _gzip_size(files), "interface": {}, "operators": {}, "load_error": ""}
+    try:
+        facts["interface"] = read_interface(primary, fmt, shapes)
+        facts["operators"] = list_operators(primary, fmt, shapes)
+    except Exception as exc:  # a file the runtime rejects is an incompatibility of this cell
+        facts["load_error"] = f"cannot load with the {fmt} runtime: {exc}"
+    return facts
+
+
+def inspect_files(prepared: PreparedModel, variant: str, fmt: str, primary: Path, io_dtypes=(), metrics=None,
+                  cached: bool = False, cache: Optional[ContentCache] = None) -> Artifact:
+    """Hash, inspect and check an artifact against its source's interface.
+
+    With a cache, the content-determined facts (loading the model in its
+    runtime, gzip of every file) are read once per content, not on every run.
+    """
+    files = artifact_files(primary, fmt)
+    hashes = tuple(file_sha256(p) for p in files)
+    combined = hashlib.sha256("".join(hashes).encode()).hexdigest()
+    shapes = {s.name: list(s.static_shape) for s in prepared.interface.inputs}
+    key = content_key("inspection", combined, fmt, shapes, INSPECTION_VERSION)
+    if cache is not None and cache.has("inspections", key):
+        facts = json.loads((cache.entry("inspections", key) / "facts.json").read_text())
+    else:
+        facts = _read_artifact_facts(primary, fmt, files, shapes)
+        if cache is not None:
+            with cache.build("inspections", key) as scratch:
+                (scratch / "facts.json").write_text(json.dumps(facts))
+    if facts["load_error"]:
+        problems: Tuple[str, ...] = (facts["load_error"],)
+    else:
+        problems = tuple(check_interface(prepared.interface, Interface.from_doc(facts["interface"]), io_dtypes))
+    recipe = prepared.recipe
+    return Artifact(recipe.name, variant, fmt, str(primary), tuple(str(p) for p in files), hashes, combined,
+                    sum(Path(p).stat().st_size for p in files), facts["gzip_bytes"], facts["interface"],
+                    facts["operators"], problems, dict(metrics or {}), cached)
+
+
+def first_sample(prepared: PreparedModel) -> Dict[str, np.ndarray]:
+    return load_feeds(prepared.eval_inputs_path).sample(0)
+
+
+def convert(prepared: PreparedModel, variant: str, source: VariantModel, fmt: str, cache: ContentCache,
+            progress: Progress = SILENT) -> Artifact:
+    """The artifact for one (variant, format): ready-made by a compressor, the source itself, or converted."""
+    recipe = prepared.recipe
+    metrics = dict(source.metrics)
+    if fmt in source.artifacts:
+        return inspect_files(prepared, variant, fmt, source.artifacts[fmt], source.io_dtypes, metrics, cached=True,
+                             cache=cache)
+    if source.model_path is None or source.source_format is None:
+        return _failed_artifact(recipe, variant, fmt, metrics, "variant has no artifact in this format",
+                                category="unsupported_format")
+    pair = (source.source_format, fmt)
+    if source.source_format == fmt:
+        converter: Optional[Callable] = None
+    elif pair in CONVERTERS:
+        converter = CONVERTERS.get(pair)
+    else:
+        reason = NO_CONVERTER.get(pair, "no converter is registered for this pair")
+        return _failed_artifact(recipe, variant, fmt, metrics,
+                                f"no converter from {source.source_format} to {fmt}: {reason}", category="no_converter")
+    source_sha = content_sha256(source.model_path, source.source_format)
+    key = content_key("artifact", source_sha, pair, CONVERTER_VERSION, prepared.interface.to_doc(),
+                      _source_hash(converter, fmt) if converter else "copy", library_versions())
+    name = f"{recipe.name}-{variant}-{fmt}-{key}"
+    cached = cache.has("artifacts", name)
+    if not cached:
+        progress(f"{recipe.name}/{variant}: {'copying' if converter is None else 'converting'} "
+                 f"{source.source_format} to {fmt}")
+        started = time.perf_counter()
+        ctx = ConversionContext(recipe.name, prepared.interface, first_sample(prepared))
+        try:
+            with cache.build("artifacts", name) as scratch:
+                primary = copy_as_artifact(source.model_path, fmt, scratch, recipe.name) if converter is None \
+                    else converter(source.model_path, ctx, scratch)
+                (scratch / "artifact.json").write_text(json.dumps({"primary": Path(primary).name,
+                                                                   "convert_s": time.perf_counter() - started}))
+        except ConversionError as exc:
+            progress(f"{recipe.name}/{variant}: {fmt} conversion failed: {exc}")
+            return _failed_artifact(recipe, variant, fmt, metrics, str(exc), category="conversion_failed")
+    entry = cache.entry("artifacts", name)
+    doc = json.loads((entry / "artifact.json").read_text())
+    return inspect_files(prepared, variant, fmt, entry / doc["primary"], source.io_dtypes, metrics, cached, cache)
+
+
+def _failed_artifact(recipe, variant, fmt, metrics, message, category) -> Artifact:
+    return Artifact(recipe.name, variant, fmt, "", (), (), "", 0, 0, {}, {}, (), {**metrics,
+                    "error_category": category}, False, message)
+
+
+def build_model_artifacts(recipe, variants: List[str], cache: ContentCache,
+                          progress: Progress = SILENT) -> Tuple[PreparedModel, List[Artifact]]:
+    """Prepare the reference, make each requested variant, convert each to the recipe's formats."""
+    prepared = prepare_model(recipe, cache, progress, with_calibration=bool(variants))
+    sources: List[Tuple[str, VariantModel]] = [(REFERENCE, reference_source(prepared))]
+    for name in variants:
+        try:
+            variant, _ = compress_variant(prepared, name, cache, progress)
+        except (ConfigError, ConversionError) as exc:  # this variant cannot be made here: its cells say why
+            progress(f"{recipe.name}/{name}: compression failed: {exc}")
+            sources.append((name, VariantModel(metrics={"error_category": "compression_failed",
+                                                        "error_message": str(exc)})))
+            continue
+        except Exception as exc:  # a compressor that breaks fails its variant, not the run
+            progress(f"{recipe.name}/{name}: compression failed: {exc}")
+            sources.append((name, VariantModel(metrics={"error_category": "compression_failed",
+                                                        "error_message": f"{type(exc).__name__}: {exc}"})))
+            continue
+        variant.metrics.setdefault("macs", prepared.macs)
+        sources.append((name, variant))
+    artifacts = []
+    for name, source in sources:
+        for fmt in recipe.formats:
+            if "error_message" in source.metrics:
+                artifacts.append(_failed_artifact(recipe, name, fmt, source.metrics, source.metrics["error_message"],
+                                                  "compression_failed"))
+                continue
+            if source.model_path is None and fmt not in source.artifacts:
+                continue  # a format-specific variant (e.g. ONNX int8) has no cell in the other formats
+            artifacts.append(convert(prepared, name, source, fmt, cache, progress))
+    return prepared, artifacts

@@ -1,9 +1,0 @@
-"""The registered compressors (imported by COMPRESSORS on first lookup; heavy imports stay inside each).
-
-keras_prune, torch_prune: magnitude pruning to a target sparsity.
-tflite_dynamic, tflite_float16, tflite_int8: TFLite post-training quantization.
-qat: quantization-aware training, then full-int8 TFLite.
-ort_int8: ONNX Runtime static QDQ int8.  ov_int8: OpenVINO NNCF post-training int8.
-distill: knowledge distillation into a narrower student (Keras).
-"""
-from . import distill, keras_prune, ort_quant, ov_quant, qat, tflite_quant, torch_prune  # noqa: F401 (registration)

@@ -1,0 +1,1 @@
+"""What every stage shares: the error tree, registries, progress lines, small file and number helpers."""

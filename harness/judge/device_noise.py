@@ -1,0 +1,88 @@
+"""Was a cell measured on a quiet device? Pure: the agent's readings and the target's limits in, reasons out.
+
+The agent reads the device right before and right after its timing loop
+(`conditions` in its JSON: load average, the processes running besides it,
+CPU time used by everyone and by itself, governor and frequency, the hottest
+thermal zone, throttling flags). `noise_reasons` compares those readings with
+the target's `quiet:` limits (harness.schema.targets.QuietLimits); any reason makes the
+cell `noisy`, which the gate does not judge ("re-run"), never pass or fail.
+"""
+from __future__ import annotations
+
+from typing import Any, List, Mapping, Optional
+
+from harness.schema.targets import QuietLimits
+from harness.core.numbers import finite_or_none
+
+#: `vcgencmd get_throttled` bits that say what is happening now (a Raspberry Pi)
+PI_THROTTLE_NOW = {0: "under-voltage", 1: "ARM frequency capped", 2: "throttled", 3: "soft temperature limit"}
+
+
+
+
+def other_busy_cpus(before: Mapping[str, Any], after: Mapping[str, Any]) -> Optional[float]:
+    """CPUs' worth of time that processes other than the agent used between the two readings."""
+    b, a = before.get("cpu_jiffies") or {}, after.get("cpu_jiffies") or {}
+    tck = finite_or_none(after.get("clk_tck")) or 100.0
+    wall = (finite_or_none(after.get("monotonic_s")) or 0.0) - (finite_or_none(before.get("monotonic_s")) or 0.0)
+    values = [finite_or_none(x) for x in (b.get("busy"), a.get("busy"), b.get("own"), a.get("own"))]
+    if wall <= 0.05 or any(v is None for v in values):
+        return None
+    busy_b, busy_a, own_b, own_a = values  # type: ignore[misc]
+    return max(0.0, ((busy_a - busy_b) - (own_a - own_b)) / tck / wall)
+
+
+def pi_throttle_flags(text: Optional[str]) -> List[str]:
+    """What `vcgencmd get_throttled` (throttled=0x50005) says is happening now."""
+    if not text:
+        return []
+    try:
+        value = int(str(text).split("=")[-1].strip(), 16)
+    except ValueError:
+        return []
+    return [name for bit, name in PI_THROTTLE_NOW.items() if value & (1 << bit)]
+
+
+def noise_reasons(before: Optional[Mapping[str, Any]], after: Optional[Mapping[str, Any]],
+                  limits: QuietLimits = QuietLimits(), own_threads: int = 1) -> List[str]:
+    """Why the measurement between `before` and `after` is not to be trusted (empty: it is).
+
+    Readings an old agent or a device does not provide are simply not checked.
+    """
+    before, after = before or {}, after or {}
+    reasons: List[str] = []
+    others = other_busy_cpus(before, after) if (before and after) else None
+    if limits.max_other_busy_cpus is not None and others is not None and others > limits.max_other_busy_cpus:
+        names = sorted({str(p.get("name")) for p in (after.get("busy_processes") or []) +
+                        (before.get("busy_processes") or []) if isinstance(p, Mapping)})
+        reasons.append(f"other processes kept {others:.2f} CPUs busy while timing (max {limits.max_other_busy_cpus:g})"
+                       + (f": {', '.join(names[:5])}" if names else ""))
+    load = before.get("loadavg")
+    cpus = finite_or_none(before.get("cpu_count"))
+    if limits.max_load_per_cpu is not None and isinstance(load, (list, tuple)) and load and cpus:
+        per_cpu = max(0.0, (finite_or_none(load[0]) or 0.0) - own_threads) / cpus
+        if per_cpu > limits.max_load_per_cpu:
+            reasons.append(f"load average {load[0]:.2f} on {cpus:.0f} CPU(s) before timing "
+                           f"({per_cpu:.2f} per CPU besides the agent, max {limits.max_load_per_cpu:g})")
+    temps = [t for t in (finite_or_none(before.get("temperature_c")), finite_or_none(after.get("temperature_c"))) if t is not None]
+    if limits.max_temperature_c is not None and temps and max(temps) > limits.max_temperature_c:
+        reasons.append(f"temperature {max(temps):.1f} C (max {limits.max_temperature_c:g} C)")
+    if limits.fail_on_throttling:
+        flags = sorted(set(pi_throttle_flags(before.get("vcgencmd_throttled")) +
+                           pi_throttle_flags(after.get("vcgencmd_throttled"))))
+        if flags:
+            reasons.append(f"throttling: {', '.join(flags)} (vcgencmd get_throttled {after.get('vcgencmd_throttled')})")
+        cooling = sorted(set(after.get("cooling_active") or []) | set(before.get("cooling_active") or []))
+        if cooling:
+            reasons.append(f"throttling: CPU cooling device(s) engaged: {', '.join(map(str, cooling))}")
+        count_b, count_a = finite_or_none(before.get("thermal_throttle_count")), finite_or_none(after.get("thermal_throttle_count"))
+        if count_b is not None and count_a is not None and count_a > count_b:
+            reasons.append(f"throttling: the CPUs' thermal throttle counters rose by {count_a - count_b:.0f} while timing")
+    governor = after.get("cpu_governor") or before.get("cpu_governor")
+    if limits.require_governor and governor and governor != limits.require_governor:
+        reasons.append(f"CPU governor {governor} (the target requires {limits.require_governor})")
+    cur, top = finite_or_none(after.get("cur_freq_khz")), finite_or_none(after.get("max_freq_khz"))
+    if limits.min_frequency_ratio is not None and cur and top and cur / top < limits.min_frequency_ratio:
+        reasons.append(f"CPU at {cur / 1000:.0f} MHz of {top / 1000:.0f} MHz right after timing "
+                       f"(min {limits.min_frequency_ratio:.0%})")
+    return reasons

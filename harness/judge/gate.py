@@ -1,0 +1,396 @@
+"""The release gate: a run's table checked against a YAML policy.
+
+    policy = load_policy(Path("policies/default.yaml"))
+    result = evaluate(policy, frame, budgets, samples=..., baseline=...)
+    result.passed, result.violations
+    write_junit(result, path)
+
+`evaluate` is pure; loading the policy reads one file through the strict
+loader, so a misspelt key is an error naming the file and the key.
+"""
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import AbstractSet, Any, Dict, List, Mapping, Optional, Sequence, Tuple
+
+from harness.schema.loader import load_dataclass, read_yaml_mapping
+from harness.judge.regression import DEFAULT_ALPHA, DEFAULT_ASSUMED_RUN_CV, RunSpread, compare_latency, history_key
+from harness.schema.results import FAILED, LOST, OK
+from harness.core.numbers import finite_or_none
+from harness.judge.scores import BYTES_PER_MB, accuracy_measure
+from harness.schema.targets import FORMATS, Budgets
+from harness.judge.verdict import gate_exit_code
+from harness.schema.results import records
+
+LAST_PASSING = "last-passing"
+
+
+@dataclass(frozen=True)
+class TargetPolicy:
+    """What a run must meet on one target. A field left out (null) is not checked.
+
+    Under `targets.<name>` a field overrides the same field of `defaults`.
+    """
+
+    #: every checked ok cell: accuracy_retention (top1_agreement without labels) >= this
+    min_accuracy_retention: Optional[float] = None
+    #: every checked ok cell: latency_p99_ms <= this
+    max_latency_p99_ms: Optional[float] = None
+    #: every checked ok cell: peak RSS in MB (2**20 bytes) <= this
+    max_peak_memory_mb: Optional[float] = None
+    #: take max_latency_p99_ms / max_peak_memory_mb from targets/<name>.yaml budgets where not set here
+    use_target_budgets: Optional[bool] = None
+    #: slowdown against the baseline (0.10 = 10 %), judged on the per-iteration samples
+    max_latency_regression: Optional[float] = None
+    #: optional absolute floor: latency shifts smaller than this many ms never count as regressions. Unset (the
+    #: default) there is none: the judge compares a change with the cell's own measured noise, so a 20 us model
+    #: is judged as fairly as a 10 ms one
+    min_latency_shift_ms: Optional[float] = None
+    #: between-run spread (CV of the run-level median) assumed while a cell has one repeat and too little
+    #: history to measure it (default 0.03)
+    assumed_run_cv: Optional[float] = None
+    #: absolute accuracy drop against the baseline (0.01 = one point)
+    max_accuracy_drop: Optional[float] = None
+    #: relative peak-memory growth against the baseline
+    max_memory_regression: Optional[float] = None
+    #: every model on the target has an ok cell in each of these formats
+    required_formats: Optional[Tuple[str, ...]] = None
+    #: only these variants are checked (empty or unset: all of them)
+    variants: Optional[Tuple[str, ...]] = None
+    #: whether a failed or lost cell is allowed ('incompatible' always is)
+    allow_failed_cells: Optional[bool] = None
+
+    def __post_init__(self) -> None:
+        for name in ("min_accuracy_retention",):
+            value = getattr(self, name)
+            if value is not None and not 0.0 <= value <= 1.0:
+                raise ValueError(f"{name} must be between 0 and 1, got {value}")
+        for name in ("max_latency_p99_ms", "max_peak_memory_mb"):
+            value = getattr(self, name)
+            if value is not None and value <= 0:
+                raise ValueError(f"{name} must be positive, got {value}")
+        if self.assumed_run_cv is not None and not 0.0 < self.assumed_run_cv <= 1.0:
+            raise ValueError(f"assumed_run_cv is a fraction (0.03 = 3 %), got {self.assumed_run_cv}")
+        if self.min_latency_shift_ms is not None and self.min_latency_shift_ms < 0:
+            raise ValueError(f"min_latency_shift_ms must not be negative, got {self.min_latency_shift_ms}")
+        for name in ("max_latency_regression", "max_accuracy_drop", "max_memory_regression"):
+            value = getattr(self, name)
+            if value is not None and not 0.0 <= value <= 10.0:
+                raise ValueError(f"{name} is a fraction (0.10 = 10 %), got {value}")
+        unknown = [f for f in self.required_formats or () if f not in FORMATS]
+        if unknown:
+            raise ValueError(f"required_formats has unknown format(s) {unknown}; known: {', '.join(FORMATS)}")
+
+    def merged_over(self, defaults: "TargetPolicy") -> "TargetPolicy":
+        """This policy with its unset fields taken from `defaults`."""
+        return replace(defaults, **{f.name: getattr(self, f.name) for f in fields(self)
+                                    if getattr(self, f.name) is not None})
+
+
+@dataclass(frozen=True)
+class Policy:
+    """A release policy file (see policies/default.yaml)."""
+
+    #: 'last-passing' (the newest earlier run that passed the gate) or a run id
+    baseline: str = LAST_PASSING
+    #: one significance level for every latency regression test
+    alpha: float = DEFAULT_ALPHA
+    defaults: TargetPolicy = field(default_factory=TargetPolicy)
+    #: per-target overrides; every target named here must be in the run
+    targets: Dict[str, TargetPolicy] = field(default_factory=dict)
+    source_path: str = ""
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.alpha < 0.5:
+            raise ValueError(f"alpha must be between 0 and 0.5, got {self.alpha}")
+
+    def for_target(self, target: str) -> TargetPolicy:
+        override = self.targets.get(target)
+        return override.merged_over(self.defaults) if override else self.defaults
+
+
+def load_policy(path: Path | str) -> Policy:
+    """Read a policy file strictly: unknown keys and bad values name the file and key."""
+    path = Path(path)
+    data = read_yaml_mapping(path)
+    data["source_path"] = str(path)
+    return load_dataclass(Policy, data, path)
+
+
+# ---------------------------------------------------------------- evaluation
+@dataclass(frozen=True)
+class Check:
+    """One rule applied to one subject (a cell, or a model on a target)."""
+
+    target: str
+    rule: str
+    subject: str
+    passed: bool
+    message: str
+    skipped: bool = False
+
+
+@dataclass(frozen=True)
+class GateResult:
+    run_id: str
+    policy_path: str
+    baseline_id: Optional[str]
+    checks: Tuple[Check, ...]
+    notes: Tuple[str, ...] = ()
+
+    @property
+    def violations(self) -> List[Check]:
+        return [c for c in self.checks if not c.passed and not c.skipped]
+
+    @property
+    def not_judged(self) -> List[Check]:
+        """Checks that could not be made: cells measured on a noisy device, too few latency samples."""
+        return [c for c in self.checks if c.skipped]
+
+    @property
+    def passed(self) -> bool:
+        return not self.violations
+
+    @property
+    def exit_code(self) -> int:
+        """0 pass, 1 fail, 2 could not judge (nothing failed, but something must be re-run)."""
+        return gate_exit_code(self.passed, len(self.not_judged), len(self.checks) - len(self.not_judged))
+
+    @property
+    def verdict(self) -> str:
+        return {0: "PASS", 1: "FAIL", 2: "NOT JUDGED"}[self.exit_code]
+
+    def lines(self) -> List[str]:
+        """What `harness gate` prints: the verdict, each violation, what was not judged, then the notes."""
+        judged = [c for c in self.checks if not c.skipped]
+        out = [f"gate {self.verdict}: run {self.run_id}, policy {self.policy_path}, "
+               f"{len(judged)} checks, {len(self.violations)} violation(s), {len(self.not_judged)} not judged, "
+               f"baseline {self.baseline_id or 'none'}"]
+        out += [f"  VIOLATION [{c.target}] {c.rule}: {c.subject}: {c.message}" for c in self.violations]
+        out += [f"  NOT JUDGED [{c.target}] {c.rule}: {c.subject}: {c.message}" for c in self.not_judged]
+        if self.exit_code == 2:
+            out.append("  re-run the cells not judged (`make nightly` again, on a quiet device) before releasing")
+        out += [f"  note: {n}" for n in self.notes]
+        return out
+
+
+
+
+def _identity(row: Mapping[str, Any]) -> Tuple[str, str, str, str]:
+    return (str(row.get("model")), str(row.get("variant")), str(row.get("format")), str(row.get("target")))
+
+
+def is_noisy(row: Mapping[str, Any]) -> bool:
+    """Was the cell measured on a busy or throttling device (the `noisy` column)?"""
+    value = row.get("noisy")
+    if isinstance(value, str):
+        return value.strip().lower() in ("true", "1", "yes")
+    try:
+        return bool(value) and value == value  # NaN (no value) is not noisy
+    except (TypeError, ValueError):
+        return False
+
+
+def _noisy_check(target: str, row: Mapping[str, Any]) -> Check:
+    why = row.get("noise_reasons") or "the device was busy or throttling"
+    return Check(target, "quiet_device", str(row.get("cell_id")), True,
+                 f"measured on a noisy device ({why}): not judged, re-run", skipped=True)
+
+
+def _cell_checks(tp: TargetPolicy, target: str, rows: Sequence[Mapping[str, Any]],
+                 budget: Optional[Budgets]) -> List[Check]:
+    checks: List[Check] = []
+    max_p99 = tp.max_latency_p99_ms
+    max_mb = tp.max_peak_memory_mb
+    if tp.use_target_budgets and budget is not None:
+        max_p99 = max_p99 if max_p99 is not None else budget.latency_p99_ms
+        max_mb = max_mb if max_mb is not None else budget.peak_memory_mb
+    for row in rows:
+        cell, status = str(row.get("cell_id")), row.get("status")
+        if status in (FAILED, LOST):
+            why = f"{status}: {row.get('error_category') or ''} {row.get('error_message') or ''}".strip()
+            checks.append(Check(target, "cell_status", cell, bool(tp.allow_failed_cells), why))
+            continue
+        if status != OK:
+            continue
+        if is_noisy(row):
+            checks.append(_noisy_check(target, row))
+            continue
+        checks.append(Check(target, "cell_status", cell, True, str(status)))
+        if tp.min_accuracy_retention is not None:
+            retention, source = accuracy_measure(row)
+            if retention is None:
+                checks.append(Check(target, "min_accuracy_retention", cell, False, "no accuracy measured"))
+            else:
+                checks.append(Check(target, "min_accuracy_retention", cell, retention >= tp.min_accuracy_retention,
+                                    f"{source} {retention:.4f} (minimum {tp.min_accuracy_retention:g})"))
+        for rule, value, limit, unit in (
+                ("max_latency_p99_ms", finite_or_none(row.get("latency_p99_ms")), max_p99, "ms"),
+                ("max_peak_memory_mb", None if finite_or_none(row.get("peak_rss_bytes")) is None
+                 else float(row["peak_rss_bytes"]) / BYTES_PER_MB, max_mb, "MB")):
+            if limit is None:
+                continue
+            if value is None:
+                checks.append(Check(target, rule, cell, False, "not measured"))
+            else:
+                checks.append(Check(target, rule, cell, value <= limit, f"{value:.2f} {unit} (maximum {limit:g} {unit})"))
+    return checks
+
+
+def _format_checks(tp: TargetPolicy, target: str, rows: Sequence[Mapping[str, Any]]) -> List[Check]:
+    checks: List[Check] = []
+    for model in sorted({str(r.get("model")) for r in rows}):
+        model_rows = [r for r in rows if str(r.get("model")) == model]
+        for fmt in tp.required_formats or ():
+            ran = [r for r in model_rows if r.get("format") == fmt and r.get("status") == OK]
+            statuses = sorted({str(r.get("status")) for r in model_rows if r.get("format") == fmt})
+            message = (f"ok in {len(ran)} cell(s)" if ran else
+                       f"no ok {fmt} cell ({', '.join(statuses) if statuses else 'not in the run'})")
+            checks.append(Check(target, "required_formats", f"{model}/{fmt}", bool(ran), message))
+    return checks
+
+
+def _baseline_checks(tp: TargetPolicy, target: str, rows: Sequence[Mapping[str, Any]],
+                     samples: Mapping[str, Any], baseline_rows: Sequence[Mapping[str, Any]],
+                     baseline_samples: Mapping[str, Any], alpha: float,
+                     history: Mapping[Tuple[str, ...], RunSpread], paired: bool = False) -> List[Check]:
+    checks: List[Check] = []
+    base_by_id = {_identity(r): r for r in baseline_rows}
+    for row in rows:
+        base = base_by_id.get(_identity(row))
+        if base is None or row.get("status") != OK or base.get("status") != OK or is_noisy(row):
+            continue
+        cell = str(row.get("cell_id"))
+        if tp.max_latency_regression is not None:
+            if is_noisy(base):
+                checks.append(Check(target, "max_latency_regression", cell, True,
+                                    f"the baseline's cell was measured on a noisy device "
+                                    f"({base.get('noise_reasons') or 'busy or throttling'}): not judged", skipped=True))
+            else:
+                comparison = compare_latency(
+                    baseline_samples.get(str(base.get("cell_id"))), samples.get(cell),
+                    min_effect=tp.max_latency_regression, alpha=alpha, history=history.get(history_key(row)),
+                    assumed_run_cv=DEFAULT_ASSUMED_RUN_CV if tp.assumed_run_cv is None else tp.assumed_run_cv,
+                    min_shift_ms=tp.min_latency_shift_ms or 0.0, paired=paired)
+                checks.append(Check(target, "max_latency_regression", cell, not comparison.regressed,
+                                    f"{comparison.describe()} (maximum {tp.max_latency_regression:+.0%})",
+                                    skipped=not comparison.judged))
+        acc_now, acc_base = finite_or_none(row.get("accuracy")), finite_or_none(base.get("accuracy"))
+        if tp.max_accuracy_drop is not None and acc_now is not None and acc_base is not None:
+            drop = acc_base - acc_now
+            checks.append(Check(target, "max_accuracy_drop", cell, drop <= tp.max_accuracy_drop + 1e-12,
+                                f"accuracy {acc_base:.4f} -> {acc_now:.4f} (maximum drop {tp.max_accuracy_drop:g})"))
+        mem_now, mem_base = finite_or_none(row.get("peak_rss_bytes")), finite_or_none(base.get("peak_rss_bytes"))
+        if tp.max_memory_regression is not None and mem_now is not None and mem_base:
+            rise = mem_now / mem_base - 1.0
+            checks.append(Check(target, "max_memory_regression", cell, rise <= tp.max_memory_regression,
+                                f"peak RSS {mem_base / BYTES_PER_MB:.1f} -> {mem_now / BYTES_PER_MB:.1f} MB "
+                                f"({rise:+.1%}, maximum {tp.max_memory_regression:+.0%})"))
+    return checks
+
+
+def evaluate(policy: Policy, frame: Any, budgets: Mapping[str, Budgets] | None = None, *, run_id: str = "",
+             samples: Mapping[str, Sequence[float]] | None = None,
+             baseline_rows: Sequence[Mapping[str, Any]] | None = None,
+             baseline_samples: Mapping[str, Sequence[float]] | None = None,
+             baseline_id: Optional[str] = None,
+             history: Mapping[Tuple[str, ...], RunSpread] | None = None,
+             emulated: AbstractSet[str] = frozenset(), paired: bool = False) -> GateResult:
+    """Every check of `policy` against a run's table; pure.
+
+    `budgets` are the targets' budgets (used where use_target_budgets is set);
+    `samples` and `baseline_*` feed the regression rules, which are skipped
+    with a note when there is no baseline. `history` maps a cell's history key
+    (regression.history_key) to the between-run spread the history store has
+    seen for it. `paired`: the baseline rows were measured in this run, each repeat right after the
+    candidate's (harness.run.pairing), so latency is judged on the per-round differences. A cell measured on a
+    noisy device is not judged. On the `emulated` targets
+    (TargetSpec.emulated: qemu-user) latency and memory rules do not apply: only whether cells
+    ran and their accuracy are checked, and timing noise there does not matter.
+    """
+    rows = records(frame)
+    budgets = budgets or {}
+    samples = samples or {}
+    checks: List[Check] = []
+    notes: List[str] = []
+    run_targets = sorted({str(r.get("target")) for r in rows})
+    for target in sorted(set(policy.targets) - set(run_targets)):
+        checks.append(Check(target, "target_present", target, False,
+                            f"the policy names target {target!r} but the run has no cells on it "
+                            f"(run targets: {', '.join(run_targets) or 'none'})"))
+    if not rows:
+        checks.append(Check("-", "cells_present", run_id or "run", False, "the run has no cells"))
+    wants_baseline = False
+    for target in run_targets:
+        tp = policy.for_target(target)
+        target_rows = [r for r in rows if str(r.get("target")) == target]
+        checked = [r for r in target_rows if not tp.variants or str(r.get("variant")) in tp.variants]
+        if target in emulated:
+            tp = replace(tp, max_latency_p99_ms=None, max_peak_memory_mb=None, use_target_budgets=None,
+                         max_latency_regression=None, max_memory_regression=None)
+            checked = [{**r, "noisy": False} for r in checked]
+            notes.append(f"{target}: emulated device (qemu-user): latency and memory rules not judged, only "
+                         f"whether cells run and their accuracy")
+        if tp.use_target_budgets and target not in budgets:
+            notes.append(f"{target}: use_target_budgets is set but no budget is known for the target")
+        checks += _cell_checks(tp, target, checked, budgets.get(target))
+        checks += _format_checks(tp, target, checked)
+        if any(v is not None for v in (tp.max_latency_regression, tp.max_accuracy_drop, tp.max_memory_regression)):
+            wants_baseline = True
+            if baseline_rows is not None:
+                checks += _baseline_checks(tp, target, checked, samples, baseline_rows, baseline_samples or {},
+                                           policy.alpha, history or {}, paired)
+    if wants_baseline and baseline_rows is None:
+        notes.append("no baseline run found: regression rules not checked (the first passing run becomes one)")
+    noisy = [c for c in checks if c.skipped and c.rule == "quiet_device"]
+    if noisy:
+        notes.append(f"{len(noisy)} cell(s) measured on a busy or throttling device: not judged; re-run them")
+    unsampled = [c for c in checks if c.skipped and c.rule == "max_latency_regression"]
+    if unsampled:
+        notes.append(f"{len(unsampled)} latency comparison(s) not judged (too few samples, or a noisy baseline)")
+    return GateResult(run_id, policy.source_path, baseline_id if baseline_rows is not None else None,
+                      tuple(checks), tuple(notes))
+
+
+# ---------------------------------------------------------------- JUnit XML
+def junit_xml(result: GateResult) -> str:
+    """JUnit XML: one testsuite per target, one testcase per check."""
+    suites = ET.Element("testsuites", name="harness-gate", tests=str(len(result.checks)),
+                        failures=str(len(result.violations)))
+    by_target: Dict[str, List[Check]] = {}
+    for check in result.checks:
+        by_target.setdefault(check.target, []).append(check)
+    for target in sorted(by_target):
+        checks = by_target[target]
+        suite = ET.SubElement(suites, "testsuite", name=f"gate.{target}", tests=str(len(checks)),
+                              failures=str(sum(not c.passed and not c.skipped for c in checks)),
+                              skipped=str(sum(c.skipped for c in checks)), errors="0")
+        props = ET.SubElement(suite, "properties")
+        for name, value in (("run_id", result.run_id), ("policy", result.policy_path),
+                            ("baseline", result.baseline_id or "")):
+            ET.SubElement(props, "property", name=name, value=value)
+        for note in result.notes:
+            ET.SubElement(props, "property", name="note", value=note)
+        for check in checks:
+            case = ET.SubElement(suite, "testcase", classname=f"gate.{target}.{check.rule}", name=check.subject)
+            if check.skipped:
+                ET.SubElement(case, "skipped", message=check.message)
+            elif not check.passed:
+                failure = ET.SubElement(case, "failure", message=check.message, type=check.rule)
+                failure.text = f"[{target}] {check.rule}: {check.subject}: {check.message}"
+            else:
+                ET.SubElement(case, "system-out").text = check.message
+    ET.indent(suites)
+    return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(suites, encoding="unicode") + "\n"
+
+
+def write_junit(result: GateResult, path: Path | str) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(junit_xml(result), encoding="utf-8")
+    tmp.replace(path)
+    return path
+

@@ -1,0 +1,60 @@
+"""What the HTML and Markdown renderers show, computed once by build_context (harness.report)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Dict, FrozenSet, List
+
+from harness.judge.scores import CellScore, CrossArchParity, Disagreement, PairParity, PortabilityScore, Recommendation
+from harness.schema.results import OK
+from harness.schema.targets import Budgets
+
+
+@dataclass(frozen=True)
+class ImageRef:
+    #: path relative to the run directory, e.g. plots/parity_digits_cnn.png
+    src: str
+    title: str
+
+
+@dataclass
+class ReportContext:
+    """Everything the HTML and Markdown renderers show, computed once."""
+
+    run_id: str
+    generated_at: str
+    frame: Any
+    devices: Dict[str, Dict[str, Any]]
+    budgets: Dict[str, Budgets]
+    budget_notes: List[str]
+    cell_scores: List[CellScore]
+    portability: List[PortabilityScore]
+    recommendations: List[Recommendation]
+    parity: Any
+    pairs: Dict[str, List[PairParity]]
+    disagreements: List[Disagreement]
+    images: Dict[str, List[ImageRef]] = field(default_factory=dict)
+    #: targets whose device Python was emulated (qemu-user): latency and memory shown, not judged
+    emulated: FrozenSet[str] = frozenset()
+    #: each target's architecture, as its probe reported it
+    arches: Dict[str, str] = field(default_factory=dict)
+    #: cells on another architecture than x86_64 against the same cells on x86_64 devices
+    cross_arch: List[CrossArchParity] = field(default_factory=list)
+    #: per model: its source format, interface and where its evaluation and calibration data came from
+    models: Dict[str, Dict[str, Any]] = field(default_factory=dict)
+    #: per cell id: its per-layer profile and op placement (harness.report.profiles)
+    profiles: Dict[str, Dict[str, Any]] = field(default_factory=dict)
+
+    @property
+    def rows(self) -> List[Dict[str, Any]]:
+        return self.frame.to_dict(orient="records")
+
+    @property
+    def status_counts(self) -> Dict[str, int]:
+        counts: Dict[str, int] = {}
+        for status in self.frame["status"]:
+            counts[str(status)] = counts.get(str(status), 0) + 1
+        return counts
+
+    @property
+    def failures(self) -> List[Dict[str, Any]]:
+        return [r for r in self.rows if r.get("status") != OK]

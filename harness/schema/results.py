@@ -1,0 +1,179 @@
+"""The results table: one row per (model, variant, format, target) cell, and the failure categories.
+
+Pure functions over numpy arrays and dicts; no I/O. Units are in the column
+names. A failed cell is a row too, with a status and an error category.
+"""
+from __future__ import annotations
+
+from enum import Enum
+from typing import Any, Dict, Iterable, List, Mapping, Optional
+
+
+# status values a row can have
+# ok: measured; incompatible: interface check failed (not run); skipped: the target lacks the runtime;
+# failed: ran and broke (category says how); lost: the device went away before the cell finished.
+OK, INCOMPATIBLE, SKIPPED, FAILED, LOST = "ok", "incompatible", "skipped", "failed", "lost"
+
+
+
+class Category(str, Enum):
+    """Why a cell did not end `ok`: one vocabulary for the host's steps and the agent's own failures."""
+
+    # built on the host
+    COMPRESSION_FAILED = "compression_failed"
+    CONVERSION_FAILED = "conversion_failed"
+    NO_CONVERTER = "no_converter"
+    UNSUPPORTED_FORMAT = "unsupported_format"
+    INTERFACE_MISMATCH = "interface_mismatch"
+    # eligibility on the target
+    UNSUPPORTED_ON_TARGET = "unsupported_on_target"
+    RUNTIME_MISSING = "runtime_missing"
+    # push, run, fetch
+    UPLOAD_FAILED = "upload_failed"
+    TIMEOUT = "timeout"
+    OOM_KILLED = "oom_killed"
+    CRASHED = "crashed"
+    AGENT_FAILED = "agent_failed"
+    # the agent's own categories
+    LOAD_FAILED = "load_failed"
+    INFERENCE_FAILED = "inference_failed"
+    BAD_INPUT = "bad_input"
+    DEVICE_BUSY = "device_busy"
+    AGENT_ERROR = "agent_error"
+    #: a requested execution provider, device or delegate is not there (the runtime's words in the message);
+    #: a configuration with `fallback: allow` runs on what is there instead and records it (`fallback` column)
+    PROVIDER_UNAVAILABLE = "provider_unavailable"
+    # the device
+    DEVICE_UNREACHABLE = "device_unreachable"
+    DEVICE_LOST = "device_lost"
+    #: the dask worker that ran the device's job died (harness.run.dask); the device may be fine
+    WORKER_LOST = "worker_lost"
+    HOST_KEY_CHANGED = "host_key_changed"
+    HARNESS_ERROR = "harness_error"
+
+    @classmethod
+    def parse(cls, value: Any) -> "Category":
+        """A category by its value; one this host does not know (a newer agent's) is an agent failure."""
+        try:
+            return cls(value)
+        except ValueError:
+            return cls.AGENT_FAILED
+
+
+IDENTITY_COLUMNS = ["run_id", "cell_id", "model", "variant", "format", "runtime_config", "target"]
+STATUS_COLUMNS = ["status", "error_category", "error_message"]
+ACCURACY_COLUMNS = ["primary_metric", "primary_value", "primary_retention",
+                    "accuracy", "top5_accuracy", "reference_accuracy", "accuracy_retention", "top1_agreement",
+                    "max_abs_diff", "cosine_similarity", "output_snr_db", "kl_divergence", "n_eval_samples",
+                    "parity_problem", "evaluation_error"]
+LATENCY_COLUMNS = ["latency_p50_ms", "latency_p90_ms", "latency_p99_ms", "latency_mean_ms", "latency_std_ms",
+                   "latency_min_ms", "latency_max_ms", "load_ms", "first_inference_ms",
+                   "warmup_iterations", "timed_iterations", "threads",
+                   # measurement: iterations per timed sample, seconds timed, independent agent runs and the
+                   # spread of their medians (standard deviation of log median, about a CV)
+                   "block_size", "timed_s", "repeats", "latency_repeat_cv",
+                   # 'runtime' (the runtime's own figure: OpenVINO) or 'wall' (perf_counter around each call)
+                   "latency_clock"]
+#: a cell measured on a busy or throttling device (harness.judge.device_noise): the gate does not judge it
+NOISE_COLUMNS = ["noisy", "noise_reasons"]
+MEMORY_COLUMNS = ["peak_rss_bytes", "rss_increase_bytes", "baseline_rss_bytes"]
+ARTIFACT_COLUMNS = ["artifact_size_bytes", "artifact_gzip_bytes", "artifact_sha256", "param_count", "macs",
+                    "sparsity", "weight_rel_frobenius", "compression_s", "fidelity"]
+RUNTIME_COLUMNS = ["runtime", "runtime_version", "precision", "python_version", "numpy_version", "agent_version",
+                   # the runtime configuration's options (canonical JSON, '' for the runtime's defaults), what took
+                   # effect (providers in effect / OpenVINO device), a fallback it made, where the nodes ran
+                   # ("CPUExecutionProvider 8/8") and the cold compile of a compiled-model cache (load_ms is warm)
+                   "runtime_options", "effective_providers", "fallback", "placement", "compile_ms", "compile_cache"]
+TIME_COLUMNS = ["started_at", "duration_s"]
+
+COLUMNS: List[str] = (IDENTITY_COLUMNS + STATUS_COLUMNS + ACCURACY_COLUMNS + LATENCY_COLUMNS + NOISE_COLUMNS
+                      + MEMORY_COLUMNS + ARTIFACT_COLUMNS + RUNTIME_COLUMNS + TIME_COLUMNS)
+
+#: columns printed at the end of a run
+SUMMARY_COLUMNS = ["model", "variant", "format", "runtime_config", "target", "status", "primary_metric", "primary_value",
+                   "primary_retention", "max_abs_diff", "output_snr_db", "latency_p50_ms", "latency_p99_ms",
+                   "peak_rss_bytes", "artifact_size_bytes"]
+
+#: a user metric's figures become metric_<name> and metric_<name>_retention columns
+METRIC_PREFIX = "metric_"
+
+
+
+
+def cell_id(model: str, variant: str, fmt: str, target: str, runtime_config: str = "") -> str:
+    """model__variant__format__target; a configuration other than the runtime's default adds @name to the format
+    (so a default configuration's cells keep their ids across resumed runs and history)."""
+    fmt_part = f"{fmt}@{runtime_config}" if runtime_config else fmt
+    return f"{model}__{variant}__{fmt_part}__{target}"
+
+
+def agent_metrics(agent_result: Mapping[str, Any]) -> Dict[str, Any]:
+    """Flatten the agent's JSON document into result-row columns."""
+    latency = agent_result.get("latency") or {}
+    row = {f"latency_{k}": latency.get(k) for k in ("p50_ms", "p90_ms", "p99_ms", "mean_ms", "std_ms",
+                                                    "min_ms", "max_ms")}
+    for key in ("load_ms", "first_inference_ms", "warmup_iterations", "timed_iterations", "threads",
+                "block_size", "timed_s", "latency_clock", "peak_rss_bytes", "rss_increase_bytes", "baseline_rss_bytes", "runtime", "runtime_version",
+                "precision", "agent_version"):
+        row[key] = agent_result.get(key)
+    row["python_version"] = agent_result.get("python")
+    row["numpy_version"] = agent_result.get("numpy")
+    row["compile_ms"] = agent_result.get("compile_ms")
+    row["compile_cache"] = agent_result.get("compile_cache")
+    row["fallback"] = agent_result.get("fallback")
+    effective = agent_result.get("effective_config") or {}
+    in_effect = effective.get("providers") or effective.get("EXECUTION_DEVICES") or effective.get("device") or \
+        effective.get("delegate") or ("builtin" if "xnnpack" in effective else None)  # TFLite without a delegate
+    row["effective_providers"] = ",".join(in_effect) if isinstance(in_effect, list) else in_effect
+    row["placement"] = placement_text((agent_result.get("profile") or {}).get("placement"))
+    return row
+
+
+def placement_text(placement: Optional[Mapping[str, int]]) -> Optional[str]:
+    """{'CUDAExecutionProvider': 195, 'CPUExecutionProvider': 17} -> 'CUDAExecutionProvider 195/212,
+    CPUExecutionProvider 17/212' (most nodes first)."""
+    if not placement:
+        return None
+    total = sum(placement.values())
+    return ", ".join(f"{k} {n}/{total}" for k, n in sorted(placement.items(), key=lambda kv: (-kv[1], kv[0])))
+
+
+def is_column(name: str) -> bool:
+    return name in COLUMNS or name.startswith(METRIC_PREFIX)
+
+
+def make_row(**fields: Any) -> Dict[str, Any]:
+    """A row with every column present (missing ones None) plus the user's metric_* figures; unknown keys are a bug."""
+    unknown = {k for k in fields if not is_column(k)}
+    if unknown:
+        raise KeyError(f"not result columns: {sorted(unknown)}")
+    row = {column: fields.get(column) for column in COLUMNS}
+    row.update({k: v for k, v in fields.items() if k.startswith(METRIC_PREFIX)})
+    return row
+
+
+def results_frame(rows: Iterable[Mapping[str, Any]]):
+    """The pandas table: the documented columns in order, then the user's metric_* columns."""
+    import pandas as pd
+    records = [make_row(**{k: v for k, v in r.items() if is_column(k)}) for r in rows]
+    metric_columns = sorted({k for r in records for k in r if k.startswith(METRIC_PREFIX)})
+    frame = pd.DataFrame(records, columns=COLUMNS + metric_columns)
+    numeric = [c for c in COLUMNS if c.endswith(("_ms", "_bytes", "_s", "_db")) or c in (
+        "accuracy", "top5_accuracy", "reference_accuracy", "accuracy_retention", "top1_agreement", "max_abs_diff",
+        "cosine_similarity", "kl_divergence", "sparsity", "weight_rel_frobenius", "fidelity", "primary_value",
+        "primary_retention", "latency_repeat_cv")] + metric_columns
+    for column in numeric:
+        frame[column] = pd.to_numeric(frame[column], errors="coerce").astype("float64")
+    for column in ("n_eval_samples", "warmup_iterations", "timed_iterations", "threads", "param_count", "macs",
+                   "block_size", "repeats"):
+        frame[column] = pd.to_numeric(frame[column], errors="coerce").astype("Int64")
+    frame["noisy"] = frame["noisy"].map(lambda v: None if v is None or v != v else bool(v)).astype("boolean")
+    return frame.sort_values(["model", "variant", "format", "runtime_config", "target"], kind="stable",
+                             na_position="first").reset_index(drop=True)
+
+
+def records(frame: Any) -> List[Dict[str, Any]]:
+    """The rows of a results table (a DataFrame or a list of rows) as plain dicts."""
+    if hasattr(frame, "to_dict"):
+        return [dict(r) for r in frame.to_dict(orient="records")]
+    return [dict(r) for r in frame]

@@ -1,0 +1,151 @@
+"""What a device *is*: `targets/<name>.yaml` loaded into a frozen TargetSpec.
+
+No I/O beyond reading the file; connecting lives in harness.run.transport.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Optional, Tuple
+
+from harness.schema.loader import list_names, load_named, named_file
+from harness.core.errors import ConfigError
+from harness.core.names import is_valid_name
+
+TARGETS_DIR = Path("targets")
+LOCAL = "local"
+#: the formats every recipe converts to and every target runs unless it says otherwise
+FORMATS = ("tflite", "onnx", "openvino")
+#: every format a recipe may name and a target may run: torch (TorchScript / torch.export programs) is opt-in
+ALL_FORMATS = FORMATS + ("torch",)
+
+
+@dataclass(frozen=True)
+class Budgets:
+    """Per-target budgets used by scoring, recommendations and the gate."""
+
+    latency_p99_ms: float = 50.0
+    peak_memory_mb: float = 512.0
+
+
+@dataclass(frozen=True)
+class QuietLimits:
+    """When a device is too busy or too hot to measure: a cell measured past any of these is `noisy`,
+    and the gate does not judge it (re-run). The agent reads the device before and after timing.
+    A limit set to null is not checked."""
+
+    #: CPUs' worth of time other processes used while the agent timed (0.5 = half a core, on average)
+    max_other_busy_cpus: Optional[float] = 0.5
+    #: 1-minute load average per CPU before timing, the agent itself not counted
+    max_load_per_cpu: Optional[float] = 1.0
+    #: hottest thermal zone, degrees C
+    max_temperature_c: Optional[float] = 85.0
+    #: any throttling flag (Pi `vcgencmd get_throttled`, a thermal cooling device engaged on a Jetson,
+    #: x86 thermal_throttle counters that rose while timing) makes the cell noisy
+    fail_on_throttling: bool = True
+    #: the CPU governor the device must run, e.g. performance (null: any)
+    require_governor: Optional[str] = None
+    #: current / maximum CPU frequency right after timing must be at least this (null: not checked)
+    min_frequency_ratio: Optional[float] = None
+
+    def __post_init__(self) -> None:
+        for name in ("max_other_busy_cpus", "max_load_per_cpu", "max_temperature_c"):
+            value = getattr(self, name)
+            if value is not None and value < 0:
+                raise ValueError(f"{name} must not be negative, got {value}")
+        if self.min_frequency_ratio is not None and not 0.0 < self.min_frequency_ratio <= 1.0:
+            raise ValueError(f"min_frequency_ratio must be in (0, 1], got {self.min_frequency_ratio}")
+
+
+@dataclass(frozen=True)
+class TargetSpec:
+    name: str
+    transport: Literal["local", "ssh"] = "local"
+    description: str = ""
+    host: str = ""
+    port: int = 22
+    user: str = ""
+    key_file: str = ""
+    known_hosts: str = ""
+    # Explicit, visible policy: 'reject' (default) refuses unknown or changed keys.
+    host_key_policy: Literal["reject", "accept-new"] = "reject"
+    python: str = "python3"
+    workdir: str = "~/.cache/edge-harness"
+    arch: str = "x86_64"
+    #: the device's Python runs under an emulator (qemu-user): it shows whether a model loads, runs and
+    #: what it outputs on `arch`, but its latency and memory are not representative; scores and the gate
+    #: do not judge them, and the report says so
+    emulated: bool = False
+    #: a list of formats (each the runtime's default configuration) or, per runtime, named configurations
+    #: with their options (harness.schema.runtime_configs); normalized to the formats it names
+    runtimes: Any = ("tflite", "onnx", "openvino")
+    threads: int = 1
+    budgets: Budgets = field(default_factory=Budgets)
+    #: when the device is too busy or hot to measure (cells measured past these are `noisy`)
+    quiet: QuietLimits = field(default_factory=QuietLimits)
+    connect_timeout_s: float = 10.0
+    command_timeout_s: float = 300.0
+    transfer_timeout_s: float = 120.0
+    connect_retries: int = 3
+    lock_timeout_s: float = 0.0
+    #: the lab whose network reaches the device: with a dask scheduler (--scheduler), the device's job runs on
+    #: a worker started with `--resources "site-<site>=1"`; '' runs it on any worker (harness.run.dask)
+    site: str = ""
+    #: set by the loader: the file this came from (for messages)
+    source_path: str = field(default="", metadata={"internal": True})
+    #: set from `runtimes` when the file loads: every named configuration (RuntimeConfig), in file order
+    runtime_configs: Tuple[Any, ...] = field(default=(), metadata={"internal": True})
+
+    def __post_init__(self) -> None:
+        if not is_valid_name(self.name):
+            raise ConfigError(self.source_path, f"{self.name!r} must be letters, digits, '_', '-' or '.'", "name")
+        if self.transport == "ssh":
+            for required in ("host", "user"):
+                if not getattr(self, required):
+                    raise ConfigError(self.source_path, "is required for an ssh target", required)
+        if self.threads < 1:
+            raise ConfigError(self.source_path, "must be at least 1", "threads")
+        if self.site and not is_valid_name(self.site):
+            raise ConfigError(self.source_path, f"{self.site!r} must be letters, digits, '_', '-' or '.' (it names "
+                              "the worker resource site-<site>)", "site")
+        from harness.schema.runtime_configs import RuntimeConfig, formats_of, parse_runtimes
+        configs = self.runtime_configs
+        if not configs or not all(isinstance(c, RuntimeConfig) for c in configs):
+            if configs:
+                raise ConfigError(self.source_path, "is set by the loader; declare configurations under runtimes:",
+                                  "runtime_configs")
+            configs = parse_runtimes(self.runtimes, self.source_path, ALL_FORMATS)
+        # normalized once: runtimes are the formats, runtime_configs the configurations
+        object.__setattr__(self, "runtime_configs", tuple(configs))
+        object.__setattr__(self, "runtimes", formats_of(configs))
+
+    @property
+    def is_local(self) -> bool:
+        return self.transport == "local"
+
+    def expanded(self, value: str) -> str:
+        return os.path.expanduser(os.path.expandvars(value)) if value else value
+
+
+def target_path(name_or_path: str, targets_dir: Path = TARGETS_DIR) -> Path:
+    return named_file(name_or_path, targets_dir)
+
+
+def run_target(name_or_path: str, targets_dir: Path = TARGETS_DIR) -> TargetSpec:
+    """A target named on the command line: `local` is this machine even where there is no targets/ directory,
+    so `harness profile --model-file` works from any directory."""
+    if name_or_path == LOCAL and not Path(targets_dir).is_dir():
+        return TargetSpec(name=LOCAL, transport="local", description="this machine's CPU (built-in default)",
+                          python="", workdir=".harness/devices/local", arch=os.uname().machine, runtimes=ALL_FORMATS,
+                          lock_timeout_s=120.0)
+    return load_target(name_or_path, targets_dir)
+
+
+def load_target(name_or_path: str, targets_dir: Path = TARGETS_DIR) -> TargetSpec:
+    return load_named(TargetSpec, name_or_path, targets_dir, "target", "targets",
+                      hint=". Create the file (examples: targets/examples/) or pass an existing name")
+
+
+def list_target_names(targets_dir: Path = TARGETS_DIR) -> list:
+    return list_names(targets_dir)
