@@ -189,6 +189,7 @@ def _host_built_digits():
 @pytest.mark.ssh
 @pytest.mark.slow
 def test_farm_run_on_three_devices_pinned_to_workers_by_site(farm, sim_target, scheduler, tmp_path):
+    from harness.run.dask import DaskDispatcher
     from harness.run.pipeline import RunSettings, run_profile
 
     client, start_worker = scheduler
@@ -200,7 +201,7 @@ def test_farm_run_on_three_devices_pinned_to_workers_by_site(farm, sim_target, s
                dataclasses.replace(sim_target("sim-x86"), name="sim-x86-lab-z", site="lab-z")]
     lines = Lines()
     outcome = run_profile([recipe], targets, {}, RunSettings(**QUICK), reports_dir=tmp_path / "reports",
-                          cache=cache, progress=lines, executor=client, write_report=False)
+                          cache=cache, progress=lines, dispatcher=DaskDispatcher(client), write_report=False)
 
     rows = {r["cell_id"]: r for r in outcome.frame.to_dict(orient="records")}
     assert len(rows) == 12
@@ -233,6 +234,7 @@ def test_farm_run_on_three_devices_pinned_to_workers_by_site(farm, sim_target, s
 @pytest.mark.slow
 def test_worker_killed_mid_run_loses_its_cells_and_resume_finishes_on_the_others(farm, sim_target, scheduler,
                                                                                  tmp_path):
+    from harness.run.dask import DaskDispatcher
     from harness.run.pipeline import RunSettings, run_profile
 
     client, start_worker = scheduler
@@ -250,7 +252,7 @@ def test_worker_killed_mid_run_loses_its_cells_and_resume_finishes_on_the_others
     lines = Lines(kill_on_first_cell)
     settings = RunSettings(**{**QUICK, "min_duration_s": 0.5})
     first = run_profile([recipe], [target], {}, settings, reports_dir=tmp_path / "reports", cache=cache,
-                        progress=lines, executor=client, write_report=False)
+                        progress=lines, dispatcher=DaskDispatcher(client), write_report=False)
 
     assert killed, lines.lines
     rows = first.frame.to_dict(orient="records")
@@ -266,8 +268,8 @@ def test_worker_killed_mid_run_loses_its_cells_and_resume_finishes_on_the_others
     survivor = "w2" if killed[0] == "w1" else "w1"
     resumed_lines = Lines()
     second = run_profile([recipe], [target], {}, settings, run_id=first.run_dir.run_id,
-                         reports_dir=tmp_path / "reports", cache=cache, progress=resumed_lines, executor=client,
-                         resume=True, write_report=False)
+                         reports_dir=tmp_path / "reports", cache=cache, progress=resumed_lines,
+                         dispatcher=DaskDispatcher(client), resume=True, write_report=False)
     assert set(second.frame["status"]) == {"ok"} and len(second.frame) == 3 and not second.missing
     assert resumed_lines.having(f"[sim-x86] job on worker {survivor}")
     assert resumed_lines.having(f"{len(kept)} cells already done, {len(lost)} to run")

@@ -114,3 +114,19 @@ def test_inspection_is_read_once_per_content(tmp_path, monkeypatch):
                            "reference", "onnx", model, cache=cache)
     assert second.gzip_bytes == first.gzip_bytes > 0
     assert any("expected 2 output(s)" in p for p in second.problems)  # the check itself still runs every time
+
+
+def test_a_cached_step_gives_what_a_fresh_one_does(tmp_path):
+    """Steps read their results back from the cache entry, so a first run and a cached run see the same."""
+    from harness.build.cache import ContentCache
+    from harness.build.sources import SOURCES, content_sha256
+    from harness.build.steps import describe_source
+
+    model = linear_onnx(tmp_path / "m.onnx", extra_output=True)
+    sha, cache = content_sha256(model, "onnx"), ContentCache(tmp_path / "cache")
+    from_file = SOURCES.get("onnx")().describe(model)
+    assert describe_source(model, "onnx", sha, cache) == from_file == describe_source(model, "onnx", sha, cache)
+    uncached = inspect_files(PREPARED, "reference", "onnx", model)
+    fresh = inspect_files(PREPARED, "reference", "onnx", model, cache=cache)
+    again = inspect_files(PREPARED, "reference", "onnx", model, cache=cache)
+    assert uncached == fresh == again and fresh.problems  # the extra output is a problem, found every time

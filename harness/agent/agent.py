@@ -29,6 +29,45 @@ AGENT_VERSION = "2"
 EXIT_OK, EXIT_FAILED, EXIT_NO_RUNTIME, EXIT_BAD_INPUT, EXIT_BUSY = 0, 2, 3, 4, 75
 
 
+class ErrorCategory(object):
+    """Every `error_category` this agent writes (the host's harness.schema.results.Category has each of them;
+    tests/test_agent_contract.py holds the two together)."""
+    RUNTIME_MISSING = "runtime_missing"            # the format's runtime is not importable here
+    PROVIDER_UNAVAILABLE = "provider_unavailable"  # a requested provider, device or delegate is not there
+    LOAD_FAILED = "load_failed"                    # the runtime could not load the model
+    INFERENCE_FAILED = "inference_failed"          # it loaded, then failed to run
+    BAD_INPUT = "bad_input"                        # the request (arguments, inputs, configuration) is unusable
+    DEVICE_BUSY = "device_busy"                    # another run holds the device lock
+    AGENT_ERROR = "agent_error"                    # anything else: a bug here or an unexpected runtime error
+    ALL = (RUNTIME_MISSING, PROVIDER_UNAVAILABLE, LOAD_FAILED, INFERENCE_FAILED, BAD_INPUT, DEVICE_BUSY, AGENT_ERROR)
+
+
+class Doc(object):
+    """The keys of the JSON document `run` writes, in one place (the host reads them by these names)."""
+    # always
+    AGENT_VERSION, STATUS, PYTHON, NUMPY = "agent_version", "status", "python", "numpy"
+    # status "error"
+    ERROR_CATEGORY, ERROR_MESSAGE, TRACEBACK = "error_category", "error_message", "traceback"
+    # the runtime and what it made of the configuration
+    RUNTIME, RUNTIME_VERSION, THREADS, RUNTIME_CONFIG = "runtime", "runtime_version", "threads", "runtime_config"
+    EFFECTIVE_CONFIG, FALLBACK, INTERFACE, PRECISION = "effective_config", "fallback", "interface", "precision"
+    LOAD_MS, COMPILE_MS, COMPILE_CACHE = "load_ms", "compile_ms", "compile_cache"
+    # timing
+    FIRST_INFERENCE_MS, LATENCY_CLOCK, LATENCY, LATENCIES_MS = \
+        "first_inference_ms", "latency_clock", "latency", "latencies_ms"
+    WARMUP_ITERATIONS, TIMED_ITERATIONS, BLOCK_SIZE = "warmup_iterations", "timed_iterations", "block_size"
+    TIMED_S, TIMER_COST_NS, CONDITIONS = "timed_s", "timer_cost_ns", "conditions"
+    # memory
+    BASELINE_RSS_BYTES, PEAK_RSS_BYTES, RSS_INCREASE_BYTES = \
+        "baseline_rss_bytes", "peak_rss_bytes", "rss_increase_bytes"
+    # outputs (--outputs) and the profiled session (--profile)
+    N_OUTPUT_SAMPLES, PROFILE, PROFILE_ERROR = "n_output_samples", "profile", "profile_error"
+
+    @classmethod
+    def keys(cls):
+        return frozenset(v for k, v in vars(cls).items() if k.isupper())
+
+
 class AgentFailure(Exception):
     def __init__(self, category, message, exit_code=EXIT_FAILED):
         Exception.__init__(self, message)
@@ -111,14 +150,15 @@ _ORT_DTYPES = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor
 
 def register_runtime(fmt):
     def decorator(cls):
+        cls.fmt = fmt
         RUNTIMES[fmt] = cls
         return cls
     return decorator
 
 
 class RuntimeOptions(object):
-    """A runtime configuration's options (checked on the host against the runtime's schema), and what the
-    runtime did with them: the effective configuration and any fallback."""
+    """A runtime configuration's options as the user wrote them (checked on the host against the runtime's
+    schema), and what the runtime did with them: any fallback."""
 
     def __init__(self, runtime, options):
         self.runtime = runtime
@@ -132,15 +172,80 @@ class RuntimeOptions(object):
         """A requested provider, device or delegate is not there: the cell fails with the runtime's words,
         unless the configuration says `fallback: allow`, when it runs on what is there and says so."""
         if self.options.get("fallback") != "allow":
-            raise AgentFailure("provider_unavailable", message)
+            raise AgentFailure(ErrorCategory.PROVIDER_UNAVAILABLE, message)
         self.fallbacks.append(message)
 
 
-def _unavailable(runtime, message):
-    opts = getattr(runtime, "config", None)
-    if opts is None:
-        raise AgentFailure("provider_unavailable", message)
-    opts.unavailable(message)
+class Runtime(object):
+    """What every runtime is to the agent and to the host (which loads models with these same classes).
+
+    Construction imports the runtime (`import_runtime`, which raises AgentFailure(RUNTIME_MISSING) when it
+    cannot) and keeps the user's options (`config`) apart from the agent's own settings: `cache_dir`, the
+    compiled-model cache of this artifact, runtime version and options, and `profile_prefix`, where a profiled
+    session's runtime writes its trace. After `load`, `input_names`, `output_names` and `effective` (the
+    configuration in effect) are set.
+
+    Every runtime implements import_runtime, load, interface, prepare, infer and fetch; the rest has a default
+    here that says "not this runtime": callers use them as they are, without probing.
+    """
+    fmt = ""
+    #: what the runtime computes in, where it says (OpenVINO's INFERENCE_PRECISION_HINT); None: not said
+    precision = None
+    #: the configuration in effect after load (providers, device, delegate, threads)
+    effective = None
+    #: True where own_latency_s gives the runtime's own time for the last inference
+    keeps_own_latency = False
+
+    def __init__(self, threads, options, cache_dir=None, profile_prefix=None):
+        self.config = RuntimeOptions(self.fmt, options)
+        self.threads = self.config.get("threads", threads)
+        self.cache_dir = cache_dir or None
+        self.profile_prefix = profile_prefix or None
+        self.input_names, self.output_names = [], []
+        self.name, self.version = self.import_runtime()
+
+    # ---- every runtime
+    def import_runtime(self):
+        """Import the runtime: (module name, version), or AgentFailure(RUNTIME_MISSING, ..., EXIT_NO_RUNTIME)."""
+        raise NotImplementedError
+
+    def load(self, path, weights=None, shapes=None):
+        """Load the model at the input sizes the harness fixed (shapes: name -> shape, for dynamic inputs)."""
+        raise NotImplementedError
+
+    def interface(self):
+        """The model's inputs and outputs as the runtime sees them ({"inputs": [...], "outputs": [...]})."""
+        raise NotImplementedError
+
+    def prepare(self, feeds):
+        """The feeds (numpy arrays in input_names order) in the runtime's own form, outside the timed call."""
+        raise NotImplementedError
+
+    def infer(self, prepared):
+        """One inference: the timed call."""
+        raise NotImplementedError
+
+    def fetch(self):
+        """The last inference's outputs as numpy arrays, in output_names order."""
+        raise NotImplementedError
+
+    # ---- optional, with defaults
+    def accelerators(self):
+        """What a runtime configuration can ask for here (providers, devices); None: nothing to choose."""
+        return None
+
+    def uses_cache(self):
+        """Whether the loaded model was compiled through cache_dir (a cold compile is then worth recording)."""
+        return False
+
+    def own_latency_s(self):
+        """The runtime's own seconds for the last inference, where keeps_own_latency says it keeps one."""
+        raise NotImplementedError("%s keeps no latency of its own" % self.name)
+
+    def profile(self, run_once, n):
+        """Per layer where it ran (and, where timed, how long) over n runs of run_once: {"layers", "timed"}.
+        The default: no per-layer view."""
+        return {"layers": [], "timed": False}
 
 
 def _first_words(caught):
@@ -159,12 +264,10 @@ def _quantize(x, dtype, scale, zero_point):
 
 
 @register_runtime("tflite")
-class TFLiteRuntime(object):
+class TFLiteRuntime(Runtime):
     """tflite-runtime, then ai-edge-litert, then tensorflow.lite: the first that imports."""
 
-    def __init__(self, threads, options):
-        self.config = RuntimeOptions("tflite", options)
-        self.threads = self.config.get("threads", threads)
+    def import_runtime(self):
         errors = []
         for module_name in ("tflite_runtime.interpreter", "ai_edge_litert.interpreter", "tensorflow.lite"):
             try:
@@ -172,13 +275,11 @@ class TFLiteRuntime(object):
                 self.module = module
                 self.interpreter_cls = module.Interpreter
                 top = __import__(module_name.split(".")[0])
-                self.name = module_name.split(".")[0].replace("_", "-")
-                self.version = getattr(top, "__version__", "unknown")
-                return
+                return module_name.split(".")[0].replace("_", "-"), getattr(top, "__version__", "unknown")
             except Exception as exc:  # ImportError, or a broken build
                 errors.append("%s: %s" % (module_name, exc))
-        raise AgentFailure("runtime_missing", "no TFLite runtime importable (" + "; ".join(errors) + ")",
-                           EXIT_NO_RUNTIME)
+        raise AgentFailure(ErrorCategory.RUNTIME_MISSING,
+                           "no TFLite runtime importable (" + "; ".join(errors) + ")", EXIT_NO_RUNTIME)
 
     def _lookup(self, name):
         """OpResolverType / load_delegate: in the interpreter module (tflite-runtime, LiteRT) or under
@@ -192,7 +293,7 @@ class TFLiteRuntime(object):
         if not xnnpack:
             resolver = getattr(self._lookup("OpResolverType"), "BUILTIN_WITHOUT_DEFAULT_DELEGATES", None)
             if resolver is None:
-                _unavailable(self, "%s %s cannot turn XNNPACK off (no OpResolverType.BUILTIN_WITHOUT_DEFAULT_"
+                self.config.unavailable("%s %s cannot turn XNNPACK off (no OpResolverType.BUILTIN_WITHOUT_DEFAULT_"
                                    "DELEGATES)" % (self.name, self.version))
                 xnnpack = True
             else:
@@ -205,7 +306,7 @@ class TFLiteRuntime(object):
                 kwargs["experimental_delegates"] = [self._lookup("load_delegate")(library, options)]
                 self.delegate_name = os.path.basename(library)
             except Exception as exc:
-                _unavailable(self, "%s could not load the delegate %s: %s" % (self.name, library, _one_line(exc)))
+                self.config.unavailable("%s could not load the delegate %s: %s" % (self.name, library, _one_line(exc)))
         self.interp = self.interpreter_cls(**kwargs)
         self.delegate_name = self.delegate_name or ("XNNPACK" if xnnpack else None)
         self.inputs = self.interp.get_input_details()
@@ -269,23 +370,22 @@ class TFLiteRuntime(object):
 
 
 @register_runtime("onnx")
-class OnnxRuntime(object):
-    def __init__(self, threads, options):
+class OnnxRuntime(Runtime):
+    def import_runtime(self):
         try:
             import onnxruntime
         except Exception as exc:
-            raise AgentFailure("runtime_missing", "onnxruntime not importable: %s" % exc, EXIT_NO_RUNTIME)
+            raise AgentFailure(ErrorCategory.RUNTIME_MISSING, "onnxruntime not importable: %s" % exc,
+                               EXIT_NO_RUNTIME)
         self.ort = onnxruntime
-        self.config = RuntimeOptions("onnx", options)
-        self.name, self.version = "onnxruntime", onnxruntime.__version__
-        self.threads = self.config.get("threads", threads)
+        return "onnxruntime", onnxruntime.__version__
 
     _LEVELS = {"disable": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC", "extended": "ORT_ENABLE_EXTENDED",
                "all": "ORT_ENABLE_ALL"}
 
     def _provider_options(self, provider):
         options = dict((self.config.get("provider_options") or {}).get(provider) or {})
-        cache = self.config.get("_cache_dir")
+        cache = self.cache_dir
         if cache and self.config.get("engine_cache", True):
             # compiled engines kept in the device's content cache, keyed by artifact, runtime version and options
             if provider == "TensorrtExecutionProvider":
@@ -302,7 +402,7 @@ class OnnxRuntime(object):
 
     def uses_cache(self):
         return bool(set(self.requested) & {"TensorrtExecutionProvider", "OpenVINOExecutionProvider"}) \
-            and bool(self.config.get("_cache_dir")) and self.config.get("engine_cache", True)
+            and bool(self.cache_dir) and self.config.get("engine_cache", True)
 
     def load(self, path, weights=None, shapes=None):
         import warnings
@@ -312,9 +412,9 @@ class OnnxRuntime(object):
         level = self.config.get("graph_optimization_level")
         if level:
             so.graph_optimization_level = getattr(self.ort.GraphOptimizationLevel, self._LEVELS[level])
-        if self.config.get("_profile"):
+        if self.profile_prefix:
             so.enable_profiling = True
-            so.profile_file_prefix = self.config.get("_profile")
+            so.profile_file_prefix = self.profile_prefix
         self.requested = list(self.config.get("providers") or ["CPUExecutionProvider"])
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
@@ -326,7 +426,7 @@ class OnnxRuntime(object):
         missing = [p for p in self.requested if p not in in_effect]
         if missing:
             words = _first_words(caught) or "not in effect after the session was created"
-            _unavailable(self, "onnxruntime %s: %s requested, %s in effect (%s)" % (
+            self.config.unavailable("onnxruntime %s: %s requested, %s in effect (%s)" % (
                 self.version, ", ".join(missing), ", ".join(in_effect), words))
         self.effective = {"providers_requested": self.requested, "providers": in_effect,
                           "provider_options": dict((p, o) for p, o in self.session.get_provider_options().items()
@@ -383,17 +483,16 @@ class OnnxRuntime(object):
 
 
 @register_runtime("openvino")
-class OpenVINORuntime(object):
-    def __init__(self, threads, options):
+class OpenVINORuntime(Runtime):
+    keeps_own_latency = True
+
+    def import_runtime(self):
         try:
             import openvino
         except Exception as exc:
-            raise AgentFailure("runtime_missing", "openvino not importable: %s" % exc, EXIT_NO_RUNTIME)
+            raise AgentFailure(ErrorCategory.RUNTIME_MISSING, "openvino not importable: %s" % exc, EXIT_NO_RUNTIME)
         self.ov = openvino
-        self.config = RuntimeOptions("openvino", options)
-        self.name = "openvino"
-        self.threads = self.config.get("threads", threads)
-        self.version = getattr(openvino, "__version__", None) or openvino.get_version()
+        return "openvino", getattr(openvino, "__version__", None) or openvino.get_version()
 
     _PROPERTIES = ("EXECUTION_DEVICES", "PERFORMANCE_HINT", "NUM_STREAMS", "INFERENCE_PRECISION_HINT",
                    "INFERENCE_NUM_THREADS", "OPTIMAL_NUMBER_OF_INFER_REQUESTS", "CACHE_DIR", "PERF_COUNT")
@@ -402,7 +501,7 @@ class OpenVINORuntime(object):
         return list(self.ov.Core().available_devices)
 
     def uses_cache(self):
-        return bool(self.config.get("cache") and self.config.get("_cache_dir"))
+        return bool(self.config.get("cache") and self.cache_dir)
 
     def load(self, path, weights=None, shapes=None):
         core = self.ov.Core()
@@ -416,10 +515,10 @@ class OpenVINORuntime(object):
         if self.config.get("precision"):
             # The CPU plugin may compute in bf16 where the CPU supports it; f32 makes it comparable.
             config["INFERENCE_PRECISION_HINT"] = self.config.get("precision")
-        if self.config.get("_profile"):
+        if self.profile_prefix:
             config["PERF_COUNT"] = True
         if self.uses_cache():
-            core.set_property({"CACHE_DIR": self.config.get("_cache_dir")})
+            core.set_property({"CACHE_DIR": self.cache_dir})
         model = core.read_model(path, weights) if weights else core.read_model(path)
         self.model_interface = _ov_interface(model.inputs, model.outputs)
         if shapes and model.is_dynamic():
@@ -436,7 +535,7 @@ class OpenVINORuntime(object):
                 words = "compiled anyway"
             except Exception as exc:
                 words = _one_line(exc)
-            _unavailable(self, "openvino %s has no device %s (available: %s): %s" % (
+            self.config.unavailable("openvino %s has no device %s (available: %s): %s" % (
                 self.version, device, ", ".join(available), words))
             device = "CPU"
         if device.startswith("CPU"):
@@ -508,18 +607,16 @@ class OpenVINORuntime(object):
 
 
 @register_runtime("torch")
-class TorchRuntime(object):
+class TorchRuntime(Runtime):
     """PyTorch on CPU or CUDA: TorchScript (.pt, torch.jit.save) or a torch.export program (.pt2)."""
 
-    def __init__(self, threads, options):
+    def import_runtime(self):
         try:
             import torch
         except Exception as exc:
-            raise AgentFailure("runtime_missing", "torch not importable: %s" % exc, EXIT_NO_RUNTIME)
+            raise AgentFailure(ErrorCategory.RUNTIME_MISSING, "torch not importable: %s" % exc, EXIT_NO_RUNTIME)
         self.torch = torch
-        self.config = RuntimeOptions("torch", options)
-        self.name, self.version = "torch", torch.__version__
-        self.threads = self.config.get("threads", threads)
+        return "torch", torch.__version__
 
     def accelerators(self):
         cuda = self.torch.cuda
@@ -529,7 +626,7 @@ class TorchRuntime(object):
         torch = self.torch
         device = self.config.get("device", "cpu")
         if device.startswith("cuda") and not torch.cuda.is_available():
-            _unavailable(self, "torch %s: CUDA is not available (torch.cuda.is_available() is False; this build's "
+            self.config.unavailable("torch %s: CUDA is not available (torch.cuda.is_available() is False; this build's "
                                "CUDA: %s)" % (self.version, torch.version.cuda or "none, a CPU-only build"))
             device = "cpu"
         torch.set_num_threads(self.threads)
@@ -886,9 +983,10 @@ def acquire_lock(path, timeout_s, holder):
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except (IOError, OSError):
         if timeout_s <= 0:
-            raise AgentFailure("device_busy", "device is locked by another run (%s)" % _read_holder(path), EXIT_BUSY)
+            raise AgentFailure(ErrorCategory.DEVICE_BUSY, "device is locked by another run (%s)" % _read_holder(path),
+                               EXIT_BUSY)
         def on_alarm(signum, frame):
-            raise AgentFailure("device_busy", "device still locked after %ss by another run (%s)"
+            raise AgentFailure(ErrorCategory.DEVICE_BUSY, "device still locked after %ss by another run (%s)"
                                % (timeout_s, _read_holder(path)), EXIT_BUSY)
         previous = signal.signal(signal.SIGALRM, on_alarm)
         signal.alarm(max(1, int(timeout_s)))
@@ -929,7 +1027,7 @@ class Feeds(object):
         self.arrays = arrays
         counts = set(int(arrays[f["key"]].shape[0]) for f in spec if f["mode"] == "sample")
         if len(counts) > 1:
-            raise AgentFailure("bad_input", "inputs disagree on the number of samples: %s" % sorted(counts),
+            raise AgentFailure(ErrorCategory.BAD_INPUT, "inputs disagree on the number of samples: %s" % sorted(counts),
                                EXIT_BAD_INPUT)
         self.n_samples = counts.pop() if counts else 1
         self.names = [f["name"] for f in spec]
@@ -942,7 +1040,7 @@ class Feeds(object):
                 spec = json.loads(str(data[FEEDS_KEY]))
                 arrays = dict((f["key"], data[f["key"]]) for f in spec)
         except Exception as exc:
-            raise AgentFailure("bad_input", "cannot read inputs %s: %s" % (path, exc), EXIT_BAD_INPUT)
+            raise AgentFailure(ErrorCategory.BAD_INPUT, "cannot read inputs %s: %s" % (path, exc), EXIT_BAD_INPUT)
         return cls(arrays, spec)
 
     def shapes(self):
@@ -971,7 +1069,7 @@ def feed_order(runtime, feeds):
     """For each of the runtime's inputs, the index of the feed that carries it."""
     order = match_names(runtime.input_names, feeds.names)
     if order is None:
-        raise AgentFailure("bad_input", "the model's inputs %s do not match the data's %s"
+        raise AgentFailure(ErrorCategory.BAD_INPUT, "the model's inputs %s do not match the data's %s"
                            % (runtime.input_names, feeds.names), EXIT_BAD_INPUT)
     return order
 
@@ -1017,35 +1115,33 @@ def cmd_run(args):
         lock_handle = acquire_lock(args.lock, args.lock_timeout, args.holder)  # noqa: F841 (held until exit)
     runtime_cls = RUNTIMES.get(args.format)
     if runtime_cls is None:
-        raise AgentFailure("bad_input", "unknown format %r; known: %s" % (args.format, ", ".join(sorted(RUNTIMES))),
-                           EXIT_BAD_INPUT)
+        raise AgentFailure(ErrorCategory.BAD_INPUT, "unknown format %r; known: %s"
+                           % (args.format, ", ".join(sorted(RUNTIMES))), EXIT_BAD_INPUT)
     config = runtime_config(args)
-    options = dict(config["options"])
-    if args.cache_dir:
-        options["_cache_dir"] = args.cache_dir
+    options = config["options"]
     feeds = Feeds.load(args.inputs)
     baseline = rss_bytes()
     runtime, load_ms, compile_ms, cache_state = load_runtime(runtime_cls, args, options, feeds.shapes())
-    result = {"runtime": runtime.name, "runtime_version": str(runtime.version), "threads": runtime.threads,
-              "runtime_config": config["name"], "load_ms": load_ms, "compile_ms": compile_ms,
-              "compile_cache": cache_state, "effective_config": getattr(runtime, "effective", None),
-              "fallback": "; ".join(runtime.config.fallbacks) or None}
-    result["interface"] = runtime.interface()
-    result["precision"] = getattr(runtime, "precision", None)
+    result = {Doc.RUNTIME: runtime.name, Doc.RUNTIME_VERSION: str(runtime.version), Doc.THREADS: runtime.threads,
+              Doc.RUNTIME_CONFIG: config["name"], Doc.LOAD_MS: load_ms, Doc.COMPILE_MS: compile_ms,
+              Doc.COMPILE_CACHE: cache_state, Doc.EFFECTIVE_CONFIG: runtime.effective,
+              Doc.FALLBACK: "; ".join(runtime.config.fallbacks) or None}
+    result[Doc.INTERFACE] = runtime.interface()
+    result[Doc.PRECISION] = runtime.precision
     order = feed_order(runtime, feeds)
     try:
         first = runtime.prepare(feeds.sample(0, order))
         t0 = time.perf_counter()
         runtime.infer(first)
-        result["first_inference_ms"] = (time.perf_counter() - t0) * 1e3
+        result[Doc.FIRST_INFERENCE_MS] = (time.perf_counter() - t0) * 1e3
         for _ in range(args.warmup):
             runtime.infer(first)
         before = read_conditions()
-        own = getattr(runtime, "own_latency_s", None) if args.clock == "runtime" else None
+        own = runtime.own_latency_s if args.clock == "runtime" and runtime.keeps_own_latency else None
         samples_ms, block, iterations, timed_s, timer_s = time_inferences(
             runtime.infer, first, args.iterations, args.min_duration, args.max_duration, own=own)
-        result["latency_clock"] = "runtime" if own else "wall"
-        result["conditions"] = {"before": before, "after": read_conditions()}
+        result[Doc.LATENCY_CLOCK] = "runtime" if own else "wall"
+        result[Doc.CONDITIONS] = {"before": before, "after": read_conditions()}
         outputs = None
         if args.outputs:
             limit = feeds.n_samples if args.max_samples <= 0 else min(feeds.n_samples, args.max_samples)
@@ -1053,34 +1149,35 @@ def cmd_run(args):
     except AgentFailure:
         raise
     except Exception as exc:
-        raise AgentFailure("inference_failed", "%s failed during inference: %s" % (runtime.name, _one_line(exc)))
-    result["latency"] = latency_stats(samples_ms)
-    result["latencies_ms"] = samples_ms
-    result["warmup_iterations"] = args.warmup
-    result["timed_iterations"] = iterations
-    result["block_size"] = block
-    result["timed_s"] = timed_s
-    result["timer_cost_ns"] = timer_s * 1e9
-    result["baseline_rss_bytes"] = baseline
-    result["peak_rss_bytes"] = peak_rss_bytes()
-    if baseline is not None and result["peak_rss_bytes"] is not None:
-        result["rss_increase_bytes"] = result["peak_rss_bytes"] - baseline
+        raise AgentFailure(ErrorCategory.INFERENCE_FAILED, "%s failed during inference: %s"
+                           % (runtime.name, _one_line(exc)))
+    result[Doc.LATENCY] = latency_stats(samples_ms)
+    result[Doc.LATENCIES_MS] = samples_ms
+    result[Doc.WARMUP_ITERATIONS] = args.warmup
+    result[Doc.TIMED_ITERATIONS] = iterations
+    result[Doc.BLOCK_SIZE] = block
+    result[Doc.TIMED_S] = timed_s
+    result[Doc.TIMER_COST_NS] = timer_s * 1e9
+    result[Doc.BASELINE_RSS_BYTES] = baseline
+    result[Doc.PEAK_RSS_BYTES] = peak_rss_bytes()
+    if baseline is not None and result[Doc.PEAK_RSS_BYTES] is not None:
+        result[Doc.RSS_INCREASE_BYTES] = result[Doc.PEAK_RSS_BYTES] - baseline
     if outputs is not None:
         save_outputs(args.outputs, outputs)
-        result["n_output_samples"] = limit
+        result[Doc.N_OUTPUT_SAMPLES] = limit
     if args.profile:
         # after the timed run, in a session of its own: profilers slow what they watch
         try:
-            result["profile"] = profile_cell(runtime_cls, args, options, feeds, config)
+            result[Doc.PROFILE] = profile_cell(runtime_cls, args, options, feeds, config, runtime.cache_dir)
         except AgentFailure as exc:
-            result["profile_error"] = str(exc)
+            result[Doc.PROFILE_ERROR] = str(exc)
         except Exception as exc:
-            result["profile_error"] = _one_line(exc)
+            result[Doc.PROFILE_ERROR] = _one_line(exc)
     return result
 
 
 def runtime_config(args):
-    """The runtime configuration the host sent (--runtime-config JSON): name and options."""
+    """The runtime configuration the host sent (--runtime-config JSON): name and the user's options."""
     if not args.runtime_config:
         return {"name": args.format, "options": {}}
     try:
@@ -1090,18 +1187,20 @@ def runtime_config(args):
             raise ValueError("options must be a mapping")
         return {"name": str(config.get("name") or args.format), "options": options}
     except (ValueError, AttributeError) as exc:
-        raise AgentFailure("bad_input", "--runtime-config is not a configuration: %s" % exc, EXIT_BAD_INPUT)
+        raise AgentFailure(ErrorCategory.BAD_INPUT, "--runtime-config is not a configuration: %s" % exc,
+                           EXIT_BAD_INPUT)
 
 
-def _load(runtime_cls, args, options, shapes):
-    runtime = runtime_cls(args.threads, options)
+def _load(runtime_cls, args, options, shapes, cache_dir=None, profile_prefix=None):
+    runtime = runtime_cls(args.threads, options, cache_dir=cache_dir, profile_prefix=profile_prefix)
     started = time.perf_counter()
     try:
         runtime.load(args.model, args.weights or None, shapes)
     except AgentFailure:
         raise
     except Exception as exc:
-        raise AgentFailure("load_failed", "%s could not load %s: %s" % (runtime.name, args.model, _one_line(exc)))
+        raise AgentFailure(ErrorCategory.LOAD_FAILED, "%s could not load %s: %s"
+                           % (runtime.name, args.model, _one_line(exc)))
     return runtime, (time.perf_counter() - started) * 1e3
 
 
@@ -1109,23 +1208,22 @@ COMPILE_RECORD = "harness-compile.json"
 
 
 def load_runtime(runtime_cls, args, options, shapes):
-    """(runtime, load_ms, compile_ms, cache state). With a compiled-model cache (OpenVINO CACHE_DIR, TensorRT
-    engines) an empty cache makes the first load the cold compile (compile_ms, kept beside the cache), and a
-    second load, from the cache, the warm load_ms; a filled cache loads warm and reports the recorded compile."""
-    cache = options.get("_cache_dir")
+    """(runtime, load_ms, compile_ms, cache state). With a compiled-model cache (--cache-dir: OpenVINO CACHE_DIR,
+    TensorRT engines) an empty cache makes the first load the cold compile (compile_ms, kept beside the cache),
+    and a second load, from the cache, the warm load_ms; a filled cache loads warm and reports the recorded
+    compile. The runtime's cache_dir is the runtime version's directory under --cache-dir."""
+    cache = args.cache_dir or None
     cold = False
     if cache:
         # the host keys the directory by artifact and options; the runtime's version is a level below it
         version = runtime_cls(args.threads, options).version
         cache = os.path.join(cache, "".join(c if c.isalnum() or c in "._-" else "_" for c in
                                             "%s-%s" % (args.format, version)))
-        options["_cache_dir"] = cache
         if not os.path.isdir(cache):
             os.makedirs(cache)
         cold = not [f for f in os.listdir(cache) if f != COMPILE_RECORD]
-    runtime, first_ms = _load(runtime_cls, args, options, shapes)
-    uses = getattr(runtime, "uses_cache", None)
-    if not cache or not (uses and uses()):
+    runtime, first_ms = _load(runtime_cls, args, options, shapes, cache_dir=cache)
+    if not cache or not runtime.uses_cache():
         return runtime, first_ms, None, None
     record = os.path.join(cache, COMPILE_RECORD)
     if cold:
@@ -1141,16 +1239,15 @@ def load_runtime(runtime_cls, args, options, shapes):
     # load_ms is always a second load in this process, from the cache: the first one also paid for loading the
     # runtime's plugins, so a cold and a warm run report the same thing
     del runtime
-    runtime, load_ms = _load(runtime_cls, args, options, shapes)
+    runtime, load_ms = _load(runtime_cls, args, options, shapes, cache_dir=cache)
     return runtime, load_ms, compile_ms, "cold" if cold else "warm"
 
 
-def profile_cell(runtime_cls, args, options, feeds, config):
+def profile_cell(runtime_cls, args, options, feeds, config, cache_dir=None):
     """A separate, profiled session: per layer where it ran (and, where the runtime times layers, how long),
     written to --profile; returns the node placement summary for the result."""
-    prof_options = dict(options)
-    prof_options["_profile"] = os.path.join(os.path.dirname(os.path.abspath(args.profile)), "ort-profile")
-    runtime, _ = _load(runtime_cls, args, prof_options, feeds.shapes())
+    prefix = os.path.join(os.path.dirname(os.path.abspath(args.profile)), "ort-profile")
+    runtime, _ = _load(runtime_cls, args, options, feeds.shapes(), cache_dir=cache_dir, profile_prefix=prefix)
     order = feed_order(runtime, feeds)
     prepared = runtime.prepare(feeds.sample(0, order))
     for _ in range(3):  # warm: the first runs allocate and pick kernels (ONNX Runtime's trace keeps them: medians)
@@ -1161,7 +1258,7 @@ def profile_cell(runtime_cls, args, options, feeds, config):
     for layer in layers:
         placement[layer["placement"]] = placement.get(layer["placement"], 0) + 1
     document = {"runtime_config": config["name"], "options": config["options"], "runtime": runtime.name,
-                "runtime_version": str(runtime.version), "effective_config": getattr(runtime, "effective", None),
+                "runtime_version": str(runtime.version), "effective_config": runtime.effective,
                 "fallback": "; ".join(runtime.config.fallbacks) or None, "runs": args.profile_runs,
                 "timed": report.get("timed", False), "nodes": len(layers), "placement": placement,
                 "layers": sorted(layers, key=lambda l: -(l.get("time_ms") or 0.0))}
@@ -1234,11 +1331,12 @@ def cmd_probe(args):
         try:
             rt = cls(1, {})
             runtimes[fmt] = {"available": True, "module": rt.name, "version": str(rt.version)}
-            if hasattr(rt, "accelerators"):
-                try:  # what a runtime configuration can ask for here: providers, devices
-                    runtimes[fmt]["accelerators"] = rt.accelerators()
-                except Exception as exc:
-                    runtimes[fmt]["accelerators_error"] = _one_line(exc)
+            try:  # what a runtime configuration can ask for here: providers, devices (None: nothing to choose)
+                accelerators = rt.accelerators()
+                if accelerators is not None:
+                    runtimes[fmt]["accelerators"] = accelerators
+            except Exception as exc:
+                runtimes[fmt]["accelerators_error"] = _one_line(exc)
         except AgentFailure as exc:
             runtimes[fmt] = {"available": False, "error": str(exc)}
     info["runtimes"] = runtimes
@@ -1285,20 +1383,20 @@ def main(argv=None):
     if args.command != "run":
         parser.print_help()
         return EXIT_BAD_INPUT
-    document = {"agent_version": AGENT_VERSION, "status": "ok", "python": platform.python_version()}
+    document = {Doc.AGENT_VERSION: AGENT_VERSION, Doc.STATUS: "ok", Doc.PYTHON: platform.python_version()}
     code = EXIT_OK
     try:
         document.update(cmd_run(args))
     except AgentFailure as exc:
-        document.update({"status": "error", "error_category": exc.category, "error_message": str(exc)})
+        document.update({Doc.STATUS: "error", Doc.ERROR_CATEGORY: exc.category, Doc.ERROR_MESSAGE: str(exc)})
         code = exc.exit_code
     except Exception as exc:  # a bug or an unexpected runtime error: still a result
-        document.update({"status": "error", "error_category": "agent_error", "error_message": _one_line(exc),
-                         "traceback": traceback.format_exc()[-2000:]})
+        document.update({Doc.STATUS: "error", Doc.ERROR_CATEGORY: ErrorCategory.AGENT_ERROR,
+                         Doc.ERROR_MESSAGE: _one_line(exc), Doc.TRACEBACK: traceback.format_exc()[-2000:]})
         code = EXIT_FAILED
     try:
         import numpy
-        document["numpy"] = numpy.__version__
+        document[Doc.NUMPY] = numpy.__version__
     except Exception:
         pass
     tmp = args.result + ".part"
@@ -1306,7 +1404,7 @@ def main(argv=None):
         json.dump(document, handle)
     os.rename(tmp, args.result)
     if code:
-        sys.stderr.write("agent: %s: %s\n" % (document.get("error_category"), document.get("error_message")))
+        sys.stderr.write("agent: %s: %s\n" % (document.get(Doc.ERROR_CATEGORY), document.get(Doc.ERROR_MESSAGE)))
     return code
 
 

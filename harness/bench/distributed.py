@@ -145,8 +145,8 @@ def dispatch_cost(root: Path, sizes: Sequence[int], rounds: int, log: Callable[[
     """Wall time of the same local-target job (cells ending skipped) through threads and through one worker."""
     from harness.build.steps import build_model_artifacts
     from harness.build.cache import ContentCache
-    from harness.run.dask import dispatch_on_workers
-    from harness.run.pipeline import Cell, ModelEval, RunSettings, TargetJob, dispatch
+    from harness.run.dask import DaskDispatcher
+    from harness.run.pipeline import Cell, ModelEval, RunSettings, TargetJob, ThreadDispatcher
     from harness.schema.recipes import load_recipe
     from harness.schema.rundir import RunDir
     from harness.schema.targets import TargetSpec
@@ -166,16 +166,14 @@ def dispatch_cost(root: Path, sizes: Sequence[int], rounds: int, log: Callable[[
 
     samples: Dict[str, Dict[int, List[float]]] = {"threads": {n: [] for n in sizes}, "dask": {n: [] for n in sizes}}
     with cluster(root / "cluster", 1, log) as (client, commands):
+        dispatchers = {"threads": ThreadDispatcher(), "dask": DaskDispatcher(client)}
         for r in range(rounds):
             for n in sizes:
                 for mode in ("threads", "dask"):
                     run = RunDir.create(f"{mode}-{n}-{r}", root / "runs")
                     jobs = [job(n, run)]
                     started = time.perf_counter()
-                    if mode == "threads":
-                        dispatch(jobs)
-                    else:
-                        dispatch_on_workers(jobs, client, run)
+                    dispatchers[mode].run_jobs(jobs, run)
                     samples[mode][n].append(time.perf_counter() - started)
                     written = len(list((run.root / "cells").glob("*.json")))
                     if written != n:

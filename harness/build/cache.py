@@ -2,6 +2,8 @@
 
 Entries are built in a temporary directory and renamed into place, so an
 interrupted build never leaves a half entry that a later run would trust.
+Every build step goes through `ContentCache.get_or_build`: look the key up, and
+on a miss fill a scratch directory that then becomes the entry.
 """
 from __future__ import annotations
 
@@ -12,7 +14,7 @@ import shutil
 import uuid
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator, NamedTuple
 
 DEFAULT_CACHE_DIR = Path(".harness/cache")
 
@@ -20,6 +22,17 @@ DEFAULT_CACHE_DIR = Path(".harness/cache")
 def content_key(*parts: Any) -> str:
     material = json.dumps(parts, sort_keys=True, default=str).encode()
     return hashlib.sha256(material).hexdigest()[:20]
+
+
+class CachedEntry(NamedTuple):
+    """A complete cache entry, and whether it was there before the step asked for it."""
+
+    path: Path
+    #: True: found in the cache; False: built just now
+    cached: bool
+
+    def read_json(self, name: str) -> Any:
+        return json.loads((self.path / name).read_text())
 
 
 class ContentCache:
@@ -48,3 +61,16 @@ class ContentCache:
         finally:
             if scratch.exists():
                 shutil.rmtree(scratch, ignore_errors=True)
+
+    def get_or_build(self, kind: str, key: str, fill: Callable[[Path], None]) -> CachedEntry:
+        """The entry for key, made by fill(scratch) if it is absent.
+
+        fill runs only on a miss, so a step's work happens only when its entry is missing; if fill raises, no
+        entry is made and the exception propagates. Goes through has() and build(), so a subclass that
+        tracks or refuses builds (the dask TrackingCache) sees every step.
+        """
+        if self.has(kind, key):
+            return CachedEntry(self.entry(kind, key), True)
+        with self.build(kind, key) as scratch:
+            fill(scratch)
+        return CachedEntry(self.entry(kind, key), False)

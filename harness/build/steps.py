@@ -19,7 +19,7 @@ import time
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, NamedTuple, Optional, Tuple
 
 import numpy as np
 
@@ -55,7 +55,6 @@ from harness.core.files import file_sha256
 from harness.zoo import BUILDERS, DATASETS
 
 REFERENCE = "reference"
-DEPLOYABLE = ("tflite", "onnx", "openvino")
 
 #: the distributions whose versions decide what a conversion or compression makes
 CONVERTING_LIBRARIES = ("tensorflow-cpu", "tensorflow", "tf-keras", "tf2onnx", "onnx", "onnxruntime", "openvino",
@@ -211,21 +210,20 @@ def _builder_source_hash(recipe) -> str:
 def build_zoo_model(recipe, cache: ContentCache, progress: Progress = SILENT) -> Tuple[Path, Optional[int], bool]:
     """(model file, MACs, cached) of a zoo recipe: its builder trains or loads the model, once per content."""
     key = content_key("model", recipe.training_key(), _builder_source_hash(recipe), library_versions())
-    name = f"{recipe.name}-{key}"
-    entry = cache.entry("models", name)
-    cached = cache.has("models", name)
-    if not cached:
+
+    def train(scratch: Path) -> None:
         progress(f"{recipe.name}: building reference model ({recipe.source.builder}, seed {recipe.seed})")
         started = time.perf_counter()
-        data = load_dataset(recipe)
-        with cache.build("models", name) as scratch:
-            model_file = BUILDERS.get(recipe.source.builder)(recipe, data, scratch)
-            meta = {"model_file": Path(model_file).name, "macs": _zoo_macs(recipe, Path(model_file)),
-                    "build_s": time.perf_counter() - started}
-            (scratch / "meta.json").write_text(json.dumps(meta, indent=1))
+        model_file = Path(BUILDERS.get(recipe.source.builder)(recipe, load_dataset(recipe), scratch))
+        meta = {"model_file": model_file.name, "macs": _zoo_macs(recipe, model_file),
+                "build_s": time.perf_counter() - started}
+        (scratch / "meta.json").write_text(json.dumps(meta, indent=1))
+
+    entry = cache.get_or_build("models", f"{recipe.name}-{key}", train)
+    meta = entry.read_json("meta.json")
+    if not entry.cached:
         progress(f"{recipe.name}: reference model built ({meta['build_s']:.1f}s)")
-    meta = json.loads((entry / "meta.json").read_text())
-    return entry / meta["model_file"], meta.get("macs"), cached
+    return entry.path / meta["model_file"], meta.get("macs"), entry.cached
 
 
 def _zoo_macs(recipe, model_file: Path) -> Optional[int]:
@@ -239,12 +237,11 @@ def _zoo_macs(recipe, model_file: Path) -> Optional[int]:
 def describe_source(path: Path, fmt: str, sha: str, cache: ContentCache) -> Interface:
     """The interface the file records, read once per content."""
     key = content_key("interface", sha, fmt, _source_hash(SOURCES.get(fmt), fmt), library_versions())
-    if cache.has("interfaces", key):
-        return Interface.from_doc(json.loads((cache.entry("interfaces", key) / "interface.json").read_text()))
-    interface = SOURCES.get(fmt)().describe(path)
-    with cache.build("interfaces", key) as scratch:
-        (scratch / "interface.json").write_text(json.dumps(interface.to_doc()))
-    return interface
+
+    def describe(scratch: Path) -> None:
+        (scratch / "interface.json").write_text(json.dumps(SOURCES.get(fmt)().describe(path).to_doc()))
+
+    return Interface.from_doc(cache.get_or_build("interfaces", key, describe).read_json("interface.json"))
 
 
 # ---------------------------------------------------------------- step 2: the data
@@ -303,9 +300,18 @@ def data_digest(data: Optional[SampleSet]) -> str:
 POSITIONAL_SOURCES = ("torch_module", "torchscript")
 
 
-def plan_data(recipe, described: Interface, train_data: Any,
-              with_calibration: bool) -> Tuple[Interface, SampleSet, Optional[SampleSet], List[str]]:
-    """(fixed interface, evaluation samples, calibration samples, notes) from the recipe and the file."""
+class DataPlan(NamedTuple):
+    """The fixed interface and the samples the reference runs on, from the recipe and the file."""
+
+    interface: Interface
+    evaluation: SampleSet
+    calibration: Optional[SampleSet]
+    #: where the evaluation and calibration data came from, for the report
+    notes: List[str]
+
+
+def plan_data(recipe, described: Interface, train_data: Any, with_calibration: bool) -> DataPlan:
+    """The fixed interface, evaluation samples, calibration samples and notes from the recipe and the file."""
     where = recipe.source_path or f"--model-file {recipe.source.path}"
     declared_names = [s.name for s in recipe.inputs]
     if recipe.source.format in POSITIONAL_SOURCES and len(declared_names) == len(described.inputs) and \
@@ -354,7 +360,7 @@ def plan_data(recipe, described: Interface, train_data: Any,
                                                               calibration.origin else ""))
     if raw is not None:
         notes.insert(0, f"evaluation: {evaluation.n_samples} samples from {evaluation.origin}")
-    return interface, evaluation, calibration, notes
+    return DataPlan(interface, evaluation, calibration, notes)
 
 
 # ---------------------------------------------------------------- step 3: the reference on the host
@@ -378,70 +384,118 @@ def run_on_host(path: Path, fmt: str, interface: Interface, data: SampleSet) -> 
     return outputs, interface
 
 
-def prepare_model(recipe, cache: ContentCache, progress: Progress = SILENT,
-                  with_calibration: bool = False) -> PreparedModel:
-    """The reference: the source model (built for zoo recipes), its fixed interface, data and outputs."""
-    train_data = None
-    macs: Optional[int] = None
-    model_cached = True
+@dataclass(frozen=True)
+class SourceModel:
+    """The model file the reference runs: the user's, or what a zoo builder made."""
+
+    path: Path
+    format: str
+    #: what the zoo builder counted (None for a user's file)
+    macs: Optional[int]
+    #: False when this call had to build it (a zoo model)
+    cached: bool
+
+
+def resolve_source(recipe, cache: ContentCache, progress: Progress = SILENT) -> SourceModel:
+    """The recipe's model file and source format: a zoo builder's (built once per content) or the user's own."""
     if recipe.source.builder:
-        model_path, macs, model_cached = build_zoo_model(recipe, cache, progress)
-        fmt = recipe.source.format
-        if recipe.data.dataset:
-            train_data = load_dataset(recipe)
-    else:
-        from harness.build.sources import detect_format
-        model_path = recipe.resolve(recipe.source.path)
-        fmt = recipe.source.format or detect_format(model_path)
-        if fmt not in SOURCES:
-            raise ConfigError(recipe.source_path or "--source-format", f"unknown source format {fmt!r}; known: "
-                              f"{', '.join(SOURCES.names())}", "source.format")
-        if recipe.data.dataset:
-            train_data = load_dataset(recipe)
-    sha = content_sha256(model_path, fmt)
-    described = describe_source(model_path, fmt, sha, cache)
-    interface, evaluation, calibration, notes = plan_data(recipe, described, train_data, with_calibration)
-    metric = load_entry_point(recipe.metric, recipe.source_path or "--metric", "metric", recipe.base_dir) \
-        if recipe.metric else None
+        model_path, macs, cached = build_zoo_model(recipe, cache, progress)
+        return SourceModel(model_path, recipe.source.format, macs, cached)
+    from harness.build.sources import detect_format
+    model_path = recipe.resolve(recipe.source.path)
+    fmt = recipe.source.format or detect_format(model_path)
+    if fmt not in SOURCES:
+        raise ConfigError(recipe.source_path or "--source-format", f"unknown source format {fmt!r}; known: "
+                          f"{', '.join(SOURCES.names())}", "source.format")
+    return SourceModel(model_path, fmt, None, True)
+
+
+def load_metric(recipe) -> Optional[Callable]:
+    """The recipe's own metric function (`metric: "package.module:function"`), or None."""
+    if not recipe.metric:
+        return None
+    return load_entry_point(recipe.metric, recipe.source_path or "--metric", "metric", recipe.base_dir)
+
+
+@dataclass(frozen=True)
+class ReferenceRun:
+    """The reference's cache entry, read back: the source's outputs on the evaluation samples and its figures."""
+
+    #: holds eval_inputs.npz, reference_outputs.npz, and labels.npy and calibration.npz where there are any
+    entry: Path
+    #: the planned interface, with outputs filled in where the file records none (TorchScript)
+    interface: Interface
+    figures: Dict[str, Any]
+    notes: Tuple[str, ...]
+    param_count: Optional[int]
+    calibration_sha256: str
+    cached: bool
+
+
+def run_reference(recipe, source: SourceModel, source_sha256: str, plan: DataPlan, metric: Optional[Callable],
+                  cache: ContentCache, progress: Progress = SILENT) -> ReferenceRun:
+    """Run the source on the host over the evaluation samples and score it against itself, once per content."""
+    fmt, evaluation, calibration = source.format, plan.evaluation, plan.calibration
     calibration_sha = data_digest(calibration)
-    key = content_key("reference", sha, fmt, interface.to_doc(), data_digest(evaluation), calibration_sha,
-                      recipe.metric, recipe.primary_metric, recipe.task, recipe.output,
+    key = content_key("reference", source_sha256, fmt, plan.interface.to_doc(), data_digest(evaluation),
+                      calibration_sha, recipe.metric, recipe.primary_metric, recipe.task, recipe.output,
                       _source_hash(run_on_host, "reference"), _source_hash(SOURCES.get(fmt), fmt), library_versions())
-    name = f"{recipe.name}-{key}"
-    entry = cache.entry("references", name)
-    cached = cache.has("references", name)
-    if not cached:
+
+    def run(scratch: Path) -> None:
         progress(f"{recipe.name}: running the {fmt} source on {evaluation.n_samples} samples for the reference")
         started = time.perf_counter()
-        outputs, interface = run_on_host(model_path, fmt, interface, evaluation)
-        with cache.build("references", name) as scratch:
-            evaluation.write_feeds(scratch / "eval_inputs.npz")
-            device_agent.save_outputs(str(scratch / "reference_outputs.npz"), outputs)
-            if evaluation.labels is not None:
-                np.save(scratch / "labels.npy", evaluation.labels)
-            if calibration is not None:
-                calibration.write_feeds(scratch / "calibration.npz")
-            reference = dict(outputs)
-            figures = score_outputs(reference, reference, evaluation.labels, ScoringSpec.from_recipe(recipe), metric)[0]
-            meta = {"interface": interface.to_doc(), "figures": figures, "notes": notes,
-                    "param_count": _param_count(model_path, fmt), "seconds": time.perf_counter() - started}
-            (scratch / "meta.json").write_text(json.dumps(meta, indent=1, default=float))
-    meta = json.loads((entry / "meta.json").read_text())
-    figures = meta["figures"]
+        outputs, interface = run_on_host(source.path, fmt, plan.interface, evaluation)
+        evaluation.write_feeds(scratch / "eval_inputs.npz")
+        device_agent.save_outputs(str(scratch / "reference_outputs.npz"), outputs)
+        if evaluation.labels is not None:
+            np.save(scratch / "labels.npy", evaluation.labels)
+        if calibration is not None:
+            calibration.write_feeds(scratch / "calibration.npz")
+        reference = dict(outputs)
+        figures = score_outputs(reference, reference, evaluation.labels, ScoringSpec.from_recipe(recipe), metric)[0]
+        meta = {"interface": interface.to_doc(), "figures": figures, "notes": plan.notes,
+                "param_count": _param_count(source.path, fmt), "seconds": time.perf_counter() - started}
+        (scratch / "meta.json").write_text(json.dumps(meta, indent=1, default=float))
+
+    entry = cache.get_or_build("references", f"{recipe.name}-{key}", run)
+    meta = entry.read_json("meta.json")
+    return ReferenceRun(entry.path, Interface.from_doc(meta["interface"]), meta["figures"], tuple(meta["notes"]),
+                        meta.get("param_count"), calibration_sha, entry.cached)
+
+
+def reference_summary(recipe, figures: Dict[str, Any], interface: Interface) -> str:
+    """The reference's headline figures for the progress line, and which output the classes come from."""
     summary = ", ".join(f"{k} {v:.4f}" for k, v in figures.items() if isinstance(v, float) and k in
                         ("accuracy", "top5_accuracy") or k.startswith("metric_") and not k.endswith("_retention"))
     if "accuracy" in figures or "top1_agreement" in figures:
         class_output = recipe.output.name or interface.output_names[0]
-        summary += ("; " if summary else "") + f"classes from output {class_output!r}" + ("" if recipe.output.name or len(
-            interface.outputs) == 1 else " (the first; --class-output or output.name picks another)")
-    progress(f"{recipe.name}: reference {'cached' if cached and model_cached else 'ready'} "
-             f"({fmt}, {evaluation.n_samples} samples{', ' + summary if summary else ''})")
-    return PreparedModel(recipe, fmt, Path(model_path), sha, Interface.from_doc(meta["interface"]),
-                         entry / "eval_inputs.npz", entry / "labels.npy" if (entry / "labels.npy").exists() else None,
-                         entry / "reference_outputs.npz",
-                         entry / "calibration.npz" if (entry / "calibration.npz").exists() else None,
-                         calibration_sha, figures, meta.get("param_count"), macs, tuple(meta["notes"]), cached and model_cached,
-                         train_data)
+        chosen = "" if recipe.output.name or len(interface.outputs) == 1 \
+            else " (the first; --class-output or output.name picks another)"
+        summary += ("; " if summary else "") + f"classes from output {class_output!r}" + chosen
+    return summary
+
+
+def prepare_model(recipe, cache: ContentCache, progress: Progress = SILENT,
+                  with_calibration: bool = False) -> PreparedModel:
+    """The reference: the source model (built for zoo recipes), its fixed interface, data and outputs."""
+    source = resolve_source(recipe, cache, progress)
+    train_data = load_dataset(recipe) if recipe.data.dataset else None
+    sha = content_sha256(source.path, source.format)
+    plan = plan_data(recipe, describe_source(source.path, source.format, sha, cache), train_data, with_calibration)
+    reference = run_reference(recipe, source, sha, plan, load_metric(recipe), cache, progress)
+    summary = reference_summary(recipe, reference.figures, reference.interface)
+    cached = reference.cached and source.cached
+    progress(f"{recipe.name}: reference {'cached' if cached else 'ready'} "
+             f"({source.format}, {plan.evaluation.n_samples} samples{', ' + summary if summary else ''})")
+    entry = reference.entry
+
+    def optional(name: str) -> Optional[Path]:  # labels and calibration samples are there only if the data has them
+        return entry / name if (entry / name).exists() else None
+
+    return PreparedModel(recipe, source.format, Path(source.path), sha, reference.interface,
+                         entry / "eval_inputs.npz", optional("labels.npy"), entry / "reference_outputs.npz",
+                         optional("calibration.npz"), reference.calibration_sha256, reference.figures,
+                         reference.param_count, source.macs, reference.notes, cached, train_data)
 
 
 def _param_count(path: Path, fmt: str) -> Optional[int]:
@@ -461,12 +515,6 @@ def compress_variant(prepared: PreparedModel, variant_name: str, cache: ContentC
     key = content_key("variant", prepared.model_sha256, spec.compressor, spec.params, COMPRESSOR_VERSION,
                       _source_hash(compressor, spec.compressor), prepared.calibration_sha256,
                       recipe.data.calibration_samples, recipe.seed, recipe.train, library_versions())
-    name = f"{recipe.name}-{variant_name}-{key}"
-    entry = cache.entry("variants", name)
-    if cache.has("variants", name):
-        progress(f"{recipe.name}/{variant_name}: variant cached")
-        return _load_variant(entry), True
-    progress(f"{recipe.name}/{variant_name}: compressing ({spec.compressor} {spec.params or ''})")
 
     def convert_reference(fmt: str) -> Path:
         artifact = convert(prepared, REFERENCE, reference_source(prepared), fmt, cache, progress)
@@ -474,19 +522,25 @@ def compress_variant(prepared: PreparedModel, variant_name: str, cache: ContentC
             raise ConversionError(f"{variant_name} starts from the reference in {fmt}: {artifact.error}")
         return Path(artifact.path)
 
-    ctx = CompressionContext(recipe, prepared.source_format, prepared.model_path, prepared.interface,
-                             prepared.calibration(),
-                             prepared.train_data, recipe.seed, convert_reference)
-    started = time.perf_counter()
-    with cache.build("variants", name) as scratch:
+    def compress(scratch: Path) -> None:
+        progress(f"{recipe.name}/{variant_name}: compressing ({spec.compressor} {spec.params or ''})")
+        ctx = CompressionContext(recipe, prepared.source_format, prepared.model_path, prepared.interface,
+                                 prepared.calibration(), prepared.train_data, recipe.seed, convert_reference)
+        started = time.perf_counter()
         variant = compressor(ctx, dict(spec.params), scratch)
         seconds = time.perf_counter() - started
         doc = {"model_path": _rel(variant.model_path, scratch), "source_format": variant.source_format,
                "artifacts": {f: _rel(p, scratch) for f, p in variant.artifacts.items()},
                "io_dtypes": list(variant.io_dtypes), "metrics": {**variant.metrics, "compression_s": seconds}}
         (scratch / "variant.json").write_text(json.dumps(doc, indent=1, default=float))
-    progress(f"{recipe.name}/{variant_name}: compressed in {seconds:.1f}s")
-    return _load_variant(entry), False
+
+    entry = cache.get_or_build("variants", f"{recipe.name}-{variant_name}-{key}", compress)
+    variant = _load_variant(entry.path)
+    if entry.cached:
+        progress(f"{recipe.name}/{variant_name}: variant cached")
+    else:
+        progress(f"{recipe.name}/{variant_name}: compressed in {variant.metrics['compression_s']:.1f}s")
+    return variant, entry.cached
 
 
 def _rel(path: Optional[Path], root: Path) -> Optional[str]:
@@ -542,13 +596,12 @@ def inspect_files(prepared: PreparedModel, variant: str, fmt: str, primary: Path
     combined = hashlib.sha256("".join(hashes).encode()).hexdigest()
     shapes = {s.name: list(s.static_shape) for s in prepared.interface.inputs}
     key = content_key("inspection", combined, fmt, shapes, INSPECTION_VERSION)
-    if cache is not None and cache.has("inspections", key):
-        facts = json.loads((cache.entry("inspections", key) / "facts.json").read_text())
-    else:
-        facts = _read_artifact_facts(primary, fmt, files, shapes)
-        if cache is not None:
-            with cache.build("inspections", key) as scratch:
-                (scratch / "facts.json").write_text(json.dumps(facts))
+
+    def read_facts(scratch: Path) -> None:
+        (scratch / "facts.json").write_text(json.dumps(_read_artifact_facts(primary, fmt, files, shapes)))
+
+    facts = _read_artifact_facts(primary, fmt, files, shapes) if cache is None \
+        else cache.get_or_build("inspections", key, read_facts).read_json("facts.json")
     if facts["load_error"]:
         problems: Tuple[str, ...] = (facts["load_error"],)
     else:
@@ -572,7 +625,7 @@ def convert(prepared: PreparedModel, variant: str, source: VariantModel, fmt: st
         return inspect_files(prepared, variant, fmt, source.artifacts[fmt], source.io_dtypes, metrics, cached=True,
                              cache=cache)
     if source.model_path is None or source.source_format is None:
-        return _failed_artifact(recipe, variant, fmt, metrics, "variant has no artifact in this format",
+        return failed_artifact(recipe, variant, fmt, metrics, "variant has no artifact in this format",
                                 category="unsupported_format")
     pair = (source.source_format, fmt)
     if source.source_format == fmt:
@@ -581,33 +634,33 @@ def convert(prepared: PreparedModel, variant: str, source: VariantModel, fmt: st
         converter = CONVERTERS.get(pair)
     else:
         reason = NO_CONVERTER.get(pair, "no converter is registered for this pair")
-        return _failed_artifact(recipe, variant, fmt, metrics,
+        return failed_artifact(recipe, variant, fmt, metrics,
                                 f"no converter from {source.source_format} to {fmt}: {reason}", category="no_converter")
     source_sha = content_sha256(source.model_path, source.source_format)
     key = content_key("artifact", source_sha, pair, CONVERTER_VERSION, prepared.interface.to_doc(),
                       _source_hash(converter, fmt) if converter else "copy", library_versions())
-    name = f"{recipe.name}-{variant}-{fmt}-{key}"
-    cached = cache.has("artifacts", name)
-    if not cached:
+    model_path = source.model_path  # not None, checked above
+
+    def convert_into(scratch: Path) -> None:
         progress(f"{recipe.name}/{variant}: {'copying' if converter is None else 'converting'} "
                  f"{source.source_format} to {fmt}")
         started = time.perf_counter()
         ctx = ConversionContext(recipe.name, prepared.interface, first_sample(prepared))
-        try:
-            with cache.build("artifacts", name) as scratch:
-                primary = copy_as_artifact(source.model_path, fmt, scratch, recipe.name) if converter is None \
-                    else converter(source.model_path, ctx, scratch)
-                (scratch / "artifact.json").write_text(json.dumps({"primary": Path(primary).name,
-                                                                   "convert_s": time.perf_counter() - started}))
-        except ConversionError as exc:
-            progress(f"{recipe.name}/{variant}: {fmt} conversion failed: {exc}")
-            return _failed_artifact(recipe, variant, fmt, metrics, str(exc), category="conversion_failed")
-    entry = cache.entry("artifacts", name)
-    doc = json.loads((entry / "artifact.json").read_text())
-    return inspect_files(prepared, variant, fmt, entry / doc["primary"], source.io_dtypes, metrics, cached, cache)
+        primary = copy_as_artifact(model_path, fmt, scratch, recipe.name) if converter is None \
+            else converter(model_path, ctx, scratch)
+        (scratch / "artifact.json").write_text(json.dumps({"primary": Path(primary).name,
+                                                           "convert_s": time.perf_counter() - started}))
+
+    try:
+        entry = cache.get_or_build("artifacts", f"{recipe.name}-{variant}-{fmt}-{key}", convert_into)
+    except ConversionError as exc:  # a converter that refuses fails this cell, not the run
+        progress(f"{recipe.name}/{variant}: {fmt} conversion failed: {exc}")
+        return failed_artifact(recipe, variant, fmt, metrics, str(exc), category="conversion_failed")
+    primary = entry.path / entry.read_json("artifact.json")["primary"]
+    return inspect_files(prepared, variant, fmt, primary, source.io_dtypes, metrics, entry.cached, cache)
 
 
-def _failed_artifact(recipe, variant, fmt, metrics, message, category) -> Artifact:
+def failed_artifact(recipe, variant, fmt, metrics, message, category) -> Artifact:
     return Artifact(recipe.name, variant, fmt, "", (), (), "", 0, 0, {}, {}, (), {**metrics,
                     "error_category": category}, False, message)
 
@@ -636,7 +689,7 @@ def build_model_artifacts(recipe, variants: List[str], cache: ContentCache,
     for name, source in sources:
         for fmt in recipe.formats:
             if "error_message" in source.metrics:
-                artifacts.append(_failed_artifact(recipe, name, fmt, source.metrics, source.metrics["error_message"],
+                artifacts.append(failed_artifact(recipe, name, fmt, source.metrics, source.metrics["error_message"],
                                                   "compression_failed"))
                 continue
             if source.model_path is None and fmt not in source.artifacts:

@@ -3,14 +3,18 @@ from __future__ import annotations
 
 import argparse
 import sys
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Dict, Tuple
+from typing import TYPE_CHECKING, Dict, Iterator, Optional, Tuple
 
 from harness.core.errors import ConfigError, HarnessError
 from harness.run.pairing import MANIFEST_KEY as PAIRED_KEY, PAIRED_MIN_DURATION_S, PAIRED_REPEATS, baseline_name
 from harness.core.progress import Progress
 from harness.schema.rundir import REPORTS_DIR, RunDir
 from harness.core.names import is_valid_name
+
+if TYPE_CHECKING:
+    from harness.run.pipeline import Dispatcher
 
 SUMMARY_FLOATS = {"primary_value": "{:.4f}", "primary_retention": "{:.3f}", "max_abs_diff": "{:.2e}",
                   "output_snr_db": "{:.1f}", "latency_p50_ms": "{:.3f}", "latency_p99_ms": "{:.3f}"}
@@ -215,20 +219,31 @@ def cmd_profile(args) -> int:
     if pairs and settings.repeats < 2:
         progress(f"note: a paired run of {settings.repeats} repeat cannot measure its own noise; the gate then "
                  f"assumes one (use --repeats {PAIRED_REPEATS})")
-    from harness.run.dask import connect, scheduler_address
-    address = scheduler_address(getattr(args, "scheduler", None))
-    client = connect(address) if address else None  # no scheduler: threads here, and dask is never imported
-    if client is not None:
-        progress(f"dask scheduler {address}: {len(client.scheduler_info(n_workers=-1).get('workers', {}))} worker(s)")
-    try:
+    with chosen_dispatcher(getattr(args, "scheduler", None), progress) as dispatcher:
         outcome = run_profile(recipes, targets, variants, settings, run_id=run_id, reports_dir=args.reports_dir,
                               progress=progress, resume=bool(resume), write_report=not args.no_report,
-                              executor=client, pairs=pairs)
-    finally:
-        if client is not None:
-            client.close()
+                              dispatcher=dispatcher, pairs=pairs)
     print_summary(outcome)
     return run_verdict(outcome.frame.to_dict(orient="records"), outcome.missing).exit_code
+
+
+@contextmanager
+def chosen_dispatcher(scheduler: Optional[str], progress: Progress) -> Iterator[Dispatcher]:
+    """Where the run's builds and device jobs go: a dask cluster's workers when a scheduler is named
+    (--scheduler, else DASK_SCHEDULER_ADDRESS), its client closed afterwards; else threads on this host."""
+    from harness.run.dask import DaskDispatcher, connect, scheduler_address
+    from harness.run.pipeline import ThreadDispatcher
+
+    address = scheduler_address(scheduler)
+    if not address:
+        yield ThreadDispatcher()  # no scheduler: threads here, and dask is never imported
+        return
+    client = connect(address)
+    try:
+        progress(f"dask scheduler {address}: {len(client.scheduler_info(n_workers=-1).get('workers', {}))} worker(s)")
+        yield DaskDispatcher(client)
+    finally:
+        client.close()
 
 
 def print_summary(outcome, stream=None) -> None:

@@ -73,7 +73,3 @@ class DeviceBusy(TransportError):
 
 class ConversionError(HarnessError):
     """A model could not be converted to a format."""
-
-
-class UnsupportedOnTarget(HarnessError):
-    """A cell cannot run on a target (runtime missing, format unsupported)."""

@@ -1,4 +1,4 @@
-"""Scoring a cell's outputs against the reference: evaluators as a registry, and the primary figure.
+"""Scoring a cell's outputs against the reference: the evaluators, and the primary figure.
 
 Outputs are name -> array with samples first, or a list of per-sample arrays
 when an output's size varies from sample to sample (detections). Evaluators:
@@ -19,13 +19,10 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 import numpy as np
 
 from harness.agent.agent import OUTPUTS_KEY, match_names
-from harness.core.registry import Registry
 from harness.core.numbers import finite_or_none
 
 Output = Union[np.ndarray, List[np.ndarray]]
 Outputs = Dict[str, Output]
-
-EVALUATORS: Registry = Registry("evaluator")
 
 #: SNR at which output parity counts as fully retained (1 % error amplitude)
 SNR_FULL_DB = 40.0
@@ -87,7 +84,6 @@ def output_parity(out: Output, ref: Output) -> Dict[str, Optional[float]]:
     return {"max_abs_diff": diff, "cosine_similarity": float(np.mean(cos)), "snr_db": snr}
 
 
-@EVALUATORS.register("parity")
 def parity(outputs: Outputs, reference: Outputs) -> Tuple[Dict[str, Any], Dict[str, Dict[str, Any]]]:
     """Row figures (worst over outputs) and per-output figures."""
     aligned, problems = align(outputs, reference)
@@ -128,7 +124,6 @@ def class_scores(output: Output) -> Optional[np.ndarray]:
     return scores if scores.shape[1] > 1 else None
 
 
-@EVALUATORS.register("classification")
 def classification(outputs: Outputs, reference: Outputs, labels: Optional[np.ndarray],
                    output_name: str = "") -> Dict[str, Any]:
     """Top-1/top-5 accuracy on labels (-1: unlabelled), top-1 agreement and KL with the reference's classes."""
@@ -158,7 +153,6 @@ def classification(outputs: Outputs, reference: Outputs, labels: Optional[np.nda
     return figures
 
 
-@EVALUATORS.register("metric")
 def user_metric(function: Callable, outputs: Outputs, labels: Optional[np.ndarray]) -> Dict[str, float]:
     """The user's figures, each a number where higher is better."""
     result = function(dict(outputs), labels)

@@ -1,8 +1,8 @@
 """A farm bigger than one host: build steps and device jobs on dask.distributed workers.
 
 Only used when a scheduler is named (`--scheduler tcp://HOST:PORT`, DASK_SCHEDULER_ADDRESS, or a
-`distributed.Client` passed to run_profile as its executor); otherwise nothing here runs and dask is never
-imported. Nothing assumes a shared disk:
+DaskDispatcher(distributed.Client(...)) passed to run_profile as its dispatcher); otherwise nothing here runs
+and dask is never imported. Nothing assumes a shared disk:
 
 * **Builds.** Each build step (prepare a reference, compress a variant, convert and inspect one format) is one
   dask task. The host first runs the step against its own content cache in read-only mode
@@ -40,6 +40,9 @@ from harness.build.cache import ContentCache
 from harness.core.errors import HarnessError
 from harness.core.progress import SILENT, Progress
 from harness.core.files import atomic_write_bytes
+from harness.run.pipeline import Dispatcher, TargetJob, failed_row, record_cell, run_target_job
+from harness.schema.results import LOST, Category
+from harness.schema.rundir import RunDir
 
 log = logging.getLogger("harness.run.dask")
 
@@ -473,12 +476,12 @@ class _Builder:
         self.submit_compress(plan, index, name, done)
 
     def variant_failed(self, plan: _ModelPlan, index: int, name: str, message: str) -> None:
-        from harness.build.steps import _failed_artifact
+        from harness.build.steps import failed_artifact
         self.progress(f"{plan.recipe.name}/{name}: compression failed: {message}")
         for j, fmt in enumerate(plan.recipe.formats):
-            plan.artifacts[(index, j)] = _failed_artifact(plan.recipe, name, fmt, {"error_category":
-                                                          "compression_failed", "error_message": message},
-                                                          message, "compression_failed")
+            plan.artifacts[(index, j)] = failed_artifact(plan.recipe, name, fmt, {"error_category":
+                                                         "compression_failed", "error_message": message},
+                                                         message, "compression_failed")
 
     def compressed(self, plan: _ModelPlan, index: int, name: str, variant, entries: Set[Entry]) -> None:
         variant.metrics.setdefault("macs", plan.prepared.macs)
@@ -490,7 +493,7 @@ class _Builder:
             self.convert(plan, index, name, fmt, j)
 
     def convert(self, plan: _ModelPlan, index: int, variant: str, fmt: str, j: int) -> None:
-        from harness.build.steps import REFERENCE, _failed_artifact, convert
+        from harness.build.steps import REFERENCE, convert, failed_artifact
         recipe, prepared, source = plan.recipe, plan.prepared, plan.sources[variant]
         call = lambda c, p: convert(prepared, variant, source, fmt, c, p)  # noqa: E731
         found, artifact, entries = _on_host(self.cache, call, self.progress)
@@ -507,13 +510,13 @@ class _Builder:
             if result.artifact is not None:  # it failed to convert: the worker's row says why
                 return finish(result.artifact, set())
             if result.error:
-                return finish(_failed_artifact(recipe, variant, fmt, dict(source.metrics), result.error,
-                                               "conversion_failed"), set())
+                return finish(failed_artifact(recipe, variant, fmt, dict(source.metrics), result.error,
+                                              "conversion_failed"), set())
             self.store(result)
             ok, value, touched = _on_host(self.cache, call, SILENT)  # the worker said it
             if not ok:
-                return finish(_failed_artifact(recipe, variant, fmt, dict(source.metrics), f"worker "
-                                               f"{result.worker} sent back no artifact{MISMATCH}", "conversion_failed"),
+                return finish(failed_artifact(recipe, variant, fmt, dict(source.metrics), f"worker "
+                                              f"{result.worker} sent back no artifact{MISMATCH}", "conversion_failed"),
                               set())
             finish(replace(value, cached=False), touched)
 
@@ -573,7 +576,7 @@ def build_on_workers(recipes: Sequence[Any], variants: Dict[str, List[str]], cac
 class RemoteJob:
     """A device job as it travels to a worker: the job (with the host's paths) and where to report."""
 
-    job: Any  # harness.run.pipeline.TargetJob
+    job: TargetJob
     token: str
     topic: str
 
@@ -642,8 +645,7 @@ def run_device_job(remote: RemoteJob, artifacts: Dict[str, Bundle], evals: Dict[
 
     from distributed import Event
 
-    from harness.run.pipeline import run_target_job
-    from harness.schema.rundir import RunDir, watch_writes
+    from harness.schema.rundir import watch_writes
 
     me = worker_name()
     # dask reschedules a task whose worker died; a device job must not run twice (its first cells are recorded)
@@ -681,7 +683,7 @@ def run_device_job(remote: RemoteJob, artifacts: Dict[str, Bundle], evals: Dict[
 
 @dataclass
 class _JobState:
-    job: Any
+    job: TargetJob
     future: Any = None
     worker: str = ""
     address: str = ""
@@ -709,130 +711,191 @@ def _workers_by_resource(client) -> Dict[str, List[str]]:
     return found
 
 
-def dispatch_on_workers(jobs: Sequence[Any], client, run, progress: Progress = SILENT) -> None:
+def dispatch_on_workers(jobs: Sequence[TargetJob], client, run: RunDir, progress: Progress = SILENT) -> None:
     """Every target's job on a worker (its site's, where it names one); the host writes each record of `run` as
     it arrives, and cells of a job whose worker died are `lost` / `worker_lost`."""
-    from harness.run.pipeline import _record, failed_row
-    from harness.schema.results import LOST, Category
-
     if not jobs:
         return
-    topic = f"harness-run-{run.run_id}-{uuid.uuid4().hex[:8]}"
-    states: Dict[str, _JobState] = {}
-    by_key: Dict[str, str] = {}
-    lock = threading.Lock()
+    _DeviceJobs(client, run, progress).dispatch(jobs)
 
-    def write(state: _JobState, files: Dict[str, bytes], seq: int) -> None:
+
+def _site_resource(target) -> str:
+    """The worker resource a target's job needs: `site-<site>`, or '' for any worker."""
+    return f"site-{target.site}" if target.site else ""
+
+
+class _DeviceJobs:
+    """The host's side of a run's device jobs on the workers: submit each, write the records they stream, and
+    end a job whose worker died (or whose site has no worker left) with its unfinished cells lost."""
+
+    def __init__(self, client, run: RunDir, progress: Progress):
+        self.client, self.run, self.progress = client, run, progress
+        self.topic = f"harness-run-{run.run_id}-{uuid.uuid4().hex[:8]}"
+        self.states: Dict[str, _JobState] = {}  # by token
+        self.by_key: Dict[str, str] = {}  # token by future key
+        # the client's event loop delivers events on its own thread, while this one submits and collects
+        self.lock = threading.Lock()
+        # each artifact's and each model's evaluation files go to the cluster once, whichever jobs need them
+        self.artifact_futures: Dict[str, Any] = {}
+        self.eval_futures: Dict[str, Any] = {}
+
+    def dispatch(self, jobs: Sequence[TargetJob]) -> None:
+        resources = _workers_by_resource(self.client)
+        n_workers = len(self.client.scheduler_info(n_workers=-1).get("workers", {}))
+        self.client.subscribe_topic(self.topic, self.on_event)
+        self.client.subscribe_topic("all", self.on_cluster_event)
+        try:
+            submitted = []
+            for job in jobs:
+                why = self.unplaceable(job, resources, n_workers)
+                if why:
+                    self.lose_unplaced(job, why)
+                else:
+                    submitted.append(self.submit(job))
+            for future in _as_finished(self.client, submitted, self.strand):
+                self.collect(future)
+        finally:
+            self.client.unsubscribe_topic(self.topic)
+            self.client.unsubscribe_topic("all")
+
+    # -------------------------------------------------------- submitting
+    def unplaceable(self, job: TargetJob, resources: Dict[str, List[str]], n_workers: int) -> str:
+        """Why no worker can take the job ('' when one can)."""
+        need = _site_resource(job.target)
+        if need and (need not in resources or not n_workers):
+            return (f"no dask worker offers the resource {need}: start one where {job.target.name} is reachable "
+                    f"with `dask worker {_address(self.client)} --resources \"{need}=1\"`")
+        return "" if n_workers else "the dask scheduler has no workers"
+
+    def lose_unplaced(self, job: TargetJob, why: str) -> None:
+        self.progress(f"[{job.target.name}] {why}")
+        for cell in job.cells:
+            record_cell(self.run, failed_row(self.run.run_id, cell, LOST, Category.WORKER_LOST.value, why))
+
+    def artifact_bundles(self, job: TargetJob) -> Dict[str, Any]:
+        """{sha256: future of the Bundle of its files} for the job's artifacts."""
+        bundles: Dict[str, Any] = {}
+        for cell in job.cells:
+            a = cell.artifact
+            if a.files and a.sha256 not in bundles:
+                if a.sha256 not in self.artifact_futures:
+                    self.artifact_futures[a.sha256] = self.client.scatter(
+                        Bundle({Path(p).name: Path(p).read_bytes() for p in a.files}), hash=False)
+                bundles[a.sha256] = self.artifact_futures[a.sha256]
+        return bundles
+
+    def eval_bundles(self, job: TargetJob) -> Dict[str, Any]:
+        """{model: future of the Bundle of its evaluation files} for the job's models."""
+        bundles: Dict[str, Any] = {}
+        for model in {c.artifact.model for c in job.cells}:
+            if model not in self.eval_futures:
+                self.eval_futures[model] = self.client.scatter(_eval_bundle(job.evals[model]), hash=False)
+            bundles[model] = self.eval_futures[model]
+        return bundles
+
+    def submit(self, job: TargetJob):
+        """The job as a task on a worker with its site's resource; its future."""
+        need = _site_resource(job.target)
+        artifacts, evals = self.artifact_bundles(job), self.eval_bundles(job)
+        token = f"{job.target.name}-{uuid.uuid4().hex[:10]}"
+        state = _JobState(job)
+        with self.lock:
+            self.states[token] = state
+            state.future = self.client.submit(run_device_job, RemoteJob(job, token, self.topic), artifacts, evals,
+                                              pure=False, key=f"harness-device-job-{token}",
+                                              resources={need: SITE_SHARE} if need else None)
+            self.by_key[state.future.key] = token
+        return state.future
+
+    # -------------------------------------------------------- while the jobs run (the client's event thread)
+    def write(self, state: _JobState, files: Dict[str, bytes], seq: int) -> None:
         for rel, data in files.items():
             if state.seqs.get(rel, -1) >= seq:
                 continue  # an older copy than the one already written
             state.seqs[rel] = seq
-            atomic_write_bytes(run.root / rel, data)
+            atomic_write_bytes(self.run.root / rel, data)
 
-    def on_event(event) -> None:
+    def on_event(self, event) -> None:
+        """A job's message: it started on a worker, a progress line, or files it wrote."""
         _, msg = event
         if not isinstance(msg, dict):
             return
-        with lock:
-            state = states.get(msg.get("job", ""))
+        with self.lock:
+            state = self.states.get(msg.get("job", ""))
             if state is None:
                 return
             if msg.get("type") == "started":
                 if not state.worker:
                     state.worker, state.address = msg["name"], msg.get("address", "")
-                    progress(f"[{state.job.target.name}] job on worker {state.worker}")
+                    self.progress(f"[{state.job.target.name}] job on worker {state.worker}")
                 return
             if state.ended or (state.worker and msg.get("name") != state.worker):
                 return  # a late message, or one from an attempt after the first
             if msg.get("type") == "line":
-                progress(msg["line"])
+                self.progress(msg["line"])
             elif msg.get("type") == "files":
-                write(state, msg["files"], msg["seq"])
+                self.write(state, msg["files"], msg["seq"])
 
-    def on_cluster_event(event) -> None:
+    def on_cluster_event(self, event) -> None:
+        """A worker left the cluster: the job it was running has died mid-run."""
         _, msg = event
         if not isinstance(msg, dict) or msg.get("action") != "remove-worker":
             return
         address = msg.get("worker", "")
         processing = {str(k) for k in (msg.get("processing-tasks") or ())}
-        with lock:
-            for token, state in states.items():
+        with self.lock:
+            for state in self.states.values():
                 if state.ended or state.died:
                     continue
                 if state.future.key in processing or (state.address and state.address == address):
                     state.died = f"dask worker {address} running this device's job died mid-run"
-                    progress(f"[{state.job.target.name}] {state.died}; its unfinished cells are lost")
+                    self.progress(f"[{state.job.target.name}] {state.died}; its unfinished cells are lost")
                     # not from this thread: it is the client's event loop, which the cancel itself needs
                     threading.Thread(target=state.future.cancel, daemon=True).start()
 
-    resources = _workers_by_resource(client)
-    n_workers = len(client.scheduler_info(n_workers=-1).get("workers", {}))
-    artifact_futures: Dict[str, Any] = {}
-    eval_futures: Dict[str, Any] = {}
-    client.subscribe_topic(topic, on_event)
-    client.subscribe_topic("all", on_cluster_event)
-    try:
-        submitted = []
-        for job in jobs:
-            target = job.target
-            need = f"site-{target.site}" if target.site else ""
-            if (need and need not in resources) or not n_workers:
-                why = (f"no dask worker offers the resource {need}: start one where {target.name} is reachable "
-                       f"with `dask worker {_address(client)} --resources \"{need}=1\"`") if need else \
-                    "the dask scheduler has no workers"
-                progress(f"[{target.name}] {why}")
-                for cell in job.cells:
-                    _record(run, failed_row(run.run_id, cell, LOST, Category.WORKER_LOST.value, why))
-                continue
-            art: Dict[str, Any] = {}
-            for cell in job.cells:
-                a = cell.artifact
-                if a.files and a.sha256 not in art:
-                    if a.sha256 not in artifact_futures:
-                        artifact_futures[a.sha256] = client.scatter(
-                            Bundle({Path(p).name: Path(p).read_bytes() for p in a.files}), hash=False)
-                    art[a.sha256] = artifact_futures[a.sha256]
-            ev: Dict[str, Any] = {}
-            for model in {c.artifact.model for c in job.cells}:
-                if model not in eval_futures:
-                    eval_futures[model] = client.scatter(_eval_bundle(job.evals[model]), hash=False)
-                ev[model] = eval_futures[model]
-            token = f"{target.name}-{uuid.uuid4().hex[:10]}"
-            state = _JobState(job)
-            with lock:
-                states[token] = state
-                state.future = client.submit(run_device_job, RemoteJob(job, token, topic), art, ev, pure=False,
-                                             key=f"harness-device-job-{token}",
-                                             resources={need: SITE_SHARE} if need else None)
-                by_key[state.future.key] = token
-            submitted.append(state.future)
-        for future in _as_finished(client, submitted, lambda pending: _strand(client, pending, states, by_key,
-                                                                                progress, lock)):
-            token = by_key[future.key]
-            state = states[token]
-            reason = ""
-            try:
-                result: JobResult = future.result()
-                if result.refused:
-                    reason = state.died or f"dask worker running this device's job died mid-run ({result.refused})"
-                else:
-                    with lock:
-                        write(state, result.files, result.seq)
-            except Exception as exc:  # cancelled after its worker died, KilledWorker, or a bug in the job
-                reason = state.died or f"the device's job on dask broke: {type(exc).__name__}: {exc}"
-            with lock:
-                state.ended = True
-            if reason:
-                lost = [c for c in state.job.cells if not run.cell_path(c.cell_id).exists()]
-                for cell in lost:
-                    _record(run, failed_row(run.run_id, cell, LOST, Category.WORKER_LOST.value,
-                                            f"{reason}; `harness run --resume {run.run_id}` runs it on the "
-                                            "remaining workers"))
-                if lost:
-                    progress(f"[{state.job.target.name}] {len(lost)} cell(s) lost: {reason}")
-    finally:
-        client.unsubscribe_topic(topic)
-        client.unsubscribe_topic("all")
+    def strand(self, pending: Set[Any]) -> None:
+        """A job waiting for a site whose every worker has gone would wait for ever: it ends, its cells lost."""
+        offered = _workers_by_resource(self.client)
+        for future in pending:
+            state = self.states[self.by_key[future.key]]
+            site = state.job.target.site
+            if site and f"site-{site}" not in offered and not state.died:
+                with self.lock:
+                    state.died = f"no dask worker with the resource site-{site} is left to run this device's job"
+                self.progress(f"[{state.job.target.name}] {state.died}")
+                future.cancel()
+
+    # -------------------------------------------------------- a job that ended
+    def collect(self, future) -> None:
+        """The finished job's files written; if it did not finish, its unrecorded cells are lost."""
+        state = self.states[self.by_key[future.key]]
+        reason = self.ending(state, future)
+        with self.lock:
+            state.ended = True
+        if reason:
+            self.lose_unfinished(state, reason)
+
+    def ending(self, state: _JobState, future) -> str:
+        """'' once every file of the job's result is written; else why the job did not finish."""
+        try:
+            result: JobResult = future.result()
+            if result.refused:
+                return state.died or f"dask worker running this device's job died mid-run ({result.refused})"
+            with self.lock:
+                self.write(state, result.files, result.seq)
+            return ""
+        except Exception as exc:  # cancelled after its worker died, KilledWorker, or a bug in the job
+            return state.died or f"the device's job on dask broke: {type(exc).__name__}: {exc}"
+
+    def lose_unfinished(self, state: _JobState, reason: str) -> None:
+        run = self.run
+        lost = [c for c in state.job.cells if not run.cell_path(c.cell_id).exists()]
+        for cell in lost:
+            record_cell(run, failed_row(run.run_id, cell, LOST, Category.WORKER_LOST.value,
+                                        f"{reason}; `harness run --resume {run.run_id}` runs it on the "
+                                        "remaining workers"))
+        if lost:
+            self.progress(f"[{state.job.target.name}] {len(lost)} cell(s) lost: {reason}")
 
 
 def _as_finished(client, futures: Sequence[Any], idle: Callable[[Set[Any]], None], every_s: float = 10.0):
@@ -855,22 +918,24 @@ def _as_finished(client, futures: Sequence[Any], idle: Callable[[Set[Any]], None
         yield from done
 
 
-def _strand(client, pending: Set[Any], states: Dict[str, "_JobState"], by_key: Dict[str, str],
-            progress: Progress, lock: threading.Lock) -> None:
-    """A job waiting for a site whose every worker has gone would wait for ever: it ends, its cells lost."""
-    offered = _workers_by_resource(client)
-    for future in pending:
-        state = states[by_key[future.key]]
-        site = state.job.target.site
-        if site and f"site-{site}" not in offered and not state.died:
-            with lock:
-                state.died = f"no dask worker with the resource site-{site} is left to run this device's job"
-            progress(f"[{state.job.target.name}] {state.died}")
-            future.cancel()
-
-
 def _address(client) -> str:
     try:
         return str(client.scheduler.address)
     except AttributeError:
         return "tcp://SCHEDULER:8786"
+
+
+# ---------------------------------------------------------------- the dispatcher
+class DaskDispatcher(Dispatcher):
+    """A run's build steps and device jobs on the workers of `client`'s cluster (harness profile --scheduler);
+    whoever made the client closes it."""
+
+    def __init__(self, client):
+        self.client = client
+
+    def build(self, recipes: Sequence[Any], variants: Dict[str, List[str]], cache: ContentCache,
+              progress: Progress = SILENT) -> List[Tuple[Any, List[Any]]]:
+        return build_on_workers(recipes, variants, cache, self.client, progress)
+
+    def run_jobs(self, jobs: Sequence[TargetJob], run: RunDir, progress: Progress = SILENT) -> None:
+        dispatch_on_workers(jobs, self.client, run, progress)

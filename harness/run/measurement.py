@@ -13,6 +13,8 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
+# the pooled figures are computed exactly as the agent computes one run's
+from harness.agent.agent import Doc, latency_stats
 from harness.judge.device_noise import noise_reasons
 from harness.judge.regression import repeat_spread
 from harness.schema.targets import QuietLimits
@@ -20,36 +22,26 @@ from harness.schema.targets import QuietLimits
 _STATS = ("p50_ms", "p90_ms", "p99_ms", "mean_ms", "std_ms", "min_ms", "max_ms")
 
 
-def latency_stats(samples_ms: Sequence[float]) -> Dict[str, float]:
-    """Percentiles, mean, spread and extremes (ms), as the agent computes them for one run."""
-    a = np.asarray(samples_ms, dtype=np.float64)
-    if a.size == 0:
-        return {}
-    return {"p50_ms": float(np.percentile(a, 50)), "p90_ms": float(np.percentile(a, 90)),
-            "p99_ms": float(np.percentile(a, 99)), "mean_ms": float(a.mean()), "std_ms": float(a.std()),
-            "min_ms": float(a.min()), "max_ms": float(a.max())}
-
-
 def combine_repeats(documents: Sequence[Mapping[str, Any]], limits: QuietLimits = QuietLimits(),
                     threads: int = 1) -> Tuple[Dict[str, Any], Dict[str, Any]]:
     """(row fields, cell-record extras) from the agent documents of one cell, first run first."""
-    per_repeat: List[List[float]] = [[float(x) for x in d.get("latencies_ms") or []] for d in documents]
+    per_repeat: List[List[float]] = [[float(x) for x in d.get(Doc.LATENCIES_MS) or []] for d in documents]
     pooled = [x for r in per_repeat for x in r]
     stats = latency_stats(pooled)
     row: Dict[str, Any] = {f"latency_{k}": stats.get(k) for k in _STATS}
-    counts = [d.get("timed_iterations") for d in documents]
+    counts = [d.get(Doc.TIMED_ITERATIONS) for d in documents]
     row["timed_iterations"] = sum(int(c) for c in counts if c is not None) if any(c is not None for c in counts) \
         else None
-    timed = [d.get("timed_s") for d in documents if d.get("timed_s") is not None]
+    timed = [d.get(Doc.TIMED_S) for d in documents if d.get(Doc.TIMED_S) is not None]
     row["timed_s"] = float(sum(timed)) if timed else None
-    blocks = [int(d["block_size"]) for d in documents if d.get("block_size")]
+    blocks = [int(d[Doc.BLOCK_SIZE]) for d in documents if d.get(Doc.BLOCK_SIZE)]
     row["block_size"] = max(blocks) if blocks else None
     row["repeats"] = len(documents)
     row["latency_repeat_cv"] = repeat_spread(per_repeat)
     reasons: List[str] = []
     read_any = False
     for k, document in enumerate(documents):
-        conditions = document.get("conditions") or {}
+        conditions = document.get(Doc.CONDITIONS) or {}
         if not conditions:
             continue
         read_any = True
@@ -58,7 +50,7 @@ def combine_repeats(documents: Sequence[Mapping[str, Any]], limits: QuietLimits 
     row["noisy"] = bool(reasons) if read_any else None
     row["noise_reasons"] = "; ".join(reasons) or None
     extras: Dict[str, Any] = {"latencies_ms": pooled,
-                              "conditions": [d.get("conditions") for d in documents]}
+                              "conditions": [d.get(Doc.CONDITIONS) for d in documents]}
     if len(documents) > 1:
         extras["repeat_latencies_ms"] = per_repeat
     return row, extras

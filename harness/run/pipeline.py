@@ -1,9 +1,10 @@
 """The run: compress → convert → push → run → collect, as a matrix of independent cells.
 
-A cell is (model, variant, format, target). The host builds every artifact
-first (cached by content), then dispatches one job per target through a
-concurrent.futures.Executor (one worker per device), so a farm too large for
-one host can hand the same jobs to dask.distributed's Executor unchanged.
+A cell is (model, variant, format, target). Every artifact is built first
+(cached by content), then one job per target runs its cells. A Dispatcher says
+where both happen: ThreadDispatcher on this host (one thread per device), or
+harness.run.dask.DaskDispatcher on a dask cluster's workers for a farm too large
+for one host; the jobs are the same plain data either way.
 Each cell ends as a result row, measured or with an error category; rows are
 written the moment a cell finishes, so nothing measured is ever lost.
 """
@@ -13,6 +14,7 @@ import datetime as _dt
 import json
 import logging
 import time
+from abc import ABC, abstractmethod
 from concurrent.futures import Executor, ThreadPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -21,7 +23,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from harness.run import probe as device
-from harness.build.steps import Artifact, build_model_artifacts
+from harness.build.steps import Artifact, PreparedModel, build_model_artifacts
 from harness.build.cache import ContentCache
 from harness.core.errors import CommandTimeout, ConnectError, HarnessError, TransportError
 from harness.judge.fidelity import fidelity
@@ -162,7 +164,8 @@ def base_row(run_id: str, cell: Cell) -> Dict[str, Any]:
                 compression_s=m.get("compression_s"), started_at=_now())
 
 
-def _record(run: RunDir, row: Dict[str, Any], **extra: Any) -> Dict[str, Any]:
+def record_cell(run: RunDir, row: Dict[str, Any], **extra: Any) -> Dict[str, Any]:
+    """The cell's record (its full row and `extra`) written into the run; returns the full row."""
     full = make_row(**row)
     run.write_cell({"row": full, **extra})
     return full
@@ -187,7 +190,7 @@ def run_target_job(job: TargetJob, progress: Progress = SILENT) -> List[Dict[str
     def lose_rest(category: str, message: str, status: str = LOST) -> None:
         while pending:
             cell = pending.pop(0)
-            rows.append(_record(run, failed_row(run.run_id, cell, status, category, message)))
+            rows.append(record_cell(run, failed_row(run.run_id, cell, status, category, message)))
         progress(f"[{target.name}] device {'lost' if status == LOST else 'refused'}: {message}")
 
     try:
@@ -462,44 +465,74 @@ def _run_cell(job: TargetJob, cell: Cell, transport, agent_path: str, available:
                "error_category": ended.category.value, "error_message": ended.message}
         if document:
             row["duration_s"] = time.perf_counter() - started
-        return _record(run, row, **extra)
+        return record_cell(run, row, **extra)
     timing, measurement = combine_repeats([document], job.target.quiet, job.settings.threads or job.target.threads)
     row = {**base_row(run.run_id, cell), **agent_metrics(document), **figures, **timing}
     row["fidelity"] = fidelity(row.get("kl_divergence"), row.get("weight_rel_frobenius"))
     row.update(status=OK, duration_s=time.perf_counter() - started)
     if measured is not None:
         measured[cell.cell_id] = (pushed, [document])
-    return _record(run, row, agent=document.get("interface"), outputs=per_output, **measurement, **extra)
+    return record_cell(run, row, agent=document.get("interface"), outputs=per_output, **measurement, **extra)
+
+
+# ---------------------------------------------------------------- where the work runs
+class Dispatcher(ABC):
+    """Where a run's work happens: the build steps of its models, and one job per target.
+
+    ThreadDispatcher does both on this host; harness.run.dask.DaskDispatcher spreads them over a dask cluster's
+    workers (harness profile --scheduler). The caller picks one, so this module never imports dask.
+    """
+
+    @abstractmethod
+    def build(self, recipes: Sequence[Any], variants: Dict[str, List[str]], cache: ContentCache,
+              progress: Progress = SILENT) -> List[Tuple[PreparedModel, List[Artifact]]]:
+        """(prepared, artifacts) per recipe, in the recipes' order, as build_model_artifacts gives them, with
+        every artifact in `cache`."""
+
+    @abstractmethod
+    def run_jobs(self, jobs: Sequence[TargetJob], run: RunDir, progress: Progress = SILENT) -> None:
+        """Every target's job, each finished cell recorded in `run`; a broken job never stops the others."""
+
+
+class ThreadDispatcher(Dispatcher):
+    """Everything on this host: the models built one after another, then one thread per device (or `executor`,
+    a concurrent.futures.Executor, runs the jobs)."""
+
+    def __init__(self, executor: Optional[Executor] = None):
+        self.executor = executor
+
+    def build(self, recipes: Sequence[Any], variants: Dict[str, List[str]], cache: ContentCache,
+              progress: Progress = SILENT) -> List[Tuple[PreparedModel, List[Artifact]]]:
+        return [build_model_artifacts(recipe, variants.get(recipe.name, []), cache, progress) for recipe in recipes]
+
+    def run_jobs(self, jobs: Sequence[TargetJob], run: RunDir, progress: Progress = SILENT) -> None:
+        if not jobs:
+            return
+        own = self.executor is None
+        executor = self.executor or ThreadPoolExecutor(max_workers=len(jobs), thread_name_prefix="device")
+        try:
+            futures = {executor.submit(run_target_job, job, progress): job for job in jobs}
+            for future in as_completed(futures):
+                job = futures[future]
+                try:
+                    future.result()
+                except Exception as exc:  # a bug in one device's job: its unfinished cells are lost, others go on
+                    log.exception("job for %s crashed", job.target.name)
+                    lose_unfinished(job, f"{type(exc).__name__}: {exc}")
+        finally:
+            if own:
+                executor.shutdown(wait=True)
+
+
+def lose_unfinished(job: TargetJob, message: str) -> None:
+    """Each cell of the job without a record yet, recorded lost (harness_error) with message."""
+    run = RunDir(Path(job.run_root))
+    for cell in job.cells:
+        if not run.cell_path(cell.cell_id).exists():
+            record_cell(run, failed_row(run.run_id, cell, LOST, "harness_error", message))
 
 
 # ---------------------------------------------------------------- the whole run
-def dispatch(jobs: Sequence[TargetJob], executor: Optional[Executor] = None,
-             progress: Progress = SILENT) -> List[Dict[str, Any]]:
-    """Run every target's job concurrently, one worker per device; a broken job never stops the others."""
-    if not jobs:
-        return []
-    own = executor is None
-    executor = executor or ThreadPoolExecutor(max_workers=len(jobs), thread_name_prefix="device")
-    rows: List[Dict[str, Any]] = []
-    try:
-        futures = {executor.submit(run_target_job, job, progress): job for job in jobs}
-        for future in as_completed(futures):
-            job = futures[future]
-            try:
-                rows.extend(future.result())
-            except Exception as exc:  # a bug in one device's job: its unfinished cells are lost, others go on
-                log.exception("job for %s crashed", job.target.name)
-                run = RunDir(Path(job.run_root))
-                for cell in job.cells:
-                    if not run.cell_path(cell.cell_id).exists():
-                        rows.append(_record(run, failed_row(run.run_id, cell, LOST, "harness_error",
-                                                            f"{type(exc).__name__}: {exc}")))
-    finally:
-        if own:
-            executor.shutdown(wait=True)
-    return rows
-
-
 #: an emulated device computes outputs for at most this many samples (qemu is ~200x slower than the board)
 EMULATED_MAX_SAMPLES = 200
 
@@ -512,12 +545,6 @@ def settings_for(target: TargetSpec, settings: RunSettings) -> RunSettings:
     return replace(settings, warmup=min(settings.warmup, 1), iterations=min(settings.iterations, 5),
                    min_duration_s=min(settings.min_duration_s, 0.1), repeats=1,
                    max_samples=min(settings.max_samples or EMULATED_MAX_SAMPLES, EMULATED_MAX_SAMPLES))
-
-
-def _is_dask_client(executor: Any) -> bool:
-    """A distributed.Client, recognised without importing dask."""
-    return executor is not None and type(executor).__module__.split(".")[0] == "distributed" \
-        and hasattr(executor, "scheduler_info")
 
 
 def pick_configs(targets: Sequence[TargetSpec], names: Sequence[str]) -> List[TargetSpec]:
@@ -542,10 +569,98 @@ def plan_cells(artifacts: Sequence[Artifact], targets: Sequence[TargetSpec], onl
     return cells
 
 
+@dataclass(frozen=True)
+class BuiltModels:
+    """What the build gave the run: every artifact, and per model what scoring and the manifest need."""
+
+    artifacts: List[Artifact]
+    evals: Dict[str, ModelEval]
+    data_notes: Dict[str, List[str]]
+    interfaces: Dict[str, Dict[str, Any]]
+
+    @classmethod
+    def of(cls, models: Sequence[Tuple[PreparedModel, List[Artifact]]]) -> "BuiltModels":
+        built = cls([], {}, {}, {})
+        for prepared, model_artifacts in models:
+            name = prepared.recipe.name
+            built.artifacts.extend(model_artifacts)
+            built.evals[name] = ModelEval.of(prepared)
+            built.data_notes[name] = list(prepared.data_notes)
+            built.interfaces[name] = {"source_format": prepared.source_format, **prepared.interface.to_doc()}
+        return built
+
+    @property
+    def converted(self) -> int:
+        """Artifacts made by this run (not found in the cache)."""
+        return sum(1 for a in self.artifacts if not a.cached and not a.error)
+
+    @property
+    def reused(self) -> int:
+        return sum(1 for a in self.artifacts if a.cached)
+
+    def tell_cache_use(self, progress: Progress) -> None:
+        if self.converted == 0:
+            progress(f"cache: all {self.reused} artifacts reused, nothing converted")
+        else:
+            progress(f"cache: {self.converted} artifacts converted, {self.reused} reused")
+
+
+def validate_recipes(recipes: Sequence[Any], variants: Dict[str, List[str]]) -> None:
+    """Before any work: a bad name, parameter or entry point names its file and field."""
+    from harness.build.recipes import validate_recipe
+
+    for recipe in recipes:
+        validate_recipe(recipe, variants.get(recipe.name, []))
+
+
+def cells_to_run(run: RunDir, planned: Sequence[Cell], resume: bool, progress: Progress = SILENT) -> List[Cell]:
+    """The planned cells; on a resume, only those without a result yet (a lost cell runs again)."""
+    if not resume:
+        return list(planned)
+    done = {c["row"]["cell_id"] for c in run.iter_cells() if c["row"]["status"] != LOST}
+    cells = [c for c in planned if c.cell_id not in done]
+    progress(f"resume {run.run_id}: {len(done)} cells already done, {len(cells)} to run")
+    return cells
+
+
+def build_manifest(run_id: str, recipes: Sequence[Any], variants: Dict[str, List[str]],
+                   targets: Sequence[TargetSpec], settings: RunSettings, models: BuiltModels,
+                   artifacts: Sequence[Artifact], planned: Sequence[Cell], pairs: Dict[str, str],
+                   resumed: bool = False) -> Dict[str, Any]:
+    """The run's manifest: what it was asked (models, variants, targets, settings, pairs), what the build
+    made (artifacts, data notes, interfaces) and every cell planned, so a resume and collate know the whole."""
+    manifest = {"run_id": run_id, "created_at": _now(), "models": [r.name for r in recipes],
+                "model_sources": [r.source_path for r in recipes],
+                "variants": {r.name: variants.get(r.name, []) for r in recipes},
+                "model_files": {r.name: str(r.resolve(r.source.path)) for r in recipes if r.source.path},
+                "recipes": {r.name: asdict(r) for r in recipes if not r.source_path},
+                "data": models.data_notes, "interfaces": models.interfaces,
+                "targets": [t.name for t in targets], "target_sources": [t.source_path for t in targets],
+                "target_specs": [asdict(t) for t in targets],
+                "settings": asdict(settings),
+                "artifacts": [asdict(a) for a in artifacts],
+                "planned_cells": [c.cell_id for c in planned],
+                PAIRED_KEY: dict(pairs)}
+    if resumed:
+        manifest["resumed_at"] = _now()
+    return manifest
+
+
+def plan_jobs(targets: Sequence[TargetSpec], cells: Sequence[Cell], evals: Dict[str, ModelEval], run: RunDir,
+              settings: RunSettings) -> List[TargetJob]:
+    """One job per target that has cells to run, with the settings for that target."""
+    jobs = []
+    for target in targets:
+        target_cells = tuple(c for c in cells if c.target == target.name)
+        if target_cells:
+            jobs.append(TargetJob(target, target_cells, evals, str(run.root.resolve()), settings_for(target, settings)))
+    return jobs
+
+
 def run_profile(recipes: Sequence[Any], targets: Sequence[TargetSpec], variants: Optional[Dict[str, List[str]]] = None,
                 settings: RunSettings = RunSettings(), run_id: Optional[str] = None,
                 reports_dir: Path = REPORTS_DIR, cache: Optional[ContentCache] = None,
-                progress: Progress = SILENT, executor: Optional[Executor] = None, resume: bool = False,
+                progress: Progress = SILENT, dispatcher: Optional[Dispatcher] = None, resume: bool = False,
                 write_report: bool = True, pairs: Optional[Dict[str, str]] = None) -> RunOutcome:
     """Build every (model, variant, format) artifact, profile it on every target, collate.
 
@@ -553,73 +668,27 @@ def run_profile(recipes: Sequence[Any], targets: Sequence[TargetSpec], variants:
     With resume=True and an existing run_id, only cells without a result (or lost ones) run.
     pairs maps a baseline twin's model name to its candidate's (harness.run.pairing): each twin cell is measured
     right after its candidate's, round after round, and the manifest records the pairing for the gate.
+    dispatcher says where the builds and device jobs run (default: ThreadDispatcher, all on this host).
     """
-    from harness.build.recipes import validate_recipe
-
     cache = cache or ContentCache()
     variants = variants or {}
+    pairs = pairs or {}
+    dispatcher = dispatcher or ThreadDispatcher()
     targets = pick_configs(targets, settings.runtime_configs)
-    for recipe in recipes:  # before any work: a bad name, parameter or entry point names its file and field
-        validate_recipe(recipe, variants.get(recipe.name, []))
+    validate_recipes(recipes, variants)
     run_id = run_id or new_run_id()
     run = RunDir.create(run_id, reports_dir)
-    artifacts: List[Artifact] = []
-    evals: Dict[str, ModelEval] = {}
-    data_notes: Dict[str, List[str]] = {}
-    interfaces: Dict[str, Dict[str, Any]] = {}
-    # A dask.distributed Client as the executor (harness profile --scheduler) spreads the build steps and the
-    # device jobs over its workers (harness.run.dask); otherwise everything runs here, and dask is not imported.
-    client = executor if _is_dask_client(executor) else None
-    if client is not None:
-        from harness.run.dask import build_on_workers
-        models = build_on_workers(recipes, variants, cache, client, progress)
-    else:
-        models = [build_model_artifacts(recipe, variants.get(recipe.name, []), cache, progress) for recipe in recipes]
-    for prepared, model_artifacts in models:
-        recipe = prepared.recipe
-        artifacts += model_artifacts
-        evals[recipe.name] = ModelEval.of(prepared)
-        data_notes[recipe.name] = list(prepared.data_notes)
-        interfaces[recipe.name] = {"source_format": prepared.source_format, **prepared.interface.to_doc()}
-    built = sum(1 for a in artifacts if not a.cached and not a.error)
-    reused = sum(1 for a in artifacts if a.cached)
-    if built == 0:
-        progress(f"cache: all {reused} artifacts reused, nothing converted")
-    else:
-        progress(f"cache: {built} artifacts converted, {reused} reused")
-    artifacts = interleave(artifacts, pairs or {})
-    cells = plan_cells(artifacts, targets, settings.runtime_configs)
-    if resume:
-        done = {c["row"]["cell_id"] for c in run.iter_cells() if c["row"]["status"] != LOST}
-        cells = [c for c in cells if c.cell_id not in done]
-        progress(f"resume {run_id}: {len(done)} cells already done, {len(cells)} to run")
-    manifest = {"run_id": run_id, "created_at": _now(), "models": [r.name for r in recipes],
-                "model_sources": [r.source_path for r in recipes],
-                "variants": {r.name: variants.get(r.name, []) for r in recipes},
-                "model_files": {r.name: str(r.resolve(r.source.path)) for r in recipes if r.source.path},
-                "recipes": {r.name: asdict(r) for r in recipes if not r.source_path},
-                "data": data_notes, "interfaces": interfaces,
-                "targets": [t.name for t in targets], "target_sources": [t.source_path for t in targets],
-                "target_specs": [asdict(t) for t in targets],
-                "settings": asdict(settings),
-                "artifacts": [{k: v for k, v in asdict(a).items()} for a in artifacts],
-                "planned_cells": [c.cell_id for c in plan_cells(artifacts, targets, settings.runtime_configs)],
-                PAIRED_KEY: dict(pairs or {})}
-    if resume and run.manifest_path.exists():
-        manifest["resumed_at"] = _now()
-    run.write_manifest(manifest)
+    models = BuiltModels.of(dispatcher.build(recipes, variants, cache, progress))
+    models.tell_cache_use(progress)
+    artifacts = interleave(models.artifacts, pairs)
+    planned = plan_cells(artifacts, targets, settings.runtime_configs)
+    cells = cells_to_run(run, planned, resume, progress)
+    run.write_manifest(build_manifest(run_id, recipes, variants, targets, settings, models, artifacts, planned, pairs,
+                                      resumed=resume and run.manifest_path.exists()))
     progress(f"run {run_id}: {len(cells)} cells on {len(targets)} target(s)")
-    jobs = []
-    for target in targets:
-        target_cells = tuple(c for c in cells if c.target == target.name)
-        if target_cells:
-            jobs.append(TargetJob(target, target_cells, evals, str(run.root.resolve()), settings_for(target, settings)))
-    if client is not None:
-        from harness.run.dask import dispatch_on_workers
-        dispatch_on_workers(jobs, client, run, progress)
-    else:
-        dispatch(jobs, executor, progress)
-    return collate(run, targets, write_report=write_report, progress=progress, built=built, reused=reused)
+    dispatcher.run_jobs(plan_jobs(targets, cells, models.evals, run, settings), run, progress)
+    return collate(run, targets, write_report=write_report, progress=progress, built=models.converted,
+                   reused=models.reused)
 
 
 def collate(run: RunDir, targets: Sequence[TargetSpec] = (), write_report: bool = True,

@@ -17,7 +17,7 @@ from harness.core.errors import ChecksumMismatch, RemoteCommandFailed, Transport
 from harness.core.files import file_sha256
 from harness.run.transport.base import Transport
 
-AGENT_PATH = Path(__file__).resolve().parent / "agent" / "agent.py"
+AGENT_PATH = Path(__file__).resolve().parents[1] / "agent" / "agent.py"
 #: exit code of `agent.py run --lock ...` when another run holds the device lock
 AGENT_EXIT_BUSY = 75
 _NOT_FOUND = 127

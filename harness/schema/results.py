@@ -5,8 +5,14 @@ names. A failed cell is a row too, with a status and an error category.
 """
 from __future__ import annotations
 
+import logging
+import warnings
 from enum import Enum
 from typing import Any, Dict, Iterable, List, Mapping, Optional
+
+from harness.agent.agent import Doc
+
+log = logging.getLogger("harness.schema.results")
 
 
 # status values a row can have
@@ -14,6 +20,10 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional
 # failed: ran and broke (category says how); lost: the device went away before the cell finished.
 OK, INCOMPATIBLE, SKIPPED, FAILED, LOST = "ok", "incompatible", "skipped", "failed", "lost"
 
+
+class UnknownCategoryWarning(UserWarning):
+    """A document carried an error category this host does not know (a newer agent's, or a bug): the cell is
+    recorded as agent_failed. The tests turn this warning into an error (setup.cfg)."""
 
 
 class Category(str, Enum):
@@ -34,7 +44,7 @@ class Category(str, Enum):
     OOM_KILLED = "oom_killed"
     CRASHED = "crashed"
     AGENT_FAILED = "agent_failed"
-    # the agent's own categories
+    # the agent's own categories (harness.agent.agent.ErrorCategory; tests/test_agent_contract.py)
     LOAD_FAILED = "load_failed"
     INFERENCE_FAILED = "inference_failed"
     BAD_INPUT = "bad_input"
@@ -52,12 +62,18 @@ class Category(str, Enum):
     HARNESS_ERROR = "harness_error"
 
     @classmethod
-    def parse(cls, value: Any) -> "Category":
-        """A category by its value; one this host does not know (a newer agent's) is an agent failure."""
+    def parse(cls, value: Any, strict: bool = False) -> "Category":
+        """A category by its value. One this host does not know (a newer agent's) raises ValueError when
+        `strict`; otherwise it is an agent failure, logged and warned about (UnknownCategoryWarning)."""
         try:
             return cls(value)
         except ValueError:
-            return cls.AGENT_FAILED
+            if strict:
+                raise
+        message = f"unknown error category {value!r} (from a newer agent?): recorded as {cls.AGENT_FAILED.value}"
+        log.warning(message)
+        warnings.warn(message, UnknownCategoryWarning, stacklevel=2)
+        return cls.AGENT_FAILED
 
 
 IDENTITY_COLUMNS = ["run_id", "cell_id", "model", "variant", "format", "runtime_config", "target"]
@@ -108,24 +124,23 @@ def cell_id(model: str, variant: str, fmt: str, target: str, runtime_config: str
 
 
 def agent_metrics(agent_result: Mapping[str, Any]) -> Dict[str, Any]:
-    """Flatten the agent's JSON document into result-row columns."""
-    latency = agent_result.get("latency") or {}
+    """Flatten the agent's JSON document (keys: harness.agent.agent.Doc) into result-row columns."""
+    latency = agent_result.get(Doc.LATENCY) or {}
     row = {f"latency_{k}": latency.get(k) for k in ("p50_ms", "p90_ms", "p99_ms", "mean_ms", "std_ms",
                                                     "min_ms", "max_ms")}
-    for key in ("load_ms", "first_inference_ms", "warmup_iterations", "timed_iterations", "threads",
-                "block_size", "timed_s", "latency_clock", "peak_rss_bytes", "rss_increase_bytes", "baseline_rss_bytes", "runtime", "runtime_version",
-                "precision", "agent_version"):
+    # document keys that are row columns of the same name
+    for key in (Doc.LOAD_MS, Doc.FIRST_INFERENCE_MS, Doc.WARMUP_ITERATIONS, Doc.TIMED_ITERATIONS, Doc.THREADS,
+                Doc.BLOCK_SIZE, Doc.TIMED_S, Doc.LATENCY_CLOCK, Doc.PEAK_RSS_BYTES, Doc.RSS_INCREASE_BYTES,
+                Doc.BASELINE_RSS_BYTES, Doc.RUNTIME, Doc.RUNTIME_VERSION, Doc.PRECISION, Doc.AGENT_VERSION,
+                Doc.COMPILE_MS, Doc.COMPILE_CACHE, Doc.FALLBACK):
         row[key] = agent_result.get(key)
-    row["python_version"] = agent_result.get("python")
-    row["numpy_version"] = agent_result.get("numpy")
-    row["compile_ms"] = agent_result.get("compile_ms")
-    row["compile_cache"] = agent_result.get("compile_cache")
-    row["fallback"] = agent_result.get("fallback")
-    effective = agent_result.get("effective_config") or {}
+    row["python_version"] = agent_result.get(Doc.PYTHON)
+    row["numpy_version"] = agent_result.get(Doc.NUMPY)
+    effective = agent_result.get(Doc.EFFECTIVE_CONFIG) or {}
     in_effect = effective.get("providers") or effective.get("EXECUTION_DEVICES") or effective.get("device") or \
         effective.get("delegate") or ("builtin" if "xnnpack" in effective else None)  # TFLite without a delegate
     row["effective_providers"] = ",".join(in_effect) if isinstance(in_effect, list) else in_effect
-    row["placement"] = placement_text((agent_result.get("profile") or {}).get("placement"))
+    row["placement"] = placement_text((agent_result.get(Doc.PROFILE) or {}).get("placement"))
     return row
 
 

@@ -244,12 +244,6 @@ def check_picked(all_configs: Mapping[str, Sequence[RuntimeConfig]], names: Sequ
                                               f"the targets have: {', '.join(known)}")
 
 
-def label(row: Mapping[str, Any]) -> str:
-    """How a row's configuration reads in a report: its name ('onnx' for the runtime's default)."""
-    value = row.get("runtime_config")
-    return str(value) if isinstance(value, str) and value else str(row.get("format"))
-
-
 def wants_cache(config: RuntimeConfig) -> bool:
     """Whether the configuration compiles a model it can keep: OpenVINO with cache: true, or ONNX Runtime's
     TensorRT / OpenVINO execution providers (unless engine_cache: false)."""

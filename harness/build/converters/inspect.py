@@ -30,13 +30,10 @@ def list_operators(path: Path, fmt: str, shapes: Optional[Mapping[str, Sequence[
         skip = {"Parameter", "Result", "Constant"}
         return dict(Counter(op.get_type_name() for op in model.get_ordered_ops() if op.get_type_name() not in skip))
     if fmt == "tflite":
-        runtime = load_on_host(path, "tflite", shapes)
-        try:
-            details = runtime.interp._get_ops_details()
-        except AttributeError:  # very old runtimes: no op listing
-            return {}
-        # DELEGATE is the XNNPACK node that took over the real ops listed beside it.
-        return dict(Counter(d["op_name"] for d in details if d["op_name"] != "DELEGATE"))
+        # the runtime's node list, without the DELEGATE nodes that took over the real ops (None: very old
+        # runtimes list no ops)
+        layers = load_on_host(path, "tflite", shapes).layers
+        return dict(Counter(layer["type"] for layer in layers)) if layers is not None else {}
     if fmt == "torch":
         import torch
         if str(path).endswith(".pt2"):
