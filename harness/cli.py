@@ -13,10 +13,11 @@ import warnings
 from typing import List, Optional
 
 from harness import __version__
-from harness.core.errors import ConfigError, HarnessError
+from harness.core.errors import ConfigError, HarnessError, LibraryMissing
+from harness.core.optional import library_missing
 
 #: order is the order shown in --help
-COMMAND_MODULES = ["profile", "targets", "models", "farm", "report", "history", "gate"]
+COMMAND_MODULES = ["profile", "targets", "models", "farm", "report", "history", "gate", "init"]
 
 EXIT_ERROR, EXIT_CONFIG, EXIT_INTERRUPTED = 2, 3, 130
 
@@ -63,9 +64,16 @@ def main(argv: Optional[List[str]] = None) -> int:
     except ConfigError as exc:
         print(f"harness: configuration error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
+    except LibraryMissing as exc:
+        print(f"harness: missing library: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
     except HarnessError as exc:
         print(f"harness: error: {exc}", file=sys.stderr)
         return EXIT_ERROR
+    except ImportError as exc:
+        # Last resort: an optional library imported somewhere no step turned into data. One line, never a traceback.
+        print(f"harness: missing library: {library_missing(exc, 'this command')}", file=sys.stderr)
+        return EXIT_CONFIG
     except KeyboardInterrupt:
         print("harness: interrupted; every cell finished so far is saved in its run directory", file=sys.stderr)
         return EXIT_INTERRUPTED

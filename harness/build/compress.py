@@ -13,7 +13,13 @@ from typing import Any, Callable, Dict, Optional, Tuple
 
 from harness.core.registry import Registry
 
-COMPRESSORS: Registry = Registry("compressor", ["harness.build.compressors"])
+COMPRESSORS: Registry = Registry("compressor", {
+    "keras_prune": "harness.build.compressors.keras_prune", "torch_prune": "harness.build.compressors.torch_prune",
+    "tflite_dynamic": "harness.build.compressors.tflite_quant",
+    "tflite_float16": "harness.build.compressors.tflite_quant", "tflite_int8": "harness.build.compressors.tflite_quant",
+    "qat": "harness.build.compressors.qat", "ort_int8": "harness.build.compressors.ort_quant",
+    "ov_int8": "harness.build.compressors.ov_quant", "distill": "harness.build.compressors.distill",
+})
 
 
 def register_compressor(name: str, defaults: Dict[str, Any]):

@@ -63,6 +63,10 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--variants", default="", metavar="LIST",
                    help="compressed variants to add to the reference: comma-separated names declared in the recipe, "
                         "or 'all' (default: none; compression is opt-in)")
+    p.add_argument("--formats", default="", metavar="LIST",
+                   help="only these formats, comma-separated (tflite, onnx, openvino, torch): nothing else is "
+                        "converted or measured (default: every format the model converts to, or the recipe's "
+                        "`formats:`)")
     p.add_argument("--warmup", type=int, default=10, help="warm-up iterations before timing (default 10)")
     p.add_argument("--iterations", type=int, default=100,
                    help="time at least this many inferences per agent run (default 100)")
@@ -128,6 +132,21 @@ def resolve_variants(recipes, spec: str):
                               f"{', '.join(declared) or 'none'}", "variants")
         chosen[recipe.name] = [n for n in names if n in declared]
     return chosen
+
+
+def pick_formats(recipes: list, spec: str) -> list:
+    """The recipes limited to the formats `--formats` names (each recipe keeps the order of its own list)."""
+    from dataclasses import replace
+
+    from harness.schema.targets import ALL_FORMATS
+
+    names = [s.strip() for s in (spec or "").split(",") if s.strip()]
+    if not names:
+        return recipes
+    unknown = [n for n in names if n not in ALL_FORMATS]
+    if unknown:
+        raise ConfigError("--formats", f"unknown format(s) {unknown}; known: {', '.join(ALL_FORMATS)}")
+    return [replace(r, formats=tuple(names)) for r in recipes]
 
 
 def file_recipes(args) -> Tuple[list, Dict[str, str]]:
@@ -207,6 +226,7 @@ def cmd_profile(args) -> int:
         if model_names == ["all"]:
             model_names = list_recipe_names()
         recipes += [load_recipe(m) for m in model_names]
+        recipes = pick_formats(recipes, args.formats)
     targets = [run_target(t) for t in (target_names or ["local"])]
     variants = ({r.name: variants_by_model.get(r.name, []) for r in recipes} if resume
                 else resolve_variants(recipes, variant_spec))

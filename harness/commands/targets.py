@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import json
 
+from harness.core.errors import LibraryMissing
+
 
 def register(subparsers) -> None:
     p = subparsers.add_parser("targets", help="list targets, or probe one device's health",
@@ -38,6 +40,8 @@ def cmd_targets(args) -> int:
                     print(json.dumps(device.probe(transport, device.device_python(target, transport)), indent=1))
                 finally:
                     transport.close()
+            except LibraryMissing as exc:  # this host cannot talk to the device; the device may be fine
+                print(f"  not probed: {exc}")
             except Exception as exc:  # report each unreachable device, keep probing the others
                 print(f"  unreachable: {exc}")
                 status = 1

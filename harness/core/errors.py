@@ -20,6 +20,14 @@ class ConfigError(HarnessError):
         super().__init__(f"{where}: {message}")
 
 
+class LibraryMissing(HarnessError):
+    """An optional library this step needs is not installed; the message names the extra that brings it."""
+
+    def __init__(self, message: str, package: str = ""):
+        self.package = package
+        super().__init__(message)
+
+
 class UnknownNameError(HarnessError):
     """A name looked up in a registry is not registered."""
 

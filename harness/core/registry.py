@@ -1,29 +1,30 @@
-"""A small registry per extension point: formats, runtimes, compressors, transports.
+"""A small registry per extension point: sources, converters, compressors, data sets, transports.
 
-A dict filled by a decorator; an unknown name is an error that lists the
-known ones. Modules that register heavy things import their heavy
-dependencies lazily, inside the registered function.
+A dict filled by a decorator; an unknown name is an error that lists the known ones. Each registry knows which
+module registers each name, and imports only the module of the name asked for: a local run never imports the
+SSH transport, and a host without OpenVINO can still convert to ONNX. A plugin module whose library is missing
+becomes LibraryMissing, naming the extra to install.
 """
 from __future__ import annotations
 
 import importlib
 import threading
-from typing import Callable, Dict, Generic, Hashable, Iterable, TypeVar
+from typing import Callable, Dict, Generic, Hashable, Mapping, Set, TypeVar
 
 from harness.core.errors import UnknownNameError
+from harness.core.optional import library_missing
 
 T = TypeVar("T")
 
 
 class Registry(Generic[T]):
-    def __init__(self, kind: str, plugin_modules: Iterable[str] = ()):
+    def __init__(self, kind: str, plugins: Mapping[Hashable, str] | None = None):
+        """`plugins`: each name and the module that registers it (imported on the first lookup of that name)."""
         self.kind = kind
         self._items: Dict[Hashable, T] = {}
-        # Modules imported on first lookup so that registration happens
-        # without `import harness` pulling in TensorFlow.
-        self._plugin_modules = list(plugin_modules)
-        self._loaded = False
-        # Device workers look names up from several threads at once: load plugins exactly once, fully.
+        self._plugins: Dict[Hashable, str] = dict(plugins or {})
+        self._imported: Set[str] = set()
+        # Device workers look names up from several threads at once: import each plugin exactly once, fully.
         self._load_lock = threading.Lock()
 
     def register(self, name: Hashable) -> Callable[[T], T]:
@@ -35,27 +36,49 @@ class Registry(Generic[T]):
 
         return decorator
 
-    def _load_plugins(self) -> None:
-        if self._loaded:
+    def _load(self, name: Hashable) -> None:
+        module = self._plugins.get(name)
+        if module is None or module in self._imported:
             return
         with self._load_lock:
-            if not self._loaded:
-                for module in self._plugin_modules:
-                    importlib.import_module(module)
-                self._loaded = True
+            if module in self._imported:
+                return
+            try:
+                importlib.import_module(module)
+            except ImportError as exc:
+                if (getattr(exc, "name", "") or "").startswith("harness"):
+                    raise  # our own bug, not a missing library
+                raise library_missing(exc, f"the {self.kind} {_show(name)}") from None
+            self._imported.add(module)
 
     def get(self, name: Hashable) -> T:
-        self._load_plugins()
+        self._load(name)
         try:
             return self._items[name]
         except KeyError:
-            known = ", ".join(sorted(map(str, self._items))) or "none"
-            raise UnknownNameError(f"unknown {self.kind} {name!r}; known: {known}") from None
+            raise UnknownNameError(f"unknown {self.kind} {_show(name)}; known: {', '.join(self.names()) or 'none'}") \
+                from None
 
     def __contains__(self, name: Hashable) -> bool:
-        self._load_plugins()
-        return name in self._items
+        return name in self._plugins or name in self._items
 
     def names(self) -> list:
-        self._load_plugins()
-        return sorted(self._items, key=str)
+        """Every name, without importing any plugin."""
+        return sorted({*map(_show, self._plugins), *map(_show, self._items)})
+
+    def keys(self) -> list:
+        """Every key as registered (tuples stay tuples), without importing any plugin."""
+        return sorted({*self._plugins, *self._items}, key=str)
+
+    def load_all(self) -> Dict[Hashable, T]:
+        """Import every plugin whose library is installed; {name: item}. For listings and tests."""
+        for name in list(self._plugins):
+            try:
+                self._load(name)
+            except Exception:  # noqa: BLE001 - a listing shows what loads
+                continue
+        return dict(self._items)
+
+
+def _show(name: Hashable) -> str:
+    return "->".join(map(str, name)) if isinstance(name, tuple) else str(name)

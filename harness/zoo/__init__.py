@@ -8,7 +8,13 @@ from __future__ import annotations
 
 from harness.core.registry import Registry
 
-DATASETS: Registry = Registry("dataset", ["harness.zoo.datasets", "harness.zoo.fashion",
-                                           "harness.zoo.efficientnet"])
-BUILDERS: Registry = Registry("model builder", ["harness.zoo.digits", "harness.zoo.fashion",
-                                                 "harness.zoo.efficientnet"])
+DATASETS: Registry = Registry("dataset", {
+    "sklearn_digits": "harness.zoo.datasets",
+    "fashion_mnist": "harness.zoo.fashion", "fashion_mnist_small": "harness.zoo.fashion",
+    "skimage_photos": "harness.zoo.efficientnet",
+})
+BUILDERS: Registry = Registry("model builder", {
+    "digits_cnn": "harness.zoo.digits",
+    "fashion_cnn": "harness.zoo.fashion",
+    "efficientnet_lite0": "harness.zoo.efficientnet", "efficientnet_lite0_fashion": "harness.zoo.efficientnet",
+})

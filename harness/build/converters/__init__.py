@@ -20,9 +20,29 @@ import numpy as np
 from harness.schema.interface import Interface
 from harness.core.registry import Registry
 
-CONVERTERS: Registry = Registry("converter", ["harness.build.converters.tensorflow", "harness.build.converters.torch",
-                                               "harness.build.converters.onnx", "harness.build.converters.litert",
-                                               "harness.build.converters.torch_runtime"])
+#: (source format, target format): the module that registers its converter
+CONVERTERS: Registry = Registry("converter", {
+    ("keras", "tflite"): "harness.build.converters.tensorflow",
+    ("keras", "onnx"): "harness.build.converters.tensorflow",
+    ("keras", "openvino"): "harness.build.converters.tensorflow",
+    ("savedmodel", "tflite"): "harness.build.converters.tensorflow",
+    ("savedmodel", "onnx"): "harness.build.converters.tensorflow",
+    ("savedmodel", "openvino"): "harness.build.converters.tensorflow",
+    ("torchscript", "onnx"): "harness.build.converters.torch",
+    ("torchscript", "openvino"): "harness.build.converters.torch",
+    ("torchscript", "torch"): "harness.build.converters.torch_runtime",
+    ("torch_module", "onnx"): "harness.build.converters.torch",
+    ("torch_module", "openvino"): "harness.build.converters.torch",
+    ("torch_module", "torch"): "harness.build.converters.torch_runtime",
+    ("torch_export", "onnx"): "harness.build.converters.torch",
+    ("torch_export", "openvino"): "harness.build.converters.torch",
+    ("torch_export", "torch"): "harness.build.converters.torch_runtime",
+    ("torch_module", "tflite"): "harness.build.converters.litert",
+    ("torch_export", "tflite"): "harness.build.converters.litert",
+    ("onnx", "openvino"): "harness.build.converters.onnx",
+    ("tflite", "openvino"): "harness.build.converters.onnx",
+    ("tflite", "onnx"): "harness.build.converters.onnx",
+})
 
 #: bump when a converter's output changes, so cached artifacts are rebuilt
 CONVERTER_VERSION = "2"

@@ -18,8 +18,13 @@ from harness.core.errors import ConfigError
 from harness.schema.interface import Interface
 from harness.core.registry import Registry
 
-SOURCES: Registry = Registry("source format", ["harness.build.sources.runtimes", "harness.build.sources.tensorflow",
-                                                "harness.build.sources.torch"])
+SOURCES: Registry = Registry("source format", {
+    "onnx": "harness.build.sources.runtimes", "tflite": "harness.build.sources.runtimes",
+    "openvino": "harness.build.sources.runtimes",
+    "keras": "harness.build.sources.tensorflow", "savedmodel": "harness.build.sources.tensorflow",
+    "torchscript": "harness.build.sources.torch", "torch_module": "harness.build.sources.torch",
+    "torch_export": "harness.build.sources.torch",
+})
 
 #: file name suffix -> source format, for `--model-file` without `--source-format`
 SUFFIXES = {".onnx": "onnx", ".tflite": "tflite", ".xml": "openvino", ".keras": "keras", ".h5": "keras",

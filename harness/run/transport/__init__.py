@@ -4,7 +4,7 @@ from __future__ import annotations
 from harness.core.registry import Registry
 from harness.run.transport.base import CommandResult, Transport
 
-TRANSPORTS: Registry = Registry("transport", ["harness.run.transport.local", "harness.run.transport.ssh"])
+TRANSPORTS: Registry = Registry("transport", {"local": "harness.run.transport.local", "ssh": "harness.run.transport.ssh"})
 
 
 def open_transport(target) -> Transport:
