@@ -1326,6 +1326,19 @@ def cmd_probe(args):
     info["cpu_governor"] = _read_first("/sys/devices/system/cpu/cpu0/cpufreq/scaling_governor")
     temp = _read_first("/sys/class/thermal/thermal_zone0/temp")
     info["temperature_c"] = float(temp) / 1000.0 if temp and temp.lstrip("-").isdigit() else None
+    fingerprint = environment_fingerprint()
+    saved = None if args.fresh else _read_saved_runtimes(args.workdir, fingerprint)
+    info["runtimes"] = saved if saved is not None else probe_runtimes()
+    info["environment_fingerprint"] = fingerprint
+    info["runtimes_reused"] = saved is not None
+    if saved is None:
+        _save_runtimes(args.workdir, fingerprint, info["runtimes"])
+    info["agent_version"] = AGENT_VERSION
+    return info
+
+
+def probe_runtimes():
+    """Import every runtime (seconds: TensorFlow, OpenVINO): which ones this Python has, and their accelerators."""
     runtimes = {}
     for fmt, cls in sorted(RUNTIMES.items()):
         try:
@@ -1339,9 +1352,50 @@ def cmd_probe(args):
                 runtimes[fmt]["accelerators_error"] = _one_line(exc)
         except AgentFailure as exc:
             runtimes[fmt] = {"available": False, "error": str(exc)}
-    info["runtimes"] = runtimes
-    info["agent_version"] = AGENT_VERSION
-    return info
+    return runtimes
+
+
+#: environment variables that change which runtimes import or what they can use
+_FINGERPRINT_ENV = ("PYTHONPATH", "LD_LIBRARY_PATH", "CUDA_VISIBLE_DEVICES", "PATH", "VIRTUAL_ENV")
+_SAVED_RUNTIMES = "probe-runtimes.json"
+
+
+def environment_fingerprint():
+    """What decides the runtimes section of the probe, read without importing any runtime: this Python, this
+    agent, the environment variables above, and each import directory's modification time (installing,
+    removing or upgrading a package adds or removes entries there)."""
+    parts = [sys.executable, sys.version, AGENT_VERSION, os.path.abspath(__file__)]
+    parts += ["%s=%s" % (name, os.environ.get(name, "")) for name in _FINGERPRINT_ENV]
+    for entry in sys.path:
+        try:
+            parts.append("%s@%d" % (entry, os.stat(entry or ".").st_mtime_ns))
+        except (OSError, AttributeError):
+            parts.append(entry + "@-")
+    import hashlib
+    return hashlib.sha256("\n".join(parts).encode("utf-8")).hexdigest()[:16]
+
+
+def _read_saved_runtimes(workdir, fingerprint):
+    try:
+        with open(os.path.join(workdir or ".", _SAVED_RUNTIMES)) as handle:
+            saved = json.load(handle)
+    except (IOError, OSError, ValueError):
+        return None
+    return saved.get("runtimes") if saved.get("fingerprint") == fingerprint else None
+
+
+def _save_runtimes(workdir, fingerprint, runtimes):
+    path = os.path.join(workdir or ".", _SAVED_RUNTIMES)
+    tmp = "%s.%d.tmp" % (path, os.getpid())
+    try:
+        with open(tmp, "w") as handle:
+            json.dump({"fingerprint": fingerprint, "runtimes": runtimes}, handle)
+        os.rename(tmp, path)
+    except (IOError, OSError):  # a read-only workdir only costs the next probe its runtime imports
+        try:
+            os.remove(tmp)
+        except OSError:
+            pass
 
 
 def main(argv=None):
@@ -1349,6 +1403,8 @@ def main(argv=None):
     sub = parser.add_subparsers(dest="command")
     probe = sub.add_parser("probe", help="print what this device has, as JSON")
     probe.add_argument("--workdir", default=".")
+    probe.add_argument("--fresh", action="store_true",
+                       help="import every runtime again even if this environment's fingerprint is unchanged")
     run = sub.add_parser("run", help="load a model, time it and write a JSON result")
     run.add_argument("--model", required=True)
     run.add_argument("--format", required=True, choices=sorted(RUNTIMES))

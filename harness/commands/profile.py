@@ -233,6 +233,7 @@ def cmd_profile(args) -> int:
     settings = RunSettings.from_manifest(settings_doc) if resume else RunSettings(
         warmup=args.warmup, iterations=args.iterations, threads=args.threads, max_samples=args.max_samples,
         cell_timeout_s=args.timeout, profile=not args.no_profile, runtime_configs=tuple(args.runtime_config),
+        formats=tuple(f.strip() for f in args.formats.split(",") if f.strip()),
         min_duration_s=args.min_duration if args.min_duration is not None else
         PAIRED_MIN_DURATION_S if pairs else 1.0, max_duration_s=args.max_duration,
         repeats=args.repeats if args.repeats is not None else PAIRED_REPEATS if pairs else 1)

@@ -37,7 +37,7 @@ def cmd_targets(args) -> int:
             try:
                 transport = open_transport(target)
                 try:
-                    print(json.dumps(device.probe(transport, device.device_python(target, transport)), indent=1))
+                    print(json.dumps(device.probe(transport, device.device_python(target, transport), fresh=True), indent=1))
                 finally:
                     transport.close()
             except LibraryMissing as exc:  # this host cannot talk to the device; the device may be fine

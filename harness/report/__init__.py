@@ -151,8 +151,13 @@ def build_context(run_dir: RunDir, targets: Mapping[str, TargetSpec] | None = No
         profiles=load_profiles(run_dir.root))
 
 
+#: up to this many cells, the results table shows everything a heatmap or the memory bars would (one row per
+#: cell, its parity and peak memory): those plots are not drawn (they cost about a second of a warm rerun)
+TABLE_ENOUGH_CELLS = 4
+
+
 def draw_plots(ctx: ReportContext, run_dir: RunDir) -> None:
-    """Write every PNG under <run>/plots/ and list them in ctx.images."""
+    """Write the PNGs the report shows under <run>/plots/ and list them in ctx.images."""
     from harness.report import plots
     out = run_dir.root / PLOTS_DIR
     out.mkdir(parents=True, exist_ok=True)
@@ -161,6 +166,8 @@ def draw_plots(ctx: ReportContext, run_dir: RunDir) -> None:
     rows = ctx.rows
     images: Dict[str, List[ImageRef]] = {"parity": [], "pareto": [], "memory": []}
     for model in sorted({str(m) for m in ctx.frame["model"]}):
+        if sum(1 for r in rows if str(r.get("model")) == model) <= TABLE_ENOUGH_CELLS:
+            continue
         name = f"parity_{_safe(model)}.png"
         plots.parity_heatmap(ctx.parity, model, out / name)
         images["parity"].append(ImageRef(f"{PLOTS_DIR}/{name}", f"{model}: agreement with the reference"))
@@ -177,8 +184,9 @@ def draw_plots(ctx: ReportContext, run_dir: RunDir) -> None:
                                   ctx.budgets[target], out / name, emulated)
         images["pareto"].append(ImageRef(f"{PLOTS_DIR}/{name}", f"{target}: accuracy against p99 latency"
                                          + (" (emulated: latency not representative)" if emulated else "")))
-    plots.memory_per_cell(rows, ctx.budgets, out / "memory.png")
-    images["memory"].append(ImageRef(f"{PLOTS_DIR}/memory.png", "peak memory per cell"))
+    if len(rows) > TABLE_ENOUGH_CELLS:
+        plots.memory_per_cell(rows, ctx.budgets, out / "memory.png")
+        images["memory"].append(ImageRef(f"{PLOTS_DIR}/memory.png", "peak memory per cell"))
     ctx.images = images
 
 

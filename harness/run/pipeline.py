@@ -13,6 +13,7 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import logging
+import threading
 import time
 from abc import ABC, abstractmethod
 from concurrent.futures import Executor, ThreadPoolExecutor, as_completed
@@ -26,6 +27,7 @@ from harness.run import probe as device
 from harness.build.steps import Artifact, PreparedModel, build_model_artifacts
 from harness.build.cache import ContentCache
 from harness.core.errors import CommandTimeout, ConnectError, HarnessError, TransportError
+from harness.core.optional import RUNTIME_MODULES, install_hint
 from harness.judge.fidelity import fidelity
 from harness.core.progress import SILENT, Progress
 from harness.build.data import importable_from, load_entry_point
@@ -71,6 +73,9 @@ class RunSettings:
     profile_runs: int = 10
     #: only the runtime configurations with these names (harness profile --runtime-config); empty: all
     runtime_configs: Tuple[str, ...] = ()
+    #: the formats the user named (harness profile --formats): a missing library for one of them fails its
+    #: cells instead of skipping them
+    formats: Tuple[str, ...] = ()
 
     @classmethod
     def from_manifest(cls, doc: Dict[str, Any]) -> "RunSettings":
@@ -78,8 +83,9 @@ class RunSettings:
         configuration) are left out."""
         known = {f for f in cls.__dataclass_fields__}
         kept = {k: v for k, v in doc.items() if k in known}
-        if "runtime_configs" in kept:
-            kept["runtime_configs"] = tuple(kept["runtime_configs"])
+        for key in ("runtime_configs", "formats"):
+            if key in kept:
+                kept[key] = tuple(kept[key])
         return cls(**kept)
     #: per-cell agent timeout; None: the target's command_timeout_s
     cell_timeout_s: Optional[float] = None
@@ -311,18 +317,28 @@ class CellEnded(Exception):
         self.status, self.category, self.message = status, category, message
 
 
-def check_eligible(target: TargetSpec, artifact: Artifact, available: set) -> None:
-    """eligibility: the artifact was built, matches its source and the target has its runtime."""
+def check_eligible(target: TargetSpec, artifact: Artifact, available: set, requested: Sequence[str] = ()) -> None:
+    """eligibility: the artifact was built, matches its source and the target has its runtime.
+
+    `requested`: the formats the user named; a library missing for one of those fails the cell, for any other
+    format (the default portability matrix) it skips the cell."""
+    missing_status = FAILED if artifact.format in requested else SKIPPED
     if artifact.error:
         category = Category.parse(artifact.metrics.get("error_category", Category.CONVERSION_FAILED))
         # No converter for the pair is a known gap of the toolchain, not a fault of the model: skipped, with why.
-        status = {Category.UNSUPPORTED_FORMAT: INCOMPATIBLE, Category.NO_CONVERTER: SKIPPED}.get(category, FAILED)
+        status = {Category.UNSUPPORTED_FORMAT: INCOMPATIBLE, Category.NO_CONVERTER: SKIPPED,
+                  Category.LIBRARY_MISSING: missing_status}.get(category, FAILED)
         raise CellEnded(status, category, artifact.error)
     if artifact.problems:
         raise CellEnded(INCOMPATIBLE, Category.INTERFACE_MISMATCH, "; ".join(artifact.problems))
     if artifact.format not in target.runtimes:
         raise CellEnded(SKIPPED, Category.UNSUPPORTED_ON_TARGET, f"{target.name} does not list runtime "
                         f"{artifact.format!r} (targets/{target.name}.yaml runtimes: {list(target.runtimes)})")
+    if artifact.format not in available and target.transport == "local":
+        # The device is this host: its Python lacks the runtime, which an extra of the harness brings.
+        _, line = install_hint(RUNTIME_MODULES.get(artifact.format, artifact.format))
+        raise CellEnded(missing_status, Category.LIBRARY_MISSING, f"this host's Python cannot import the "
+                        f"{artifact.format} runtime; {line}")
     if artifact.format not in available:
         raise CellEnded(FAILED, Category.RUNTIME_MISSING, f"{target.name} should have the {artifact.format} runtime "
                         "but its probe found none importable; install it on the device")
@@ -452,7 +468,7 @@ def _run_cell(job: TargetJob, cell: Cell, transport, agent_path: str, available:
     started = time.perf_counter()
     document: Dict[str, Any] = {}
     try:
-        check_eligible(job.target, artifact, available)
+        check_eligible(job.target, artifact, available, job.settings.formats)
         pushed = push(transport, cell, evals, uploaded_inputs, run.run_id)
         document = check_agent(run_agent(transport, job, cell, pushed, agent_path, run))
         if document.get("status") != "ok":
@@ -686,9 +702,24 @@ def run_profile(recipes: Sequence[Any], targets: Sequence[TargetSpec], variants:
     run.write_manifest(build_manifest(run_id, recipes, variants, targets, settings, models, artifacts, planned, pairs,
                                       resumed=resume and run.manifest_path.exists()))
     progress(f"run {run_id}: {len(cells)} cells on {len(targets)} target(s)")
+    if write_report:
+        preload_report_libraries()
     dispatcher.run_jobs(plan_jobs(targets, cells, models.evals, run, settings), run, progress)
     return collate(run, targets, write_report=write_report, progress=progress, built=models.converted,
                    reused=models.reused)
+
+
+def preload_report_libraries() -> None:
+    """Import the report's plotting library in the background while the devices measure: the host is idle then,
+    and the import would otherwise add a fraction of a second to every run after the last cell."""
+    def load() -> None:
+        try:
+            import matplotlib.backends.backend_agg  # noqa: F401
+            import matplotlib.figure  # noqa: F401
+        except Exception:  # noqa: BLE001 - the report says itself what it cannot draw
+            pass
+
+    threading.Thread(target=load, name="preload-report", daemon=True).start()
 
 
 def collate(run: RunDir, targets: Sequence[TargetSpec] = (), write_report: bool = True,

@@ -35,6 +35,8 @@ class Category(str, Enum):
     NO_CONVERTER = "no_converter"
     UNSUPPORTED_FORMAT = "unsupported_format"
     INTERFACE_MISMATCH = "interface_mismatch"
+    #: a Python library this host needs for the step is not installed; the message names the extra to install
+    LIBRARY_MISSING = "library_missing"
     # eligibility on the target
     UNSUPPORTED_ON_TARGET = "unsupported_on_target"
     RUNTIME_MISSING = "runtime_missing"
