@@ -2,7 +2,7 @@
 
     write_report(run_dir, targets) -> path of index.html
 
-The page is self-contained for offline use: inline CSS, no scripts, and PNG
+The page is self-contained for offline use: inline CSS, a little inline script, and PNG
 images written beside it under `plots/` (made with matplotlib's Agg renderer).
 `summary.md` is the same content in short for CI logs. Both are written even
 when some or all cells failed; the failures are part of the report.
@@ -131,6 +131,7 @@ def build_context(run_dir: RunDir, targets: Mapping[str, TargetSpec] | None = No
         pairs[model] = pairwise_parity(model_outputs)
         found += disagreements(pairs[model], groups)
     from harness.report.crossarch import emulated_targets, load_all_outputs, read_manifest, target_arches
+    from harness.report.findings import disagreement_groups
     from harness.report.profiles import load_profiles
     manifest = read_manifest(run_dir)
     devices = run_dir.devices() if (run_dir.root / "devices").is_dir() else {}
@@ -148,7 +149,8 @@ def build_context(run_dir: RunDir, targets: Mapping[str, TargetSpec] | None = No
         parity=parity, pairs=pairs, disagreements=found, emulated=emulated, arches=arches, cross_arch=cross_arch,
         models={name: {**doc, "data": manifest.get("data", {}).get(name, [])}
                 for name, doc in manifest.get("interfaces", {}).items()},
-        profiles=load_profiles(run_dir.root))
+        profiles=load_profiles(run_dir.root), disagreement_groups=disagreement_groups(found, pairs, rows),
+        manifest=dict(manifest))
 
 
 def draw_plots(ctx: ReportContext, run_dir: RunDir) -> None:
@@ -183,22 +185,28 @@ def draw_plots(ctx: ReportContext, run_dir: RunDir) -> None:
 
 
 def write_summary(run_dir: RunDir, gate: Any = None, targets_dir: Path = TARGETS_DIR) -> Path:
-    """(Re)write <run>/summary.md alone, with a gate verdict at its top (`harness gate` calls this)."""
+    """(Re)write <run>/summary.md with a gate verdict at its top (`harness gate` calls this), and index.html
+    with the same verdict where the run has one."""
     from harness.report.markdown import render_markdown
+    if (run_dir.root / INDEX_NAME).exists():
+        write_report(run_dir, None, targets_dir, gate)
+        return run_dir.root / SUMMARY_NAME
     path = run_dir.root / SUMMARY_NAME
     atomic_write_text(path, render_markdown(build_context(run_dir, None, targets_dir), gate))
     return path
 
 
 def write_report(run_dir: RunDir, targets: Mapping[str, TargetSpec] | None = None,
-                 targets_dir: Path = TARGETS_DIR) -> Path:
-    """Write <run>/index.html, <run>/summary.md and <run>/plots/*.png; returns index.html's path."""
+                 targets_dir: Path = TARGETS_DIR, gate: Any = None) -> Path:
+    """Write <run>/index.html, <run>/summary.md and <run>/plots/*.png; returns index.html's path.
+    `gate` (a harness.judge.gate.GateResult) puts the gate's verdict at the top of both."""
     from harness.report.html import render_html
     from harness.report.markdown import render_markdown
     ctx = build_context(run_dir, targets, targets_dir)
+    ctx.gate = gate
     if len(ctx.frame):
         draw_plots(ctx, run_dir)
-    atomic_write_text(run_dir.root / SUMMARY_NAME, render_markdown(ctx))
+    atomic_write_text(run_dir.root / SUMMARY_NAME, render_markdown(ctx, gate))
     index = run_dir.root / INDEX_NAME
     atomic_write_text(index, render_html(ctx))
     return index
