@@ -122,8 +122,9 @@ def test_report_has_every_section_and_valid_images(tmp_path):
     assert page.scripts == 1 and page.script_sources == []                  # one inline script, nothing fetched
     assert all(link.startswith("#") for link in page.links), page.links      # works offline
     srcs = set(page.images)
-    assert srcs == {"plots/parity_digits_cnn.png", "plots/pairwise_digits_cnn.png", "plots/pareto_local.png",
-                    "plots/pareto_pi4.png", "plots/memory.png"}
+    assert srcs == {"plots/parity_digits_cnn.png", "plots/pairwise_digits_cnn.png", "plots/pareto.png",
+                    "plots/memory.png"}
+    assert page.images[0] == "plots/pareto.png"                              # accuracy against latency comes first
     for src in srcs:
         assert_valid_png(run.root / src)
     text = " ".join(page.text)

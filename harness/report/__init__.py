@@ -162,6 +162,8 @@ def draw_plots(ctx: ReportContext, run_dir: RunDir) -> None:
         stale.unlink()
     rows = ctx.rows
     images: Dict[str, List[ImageRef]] = {"parity": [], "pareto": [], "memory": []}
+    configuration_at_target = {str(r["cell_id"]): f"{r.get('runtime_config') or r.get('format')}@{r.get('target')}"
+                               for r in rows}
     for model in sorted({str(m) for m in ctx.frame["model"]}):
         name = f"parity_{_safe(model)}.png"
         plots.parity_heatmap(ctx.parity, model, out / name)
@@ -170,18 +172,36 @@ def draw_plots(ctx: ReportContext, run_dir: RunDir) -> None:
         if len(model_cells) >= 2:
             name = f"pairwise_{_safe(model)}.png"
             plots.pairwise_heatmap(ctx.pairs[model], model_cells, out / name,
-                                   f"{model}: top-1 agreement between cells")
-            images["parity"].append(ImageRef(f"{PLOTS_DIR}/{name}", f"{model}: agreement between cells"))
-    for target in sorted(ctx.budgets):
-        name = f"pareto_{_safe(target)}.png"
-        emulated = target in ctx.emulated
-        plots.accuracy_vs_latency([r for r in rows if str(r.get("target")) == target], target,
-                                  ctx.budgets[target], out / name, emulated)
-        images["pareto"].append(ImageRef(f"{PLOTS_DIR}/{name}", f"{target}: accuracy against p99 latency"
-                                         + (" (emulated: latency not representative)" if emulated else "")))
+                                   f"{model}: top-1 agreement between cells", configuration_at_target)
+            grouped = len(model_cells) > plots.MAX_PAIRWISE_CELLS
+            images["parity"].append(ImageRef(f"{PLOTS_DIR}/{name}", f"{model}: agreement between cells" + (
+                f" ({len(model_cells)} cells, shown by configuration and target: each square is the worst pair "
+                f"of cells of the same variant between the two groups)" if grouped else "")))
+    name = "pareto.png"
+    plots.accuracy_vs_latency_by_target(rows, ctx.budgets, out / name, sorted(ctx.emulated))
+    images["pareto"].append(ImageRef(f"{PLOTS_DIR}/{name}", "accuracy against p99 latency, one panel per target; "
+                                     "the Pareto front's cells are named" + _budget_notes(ctx, rows)))
     plots.memory_per_cell(rows, ctx.budgets, out / "memory.png")
-    images["memory"].append(ImageRef(f"{PLOTS_DIR}/memory.png", "peak memory per cell"))
+    memory_mb = [float(r["peak_rss_bytes"]) / (1 << 20) for r in rows if r.get("status") == OK
+                 and r.get("peak_rss_bytes") == r.get("peak_rss_bytes") and r.get("peak_rss_bytes") is not None]
+    off_scale = [f"{t} {b.peak_memory_mb:g} MB" for t, b in sorted(ctx.budgets.items())
+                 if memory_mb and not plots.budget_in_range(b.peak_memory_mb, memory_mb)]
+    images["memory"].append(ImageRef(f"{PLOTS_DIR}/memory.png", "peak memory per cell" + (
+        f"; budgets not drawn, far beyond the largest cell ({max(memory_mb):.0f} MB): {', '.join(off_scale)}"
+        if off_scale else "")))
     ctx.images = images
+
+
+def _budget_notes(ctx: ReportContext, rows: Sequence[Mapping[str, Any]]) -> str:
+    """The caption's note on p99 budgets too far beyond a panel's data to draw (they would squash the data)."""
+    from harness.report import plots
+    notes = []
+    for target, budget in sorted(ctx.budgets.items()):
+        p99s = [float(r["latency_p99_ms"]) for r in rows if str(r.get("target")) == target and r.get("status") == OK
+                and r.get("latency_p99_ms") is not None and r.get("latency_p99_ms") == r.get("latency_p99_ms")]
+        if p99s and target not in ctx.emulated and not plots.budget_in_range(budget.latency_p99_ms, p99s):
+            notes.append(f"{target} {budget.latency_p99_ms:g} ms (slowest cell {max(p99s):.3g} ms)")
+    return f"; p99 budgets not drawn, far beyond the data: {', '.join(notes)}" if notes else ""
 
 
 def write_summary(run_dir: RunDir, gate: Any = None, targets_dir: Path = TARGETS_DIR) -> Path:
