@@ -82,8 +82,8 @@ _SCRIPT = """
   function key(cell) {
     var v = cell.getAttribute('data-v');
     if (v === null) v = cell.textContent;
-    var n = parseFloat(v);
-    return (v !== '' && isFinite(n) && String(n) === v.trim()) ? n : v.toLowerCase();
+    var n = Number(v);
+    return (v.trim() !== '' && isFinite(n)) ? n : v.toLowerCase();
   }
   table.tHead.addEventListener('click', function (e) {
     var th = e.target.closest('th');
