@@ -1174,9 +1174,9 @@ def free_bytes(workdir):
 def cache_state(workdir, args):
     entries = cache_entries(workdir)
     budget = cache_budget(workdir, args.max_bytes, args.keep_free)
-    pinned = pinned_keys(workdir)
+    pinned, own = pinned_keys(workdir), entry_digest(__file__)
     for e in entries:
-        e["pinned"] = e["key"] in pinned
+        e["pinned"] = "agent" if e["key"] == own else "run" if e["key"] in pinned else None
     used = [e["last_used"] for e in entries]
     st = os.statvfs(workdir)
     return {"workdir": workdir, "entries": entries, "n_entries": len(entries),
@@ -1213,10 +1213,10 @@ def make_room(workdir, need_bytes, args):
                "pinned_bytes": sum(e["bytes"] for e in state["entries"] if e["pinned"]),
                "evictable_bytes": sum(e["bytes"] for e in evictable)}
     if not fits():
-        return dict(numbers, status="full", evicted=[])
+        return dict(numbers, fits=False, evicted=[])
     for entry in plan:
         _evict(entry)
-    return dict(numbers, status="ok", evicted=[{"key": e["key"], "bytes": e["bytes"], "files": e["files"]}
+    return dict(numbers, fits=True, evicted=[{"key": e["key"], "bytes": e["bytes"], "files": e["files"]}
                                                for e in plan], freed_bytes=freed)
 
 

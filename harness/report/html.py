@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import math
-from typing import List, Mapping, Optional, Sequence
+from typing import Any, List, Mapping, Optional, Sequence, Tuple
 
 from harness.schema.results import SUMMARY_COLUMNS
 from harness.report.profiles import section_html
@@ -48,8 +48,10 @@ def _section_devices(ctx: "ReportContext") -> str:
         if not probe:
             parts.append(head + "<p>No health probe recorded for this device.</p>")
             continue
-        rows = []
+        rows = storage_rows(probe)
         for key in sorted(probe):
+            if key in STORAGE_PROBE_KEYS:
+                continue
             value = probe[key]
             if key == "runtimes" and isinstance(value, Mapping):
                 text = "; ".join(f"{fmt_name}: " + (f"{info.get('module')} {info.get('version')}"
@@ -65,6 +67,44 @@ def _section_devices(ctx: "ReportContext") -> str:
             rows.append((key, text))
         parts.append(head + table(["field", "value"], rows))
     return "".join(parts)
+
+
+#: probe keys storage_rows shows (the rest of the probe is listed field by field)
+STORAGE_PROBE_KEYS = frozenset({"storage", "cache", "storage_suspect"})
+
+
+def storage_rows(probe: Mapping[str, Any]) -> List[Tuple[str, str]]:
+    """The device's storage health for its table: free and total space of the workdir's filesystem, read-only
+    mounts, I/O errors, its cache against the budget, and a storage marked suspect (a cached file corrupted again
+    after a fresh upload)."""
+    storage = probe.get("storage") if isinstance(probe.get("storage"), Mapping) else {}
+    cache = probe.get("cache") if isinstance(probe.get("cache"), Mapping) else {}
+    rows: List[Tuple[str, str]] = []
+    suspect = probe.get("storage_suspect") or (storage.get("suspect") or {}).get("reason")
+    if suspect:
+        rows.append(("storage SUSPECT", str(suspect)))
+    if storage:
+        ro = storage.get("read_only")
+        rows.append(("storage: workdir filesystem",
+                     f"{fmt(storage.get('workdir_free_bytes'), 'free_bytes')} free of "
+                     f"{fmt(storage.get('workdir_total_bytes'), 'total_bytes')} "
+                     f"({storage.get('fs_type') or '?'} on {storage.get('mount_point') or '?'}, "
+                     f"{'READ-ONLY' if ro else 'read-write' if ro is not None else 'mode unknown'})"))
+        counts = storage.get("io_error_counts") or {}
+        dmesg = (f"{storage.get('dmesg_errors')} storage error line(s) in dmesg"
+                 + (f", last: {storage.get('dmesg_last_error')}" if storage.get("dmesg_last_error") else "")
+                 if storage.get("dmesg_readable") else "dmesg not readable without root")
+        rows.append(("storage: I/O errors", "; ".join(
+            [f"{dev}: {n}" for dev, n in sorted(counts.items())] + [dmesg]
+            + ([f"read-only mounts: {', '.join(storage['read_only_mounts'])}"] if storage.get("read_only_mounts")
+               else []))))
+    if cache:
+        budget = cache.get("budget") or {}
+        rows.append(("storage: cache", f"{cache.get('n_entries')} entries, {fmt(cache.get('bytes'), 'bytes')} of a "
+                     f"{fmt(budget.get('max_bytes'), 'max_bytes')} budget "
+                     f"({'cache_max_bytes' if budget.get('max_bytes_from') == 'target' else 'default'}), keeps "
+                     f"{fmt(budget.get('keep_free_bytes'), 'keep_free_bytes')} free"))
+    return rows
 
 
 def _emulated_text(ctx: "ReportContext", target: str) -> str:

@@ -522,7 +522,7 @@ class DeviceStorage:
         except TransportError as exc:
             log.warning("[%s] no eviction before upload: %s", transport.name, exc)
             return
-        if answer.get("status") == "full":
+        if not answer.get("fits", True):
             raise CellEnded(FAILED, Category.DEVICE_DISK_FULL,
                             disk_full_message(transport.name, [p for p, _ in missing], answer, self.cache.target_file))
 

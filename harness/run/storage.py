@@ -87,8 +87,8 @@ class DeviceCache:
         self.call("unpin", "--run", run_id)
 
     def make_room(self, need_bytes: int, lock_timeout_s: float, holder: str) -> Dict[str, Any]:
-        """Evict least-recently-used entries no run needs until need_bytes fit (status 'ok'), or evict nothing
-        and say so with the numbers (status 'full')."""
+        """Evict least-recently-used entries no run needs until need_bytes fit (`fits`), or evict nothing and say
+        so with the numbers (`fits` false)."""
         answer = self.call("make-room", "--need-bytes", str(int(need_bytes)), lock_timeout_s=lock_timeout_s,
                            holder=holder)
         if answer.get("evicted"):
@@ -122,7 +122,7 @@ def disk_full_message(device_name: str, files: Sequence[Path], numbers: Dict[str
     need, limit = int(numbers.get("need_bytes", 0)), int(numbers.get("max_bytes", 0))
     origin = "cache_max_bytes" if numbers.get("max_bytes_from") == "target" else \
         "the default derived from the device's free space at its first probe"
-    text = (f"[{device_name}] no room in the device's cache for {names} ({need} bytes): the cache budget is {limit} "
+    text = (f"[{device_name}] No space left on the device's cache for {names} ({need} bytes): the cache budget is {limit} "
             f"bytes ({origin}), it holds {numbers.get('cache_bytes')} bytes of which {numbers.get('pinned_bytes')} "
             f"are needed by runs in progress, {numbers.get('free_bytes')} bytes are free on the device and "
             f"{numbers.get('keep_free_bytes')} must stay free. ")
