@@ -6,6 +6,7 @@ bytes flipped in a cached file, as a failing SD card does; a workdir on a small 
 """
 from __future__ import annotations
 
+import argparse
 import fcntl
 import json
 import os
@@ -18,6 +19,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from harness.agent import agent
 from harness.judge.verdict import EXIT_INFRASTRUCTURE, run_verdict
 from harness.run import probe as device
 from harness.run.pipeline import Cell, ModelEval, RunSettings, TargetJob, run_target_job
@@ -245,3 +247,46 @@ def test_cache_list_of_a_device_pinned_by_a_run_in_progress_keeps_its_entries(si
         assert cache.prune(0.0, lock_timeout_s=5)["evicted"][0]["key"] == tflite.file_sha256[0]
     finally:
         transport.close()
+
+
+# ---------------------------------------------------------------- compiled-model caches
+class EngineRuntime(agent.Runtime):
+    """A runtime with a compiled-engine cache, as ONNX Runtime's TensorRT provider keeps one: it writes an engine
+    file into cache_dir on a cold load and fails to load one it cannot read. (No TensorRT on this machine; OpenVINO
+    recompiles a damaged blob by itself, so it never reports one as failing.)"""
+
+    fmt = "engine"
+
+    def import_runtime(self):
+        return "engine-runtime", "1.0"
+
+    def load(self, path, weights=None, shapes=None):
+        engine = os.path.join(self.cache_dir, "model.engine")
+        if os.path.exists(engine):
+            with open(engine, "rb") as handle:
+                if handle.read() != b"ENGINE v1":
+                    raise RuntimeError("deserializeCudaEngine failed: corrupted engine file")
+        else:
+            with open(engine, "wb") as handle:
+                handle.write(b"ENGINE v1")
+
+    def uses_cache(self):
+        return True
+
+
+def test_a_compiled_cache_that_fails_to_load_is_discarded_rebuilt_once_and_the_cell_says_so(tmp_path):
+    args = argparse.Namespace(cache_dir=str(tmp_path / "compiled" / "key"), format="engine", threads=1,
+                              model=str(tmp_path / "model.onnx"), weights="")
+    runtime, _, _, state = agent.load_runtime(EngineRuntime, args, {}, {})
+    assert (state, runtime.cache_repair) == ("cold", None)
+    runtime, _, _, state = agent.load_runtime(EngineRuntime, args, {}, {})
+    assert (state, runtime.cache_repair) == ("warm", None)
+    engine = next((tmp_path / "compiled" / "key").rglob("model.engine"))
+    engine.write_bytes(b"\x00garbage")
+    runtime, _, _, state = agent.load_runtime(EngineRuntime, args, {}, {})
+    assert state == "cold", "compiled again"
+    assert "failed to load" in runtime.cache_repair and "discarded and rebuilt" in runtime.cache_repair
+    assert engine.read_bytes() == b"ENGINE v1"
+    from harness.schema.results import agent_metrics
+    assert agent.Doc.CACHE_REPAIR in agent.Doc.keys()
+    assert agent_metrics({agent.Doc.VERIFY_MS: 1.5})["verify_ms"] == 1.5
