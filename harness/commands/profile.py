@@ -282,9 +282,25 @@ def print_summary(outcome, stream=None) -> None:
     run = outcome.run_dir
     counts = outcome.frame["status"].value_counts().to_dict()
     print(f"\n{len(outcome.frame)} cells: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())), file=stream)
+    for line in storage_lines(outcome):
+        print(line, file=stream)
     if outcome.missing:
         print(f"missing or lost: {len(outcome.missing)} cell(s); finish them with "
               f"`harness run --resume {run.run_id}`", file=stream)
     print(f"results: {run.root}/results.csv (also .parquet, .json)", file=stream)
     if (run.root / "index.html").exists():
         print(f"report:  {run.root}/index.html", file=stream)
+
+
+def storage_lines(outcome) -> list:
+    """The summary's lines about device storage: cells whose cache entry was repaired, devices marked suspect."""
+    frame = outcome.frame
+    lines = []
+    repaired = frame[frame["cache_repair"].notna()] if "cache_repair" in frame else frame.iloc[0:0]
+    for _, row in repaired.iterrows():
+        lines.append(f"cache repaired: {row['cell_id']}: {row['cache_repair']}")
+    for name, probe in sorted(outcome.run_dir.devices().items()):
+        if probe.get("storage_suspect"):
+            lines.append(f"STORAGE SUSPECT on {name}: {probe['storage_suspect']} (cells failed as cache_corrupted; "
+                         f"check it with `harness targets {name} --cache --verify`)")
+    return lines

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Any, Dict, List, Mapping, Optional, Sequence
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -136,7 +136,8 @@ def _figures(images: Sequence["ImageRef"]) -> str:
 
 
 #: the devices table: one row per device (device_row); the full probe is behind a disclosure in the last column
-DEVICE_COLUMNS = ["device", "arch", "CPU", "Python", "runtimes", "reachable", "while measuring", "budgets", "probe"]
+DEVICE_COLUMNS = ["device", "arch", "CPU", "Python", "runtimes", "reachable", "while measuring", "storage",
+                  "budgets", "probe"]
 
 
 def _runtime_text(runtimes: Any) -> str:
@@ -183,7 +184,15 @@ def device_row(target: str, probe: Optional[Mapping[str, Any]], budget: Any, mea
     details = (f"<details><summary>probe</summary>{probe_fields_html(dict(probe))}</details>" if probe
                else "no probe recorded")
     return [esc(target), esc(arch), esc(cpu), esc(probe.get("python") or ""), esc(_runtime_text(probe.get("runtimes"))),
-            "" if reachable is None else ("yes" if reachable else "<b>no</b>"), esc(measuring), esc(budgets), details]
+            "" if reachable is None else ("yes" if reachable else "<b>no</b>"), esc(measuring),
+            storage_cell(probe), esc(budgets), details]
+
+
+def storage_cell(probe: Mapping[str, Any]) -> str:
+    """The devices table's storage column: suspect storage first and loud, then space, errors and the cache."""
+    rows = storage_rows(probe)
+    return "<br>".join(("<b>" + esc(f"{key}: {text}") + "</b>") if key == "storage SUSPECT"
+                       else esc(f"{key.replace('storage: ', '')}: {text}") for key, text in rows)
 
 
 def _section_devices(ctx: "ReportContext") -> str:
@@ -199,6 +208,43 @@ def _section_devices(ctx: "ReportContext") -> str:
             + "".join(f"<th>{esc(c)}</th>" for c in DEVICE_COLUMNS) + f"</tr></thead><tbody>{body}</tbody></table></div>"
             '<p class="note">While measuring: quiet, or busy when other processes, load, heat or throttling went past '
             "the target's <code>quiet:</code> limits while a cell was timed (its latencies are not judged).</p>")
+
+
+#: probe keys storage_rows shows (the rest of the probe is listed field by field)
+
+
+def storage_rows(probe: Mapping[str, Any]) -> List[Tuple[str, str]]:
+    """The device's storage health for its table: free and total space of the workdir's filesystem, read-only
+    mounts, I/O errors, its cache against the budget, and a storage marked suspect (a cached file corrupted again
+    after a fresh upload)."""
+    storage = probe.get("storage") if isinstance(probe.get("storage"), Mapping) else {}
+    cache = probe.get("cache") if isinstance(probe.get("cache"), Mapping) else {}
+    rows: List[Tuple[str, str]] = []
+    suspect = probe.get("storage_suspect") or (storage.get("suspect") or {}).get("reason")
+    if suspect:
+        rows.append(("storage SUSPECT", str(suspect)))
+    if storage:
+        ro = storage.get("read_only")
+        rows.append(("storage: workdir filesystem",
+                     f"{fmt(storage.get('workdir_free_bytes'), 'free_bytes')} free of "
+                     f"{fmt(storage.get('workdir_total_bytes'), 'total_bytes')} "
+                     f"({storage.get('fs_type') or '?'} on {storage.get('mount_point') or '?'}, "
+                     f"{'READ-ONLY' if ro else 'read-write' if ro is not None else 'mode unknown'})"))
+        counts = storage.get("io_error_counts") or {}
+        dmesg = (f"{storage.get('dmesg_errors')} storage error line(s) in dmesg"
+                 + (f", last: {storage.get('dmesg_last_error')}" if storage.get("dmesg_last_error") else "")
+                 if storage.get("dmesg_readable") else "dmesg not readable without root")
+        rows.append(("storage: I/O errors", "; ".join(
+            [f"{dev}: {n}" for dev, n in sorted(counts.items())] + [dmesg]
+            + ([f"read-only mounts: {', '.join(storage['read_only_mounts'])}"] if storage.get("read_only_mounts")
+               else []))))
+    if cache:
+        budget = cache.get("budget") or {}
+        rows.append(("storage: cache", f"{cache.get('n_entries')} entries, {fmt(cache.get('bytes'), 'bytes')} of a "
+                     f"{fmt(budget.get('max_bytes'), 'max_bytes')} budget "
+                     f"({'cache_max_bytes' if budget.get('max_bytes_from') == 'target' else 'default'}), keeps "
+                     f"{fmt(budget.get('keep_free_bytes'), 'keep_free_bytes')} free"))
+    return rows
 
 
 def _emulated_text(ctx: "ReportContext", target: str) -> str:
