@@ -48,7 +48,14 @@ from harness.build.converters import (
     artifact_files,
     copy_as_artifact,
 )
-from harness.schema.interface import Interface, TensorSpec, check_interface, fix_interface, normalize_name
+from harness.schema.interface import (
+    Interface,
+    TensorSpec,
+    batch_defaults,
+    check_interface,
+    fix_interface,
+    normalize_name,
+)
 from harness.core.progress import SILENT, Progress
 from harness.build.sources import SOURCES, content_sha256
 from harness.core.files import file_sha256
@@ -308,6 +315,8 @@ class DataPlan(NamedTuple):
     calibration: Optional[SampleSet]
     #: where the evaluation and calibration data came from, for the report
     notes: List[str]
+    #: inputs whose dynamic batch axis was fixed at 1 because nothing else fixed it
+    batch_defaulted: Dict[str, Tuple[int, ...]] = {}
 
 
 def plan_data(recipe, described: Interface, train_data: Any, with_calibration: bool) -> DataPlan:
@@ -332,8 +341,9 @@ def plan_data(recipe, described: Interface, train_data: Any, with_calibration: b
     # A declared input the file does not record (TorchScript) is still an input the recipe names.
     if not described.inputs and recipe.inputs:
         described = Interface(tuple(TensorSpec(s.name, None) for s in recipe.inputs), described.outputs)
-    interface = fix_interface(described, shapes, where, dtypes)
-    notes: List[str] = []
+    batch = batch_defaults(described, shapes)
+    interface = fix_interface(described, {**batch, **shapes}, where, dtypes)
+    notes: List[str] = [batch_note(batch)] if batch else []
     d = recipe.data
     if raw is None:
         evaluation = random_samples(interface, d.random_samples, d.seed)
@@ -360,7 +370,14 @@ def plan_data(recipe, described: Interface, train_data: Any, with_calibration: b
                                                               calibration.origin else ""))
     if raw is not None:
         notes.insert(0, f"evaluation: {evaluation.n_samples} samples from {evaluation.origin}")
-    return DataPlan(interface, evaluation, calibration, notes)
+    return DataPlan(interface, evaluation, calibration, notes, batch)
+
+
+def batch_note(batch: Dict[str, Tuple[int, ...]]) -> str:
+    """What the run did with dynamic batch axes nobody fixed, and how to profile another batch."""
+    flags = " ".join(f"--input-shape {name}=N" + "".join(f"x{d}" for d in shape[1:]) for name, shape in batch.items())
+    return (f"batch: {', '.join(batch)} {'has a' if len(batch) == 1 else 'have'} dynamic batch axis, run at batch 1 "
+            f"as benchmark_model and onnxruntime_perf_test do ({flags} profiles batch N)")
 
 
 # ---------------------------------------------------------------- step 3: the reference on the host
@@ -482,6 +499,8 @@ def prepare_model(recipe, cache: ContentCache, progress: Progress = SILENT,
     train_data = load_dataset(recipe) if recipe.data.dataset else None
     sha = content_sha256(source.path, source.format)
     plan = plan_data(recipe, describe_source(source.path, source.format, sha, cache), train_data, with_calibration)
+    if plan.batch_defaulted:
+        progress(f"{recipe.name}: {batch_note(plan.batch_defaulted)}")
     reference = run_reference(recipe, source, sha, plan, load_metric(recipe), cache, progress)
     summary = reference_summary(recipe, reference.figures, reference.interface)
     cached = reference.cached and source.cached

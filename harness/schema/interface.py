@@ -117,6 +117,21 @@ def _match_input(interface: Interface, name: str) -> Optional[TensorSpec]:
     return None
 
 
+def batch_defaults(interface: Interface, shapes: Mapping[str, Sequence[int]]) -> Dict[str, Tuple[int, ...]]:
+    """Shapes for the inputs not in `shapes` whose only dynamic axis is a leading batch axis: batch 1.
+
+    benchmark_model runs a TFLite file at its stored shape and onnxruntime_perf_test takes free
+    dimensions as 1, so a `-1` batch (every TFLite file converted from Keras, most exported detectors)
+    needs no flag. A 1-D input's only axis is a length, not a batch, and any other dynamic axis still
+    has to be fixed by the user.
+    """
+    given = {spec.name for spec in (_match_input(interface, n) for n in shapes) if spec is not None}
+    return {spec.name: (1,) + tuple(int(d) for d in spec.shape[1:])  # type: ignore[index, arg-type]
+            for spec in interface.inputs
+            if spec.name not in given and spec.shape is not None and len(spec.shape) >= 2
+            and spec.dynamic_axes == [0]}
+
+
 def fix_interface(interface: Interface, shapes: Mapping[str, Sequence[int]], where: str,
                   dtypes: Optional[Mapping[str, str]] = None, flag: str = "--input-shape") -> Interface:
     """The interface with every input's shape fixed: from `shapes` where given, else from the file.

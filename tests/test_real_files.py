@@ -1,0 +1,86 @@
+"""Real files as they come (issue 21): a dynamic batch axis, declared shapes that lie, converter diagnostics,
+shapes that reach the converters, models that keep state, and real misuse. Each model is built in the test
+and profiled end to end through the CLI on `local`."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Dict, List
+
+import numpy as np
+import pytest
+
+import real_files
+from helpers import ROOT
+
+pytestmark = pytest.mark.slow
+
+
+def harness(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
+    """The CLI as a user runs it, in a process of its own (PYTHONPATH, if set, is inherited)."""
+    return subprocess.run([sys.executable, "-m", "harness.cli", *args], capture_output=True, text=True, cwd=cwd,
+                          timeout=900, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+
+
+def profile(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
+    return harness("profile", *args, "--reports-dir", str(tmp_path / "reports"), "--warmup", "1",
+                   "--iterations", "5")
+
+
+def run_dir(tmp_path: Path) -> Path:
+    (found,) = [p for p in (tmp_path / "reports").iterdir() if (p / "manifest.json").exists()]
+    return found
+
+
+def rows(tmp_path: Path) -> Dict[str, Dict]:
+    """Result rows of the run by format (one model, one variant, one target)."""
+    records = json.loads((run_dir(tmp_path) / "results.json").read_text())
+    return {r["format"]: r for r in (records["rows"] if isinstance(records, dict) else records)}
+
+
+def one_clear_line(result: subprocess.CompletedProcess, *fragments: str) -> str:
+    assert result.returncode == 3, (result.returncode, result.stdout[-2000:], result.stderr[-2000:])
+    lines = [ln for ln in result.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+    return lines[0]
+
+
+# ---------------------------------------------------------------- 1. a dynamic batch axis
+def test_a_keras_tflite_with_a_dynamic_batch_profiles_with_no_flags_at_batch_one(tmp_path):
+    model = real_files.keras_batch_tflite()
+    result = profile(tmp_path, "--model-file", str(model), "--formats", "tflite")
+    assert result.returncode == 0, result.stderr[-3000:]
+    said = [ln for ln in result.stderr.splitlines() + result.stdout.splitlines() if "dynamic batch axis" in ln]
+    assert len(said) == 1 and "input_1" in said[0] and "--input-shape input_1=Nx8x8x3" in said[0], said
+    manifest = json.loads((run_dir(tmp_path) / "manifest.json").read_text())
+    assert any("input_1 has a dynamic batch axis, run at batch 1" in n for n in manifest["data"]["kbatch"])
+    assert "dynamic batch axis" in (run_dir(tmp_path) / "index.html").read_text()
+    row = rows(tmp_path)["tflite"]
+    assert row["status"] == "ok" and row["max_abs_diff"] == 0.0
+
+
+def test_the_datas_own_batch_wins_over_the_default(tmp_path):
+    model = real_files.keras_batch_tflite()
+    data = tmp_path / "eval.npz"
+    np.savez(data, input_1=np.random.default_rng(0).random((3, 2, 8, 8, 3), dtype=np.float32))
+    result = profile(tmp_path, "--model-file", str(model), "--data", str(data), "--formats", "tflite")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "dynamic batch axis" not in result.stderr + result.stdout
+    manifest = json.loads((run_dir(tmp_path) / "manifest.json").read_text())
+    assert manifest["interfaces"]["kbatch"]["inputs"][0]["shape"] == [2, 8, 8, 3]
+    assert rows(tmp_path)["tflite"]["status"] == "ok"
+
+
+def test_other_dynamic_axes_still_need_the_flag():
+    from harness.schema.interface import Interface, TensorSpec, batch_defaults, fix_interface
+    from harness.core.errors import ConfigError
+    described = Interface((TensorSpec("images", (None, 3, "h", "w")), TensorSpec("audio", (None,)),
+                           TensorSpec("x", (None, 4))), ())
+    assert batch_defaults(described, {}) == {"x": (1, 4)}  # a 1-D input's axis is a length, not a batch
+    with pytest.raises(ConfigError, match=r"images axes 0 \(None\), 2 \(h\), 3 \(w\)"):
+        fix_interface(described, {"audio": (100,), **batch_defaults(described, {})}, "m.onnx")
