@@ -25,3 +25,80 @@ def keras_batch_tflite() -> Path:
     path = Path(tempfile.mkdtemp(prefix="real-files-")) / "kbatch.tflite"
     path.write_bytes(tf.lite.TFLiteConverter.from_keras_model(model).convert())
     return path
+
+
+def branchy_onnx(path: Path, condition_from_data: bool = False) -> Path:
+    """x [n, 2, len] → If → Conv1d. The If's branches have different ranks (x, or x flattened), so the rank
+    of the Conv's input is known only once the branch is: OpenVINO converts the file only when the condition
+    folds, which it does at fixed input shapes when the condition is `n > 0` (a Reshape-like dependence on
+    the shape), and never when it is read from the `go` input (`condition_from_data`). The file declares its
+    output as a scalar; it produces [n, 3, len - 2]."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    weights = np.random.default_rng(0).normal(size=(3, 2, 3)).astype(np.float32)
+    then_branch = helper.make_graph([helper.make_node("Identity", ["x"], ["kept"])], "then", [],
+                                    [helper.make_tensor_value_info("kept", TensorProto.FLOAT, [])])
+    else_branch = helper.make_graph([helper.make_node("Flatten", ["x"], ["flat"], axis=1)], "else", [],
+                                    [helper.make_tensor_value_info("flat", TensorProto.FLOAT, [])])
+    inputs = [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 2, "len"])]
+    if condition_from_data:
+        inputs.append(helper.make_tensor_value_info("go", TensorProto.BOOL, []))
+        condition: list = [helper.make_node("Identity", ["go"], ["cond"])]
+    else:
+        condition = [helper.make_node("Shape", ["x"], ["shape"]),
+                     helper.make_node("Gather", ["shape", "zero"], ["n"], axis=0),
+                     helper.make_node("Greater", ["n", "zero"], ["cond"])]
+    graph = helper.make_graph(
+        condition + [helper.make_node("If", ["cond"], ["y"], then_branch=then_branch, else_branch=else_branch),
+                     helper.make_node("Conv", ["y", "w"], ["out"])],
+        "branchy", inputs, [helper.make_tensor_value_info("out", TensorProto.FLOAT, [])],
+        [helper.make_tensor("zero", TensorProto.INT64, [], [0]),
+         helper.make_tensor("w", TensorProto.FLOAT, weights.shape, weights.ravel())])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, path)
+    return path
+
+
+@functools.lru_cache(maxsize=None)
+def counter_tflite() -> Path:
+    """A TFLite model that keeps state in a resource variable: y = total += x (VAR_HANDLE, READ_VARIABLE,
+    ASSIGN_VARIABLE), so every invocation's output depends on how many ran before it."""
+    tf, _ = _keras()
+
+    class Counter(tf.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.total = tf.Variable(tf.zeros([1, 4]))
+
+        @tf.function(input_signature=[tf.TensorSpec([1, 4], tf.float32, name="x")])
+        def __call__(self, x):
+            self.total.assign_add(x)
+            return {"y": self.total * 1.0}
+
+    module = Counter()
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([module.__call__.get_concrete_function()], module)
+    path = Path(tempfile.mkdtemp(prefix="real-files-")) / "counter.tflite"
+    path.write_bytes(converter.convert())
+    return path
+
+
+def misdeclared_onnx(path: Path) -> Path:
+    """A MatMul model that produces logits [1, 4] but whose graph output declares ['seqlen'] (edited, as an
+    exporter that guessed wrong would leave it): ONNX Runtime warns and runs, OpenVINO infers the real shape."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    weights = np.random.default_rng(0).normal(size=(6, 4)).astype(np.float32)
+    graph = helper.make_graph([helper.make_node("MatMul", ["features", "w"], ["logits"])], "misdeclared",
+                              [helper.make_tensor_value_info("features", TensorProto.FLOAT, [1, 6])],
+                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 4])],
+                              [helper.make_tensor("w", TensorProto.FLOAT, weights.shape, weights.ravel())])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    declared = model.graph.output[0].type.tensor_type.shape
+    del declared.dim[:]
+    declared.dim.add().dim_param = "seqlen"
+    onnx.save(model, path)
+    return path

@@ -84,3 +84,81 @@ def test_other_dynamic_axes_still_need_the_flag():
     assert batch_defaults(described, {}) == {"x": (1, 4)}  # a 1-D input's axis is a length, not a batch
     with pytest.raises(ConfigError, match=r"images axes 0 \(None\), 2 \(h\), 3 \(w\)"):
         fix_interface(described, {"audio": (100,), **batch_defaults(described, {})}, "m.onnx")
+
+
+# ---------------------------------------------------------------- 2. what the source produces is the truth
+def test_a_wrong_declared_output_shape_is_a_note_and_the_openvino_ir_is_compatible(tmp_path):
+    model = real_files.misdeclared_onnx(tmp_path / "misdeclared.onnx")
+    result = profile(tmp_path, "--model-file", str(model), "--formats", "onnx,openvino")
+    assert result.returncode == 0, result.stderr[-3000:]
+    found = rows(tmp_path)
+    for fmt in ("onnx", "openvino"):
+        assert found[fmt]["status"] == "ok", found[fmt]["error_message"]
+        assert found[fmt]["max_abs_diff"] < 1e-2
+    manifest = json.loads((run_dir(tmp_path) / "manifest.json").read_text())
+    # ONNX Runtime reads the clashing declaration as shape []; whatever it reads, the note says what it produces
+    notes = " ".join(manifest["data"]["misdeclared"])
+    assert "output logits: declared [" in notes and "produces [1, 4] float32" in notes, notes
+
+
+def test_an_artifact_is_checked_against_what_the_source_produces():
+    from harness.schema.interface import Interface, TensorSpec, check_interface, produced_specs
+    source = Interface((TensorSpec("x", (1, 6)),), (TensorSpec("y", (1, "seqlen")),))
+    produced = produced_specs([("y", np.zeros((3, 32, 1, 80), np.float32))])
+    assert produced == (TensorSpec("y", (32, 1, 80), "float32"),)
+    dynamic_ir = Interface(source.inputs, (TensorSpec("y", (None, 1, None)),))
+    assert check_interface(source, dynamic_ir, produced=produced) == []
+    assert check_interface(source, source, produced=produced) == []  # the source's own (wrong) declaration
+    wrong = Interface(source.inputs, (TensorSpec("y", (32, 2, 80)),))
+    assert check_interface(source, wrong, produced=produced) == [
+        "output y: shape [32, 2, 80] != [32, 1, 80] (what the source produces)"]
+    varying = produced_specs([("boxes", [np.zeros((2, 3), np.int64), np.zeros((2, 5), np.int64)])])
+    assert varying == (TensorSpec("boxes", (2, None), "int64"),)
+
+
+# ---------------------------------------------------------------- 3. whole diagnostics
+def test_a_failed_conversion_names_the_failed_operation_and_keeps_the_whole_diagnostic(tmp_path):
+    model = real_files.branchy_onnx(tmp_path / "branchy.onnx", condition_from_data=True)
+    data = tmp_path / "eval.npz"
+    np.savez(data, x=np.random.default_rng(0).random((3, 1, 2, 10), dtype=np.float32), go=np.array(True))
+    result = profile(tmp_path, "--model-file", str(model), "--data", str(data), "--formats", "onnx,openvino")
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr[-3000:]  # a failed cell
+    row = rows(tmp_path)["openvino"]
+    assert row["status"] == "failed" and row["error_category"] == "conversion_failed"
+    assert "conversion failed for Conv-" in row["error_message"], row["error_message"]
+    assert "rank has to be known" in row["error_message"] and "unconverted_ops_report" not in row["error_message"]
+    cell = json.loads((run_dir(tmp_path) / "cells" / f"{row['cell_id']}.json").read_text())
+    assert "Failed operations detailed log" in cell["diagnostic"] and "Summary:" in cell["diagnostic"]
+    assert "Failed operations detailed log" in (run_dir(tmp_path) / "index.html").read_text()
+
+
+def test_a_model_with_resource_variables_gets_the_reason_in_plain_words(tmp_path):
+    model = real_files.counter_tflite()
+    result = profile(tmp_path, "--model-file", str(model), "--formats", "onnx,openvino")
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr[-3000:]  # failed cells
+    found = rows(tmp_path)
+    assert "Unexpected type: RESOURCE" in found["openvino"]["error_message"]
+    assert "list index out of range" in found["onnx"]["error_message"]  # tf2onnx's own words stay
+    for fmt in ("onnx", "openvino"):
+        assert "keeps state in resource variables" in found[fmt]["error_message"], found[fmt]["error_message"]
+
+
+def test_the_headline_is_the_most_specific_line():
+    from harness.build.converters import diagnose
+    last = diagnose(RuntimeError("Exception from src/core/x.cpp:1:\nsomething general\nthe real cause"))
+    assert last.headline == "RuntimeError: the real cause" and last.reason == ""
+    typed = diagnose(RuntimeError("Check 'it' failed at src/utils.cpp:95:\nFrontEnd API failed with X:\n"
+                                  "Unexpected type: RESOURCE\n"))
+    assert typed.headline == "RuntimeError: Unexpected type: RESOURCE" and "resource variables" in typed.reason
+
+
+# ---------------------------------------------------------------- 4. shapes reach the converters
+def test_a_model_that_converts_only_at_static_shapes_converts_with_the_runs_shapes(tmp_path):
+    model = real_files.branchy_onnx(tmp_path / "branchy.onnx")
+    result = profile(tmp_path, "--model-file", str(model), "--input-shape", "x=1x2x10", "--formats",
+                     "onnx,openvino")
+    assert result.returncode == 0, result.stderr[-3000:]
+    found = rows(tmp_path)
+    for fmt in ("onnx", "openvino"):
+        assert found[fmt]["status"] == "ok", found[fmt]["error_message"]
+    assert found["openvino"]["max_abs_diff"] < 5e-2  # bf16 on CPUs that have it

@@ -53,8 +53,10 @@ from harness.schema.interface import (
     TensorSpec,
     batch_defaults,
     check_interface,
+    declared_vs_produced,
     fix_interface,
     normalize_name,
+    produced_specs,
 )
 from harness.core.progress import SILENT, Progress
 from harness.build.sources import SOURCES, content_sha256
@@ -104,6 +106,9 @@ class PreparedModel:
     cached: bool
     #: a zoo data set's training split (in-process only: compressors that train use it)
     train_data: Any = field(default=None, compare=False, repr=False)
+    #: the outputs the source produced on the host at the fixed input shapes: the truth its artifacts are
+    #: checked against, where the file's declared output shapes may be wrong or dynamic
+    produced_outputs: Tuple[TensorSpec, ...] = ()
 
     @property
     def reference_accuracy(self) -> Optional[float]:
@@ -135,6 +140,8 @@ class Artifact:
     metrics: Dict[str, Any] = field(default_factory=dict)
     cached: bool = False
     error: str = ""
+    #: the converter's whole diagnostic where `error` is its most specific line
+    diagnostic: str = ""
 
     @property
     def compatible(self) -> bool:
@@ -447,6 +454,8 @@ class ReferenceRun:
     param_count: Optional[int]
     calibration_sha256: str
     cached: bool
+    #: the outputs the source produced on the host at the fixed input shapes (what artifacts are checked against)
+    produced_outputs: Tuple[TensorSpec, ...] = ()
 
 
 def run_reference(recipe, source: SourceModel, source_sha256: str, plan: DataPlan, metric: Optional[Callable],
@@ -470,14 +479,18 @@ def run_reference(recipe, source: SourceModel, source_sha256: str, plan: DataPla
             calibration.write_feeds(scratch / "calibration.npz")
         reference = dict(outputs)
         figures = score_outputs(reference, reference, evaluation.labels, ScoringSpec.from_recipe(recipe), metric)[0]
-        meta = {"interface": interface.to_doc(), "figures": figures, "notes": plan.notes,
+        produced = produced_specs(outputs)
+        notes = plan.notes + declared_vs_produced(interface.outputs, produced)
+        meta = {"interface": interface.to_doc(), "figures": figures, "notes": notes,
+                "produced_outputs": [s.to_doc() for s in produced],
                 "param_count": _param_count(source.path, fmt), "seconds": time.perf_counter() - started}
         (scratch / "meta.json").write_text(json.dumps(meta, indent=1, default=float))
 
     entry = cache.get_or_build("references", f"{recipe.name}-{key}", run)
     meta = entry.read_json("meta.json")
     return ReferenceRun(entry.path, Interface.from_doc(meta["interface"]), meta["figures"], tuple(meta["notes"]),
-                        meta.get("param_count"), calibration_sha, entry.cached)
+                        meta.get("param_count"), calibration_sha, entry.cached,
+                        tuple(TensorSpec.from_doc(d) for d in meta.get("produced_outputs", [])))
 
 
 def reference_summary(recipe, figures: Dict[str, Any], interface: Interface) -> str:
@@ -514,7 +527,8 @@ def prepare_model(recipe, cache: ContentCache, progress: Progress = SILENT,
     return PreparedModel(recipe, source.format, Path(source.path), sha, reference.interface,
                          entry / "eval_inputs.npz", optional("labels.npy"), entry / "reference_outputs.npz",
                          optional("calibration.npz"), reference.calibration_sha256, reference.figures,
-                         reference.param_count, source.macs, reference.notes, cached, train_data)
+                         reference.param_count, source.macs, reference.notes, cached, train_data,
+                         reference.produced_outputs)
 
 
 def _param_count(path: Path, fmt: str) -> Optional[int]:
@@ -624,7 +638,8 @@ def inspect_files(prepared: PreparedModel, variant: str, fmt: str, primary: Path
     if facts["load_error"]:
         problems: Tuple[str, ...] = (facts["load_error"],)
     else:
-        problems = tuple(check_interface(prepared.interface, Interface.from_doc(facts["interface"]), io_dtypes))
+        problems = tuple(check_interface(prepared.interface, Interface.from_doc(facts["interface"]), io_dtypes,
+                                         prepared.produced_outputs))
     recipe = prepared.recipe
     return Artifact(recipe.name, variant, fmt, str(primary), tuple(str(p) for p in files), hashes, combined,
                     sum(Path(p).stat().st_size for p in files), facts["gzip_bytes"], facts["interface"],
@@ -674,14 +689,15 @@ def convert(prepared: PreparedModel, variant: str, source: VariantModel, fmt: st
         entry = cache.get_or_build("artifacts", f"{recipe.name}-{variant}-{fmt}-{key}", convert_into)
     except ConversionError as exc:  # a converter that refuses fails this cell, not the run
         progress(f"{recipe.name}/{variant}: {fmt} conversion failed: {exc}")
-        return failed_artifact(recipe, variant, fmt, metrics, str(exc), category="conversion_failed")
+        return failed_artifact(recipe, variant, fmt, metrics, str(exc), category="conversion_failed",
+                               diagnostic=exc.diagnostic)
     primary = entry.path / entry.read_json("artifact.json")["primary"]
     return inspect_files(prepared, variant, fmt, primary, source.io_dtypes, metrics, entry.cached, cache)
 
 
-def failed_artifact(recipe, variant, fmt, metrics, message, category) -> Artifact:
+def failed_artifact(recipe, variant, fmt, metrics, message, category, diagnostic: str = "") -> Artifact:
     return Artifact(recipe.name, variant, fmt, "", (), (), "", 0, 0, {}, {}, (), {**metrics,
-                    "error_category": category}, False, message)
+                    "error_category": category}, False, message, diagnostic)
 
 
 def build_model_artifacts(recipe, variants: List[str], cache: ContentCache,

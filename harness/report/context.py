@@ -43,6 +43,8 @@ class ReportContext:
     models: Dict[str, Dict[str, Any]] = field(default_factory=dict)
     #: per cell id: its per-layer profile and op placement (harness.report.profiles)
     profiles: Dict[str, Dict[str, Any]] = field(default_factory=dict)
+    #: per cell id: a failed conversion's whole diagnostic (the row's message is its most specific line)
+    diagnostics: Dict[str, str] = field(default_factory=dict)
 
     @property
     def rows(self) -> List[Dict[str, Any]]:

@@ -203,8 +203,13 @@ def _section_failures(ctx: "ReportContext") -> str:
         return "<p>Every cell ran.</p>"
     rows = [[r.get("model"), r.get("variant"), r.get("format"), r.get("target"), r.get("status"),
              fmt(r.get("error_category")), fmt(r.get("error_message"))] for r in failures]
+    # a converter's whole diagnostic, once per distinct text (a failed conversion fails its cell on every target)
+    texts = {ctx.diagnostics[str(r.get("cell_id"))]: f"{r.get('model')}/{r.get('variant')}/{r.get('format')}"
+             for r in failures if str(r.get("cell_id")) in ctx.diagnostics}
+    details = "".join(f"<details><summary>{esc(label)}: the converter's whole diagnostic</summary>"
+                      f"<pre>{esc(text)}</pre></details>" for text, label in texts.items())
     return table(["model", "variant", "format", "target", "status", "category", "message"], rows,
-                 row_classes=[str(r.get("status")) for r in failures], cell_classes={4: "status"})
+                 row_classes=[str(r.get("status")) for r in failures], cell_classes={4: "status"}) + details
 
 
 def _section_layers(ctx: "ReportContext") -> str:

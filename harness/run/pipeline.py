@@ -449,6 +449,8 @@ def _run_cell(job: TargetJob, cell: Cell, transport, agent_path: str, available:
     A measured cell is added to `measured` (its files on the device and its agent document) for the repeats."""
     artifact, evals = cell.artifact, job.evals[cell.artifact.model]
     extra: Dict[str, Any] = {"interface": artifact.interface, "operators": artifact.operators}
+    if artifact.diagnostic:  # the converter's whole text; the row's message is its most specific line
+        extra["diagnostic"] = artifact.diagnostic
     started = time.perf_counter()
     document: Dict[str, Any] = {}
     try:

@@ -182,9 +182,17 @@ def _shape_compatible(expected: Optional[Sequence[Dim]], actual: Optional[Sequen
     return all(not is_static(a) or not is_static(e) or a == e for e, a in zip(expected, actual))
 
 
-def check_interface(expected: Interface, actual: Interface, allowed_dtypes: Sequence[str] = ()) -> List[str]:
-    """Problems of an artifact's interface against its source's: counts, names, ranks, sizes, dtypes."""
+def check_interface(expected: Interface, actual: Interface, allowed_dtypes: Sequence[str] = (),
+                    produced: Sequence[TensorSpec] = ()) -> List[str]:
+    """Problems of an artifact's interface against its source's: counts, names, ranks, sizes, dtypes.
+
+    With `produced` (the outputs the source computed on the host at the fixed input shapes), an artifact's
+    output is checked against what the source produces, not against what its file declares: it is compatible
+    when it matches the produced tensor (a dynamic axis matches any size), or when it repeats the source's
+    own declaration (a wrong declaration is a note on the model, not a verdict on its artifacts).
+    """
     problems: List[str] = []
+    produced_by_name = {s.name: s for s in produced}
     for kind, want, got in (("input", expected.inputs, actual.inputs), ("output", expected.outputs, actual.outputs)):
         if len(want) != len(got):
             problems.append(f"expected {len(want)} {kind}(s) ({', '.join(s.name for s in want)}), artifact has "
@@ -196,10 +204,50 @@ def check_interface(expected: Interface, actual: Interface, allowed_dtypes: Sequ
             continue
         for spec, i in zip(want, order):
             other = got[i]
-            if not _shape_compatible(spec.shape, other.shape):
-                problems.append(f"{kind} {spec.name}: shape {list(other.shape or ())} != {list(spec.shape or ())}")
+            truth = produced_by_name.get(spec.name) if kind == "output" else None
+            declared_again = truth is not None and other.shape == spec.shape
+            shape_ok = _shape_compatible(truth.shape if truth else spec.shape, other.shape) or declared_again
+            if not shape_ok:
+                shown = truth.shape if truth else spec.shape
+                problems.append(f"{kind} {spec.name}: shape {list(other.shape or ())} != {list(shown or ())}"
+                                + (" (what the source produces)" if truth else ""))
             # int64 → int32 is how TFLite stores integer inputs; the agent casts, so that stays compatible.
             narrowed = {other.dtype, spec.dtype} == {"int32", "int64"}
-            if other.dtype != spec.dtype and other.dtype not in allowed_dtypes and not narrowed:
-                problems.append(f"{kind} {spec.name}: dtype {other.dtype} != {spec.dtype}")
+            dtypes = {spec.dtype} | ({truth.dtype} if truth else set())
+            if other.dtype not in dtypes and other.dtype not in allowed_dtypes and not narrowed:
+                problems.append(f"{kind} {spec.name}: dtype {other.dtype} != {(truth or spec).dtype}")
     return problems
+
+
+def produced_specs(outputs: Sequence[Tuple[str, Any]]) -> Tuple[TensorSpec, ...]:
+    """What a model produced, per output (values per sample, samples first): each sample's shape, with an
+    axis whose size varies between samples (a detector's box list) left dynamic, and its dtype."""
+    import numpy as np
+
+    specs = []
+    for name, values in outputs:
+        shapes = {tuple(np.shape(v)) for v in values}
+        ranks = {len(s) for s in shapes}
+        shape: Optional[Tuple[Dim, ...]] = None
+        if len(ranks) == 1:
+            first = next(iter(shapes))
+            shape = tuple(d if all(s[i] == d for s in shapes) else None for i, d in enumerate(first))
+        specs.append(TensorSpec(name, shape, np.asarray(values[0]).dtype.name if len(values) else "float32"))
+    return tuple(specs)
+
+
+def declared_vs_produced(declared: Sequence[TensorSpec], produced: Sequence[TensorSpec]) -> List[str]:
+    """One note per output whose file declares a shape or dtype other than what the model produces."""
+    notes = []
+    by_name = {s.name: s for s in produced}
+    for spec in declared:
+        truth = by_name.get(spec.name)
+        if truth is None or spec.shape is None:
+            continue
+        fits = _shape_compatible(spec.shape, truth.shape) and spec.dtype == truth.dtype
+        if not fits:
+            def show(s: TensorSpec) -> str:
+                return f"[{', '.join('?' if d is None else str(d) for d in (s.shape or ()))}] {s.dtype}"
+            notes.append(f"output {spec.name}: declared {show(spec)}, produces {show(truth)}; the run checks "
+                         "converted files against what it produces")
+    return notes
