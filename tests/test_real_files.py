@@ -162,3 +162,53 @@ def test_a_model_that_converts_only_at_static_shapes_converts_with_the_runs_shap
     for fmt in ("onnx", "openvino"):
         assert found[fmt]["status"] == "ok", found[fmt]["error_message"]
     assert found["openvino"]["max_abs_diff"] < 5e-2  # bf16 on CPUs that have it
+
+
+# ---------------------------------------------------------------- 6. real misuse
+def test_an_input_shape_too_large_for_the_host_is_refused_in_one_line_before_allocating(tmp_path):
+    model = real_files.branchy_onnx(tmp_path / "branchy.onnx")
+    result = profile(tmp_path, "--model-file", str(model), "--input-shape", "x=1x2x40000000000")
+    one_clear_line(result, "16 random samples of x 1x2x40000000000 float32 need 4.7 TiB",
+                   "lower --samples or the shape")
+
+
+def test_random_samples_are_made_in_the_inputs_own_dtype():
+    import tracemalloc
+    from harness.build.data import random_samples
+    from harness.schema.interface import Interface, TensorSpec
+    interface = Interface((TensorSpec("x", (1, 3, 256, 256), "float32"),), ())
+    tracemalloc.start()
+    data = random_samples(interface, 8, seed=0)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < 1.2 * data.arrays["x"].nbytes  # no float64 array first (that peaked at 3x)
+
+
+def test_a_metric_that_raises_is_said_where_a_person_looks_and_no_figure_stands_in(tmp_path):
+    model = real_files.misdeclared_onnx(tmp_path / "model.onnx")
+    data = tmp_path / "eval.npz"
+    rng = np.random.default_rng(0)
+    np.savez(data, features=rng.random((6, 1, 6), dtype=np.float32), labels=rng.integers(0, 4, 6))
+    (tmp_path / "team_metric.py").write_text("def broken(outputs, labels):\n    raise ValueError('no boxes')\n")
+    result = harness("profile", "--model-file", str(model), "--data", str(data), "--metric", "team_metric:broken",
+                     "--formats", "onnx", "--reports-dir", str(tmp_path / "reports"), "--warmup", "1",
+                     "--iterations", "5", cwd=tmp_path)
+    assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr[-3000:]
+    said = [ln for ln in result.stderr.splitlines() if "raised ValueError: no boxes" in ln]
+    assert any("model/reference/onnx" in ln and "primary figure unavailable" in ln for ln in said), said
+    row = rows(tmp_path)["onnx"]
+    assert row["primary_metric"] == "unavailable" and row["primary_retention"] is None
+    assert row["accuracy"] is not None  # the other figures stand, but none replaces the metric
+    assert "The metric failed" in (run_dir(tmp_path) / "summary.md").read_text()
+    assert "The metric failed" in (run_dir(tmp_path) / "index.html").read_text()
+
+
+def test_float64_data_is_cast_to_float32_and_the_cast_is_noted(tmp_path):
+    model = real_files.misdeclared_onnx(tmp_path / "model.onnx")
+    data = tmp_path / "eval.npz"
+    np.savez(data, features=np.random.default_rng(0).random((4, 1, 6)))  # float64, as numpy makes it
+    result = profile(tmp_path, "--model-file", str(model), "--data", str(data), "--formats", "onnx")
+    assert result.returncode == 0, result.stderr[-3000:]
+    notes = json.loads((run_dir(tmp_path) / "manifest.json").read_text())["data"]["model"]
+    assert any("input features: the data is float64, cast to the model's float32 (largest change" in n
+               for n in notes), notes

@@ -29,6 +29,8 @@ from harness.build.compress import COMPRESSOR_VERSION, COMPRESSORS, CompressionC
 from harness.build.data import (
     SampleSet,
     call_loader,
+    cast_notes,
+    check_sample_memory,
     check_input_names,
     conform,
     fill_shapes_from_data,
@@ -353,10 +355,13 @@ def plan_data(recipe, described: Interface, train_data: Any, with_calibration: b
     notes: List[str] = [batch_note(batch)] if batch else []
     d = recipe.data
     if raw is None:
+        check_sample_memory(interface, d.random_samples + (min(d.calibration_samples, 64) if with_calibration else 0),
+                            where)
         evaluation = random_samples(interface, d.random_samples, d.seed)
         notes.append(f"evaluation: {evaluation.origin}: no data given, so accuracy is empty and parity holds")
     else:
         evaluation = conform(interface, raw.arrays, raw.labels, where, raw.origin)
+        notes += cast_notes(interface, raw.arrays)
     calibration: Optional[SampleSet] = None
     if d.calibration:
         arrays, _ = read_npz(recipe.resolve(d.calibration))
@@ -515,6 +520,9 @@ def prepare_model(recipe, cache: ContentCache, progress: Progress = SILENT,
     if plan.batch_defaulted:
         progress(f"{recipe.name}: {batch_note(plan.batch_defaulted)}")
     reference = run_reference(recipe, source, sha, plan, load_metric(recipe), cache, progress)
+    if reference.figures.get("evaluation_error"):
+        progress(f"{recipe.name}: on the reference, {reference.figures['evaluation_error']}: the primary figure "
+                 "of its cells is unavailable")
     summary = reference_summary(recipe, reference.figures, reference.interface)
     cached = reference.cached and source.cached
     progress(f"{recipe.name}: reference {'cached' if cached else 'ready'} "

@@ -60,3 +60,14 @@ class ReportContext:
     @property
     def failures(self) -> List[Dict[str, Any]]:
         return [r for r in self.rows if r.get("status") != OK]
+
+    @property
+    def metric_errors(self) -> Dict[str, List[str]]:
+        """The user metric's errors, each with the cells it left without a primary figure."""
+        found: Dict[str, List[str]] = {}
+        for r in self.rows:
+            error = r.get("evaluation_error")
+            if isinstance(error, str) and error:
+                found.setdefault(error, []).append("/".join(str(r.get(c)) for c in ("model", "variant", "format",
+                                                                                   "target")))
+        return found

@@ -198,6 +198,12 @@ def _cross_arch(ctx: "ReportContext") -> str:
 
 
 def _section_failures(ctx: "ReportContext") -> str:
+    broken = "".join(f'<p class="note">The metric failed on {len(cells)} cell(s) ({esc(", ".join(cells))}): '
+                     f"{esc(error)}. Their primary figure is unavailable.</p>" for error, cells in ctx.metric_errors.items())
+    return broken + _failure_table(ctx)
+
+
+def _failure_table(ctx: "ReportContext") -> str:
     failures = ctx.failures
     if not failures:
         return "<p>Every cell ran.</p>"
