@@ -102,3 +102,21 @@ def misdeclared_onnx(path: Path) -> Path:
     declared.dim.add().dim_param = "seqlen"
     onnx.save(model, path)
     return path
+
+
+def accumulator_torchscript(path: Path) -> Path:
+    """A TorchScript module that keeps a running sum in a buffer: y = total += x. Nothing in the file says it
+    keeps state; running it does."""
+    import torch
+
+    class Accumulator(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.register_buffer("total", torch.zeros(1, 4))
+
+        def forward(self, x):
+            self.total.add_(x)
+            return self.total.clone()
+
+    torch.jit.save(torch.jit.script(Accumulator().eval()), str(path))
+    return path

@@ -212,3 +212,42 @@ def test_float64_data_is_cast_to_float32_and_the_cast_is_noted(tmp_path):
     notes = json.loads((run_dir(tmp_path) / "manifest.json").read_text())["data"]["model"]
     assert any("input features: the data is float64, cast to the model's float32 (largest change" in n
                for n in notes), notes
+
+
+# ---------------------------------------------------------------- 5. state reset before evaluation
+def test_a_tflite_model_with_a_resource_variable_is_evaluated_from_its_initial_state(tmp_path):
+    model = real_files.counter_tflite()
+    data = tmp_path / "eval.npz"
+    np.savez(data, x=np.random.default_rng(0).random((5, 1, 4), dtype=np.float32))
+    result = profile(tmp_path, "--model-file", str(model), "--data", str(data), "--formats", "tflite")
+    assert result.returncode == 0, result.stderr[-3000:]
+    row = rows(tmp_path)["tflite"]
+    assert row["status"] == "ok" and row["max_abs_diff"] == 0.0  # exactly the reference, sample by sample
+    cell = json.loads((run_dir(tmp_path) / "cells" / f"{row['cell_id']}.json").read_text())
+    assert cell["state_reset"] == "reloaded"  # reset_all_variables() does not reset resource variables
+    manifest = json.loads((run_dir(tmp_path) / "manifest.json").read_text())
+    assert manifest["interfaces"]["counter"]["stateful"] is True
+    assert any("timed figures are per step of a stream" in n for n in manifest["data"]["counter"])
+    assert "timed figures are per step of a stream" in (run_dir(tmp_path) / "index.html").read_text()
+
+
+def test_a_stateful_torch_module_is_found_by_running_it_and_loaded_afresh_before_its_outputs(tmp_path):
+    model = real_files.accumulator_torchscript(tmp_path / "accumulator.pt")
+    data = tmp_path / "eval.npz"
+    np.savez(data, x=np.random.default_rng(1).random((4, 1, 4), dtype=np.float32))
+    result = profile(tmp_path, "--model-file", str(model), "--data", str(data), "--formats", "torch")
+    assert result.returncode == 0, result.stderr[-3000:]
+    row = rows(tmp_path)["torch"]
+    assert row["status"] == "ok" and row["max_abs_diff"] == 0.0, row
+    cell = json.loads((run_dir(tmp_path) / "cells" / f"{row['cell_id']}.json").read_text())
+    assert cell["state_reset"] == "reloaded"
+    assert json.loads((run_dir(tmp_path) / "manifest.json").read_text())["interfaces"]["accumulator"]["stateful"]
+
+
+def test_a_stateless_model_is_not_marked_stateful(tmp_path):
+    model = real_files.misdeclared_onnx(tmp_path / "model.onnx")
+    result = profile(tmp_path, "--model-file", str(model), "--formats", "onnx")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "stateful" not in json.loads((run_dir(tmp_path) / "manifest.json").read_text())["interfaces"]["model"]
+    row = rows(tmp_path)["onnx"]
+    assert "state_reset" not in json.loads((run_dir(tmp_path) / "cells" / f"{row['cell_id']}.json").read_text())

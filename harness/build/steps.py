@@ -16,7 +16,7 @@ import hashlib
 import json
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Callable, Dict, List, NamedTuple, Optional, Tuple
@@ -410,7 +410,22 @@ def run_on_host(path: Path, fmt: str, interface: Interface, data: SampleSet) -> 
         first = lambda v: v[0] if isinstance(v, list) else v[0]
         interface = Interface(interface.inputs, tuple(
             TensorSpec(name, tuple(np.shape(first(v))), np.asarray(first(v)).dtype.name) for name, v in outputs))
+    if keeps_state(model, feeds, outputs):
+        interface = replace(interface, stateful=True)
     return outputs, interface
+
+
+def keeps_state(model: Any, feeds: Any, outputs: List[Tuple[str, Any]]) -> bool:
+    """Whether a model keeps state between inferences: what its runtime says (TFLite resource variables,
+    OpenVINO's ReadValue/Assign), or the first sample, run again after all of them, giving other outputs."""
+    if getattr(model, "holds_state", False):
+        return True
+    if not outputs or not feeds.n_samples:
+        return False
+    model.infer(model.prepare(feeds.sample(0, device_agent.feed_order(model, feeds))))
+    again = model.fetch()
+    return any(not np.array_equal(np.asarray(values[0]), np.asarray(y), equal_nan=True)
+               for (_, values), y in zip(outputs, again))
 
 
 @dataclass(frozen=True)
@@ -486,6 +501,10 @@ def run_reference(recipe, source: SourceModel, source_sha256: str, plan: DataPla
         figures = score_outputs(reference, reference, evaluation.labels, ScoringSpec.from_recipe(recipe), metric)[0]
         produced = produced_specs(outputs)
         notes = plan.notes + declared_vs_produced(interface.outputs, produced)
+        if interface.stateful:
+            notes.append("stateful: the model keeps state between inferences; its evaluation outputs run from its "
+                         "initial state on every device, as the reference does, and its timed figures are per "
+                         "step of a stream")
         meta = {"interface": interface.to_doc(), "figures": figures, "notes": notes,
                 "produced_outputs": [s.to_doc() for s in produced],
                 "param_count": _param_count(source.path, fmt), "seconds": time.perf_counter() - started}

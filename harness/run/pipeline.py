@@ -102,6 +102,8 @@ class ModelEval:
     #: the reference's own figures (accuracy, metric_*), for retention
     reference_figures: Dict[str, Any]
     scoring: ScoringSpec
+    #: the model keeps state between inferences: the agent starts it again before its outputs
+    stateful: bool = False
 
     @classmethod
     def of(cls, prepared: Any) -> "ModelEval":
@@ -109,7 +111,7 @@ class ModelEval:
         return cls(prepared.recipe.name, str(prepared.eval_inputs_path.resolve()),
                    str(prepared.labels_path.resolve()) if prepared.labels_path else "",
                    str(prepared.reference_outputs_path.resolve()), prepared.reference_figures,
-                   ScoringSpec.from_recipe(prepared.recipe))
+                   ScoringSpec.from_recipe(prepared.recipe), prepared.interface.stateful)
 
 
 @dataclass(frozen=True)
@@ -362,6 +364,8 @@ def run_agent(transport, job: TargetJob, cell: Cell, pushed: PushedCell, agent_p
             "--holder", f"run {run.run_id}"]
     if repeat == 1:
         argv += ["--outputs", pushed.outputs]
+        if job.evals[artifact.model].stateful:
+            argv += ["--stateful"]
     if artifact.format == "openvino" and len(pushed.model_files) > 1:
         argv += ["--weights", pushed.model_files[1]]
     config = cell.runtime_config
@@ -475,6 +479,8 @@ def _run_cell(job: TargetJob, cell: Cell, transport, agent_path: str, available:
     row.update(status=OK, duration_s=time.perf_counter() - started)
     if measured is not None:
         measured[cell.cell_id] = (pushed, [document])
+    if document.get("state_reset"):  # how a stateful model was started again before its outputs
+        extra["state_reset"] = document["state_reset"]
     return record_cell(run, row, agent=document.get("interface"), outputs=per_output, **measurement, **extra)
 
 

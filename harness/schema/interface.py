@@ -66,6 +66,8 @@ class TensorSpec:
 class Interface:
     inputs: Tuple[TensorSpec, ...]
     outputs: Tuple[TensorSpec, ...]
+    #: the model keeps state between inferences (resource variables, a stateful module): found by running it
+    stateful: bool = False
 
     @property
     def input_names(self) -> List[str]:
@@ -80,12 +82,16 @@ class Interface:
         return all(s.is_static for s in self.inputs)
 
     def to_doc(self) -> Dict[str, Any]:
-        return {"inputs": [s.to_doc() for s in self.inputs], "outputs": [s.to_doc() for s in self.outputs]}
+        doc: Dict[str, Any] = {"inputs": [s.to_doc() for s in self.inputs],
+                               "outputs": [s.to_doc() for s in self.outputs]}
+        if self.stateful:  # only then: the documents (and cache keys) of every other model stay as they were
+            doc["stateful"] = True
+        return doc
 
     @classmethod
     def from_doc(cls, doc: Mapping[str, Any]) -> "Interface":
         return cls(tuple(TensorSpec.from_doc(d) for d in doc.get("inputs", [])),
-                   tuple(TensorSpec.from_doc(d) for d in doc.get("outputs", [])))
+                   tuple(TensorSpec.from_doc(d) for d in doc.get("outputs", [])), bool(doc.get("stateful", False)))
 
 
 # ---------------------------------------------------------------- fixing dynamic dimensions
