@@ -28,37 +28,10 @@ def keras_batch_tflite() -> Path:
 
 
 def branchy_onnx(path: Path, condition_from_data: bool = False) -> Path:
-    """x [n, 2, len] → If → Conv1d. The If's branches have different ranks (x, or x flattened), so the rank
-    of the Conv's input is known only once the branch is: OpenVINO converts the file only when the condition
-    folds, which it does at fixed input shapes when the condition is `n > 0` (a Reshape-like dependence on
-    the shape), and never when it is read from the `go` input (`condition_from_data`). The file declares its
-    output as a scalar; it produces [n, 3, len - 2]."""
-    import onnx
-    from onnx import TensorProto, helper
-
-    weights = np.random.default_rng(0).normal(size=(3, 2, 3)).astype(np.float32)
-    then_branch = helper.make_graph([helper.make_node("Identity", ["x"], ["kept"])], "then", [],
-                                    [helper.make_tensor_value_info("kept", TensorProto.FLOAT, [])])
-    else_branch = helper.make_graph([helper.make_node("Flatten", ["x"], ["flat"], axis=1)], "else", [],
-                                    [helper.make_tensor_value_info("flat", TensorProto.FLOAT, [])])
-    inputs = [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 2, "len"])]
-    if condition_from_data:
-        inputs.append(helper.make_tensor_value_info("go", TensorProto.BOOL, []))
-        condition: list = [helper.make_node("Identity", ["go"], ["cond"])]
-    else:
-        condition = [helper.make_node("Shape", ["x"], ["shape"]),
-                     helper.make_node("Gather", ["shape", "zero"], ["n"], axis=0),
-                     helper.make_node("Greater", ["n", "zero"], ["cond"])]
-    graph = helper.make_graph(
-        condition + [helper.make_node("If", ["cond"], ["y"], then_branch=then_branch, else_branch=else_branch),
-                     helper.make_node("Conv", ["y", "w"], ["out"])],
-        "branchy", inputs, [helper.make_tensor_value_info("out", TensorProto.FLOAT, [])],
-        [helper.make_tensor("zero", TensorProto.INT64, [], [0]),
-         helper.make_tensor("w", TensorProto.FLOAT, weights.shape, weights.ravel())])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    onnx.save(model, path)
-    return path
+    """An ONNX model that OpenVINO converts only at static shapes (or, with `condition_from_data`, never);
+    the bench's conversion matrix measures the same file."""
+    from harness.bench.conversions import shape_dependent_onnx
+    return shape_dependent_onnx(path, condition_from_data)
 
 
 @functools.lru_cache(maxsize=None)

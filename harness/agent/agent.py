@@ -594,6 +594,8 @@ class OpenVINORuntime(Runtime):
         return self.request.latency * 1e-3
 
     def reset_state(self):
+        if not hasattr(self.request, "reset_state"):  # OpenVINO before 2023.0: a fresh load instead
+            return False
         self.request.reset_state()
         return True
 
