@@ -97,11 +97,6 @@ def scratch_dir() -> Iterator[Path]:
         yield Path(tmp)
 
 
-def first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0][:400]}" if text else type(exc).__name__
-
-
 #: a known cause, as the converters word it, and the reason in plain words
 KNOWN_CAUSES: Tuple[Tuple[Tuple[str, ...], str], ...] = (
     (("Unexpected type: RESOURCE", "VAR_HANDLE", "READ_VARIABLE", "ASSIGN_VARIABLE"),
