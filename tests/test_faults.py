@@ -390,7 +390,8 @@ def test_full_disk_on_the_device_fails_the_upload_and_says_so(sim_target, tmp_pa
     finally:
         subprocess.run(["umount", "-l", str(disk)], check=True)
     row = rows["tflite"]
-    assert (row["status"], row["error_category"]) == ("failed", "upload_failed"), row["error_message"]
+    # the cache's budget (derived from the small disk's free space at the first probe) says so before any upload
+    assert (row["status"], row["error_category"]) == ("failed", "device_disk_full"), row["error_message"]
     assert "No space left on the device" in row["error_message"]
     assert "workdir:" in row["error_message"]  # what to change
     assert not leftovers, "the partial upload was removed"

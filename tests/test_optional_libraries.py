@@ -88,3 +88,58 @@ def test_cli_turns_an_unexpected_import_error_into_one_line(tmp_path):
     assert "Traceback" not in proc.stderr, proc.stderr
     assert "not probed: the transport ssh needs the Python package paramiko" in proc.stdout
     assert "edge-harness[ssh]" in proc.stdout
+
+
+def hidden_profile(tmp_path, hidden: str, *args: str) -> subprocess.CompletedProcess:
+    env = {**__import__("os").environ, "HARNESS_CACHE_DIR": str(tmp_path / "cache")}
+    return subprocess.run([sys.executable, HIDE, hidden, "--", "profile", "--reports-dir", str(tmp_path / "reports"),
+                           "--iterations", "5", "--warmup", "1", "--min-duration", "0", "--no-profile", *args],
+                          capture_output=True, text=True, cwd=ROOT, timeout=600, env=env)
+
+
+def tiny_onnx(path: Path) -> Path:
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    weight = numpy_helper.from_array(np.ones((8, 2), np.float32), "w")
+    graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"])], "tiny",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2])], [weight])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 9
+    onnx.save(model, path)
+    return path
+
+
+@pytest.mark.slow
+def test_a_host_without_openvino_skips_its_cells_naming_the_extra(tmp_path):
+    proc = hidden_profile(tmp_path, "openvino", "--model-file", str(tiny_onnx(tmp_path / "tiny.onnx")))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stderr
+    lines = proc.stdout + proc.stderr  # progress lines go to stderr
+    assert "skipped (library_missing)" in lines and "edge-harness[openvino]" in lines
+
+
+@pytest.mark.slow
+def test_formats_named_by_the_user_fail_when_their_library_is_missing(tmp_path):
+    proc = hidden_profile(tmp_path, "openvino", "--model-file", str(tiny_onnx(tmp_path / "tiny.onnx")),
+                          "--formats", "onnx,openvino")
+    assert proc.returncode == 1, proc.stdout + proc.stderr  # a cell the user asked for failed
+    assert "failed (library_missing)" in proc.stderr
+    assert "tiny/reference/tflite" not in proc.stdout + proc.stderr  # --formats: nothing else is converted
+
+
+def test_a_zoo_data_set_without_its_library_is_one_line(tmp_path):
+    proc = hidden_profile(tmp_path, "sklearn", "--model", "digits_cnn")
+    assert proc.returncode == 3, proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert "scikit-learn" in proc.stderr and "edge-harness[zoo]" in proc.stderr
+    assert len([line for line in proc.stderr.splitlines() if line.startswith("harness:")]) == 1
+
+
+def test_an_onnx_file_on_a_host_without_onnxruntime_blames_the_host_not_the_file(tmp_path):
+    proc = hidden_profile(tmp_path, "onnxruntime", "--model-file", str(tiny_onnx(tmp_path / "tiny.onnx")))
+    assert proc.returncode == 3, proc.stdout + proc.stderr
+    assert "check that the file" not in proc.stderr
+    assert "onnxruntime" in proc.stderr and "edge-harness[onnx]" in proc.stderr

@@ -29,6 +29,7 @@ class Page(HTMLParser):
     def __init__(self) -> None:
         super().__init__()
         self.images, self.links, self.scripts, self.ids, self.text = [], [], 0, set(), []
+        self.script_sources = []
 
     def handle_starttag(self, tag, attrs):
         attrs = dict(attrs)
@@ -38,6 +39,8 @@ class Page(HTMLParser):
             self.links.append(attrs["href"])
         if tag == "script":
             self.scripts += 1
+            if attrs.get("src"):
+                self.script_sources.append(attrs["src"])
         if attrs.get("id"):
             self.ids.add(attrs["id"])
 
@@ -116,15 +119,16 @@ def test_report_has_every_section_and_valid_images(tmp_path):
     assert index == run.root / "index.html"
     page = parse(index)
     assert {"devices", "results", "scores", "recommendations", "parity", "pareto", "memory", "failures"} <= page.ids
-    assert page.scripts == 0
+    assert page.scripts == 1 and page.script_sources == []                  # one inline script, nothing fetched
     assert all(link.startswith("#") for link in page.links), page.links      # works offline
     srcs = set(page.images)
-    assert srcs == {"plots/parity_digits_cnn.png", "plots/pairwise_digits_cnn.png", "plots/pareto_local.png",
-                    "plots/pareto_pi4.png", "plots/memory.png"}
+    assert srcs == {"plots/parity_digits_cnn.png", "plots/pairwise_digits_cnn.png", "plots/pareto.png",
+                    "plots/memory.png"}
+    assert page.images[0] == "plots/pareto.png"                              # accuracy against latency comes first
     for src in srcs:
         assert_valid_png(run.root / src)
     text = " ".join(page.text)
-    assert "Test CPU" in text and "onnxruntime 1.31.1" in text and "unavailable (no tflite runtime)" in text
+    assert "Test CPU" in text and "onnxruntime 1.31.1" in text and "tflite: none" in text
     assert "op <Gather> not supported & no fallback" in text                 # escaped in the source ...
     assert "op &lt;Gather&gt; not supported &amp; no fallback" in index.read_text()
     assert "NONE FITS" in text and "closest miss: p99 60.00 ms > 50 ms (+20%)" in text

@@ -38,8 +38,11 @@ class ErrorCategory(object):
     INFERENCE_FAILED = "inference_failed"          # it loaded, then failed to run
     BAD_INPUT = "bad_input"                        # the request (arguments, inputs, configuration) is unusable
     DEVICE_BUSY = "device_busy"                    # another run holds the device lock
+    CACHE_CORRUPTED = "cache_corrupted"            # a cached file's sha256 is not its entry's name any more
+    DEVICE_DISK_FULL = "device_disk_full"          # the cache cannot make room for the run's files
     AGENT_ERROR = "agent_error"                    # anything else: a bug here or an unexpected runtime error
-    ALL = (RUNTIME_MISSING, PROVIDER_UNAVAILABLE, LOAD_FAILED, INFERENCE_FAILED, BAD_INPUT, DEVICE_BUSY, AGENT_ERROR)
+    ALL = (RUNTIME_MISSING, PROVIDER_UNAVAILABLE, LOAD_FAILED, INFERENCE_FAILED, BAD_INPUT, DEVICE_BUSY,
+           CACHE_CORRUPTED, DEVICE_DISK_FULL, AGENT_ERROR)
 
 
 class Doc(object):
@@ -64,6 +67,9 @@ class Doc(object):
     N_OUTPUT_SAMPLES, PROFILE, PROFILE_ERROR = "n_output_samples", "profile", "profile_error"
     # how a model that keeps state was returned to its initial state before its outputs: "reset" or "reloaded"
     STATE_RESET = "state_reset"
+    # the device's cache (--verify-cache): time spent hashing, the files that did not match, a compiled-model
+    # cache that failed to load and was rebuilt
+    VERIFY_MS, CORRUPTED_FILES, CACHE_REPAIR = "verify_ms", "corrupted_files", "cache_repair"
 
     @classmethod
     def keys(cls):
@@ -71,10 +77,12 @@ class Doc(object):
 
 
 class AgentFailure(Exception):
-    def __init__(self, category, message, exit_code=EXIT_FAILED):
+    def __init__(self, category, message, exit_code=EXIT_FAILED, details=None):
         Exception.__init__(self, message)
         self.category = category
         self.exit_code = exit_code
+        #: document keys (Doc) that say more, e.g. which cached files did not match
+        self.details = details or {}
 
 
 # ---------------------------------------------------------------- memory
@@ -199,6 +207,8 @@ class Runtime(object):
     keeps_own_latency = False
     #: whether the loaded model keeps state between inferences, where the runtime can tell (set by load)
     holds_state = False
+    #: set by load_runtime: what was repaired on the way (a compiled-model cache discarded and rebuilt), or None
+    cache_repair = None
 
     def __init__(self, threads, options, cache_dir=None, profile_prefix=None):
         self.config = RuntimeOptions(self.fmt, options)
@@ -1048,6 +1058,406 @@ def _read_holder(path):
         return "unknown holder"
 
 
+# ---------------------------------------------------------------- the device's content cache
+# <workdir>/cache/<sha256>/<file>: an entry is named by its content. The host uploads it verified; storage may
+# corrupt it later (SD cards, eMMC), so every use checks it again, and an entry's directory mtime is its last use.
+CACHE_DIR, COMPILED_DIR, PINS_DIR = "cache", "compiled", "pins"
+BUDGET_FILE, SUSPECT_FILE = "cache-budget.json", "storage-suspect.json"
+#: a pin left by a run that died is ignored after this long (the run would have refreshed it)
+PIN_TTL_S = 24 * 3600
+_HEX = frozenset("0123456789abcdef")
+
+
+def entry_digest(path):
+    """The sha256 a cached file must have (its directory's name), or None for a file outside the cache."""
+    name = os.path.basename(os.path.dirname(os.path.abspath(path)))
+    return name if len(name) == 64 and set(name) <= _HEX else None
+
+
+def file_sha256(path, chunk_bytes=1 << 20):
+    import hashlib
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(chunk_bytes), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _touch(path):
+    try:
+        os.utime(path, None)
+    except (IOError, OSError):
+        pass  # a read-only cache still runs; its entries just keep their old last use
+
+
+def verify_cached_files(paths):
+    """Hash each cached file about to be used (model, weights, inputs) before the runtime loads it; returns the
+    milliseconds spent. A file whose sha256 is not its entry's name (or that vanished) raises cache_corrupted
+    with every such file, so the host can evict and upload them again."""
+    started = time.perf_counter()
+    corrupted = []
+    for path in paths:
+        expected = entry_digest(path) if path else None
+        if expected is None:
+            continue
+        try:
+            actual = file_sha256(path)
+        except (IOError, OSError) as exc:
+            actual = "unreadable (%s)" % _one_line(exc)
+        if actual != expected:
+            corrupted.append({"path": path, "expected_sha256": expected, "actual_sha256": actual})
+        else:
+            _touch(os.path.dirname(os.path.abspath(path)))
+    if corrupted:
+        names = ", ".join("%s (sha256 %s, expected %s)" % (os.path.basename(c["path"]), c["actual_sha256"][:16],
+                                                           c["expected_sha256"][:16]) for c in corrupted)
+        raise AgentFailure(ErrorCategory.CACHE_CORRUPTED, "cached file(s) changed on the device's storage since "
+                           "they were uploaded: %s" % names, EXIT_FAILED, {Doc.CORRUPTED_FILES: corrupted})
+    return (time.perf_counter() - started) * 1e3
+
+
+def _tree_bytes(path):
+    total = 0
+    for root, _, files in os.walk(path):
+        for name in files:
+            try:
+                total += os.lstat(os.path.join(root, name)).st_size
+            except OSError:
+                pass
+    return total
+
+
+def cache_entries(workdir):
+    """Every entry of the device's cache: content entries (cache/<sha256>) and compiled-model caches
+    (cache/compiled/<key>), each with its bytes and last use (the directory's mtime)."""
+    entries = []
+    root = os.path.join(workdir, CACHE_DIR)
+    for kind, parent in (("content", root), ("compiled", os.path.join(root, COMPILED_DIR))):
+        try:
+            names = sorted(os.listdir(parent))
+        except OSError:
+            continue
+        for name in names:
+            path = os.path.join(parent, name)
+            if not os.path.isdir(path) or (kind == "content" and entry_digest(os.path.join(path, "x")) is None):
+                continue
+            try:
+                last_used = os.stat(path).st_mtime
+            except OSError:
+                continue
+            files = sorted(f for f in os.listdir(path) if not f.startswith(".")) if kind == "content" else []
+            entries.append({"key": name, "kind": kind, "path": path, "files": files, "bytes": _tree_bytes(path),
+                            "last_used": last_used})
+    return entries
+
+
+def pinned_keys(workdir, now=None):
+    """Keys that runs in progress need (their pin files), plus the agent's own entry: never evicted."""
+    now = now or time.time()
+    keys = set()
+    own = entry_digest(__file__)
+    if own:
+        keys.add(own)
+    pins = os.path.join(workdir, PINS_DIR)
+    for name in (os.listdir(pins) if os.path.isdir(pins) else []):
+        path = os.path.join(pins, name)
+        try:
+            if now - os.stat(path).st_mtime > PIN_TTL_S:
+                os.remove(path)  # its run died long ago
+                continue
+            with open(path) as handle:
+                keys.update(json.load(handle).get("keys", []))
+        except (IOError, OSError, ValueError):
+            continue
+    return keys
+
+
+def _safe_name(text):
+    return "".join(c if c.isalnum() or c in "._-" else "_" for c in text)[:200] or "run"
+
+
+def cache_budget(workdir, max_bytes=0, keep_free_bytes=0):
+    """The cache's budget: the target's cache_max_bytes and free-space floor where it sets them, else defaults
+    derived from the free space at the first look (kept in cache-budget.json so they do not shrink as the cache
+    fills): keep 10 % of the filesystem free (at most 1 GiB), and let the cache use half of what was left."""
+    path = os.path.join(workdir, BUDGET_FILE)
+    try:
+        with open(path) as handle:
+            first = json.load(handle)
+    except (IOError, OSError, ValueError):
+        st = os.statvfs(workdir)
+        free, total = st.f_bavail * st.f_frsize, st.f_blocks * st.f_frsize
+        cached = sum(e["bytes"] for e in cache_entries(workdir))
+        keep = min(total // 10, 1 << 30)
+        first = {"first_free_bytes": free, "total_bytes": total, "first_cache_bytes": cached,
+                 "default_keep_free_bytes": keep, "default_max_bytes": max(0, (free + cached - keep) // 2),
+                 "first_probe_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+        try:
+            with open(path + ".part", "w") as handle:
+                json.dump(first, handle)
+            os.rename(path + ".part", path)
+        except (IOError, OSError):
+            pass
+    return {"max_bytes": int(max_bytes or first["default_max_bytes"]),
+            "max_bytes_from": "target" if max_bytes else "default",
+            "keep_free_bytes": int(keep_free_bytes or first["default_keep_free_bytes"]),
+            "first_probe": first}
+
+
+def free_bytes(workdir):
+    st = os.statvfs(workdir)
+    return st.f_bavail * st.f_frsize
+
+
+def cache_state(workdir, args):
+    entries = cache_entries(workdir)
+    budget = cache_budget(workdir, args.max_bytes, args.keep_free)
+    pinned, own = pinned_keys(workdir), entry_digest(__file__)
+    for e in entries:
+        e["pinned"] = "agent" if e["key"] == own else "run" if e["key"] in pinned else None
+    used = [e["last_used"] for e in entries]
+    st = os.statvfs(workdir)
+    return {"workdir": workdir, "entries": entries, "n_entries": len(entries),
+            "bytes": sum(e["bytes"] for e in entries), "oldest_use": min(used) if used else None,
+            "newest_use": max(used) if used else None, "free_bytes": st.f_bavail * st.f_frsize,
+            "total_bytes": st.f_blocks * st.f_frsize, "budget": budget, "suspect": read_suspect(workdir)}
+
+
+def _evict(entry):
+    import shutil
+    shutil.rmtree(entry["path"], ignore_errors=True)
+
+
+def make_room(workdir, need_bytes, args):
+    """Evict least-recently-used entries that no run in progress needs until `need_bytes` more fit in the budget
+    and leave the free-space floor; evict nothing when even that would not be enough."""
+    state = cache_state(workdir, args)
+    budget = state["budget"]
+    limit, keep_free = budget["max_bytes"], budget["keep_free_bytes"]
+    cached, free = state["bytes"], state["free_bytes"]
+    evictable = sorted((e for e in state["entries"] if not e["pinned"]), key=lambda e: e["last_used"])
+    plan, freed = [], 0
+
+    def fits():
+        return cached - freed + need_bytes <= limit and free + freed - need_bytes >= keep_free
+
+    for entry in evictable:
+        if fits():
+            break
+        plan.append(entry)
+        freed += entry["bytes"]
+    numbers = {"need_bytes": need_bytes, "max_bytes": limit, "max_bytes_from": budget["max_bytes_from"],
+               "keep_free_bytes": keep_free, "cache_bytes": cached, "free_bytes": free,
+               "pinned_bytes": sum(e["bytes"] for e in state["entries"] if e["pinned"]),
+               "evictable_bytes": sum(e["bytes"] for e in evictable)}
+    if not fits():
+        return dict(numbers, fits=False, evicted=[])
+    for entry in plan:
+        _evict(entry)
+    return dict(numbers, fits=True, evicted=[{"key": e["key"], "bytes": e["bytes"], "files": e["files"]}
+                                               for e in plan], freed_bytes=freed)
+
+
+def verify_cache(workdir):
+    """Every content entry's files against its name; the bad entries are evicted."""
+    bad, checked = [], 0
+    for entry in cache_entries(workdir):
+        if entry["kind"] != "content":
+            continue
+        checked += 1
+        problems = []
+        for name in entry["files"] or [None]:
+            if name is None:
+                problems.append("empty entry")
+                continue
+            try:
+                actual = file_sha256(os.path.join(entry["path"], name))
+            except (IOError, OSError) as exc:
+                actual = "unreadable (%s)" % _one_line(exc)
+            if actual != entry["key"]:
+                problems.append("%s: sha256 %s" % (name, actual))
+        if problems:
+            _evict(entry)
+            bad.append({"key": entry["key"], "bytes": entry["bytes"], "problems": problems})
+    if not bad:
+        clear_suspect(workdir)
+    return {"checked": checked, "bad": bad}
+
+
+def prune_cache(workdir, older_than_days):
+    """Evict every entry no run in progress needs that was last used more than `older_than_days` ago."""
+    cutoff = time.time() - older_than_days * 86400.0
+    pinned = pinned_keys(workdir)
+    evicted = []
+    for entry in cache_entries(workdir):
+        if entry["key"] not in pinned and entry["last_used"] <= cutoff:
+            _evict(entry)
+            evicted.append({"key": entry["key"], "bytes": entry["bytes"], "files": entry["files"]})
+    return {"evicted": evicted, "freed_bytes": sum(e["bytes"] for e in evicted)}
+
+
+def pin_run(workdir, run, keys):
+    """Record the keys a run needs (never evicted while it lasts) and mark the entries used now."""
+    pins = os.path.join(workdir, PINS_DIR)
+    if not os.path.isdir(pins):
+        os.makedirs(pins)
+    path = os.path.join(pins, _safe_name(run) + ".json")
+    with open(path + ".part", "w") as handle:
+        json.dump({"run": run, "keys": sorted(keys), "pid": os.getpid()}, handle)
+    os.rename(path + ".part", path)
+    root = os.path.join(workdir, CACHE_DIR)
+    for key in keys:
+        for entry in (os.path.join(root, key), os.path.join(root, COMPILED_DIR, key)):
+            if os.path.isdir(entry):
+                _touch(entry)
+
+
+def unpin_run(workdir, run):
+    try:
+        os.remove(os.path.join(workdir, PINS_DIR, _safe_name(run) + ".json"))
+    except OSError:
+        pass
+
+
+def read_suspect(workdir):
+    try:
+        with open(os.path.join(workdir, SUSPECT_FILE)) as handle:
+            return json.load(handle)
+    except (IOError, OSError, ValueError):
+        return None
+
+
+def mark_suspect(workdir, reason):
+    path = os.path.join(workdir, SUSPECT_FILE)
+    with open(path + ".part", "w") as handle:
+        json.dump({"reason": reason, "marked_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}, handle)
+    os.rename(path + ".part", path)
+
+
+def clear_suspect(workdir):
+    try:
+        os.remove(os.path.join(workdir, SUSPECT_FILE))
+    except OSError:
+        pass
+
+
+def cmd_cache(args):
+    """The device's cache: list, verify, prune, make room, pin, unpin, evict, mark suspect (JSON on stdout).
+    Everything that reads every entry or deletes one holds the device lock, so it never disturbs a
+    measurement or removes a file a run is about to use."""
+    workdir = os.path.abspath(args.workdir)
+    if args.action not in ("pin", "unpin") and args.lock:
+        lock_handle = acquire_lock(args.lock, args.lock_timeout, args.holder)  # noqa: F841 (held until exit)
+    if args.action == "list":
+        return cache_state(workdir, args)
+    if args.action == "verify":
+        return dict(cache_state(workdir, args), verify=verify_cache(workdir))
+    if args.action == "prune":
+        return dict(prune_cache(workdir, args.older_than_days), state=cache_state(workdir, args))
+    if args.action == "make-room":
+        return make_room(workdir, args.need_bytes, args)
+    if args.action == "evict":
+        wanted = set(args.keys)
+        evicted = [e for e in cache_entries(workdir) if e["key"] in wanted]
+        for entry in evicted:
+            _evict(entry)
+        return {"evicted": [e["key"] for e in evicted]}
+    if args.action == "suspect":
+        mark_suspect(workdir, args.reason)
+        return {"suspect": read_suspect(workdir)}
+    if args.action == "pin":
+        pin_run(workdir, args.run, args.keys)
+        return cache_state(workdir, args)
+    if args.action == "unpin":
+        unpin_run(workdir, args.run)
+        return {"unpinned": args.run}
+    raise AgentFailure(ErrorCategory.BAD_INPUT, "unknown cache action %r" % args.action, EXIT_BAD_INPUT)
+
+
+# ---------------------------------------------------------------- storage health
+_STORAGE_ERROR_WORDS = ("i/o error", "mmc", "ext4-fs error", "buffer i/o", "blk_update_request", "medium error",
+                        "read-only file system", "remounting filesystem read-only")
+
+
+def _mount_of(path):
+    """(mount point, filesystem type, options) of the filesystem holding path, from /proc/mounts."""
+    best = ("/", None, [])
+    path = os.path.realpath(path)
+    try:
+        with open("/proc/mounts") as handle:
+            for line in handle:
+                parts = line.split()
+                if len(parts) < 4:
+                    continue
+                point = parts[1].replace("\\040", " ")
+                if (path == point or path.startswith(point.rstrip("/") + "/")) and len(point) >= len(best[0]):
+                    best = (point, parts[2], parts[3].split(","))
+    except (IOError, OSError):
+        return None
+    return best
+
+
+def storage_health(workdir):
+    """Free and total space of the workdir's filesystem, whether it is mounted read-only, and the I/O error
+    counters the device lets an unprivileged user read (SCSI ioerr_cnt, dmesg lines about mmc or I/O errors)."""
+    info = {"workdir_free_bytes": None, "workdir_total_bytes": None}
+    try:
+        st = os.statvfs(workdir)
+        info["workdir_free_bytes"], info["workdir_total_bytes"] = st.f_bavail * st.f_frsize, st.f_blocks * st.f_frsize
+    except OSError:
+        pass
+    mount = _mount_of(workdir)
+    if mount:
+        info["mount_point"], info["fs_type"] = mount[0], mount[1]
+        info["read_only"] = "ro" in mount[2]
+    else:
+        info["read_only"] = None
+    read_only_mounts = []
+    try:
+        with open("/proc/mounts") as handle:
+            for line in handle:
+                parts = line.split()
+                # a disk filesystem that is read-only now: the kernel remounts one after errors
+                if len(parts) >= 4 and parts[0].startswith("/dev/") and "ro" in parts[3].split(","):
+                    read_only_mounts.append(parts[1])
+    except (IOError, OSError):
+        pass
+    info["read_only_mounts"] = read_only_mounts
+    io_errors = {}
+    sys_block = "/sys/block"
+    for name in (sorted(os.listdir(sys_block)) if os.path.isdir(sys_block) else []):
+        if name.startswith(("loop", "ram", "zram")):
+            continue
+        count = _read_first(os.path.join(sys_block, name, "device", "ioerr_cnt"))
+        if count:
+            try:
+                io_errors[name] = int(count, 16)
+            except ValueError:
+                pass
+    info["io_error_counts"] = io_errors
+    info["dmesg_errors"], info["dmesg_last_error"], info["dmesg_readable"] = None, None, False
+    try:
+        import subprocess
+        proc = subprocess.Popen(["dmesg"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        out, _ = proc.communicate(timeout=5)
+        if proc.returncode == 0:
+            lines = [l for l in out.decode("utf-8", "replace").splitlines()
+                     if any(w in l.lower() for w in _STORAGE_ERROR_WORDS) and "error" in l.lower()]
+            info["dmesg_readable"], info["dmesg_errors"] = True, len(lines)
+            info["dmesg_last_error"] = lines[-1].strip()[:300] if lines else None
+    except Exception:
+        pass  # no dmesg, or not allowed without root (kernel.dmesg_restrict): unknown, not zero
+    info["suspect"] = read_suspect(workdir)
+    if os.path.isdir(workdir):
+        # the first probe fixes the cache's default budget (cache-budget.json), before the cache fills the disk
+        entries = cache_entries(workdir)
+        budget = cache_budget(workdir)
+        info["cache_entries"], info["cache_bytes"] = len(entries), sum(e["bytes"] for e in entries)
+        info["cache_default_max_bytes"] = budget["max_bytes"]
+        info["cache_default_keep_free_bytes"] = budget["keep_free_bytes"]
+    return info
+
+
 # ---------------------------------------------------------------- inputs and outputs
 FEEDS_KEY, OUTPUTS_KEY = "__feeds__", "__outputs__"
 
@@ -1151,6 +1561,8 @@ def save_outputs(path, outputs):
 def cmd_run(args):
     if args.lock:
         lock_handle = acquire_lock(args.lock, args.lock_timeout, args.holder)  # noqa: F841 (held until exit)
+    # under the lock: nothing evicts or replaces an entry while it is checked and used
+    verify_ms = verify_cached_files([args.model, args.weights, args.inputs]) if args.verify_cache else None
     runtime_cls = RUNTIMES.get(args.format)
     if runtime_cls is None:
         raise AgentFailure(ErrorCategory.BAD_INPUT, "unknown format %r; known: %s"
@@ -1163,7 +1575,8 @@ def cmd_run(args):
     result = {Doc.RUNTIME: runtime.name, Doc.RUNTIME_VERSION: str(runtime.version), Doc.THREADS: runtime.threads,
               Doc.RUNTIME_CONFIG: config["name"], Doc.LOAD_MS: load_ms, Doc.COMPILE_MS: compile_ms,
               Doc.COMPILE_CACHE: cache_state, Doc.EFFECTIVE_CONFIG: runtime.effective,
-              Doc.FALLBACK: "; ".join(runtime.config.fallbacks) or None}
+              Doc.FALLBACK: "; ".join(runtime.config.fallbacks) or None, Doc.VERIFY_MS: verify_ms,
+              Doc.CACHE_REPAIR: runtime.cache_repair}
     result[Doc.INTERFACE] = runtime.interface()
     result[Doc.PRECISION] = runtime.precision
     order = feed_order(runtime, feeds)
@@ -1270,7 +1683,21 @@ def load_runtime(runtime_cls, args, options, shapes):
         if not os.path.isdir(cache):
             os.makedirs(cache)
         cold = not [f for f in os.listdir(cache) if f != COMPILE_RECORD]
-    runtime, first_ms = _load(runtime_cls, args, options, shapes, cache_dir=cache)
+        _touch(os.path.dirname(cache))  # the compiled entry's last use
+    repair = None
+    try:
+        runtime, first_ms = _load(runtime_cls, args, options, shapes, cache_dir=cache)
+    except AgentFailure as exc:
+        if not cache or cold or exc.category != ErrorCategory.LOAD_FAILED:
+            raise
+        # a compiled entry that no longer loads (a damaged blob, a changed driver): discard it and compile once more
+        import shutil
+        shutil.rmtree(cache, ignore_errors=True)
+        os.makedirs(cache)
+        cold = True
+        repair = "compiled-model cache %s failed to load (%s); discarded and rebuilt" % (cache, exc)
+        runtime, first_ms = _load(runtime_cls, args, options, shapes, cache_dir=cache)
+    runtime.cache_repair = repair
     if not cache or not runtime.uses_cache():
         return runtime, first_ms, None, None
     record = os.path.join(cache, COMPILE_RECORD)
@@ -1288,6 +1715,7 @@ def load_runtime(runtime_cls, args, options, shapes):
     # runtime's plugins, so a cold and a warm run report the same thing
     del runtime
     runtime, load_ms = _load(runtime_cls, args, options, shapes, cache_dir=cache)
+    runtime.cache_repair = repair
     return runtime, load_ms, compile_ms, "cold" if cold else "warm"
 
 
@@ -1374,6 +1802,20 @@ def cmd_probe(args):
     info["cpu_governor"] = _read_first("/sys/devices/system/cpu/cpu0/cpufreq/scaling_governor")
     temp = _read_first("/sys/class/thermal/thermal_zone0/temp")
     info["temperature_c"] = float(temp) / 1000.0 if temp and temp.lstrip("-").isdigit() else None
+    fingerprint = environment_fingerprint()
+    saved = None if args.fresh else _read_saved_runtimes(args.workdir, fingerprint)
+    info["runtimes"] = saved if saved is not None else probe_runtimes()
+    info["environment_fingerprint"] = fingerprint
+    info["runtimes_reused"] = saved is not None
+    if saved is None:
+        _save_runtimes(args.workdir, fingerprint, info["runtimes"])
+    info["storage"] = storage_health(args.workdir or ".")  # read every time: storage changes, runtimes seldom
+    info["agent_version"] = AGENT_VERSION
+    return info
+
+
+def probe_runtimes():
+    """Import every runtime (seconds: TensorFlow, OpenVINO): which ones this Python has, and their accelerators."""
     runtimes = {}
     for fmt, cls in sorted(RUNTIMES.items()):
         try:
@@ -1387,9 +1829,50 @@ def cmd_probe(args):
                 runtimes[fmt]["accelerators_error"] = _one_line(exc)
         except AgentFailure as exc:
             runtimes[fmt] = {"available": False, "error": str(exc)}
-    info["runtimes"] = runtimes
-    info["agent_version"] = AGENT_VERSION
-    return info
+    return runtimes
+
+
+#: environment variables that change which runtimes import or what they can use
+_FINGERPRINT_ENV = ("PYTHONPATH", "LD_LIBRARY_PATH", "CUDA_VISIBLE_DEVICES", "PATH", "VIRTUAL_ENV")
+_SAVED_RUNTIMES = "probe-runtimes.json"
+
+
+def environment_fingerprint():
+    """What decides the runtimes section of the probe, read without importing any runtime: this Python, this
+    agent, the environment variables above, and each import directory's modification time (installing,
+    removing or upgrading a package adds or removes entries there)."""
+    parts = [sys.executable, sys.version, AGENT_VERSION, os.path.abspath(__file__)]
+    parts += ["%s=%s" % (name, os.environ.get(name, "")) for name in _FINGERPRINT_ENV]
+    for entry in sys.path:
+        try:
+            parts.append("%s@%d" % (entry, os.stat(entry or ".").st_mtime_ns))
+        except (OSError, AttributeError):
+            parts.append(entry + "@-")
+    import hashlib
+    return hashlib.sha256("\n".join(parts).encode("utf-8")).hexdigest()[:16]
+
+
+def _read_saved_runtimes(workdir, fingerprint):
+    try:
+        with open(os.path.join(workdir or ".", _SAVED_RUNTIMES)) as handle:
+            saved = json.load(handle)
+    except (IOError, OSError, ValueError):
+        return None
+    return saved.get("runtimes") if saved.get("fingerprint") == fingerprint else None
+
+
+def _save_runtimes(workdir, fingerprint, runtimes):
+    path = os.path.join(workdir or ".", _SAVED_RUNTIMES)
+    tmp = "%s.%d.tmp" % (path, os.getpid())
+    try:
+        with open(tmp, "w") as handle:
+            json.dump({"fingerprint": fingerprint, "runtimes": runtimes}, handle)
+        os.rename(tmp, path)
+    except (IOError, OSError):  # a read-only workdir only costs the next probe its runtime imports
+        try:
+            os.remove(tmp)
+        except OSError:
+            pass
 
 
 def main(argv=None):
@@ -1397,6 +1880,8 @@ def main(argv=None):
     sub = parser.add_subparsers(dest="command")
     probe = sub.add_parser("probe", help="print what this device has, as JSON")
     probe.add_argument("--workdir", default=".")
+    probe.add_argument("--fresh", action="store_true",
+                       help="import every runtime again even if this environment's fingerprint is unchanged")
     run = sub.add_parser("run", help="load a model, time it and write a JSON result")
     run.add_argument("--model", required=True)
     run.add_argument("--format", required=True, choices=sorted(RUNTIMES))
@@ -1426,10 +1911,32 @@ def main(argv=None):
     run.add_argument("--lock", default="", help="device lock file held while measuring")
     run.add_argument("--lock-timeout", type=float, default=0.0)
     run.add_argument("--holder", default="harness run", help="who holds the lock, for messages")
+    run.add_argument("--verify-cache", action="store_true",
+                     help="check the sha256 of each cached file (cache/<sha256>/...) before loading it")
+    cache = sub.add_parser("cache", help="the device's content cache: list, verify, prune, make room (JSON)")
+    cache.add_argument("action", choices=("list", "verify", "prune", "make-room", "evict", "suspect", "pin", "unpin"))
+    cache.add_argument("--workdir", required=True)
+    cache.add_argument("--max-bytes", type=int, default=0, help="the cache budget (0: derived at the first look)")
+    cache.add_argument("--keep-free", type=int, default=0, help="free space to keep (0: derived)")
+    cache.add_argument("--need-bytes", type=int, default=0, help="make-room: bytes about to be uploaded")
+    cache.add_argument("--older-than-days", type=float, default=0.0, help="prune: entries unused this long")
+    cache.add_argument("--run", default="", help="pin/unpin: the run whose keys these are")
+    cache.add_argument("--keys", nargs="*", default=[], help="pin: keys the run needs; evict: keys to evict")
+    cache.add_argument("--reason", default="", help="suspect: why the storage is suspect")
+    cache.add_argument("--lock", default="")
+    cache.add_argument("--lock-timeout", type=float, default=0.0)
+    cache.add_argument("--holder", default="harness targets --cache")
     args = parser.parse_args(argv)
     if args.command == "probe":
         print(json.dumps(cmd_probe(args)))
         return EXIT_OK
+    if args.command == "cache":
+        try:
+            print(json.dumps(dict(cmd_cache(args), status="ok")))
+            return EXIT_OK
+        except AgentFailure as exc:
+            print(json.dumps({"status": "error", Doc.ERROR_CATEGORY: exc.category, Doc.ERROR_MESSAGE: str(exc)}))
+            return exc.exit_code
     if args.command != "run":
         parser.print_help()
         return EXIT_BAD_INPUT
@@ -1439,6 +1946,7 @@ def main(argv=None):
         document.update(cmd_run(args))
     except AgentFailure as exc:
         document.update({Doc.STATUS: "error", Doc.ERROR_CATEGORY: exc.category, Doc.ERROR_MESSAGE: str(exc)})
+        document.update(exc.details)
         code = exc.exit_code
     except Exception as exc:  # a bug or an unexpected runtime error: still a result
         document.update({Doc.STATUS: "error", Doc.ERROR_CATEGORY: ErrorCategory.AGENT_ERROR,

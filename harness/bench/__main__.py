@@ -24,10 +24,10 @@ from harness.bench.overhead import Workspace, overhead, timed_profile
 from harness.bench.scaling import scaling
 from harness.bench.vendor import fidelity, load_average
 
-STEPS = ("overhead", "fidelity", "scaling", "calibration", "paired", "distributed")
+STEPS = ("overhead", "fidelity", "scaling", "calibration", "paired", "distributed", "cache_verify")
 BENCH_DIR = Path(".harness/bench")
 #: bench.json sections a step writes
-SECTIONS = ("overhead", "fidelity", "scaling", "calibration", "paired_calibration", "distributed")
+SECTIONS = ("overhead", "fidelity", "scaling", "calibration", "paired_calibration", "distributed", "cache_verify")
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -160,6 +160,10 @@ def main(argv=None) -> int:
         if "distributed" in steps:
             from harness.bench.distributed import distributed_bench
             doc["distributed"] = distributed_bench(ws.root / "distributed", log, quick=args.quick)
+        if "cache_verify" in steps:
+            from harness.bench.cache_verify import verify_cost
+            log("cache_verify: a 20 MB model's cell with and without the sha256 check of its cached files")
+            doc["cache_verify"] = verify_cost(ws.root / "cache_verify", log)
         if "overhead" not in steps:
             doc.pop("overhead", None)
         doc["memory"] = {"runs": memory_runs,

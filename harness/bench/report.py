@@ -196,6 +196,9 @@ def markdown(doc: Dict[str, Any]) -> str:
     if "scaling" in doc:
         out += ["## Scaling: nightly (`harness farm run`) over simulated devices", ""] + scaling_table(doc["scaling"])
         out += [""]
+    if "cache_verify" in doc:
+        from harness.bench.cache_verify import markdown as cache_verify_markdown
+        out += cache_verify_markdown(doc["cache_verify"])
     if "calibration" in doc:
         c = doc["calibration"]
         out += ["## Gate calibration (real reruns; the regression judge at its defaults)", "",

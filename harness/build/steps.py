@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import io
 import json
 import sys
 import time
@@ -40,7 +41,8 @@ from harness.build.data import (
     read_npz,
     split,
 )
-from harness.core.errors import ConfigError, ConversionError
+from harness.core.errors import ConfigError, ConversionError, LibraryMissing
+from harness.core.optional import library_missing, runtime_missing
 from harness.judge.evaluate import ScoringSpec, score_outputs
 from harness.build.converters import (
     CONVERTER_VERSION,
@@ -62,7 +64,7 @@ from harness.schema.interface import (
 )
 from harness.core.progress import SILENT, Progress
 from harness.build.sources import SOURCES, content_sha256
-from harness.core.files import file_sha256
+from harness.core.files import atomic_write_bytes, file_sha256
 from harness.zoo import BUILDERS, DATASETS
 
 REFERENCE = "reference"
@@ -156,9 +158,29 @@ def load_feeds(path: Path) -> SampleSet:
                      {f["name"]: f["mode"] for f in feeds.spec}, None, str(path))
 
 
-def load_dataset(recipe):
+def load_dataset(recipe, cache: Optional[ContentCache] = None):
+    """The recipe's zoo data set, split. With a cache, the splits are kept as one .npz per (data set, split,
+    loader code): a warm run reads arrays instead of importing scikit-learn and preprocessing again.
+
+    Kept beside the cache's entries, not as one of them: a data set is an input of steps, never shipped to
+    workers or devices."""
+    from harness.zoo.datasets import Dataset
+
     loader = DATASETS.get(recipe.data.dataset)
-    return loader(eval_fraction=recipe.data.eval_fraction, seed=recipe.data.seed)
+    if cache is None:
+        return loader(eval_fraction=recipe.data.eval_fraction, seed=recipe.data.seed)
+    key = content_key("dataset", recipe.data.dataset, recipe.data.eval_fraction, recipe.data.seed,
+                      _source_hash(loader, recipe.data.dataset))
+    path = cache.root / "datasets" / f"{recipe.data.dataset}-{key}.npz"
+    fields = ("x_train", "y_train", "x_eval", "y_eval")
+    if path.exists():
+        with np.load(path, allow_pickle=False) as arrays:  # a split without labels has no array
+            return Dataset(recipe.data.dataset, *(arrays[f] if f in arrays.files else None for f in fields))
+    data = loader(eval_fraction=recipe.data.eval_fraction, seed=recipe.data.seed)
+    buffer = io.BytesIO()
+    np.savez(buffer, **{f: getattr(data, f) for f in fields if getattr(data, f) is not None})
+    atomic_write_bytes(path, buffer.getvalue())
+    return data
 
 
 def _module_source(module) -> str:
@@ -230,7 +252,7 @@ def build_zoo_model(recipe, cache: ContentCache, progress: Progress = SILENT) ->
     def train(scratch: Path) -> None:
         progress(f"{recipe.name}: building reference model ({recipe.source.builder}, seed {recipe.seed})")
         started = time.perf_counter()
-        model_file = Path(BUILDERS.get(recipe.source.builder)(recipe, load_dataset(recipe), scratch))
+        model_file = Path(BUILDERS.get(recipe.source.builder)(recipe, load_dataset(recipe, cache), scratch))
         meta = {"model_file": model_file.name, "macs": _zoo_macs(recipe, model_file),
                 "build_s": time.perf_counter() - started}
         (scratch / "meta.json").write_text(json.dumps(meta, indent=1))
@@ -533,7 +555,7 @@ def prepare_model(recipe, cache: ContentCache, progress: Progress = SILENT,
                   with_calibration: bool = False) -> PreparedModel:
     """The reference: the source model (built for zoo recipes), its fixed interface, data and outputs."""
     source = resolve_source(recipe, cache, progress)
-    train_data = load_dataset(recipe) if recipe.data.dataset else None
+    train_data = load_dataset(recipe, cache) if recipe.data.dataset else None
     sha = content_sha256(source.path, source.format)
     plan = plan_data(recipe, describe_source(source.path, source.format, sha, cache), train_data, with_calibration)
     if plan.batch_defaulted:
@@ -639,6 +661,12 @@ def _read_artifact_facts(primary: Path, fmt: str, files, shapes: Dict[str, List[
     try:
         facts["interface"] = read_interface(primary, fmt, shapes)
         facts["operators"] = list_operators(primary, fmt, shapes)
+    except device_agent.AgentFailure as exc:
+        if exc.category == device_agent.ErrorCategory.RUNTIME_MISSING:  # this host lacks it: not the file's fault
+            raise runtime_missing(fmt, str(exc), f"inspecting the {fmt} artifact") from None
+        facts["load_error"] = f"cannot load with the {fmt} runtime: {exc}"
+    except ImportError as exc:  # nothing derived from a missing library is recorded
+        raise library_missing(exc, f"inspecting the {fmt} artifact") from None
     except Exception as exc:  # a file the runtime rejects is an incompatibility of this cell
         facts["load_error"] = f"cannot load with the {fmt} runtime: {exc}"
     return facts
@@ -655,13 +683,18 @@ def inspect_files(prepared: PreparedModel, variant: str, fmt: str, primary: Path
     hashes = tuple(file_sha256(p) for p in files)
     combined = hashlib.sha256("".join(hashes).encode()).hexdigest()
     shapes = {s.name: list(s.static_shape) for s in prepared.interface.inputs}
-    key = content_key("inspection", combined, fmt, shapes, INSPECTION_VERSION)
+    # The runtime that reads the file decides what is read: its version is part of the key.
+    key = content_key("inspection", combined, fmt, shapes, INSPECTION_VERSION, library_versions())
 
     def read_facts(scratch: Path) -> None:
         (scratch / "facts.json").write_text(json.dumps(_read_artifact_facts(primary, fmt, files, shapes)))
 
-    facts = _read_artifact_facts(primary, fmt, files, shapes) if cache is None \
-        else cache.get_or_build("inspections", key, read_facts).read_json("facts.json")
+    try:
+        facts = _read_artifact_facts(primary, fmt, files, shapes) if cache is None \
+            else cache.get_or_build("inspections", key, read_facts).read_json("facts.json")
+    except LibraryMissing as exc:
+        return failed_artifact(prepared.recipe, variant, fmt, dict(metrics or {}), str(exc),
+                               category="library_missing")
     if facts["load_error"]:
         problems: Tuple[str, ...] = (facts["load_error"],)
     else:
@@ -718,6 +751,10 @@ def convert(prepared: PreparedModel, variant: str, source: VariantModel, fmt: st
         progress(f"{recipe.name}/{variant}: {fmt} conversion failed: {exc}")
         return failed_artifact(recipe, variant, fmt, metrics, str(exc), category="conversion_failed",
                                diagnostic=exc.diagnostic)
+    except (LibraryMissing, ImportError) as exc:  # this host cannot make the format: skipped, naming the extra
+        missing = exc if isinstance(exc, LibraryMissing) else library_missing(exc, f"converting to {fmt}")
+        progress(f"{recipe.name}/{variant}: {fmt} not built: {missing}")
+        return failed_artifact(recipe, variant, fmt, metrics, str(missing), category="library_missing")
     primary = entry.path / entry.read_json("artifact.json")["primary"]
     return inspect_files(prepared, variant, fmt, primary, source.io_dtypes, metrics, entry.cached, cache)
 
@@ -735,6 +772,12 @@ def build_model_artifacts(recipe, variants: List[str], cache: ContentCache,
     for name in variants:
         try:
             variant, _ = compress_variant(prepared, name, cache, progress)
+        except (LibraryMissing, ImportError) as exc:  # this host lacks the compressor's library
+            missing = exc if isinstance(exc, LibraryMissing) else library_missing(exc, f"the {name} variant")
+            progress(f"{recipe.name}/{name}: not made: {missing}")
+            sources.append((name, VariantModel(metrics={"error_category": "library_missing",
+                                                        "error_message": str(missing)})))
+            continue
         except (ConfigError, ConversionError) as exc:  # this variant cannot be made here: its cells say why
             progress(f"{recipe.name}/{name}: compression failed: {exc}")
             sources.append((name, VariantModel(metrics={"error_category": "compression_failed",
@@ -752,7 +795,7 @@ def build_model_artifacts(recipe, variants: List[str], cache: ContentCache,
         for fmt in recipe.formats:
             if "error_message" in source.metrics:
                 artifacts.append(failed_artifact(recipe, name, fmt, source.metrics, source.metrics["error_message"],
-                                                  "compression_failed"))
+                                                 source.metrics["error_category"]))
                 continue
             if source.model_path is None and fmt not in source.artifacts:
                 continue  # a format-specific variant (e.g. ONNX int8) has no cell in the other formats

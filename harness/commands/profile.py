@@ -233,6 +233,7 @@ def cmd_profile(args) -> int:
     settings = RunSettings.from_manifest(settings_doc) if resume else RunSettings(
         warmup=args.warmup, iterations=args.iterations, threads=args.threads, max_samples=args.max_samples,
         cell_timeout_s=args.timeout, profile=not args.no_profile, runtime_configs=tuple(args.runtime_config),
+        formats=tuple(f.strip() for f in args.formats.split(",") if f.strip()),
         min_duration_s=args.min_duration if args.min_duration is not None else
         PAIRED_MIN_DURATION_S if pairs else 1.0, max_duration_s=args.max_duration,
         repeats=args.repeats if args.repeats is not None else PAIRED_REPEATS if pairs else 1)
@@ -281,9 +282,25 @@ def print_summary(outcome, stream=None) -> None:
     run = outcome.run_dir
     counts = outcome.frame["status"].value_counts().to_dict()
     print(f"\n{len(outcome.frame)} cells: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())), file=stream)
+    for line in storage_lines(outcome):
+        print(line, file=stream)
     if outcome.missing:
         print(f"missing or lost: {len(outcome.missing)} cell(s); finish them with "
               f"`harness run --resume {run.run_id}`", file=stream)
     print(f"results: {run.root}/results.csv (also .parquet, .json)", file=stream)
     if (run.root / "index.html").exists():
         print(f"report:  {run.root}/index.html", file=stream)
+
+
+def storage_lines(outcome) -> list:
+    """The summary's lines about device storage: cells whose cache entry was repaired, devices marked suspect."""
+    frame = outcome.frame
+    lines = []
+    repaired = frame[frame["cache_repair"].notna()] if "cache_repair" in frame else frame.iloc[0:0]
+    for _, row in repaired.iterrows():
+        lines.append(f"cache repaired: {row['cell_id']}: {row['cache_repair']}")
+    for name, probe in sorted(outcome.run_dir.devices().items()):
+        if probe.get("storage_suspect"):
+            lines.append(f"STORAGE SUSPECT on {name}: {probe['storage_suspect']} (cells failed as cache_corrupted; "
+                         f"check it with `harness targets {name} --cache --verify`)")
+    return lines

@@ -72,6 +72,17 @@ def _name_from_message(message: str) -> Optional[str]:
     return None
 
 
+#: the library each of the agent's runtimes imports on the host
+RUNTIME_MODULES = {"onnx": "onnxruntime", "openvino": "openvino", "tflite": "ai_edge_litert", "torch": "torch"}
+
+
+def runtime_missing(fmt: str, detail: str, what: str) -> LibraryMissing:
+    """The project's error for the agent's runtime_missing failure when the agent's runtime runs on this host."""
+    package, line = install_hint(RUNTIME_MODULES.get(fmt, fmt))
+    return LibraryMissing(f"{what} needs the {fmt} runtime ({package}), which this environment cannot import "
+                          f"({detail.splitlines()[0][:200]}); {line}", package=package)
+
+
 def require(module: str, what: str) -> ModuleType:
     """Import an optional library or raise LibraryMissing naming its extra."""
     try:

@@ -32,7 +32,7 @@ GATE_PASS, GATE_FAIL, GATE_NOT_JUDGED = 0, 1, 2
 #: error categories that say the device or the link broke, not the model
 INFRASTRUCTURE_CATEGORIES = frozenset({
     "device_unreachable", "device_lost", "worker_lost", "device_busy", "host_key_changed", "upload_failed", "harness_error",
-    "runtime_missing",
+    "runtime_missing", "cache_corrupted", "device_disk_full",
 })
 #: a changed host key: a security event, never a routine 'lost' device
 HOST_KEY_CHANGED = "host_key_changed"

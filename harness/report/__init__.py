@@ -2,7 +2,7 @@
 
     write_report(run_dir, targets) -> path of index.html
 
-The page is self-contained for offline use: inline CSS, no scripts, and PNG
+The page is self-contained for offline use: inline CSS, a little inline script, and PNG
 images written beside it under `plots/` (made with matplotlib's Agg renderer).
 `summary.md` is the same content in short for CI logs. Both are written even
 when some or all cells failed; the failures are part of the report.
@@ -35,6 +35,7 @@ from harness.judge.scores import (
 from harness.schema.targets import TARGETS_DIR, Budgets, TargetSpec, load_target
 from harness.report.context import ImageRef, ReportContext
 from harness.core.files import atomic_write_text
+from harness.core.optional import library_missing
 
 log = logging.getLogger("harness.report")
 
@@ -131,6 +132,7 @@ def build_context(run_dir: RunDir, targets: Mapping[str, TargetSpec] | None = No
         pairs[model] = pairwise_parity(model_outputs)
         found += disagreements(pairs[model], groups)
     from harness.report.crossarch import emulated_targets, load_all_outputs, read_manifest, target_arches
+    from harness.report.findings import disagreement_groups
     from harness.report.profiles import load_profiles
     manifest = read_manifest(run_dir)
     devices = run_dir.devices() if (run_dir.root / "devices").is_dir() else {}
@@ -149,11 +151,17 @@ def build_context(run_dir: RunDir, targets: Mapping[str, TargetSpec] | None = No
         diagnostics={str(c["row"]["cell_id"]): str(c["diagnostic"]) for c in run_dir.iter_cells() if c.get("diagnostic")},
         models={name: {**doc, "data": manifest.get("data", {}).get(name, [])}
                 for name, doc in manifest.get("interfaces", {}).items()},
-        profiles=load_profiles(run_dir.root))
+        profiles=load_profiles(run_dir.root), disagreement_groups=disagreement_groups(found, pairs, rows),
+        manifest=dict(manifest))
+
+
+#: up to this many cells, the results table shows everything a heatmap or the memory bars would (one row per
+#: cell, its parity and peak memory): those plots are not drawn (they cost about a second of a warm rerun)
+TABLE_ENOUGH_CELLS = 4
 
 
 def draw_plots(ctx: ReportContext, run_dir: RunDir) -> None:
-    """Write every PNG under <run>/plots/ and list them in ctx.images."""
+    """Write the PNGs the report shows under <run>/plots/ and list them in ctx.images."""
     from harness.report import plots
     out = run_dir.root / PLOTS_DIR
     out.mkdir(parents=True, exist_ok=True)
@@ -161,7 +169,11 @@ def draw_plots(ctx: ReportContext, run_dir: RunDir) -> None:
         stale.unlink()
     rows = ctx.rows
     images: Dict[str, List[ImageRef]] = {"parity": [], "pareto": [], "memory": []}
+    configuration_at_target = {str(r["cell_id"]): f"{r.get('runtime_config') or r.get('format')}@{r.get('target')}"
+                               for r in rows}
     for model in sorted({str(m) for m in ctx.frame["model"]}):
+        if sum(1 for r in rows if str(r.get("model")) == model) <= TABLE_ENOUGH_CELLS:
+            continue
         name = f"parity_{_safe(model)}.png"
         plots.parity_heatmap(ctx.parity, model, out / name)
         images["parity"].append(ImageRef(f"{PLOTS_DIR}/{name}", f"{model}: agreement with the reference"))
@@ -169,37 +181,68 @@ def draw_plots(ctx: ReportContext, run_dir: RunDir) -> None:
         if len(model_cells) >= 2:
             name = f"pairwise_{_safe(model)}.png"
             plots.pairwise_heatmap(ctx.pairs[model], model_cells, out / name,
-                                   f"{model}: top-1 agreement between cells")
-            images["parity"].append(ImageRef(f"{PLOTS_DIR}/{name}", f"{model}: agreement between cells"))
-    for target in sorted(ctx.budgets):
-        name = f"pareto_{_safe(target)}.png"
-        emulated = target in ctx.emulated
-        plots.accuracy_vs_latency([r for r in rows if str(r.get("target")) == target], target,
-                                  ctx.budgets[target], out / name, emulated)
-        images["pareto"].append(ImageRef(f"{PLOTS_DIR}/{name}", f"{target}: accuracy against p99 latency"
-                                         + (" (emulated: latency not representative)" if emulated else "")))
+                                   f"{model}: top-1 agreement between cells", configuration_at_target)
+            grouped = len(model_cells) > plots.MAX_PAIRWISE_CELLS
+            images["parity"].append(ImageRef(f"{PLOTS_DIR}/{name}", f"{model}: agreement between cells" + (
+                f" ({len(model_cells)} cells, shown by configuration and target: each square is the worst pair "
+                f"of cells of the same variant between the two groups)" if grouped else "")))
+    name = "pareto.png"
+    plots.accuracy_vs_latency_by_target(rows, ctx.budgets, out / name, sorted(ctx.emulated))
+    images["pareto"].append(ImageRef(f"{PLOTS_DIR}/{name}", "accuracy against p99 latency, one panel per target; "
+                                     "the Pareto front's cells are named" + _budget_notes(ctx, rows)))
+    if len(rows) <= TABLE_ENOUGH_CELLS:
+        ctx.images = images
+        return
     plots.memory_per_cell(rows, ctx.budgets, out / "memory.png")
-    images["memory"].append(ImageRef(f"{PLOTS_DIR}/memory.png", "peak memory per cell"))
+    memory_mb = [float(r["peak_rss_bytes"]) / (1 << 20) for r in rows if r.get("status") == OK
+                 and r.get("peak_rss_bytes") == r.get("peak_rss_bytes") and r.get("peak_rss_bytes") is not None]
+    off_scale = [f"{t} {b.peak_memory_mb:g} MB" for t, b in sorted(ctx.budgets.items())
+                 if memory_mb and not plots.budget_in_range(b.peak_memory_mb, memory_mb)]
+    images["memory"].append(ImageRef(f"{PLOTS_DIR}/memory.png", "peak memory per cell" + (
+        f"; budgets not drawn, far beyond the largest cell ({max(memory_mb):.0f} MB): {', '.join(off_scale)}"
+        if off_scale else "")))
     ctx.images = images
 
 
+def _budget_notes(ctx: ReportContext, rows: Sequence[Mapping[str, Any]]) -> str:
+    """The caption's note on p99 budgets too far beyond a panel's data to draw (they would squash the data)."""
+    from harness.report import plots
+    notes = []
+    for target, budget in sorted(ctx.budgets.items()):
+        p99s = [float(r["latency_p99_ms"]) for r in rows if str(r.get("target")) == target and r.get("status") == OK
+                and r.get("latency_p99_ms") is not None and r.get("latency_p99_ms") == r.get("latency_p99_ms")]
+        if p99s and target not in ctx.emulated and not plots.budget_in_range(budget.latency_p99_ms, p99s):
+            notes.append(f"{target} {budget.latency_p99_ms:g} ms (slowest cell {max(p99s):.3g} ms)")
+    return f"; p99 budgets not drawn, far beyond the data: {', '.join(notes)}" if notes else ""
+
+
 def write_summary(run_dir: RunDir, gate: Any = None, targets_dir: Path = TARGETS_DIR) -> Path:
-    """(Re)write <run>/summary.md alone, with a gate verdict at its top (`harness gate` calls this)."""
+    """(Re)write <run>/summary.md with a gate verdict at its top (`harness gate` calls this), and index.html
+    with the same verdict where the run has one."""
     from harness.report.markdown import render_markdown
+    if (run_dir.root / INDEX_NAME).exists():
+        write_report(run_dir, None, targets_dir, gate)
+        return run_dir.root / SUMMARY_NAME
     path = run_dir.root / SUMMARY_NAME
     atomic_write_text(path, render_markdown(build_context(run_dir, None, targets_dir), gate))
     return path
 
 
 def write_report(run_dir: RunDir, targets: Mapping[str, TargetSpec] | None = None,
-                 targets_dir: Path = TARGETS_DIR) -> Path:
-    """Write <run>/index.html, <run>/summary.md and <run>/plots/*.png; returns index.html's path."""
+                 targets_dir: Path = TARGETS_DIR, gate: Any = None) -> Path:
+    """Write <run>/index.html, <run>/summary.md and <run>/plots/*.png; returns index.html's path.
+    `gate` (a harness.judge.gate.GateResult) puts the gate's verdict at the top of both."""
     from harness.report.html import render_html
     from harness.report.markdown import render_markdown
     ctx = build_context(run_dir, targets, targets_dir)
+    ctx.gate = gate
     if len(ctx.frame):
-        draw_plots(ctx, run_dir)
-    atomic_write_text(run_dir.root / SUMMARY_NAME, render_markdown(ctx))
+        try:
+            draw_plots(ctx, run_dir)
+        except ImportError as exc:  # the tables and findings are the report; plots are what a library adds
+            ctx.images = {}
+            ctx.budget_notes.append(f"no plots: {library_missing(exc, 'drawing the plots')}")
+    atomic_write_text(run_dir.root / SUMMARY_NAME, render_markdown(ctx, gate))
     index = run_dir.root / INDEX_NAME
     atomic_write_text(index, render_html(ctx))
     return index

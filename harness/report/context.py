@@ -5,6 +5,7 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, FrozenSet, List
 
 from harness.judge.scores import CellScore, CrossArchParity, Disagreement, PairParity, PortabilityScore, Recommendation
+from harness.report.findings import DisagreementGroup
 from harness.schema.results import OK
 from harness.schema.targets import Budgets
 
@@ -45,6 +46,12 @@ class ReportContext:
     profiles: Dict[str, Dict[str, Any]] = field(default_factory=dict)
     #: per cell id: a failed conversion's whole diagnostic (the row's message is its most specific line)
     diagnostics: Dict[str, str] = field(default_factory=dict)
+    #: the disagreements grouped by cause (harness.report.findings.disagreement_groups)
+    disagreement_groups: List[DisagreementGroup] = field(default_factory=list)
+    #: the run's manifest.json (what was planned, when), {} when it has none
+    manifest: Dict[str, Any] = field(default_factory=dict)
+    #: the gate's verdict on this run (a harness.judge.gate.GateResult) when `harness gate` wrote the report
+    gate: Any = None
 
     @property
     def rows(self) -> List[Dict[str, Any]]:

@@ -19,6 +19,18 @@ from harness.schema.targets import Budgets
 
 _PNG_META = {"Software": None}  # no version string: identical inputs give identical files
 _DPI = 100
+#: the smallest text on any plot, in points: at 100 dpi shown 1:1 that is 13.9 px, over 80 % of the page's 16 px
+MIN_FONT_PT = 10.0
+#: above this many cells the between-cells heatmap shows (configuration, target) groups instead of cells
+MAX_PAIRWISE_CELLS = 16
+#: a budget line is drawn when it lies within this factor of the data's largest value (else it squashes the data)
+BUDGET_RANGE_FACTOR = 3.0
+
+
+def budget_in_range(budget: float, values: Sequence[float], factor: float = BUDGET_RANGE_FACTOR) -> bool:
+    """Whether a budget line fits the plotted data's range (drawing it would not squash the data)."""
+    finite = [v for v in values if v == v]
+    return bool(finite) and budget <= factor * max(finite)
 
 
 def _figure(width_in: float, height_in: float):
@@ -55,13 +67,13 @@ def parity_heatmap(table: Any, model: str, path: Path) -> Path:
                              (f"\n|d| {mad:.1e}" if mad is not None else "")
         else:
             labels[(i, j)] = str(rec.get("status"))
-    fig = _figure(max(6.0, 1.6 * len(cols) + 3.5), max(2.2, 0.62 * len(rows) + 1.4))
+    fig = _figure(max(6.0, 1.9 * len(cols) + 3.5), max(2.4, 0.75 * len(rows) + 1.6))
     ax = fig.add_subplot()
     import matplotlib
     cmap = matplotlib.colormaps["RdYlGn"].with_extremes(bad="#cccccc")
     image = ax.imshow(np.ma.masked_invalid(values), cmap=cmap, vmin=0.9, vmax=1.0, aspect="auto")
     for (i, j), text in labels.items():
-        ax.text(j, i, text, ha="center", va="center", fontsize=7)
+        ax.text(j, i, text, ha="center", va="center", fontsize=MIN_FONT_PT)
     ax.set_xticks(range(len(cols)), cols)
     ax.set_yticks(range(len(rows)), rows)
     ax.set_title(f"{model}: top-1 agreement\nwith the reference", fontsize=10)
@@ -75,25 +87,40 @@ def _short(cell_id: str) -> str:
     return f"{parts[1]}/{parts[2]}@{parts[3]}" if len(parts) == 4 else cell_id
 
 
-def pairwise_heatmap(pairs: Sequence[PairParity], cells: Sequence[str], path: Path, title: str) -> Path:
-    """Top-1 agreement between every two cells' outputs."""
+def pairwise_heatmap(pairs: Sequence[PairParity], cells: Sequence[str], path: Path, title: str,
+                     group_of: Mapping[str, str] | None = None) -> Path:
+    """Top-1 agreement between every two cells' outputs. Above MAX_PAIRWISE_CELLS cells, and with `group_of`
+    (cell id -> e.g. 'configuration@target'), one square per two groups instead: the worst pair of cells of the
+    same variant between them."""
+    labels = [_short(c) for c in cells]
     index = {c: i for i, c in enumerate(cells)}
-    matrix = np.eye(len(cells))
+    if group_of and len(cells) > MAX_PAIRWISE_CELLS:
+        labels = sorted({group_of.get(c, _short(c)) for c in cells})
+        index = {c: labels.index(group_of.get(c, _short(c))) for c in cells}
+        title += " (worst pair per group)"
+    grouped = len(labels) < len(cells)
+    matrix = np.full((len(labels), len(labels)), np.nan)
+    if not grouped:
+        np.fill_diagonal(matrix, 1.0)
     for pair in pairs:
+        if grouped and pair.cell_a.split("__")[1:2] != pair.cell_b.split("__")[1:2]:
+            continue  # groups are compared variant by variant: a variant's own accuracy is not a disagreement
         if pair.cell_a in index and pair.cell_b in index:
             a, b = index[pair.cell_a], index[pair.cell_b]
-            matrix[a, b] = matrix[b, a] = pair.top1_agreement
-    size = max(3.5, 0.55 * len(cells) + 2.5)
-    fig = _figure(size + 1.0, size)
+            matrix[a, b] = matrix[b, a] = np.fmin(matrix[a, b], pair.top1_agreement)  # fmin skips the NaN start
+    size = max(4.0, 0.6 * len(labels) + 3.0)
+    fig = _figure(size + 1.5, size)
     ax = fig.add_subplot()
-    image = ax.imshow(matrix, cmap="RdYlGn", vmin=0.9, vmax=1.0)
-    if len(cells) <= 12:
-        for a in range(len(cells)):
-            for b in range(len(cells)):
-                ax.text(b, a, f"{matrix[a, b]:.0%}", ha="center", va="center", fontsize=7)
-    short = [_short(c) for c in cells]
-    ax.set_xticks(range(len(cells)), short, rotation=60, ha="right", fontsize=7)
-    ax.set_yticks(range(len(cells)), short, fontsize=7)
+    import matplotlib
+    image = ax.imshow(np.ma.masked_invalid(matrix), cmap=matplotlib.colormaps["RdYlGn"].with_extremes(bad="#eeeeee"),
+                      vmin=0.9, vmax=1.0)
+    if len(labels) <= 12:
+        for a in range(len(labels)):
+            for b in range(len(labels)):
+                if matrix[a, b] == matrix[a, b]:
+                    ax.text(b, a, f"{matrix[a, b]:.1%}", ha="center", va="center", fontsize=MIN_FONT_PT)
+    ax.set_xticks(range(len(labels)), labels, rotation=60, ha="right", fontsize=MIN_FONT_PT)
+    ax.set_yticks(range(len(labels)), labels, fontsize=MIN_FONT_PT)
     ax.set_title(title)
     fig.colorbar(image, ax=ax, label="top-1 agreement")
     return _save(fig, path)
@@ -103,10 +130,7 @@ def _cell_label(rec: Mapping[str, Any]) -> str:
     return f"{rec.get('model')}/{rec.get('variant')}/{rec.get('format')}"
 
 
-def accuracy_vs_latency(rows: Sequence[Mapping[str, Any]], target: str, budget: Budgets, path: Path,
-                        emulated: bool = False) -> Path:
-    """Accuracy against p99 latency of the ok cells on one target, with the Pareto front and the budget
-    (no budget line on an emulated target, whose latency is not representative)."""
+def _accuracy_latency_points(rows: Sequence[Mapping[str, Any]]) -> Tuple[List[Tuple[float, float]], List[str], str]:
     points: List[Tuple[float, float]] = []
     names: List[str] = []
     ylabel = "accuracy"
@@ -115,12 +139,16 @@ def accuracy_vs_latency(rows: Sequence[Mapping[str, Any]], target: str, budget: 
         accuracy = finite_or_none(rec.get("accuracy"))
         if accuracy is None:
             accuracy, source = accuracy_measure(rec)
-            ylabel = "accuracy (top-1 agreement where no labels)"
+            ylabel = "accuracy (top-1 agreement\nwhere no labels)"
         if rec.get("status") == OK and p99 is not None and accuracy is not None:
             points.append((p99, accuracy))
-            names.append(_cell_label(rec))
-    fig = _figure(7.0, 4.5)
-    ax = fig.add_subplot()
+            names.append(f"{rec.get('variant')}/{rec.get('format')}")
+    return points, names, ylabel
+
+
+def _draw_accuracy_latency(ax: Any, rows: Sequence[Mapping[str, Any]], target: str, budget: Budgets,
+                           emulated: bool) -> None:
+    points, names, ylabel = _accuracy_latency_points(rows)
     if points:
         xs, ys = np.array([p[0] for p in points]), np.array([p[1] for p in points])
         front = pareto_front(points)
@@ -129,18 +157,44 @@ def accuracy_vs_latency(rows: Sequence[Mapping[str, Any]], target: str, budget: 
         ax.scatter(xs[~on_front], ys[~on_front], color="#7f7f7f", label="cell", zorder=3)
         ax.scatter(xs[on_front], ys[on_front], color="#d62728", label="Pareto front", zorder=4)
         ax.step(xs[front], ys[front], where="post", color="#d62728", alpha=0.6, zorder=2)
-        for k, (x, y, name) in enumerate(zip(xs, ys, names)):  # alternate sides so near points stay legible
-            ax.annotate(name, (x, y), textcoords="offset points", xytext=(5, 5 if k % 2 == 0 else -11), fontsize=7)
+        for k in front:  # the front's cells are the choices; naming every cell makes the panel unreadable
+            ax.annotate(names[k], (xs[k], ys[k]), textcoords="offset points", xytext=(5, 5 if k % 2 == 0 else -13),
+                        fontsize=MIN_FONT_PT)
     else:
-        ax.text(0.5, 0.5, "no cell ran on this target", ha="center", va="center", transform=ax.transAxes)
-    if not emulated:
+        ax.text(0.5, 0.5, "no cell ran on this target", ha="center", va="center", transform=ax.transAxes,
+                fontsize=MIN_FONT_PT)
+    if not emulated and budget_in_range(budget.latency_p99_ms, [p[0] for p in points]):
         ax.axvline(budget.latency_p99_ms, color="#1f77b4", linestyle="--",
                    label=f"p99 budget {budget.latency_p99_ms:g} ms")
-    ax.set_xlabel("p99 latency (ms)" + (" under emulation: not representative" if emulated else ""))
+    ax.set_xlabel("p99 latency (ms)" + (" under emulation:\nnot representative" if emulated else ""))
     ax.set_ylabel(ylabel)
-    ax.set_title(f"{target}: accuracy against p99 latency" + (" (emulated)" if emulated else ""))
+    ax.set_title(target + (" (emulated)" if emulated else ""))
     ax.grid(True, alpha=0.3)
-    ax.legend(loc="lower right", fontsize=8)
+    if points:
+        ax.legend(loc="lower right", fontsize=MIN_FONT_PT)
+
+
+def accuracy_vs_latency(rows: Sequence[Mapping[str, Any]], target: str, budget: Budgets, path: Path,
+                        emulated: bool = False) -> Path:
+    """Accuracy against p99 latency of the ok cells on one target, with the Pareto front and the budget
+    (no budget line on an emulated target, whose latency is not representative)."""
+    fig = _figure(7.0, 4.5)
+    _draw_accuracy_latency(fig.add_subplot(), rows, target, budget, emulated)
+    return _save(fig, path)
+
+
+def accuracy_vs_latency_by_target(rows: Sequence[Mapping[str, Any]], budgets: Mapping[str, Budgets], path: Path,
+                                  emulated: Sequence[str] = ()) -> Path:
+    """One panel per target (two per row): accuracy against p99 latency, the Pareto front's cells named, the
+    p99 budget where it fits the panel's range."""
+    targets = sorted(budgets)
+    columns = 1 if len(targets) == 1 else 2
+    n_rows = max(1, -(-len(targets) // columns))
+    fig = _figure(6.2 * columns, 4.2 * n_rows)
+    for k, target in enumerate(targets):
+        ax = fig.add_subplot(n_rows, columns, k + 1)
+        _draw_accuracy_latency(ax, [r for r in rows if str(r.get("target")) == target], target, budgets[target],
+                               target in emulated)
     return _save(fig, path)
 
 
@@ -153,17 +207,19 @@ def memory_per_cell(rows: Sequence[Mapping[str, Any]], budgets: Mapping[str, Bud
     import matplotlib
     palette = matplotlib.colormaps["tab10"]
     colours = {t: palette(i % 10) for i, t in enumerate(targets)}
-    fig = _figure(8.0, min(40.0, max(2.5, 0.32 * len(measured) + 1.5)))
+    fig = _figure(9.0, min(60.0, max(2.5, 0.3 * len(measured) + 1.5)))
     ax = fig.add_subplot()
     if measured:
         ys = np.arange(len(measured))
         ax.barh(ys, [m for _, m, _ in measured], color=[colours[t] for _, _, t in measured])
-        ax.set_yticks(ys, [n for n, _, _ in measured], fontsize=7)
+        ax.set_yticks(ys, [n for n, _, _ in measured], fontsize=MIN_FONT_PT)
         ax.invert_yaxis()
         for target in targets:
             budget = budgets.get(target, Budgets()).peak_memory_mb
-            ax.axvline(budget, color=colours[target], linestyle="--", label=f"{target} budget {budget:g} MB")
-        ax.legend(loc="lower right", fontsize=8)
+            if budget_in_range(budget, [m for _, m, _ in measured]):
+                ax.axvline(budget, color=colours[target], linestyle="--", label=f"{target} budget {budget:g} MB")
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(loc="lower right", fontsize=MIN_FONT_PT)
     else:
         ax.text(0.5, 0.5, "no cell measured memory", ha="center", va="center", transform=ax.transAxes)
     ax.set_xlabel("peak RSS (MB = 2**20 bytes)")

@@ -317,7 +317,7 @@ def distributable(recipe) -> bool:
 
 #: why the host may not find what a worker built: the cache keys hold the harness code and the libraries' versions
 MISMATCH = (" this host can use (its cache keys differ: run the same harness checkout and the same library versions, "
-            "pip install -r requirements.txt -c constraints.txt, on the workers as here)")
+            "pip install -e '.[all]' -c constraints.txt, on the workers as here)")
 
 
 def _on_host(cache: ContentCache, call: Callable[[ContentCache, Progress], Any],

@@ -13,6 +13,7 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import logging
+import threading
 import time
 from abc import ABC, abstractmethod
 from concurrent.futures import Executor, ThreadPoolExecutor, as_completed
@@ -25,7 +26,9 @@ import numpy as np
 from harness.run import probe as device
 from harness.build.steps import Artifact, PreparedModel, build_model_artifacts
 from harness.build.cache import ContentCache
-from harness.core.errors import CommandTimeout, ConnectError, HarnessError, TransportError
+from harness.core.errors import CommandTimeout, ConnectError, DeviceBusy, HarnessError, TransportError
+from harness.core.files import file_sha256
+from harness.core.optional import RUNTIME_MODULES, install_hint
 from harness.judge.fidelity import fidelity
 from harness.core.progress import SILENT, Progress
 from harness.build.data import importable_from, load_entry_point
@@ -49,6 +52,7 @@ from harness.schema.rundir import REPORTS_DIR, RunDir, new_run_id
 from harness.schema.runtime_configs import RuntimeConfig, compiled_cache_key, default_config, wants_cache
 from harness.schema.targets import TargetSpec
 from harness.run.transport import open_transport
+from harness.run.storage import SUSPECT_KEY, DeviceCache, disk_full_message, entry_key, suspect_reason
 
 log = logging.getLogger("harness.run.pipeline")
 
@@ -71,6 +75,9 @@ class RunSettings:
     profile_runs: int = 10
     #: only the runtime configurations with these names (harness profile --runtime-config); empty: all
     runtime_configs: Tuple[str, ...] = ()
+    #: the formats the user named (harness profile --formats): a missing library for one of them fails its
+    #: cells instead of skipping them
+    formats: Tuple[str, ...] = ()
 
     @classmethod
     def from_manifest(cls, doc: Dict[str, Any]) -> "RunSettings":
@@ -78,8 +85,9 @@ class RunSettings:
         configuration) are left out."""
         known = {f for f in cls.__dataclass_fields__}
         kept = {k: v for k, v in doc.items() if k in known}
-        if "runtime_configs" in kept:
-            kept["runtime_configs"] = tuple(kept["runtime_configs"])
+        for key in ("runtime_configs", "formats"):
+            if key in kept:
+                kept[key] = tuple(kept[key])
         return cls(**kept)
     #: per-cell agent timeout; None: the target's command_timeout_s
     cell_timeout_s: Optional[float] = None
@@ -214,6 +222,9 @@ def run_target_job(job: TargetJob, progress: Progress = SILENT) -> List[Dict[str
         available = {fmt for fmt, info in probe.get("runtimes", {}).items() if info.get("available")}
         progress(f"[{target.name}] reachable: Python {probe.get('python')}, numpy {probe.get('numpy')}, "
                  f"runtimes {', '.join(sorted(available)) or 'none'}")
+        storage = DeviceStorage(DeviceCache.of(target, transport, device.device_python(target, transport), agent_path),
+                                run.run_id, target.lock_timeout_s, probe)
+        storage.pin(job, run)
         uploaded_inputs: Dict[str, str] = {}
         references: Dict[str, Any] = {}
         measured: Dict[str, Tuple[PushedCell, List[Dict[str, Any]]]] = {}
@@ -222,7 +233,7 @@ def run_target_job(job: TargetJob, progress: Progress = SILENT) -> List[Dict[str
             cell = pending[0]
             try:
                 row = _run_cell(job, cell, transport, agent_path, available, uploaded_inputs, references, run,
-                                measured)
+                                measured, storage)
             except ConnectError as exc:
                 lose_rest("device_lost", str(exc))
                 break
@@ -236,6 +247,7 @@ def run_target_job(job: TargetJob, progress: Progress = SILENT) -> List[Dict[str
                      f"{cell.artifact.format}{config}: {_describe(row)}")
         if not pending and settings.repeats > 1 and measured:
             rows = repeat_timings(job, transport, agent_path, run, measured, rows, progress)
+        storage.unpin()
     finally:
         transport.close()
     return rows
@@ -314,26 +326,43 @@ class CellEnded(Exception):
         self.status, self.category, self.message = status, category, message
 
 
-def check_eligible(target: TargetSpec, artifact: Artifact, available: set) -> None:
-    """eligibility: the artifact was built, matches its source and the target has its runtime."""
+def check_eligible(target: TargetSpec, artifact: Artifact, available: set, requested: Sequence[str] = ()) -> None:
+    """eligibility: the artifact was built, matches its source and the target has its runtime.
+
+    `requested`: the formats the user named; a library missing for one of those fails the cell, for any other
+    format (the default portability matrix) it skips the cell."""
+    missing_status = FAILED if artifact.format in requested else SKIPPED
     if artifact.error:
         category = Category.parse(artifact.metrics.get("error_category", Category.CONVERSION_FAILED))
         # No converter for the pair is a known gap of the toolchain, not a fault of the model: skipped, with why.
-        status = {Category.UNSUPPORTED_FORMAT: INCOMPATIBLE, Category.NO_CONVERTER: SKIPPED}.get(category, FAILED)
+        status = {Category.UNSUPPORTED_FORMAT: INCOMPATIBLE, Category.NO_CONVERTER: SKIPPED,
+                  Category.LIBRARY_MISSING: missing_status}.get(category, FAILED)
         raise CellEnded(status, category, artifact.error)
     if artifact.problems:
         raise CellEnded(INCOMPATIBLE, Category.INTERFACE_MISMATCH, "; ".join(artifact.problems))
     if artifact.format not in target.runtimes:
         raise CellEnded(SKIPPED, Category.UNSUPPORTED_ON_TARGET, f"{target.name} does not list runtime "
                         f"{artifact.format!r} (targets/{target.name}.yaml runtimes: {list(target.runtimes)})")
+    if artifact.format not in available and target.transport == "local":
+        # The device is this host: its Python lacks the runtime, which an extra of the harness brings.
+        _, line = install_hint(RUNTIME_MODULES.get(artifact.format, artifact.format))
+        raise CellEnded(missing_status, Category.LIBRARY_MISSING, f"this host's Python cannot import the "
+                        f"{artifact.format} runtime; {line}")
     if artifact.format not in available:
         raise CellEnded(FAILED, Category.RUNTIME_MISSING, f"{target.name} should have the {artifact.format} runtime "
                         "but its probe found none importable; install it on the device")
 
 
-def push(transport, cell: Cell, evals: ModelEval, uploaded_inputs: Dict[str, str], run_id: str) -> PushedCell:
-    """push: model files and inputs into the device's content cache (sent only when missing there)."""
+def push(transport, cell: Cell, evals: ModelEval, uploaded_inputs: Dict[str, str], run_id: str,
+         storage: Optional["DeviceStorage"] = None) -> PushedCell:
+    """push: model files and inputs into the device's content cache (sent only when missing there); with
+    `storage`, least-recently-used entries no run needs are evicted first until the missing files fit."""
     artifact = cell.artifact
+    if storage is not None:
+        wanted = [(Path(p), sha) for p, sha in zip(artifact.files, artifact.file_sha256)]
+        if evals.eval_inputs_path not in uploaded_inputs:
+            wanted.append((Path(evals.eval_inputs_path), storage.digest_of(evals.eval_inputs_path)))
+        storage.make_room(transport, wanted, cell)
     try:
         if evals.eval_inputs_path not in uploaded_inputs:
             uploaded_inputs[evals.eval_inputs_path] = device.ensure_artifact(transport, Path(evals.eval_inputs_path))
@@ -342,7 +371,8 @@ def push(transport, cell: Cell, evals: ModelEval, uploaded_inputs: Dict[str, str
     except ConnectError:
         raise  # the device is gone: the job marks this and the remaining cells lost
     except TransportError as exc:  # checksum mismatch twice, disk full, permission denied
-        raise CellEnded(FAILED, Category.UPLOAD_FAILED, str(exc)) from None
+        category = Category.DEVICE_DISK_FULL if "No space left" in str(exc) else Category.UPLOAD_FAILED
+        raise CellEnded(FAILED, category, str(exc)) from None
     remote_dir = f"{transport.workdir}/runs/{run_id}/{cell.cell_id}"
     transport.mkdir(remote_dir)
     return PushedCell(files, uploaded_inputs[evals.eval_inputs_path], f"{remote_dir}/result.json",
@@ -361,7 +391,7 @@ def run_agent(transport, job: TargetJob, cell: Cell, pushed: PushedCell, agent_p
             "--min-duration", str(settings.min_duration_s), "--max-duration", str(settings.max_duration_s),
             "--threads", str(settings.threads or target.threads), "--max-samples", str(settings.max_samples),
             "--lock", device.lock_path(transport), "--lock-timeout", str(target.lock_timeout_s),
-            "--holder", f"run {run.run_id}"]
+            "--holder", f"run {run.run_id}", "--verify-cache"]
     if repeat == 1:
         argv += ["--outputs", pushed.outputs]
         if job.evals[artifact.model].stateful:
@@ -446,9 +476,107 @@ def score(outputs_path: Path, evals: ModelEval, references: Dict[str, Any]) -> T
     return row, per_output
 
 
+def _repair_text(repairs: List[str], document: Dict[str, Any]) -> Optional[str]:
+    """What was repaired on the way to the cell's result: the host's re-uploads and the agent's own (a compiled-model
+    cache rebuilt)."""
+    notes = list(repairs) + ([document["cache_repair"]] if document.get("cache_repair") else [])
+    return "; ".join(notes) or None
+
+
+class DeviceStorage:
+    """One device job's use of the device's cache: its pin, room for each cell's files, the repair of a corrupted
+    entry, and the storage marked suspect after a second mismatch."""
+
+    def __init__(self, cache: DeviceCache, run_id: str, lock_timeout_s: float, probe: Dict[str, Any]):
+        self.cache, self.run_id, self.lock_timeout_s, self.probe = cache, run_id, float(lock_timeout_s), probe
+        self._digests: Dict[str, str] = {}
+        self.pinned = False
+
+    def digest_of(self, local_path: str) -> str:
+        if local_path not in self._digests:
+            self._digests[local_path] = file_sha256(Path(local_path))
+        return self._digests[local_path]
+
+    def pin(self, job: TargetJob, run: RunDir) -> None:
+        """Every key the job's cells need, so no run evicts them while this one lasts. A device whose cache
+        cannot be managed (an old agent) still runs: its cells just get no eviction."""
+        keys = {entry_key(self.cache.agent_path)}
+        for cell in job.cells:
+            keys.update(s for s in cell.artifact.file_sha256 if s)
+            if cell.artifact.sha256 and wants_cache(cell.runtime_config):
+                keys.add(compiled_cache_key(cell.artifact.sha256, cell.runtime_config))
+        keys.update(self.digest_of(e.eval_inputs_path) for e in job.evals.values()
+                    if Path(e.eval_inputs_path).is_file())
+        try:
+            state = self.cache.pin(self.run_id, keys)
+        except TransportError as exc:
+            log.warning("[%s] cache not pinned (%s); eviction is off for this run", self.cache.transport.name, exc)
+            return
+        self.pinned = True
+        self.probe["cache"] = {k: state.get(k) for k in ("n_entries", "bytes", "oldest_use", "newest_use",
+                                                         "free_bytes", "total_bytes", "budget")}
+        run.write_device(self.cache.transport.name, self.probe)
+
+    def unpin(self) -> None:
+        if not self.pinned:
+            return
+        try:
+            self.cache.unpin(self.run_id)
+        except TransportError as exc:  # the pin expires on its own (agent.PIN_TTL_S)
+            log.warning("[%s] cache pin of run %s not removed: %s", self.cache.transport.name, self.run_id, exc)
+
+    def make_room(self, transport, wanted: Sequence[Tuple[Path, str]], cell: Cell) -> None:
+        """Room in the cache for the files of `wanted` that the device does not have yet."""
+        if not self.pinned:
+            return
+        missing = [(p, sha) for p, sha in wanted if p.is_file() and not transport.exists(device.cache_path(
+            transport, p, sha))]
+        if not missing:
+            return
+        need = sum(p.stat().st_size for p, _ in missing)
+        try:
+            answer = self.cache.make_room(need, self.lock_timeout_s, f"run {self.run_id}")
+        except DeviceBusy as exc:
+            raise CellEnded(FAILED, Category.DEVICE_BUSY, str(exc)) from None
+        except ConnectError:
+            raise
+        except TransportError as exc:
+            log.warning("[%s] no eviction before upload: %s", transport.name, exc)
+            return
+        if not answer.get("fits", True):
+            raise CellEnded(FAILED, Category.DEVICE_DISK_FULL,
+                            disk_full_message(transport.name, [p for p, _ in missing], answer, self.cache.target_file))
+
+    def evict_corrupted(self, document: Dict[str, Any], uploaded_inputs: Dict[str, str], cell: Cell) -> str:
+        """Evict the entries whose files the agent found changed; returns the note the cell's row carries."""
+        corrupted = document.get("corrupted_files") or []
+        keys = sorted({entry_key(str(c.get("path", ""))) for c in corrupted if c.get("path")})
+        try:
+            self.cache.evict(keys, self.lock_timeout_s, f"run {self.run_id}")
+        except DeviceBusy as exc:
+            raise CellEnded(FAILED, Category.DEVICE_BUSY, str(exc)) from None
+        for local, remote in list(uploaded_inputs.items()):
+            if entry_key(remote) in keys:
+                del uploaded_inputs[local]  # sent again by the next push
+        names = ", ".join(f"{Path(str(c.get('path'))).name} (sha256 {str(c.get('actual_sha256'))[:12]}, expected "
+                          f"{str(c.get('expected_sha256'))[:12]})" for c in corrupted)
+        log.warning("[%s] corrupted cache entries %s evicted; uploading again", self.cache.transport.name, names)
+        return f"cache entry corrupted on the device: {names}; evicted, uploaded again and the cell rerun"
+
+    def mark_suspect(self, document: Dict[str, Any], run: RunDir, device_name: str) -> None:
+        reason = suspect_reason(device_name, document.get("corrupted_files") or [], self.run_id)
+        try:
+            self.cache.mark_suspect(reason)
+        except TransportError as exc:
+            log.warning("[%s] storage not marked suspect on the device: %s", device_name, exc)
+        self.probe[SUSPECT_KEY] = reason
+        run.write_device(device_name, self.probe)
+
+
 def _run_cell(job: TargetJob, cell: Cell, transport, agent_path: str, available: set,
               uploaded_inputs: Dict[str, str], references: Dict[str, Any], run: RunDir,
-              measured: Optional[Dict[str, Tuple[PushedCell, List[Dict[str, Any]]]]] = None) -> Dict[str, Any]:
+              measured: Optional[Dict[str, Tuple[PushedCell, List[Dict[str, Any]]]]] = None,
+              storage: Optional[DeviceStorage] = None) -> Dict[str, Any]:
     """One cell through its steps: eligibility, push, run, fetch, score, record. A step that ends the
     cell early raises CellEnded, which becomes the row; a lost link propagates to the device job.
     A measured cell is added to `measured` (its files on the device and its agent document) for the repeats."""
@@ -458,10 +586,21 @@ def _run_cell(job: TargetJob, cell: Cell, transport, agent_path: str, available:
         extra["diagnostic"] = artifact.diagnostic
     started = time.perf_counter()
     document: Dict[str, Any] = {}
+    repairs: List[str] = []
     try:
-        check_eligible(job.target, artifact, available)
-        pushed = push(transport, cell, evals, uploaded_inputs, run.run_id)
+        check_eligible(job.target, artifact, available, job.settings.formats)
+        pushed = push(transport, cell, evals, uploaded_inputs, run.run_id, storage)
         document = check_agent(run_agent(transport, job, cell, pushed, agent_path, run))
+        if document.get("error_category") == Category.CACHE_CORRUPTED.value and storage is not None:
+            # storage changed a cached file since its verified upload: evict it, upload it again, run once more
+            repairs.append(storage.evict_corrupted(document, uploaded_inputs, cell))
+            pushed = push(transport, cell, evals, uploaded_inputs, run.run_id, storage)
+            document = check_agent(run_agent(transport, job, cell, pushed, agent_path, run))
+            if document.get("error_category") == Category.CACHE_CORRUPTED.value:
+                storage.mark_suspect(document, run, job.target.name)
+                raise CellEnded(FAILED, Category.CACHE_CORRUPTED,
+                                f"{document.get('error_message', '')}; corrupted again after a fresh upload: the "
+                                f"device's storage is suspect ({job.target.name})")
         if document.get("status") != "ok":
             raise CellEnded(FAILED, Category.parse(document.get("error_category", Category.AGENT_FAILED)),
                             document.get("error_message", ""))
@@ -470,13 +609,14 @@ def _run_cell(job: TargetJob, cell: Cell, transport, agent_path: str, available:
     except CellEnded as ended:
         row = {**base_row(run.run_id, cell), **agent_metrics(document), "status": ended.status,
                "error_category": ended.category.value, "error_message": ended.message}
+        row["cache_repair"] = _repair_text(repairs, document)
         if document:
             row["duration_s"] = time.perf_counter() - started
         return record_cell(run, row, **extra)
     timing, measurement = combine_repeats([document], job.target.quiet, job.settings.threads or job.target.threads)
     row = {**base_row(run.run_id, cell), **agent_metrics(document), **figures, **timing}
     row["fidelity"] = fidelity(row.get("kl_divergence"), row.get("weight_rel_frobenius"))
-    row.update(status=OK, duration_s=time.perf_counter() - started)
+    row.update(status=OK, duration_s=time.perf_counter() - started, cache_repair=_repair_text(repairs, document))
     if measured is not None:
         measured[cell.cell_id] = (pushed, [document])
     if document.get("state_reset"):  # how a stateful model was started again before its outputs
@@ -695,9 +835,24 @@ def run_profile(recipes: Sequence[Any], targets: Sequence[TargetSpec], variants:
     run.write_manifest(build_manifest(run_id, recipes, variants, targets, settings, models, artifacts, planned, pairs,
                                       resumed=resume and run.manifest_path.exists()))
     progress(f"run {run_id}: {len(cells)} cells on {len(targets)} target(s)")
+    if write_report:
+        preload_report_libraries()
     dispatcher.run_jobs(plan_jobs(targets, cells, models.evals, run, settings), run, progress)
     return collate(run, targets, write_report=write_report, progress=progress, built=models.converted,
                    reused=models.reused)
+
+
+def preload_report_libraries() -> None:
+    """Import the report's plotting library in the background while the devices measure: the host is idle then,
+    and the import would otherwise add a fraction of a second to every run after the last cell."""
+    def load() -> None:
+        try:
+            import matplotlib.backends.backend_agg  # noqa: F401
+            import matplotlib.figure  # noqa: F401
+        except Exception:  # noqa: BLE001 - the report says itself what it cannot draw
+            pass
+
+    threading.Thread(target=load, name="preload-report", daemon=True).start()
 
 
 def collate(run: RunDir, targets: Sequence[TargetSpec] = (), write_report: bool = True,

@@ -79,17 +79,19 @@ def device_python(target: Any, transport: Transport) -> str:
     return getattr(transport, "python", "") or target.python or "python3"
 
 
-def probe(transport: Transport, python: str, timeout_s: float = 120.0) -> Dict[str, Any]:
+def probe(transport: Transport, python: str, timeout_s: float = 120.0, fresh: bool = False) -> Dict[str, Any]:
     """Health probe: reachable, Python, numpy, runtimes and versions, CPU, memory, disk, governor, temperature.
 
     Uploads the agent if needed (that time is in `probe_upload_s`) and runs
-    `agent.py probe`. Raises RemoteCommandFailed with a hint when the device's
-    Python is missing or the agent fails.
+    `agent.py probe`. The runtimes section is reused from the device's last probe while its environment
+    fingerprint is unchanged (`runtimes_reused`), and redone when it changes or with `fresh`. Raises
+    RemoteCommandFailed with a hint when the device's Python is missing or the agent fails.
     """
     started = time.perf_counter()
     agent = ensure_agent(transport)
     uploaded = time.perf_counter()
-    result = transport.run([python, agent, "probe", "--workdir", transport.workdir], timeout_s)
+    result = transport.run([python, agent, "probe", "--workdir", transport.workdir, *(["--fresh"] if fresh else [])],
+                           timeout_s)
     if result.exit_code == _NOT_FOUND:
         raise RemoteCommandFailed(
             f"{python} {agent} probe", result.exit_code, result.stdout,

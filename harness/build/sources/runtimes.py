@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence
 
 from harness.agent import agent as device_agent
+from harness.core.optional import runtime_missing
 from harness.schema.interface import Interface
 from harness.build.sources import not_a_model, register_source
 
@@ -24,6 +25,10 @@ def load_on_host(path: Path, fmt: str, shapes: Optional[Mapping[str, Sequence[in
 def _open(path: Path, fmt: str, shapes=None):
     try:
         return load_on_host(path, fmt, shapes, {"precision": "f32"})
+    except device_agent.AgentFailure as exc:
+        if exc.category == device_agent.ErrorCategory.RUNTIME_MISSING:  # the host lacks it; the file may be fine
+            raise runtime_missing(fmt, str(exc), f"reading {path.name}") from None
+        raise not_a_model(path, fmt, exc) from None
     except Exception as exc:
         raise not_a_model(path, fmt, exc) from None
 
