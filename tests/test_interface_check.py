@@ -15,7 +15,7 @@ from helpers import ROOT, artifact_for
 RECIPE = load_recipe("digits_cnn", ROOT / "models")
 SOURCE = Interface((TensorSpec("image", (1, 8, 8, 1), "float32"),), (TensorSpec("logits", (1, 10), "float32"),))
 # What inspect_files reads of a prepared model: its recipe's name and the source's fixed interface.
-PREPARED = SimpleNamespace(recipe=RECIPE, interface=SOURCE)
+PREPARED = SimpleNamespace(recipe=RECIPE, interface=SOURCE, produced_outputs=())
 
 
 def linear_onnx(path: Path, input_name="image", output_name="logits", classes=10, hw=8, extra_output=False):
@@ -110,7 +110,8 @@ def test_inspection_is_read_once_per_content(tmp_path, monkeypatch):
         raise AssertionError("inspected the same content again")
 
     monkeypatch.setattr(build, "_read_artifact_facts", must_not_run)
-    second = inspect_files(SimpleNamespace(recipe=RECIPE, interface=Interface(SOURCE.inputs, SOURCE.outputs * 2)),
+    second = inspect_files(SimpleNamespace(recipe=RECIPE, interface=Interface(SOURCE.inputs, SOURCE.outputs * 2),
+                                           produced_outputs=()),
                            "reference", "onnx", model, cache=cache)
     assert second.gzip_bytes == first.gzip_bytes > 0
     assert any("expected 2 output(s)" in p for p in second.problems)  # the check itself still runs every time

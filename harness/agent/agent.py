@@ -65,6 +65,8 @@ class Doc(object):
         "baseline_rss_bytes", "peak_rss_bytes", "rss_increase_bytes"
     # outputs (--outputs) and the profiled session (--profile)
     N_OUTPUT_SAMPLES, PROFILE, PROFILE_ERROR = "n_output_samples", "profile", "profile_error"
+    # how a model that keeps state was returned to its initial state before its outputs: "reset" or "reloaded"
+    STATE_RESET = "state_reset"
     # the device's cache (--verify-cache): time spent hashing, the files that did not match, a compiled-model
     # cache that failed to load and was rebuilt
     VERIFY_MS, CORRUPTED_FILES, CACHE_REPAIR = "verify_ms", "corrupted_files", "cache_repair"
@@ -203,6 +205,8 @@ class Runtime(object):
     effective = None
     #: True where own_latency_s gives the runtime's own time for the last inference
     keeps_own_latency = False
+    #: whether the loaded model keeps state between inferences, where the runtime can tell (set by load)
+    holds_state = False
     #: set by load_runtime: what was repaired on the way (a compiled-model cache discarded and rebuilt), or None
     cache_repair = None
 
@@ -256,6 +260,11 @@ class Runtime(object):
         """Per layer where it ran (and, where timed, how long) over n runs of run_once: {"layers", "timed"}.
         The default: no per-layer view."""
         return {"layers": [], "timed": False}
+
+    def reset_state(self):
+        """Return the loaded model to its initial state in place; False where only a fresh load does that.
+        The default: a model of this runtime keeps no state of its own."""
+        return True
 
 
 def _first_words(caught):
@@ -340,6 +349,7 @@ class TFLiteRuntime(Runtime):
         self.outputs = self.interp.get_output_details()
         self.output_names = [out_names.get(d["index"], d["name"]) for d in self.outputs]
         self.layers = _tflite_placement(self.interp, self.delegate_name)
+        self.holds_state = bool(_tflite_op_names(self.interp) & TFLITE_STATE_OPS)
         taken = sum(1 for layer in self.layers or () if layer["placement"] != "builtin")
         self.effective = {"threads": self.threads, "xnnpack": bool(xnnpack),
                           "delegate": self.delegate_name if taken else None,
@@ -349,6 +359,12 @@ class TFLiteRuntime(Runtime):
     def profile(self, run_once, n):
         """Which nodes the delegate took and which stayed on the builtin kernels (no per-op times)."""
         return {"layers": self.layers or [], "timed": False}
+
+    def reset_state(self):
+        # reset_all_variables() resets variable tensors (an LSTM's state), not resource variables
+        # (VAR_HANDLE ... ASSIGN_VARIABLE): those start again only in a fresh interpreter.
+        self.interp.reset_all_variables()
+        return not self.holds_state
 
     def interface(self):
         return _describe(self.input_names, [(s, d["dtype"]) for s, d in zip(self.input_signatures, self.inputs)],
@@ -564,6 +580,8 @@ class OpenVINORuntime(Runtime):
         self.input_names = [_ov_name(p) for p in self.compiled.inputs]
         self.output_names = [_ov_name(p) for p in self.compiled.outputs]
         self.request = self.compiled.create_infer_request()
+        # ReadValue/Assign pairs keep state in the infer request (a stateful IR)
+        self.holds_state = bool(self.request.query_state()) if hasattr(self.request, "query_state") else False
         hint = self.compiled.get_property("INFERENCE_PRECISION_HINT")
         self.precision = hint.get_type_name() if hasattr(hint, "get_type_name") else str(hint)
 
@@ -584,6 +602,12 @@ class OpenVINORuntime(Runtime):
         """The runtime's own time for the last inference (InferRequest.latency, what benchmark_app reports):
         without the Python binding's few microseconds around the call, which dominate a 20 us model."""
         return self.request.latency * 1e-3
+
+    def reset_state(self):
+        if not hasattr(self.request, "reset_state"):  # OpenVINO before 2023.0: a fresh load instead
+            return False
+        self.request.reset_state()
+        return True
 
     def fetch(self):
         return [self.request.get_output_tensor(i).data.copy() for i in range(len(self.compiled.outputs))]
@@ -697,6 +721,9 @@ class TorchRuntime(Runtime):
     def fetch(self):
         return [t.detach().cpu().numpy() for t in self.last]
 
+    def reset_state(self):
+        return False  # a module may keep state in its buffers: only a fresh load starts it again
+
     def profile(self, run_once, n):
         """torch.profiler: each operator, where it ran and its mean time over n runs."""
         from torch.profiler import ProfilerActivity, profile
@@ -725,6 +752,17 @@ def _precision_of(exec_type):
     """'brgconv_avx512_FP32' -> 'FP32' (the CPU plugin's exec types end in the precision they ran)."""
     tail = str(exec_type).rsplit("_", 1)[-1]
     return tail if tail[:1] in "FIUB" and any(c.isdigit() for c in tail) else None
+
+
+#: TFLite operators by which a model keeps state in resource variables between invocations
+TFLITE_STATE_OPS = frozenset(["VAR_HANDLE", "READ_VARIABLE", "ASSIGN_VARIABLE"])
+
+
+def _tflite_op_names(interp):
+    try:
+        return set(op["op_name"] for op in interp._get_ops_details())
+    except Exception:  # very old runtimes list no ops: state is then found by the host's check
+        return set()
 
 
 def _tflite_placement(interp, delegate_name):
@@ -1557,6 +1595,16 @@ def cmd_run(args):
         result[Doc.CONDITIONS] = {"before": before, "after": read_conditions()}
         outputs = None
         if args.outputs:
+            # The first inference, warm-up and timed iterations ran before these outputs; the host's reference
+            # runs from a fresh model. A model that keeps state starts again from its initial state.
+            if args.stateful or runtime.holds_state:
+                if runtime.reset_state():
+                    result[Doc.STATE_RESET] = "reset"
+                else:
+                    cache_dir, runtime, first = runtime.cache_dir, None, None  # the old model goes first
+                    runtime, _ = _load(runtime_cls, args, options, feeds.shapes(), cache_dir=cache_dir)
+                    order = feed_order(runtime, feeds)
+                    result[Doc.STATE_RESET] = "reloaded"
             limit = feeds.n_samples if args.max_samples <= 0 else min(feeds.n_samples, args.max_samples)
             outputs = collect_outputs(runtime, feeds, order, limit)
     except AgentFailure:
@@ -1851,6 +1899,8 @@ def main(argv=None):
                           "as benchmark_app reports); wall: perf_counter around each call (default runtime)")
     run.add_argument("--threads", type=int, default=1)
     run.add_argument("--max-samples", type=int, default=0, help="outputs for at most this many samples (0: all)")
+    run.add_argument("--stateful", action="store_true",
+                     help="the model keeps state between inferences: start it again before its outputs")
     run.add_argument("--runtime-config", default="",
                      help='the runtime configuration as JSON: {"name": ..., "options": {...}} (default: the '
                           "runtime's defaults)")

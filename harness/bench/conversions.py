@@ -5,8 +5,9 @@
     -> reports/bench/conversions.json and conversions.md
 
 Models: the Fashion-MNIST CNN (Keras: .h5, .keras, SavedModel, and its TFLite, ONNX and IR conversions as
-files) on 500 labelled test images; EfficientNet-Lite0 with its ImageNet weights (torch: TorchScript,
-torch.export .pt2, ONNX) on 24 photo crops from scikit-image. Nothing is downloaded.
+files) on 500 labelled test images; an ONNX file that converts to OpenVINO only at the run's fixed input
+shapes (`shape_dependent_onnx`) on 16 random samples; EfficientNet-Lite0 with its ImageNet weights (torch:
+TorchScript, torch.export .pt2, ONNX) on 24 photo crops from scikit-image. Nothing is downloaded.
 """
 from __future__ import annotations
 
@@ -20,6 +21,41 @@ from typing import Any, Dict, List
 import numpy as np
 
 OUT = Path("reports/bench")
+
+
+def shape_dependent_onnx(path: Path, condition_from_data: bool = False) -> Path:
+    """x [n, 2, len] → If → Conv1d, a model that converts to OpenVINO only at static input shapes.
+
+    The If's branches have different ranks (x, or x flattened), so the rank of the Conv's input is known
+    only once the branch is: OpenVINO folds the If, and converts, when its condition `n > 0` is computed from
+    a fixed shape, and never when the condition is read from the `go` input (`condition_from_data`). The file
+    declares its output as a scalar, as exporters that could not infer it do; it produces [n, 3, len - 2]."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    weights = np.random.default_rng(0).normal(size=(3, 2, 3)).astype(np.float32)
+    then_branch = helper.make_graph([helper.make_node("Identity", ["x"], ["kept"])], "then", [],
+                                    [helper.make_tensor_value_info("kept", TensorProto.FLOAT, [])])
+    else_branch = helper.make_graph([helper.make_node("Flatten", ["x"], ["flat"], axis=1)], "else", [],
+                                    [helper.make_tensor_value_info("flat", TensorProto.FLOAT, [])])
+    inputs = [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 2, "len"])]
+    if condition_from_data:
+        inputs.append(helper.make_tensor_value_info("go", TensorProto.BOOL, []))
+        condition = [helper.make_node("Identity", ["go"], ["cond"])]
+    else:
+        condition = [helper.make_node("Shape", ["x"], ["shape"]),
+                     helper.make_node("Gather", ["shape", "zero"], ["n"], axis=0),
+                     helper.make_node("Greater", ["n", "zero"], ["cond"])]
+    graph = helper.make_graph(
+        condition + [helper.make_node("If", ["cond"], ["y"], then_branch=then_branch, else_branch=else_branch),
+                     helper.make_node("Conv", ["y", "w"], ["out"])],
+        "shape_dependent", inputs, [helper.make_tensor_value_info("out", TensorProto.FLOAT, [])],
+        [helper.make_tensor("zero", TensorProto.INT64, [], [0]),
+         helper.make_tensor("w", TensorProto.FLOAT, weights.shape, weights.ravel())])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, path)
+    return path
 
 
 def save_sources(work: Path, cache) -> List[tuple]:
@@ -57,7 +93,11 @@ def save_sources(work: Path, cache) -> List[tuple]:
     np.savez(work / "lite0_eval_torch.npz", inputs=photos)  # torch files name the input after forward(inputs)
     fashion_files = ["fashion.h5", "fashion.keras", "fashion_savedmodel", "fashion.tflite", "fashion.onnx",
                      "fashion.xml"]
+    shape_dependent_onnx(work / "shape_dependent.onnx")
+    np.savez(work / "shape_dependent_eval.npz",
+             x=np.random.default_rng(0).random((16, 1, 2, 10), dtype=np.float32))  # fixes n = 1, len = 10
     return ([(work / f, work / "fashion_eval.npz", "") for f in fashion_files]
+            + [(work / "shape_dependent.onnx", work / "shape_dependent_eval.npz", "")]
             + [(work / "lite0.pt", work / "lite0_eval_torch.npz", "classification"),
                (work / "lite0.pt2", work / "lite0_eval_torch.npz", "classification"),
                (work / "lite0.onnx", work / "lite0_eval.npz", "classification")])

@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import importlib
 import json
+import os
 import sys
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Callable, Dict, Iterator, Mapping, Optional, Sequence, Tuple
+from typing import Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -188,21 +189,53 @@ def read_labels(path: Path, names: Sequence[str]) -> np.ndarray:
 
 
 def random_samples(interface: Interface, n: int, seed: int) -> SampleSet:
-    """Seeded random inputs of each input's dtype and shape, as benchmark_app and benchmark_model make them."""
+    """Seeded random inputs of each input's dtype and shape, as benchmark_app and benchmark_model make them,
+    made in that dtype (never a float64 array cast afterwards: that took 2-4 times the memory)."""
     rng = np.random.default_rng(seed)
     arrays = {}
     for spec in interface.inputs:
         shape = (n,) + spec.static_shape
-        kind = np.dtype(spec.dtype).kind
-        if kind == "f":
-            arrays[spec.name] = rng.random(shape).astype(spec.dtype)
-        elif kind == "b":
-            arrays[spec.name] = rng.integers(0, 2, shape).astype(bool)
+        dtype = np.dtype(spec.dtype)
+        if dtype.kind == "f":
+            made = dtype if dtype in (np.float32, np.float64) else np.dtype(np.float32)
+            arrays[spec.name] = rng.random(shape, dtype=made).astype(dtype, copy=False)
+        elif dtype.kind == "b":
+            arrays[spec.name] = rng.integers(0, 2, shape, dtype=np.uint8).view(bool)
         else:
-            info = np.iinfo(spec.dtype)
-            arrays[spec.name] = rng.integers(max(info.min, 0), min(info.max, 10), shape, endpoint=True).astype(
-                spec.dtype)
+            info = np.iinfo(dtype)
+            arrays[spec.name] = rng.integers(max(info.min, 0), min(info.max, 10), shape, dtype=dtype, endpoint=True)
     return SampleSet(arrays, {n_: SAMPLE for n_ in arrays}, None, f"random (seed {seed}, {n} samples)")
+
+
+#: the share of the host's memory that a run's generated samples may take
+SAMPLE_MEMORY_SHARE = 0.25
+
+
+def host_memory_bytes() -> int:
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def _bytes_text(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if n < 1024 or unit == "TiB":
+            return f"{n:.1f} {unit}" if unit != "B" else f"{int(n)} B"
+        n /= 1024
+    return f"{n:.1f} TiB"
+
+
+def check_sample_memory(interface: Interface, n_samples: int, where: str, memory_bytes: Optional[int] = None) -> None:
+    """Refuse, before allocating, samples that would take more than a quarter of this host's memory (they are
+    made, written for the agent and run through the reference, which needs as much again for its outputs)."""
+    memory_bytes = memory_bytes or host_memory_bytes()
+    sizes = {s.name: int(np.prod(s.static_shape, dtype=object)) * np.dtype(s.dtype).itemsize * n_samples
+             for s in interface.inputs}
+    need = sum(sizes.values())
+    if need <= SAMPLE_MEMORY_SHARE * memory_bytes:
+        return
+    largest = max(interface.inputs, key=lambda s: sizes[s.name])
+    raise ConfigError(where, f"{n_samples} random samples of {largest.describe()} need {_bytes_text(need)}, more than "
+                      f"a quarter of this host's {_bytes_text(memory_bytes)}; lower --samples or the shape "
+                      f"(--input-shape {largest.name}=...)")
 
 
 # ---------------------------------------------------------------- conforming data to the interface
@@ -255,6 +288,22 @@ def _cast(array: np.ndarray, spec: TensorSpec, where: str, key: str) -> np.ndarr
         raise ConfigError(where, f"input {spec.name}: the data is {got.name}, the model takes {want.name}; "
                           f"save it as {want.name}", key)
     return array.astype(want)
+
+
+def cast_notes(interface: Interface, arrays: Mapping[str, np.ndarray]) -> List[str]:
+    """One note per input whose data was cast to the model's dtype (float64 → float32, an in-range int64 → int32),
+    with the largest change the cast made."""
+    notes = []
+    for key, array in arrays.items():
+        spec = _input_for(interface, key)
+        if spec is None or np.asarray(array).dtype == np.dtype(spec.dtype):
+            continue
+        array = np.asarray(array)
+        change = float(np.max(np.abs(array.astype(np.float64) - array.astype(spec.dtype).astype(np.float64)))) \
+            if array.size and array.dtype.kind in "fiu" else 0.0
+        notes.append(f"input {spec.name}: the data is {array.dtype.name}, cast to the model's {spec.dtype} "
+                     f"(largest change {change:.3g})")
+    return notes
 
 
 def check_input_names(interface: Interface, arrays: Mapping[str, np.ndarray], where: str) -> Dict[str, TensorSpec]:

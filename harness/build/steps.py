@@ -17,7 +17,7 @@ import io
 import json
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Callable, Dict, List, NamedTuple, Optional, Tuple
@@ -30,6 +30,8 @@ from harness.build.compress import COMPRESSOR_VERSION, COMPRESSORS, CompressionC
 from harness.build.data import (
     SampleSet,
     call_loader,
+    cast_notes,
+    check_sample_memory,
     check_input_names,
     conform,
     fill_shapes_from_data,
@@ -50,7 +52,16 @@ from harness.build.converters import (
     artifact_files,
     copy_as_artifact,
 )
-from harness.schema.interface import Interface, TensorSpec, check_interface, fix_interface, normalize_name
+from harness.schema.interface import (
+    Interface,
+    TensorSpec,
+    batch_defaults,
+    check_interface,
+    declared_vs_produced,
+    fix_interface,
+    normalize_name,
+    produced_specs,
+)
 from harness.core.progress import SILENT, Progress
 from harness.build.sources import SOURCES, content_sha256
 from harness.core.files import atomic_write_bytes, file_sha256
@@ -99,6 +110,9 @@ class PreparedModel:
     cached: bool
     #: a zoo data set's training split (in-process only: compressors that train use it)
     train_data: Any = field(default=None, compare=False, repr=False)
+    #: the outputs the source produced on the host at the fixed input shapes: the truth its artifacts are
+    #: checked against, where the file's declared output shapes may be wrong or dynamic
+    produced_outputs: Tuple[TensorSpec, ...] = ()
 
     @property
     def reference_accuracy(self) -> Optional[float]:
@@ -130,6 +144,8 @@ class Artifact:
     metrics: Dict[str, Any] = field(default_factory=dict)
     cached: bool = False
     error: str = ""
+    #: the converter's whole diagnostic where `error` is its most specific line
+    diagnostic: str = ""
 
     @property
     def compatible(self) -> bool:
@@ -330,6 +346,8 @@ class DataPlan(NamedTuple):
     calibration: Optional[SampleSet]
     #: where the evaluation and calibration data came from, for the report
     notes: List[str]
+    #: inputs whose dynamic batch axis was fixed at 1 because nothing else fixed it
+    batch_defaulted: Dict[str, Tuple[int, ...]] = {}
 
 
 def plan_data(recipe, described: Interface, train_data: Any, with_calibration: bool) -> DataPlan:
@@ -354,14 +372,18 @@ def plan_data(recipe, described: Interface, train_data: Any, with_calibration: b
     # A declared input the file does not record (TorchScript) is still an input the recipe names.
     if not described.inputs and recipe.inputs:
         described = Interface(tuple(TensorSpec(s.name, None) for s in recipe.inputs), described.outputs)
-    interface = fix_interface(described, shapes, where, dtypes)
-    notes: List[str] = []
+    batch = batch_defaults(described, shapes)
+    interface = fix_interface(described, {**batch, **shapes}, where, dtypes)
+    notes: List[str] = [batch_note(batch)] if batch else []
     d = recipe.data
     if raw is None:
+        check_sample_memory(interface, d.random_samples + (min(d.calibration_samples, 64) if with_calibration else 0),
+                            where)
         evaluation = random_samples(interface, d.random_samples, d.seed)
         notes.append(f"evaluation: {evaluation.origin}: no data given, so accuracy is empty and parity holds")
     else:
         evaluation = conform(interface, raw.arrays, raw.labels, where, raw.origin)
+        notes += cast_notes(interface, raw.arrays)
     calibration: Optional[SampleSet] = None
     if d.calibration:
         arrays, _ = read_npz(recipe.resolve(d.calibration))
@@ -382,7 +404,14 @@ def plan_data(recipe, described: Interface, train_data: Any, with_calibration: b
                                                               calibration.origin else ""))
     if raw is not None:
         notes.insert(0, f"evaluation: {evaluation.n_samples} samples from {evaluation.origin}")
-    return DataPlan(interface, evaluation, calibration, notes)
+    return DataPlan(interface, evaluation, calibration, notes, batch)
+
+
+def batch_note(batch: Dict[str, Tuple[int, ...]]) -> str:
+    """What the run did with dynamic batch axes nobody fixed, and how to profile another batch."""
+    flags = " ".join(f"--input-shape {name}=N" + "".join(f"x{d}" for d in shape[1:]) for name, shape in batch.items())
+    return (f"batch: {', '.join(batch)} {'has a' if len(batch) == 1 else 'have'} dynamic batch axis, run at batch 1 "
+            f"as benchmark_model and onnxruntime_perf_test do ({flags} profiles batch N)")
 
 
 # ---------------------------------------------------------------- step 3: the reference on the host
@@ -403,7 +432,22 @@ def run_on_host(path: Path, fmt: str, interface: Interface, data: SampleSet) -> 
         first = lambda v: v[0] if isinstance(v, list) else v[0]
         interface = Interface(interface.inputs, tuple(
             TensorSpec(name, tuple(np.shape(first(v))), np.asarray(first(v)).dtype.name) for name, v in outputs))
+    if keeps_state(model, feeds, outputs):
+        interface = replace(interface, stateful=True)
     return outputs, interface
+
+
+def keeps_state(model: Any, feeds: Any, outputs: List[Tuple[str, Any]]) -> bool:
+    """Whether a model keeps state between inferences: what its runtime says (TFLite resource variables,
+    OpenVINO's ReadValue/Assign), or the first sample, run again after all of them, giving other outputs."""
+    if getattr(model, "holds_state", False):
+        return True
+    if not outputs or not feeds.n_samples:
+        return False
+    model.infer(model.prepare(feeds.sample(0, device_agent.feed_order(model, feeds))))
+    again = model.fetch()
+    return any(not np.array_equal(np.asarray(values[0]), np.asarray(y), equal_nan=True)
+               for (_, values), y in zip(outputs, again))
 
 
 @dataclass(frozen=True)
@@ -452,6 +496,8 @@ class ReferenceRun:
     param_count: Optional[int]
     calibration_sha256: str
     cached: bool
+    #: the outputs the source produced on the host at the fixed input shapes (what artifacts are checked against)
+    produced_outputs: Tuple[TensorSpec, ...] = ()
 
 
 def run_reference(recipe, source: SourceModel, source_sha256: str, plan: DataPlan, metric: Optional[Callable],
@@ -475,14 +521,22 @@ def run_reference(recipe, source: SourceModel, source_sha256: str, plan: DataPla
             calibration.write_feeds(scratch / "calibration.npz")
         reference = dict(outputs)
         figures = score_outputs(reference, reference, evaluation.labels, ScoringSpec.from_recipe(recipe), metric)[0]
-        meta = {"interface": interface.to_doc(), "figures": figures, "notes": plan.notes,
+        produced = produced_specs(outputs)
+        notes = plan.notes + declared_vs_produced(interface.outputs, produced)
+        if interface.stateful:
+            notes.append("stateful: the model keeps state between inferences; its evaluation outputs run from its "
+                         "initial state on every device, as the reference does, and its timed figures are per "
+                         "step of a stream")
+        meta = {"interface": interface.to_doc(), "figures": figures, "notes": notes,
+                "produced_outputs": [s.to_doc() for s in produced],
                 "param_count": _param_count(source.path, fmt), "seconds": time.perf_counter() - started}
         (scratch / "meta.json").write_text(json.dumps(meta, indent=1, default=float))
 
     entry = cache.get_or_build("references", f"{recipe.name}-{key}", run)
     meta = entry.read_json("meta.json")
     return ReferenceRun(entry.path, Interface.from_doc(meta["interface"]), meta["figures"], tuple(meta["notes"]),
-                        meta.get("param_count"), calibration_sha, entry.cached)
+                        meta.get("param_count"), calibration_sha, entry.cached,
+                        tuple(TensorSpec.from_doc(d) for d in meta.get("produced_outputs", [])))
 
 
 def reference_summary(recipe, figures: Dict[str, Any], interface: Interface) -> str:
@@ -504,7 +558,12 @@ def prepare_model(recipe, cache: ContentCache, progress: Progress = SILENT,
     train_data = load_dataset(recipe, cache) if recipe.data.dataset else None
     sha = content_sha256(source.path, source.format)
     plan = plan_data(recipe, describe_source(source.path, source.format, sha, cache), train_data, with_calibration)
+    if plan.batch_defaulted:
+        progress(f"{recipe.name}: {batch_note(plan.batch_defaulted)}")
     reference = run_reference(recipe, source, sha, plan, load_metric(recipe), cache, progress)
+    if reference.figures.get("evaluation_error"):
+        progress(f"{recipe.name}: on the reference, {reference.figures['evaluation_error']}: the primary figure "
+                 "of its cells is unavailable")
     summary = reference_summary(recipe, reference.figures, reference.interface)
     cached = reference.cached and source.cached
     progress(f"{recipe.name}: reference {'cached' if cached else 'ready'} "
@@ -517,7 +576,8 @@ def prepare_model(recipe, cache: ContentCache, progress: Progress = SILENT,
     return PreparedModel(recipe, source.format, Path(source.path), sha, reference.interface,
                          entry / "eval_inputs.npz", optional("labels.npy"), entry / "reference_outputs.npz",
                          optional("calibration.npz"), reference.calibration_sha256, reference.figures,
-                         reference.param_count, source.macs, reference.notes, cached, train_data)
+                         reference.param_count, source.macs, reference.notes, cached, train_data,
+                         reference.produced_outputs)
 
 
 def _param_count(path: Path, fmt: str) -> Optional[int]:
@@ -638,7 +698,8 @@ def inspect_files(prepared: PreparedModel, variant: str, fmt: str, primary: Path
     if facts["load_error"]:
         problems: Tuple[str, ...] = (facts["load_error"],)
     else:
-        problems = tuple(check_interface(prepared.interface, Interface.from_doc(facts["interface"]), io_dtypes))
+        problems = tuple(check_interface(prepared.interface, Interface.from_doc(facts["interface"]), io_dtypes,
+                                         prepared.produced_outputs))
     recipe = prepared.recipe
     return Artifact(recipe.name, variant, fmt, str(primary), tuple(str(p) for p in files), hashes, combined,
                     sum(Path(p).stat().st_size for p in files), facts["gzip_bytes"], facts["interface"],
@@ -688,7 +749,8 @@ def convert(prepared: PreparedModel, variant: str, source: VariantModel, fmt: st
         entry = cache.get_or_build("artifacts", f"{recipe.name}-{variant}-{fmt}-{key}", convert_into)
     except ConversionError as exc:  # a converter that refuses fails this cell, not the run
         progress(f"{recipe.name}/{variant}: {fmt} conversion failed: {exc}")
-        return failed_artifact(recipe, variant, fmt, metrics, str(exc), category="conversion_failed")
+        return failed_artifact(recipe, variant, fmt, metrics, str(exc), category="conversion_failed",
+                               diagnostic=exc.diagnostic)
     except (LibraryMissing, ImportError) as exc:  # this host cannot make the format: skipped, naming the extra
         missing = exc if isinstance(exc, LibraryMissing) else library_missing(exc, f"converting to {fmt}")
         progress(f"{recipe.name}/{variant}: {fmt} not built: {missing}")
@@ -697,9 +759,9 @@ def convert(prepared: PreparedModel, variant: str, source: VariantModel, fmt: st
     return inspect_files(prepared, variant, fmt, primary, source.io_dtypes, metrics, entry.cached, cache)
 
 
-def failed_artifact(recipe, variant, fmt, metrics, message, category) -> Artifact:
+def failed_artifact(recipe, variant, fmt, metrics, message, category, diagnostic: str = "") -> Artifact:
     return Artifact(recipe.name, variant, fmt, "", (), (), "", 0, 0, {}, {}, (), {**metrics,
-                    "error_category": category}, False, message)
+                    "error_category": category}, False, message, diagnostic)
 
 
 def build_model_artifacts(recipe, variants: List[str], cache: ContentCache,

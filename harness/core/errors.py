@@ -80,4 +80,11 @@ class DeviceBusy(TransportError):
 
 
 class ConversionError(HarnessError):
-    """A model could not be converted to a format."""
+    """A model could not be converted to a format; `diagnostic` keeps the converter's whole text."""
+
+    def __init__(self, message: str, diagnostic: str = ""):
+        self.diagnostic = diagnostic
+        super().__init__(message)
+
+    def __reduce__(self):  # the diagnostic survives a process pool (litert-torch converts in one)
+        return type(self), (str(self), self.diagnostic)

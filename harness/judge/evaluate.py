@@ -20,6 +20,7 @@ import numpy as np
 
 from harness.agent.agent import OUTPUTS_KEY, match_names
 from harness.core.numbers import finite_or_none
+from harness.schema.results import UNAVAILABLE
 
 Output = Union[np.ndarray, List[np.ndarray]]
 Outputs = Dict[str, Output]
@@ -231,7 +232,8 @@ def score_outputs(outputs: Outputs, reference: Outputs, labels: Optional[np.ndar
                   ) -> Tuple[Dict[str, Any], Dict[str, Dict[str, Any]]]:
     """Every figure of one cell (or, with outputs = reference, of the reference itself) and per-output parity.
 
-    A user metric that raises is recorded (`evaluation_error`) and the other figures stand.
+    A user metric that raises is recorded (`evaluation_error`), the other figures stand and the primary
+    figure is unavailable.
     """
     reference_figures = reference_figures or {}
     row, per_output = parity(outputs, reference)
@@ -250,7 +252,10 @@ def score_outputs(outputs: Outputs, reference: Outputs, labels: Optional[np.ndar
                                 if k.startswith("metric_") and not k.endswith("_retention")} or figures
             row.update(metric_columns(figures, reference_metric))
     reference_accuracy = reference_figures.get("accuracy", row.get("accuracy"))
-    row.update(primary_figure(row, names, reference_accuracy, spec.primary_metric))
+    if "evaluation_error" in row:  # the metric is the primary figure: no other figure stands in for it
+        row.update(primary_metric=UNAVAILABLE, primary_value=None, primary_retention=None)
+    else:
+        row.update(primary_figure(row, names, reference_accuracy, spec.primary_metric))
     if row.get("accuracy") is not None and reference_accuracy is not None:
         row["reference_accuracy"] = reference_accuracy
         row["accuracy_retention"] = row["accuracy"] / reference_accuracy if reference_accuracy else None

@@ -34,7 +34,7 @@ from typing import AbstractSet, Any, Dict, List, Mapping, Optional, Sequence, Tu
 
 import numpy as np
 
-from harness.schema.results import OK
+from harness.schema.results import OK, UNAVAILABLE
 from harness.schema.targets import Budgets
 from harness.core.numbers import finite_or_none
 from harness.schema.results import records
@@ -53,6 +53,8 @@ def peak_memory_mb(row: Mapping[str, Any]) -> Optional[float]:
 def accuracy_measure(row: Mapping[str, Any]) -> Tuple[Optional[float], str]:
     """Retention of the cell's primary figure against the reference (its metric, accuracy, top-1 agreement or
     output SNR), and which figure it is; rows recorded before the primary figure fall back to accuracy."""
+    if row.get("primary_metric") == UNAVAILABLE:  # the user's metric raised: no other figure stands in for it
+        return None, "primary figure unavailable (the metric raised)"
     primary = finite_or_none(row.get("primary_retention"))
     if primary is not None:
         return primary, f"{row.get('primary_metric') or 'primary'} retention"

@@ -148,6 +148,7 @@ def build_context(run_dir: RunDir, targets: Mapping[str, TargetSpec] | None = No
         portability=portability_scores(frame, budgets, emulated),
         recommendations=recommend(frame, budgets, emulated),
         parity=parity, pairs=pairs, disagreements=found, emulated=emulated, arches=arches, cross_arch=cross_arch,
+        diagnostics={str(c["row"]["cell_id"]): str(c["diagnostic"]) for c in run_dir.iter_cells() if c.get("diagnostic")},
         models={name: {**doc, "data": manifest.get("data", {}).get(name, [])}
                 for name, doc in manifest.get("interfaces", {}).items()},
         profiles=load_profiles(run_dir.root), disagreement_groups=disagreement_groups(found, pairs, rows),

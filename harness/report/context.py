@@ -44,6 +44,8 @@ class ReportContext:
     models: Dict[str, Dict[str, Any]] = field(default_factory=dict)
     #: per cell id: its per-layer profile and op placement (harness.report.profiles)
     profiles: Dict[str, Dict[str, Any]] = field(default_factory=dict)
+    #: per cell id: a failed conversion's whole diagnostic (the row's message is its most specific line)
+    diagnostics: Dict[str, str] = field(default_factory=dict)
     #: the disagreements grouped by cause (harness.report.findings.disagreement_groups)
     disagreement_groups: List[DisagreementGroup] = field(default_factory=list)
     #: the run's manifest.json (what was planned, when), {} when it has none
@@ -65,3 +67,14 @@ class ReportContext:
     @property
     def failures(self) -> List[Dict[str, Any]]:
         return [r for r in self.rows if r.get("status") != OK]
+
+    @property
+    def metric_errors(self) -> Dict[str, List[str]]:
+        """The user metric's errors, each with the cells it left without a primary figure."""
+        found: Dict[str, List[str]] = {}
+        for r in self.rows:
+            error = r.get("evaluation_error")
+            if isinstance(error, str) and error:
+                found.setdefault(error, []).append("/".join(str(r.get(c)) for c in ("model", "variant", "format",
+                                                                                   "target")))
+        return found

@@ -231,6 +231,11 @@ def findings(rows: Sequence[Mapping[str, Any]], groups: Sequence[DisagreementGro
         rest = causes[max_failure_lines:]
         out.append(Finding(f"{_cells(sum(len(c[2]) for c in rest))} more did not run, for "
                            f"{len(rest)} other cause{'s' if len(rest) != 1 else ''}", "failures", "bad"))
+    metric_failed = [r for r in rows if isinstance(r.get("evaluation_error"), str) and r.get("evaluation_error")]
+    if metric_failed:
+        out.append(Finding(f"the metric failed on {_cells(len(metric_failed))} "
+                           f"({first_line(metric_failed[0]['evaluation_error'])}): their primary figure is unavailable",
+                           "failures", "bad"))
     for group in groups:
         out.append(Finding(group_line(group) + (f" ({group.explanation})" if group.explanation else ""),
                            "disagreements", "warn"))
@@ -241,16 +246,26 @@ def findings(rows: Sequence[Mapping[str, Any]], groups: Sequence[DisagreementGro
         out.append(Finding(f"{len(noisy)} of {len(measured)} measured cells were timed on a busy device "
                            f"({_names(targets, 3)}): latencies not judged, re-run on a quiet device", "devices", "warn"))
     skipped: Dict[Tuple[str, str], int] = {}
+    other_skips: Dict[Tuple[str, str], List[Mapping[str, Any]]] = {}
     for row in rows:
-        if row.get("status") == SKIPPED:
-            key = (_text(row.get("target")), _text(row.get("runtime_config")) or _text(row.get("format")))
+        if row.get("status") != SKIPPED:
+            continue
+        runtime = _text(row.get("runtime_config")) or _text(row.get("format"))
+        if _text(row.get("error_category")) in ("unsupported_on_target", "runtime_missing", ""):
+            key = (_text(row.get("target")), runtime)
             skipped[key] = skipped.get(key, 0) + 1
+        else:  # the host could not make or run the format (no converter, a missing library): said as it is
+            other_skips.setdefault((_text(row.get("target")), first_line(row.get("error_message"))), []).append(row)
     by_target: Dict[str, List[Tuple[str, int]]] = {}
     for (target, runtime), n in sorted(skipped.items()):
         by_target.setdefault(target, []).append((runtime, n))
     for target, runtimes in by_target.items():
         n = sum(count for _, count in runtimes)
         out.append(Finding(f"{target} has no {' or '.join(r for r, _ in runtimes)} runtime: {_cells(n)} skipped",
+                           "failures", "info"))
+    for (target, message), members in sorted(other_skips.items()):
+        formats = sorted({_text(r.get("format")) for r in members})
+        out.append(Finding(f"{_cells(len(members))} skipped on {target} ({', '.join(formats)}): {message}",
                            "failures", "info"))
     if emulated:
         out.append(Finding(f"emulated under qemu-user: {', '.join(sorted(emulated))}: latency and memory recorded, "

@@ -472,11 +472,14 @@ def _cross_arch(ctx: "ReportContext") -> str:
 
 def _section_failures(ctx: "ReportContext") -> str:
     """Cells that did not run, by device, cells with the same status, category and message together, with the
-    one-line reason, the fix where the harness knows it, and the full message behind a disclosure."""
+    one-line reason, the fix where the harness knows it, and the full message behind a disclosure. A user metric
+    that raised is said first: its cells ran, but their primary figure is unavailable."""
+    broken = "".join(f'<p class="note">The metric failed on {len(cells)} cell(s) ({esc(", ".join(cells))}): '
+                     f"{esc(error)}. Their primary figure is unavailable.</p>" for error, cells in ctx.metric_errors.items())
     failures = ctx.failures
     if not failures:
-        return "<p>Every cell ran.</p>"
-    parts = []
+        return broken + "<p>Every cell ran.</p>"
+    parts = [broken]
     for target, groups in failure_groups(failures).items():
         n = sum(len(g[3]) for g in groups)
         rows, classes = [], []
@@ -491,6 +494,10 @@ def _section_failures(ctx: "ReportContext") -> str:
         parts.append(f'<h3 id="failures-{esc(target)}">{esc(target)}: {n} cell{"s" if n != 1 else ""}</h3>'
                      '<div class="wrap"><table><thead><tr><th>cells</th><th>which</th><th>status</th><th>category</th>'
                      f"<th>reason</th><th>fix</th></tr></thead><tbody>{''.join(rows)}</tbody></table></div>")
+    texts = {ctx.diagnostics[str(r.get("cell_id"))]: f"{r.get('model')}/{r.get('variant')}/{r.get('format')}"
+             for r in failures if str(r.get("cell_id")) in ctx.diagnostics}
+    parts += [f"<details><summary>{esc(label)}: the converter's whole diagnostic</summary><pre>{esc(text)}</pre>"
+              "</details>" for text, label in texts.items()]
     return "".join(parts)
 
 

@@ -108,6 +108,9 @@ def render_markdown(ctx: "ReportContext", gate: Any = None) -> str:
                   f"but not representative, and are not judged.", ""]
     if gate is not None:
         lines += _gate_lines(gate)
+    for error, cells in ctx.metric_errors.items():
+        lines += [f"> **The metric failed** on {len(cells)} cell(s) ({', '.join(cells)}): {error}. Their primary "
+                  "figure is unavailable.", ""]
     failures = ctx.failures
     lines += [f"### Failures ({len(failures)})", ""]
     if failures:

@@ -110,6 +110,8 @@ class ModelEval:
     #: the reference's own figures (accuracy, metric_*), for retention
     reference_figures: Dict[str, Any]
     scoring: ScoringSpec
+    #: the model keeps state between inferences: the agent starts it again before its outputs
+    stateful: bool = False
 
     @classmethod
     def of(cls, prepared: Any) -> "ModelEval":
@@ -117,7 +119,7 @@ class ModelEval:
         return cls(prepared.recipe.name, str(prepared.eval_inputs_path.resolve()),
                    str(prepared.labels_path.resolve()) if prepared.labels_path else "",
                    str(prepared.reference_outputs_path.resolve()), prepared.reference_figures,
-                   ScoringSpec.from_recipe(prepared.recipe))
+                   ScoringSpec.from_recipe(prepared.recipe), prepared.interface.stateful)
 
 
 @dataclass(frozen=True)
@@ -291,8 +293,9 @@ def _describe(row: Dict[str, Any]) -> str:
     if row["status"] != OK:
         return f"{row['status']} ({row['error_category']}): {row['error_message']}"
     acc = f"acc {row['accuracy']:.4f}, " if row.get("accuracy") is not None else ""
+    broken = f"; {row['evaluation_error']} (primary figure unavailable)" if row.get("evaluation_error") else ""
     return f"{acc}p50 {row['latency_p50_ms']:.3f} ms, p99 {row['latency_p99_ms']:.3f} ms, " \
-           f"peak {row['peak_rss_bytes'] / 2**20:.0f} MiB"
+           f"peak {row['peak_rss_bytes'] / 2**20:.0f} MiB{broken}"
 
 
 # ---------------------------------------------------------------- the steps of one cell
@@ -391,6 +394,8 @@ def run_agent(transport, job: TargetJob, cell: Cell, pushed: PushedCell, agent_p
             "--holder", f"run {run.run_id}", "--verify-cache"]
     if repeat == 1:
         argv += ["--outputs", pushed.outputs]
+        if job.evals[artifact.model].stateful:
+            argv += ["--stateful"]
     if artifact.format == "openvino" and len(pushed.model_files) > 1:
         argv += ["--weights", pushed.model_files[1]]
     config = cell.runtime_config
@@ -577,6 +582,8 @@ def _run_cell(job: TargetJob, cell: Cell, transport, agent_path: str, available:
     A measured cell is added to `measured` (its files on the device and its agent document) for the repeats."""
     artifact, evals = cell.artifact, job.evals[cell.artifact.model]
     extra: Dict[str, Any] = {"interface": artifact.interface, "operators": artifact.operators}
+    if artifact.diagnostic:  # the converter's whole text; the row's message is its most specific line
+        extra["diagnostic"] = artifact.diagnostic
     started = time.perf_counter()
     document: Dict[str, Any] = {}
     repairs: List[str] = []
@@ -612,6 +619,8 @@ def _run_cell(job: TargetJob, cell: Cell, transport, agent_path: str, available:
     row.update(status=OK, duration_s=time.perf_counter() - started, cache_repair=_repair_text(repairs, document))
     if measured is not None:
         measured[cell.cell_id] = (pushed, [document])
+    if document.get("state_reset"):  # how a stateful model was started again before its outputs
+        extra["state_reset"] = document["state_reset"]
     return record_cell(run, row, agent=document.get("interface"), outputs=per_output, **measurement, **extra)
 
 

@@ -66,6 +66,8 @@ class TensorSpec:
 class Interface:
     inputs: Tuple[TensorSpec, ...]
     outputs: Tuple[TensorSpec, ...]
+    #: the model keeps state between inferences (resource variables, a stateful module): found by running it
+    stateful: bool = False
 
     @property
     def input_names(self) -> List[str]:
@@ -80,12 +82,16 @@ class Interface:
         return all(s.is_static for s in self.inputs)
 
     def to_doc(self) -> Dict[str, Any]:
-        return {"inputs": [s.to_doc() for s in self.inputs], "outputs": [s.to_doc() for s in self.outputs]}
+        doc: Dict[str, Any] = {"inputs": [s.to_doc() for s in self.inputs],
+                               "outputs": [s.to_doc() for s in self.outputs]}
+        if self.stateful:  # only then: the documents (and cache keys) of every other model stay as they were
+            doc["stateful"] = True
+        return doc
 
     @classmethod
     def from_doc(cls, doc: Mapping[str, Any]) -> "Interface":
         return cls(tuple(TensorSpec.from_doc(d) for d in doc.get("inputs", [])),
-                   tuple(TensorSpec.from_doc(d) for d in doc.get("outputs", [])))
+                   tuple(TensorSpec.from_doc(d) for d in doc.get("outputs", [])), bool(doc.get("stateful", False)))
 
 
 # ---------------------------------------------------------------- fixing dynamic dimensions
@@ -115,6 +121,21 @@ def _match_input(interface: Interface, name: str) -> Optional[TensorSpec]:
         if normalize_name(spec.name) == normalize_name(name):
             return spec
     return None
+
+
+def batch_defaults(interface: Interface, shapes: Mapping[str, Sequence[int]]) -> Dict[str, Tuple[int, ...]]:
+    """Shapes for the inputs not in `shapes` whose only dynamic axis is a leading batch axis: batch 1.
+
+    benchmark_model runs a TFLite file at its stored shape and onnxruntime_perf_test takes free
+    dimensions as 1, so a `-1` batch (every TFLite file converted from Keras, most exported detectors)
+    needs no flag. A 1-D input's only axis is a length, not a batch, and any other dynamic axis still
+    has to be fixed by the user.
+    """
+    given = {spec.name for spec in (_match_input(interface, n) for n in shapes) if spec is not None}
+    return {spec.name: (1,) + tuple(int(d) for d in spec.shape[1:])  # type: ignore[index, arg-type]
+            for spec in interface.inputs
+            if spec.name not in given and spec.shape is not None and len(spec.shape) >= 2
+            and spec.dynamic_axes == [0]}
 
 
 def fix_interface(interface: Interface, shapes: Mapping[str, Sequence[int]], where: str,
@@ -167,9 +188,17 @@ def _shape_compatible(expected: Optional[Sequence[Dim]], actual: Optional[Sequen
     return all(not is_static(a) or not is_static(e) or a == e for e, a in zip(expected, actual))
 
 
-def check_interface(expected: Interface, actual: Interface, allowed_dtypes: Sequence[str] = ()) -> List[str]:
-    """Problems of an artifact's interface against its source's: counts, names, ranks, sizes, dtypes."""
+def check_interface(expected: Interface, actual: Interface, allowed_dtypes: Sequence[str] = (),
+                    produced: Sequence[TensorSpec] = ()) -> List[str]:
+    """Problems of an artifact's interface against its source's: counts, names, ranks, sizes, dtypes.
+
+    With `produced` (the outputs the source computed on the host at the fixed input shapes), an artifact's
+    output is checked against what the source produces, not against what its file declares: it is compatible
+    when it matches the produced tensor (a dynamic axis matches any size), or when it repeats the source's
+    own declaration (a wrong declaration is a note on the model, not a verdict on its artifacts).
+    """
     problems: List[str] = []
+    produced_by_name = {s.name: s for s in produced}
     for kind, want, got in (("input", expected.inputs, actual.inputs), ("output", expected.outputs, actual.outputs)):
         if len(want) != len(got):
             problems.append(f"expected {len(want)} {kind}(s) ({', '.join(s.name for s in want)}), artifact has "
@@ -181,10 +210,50 @@ def check_interface(expected: Interface, actual: Interface, allowed_dtypes: Sequ
             continue
         for spec, i in zip(want, order):
             other = got[i]
-            if not _shape_compatible(spec.shape, other.shape):
-                problems.append(f"{kind} {spec.name}: shape {list(other.shape or ())} != {list(spec.shape or ())}")
+            truth = produced_by_name.get(spec.name) if kind == "output" else None
+            declared_again = truth is not None and other.shape == spec.shape
+            shape_ok = _shape_compatible(truth.shape if truth else spec.shape, other.shape) or declared_again
+            if not shape_ok:
+                shown = truth.shape if truth else spec.shape
+                problems.append(f"{kind} {spec.name}: shape {list(other.shape or ())} != {list(shown or ())}"
+                                + (" (what the source produces)" if truth else ""))
             # int64 → int32 is how TFLite stores integer inputs; the agent casts, so that stays compatible.
             narrowed = {other.dtype, spec.dtype} == {"int32", "int64"}
-            if other.dtype != spec.dtype and other.dtype not in allowed_dtypes and not narrowed:
-                problems.append(f"{kind} {spec.name}: dtype {other.dtype} != {spec.dtype}")
+            dtypes = {spec.dtype} | ({truth.dtype} if truth else set())
+            if other.dtype not in dtypes and other.dtype not in allowed_dtypes and not narrowed:
+                problems.append(f"{kind} {spec.name}: dtype {other.dtype} != {(truth or spec).dtype}")
     return problems
+
+
+def produced_specs(outputs: Sequence[Tuple[str, Any]]) -> Tuple[TensorSpec, ...]:
+    """What a model produced, per output (values per sample, samples first): each sample's shape, with an
+    axis whose size varies between samples (a detector's box list) left dynamic, and its dtype."""
+    import numpy as np
+
+    specs = []
+    for name, values in outputs:
+        shapes = {tuple(np.shape(v)) for v in values}
+        ranks = {len(s) for s in shapes}
+        shape: Optional[Tuple[Dim, ...]] = None
+        if len(ranks) == 1:
+            first = next(iter(shapes))
+            shape = tuple(d if all(s[i] == d for s in shapes) else None for i, d in enumerate(first))
+        specs.append(TensorSpec(name, shape, np.asarray(values[0]).dtype.name if len(values) else "float32"))
+    return tuple(specs)
+
+
+def declared_vs_produced(declared: Sequence[TensorSpec], produced: Sequence[TensorSpec]) -> List[str]:
+    """One note per output whose file declares a shape or dtype other than what the model produces."""
+    notes = []
+    by_name = {s.name: s for s in produced}
+    for spec in declared:
+        truth = by_name.get(spec.name)
+        if truth is None or spec.shape is None:
+            continue
+        fits = _shape_compatible(spec.shape, truth.shape) and spec.dtype == truth.dtype
+        if not fits:
+            def show(s: TensorSpec) -> str:
+                return f"[{', '.join('?' if d is None else str(d) for d in (s.shape or ()))}] {s.dtype}"
+            notes.append(f"output {spec.name}: declared {show(spec)}, produces {show(truth)}; the run checks "
+                         "converted files against what it produces")
+    return notes

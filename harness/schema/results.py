@@ -84,6 +84,8 @@ class Category(str, Enum):
 
 IDENTITY_COLUMNS = ["run_id", "cell_id", "model", "variant", "format", "runtime_config", "target"]
 STATUS_COLUMNS = ["status", "error_category", "error_message"]
+#: `primary_metric` of a cell whose user metric raised (`evaluation_error`): no other figure stands in for it
+UNAVAILABLE = "unavailable"
 ACCURACY_COLUMNS = ["primary_metric", "primary_value", "primary_retention",
                     "accuracy", "top5_accuracy", "reference_accuracy", "accuracy_retention", "top1_agreement",
                     "max_abs_diff", "cosine_similarity", "output_snr_db", "kl_divergence", "n_eval_samples",

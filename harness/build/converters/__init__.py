@@ -13,10 +13,11 @@ import tempfile
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, Iterator, Tuple
+from typing import Dict, Iterator, List, Tuple
 
 import numpy as np
 
+from harness.core.errors import ConversionError
 from harness.schema.interface import Interface
 from harness.core.registry import Registry
 
@@ -96,6 +97,68 @@ def scratch_dir() -> Iterator[Path]:
         yield Path(tmp)
 
 
-def first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0][:400]}" if text else type(exc).__name__
+#: a known cause, as the converters word it, and the reason in plain words
+KNOWN_CAUSES: Tuple[Tuple[Tuple[str, ...], str], ...] = (
+    (("Unexpected type: RESOURCE", "VAR_HANDLE", "READ_VARIABLE", "ASSIGN_VARIABLE"),
+     "the model keeps state in resource variables, which tf2onnx and OpenVINO's TFLite frontend do not convert"),
+    (("rank has to be known", "rank().is_static()"),
+     "an operation needs a tensor rank that the converter could not infer even at the run's fixed input shapes, "
+     "e.g. one behind an If or computed at run time"),
+    (("No conversion rule found", "is not supported", "Unsupported op", "unsupported op"),
+     "the model uses an operation the converter does not support"),
+)
+
+#: lines of converter output that say where, not what (OpenVINO's "Check 'false' failed at src/...")
+_WHERE_LINE_STARTS = ("Check '", "Exception from src/", "FrontEnd API failed with", "While validating",
+                      "[ONNX Frontend] Conversion failed", "Model wasn't fully converted", "Summary:",
+                      "Traceback", "File \"", "During handling of")
+
+
+@dataclass(frozen=True)
+class Diagnosis:
+    """A converter's failure read for a person: its most specific line, a known cause, the whole text."""
+
+    headline: str
+    #: the cause in plain words where it is a known one, else ""
+    reason: str
+    text: str
+
+
+def diagnose(exc: BaseException, context: str = "") -> Diagnosis:
+    """The most specific line of a converter's exception: OpenVINO's failed-operations summary with the first
+    reason it gives, a line naming an unexpected type, else the exception's last line (its first says only
+    where it was raised). `context` (what the harness knows about the file, e.g. its stateful operators)
+    is kept with the text and helps recognise a known cause."""
+    text = str(exc).strip()
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    said = [ln for ln in lines if not ln.startswith(_WHERE_LINE_STARTS) and not ln.startswith("--")]
+    failed_ops = [ln.split("Conversion is failed for:", 1)[1].strip() for ln in lines
+                  if "Conversion is failed for:" in ln]
+    typed = [ln for ln in lines if ln.startswith("Unexpected type:")]
+    if failed_ops:
+        why = [ln for ln in said if "Conversion is failed for" not in ln]
+        headline = f"conversion failed for {failed_ops[-1]}" + (f": {why[0]}" if why else "")
+    elif typed:
+        headline = typed[-1]
+    else:
+        headline = said[-1] if said else (lines[-1] if lines else "")
+    headline = f"{type(exc).__name__}: {headline[:400]}" if headline else type(exc).__name__
+    whole = f"{type(exc).__name__}: {text}" + (f"\n\n{context}" if context else "")
+    reason = next((plain for words, plain in KNOWN_CAUSES if any(w in whole for w in words)), "")
+    return Diagnosis(headline, reason, whole)
+
+
+def conversion_failed(name: str, what: str, exc: BaseException, context: str = "") -> ConversionError:
+    """The ConversionError of a converter that raised: one line for the cell, the whole text kept beside it."""
+    found = diagnose(exc, context)
+    return ConversionError(f"{name}: {what} failed: {found.headline}" + (f" ({found.reason})" if found.reason else ""),
+                           diagnostic=found.text)
+
+
+def stateful_operators(operators: Dict[str, int]) -> List[str]:
+    """The operators by which a model keeps state between invocations (TFLite resource variables, OpenVINO's
+    ReadValue/Assign)."""
+    return sorted(op for op in operators if op in STATEFUL_OPERATORS)
+
+
+STATEFUL_OPERATORS = frozenset({"VAR_HANDLE", "READ_VARIABLE", "ASSIGN_VARIABLE", "ReadValue", "Assign"})

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Iterator
 
 from harness.core.errors import ConversionError
-from harness.build.converters import ConversionContext, first_line, register_converter
+from harness.build.converters import ConversionContext, conversion_failed, register_converter
 
 INSTALL_HINT = "pip install 'edge-harness[litert-torch]' (pinned in constraints.txt; `make venv`)"
 
@@ -92,5 +92,5 @@ def _convert(model_path: Path, source_format: str, ctx: ConversionContext, path:
             edge_model = litert_torch.convert(Named(inner).eval(), sample_kwargs=sample)
             edge_model.export(str(path))
     except Exception as exc:
-        raise ConversionError(f"{ctx.name}: TFLite conversion from torch (litert-torch) failed: {first_line(exc)}") \
+        raise conversion_failed(ctx.name, "TFLite conversion from torch (litert-torch)", exc) \
             from None

@@ -3,8 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from harness.core.errors import ConversionError
-from harness.build.converters import ConversionContext, first_line, register_converter, scratch_dir
+from harness.build.converters import ConversionContext, conversion_failed, register_converter, scratch_dir
 from harness.build.converters.onnx import onnx_to_openvino, to_openvino
 
 
@@ -31,7 +30,7 @@ def tflite_from_function(tf, function, owner, ctx: ConversionContext, out_dir: P
     try:
         flatbuffer = converter.convert()
     except Exception as exc:
-        raise ConversionError(f"{ctx.name}: TFLite conversion failed: {first_line(exc)}") from None
+        raise conversion_failed(ctx.name, "TFLite conversion", exc) from None
     path = Path(out_dir) / f"{ctx.name}.tflite"
     path.write_bytes(flatbuffer)
     return path
@@ -59,7 +58,7 @@ def keras_to_onnx(model_path: Path, ctx: ConversionContext, out_dir: Path) -> Pa
         tf2onnx.convert.from_keras(model, input_signature=tuple(input_signature(tf, ctx)), opset=17,
                                    output_path=str(path))
     except Exception as exc:
-        raise ConversionError(f"{ctx.name}: ONNX conversion (tf2onnx) failed: {first_line(exc)}") from None
+        raise conversion_failed(ctx.name, "ONNX conversion (tf2onnx)", exc) from None
     return path
 
 
@@ -103,7 +102,7 @@ def savedmodel_to_onnx(model_path: Path, ctx: ConversionContext, out_dir: Path) 
         tf2onnx.convert.from_function(tf.function(call, input_signature=input_signature(tf, ctx)),
                                       input_signature=input_signature(tf, ctx), opset=17, output_path=str(path))
     except Exception as exc:
-        raise ConversionError(f"{ctx.name}: ONNX conversion from SavedModel (tf2onnx) failed: {first_line(exc)}") \
+        raise conversion_failed(ctx.name, "ONNX conversion from SavedModel (tf2onnx)", exc) \
             from None
     return path
 

@@ -3,8 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from harness.core.errors import ConversionError
-from harness.build.converters import ConversionContext, first_line, register_converter, scratch_dir
+from harness.build.converters import ConversionContext, conversion_failed, register_converter, scratch_dir
 from harness.build.converters.onnx import onnx_to_openvino
 
 
@@ -38,7 +37,7 @@ def export_onnx(module, ctx: ConversionContext, path: Path) -> Path:
         torch.onnx.export(module, example_inputs(ctx), str(path), input_names=ctx.interface.input_names,
                           output_names=ctx.interface.output_names, opset_version=17, dynamo=False)
     except Exception as exc:
-        raise ConversionError(f"{ctx.name}: ONNX export from torch failed: {first_line(exc)}") from None
+        raise conversion_failed(ctx.name, "ONNX export from torch", exc) from None
     return path
 
 

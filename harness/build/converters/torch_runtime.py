@@ -7,8 +7,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from harness.core.errors import ConversionError
-from harness.build.converters import ConversionContext, first_line, register_converter
+from harness.build.converters import ConversionContext, conversion_failed, register_converter
 
 
 @register_converter("torchscript", "torch")
@@ -35,5 +34,5 @@ def torch_module_to_torch(model_path: Path, ctx: ConversionContext, out_dir: Pat
         with torch.no_grad():
             torch.jit.save(torch.jit.trace(module, example_inputs(ctx)), str(out))
     except Exception as exc:
-        raise ConversionError(f"{ctx.name}: tracing the module to TorchScript failed: {first_line(exc)}") from None
+        raise conversion_failed(ctx.name, "tracing the module to TorchScript", exc) from None
     return out

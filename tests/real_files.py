@@ -1,0 +1,95 @@
+"""Small real models with the quirks of files nobody on the project wrote (issue 21), built in the tests
+(imported by tests; pytest puts tests/ on sys.path). Nothing is downloaded: weights are seeded."""
+from __future__ import annotations
+
+import functools
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+
+def _keras():
+    from harness.zoo.keras_util import import_tf
+    return import_tf()
+
+
+@functools.lru_cache(maxsize=None)
+def keras_batch_tflite() -> Path:
+    """A Keras CNN converted with TFLiteConverter.from_keras_model: shape_signature [-1, 8, 8, 3]."""
+    tf, keras = _keras()
+    keras.utils.set_random_seed(0)
+    image = keras.layers.Input((8, 8, 3), name="input_1")
+    hidden = keras.layers.GlobalAveragePooling2D()(keras.layers.Conv2D(4, 3, activation="relu")(image))
+    model = keras.Model(image, keras.layers.Dense(5, name="logits")(hidden))
+    path = Path(tempfile.mkdtemp(prefix="real-files-")) / "kbatch.tflite"
+    path.write_bytes(tf.lite.TFLiteConverter.from_keras_model(model).convert())
+    return path
+
+
+def branchy_onnx(path: Path, condition_from_data: bool = False) -> Path:
+    """An ONNX model that OpenVINO converts only at static shapes (or, with `condition_from_data`, never);
+    the bench's conversion matrix measures the same file."""
+    from harness.bench.conversions import shape_dependent_onnx
+    return shape_dependent_onnx(path, condition_from_data)
+
+
+@functools.lru_cache(maxsize=None)
+def counter_tflite() -> Path:
+    """A TFLite model that keeps state in a resource variable: y = total += x (VAR_HANDLE, READ_VARIABLE,
+    ASSIGN_VARIABLE), so every invocation's output depends on how many ran before it."""
+    tf, _ = _keras()
+
+    class Counter(tf.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.total = tf.Variable(tf.zeros([1, 4]))
+
+        @tf.function(input_signature=[tf.TensorSpec([1, 4], tf.float32, name="x")])
+        def __call__(self, x):
+            self.total.assign_add(x)
+            return {"y": self.total * 1.0}
+
+    module = Counter()
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([module.__call__.get_concrete_function()], module)
+    path = Path(tempfile.mkdtemp(prefix="real-files-")) / "counter.tflite"
+    path.write_bytes(converter.convert())
+    return path
+
+
+def misdeclared_onnx(path: Path) -> Path:
+    """A MatMul model that produces logits [1, 4] but whose graph output declares ['seqlen'] (edited, as an
+    exporter that guessed wrong would leave it): ONNX Runtime warns and runs, OpenVINO infers the real shape."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    weights = np.random.default_rng(0).normal(size=(6, 4)).astype(np.float32)
+    graph = helper.make_graph([helper.make_node("MatMul", ["features", "w"], ["logits"])], "misdeclared",
+                              [helper.make_tensor_value_info("features", TensorProto.FLOAT, [1, 6])],
+                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 4])],
+                              [helper.make_tensor("w", TensorProto.FLOAT, weights.shape, weights.ravel())])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    declared = model.graph.output[0].type.tensor_type.shape
+    del declared.dim[:]
+    declared.dim.add().dim_param = "seqlen"
+    onnx.save(model, path)
+    return path
+
+
+def accumulator_torchscript(path: Path) -> Path:
+    """A TorchScript module that keeps a running sum in a buffer: y = total += x. Nothing in the file says it
+    keeps state; running it does."""
+    import torch
+
+    class Accumulator(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.register_buffer("total", torch.zeros(1, 4))
+
+        def forward(self, x):
+            self.total.add_(x)
+            return self.total.clone()
+
+    torch.jit.save(torch.jit.script(Accumulator().eval()), str(path))
+    return path
