@@ -74,7 +74,9 @@ def cmd_gate(args) -> int:
     result = evaluate(policy, frame, budgets, run_id=run.run_id, samples=samples,
                       baseline_rows=baseline_rows, baseline_samples=baseline_samples, baseline_id=baseline_id,
                       history={} if pairs else store.run_spreads(rows, run.run_id), emulated=emulated,
-                      paired=bool(pairs))
+                      paired=bool(pairs),
+                      figure_history={} if pairs else {f: store.run_spreads(rows, run.run_id, figure=f)
+                                                       for f in ("mean", "p90")})
     for line in result.lines():
         print(line)
     for note in budget_notes:

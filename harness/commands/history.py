@@ -79,7 +79,9 @@ def _compare(store, args) -> int:
     frame = load_run_table(run)
     changes = compare_runs(frame.to_dict(orient="records"), store.rows(baseline), load_latency_samples(run),
                            store.samples(baseline), min_effect=args.min_effect, min_shift_ms=args.min_shift_ms,
-                           history=store.run_spreads(frame.to_dict(orient="records"), run.run_id))
+                           history=store.run_spreads(frame.to_dict(orient="records"), run.run_id),
+                           figure_history={f: store.run_spreads(frame.to_dict(orient="records"), run.run_id,
+                                                                figure=f) for f in ("mean", "p90")})
     found = regressions(changes)
     print(f"{run.run_id} against baseline {baseline}: {len(changes)} comparisons, {len(found)} regression(s)")
     for c in found:

@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import AbstractSet, Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from harness.schema.loader import load_dataclass, read_yaml_mapping
-from harness.judge.regression import DEFAULT_ALPHA, DEFAULT_ASSUMED_RUN_CV, RunSpread, compare_latency, history_key
+from harness.judge.regression import (DEFAULT_ALPHA, DEFAULT_ASSUMED_RUN_CV, LATENCY_FIGURES, RunSpread,
+                                      compare_latency, history_key)
 from harness.schema.results import FAILED, LOST, OK
 from harness.core.numbers import finite_or_none
 from harness.judge.scores import BYTES_PER_MB, accuracy_measure
@@ -42,8 +43,13 @@ class TargetPolicy:
     max_peak_memory_mb: Optional[float] = None
     #: take max_latency_p99_ms / max_peak_memory_mb from targets/<name>.yaml budgets where not set here
     use_target_budgets: Optional[bool] = None
-    #: slowdown against the baseline (0.10 = 10 %), judged on the per-iteration samples
+    #: slowdown against the baseline (0.10 = 10 %), judged on the per-iteration samples, for each of
+    #: latency_figures
     max_latency_regression: Optional[float] = None
+    #: which figures of the latency distribution max_latency_regression judges, each with its own test and
+    #: interval: median, mean, p90 (unset: all three). A stall that hits a fraction of inferences moves the
+    #: mean and the tail, not the median
+    latency_figures: Optional[Tuple[str, ...]] = None
     #: optional absolute floor: latency shifts smaller than this many ms never count as regressions. Unset (the
     #: default) there is none: the judge compares a change with the cell's own measured noise, so a 20 us model
     #: is judged as fairly as a 10 ms one
@@ -79,6 +85,10 @@ class TargetPolicy:
             value = getattr(self, name)
             if value is not None and not 0.0 <= value <= 10.0:
                 raise ValueError(f"{name} is a fraction (0.10 = 10 %), got {value}")
+        strange = [f for f in self.latency_figures or () if f not in LATENCY_FIGURES]
+        if strange or (self.latency_figures is not None and not self.latency_figures):
+            raise ValueError(f"latency_figures has unknown or no figure(s) {strange}; known: "
+                             f"{', '.join(LATENCY_FIGURES)}")
         unknown = [f for f in self.required_formats or () if f not in FORMATS]
         if unknown:
             raise ValueError(f"required_formats has unknown format(s) {unknown}; known: {', '.join(FORMATS)}")
@@ -252,10 +262,17 @@ def _format_checks(tp: TargetPolicy, target: str, rows: Sequence[Mapping[str, An
     return checks
 
 
+def latency_rule(figure: str) -> str:
+    """The gate rule of one latency figure: max_latency_regression (median), max_latency_regression.mean, ..."""
+    return "max_latency_regression" if figure == "median" else f"max_latency_regression.{figure}"
+
+
 def _baseline_checks(tp: TargetPolicy, target: str, rows: Sequence[Mapping[str, Any]],
                      samples: Mapping[str, Any], baseline_rows: Sequence[Mapping[str, Any]],
                      baseline_samples: Mapping[str, Any], alpha: float,
-                     history: Mapping[Tuple[str, ...], RunSpread], paired: bool = False) -> List[Check]:
+                     history: Mapping[Tuple[str, ...], RunSpread], paired: bool = False,
+                     figure_history: Optional[Mapping[str, Mapping[Tuple[str, ...], RunSpread]]] = None
+                     ) -> List[Check]:
     checks: List[Check] = []
     base_by_id = {_identity(r): r for r in baseline_rows}
     for row in rows:
@@ -269,14 +286,16 @@ def _baseline_checks(tp: TargetPolicy, target: str, rows: Sequence[Mapping[str, 
                                     f"the baseline's cell was measured on a noisy device "
                                     f"({base.get('noise_reasons') or 'busy or throttling'}): not judged", skipped=True))
             else:
-                comparison = compare_latency(
-                    baseline_samples.get(str(base.get("cell_id"))), samples.get(cell),
-                    min_effect=tp.max_latency_regression, alpha=alpha, history=history.get(history_key(row)),
-                    assumed_run_cv=DEFAULT_ASSUMED_RUN_CV if tp.assumed_run_cv is None else tp.assumed_run_cv,
-                    min_shift_ms=tp.min_latency_shift_ms or 0.0, paired=paired)
-                checks.append(Check(target, "max_latency_regression", cell, not comparison.regressed,
-                                    f"{comparison.describe()} (maximum {tp.max_latency_regression:+.0%})",
-                                    skipped=not comparison.judged))
+                for figure in tp.latency_figures or LATENCY_FIGURES:
+                    spreads = history if figure == "median" else (figure_history or {}).get(figure, {})
+                    comparison = compare_latency(
+                        baseline_samples.get(str(base.get("cell_id"))), samples.get(cell),
+                        min_effect=tp.max_latency_regression, alpha=alpha, history=spreads.get(history_key(row)),
+                        assumed_run_cv=DEFAULT_ASSUMED_RUN_CV if tp.assumed_run_cv is None else tp.assumed_run_cv,
+                        min_shift_ms=tp.min_latency_shift_ms or 0.0, paired=paired, figure=figure)
+                    checks.append(Check(target, latency_rule(figure), cell, not comparison.regressed,
+                                        f"{comparison.describe()} (maximum {tp.max_latency_regression:+.0%})",
+                                        skipped=not comparison.judged))
         acc_now, acc_base = finite_or_none(row.get("accuracy")), finite_or_none(base.get("accuracy"))
         if tp.max_accuracy_drop is not None and acc_now is not None and acc_base is not None:
             drop = acc_base - acc_now
@@ -297,14 +316,17 @@ def evaluate(policy: Policy, frame: Any, budgets: Mapping[str, Budgets] | None =
              baseline_samples: Mapping[str, Sequence[float]] | None = None,
              baseline_id: Optional[str] = None,
              history: Mapping[Tuple[str, ...], RunSpread] | None = None,
-             emulated: AbstractSet[str] = frozenset(), paired: bool = False) -> GateResult:
+             emulated: AbstractSet[str] = frozenset(), paired: bool = False,
+             figure_history: Mapping[str, Mapping[Tuple[str, ...], RunSpread]] | None = None,
+             extra_checks: Sequence[Check] = (), extra_notes: Sequence[str] = ()) -> GateResult:
     """Every check of `policy` against a run's table; pure.
 
     `budgets` are the targets' budgets (used where use_target_budgets is set);
     `samples` and `baseline_*` feed the regression rules, which are skipped
     with a note when there is no baseline. `history` maps a cell's history key
     (regression.history_key) to the between-run spread the history store has
-    seen for it. `paired`: the baseline rows were measured in this run, each repeat right after the
+    seen for its median, `figure_history` the same by figure for the mean and p90. `extra_checks` and
+    `extra_notes` come from rules judged outside (the nightly change points, harness.judge.trends). `paired`: the baseline rows were measured in this run, each repeat right after the
     candidate's (harness.run.pairing), so latency is judged on the per-round differences. A cell measured on a
     noisy device is not judged. On the `emulated` targets
     (TargetSpec.emulated: qemu-user) latency and memory rules do not apply: only whether cells
@@ -341,13 +363,15 @@ def evaluate(policy: Policy, frame: Any, budgets: Mapping[str, Budgets] | None =
             wants_baseline = True
             if baseline_rows is not None:
                 checks += _baseline_checks(tp, target, checked, samples, baseline_rows, baseline_samples or {},
-                                           policy.alpha, history or {}, paired)
+                                           policy.alpha, history or {}, paired, figure_history)
     if wants_baseline and baseline_rows is None:
         notes.append("no baseline run found: regression rules not checked (the first passing run becomes one)")
+    checks += list(extra_checks)
+    notes += list(extra_notes)
     noisy = [c for c in checks if c.skipped and c.rule == "quiet_device"]
     if noisy:
         notes.append(f"{len(noisy)} cell(s) measured on a busy or throttling device: not judged; re-run them")
-    unsampled = [c for c in checks if c.skipped and c.rule == "max_latency_regression"]
+    unsampled = [c for c in checks if c.skipped and c.rule.startswith("max_latency_regression")]
     if unsampled:
         notes.append(f"{len(unsampled)} latency comparison(s) not judged (too few samples, or a noisy baseline)")
     return GateResult(run_id, policy.source_path, baseline_id if baseline_rows is not None else None,

@@ -273,16 +273,21 @@ class History:
         return {r["cell_id"]: _samples_from_json(r["latencies_ms"]) for r in found}
 
     def run_level_medians(self, key: Sequence[str], before_run: Optional[str] = None) -> List[float]:
-        """The run-level median (ms) of one cell key in every recorded run, oldest first.
+        """The run-level median (ms) of one cell key in every recorded run, oldest first (run_level_figures)."""
+        return self.run_level_figures(key, before_run, "median")
+
+    def run_level_figures(self, key: Sequence[str], before_run: Optional[str] = None,
+                          figure: str = "median") -> List[float]:
+        """The run-level `figure` (median, mean or p90, ms) of one cell key in every recorded run, oldest first.
 
         key is regression.history_key(row): (model, variant, format, target,
         runtime config...). Only ok cells not marked noisy count. The figure is
-        exp(mean over repeats of log(repeat median)) from the stored samples,
-        or the row's latency_p50_ms where no samples were kept. With
-        before_run, only runs recorded before that one (or all others, if it
-        is not recorded) are used.
+        exp(mean over repeats of log(repeat figure)) from the stored samples,
+        or the row's latency_p50_ms / latency_mean_ms / latency_p90_ms where no
+        samples were kept. With before_run, only runs recorded before that one
+        (or all others, if it is not recorded) are used.
         """
-        from harness.judge.regression import as_repeats, history_key
+        from harness.judge.regression import FIGURE_COLUMNS, history_key, run_level_figure
         model, variant, fmt, target = key[:4]
         current = self.run(before_run) if before_run else None
         with self.connect() as conn:
@@ -291,23 +296,24 @@ class History:
                 "LEFT JOIN samples s ON s.run_id = c.run_id AND s.cell_id = c.cell_id "
                 "WHERE c.model = ? AND c.variant = ? AND c.format = ? AND c.target = ? AND c.status = ? "
                 "ORDER BY r.seq", (model, variant, fmt, target, OK)).fetchall()
-        medians: List[float] = []
+        values: List[float] = []
         for r in found:
             if r["run_id"] == before_run or (current is not None and r["seq"] >= current.seq):
                 continue
             row = json.loads(r["row_json"])
             if tuple(history_key(row)) != tuple(key) or str(row.get("noisy")).lower() in ("true", "1", "1.0"):
                 continue
-            repeats = [x for x in as_repeats(_samples_from_json(r["latencies_ms"])) if len(x)] \
-                if r["latencies_ms"] else []
-            if repeats:
-                medians.append(float(np.exp(np.mean([np.log(np.median(x)) for x in repeats]))))
-            elif isinstance(row.get("latency_p50_ms"), (int, float)) and row["latency_p50_ms"] > 0:
-                medians.append(float(row["latency_p50_ms"]))
-        return medians
+            value = run_level_figure(_samples_from_json(r["latencies_ms"]), figure) if r["latencies_ms"] else None
+            column = row.get(FIGURE_COLUMNS[figure])
+            if value is None and isinstance(column, (int, float)) and column > 0:
+                value = float(column)
+            if value is not None:
+                values.append(value)
+        return values
 
-    def run_spreads(self, rows: Sequence[Mapping[str, Any]], run_id: Optional[str] = None) -> Dict[tuple, Any]:
-        """regression.RunSpread by history key for each ok row, from the runs before `run_id`."""
+    def run_spreads(self, rows: Sequence[Mapping[str, Any]], run_id: Optional[str] = None,
+                    figure: str = "median") -> Dict[tuple, Any]:
+        """regression.RunSpread of `figure` by history key for each ok row, from the runs before `run_id`."""
         from harness.judge.regression import between_run_spread, history_key
         spreads: Dict[tuple, Any] = {}
         for row in rows:
@@ -315,7 +321,7 @@ class History:
                 continue
             key = history_key(row)
             if key not in spreads:
-                spreads[key] = between_run_spread(self.run_level_medians(key, before_run=run_id))
+                spreads[key] = between_run_spread(self.run_level_figures(key, before_run=run_id, figure=figure))
         return {k: v for k, v in spreads.items() if v is not None}
 
     def metrics(self) -> List[str]:
