@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
 # Debian packages the harness uses: an OpenSSH server for the simulated farm
 # and the SSH tests, the Fashion-MNIST data set, and qemu-user-static for the
-# emulated Arm devices. Installs only what is missing.
+# emulated Arm devices, and PostgreSQL for the shared history store's tests.
+# Installs only what is missing.
 set -euo pipefail
 need=()
 command -v /usr/sbin/sshd >/dev/null 2>&1 || need+=(openssh-server)
 test -d /usr/share/datasets/fashion-mnist || need+=(dataset-fashion-mnist)
 # qemu-user-static: the emulated aarch64 farm devices (sim-pi4-arm64, sim-jetson-arm64) and their tests
 command -v qemu-aarch64-static >/dev/null 2>&1 || need+=(qemu-user-static)
+# postgresql-15: the shared PostgreSQL history store's tests start a real server (initdb + pg_ctl)
+test -x /usr/lib/postgresql/15/bin/pg_ctl || need+=(postgresql-15)
 if [ ${#need[@]} -eq 0 ]; then exit 0; fi
 if [ "$(id -u)" -ne 0 ]; then
   echo "system-deps: the tests need the Debian package(s) ${need[*]}; install them, then run make again:" >&2

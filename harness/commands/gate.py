@@ -6,7 +6,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 
 def register(subparsers) -> None:
-    from harness.judge.history import DEFAULT_DB_PATH
+    from harness.judge.history import DEFAULT_DB_PATH, HISTORY_ENV
     from harness.schema.rundir import REPORTS_DIR
     from harness.schema.targets import TARGETS_DIR
     p = subparsers.add_parser(
@@ -21,7 +21,9 @@ def register(subparsers) -> None:
     p.add_argument("--baseline", metavar="RUN_ID",
                    help="compare with this run (default: the policy's baseline, normally the last passing run)")
     p.add_argument("--junit", type=Path, help="JUnit XML path (default reports/<run-id>/gate.junit.xml)")
-    p.add_argument("--db", type=Path, default=DEFAULT_DB_PATH, help=f"history store (default {DEFAULT_DB_PATH})")
+    p.add_argument("--history", "--db", dest="db", default=None, metavar="PATH|postgresql://...",
+                   help=f"history store: a SQLite file or a PostgreSQL URL (default ${HISTORY_ENV}, else "
+                        f"{DEFAULT_DB_PATH})")
     p.add_argument("--no-record", action="store_true", help="do not record the run and its verdict in the history")
     p.add_argument("--reports-dir", type=Path, default=REPORTS_DIR, help="where runs are (default reports/)")
     p.add_argument("--targets-dir", type=Path, default=TARGETS_DIR, help="target YAML files (default targets/)")

@@ -6,7 +6,7 @@ from typing import Dict, List, Tuple
 
 
 def register(subparsers) -> None:
-    from harness.judge.history import DEFAULT_DB_PATH
+    from harness.judge.history import DEFAULT_DB_PATH, HISTORY_ENV
     from harness.schema.rundir import REPORTS_DIR
     p = subparsers.add_parser(
         "history", help="show a metric over time, record a run, or list regressions against a baseline",
@@ -29,7 +29,9 @@ def register(subparsers) -> None:
     p.add_argument("--min-shift-ms", type=float, default=0.0,
                    help="optional absolute floor: smaller latency shifts are never regressions (default 0: none; "
                         "each change is judged against the cell's own measured noise)")
-    p.add_argument("--db", type=Path, default=DEFAULT_DB_PATH, help=f"history store (default {DEFAULT_DB_PATH})")
+    p.add_argument("--history", "--db", dest="db", default=None, metavar="PATH|postgresql://...",
+                   help=f"history store: a SQLite file or a PostgreSQL URL (default ${HISTORY_ENV}, else "
+                        f"{DEFAULT_DB_PATH})")
     p.add_argument("--reports-dir", type=Path, default=REPORTS_DIR, help="where runs are (default reports/)")
     p.set_defaults(func=cmd_history)
 
@@ -37,7 +39,7 @@ def register(subparsers) -> None:
 def _show_runs(store) -> int:
     runs = store.runs()
     if not runs:
-        print(f"no runs recorded in {store.path}; `harness profile` records each run")
+        print(f"no runs recorded in {store.where}; `harness profile` records each run")
         return 0
     print(f"{'run':<32} {'started':<22} {'cells':>5} {'ok':>4} {'failed':>6}  gate")
     for r in runs:
@@ -52,7 +54,7 @@ def _show_series(store, args) -> int:
         raise HarnessError("--model and --target go together: name both to show a series")
     points = store.series(args.model, args.target, args.metric, variant=args.variant, fmt=args.fmt)
     if not points:
-        print(f"no recorded cells of model {args.model!r} on target {args.target!r} in {store.path}")
+        print(f"no recorded cells of model {args.model!r} on target {args.target!r} in {store.where}")
         return 0
     series: Dict[Tuple[str, str], List] = {}
     for p in points:
@@ -74,7 +76,7 @@ def _compare(store, args) -> int:
     run = resolve_run(args.compare, args.reports_dir)
     baseline = store.find_baseline(run.run_id, args.baseline)
     if baseline is None:
-        print(f"no baseline for {run.run_id}: no earlier passing run in {store.path}")
+        print(f"no baseline for {run.run_id}: no earlier passing run in {store.where}")
         return 0
     frame = load_run_table(run)
     changes = compare_runs(frame.to_dict(orient="records"), store.rows(baseline), load_latency_samples(run),
@@ -94,7 +96,7 @@ def cmd_history(args) -> int:
     store = History(args.db)
     if args.record:
         info = record_run(resolve_run(args.record, args.reports_dir), args.db)
-        print(f"recorded {info.run_id}: {info.n_cells} cells ({info.n_ok} ok, {info.n_failed} failed) in {store.path}")
+        print(f"recorded {info.run_id}: {info.n_cells} cells ({info.n_ok} ok, {info.n_failed} failed) in {store.where}")
         return 0
     if args.compare:
         return _compare(store, args)

@@ -92,6 +92,9 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--run-id", default=None, help="name of the run directory (default: a timestamp)")
     p.add_argument("--reports-dir", type=Path, default=REPORTS_DIR, help="where runs are written (default reports/)")
     p.add_argument("--no-report", action="store_true", help="write the tables only, no HTML report or history")
+    p.add_argument("--history", default=None, metavar="PATH|postgresql://...",
+                   help="history store the run is recorded in (default $HARNESS_HISTORY, else "
+                        ".harness/history.sqlite)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
     p.add_argument("--scheduler", default=None, metavar="tcp://HOST:PORT",
                    help="a dask scheduler: build steps and device jobs run on its workers, a target with `site:` on "
@@ -242,7 +245,7 @@ def cmd_profile(args) -> int:
     with chosen_dispatcher(getattr(args, "scheduler", None), progress) as dispatcher:
         outcome = run_profile(recipes, targets, variants, settings, run_id=run_id, reports_dir=args.reports_dir,
                               progress=progress, resume=bool(resume), write_report=not args.no_report,
-                              dispatcher=dispatcher, pairs=pairs)
+                              dispatcher=dispatcher, pairs=pairs, history=getattr(args, "history", None))
     print_summary(outcome)
     return run_verdict(outcome.frame.to_dict(orient="records"), outcome.missing).exit_code
 

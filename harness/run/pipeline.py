@@ -661,7 +661,8 @@ def run_profile(recipes: Sequence[Any], targets: Sequence[TargetSpec], variants:
                 settings: RunSettings = RunSettings(), run_id: Optional[str] = None,
                 reports_dir: Path = REPORTS_DIR, cache: Optional[ContentCache] = None,
                 progress: Progress = SILENT, dispatcher: Optional[Dispatcher] = None, resume: bool = False,
-                write_report: bool = True, pairs: Optional[Dict[str, str]] = None) -> RunOutcome:
+                write_report: bool = True, pairs: Optional[Dict[str, str]] = None,
+                history: Optional[str] = None) -> RunOutcome:
     """Build every (model, variant, format) artifact, profile it on every target, collate.
 
     variants maps a model name to the variant names to make (default: none, the reference only).
@@ -669,6 +670,8 @@ def run_profile(recipes: Sequence[Any], targets: Sequence[TargetSpec], variants:
     pairs maps a baseline twin's model name to its candidate's (harness.run.pairing): each twin cell is measured
     right after its candidate's, round after round, and the manifest records the pairing for the gate.
     dispatcher says where the builds and device jobs run (default: ThreadDispatcher, all on this host).
+    history is the history store the run is recorded in (a SQLite path or a postgresql:// URL; default
+    HARNESS_HISTORY, else .harness/history.sqlite).
     """
     cache = cache or ContentCache()
     variants = variants or {}
@@ -700,11 +703,12 @@ def collate(run: RunDir, targets: Sequence[TargetSpec] = (), write_report: bool 
     missing = sorted(planned - set(frame["cell_id"])) + sorted(frame.loc[frame["status"] == LOST, "cell_id"])
     outcome = RunOutcome(run, frame, built, reused, missing)
     if write_report:
-        _write_reports(run, targets, progress)
+        _write_reports(run, targets, progress, history)
     return outcome
 
 
-def _write_reports(run: RunDir, targets: Sequence[TargetSpec], progress: Progress) -> None:
+def _write_reports(run: RunDir, targets: Sequence[TargetSpec], progress: Progress,
+                   history: Optional[str] = None) -> None:
     """Report and history are derived data: their failure must never lose the measured results."""
     try:
         from harness.report import write_report
@@ -715,7 +719,10 @@ def _write_reports(run: RunDir, targets: Sequence[TargetSpec], progress: Progres
         progress(f"report could not be written ({type(exc).__name__}: {exc}); results tables are complete")
     try:
         from harness.judge.history import record_run
-        record_run(run)
+        record_run(run, history)
+    except HarnessError as exc:  # an unreachable history server: one line, the run's own tables are written
+        log.warning("history not updated: %s", exc)
+        progress(f"history not updated: {exc}; the run's own tables in {run.root} are complete")
     except Exception as exc:
         log.exception("history failed")
         progress(f"history not updated ({type(exc).__name__}: {exc})")
