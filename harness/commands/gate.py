@@ -49,7 +49,8 @@ def load_baseline(store, run_id: str, named: Optional[str], reports_dir: Path
 
 def cmd_gate(args) -> int:
     from harness.judge.gate import LAST_PASSING, evaluate, load_policy, write_junit
-    from harness.judge.history import History, load_latency_samples, load_run_table, record_run, resolve_run
+    from harness.judge.history import (History, gate_status_of, load_latency_samples, load_run_table, record_run,
+                                       resolve_run)
     from harness.run.pairing import MANIFEST_KEY as PAIRED_KEY, split_rows
     from harness.report import run_budgets, write_summary
     policy = load_policy(args.policy)
@@ -71,6 +72,12 @@ def cmd_gate(args) -> int:
         named = args.baseline or (policy.baseline if policy.baseline != LAST_PASSING else None)
         baseline_id, baseline_rows, baseline_samples = load_baseline(store, run.run_id, named, args.reports_dir)
         rows = frame.to_dict(orient="records")
+    history_cells = None
+    if not pairs and any(policy.for_target(t).nightly_window_runs for t in sorted({str(t) for t in frame["target"]})):
+        # the nightly rule reads every earlier run's cells: its series and their change points
+        current = store.run(run.run_id)
+        history_cells = [c for c in store.trend_cells() if c["run_id"] != run.run_id
+                         and (current is None or c["seq"] < current.seq)]
     from harness.report.crossarch import emulated_targets, read_manifest
     emulated = emulated_targets(sorted({str(t) for t in frame["target"]}), read_manifest(run), None, args.targets_dir)
     result = evaluate(policy, frame, budgets, run_id=run.run_id, samples=samples,
@@ -78,7 +85,8 @@ def cmd_gate(args) -> int:
                       history={} if pairs else store.run_spreads(rows, run.run_id), emulated=emulated,
                       paired=bool(pairs),
                       figure_history={} if pairs else {f: store.run_spreads(rows, run.run_id, figure=f)
-                                                       for f in ("mean", "p90")})
+                                                       for f in ("mean", "p90")},
+                      history_cells=history_cells)
     for line in result.lines():
         print(line)
     for note in budget_notes:
@@ -91,5 +99,6 @@ def cmd_gate(args) -> int:
         print(f"  note: summary.md not rewritten ({type(exc).__name__}: {exc})")
     if not args.no_record:
         # a run that could not be judged is no baseline: its verdict stays unrecorded
-        record_run(run, args.db, gate_passed=None if result.exit_code == 2 else result.passed)
+        record_run(run, args.db, gate_passed=None if result.exit_code == 2 else result.passed,
+                   gate_status=gate_status_of(result.passed, judged=result.exit_code != 2))
     return result.exit_code

@@ -21,6 +21,12 @@ def register(subparsers) -> None:
                    help="a numeric results column (default latency_p99_ms), e.g. accuracy, peak_rss_bytes")
     p.add_argument("--variant", help="only this variant")
     p.add_argument("--format", dest="fmt", help="only this format")
+    p.add_argument("--changes", action="store_true",
+                   help="list the change points of every series (model, variant, format, runtime configuration, "
+                        "target, figure): the run where each happened, the shift with its 95%% CI, the runs before "
+                        "and after (E-Divisive means with a permutation test); --model/--target narrow it")
+    p.add_argument("--figure", action="append", choices=("median", "mean", "p90", "peak_memory", "primary"),
+                   help="with --changes: only this figure (repeatable; default all)")
     p.add_argument("--record", metavar="RUN", help="append a run (id or 'latest') to the store")
     p.add_argument("--compare", metavar="RUN", help="list regressions of a run (id or 'latest') against a baseline")
     p.add_argument("--baseline", metavar="RUN_ID", help="baseline for --compare (default: last passing run)")
@@ -91,6 +97,26 @@ def _compare(store, args) -> int:
     return 1 if found else 0
 
 
+def _show_changes(store, args) -> int:
+    from harness.judge.trends import TREND_FIGURES, build_trends, find_change_points
+    figures = tuple(args.figure or TREND_FIGURES)
+    trends = [find_change_points(t) for t in build_trends(store.trend_cells(args.model, args.target), figures)]
+    if args.variant or args.fmt:
+        trends = [t for t in trends if (not args.variant or t.key[1] == args.variant)
+                  and (not args.fmt or t.key[2] == args.fmt)]
+    found = [c for t in trends for c in t.change_points]
+    print(f"{len(trends)} series in {store.where}, {len(found)} change point(s), "
+          f"{sum(c.regression for c in found)} regression(s)")
+    for trend in trends:
+        if not trend.change_points:
+            continue
+        left_out = len(trend.points) - len(trend.used)
+        print(f"{trend.label} ({len(trend.used)} runs{f', {left_out} noisy or not judged left out' if left_out else ''})")
+        for change in trend.change_points:
+            print(f"  {change.describe()}")
+    return 0
+
+
 def cmd_history(args) -> int:
     from harness.judge.history import History, record_run, resolve_run
     store = History(args.db)
@@ -100,6 +126,8 @@ def cmd_history(args) -> int:
         return 0
     if args.compare:
         return _compare(store, args)
+    if args.changes:
+        return _show_changes(store, args)
     if args.model or args.target:
         return _show_series(store, args)
     return _show_runs(store)

@@ -469,6 +469,23 @@ class History:
                 spreads[key] = between_run_spread(self.run_level_figures(key, before_run=run_id, figure=figure))
         return {k: v for k, v in spreads.items() if v is not None}
 
+    def trend_cells(self, model: Optional[str] = None, target: Optional[str] = None) -> List[Dict[str, Any]]:
+        """Every recorded ok cell, oldest run first, for the series of harness.judge.trends: each as
+        {seq, run_id, gate_status, row, samples} (samples None where none were kept)."""
+        query = ("SELECT r.seq, r.run_id, r.gate_status, c.row_json, s.latencies_ms FROM cells c "
+                 "JOIN runs r ON r.run_id = c.run_id "
+                 "LEFT JOIN samples s ON s.run_id = c.run_id AND s.cell_id = c.cell_id WHERE c.status = ?")
+        params: List[Any] = [OK]
+        for column, value in (("model", model), ("target", target)):
+            if value is not None:
+                query += f" AND c.{column} = ?"
+                params.append(value)
+        with self.connect() as conn:
+            found = conn.execute(query + " ORDER BY r.seq, c.cell_id", params).fetchall()
+        return [{"seq": int(r["seq"]), "run_id": r["run_id"], "gate_status": r["gate_status"],
+                 "row": json.loads(r["row_json"]),
+                 "samples": _samples_from_json(r["latencies_ms"]) if r["latencies_ms"] else None} for r in found]
+
     def metrics(self) -> List[str]:
         with self.connect() as conn:
             return [r["metric"] for r in conn.execute("SELECT DISTINCT metric FROM metrics ORDER BY metric")]

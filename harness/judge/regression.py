@@ -63,6 +63,7 @@ tail.
 """
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, replace
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
@@ -200,13 +201,18 @@ def _log_median_and_var(samples: np.ndarray) -> Tuple[float, float]:
 def harrell_davis(samples: np.ndarray, quantile: float) -> float:
     """The Harrell-Davis estimate of a quantile: every order statistic weighted by a Beta((n+1)q, (n+1)(1-q))
     probability mass, so the estimate moves smoothly with the data instead of jumping between two samples."""
-    from scipy.stats import beta
     ordered = np.sort(np.asarray(samples, dtype=np.float64))
-    n = len(ordered)
-    if n == 1:
+    if len(ordered) == 1:
         return float(ordered[0])
+    return float(np.dot(_harrell_davis_weights(len(ordered), quantile), ordered))
+
+
+@functools.lru_cache(maxsize=256)
+def _harrell_davis_weights(n: int, quantile: float) -> np.ndarray:
+    # the weights depend only on n: a nightly series computes them once per sample count, not once per cell
+    from scipy.stats import beta
     edges = beta.cdf(np.arange(n + 1) / n, (n + 1) * quantile, (n + 1) * (1.0 - quantile))
-    return float(np.dot(np.diff(edges), ordered))
+    return np.diff(edges)
 
 
 def _log_figure_and_var(samples: np.ndarray, figure: str) -> Tuple[float, float]:
