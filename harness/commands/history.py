@@ -62,11 +62,12 @@ def _show_series(store, args) -> int:
     if not points:
         print(f"no recorded cells of model {args.model!r} on target {args.target!r} in {store.where}")
         return 0
-    series: Dict[Tuple[str, str], List] = {}
+    # one series per runtime configuration: 1 and 4 threads, or two execution providers, are different series
+    series: Dict[Tuple[str, str, str], List] = {}
     for p in points:
-        series.setdefault((p.variant, p.format), []).append(p)
-    for (variant, fmt), pts in sorted(series.items()):
-        print(f"{args.model} / {variant} / {fmt} on {args.target}: {args.metric}")
+        series.setdefault((p.variant, p.format, p.runtime_config), []).append(p)
+    for (variant, fmt, config), pts in sorted(series.items()):
+        print(f"{args.model} / {variant} / {fmt}{f' [{config}]' if config else ''} on {args.target}: {args.metric}")
         first = next((p.value for p in pts if p.value is not None), None)
         for p in pts:
             value = "" if p.value is None else f"{p.value:.6g}"

@@ -246,7 +246,7 @@ def cmd_profile(args) -> int:
         outcome = run_profile(recipes, targets, variants, settings, run_id=run_id, reports_dir=args.reports_dir,
                               progress=progress, resume=bool(resume), write_report=not args.no_report,
                               dispatcher=dispatcher, pairs=pairs, history=getattr(args, "history", None))
-    print_summary(outcome)
+    print_summary(outcome, scheduler=getattr(args, "scheduler", None))
     return run_verdict(outcome.frame.to_dict(orient="records"), outcome.missing).exit_code
 
 
@@ -269,7 +269,7 @@ def chosen_dispatcher(scheduler: Optional[str], progress: Progress) -> Iterator[
         client.close()
 
 
-def print_summary(outcome, stream=None) -> None:
+def print_summary(outcome, stream=None, scheduler: Optional[str] = None) -> None:
     from harness.schema.results import SUMMARY_COLUMNS
     stream = stream or sys.stdout
     frame = outcome.frame[SUMMARY_COLUMNS].copy()
@@ -285,8 +285,13 @@ def print_summary(outcome, stream=None) -> None:
     counts = outcome.frame["status"].value_counts().to_dict()
     print(f"\n{len(outcome.frame)} cells: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())), file=stream)
     if outcome.missing:
-        print(f"missing or lost: {len(outcome.missing)} cell(s); finish them with "
-              f"`harness run --resume {run.run_id}`", file=stream)
+        from harness.run.dask import scheduler_address
+        address = scheduler_address(scheduler)
+        if not address and "worker_lost" in set(outcome.frame["error_category"].dropna().astype(str)):
+            address = "tcp://SCHEDULER:PORT"  # the lost cells were on dask workers: they go back to its workers
+        flag = f" --scheduler {address}" if address else ""
+        print(f"missing, lost or device busy: {len(outcome.missing)} cell(s); finish them with "
+              f"`harness run --resume {run.run_id}{flag}`", file=stream)
     print(f"results: {run.root}/results.csv (also .parquet, .json)", file=stream)
     if (run.root / "index.html").exists():
         print(f"report:  {run.root}/index.html", file=stream)

@@ -197,6 +197,8 @@ class SeriesPoint:
     status: str
     value: Optional[float]
     gate_passed: Optional[bool]
+    #: the runtime configuration (regression.history_key's last parts: threads, options); '' for the default
+    runtime_config: str = ""
 
 
 def _now() -> str:
@@ -205,6 +207,15 @@ def _now() -> str:
 
 def _gate(value: Any) -> Optional[bool]:
     return None if value is None else bool(value)
+
+
+def _runtime_config(row: Mapping[str, Any]) -> str:
+    """A row's runtime configuration in words, as series group by it: 'threads 4, {"providers": ...}'."""
+    from harness.judge.regression import KEY_COLUMNS, history_key
+    threads, options = history_key(row)[len(KEY_COLUMNS):][:2]
+    name = row.get("runtime_config")
+    parts = [str(name) if isinstance(name, str) and name else "", f"threads {threads}" if threads else "", options]
+    return ", ".join(p for p in parts if p)
 
 
 def _run_info(r: Any) -> "RunInfo":
@@ -498,7 +509,7 @@ class History:
         """
         if metric not in COLUMNS:
             raise HarnessError(f"unknown metric {metric!r}; numeric metrics: {', '.join(self.metrics()) or 'none yet'}")
-        query = ("SELECT r.run_id, r.started_at, r.gate_passed, c.variant, c.format, c.status, m.value "
+        query = ("SELECT r.run_id, r.started_at, r.gate_passed, c.variant, c.format, c.status, m.value, c.row_json "
                  "FROM cells c JOIN runs r ON r.run_id = c.run_id "
                  "LEFT JOIN metrics m ON m.run_id = c.run_id AND m.cell_id = c.cell_id AND m.metric = ? "
                  "WHERE c.model = ? AND c.target = ?")
@@ -512,7 +523,7 @@ class History:
         with self.connect() as conn:
             found = conn.execute(query + " ORDER BY r.seq, c.variant, c.format", params).fetchall()
         return [SeriesPoint(r["run_id"], r["started_at"], r["variant"], r["format"], r["status"], r["value"],
-                            _gate(r["gate_passed"])) for r in found]
+                            _gate(r["gate_passed"]), _runtime_config(json.loads(r["row_json"]))) for r in found]
 
     def find_baseline(self, run_id: str, named: Optional[str] = None) -> Optional[str]:
         """The run to compare `run_id` with.

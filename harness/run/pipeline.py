@@ -18,7 +18,7 @@ from abc import ABC, abstractmethod
 from concurrent.futures import Executor, ThreadPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -187,10 +187,14 @@ def run_target_job(job: TargetJob, progress: Progress = SILENT) -> List[Dict[str
     rows: List[Dict[str, Any]] = []
     pending = list(job.cells)
 
-    def lose_rest(category: str, message: str, status: str = LOST) -> None:
+    def lose_rest(category: str, message: str, status: str = LOST, running: bool = False) -> None:
+        # with `running`, the first pending cell's command was under way: only it carries the command's message
+        first = pending[0].cell_id if pending else ""
         while pending:
             cell = pending.pop(0)
-            rows.append(record_cell(run, failed_row(run.run_id, cell, status, category, message)))
+            said = message if not running or cell.cell_id == first else \
+                f"not started: the device was lost while {first} ran"
+            rows.append(record_cell(run, failed_row(run.run_id, cell, status, category, said)))
         progress(f"[{target.name}] device {'lost' if status == LOST else 'refused'}: {message}")
 
     try:
@@ -222,10 +226,10 @@ def run_target_job(job: TargetJob, progress: Progress = SILENT) -> List[Dict[str
                 row = _run_cell(job, cell, transport, agent_path, available, uploaded_inputs, references, run,
                                 measured)
             except ConnectError as exc:
-                lose_rest("device_lost", str(exc))
+                lose_rest("device_lost", str(exc), running=True)
                 break
             except TransportError as exc:
-                lose_rest("device_lost", f"{type(exc).__name__}: {exc}")
+                lose_rest("device_lost", f"{type(exc).__name__}: {exc}", running=True)
                 break
             pending.pop(0)
             rows.append(row)
@@ -613,11 +617,20 @@ def validate_recipes(recipes: Sequence[Any], variants: Dict[str, List[str]]) -> 
         validate_recipe(recipe, variants.get(recipe.name, []))
 
 
+#: failed cells a resume runs again: the device was busy (another run held its lock), not the model's doing
+RERUN_ON_RESUME = frozenset({"device_busy"})
+
+
+def needs_rerun(row: Mapping[str, Any]) -> bool:
+    """A cell `harness run --resume` runs again: lost, or failed because the device was busy."""
+    return row.get("status") == LOST or (row.get("status") == FAILED and row.get("error_category") in RERUN_ON_RESUME)
+
+
 def cells_to_run(run: RunDir, planned: Sequence[Cell], resume: bool, progress: Progress = SILENT) -> List[Cell]:
-    """The planned cells; on a resume, only those without a result yet (a lost cell runs again)."""
+    """The planned cells; on a resume, only those without a result yet (a lost or device_busy cell runs again)."""
     if not resume:
         return list(planned)
-    done = {c["row"]["cell_id"] for c in run.iter_cells() if c["row"]["status"] != LOST}
+    done = {c["row"]["cell_id"] for c in run.iter_cells() if not needs_rerun(c["row"])}
     cells = [c for c in planned if c.cell_id not in done]
     progress(f"resume {run.run_id}: {len(done)} cells already done, {len(cells)} to run")
     return cells
@@ -700,7 +713,9 @@ def collate(run: RunDir, targets: Sequence[TargetSpec] = (), write_report: bool 
     frame = results_frame(run.rows())
     run.write_tables(frame)
     planned = set(run.read_manifest().get("planned_cells", [])) if run.manifest_path.exists() else set()
-    missing = sorted(planned - set(frame["cell_id"])) + sorted(frame.loc[frame["status"] == LOST, "cell_id"])
+    rerun = [str(r["cell_id"]) for r in frame[["cell_id", "status", "error_category"]].to_dict(orient="records")
+             if needs_rerun(r)]
+    missing = sorted(planned - set(frame["cell_id"])) + sorted(rerun)
     outcome = RunOutcome(run, frame, built, reused, missing)
     if write_report:
         _write_reports(run, targets, progress, history)
