@@ -101,4 +101,9 @@ def cmd_gate(args) -> int:
         # a run that could not be judged is no baseline: its verdict stays unrecorded
         record_run(run, args.db, gate_passed=None if result.exit_code == 2 else result.passed,
                    gate_status=gate_status_of(result.passed, judged=result.exit_code != 2))
+        try:  # the trend page shows the verdict (a run not judged is drawn, never used)
+            from harness.report.trends_page import write_trend_page
+            print(f"trends: {write_trend_page(store, args.reports_dir)}")
+        except Exception as exc:  # derived data: never lose the verdict over it
+            print(f"  note: trend page not rewritten ({type(exc).__name__}: {exc})")
     return result.exit_code

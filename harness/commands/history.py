@@ -25,6 +25,9 @@ def register(subparsers) -> None:
                    help="list the change points of every series (model, variant, format, runtime configuration, "
                         "target, figure): the run where each happened, the shift with its 95%% CI, the runs before "
                         "and after (E-Divisive means with a permutation test); --model/--target narrow it")
+    p.add_argument("--trends", action="store_true",
+                   help="write the trend page, <reports-dir>/history/index.html: one small plot per series with its "
+                        "change points and noise band (also written after every run)")
     p.add_argument("--figure", action="append", choices=("median", "mean", "p90", "peak_memory", "primary"),
                    help="with --changes: only this figure (repeatable; default all)")
     p.add_argument("--record", metavar="RUN", help="append a run (id or 'latest') to the store")
@@ -129,6 +132,10 @@ def cmd_history(args) -> int:
         return _compare(store, args)
     if args.changes:
         return _show_changes(store, args)
+    if args.trends:
+        from harness.report.trends_page import write_trend_page
+        print(f"trends: {write_trend_page(store, args.reports_dir)}")
+        return 0
     if args.model or args.target:
         return _show_series(store, args)
     return _show_runs(store)

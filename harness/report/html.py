@@ -231,5 +231,6 @@ def render_html(ctx: "ReportContext") -> str:
     body = "".join(f'<section id="{key}"><h2>{esc(title)}</h2>{content}</section>' for key, title, content in sections)
     return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
             f"<title>Run {esc(ctx.run_id)}</title><style>{_CSS}</style></head><body>"
-            f"<h1>Run {esc(ctx.run_id)}</h1><p>{esc(counts)} &middot; generated {esc(ctx.generated_at)}</p>"
+            f"<h1>Run {esc(ctx.run_id)}</h1><p>{esc(counts)} &middot; generated {esc(ctx.generated_at)}"
+            f' &middot; <a href="../history/index.html" id="trends-link">nightly trends</a></p>'
             f"{notes}<nav>{nav}</nav>{body}</body></html>\n")

@@ -733,8 +733,10 @@ def _write_reports(run: RunDir, targets: Sequence[TargetSpec], progress: Progres
         log.exception("report failed")
         progress(f"report could not be written ({type(exc).__name__}: {exc}); results tables are complete")
     try:
-        from harness.judge.history import record_run
+        from harness.judge.history import History, record_run
+        from harness.report.trends_page import write_trend_page
         record_run(run, history)
+        progress(f"trends: {write_trend_page(History(history), run.root.parent)}")
     except HarnessError as exc:  # an unreachable history server: one line, the run's own tables are written
         log.warning("history not updated: %s", exc)
         progress(f"history not updated: {exc}; the run's own tables in {run.root} are complete")
