@@ -100,6 +100,8 @@ def test_an_unreachable_server_is_one_line_without_the_password(tmp_path):
     assert len(err.splitlines()) == 1 and "unreachable" in err and "Traceback" not in err, done.stderr
     assert "s3cret" not in done.stdout + done.stderr and "nightly:***@127.0.0.1" in err
     # the same from the environment, as a nightly job sets it
+    other = cli("history", "--history", "mysql://u:s3cret@db/x")
+    assert other.returncode != 0 and "unknown kind of URL" in other.stderr and "s3cret" not in other.stderr
     by_env = cli("history", env_extra={"HARNESS_HISTORY": url})
     assert by_env.returncode == done.returncode and "s3cret" not in by_env.stderr and "unreachable" in by_env.stderr
 

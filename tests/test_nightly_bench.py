@@ -31,4 +31,4 @@ def test_series_analysis_finds_a_10_percent_shift_soon_and_few_false_points(monk
     assert result["false_change_points"] <= 1
     assert max(result["delays"][0.10]) <= 4, result["delays"]
     report = nightly.markdown(nightly.analyse({"m/tflite": {"runs": reruns(4, 10), "quota_runs": reruns(5, 2, 0.15)}}))
-    assert "| m/tflite | 10 |" in report and "False change points per 100 series-nights" in report
+    assert "| m/tflite | 10 (0) |" in report and "False change points per 100 series-nights" in report

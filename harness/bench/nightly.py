@@ -108,6 +108,7 @@ def analyse(raw: Dict[str, Dict[str, Any]]) -> Dict[str, Any]:
         cv = float(np.std(np.log([run_level_figure(r, "median") for r in runs]), ddof=1))
         series = series_analysis(runs, seed=n)
         row = {"cell": key, "reruns": len(runs), "between_run_cv": cv,
+               "noisy_reruns": sum(bool(x) for x in cell.get("noise") or []),
                "false_change_points": series["false_change_points"], "series_nights": series["series_nights"],
                **{f"delay95_{int(s * 100)}pct": float(np.percentile(d, 95)) for s, d in series["delays"].items()},
                **{f"found_{int(s * 100)}pct": sum(x <= NIGHTS - SHIFT_NIGHT for x in d) for s, d in
@@ -134,7 +135,7 @@ def markdown(result: Dict[str, Any]) -> str:
              f"{s['series_per_cell']} series of {s['nights']} nights per cell, drawn from its real reruns; shifts "
              f"applied to the real samples from night {s['shift_night']}; detector run each night from night "
              f"{s['first_night_judged']}.", "",
-             "| cell | reruns | between-run CV | false CPs / series-nights | 5 % found (95 % delay, nights) | "
+             "| cell | reruns (flagged noisy) | between-run CV | false CPs / series-nights | 5 % found (95 % delay, nights) | "
              "10 % found (95 % delay) | quota caught mean/p90 (median alone) | quota change median / mean / p90 | "
              "noise false alarms |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in result["rows"]:
@@ -142,7 +143,7 @@ def markdown(result: Dict[str, Any]) -> str:
         quota = (f"{r['quota_caught']}/{r['quota_runs']} ({r['quota_caught_by_median']})" if "quota_runs" in r else "-")
         change = " / ".join(f"{q[f]:+.1%}" if q.get(f) is not None else "-" for f in ("median", "mean", "p90")) \
             if q else "-"
-        lines.append(f"| {r['cell']} | {r['reruns']} | {r['between_run_cv']:.1%} | {r['false_change_points']}/"
+        lines.append(f"| {r['cell']} | {r['reruns']} ({r.get('noisy_reruns', 0)}) | {r['between_run_cv']:.1%} | {r['false_change_points']}/"
                      f"{r['series_nights']} | {r['found_5pct']}/{r['series']} ({r['delay95_5pct']:.0f}) | "
                      f"{r['found_10pct']}/{r['series']} ({r['delay95_10pct']:.0f}) | {quota} | {change} | "
                      f"{r.get('false_alarms', '-')}/{r.get('noise_runs', '-')} |")

@@ -52,7 +52,8 @@ def _show_runs(store) -> int:
         return 0
     print(f"{'run':<32} {'started':<22} {'cells':>5} {'ok':>4} {'failed':>6}  gate")
     for r in runs:
-        gate = {None: "-", True: "passed", False: "failed"}[r.gate_passed]
+        gate = r.gate_status.replace("_", " ") if r.gate_status else \
+            {None: "-", True: "passed", False: "failed"}[r.gate_passed]
         print(f"{r.run_id:<32} {r.started_at:<22} {r.n_cells:>5} {r.n_ok:>4} {r.n_failed:>6}  {gate}")
     return 0
 

@@ -260,6 +260,9 @@ class History:
 
     def __init__(self, path: Path | str | None = None):
         location = path if path is not None else default_history_location()
+        if "://" in str(location) and not is_postgres_url(str(location)):
+            raise HarnessError(f"history store {redact_url(str(location))}: unknown kind of URL; give a SQLite file "
+                               f"path or postgresql://USER@HOST:PORT/DATABASE")
         self.url: Optional[str] = str(location) if is_postgres_url(str(location)) else None
         self.path = Path(location) if self.url is None else None
         self._migrated = False
