@@ -738,7 +738,7 @@ def _write_reports(run: RunDir, targets: Sequence[TargetSpec], progress: Progres
         record_run(run, history)
         progress(f"trends: {write_trend_page(History(history), run.root.parent)}")
     except HarnessError as exc:  # an unreachable history server: one line, the run's own tables are written
-        log.warning("history not updated: %s", exc)
+        log.info("history not updated: %s", exc)  # the progress line below says it once
         progress(f"history not updated: {exc}; the run's own tables in {run.root} are complete")
     except Exception as exc:
         log.exception("history failed")
