@@ -704,12 +704,14 @@ def run_profile(recipes: Sequence[Any], targets: Sequence[TargetSpec], variants:
     progress(f"run {run_id}: {len(cells)} cells on {len(targets)} target(s)")
     dispatcher.run_jobs(plan_jobs(targets, cells, models.evals, run, settings), run, progress)
     return collate(run, targets, write_report=write_report, progress=progress, built=models.converted,
-                   reused=models.reused)
+                   reused=models.reused, history=history)
 
 
 def collate(run: RunDir, targets: Sequence[TargetSpec] = (), write_report: bool = True,
-            progress: Progress = SILENT, built: int = 0, reused: int = 0) -> RunOutcome:
-    """Collect every cell written so far into the results tables (and the report)."""
+            progress: Progress = SILENT, built: int = 0, reused: int = 0,
+            history: Optional[str] = None) -> RunOutcome:
+    """Collect every cell written so far into the results tables (and the report, the history record in
+    `history` and the trend page)."""
     frame = results_frame(run.rows())
     run.write_tables(frame)
     planned = set(run.read_manifest().get("planned_cells", [])) if run.manifest_path.exists() else set()
