@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import gzip
 import json
-import math
 import sys
 import time
 from dataclasses import asdict
@@ -131,7 +130,7 @@ def analyse(raw: Dict[str, Dict[str, Any]]) -> Dict[str, Any]:
 
 def markdown(result: Dict[str, Any]) -> str:
     s = result["settings"]
-    lines = [f"# Nightly calibration", "",
+    lines = ["# Nightly calibration", "",
              f"{s['series_per_cell']} series of {s['nights']} nights per cell, drawn from its real reruns; shifts "
              f"applied to the real samples from night {s['shift_night']}; detector run each night from night "
              f"{s['first_night_judged']}.", "",
