@@ -261,7 +261,7 @@ def test_worker_killed_mid_run_loses_its_cells_and_resume_finishes_on_the_others
     lost = [r for r in rows if r["status"] == "lost"]
     assert kept and lost and len(kept) + len(lost) == 3
     assert all(r["error_category"] == "worker_lost" and "died mid-run" in r["error_message"]
-               and "--resume" in r["error_message"] for r in lost)
+               and "--resume" in r["error_message"] and "--scheduler tcp://" in r["error_message"] for r in lost)
     assert sorted(first.missing) == sorted(r["cell_id"] for r in lost)
     kept_record = first.run_dir.cell_path(kept[0]["cell_id"]).read_text()
 

@@ -6,7 +6,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 
 def register(subparsers) -> None:
-    from harness.judge.history import DEFAULT_DB_PATH
+    from harness.judge.history import DEFAULT_DB_PATH, HISTORY_ENV
     from harness.schema.rundir import REPORTS_DIR
     from harness.schema.targets import TARGETS_DIR
     p = subparsers.add_parser(
@@ -21,7 +21,9 @@ def register(subparsers) -> None:
     p.add_argument("--baseline", metavar="RUN_ID",
                    help="compare with this run (default: the policy's baseline, normally the last passing run)")
     p.add_argument("--junit", type=Path, help="JUnit XML path (default reports/<run-id>/gate.junit.xml)")
-    p.add_argument("--db", type=Path, default=DEFAULT_DB_PATH, help=f"history store (default {DEFAULT_DB_PATH})")
+    p.add_argument("--history", "--db", dest="db", default=None, metavar="PATH|postgresql://...",
+                   help=f"history store: a SQLite file or a PostgreSQL URL (default ${HISTORY_ENV}, else "
+                        f"{DEFAULT_DB_PATH})")
     p.add_argument("--no-record", action="store_true", help="do not record the run and its verdict in the history")
     p.add_argument("--reports-dir", type=Path, default=REPORTS_DIR, help="where runs are (default reports/)")
     p.add_argument("--targets-dir", type=Path, default=TARGETS_DIR, help="target YAML files (default targets/)")
@@ -47,7 +49,8 @@ def load_baseline(store, run_id: str, named: Optional[str], reports_dir: Path
 
 def cmd_gate(args) -> int:
     from harness.judge.gate import LAST_PASSING, evaluate, load_policy, write_junit
-    from harness.judge.history import History, load_latency_samples, load_run_table, record_run, resolve_run
+    from harness.judge.history import (History, gate_status_of, load_latency_samples, load_run_table, record_run,
+                                       resolve_run)
     from harness.run.pairing import MANIFEST_KEY as PAIRED_KEY, split_rows
     from harness.report import run_budgets, write_summary
     policy = load_policy(args.policy)
@@ -69,12 +72,21 @@ def cmd_gate(args) -> int:
         named = args.baseline or (policy.baseline if policy.baseline != LAST_PASSING else None)
         baseline_id, baseline_rows, baseline_samples = load_baseline(store, run.run_id, named, args.reports_dir)
         rows = frame.to_dict(orient="records")
+    history_cells = None
+    if not pairs and any(policy.for_target(t).nightly_window_runs for t in sorted({str(t) for t in frame["target"]})):
+        # the nightly rule reads every earlier run's cells: its series and their change points
+        current = store.run(run.run_id)
+        history_cells = [c for c in store.trend_cells() if c["run_id"] != run.run_id
+                         and (current is None or c["seq"] < current.seq)]
     from harness.report.crossarch import emulated_targets, read_manifest
     emulated = emulated_targets(sorted({str(t) for t in frame["target"]}), read_manifest(run), None, args.targets_dir)
     result = evaluate(policy, frame, budgets, run_id=run.run_id, samples=samples,
                       baseline_rows=baseline_rows, baseline_samples=baseline_samples, baseline_id=baseline_id,
                       history={} if pairs else store.run_spreads(rows, run.run_id), emulated=emulated,
-                      paired=bool(pairs))
+                      paired=bool(pairs),
+                      figure_history={} if pairs else {f: store.run_spreads(rows, run.run_id, figure=f)
+                                                       for f in ("mean", "p90")},
+                      history_cells=history_cells)
     for line in result.lines():
         print(line)
     for note in budget_notes:
@@ -87,5 +99,11 @@ def cmd_gate(args) -> int:
         print(f"  note: summary.md not rewritten ({type(exc).__name__}: {exc})")
     if not args.no_record:
         # a run that could not be judged is no baseline: its verdict stays unrecorded
-        record_run(run, args.db, gate_passed=None if result.exit_code == 2 else result.passed)
+        record_run(run, args.db, gate_passed=None if result.exit_code == 2 else result.passed,
+                   gate_status=gate_status_of(result.passed, judged=result.exit_code != 2))
+        try:  # the trend page shows the verdict (a run not judged is drawn, never used)
+            from harness.report.trends_page import write_trend_page
+            print(f"trends: {write_trend_page(store, args.reports_dir)}")
+        except Exception as exc:  # derived data: never lose the verdict over it
+            print(f"  note: trend page not rewritten ({type(exc).__name__}: {exc})")
     return result.exit_code

@@ -6,7 +6,7 @@ from typing import Dict, List, Tuple
 
 
 def register(subparsers) -> None:
-    from harness.judge.history import DEFAULT_DB_PATH
+    from harness.judge.history import DEFAULT_DB_PATH, HISTORY_ENV
     from harness.schema.rundir import REPORTS_DIR
     p = subparsers.add_parser(
         "history", help="show a metric over time, record a run, or list regressions against a baseline",
@@ -21,6 +21,15 @@ def register(subparsers) -> None:
                    help="a numeric results column (default latency_p99_ms), e.g. accuracy, peak_rss_bytes")
     p.add_argument("--variant", help="only this variant")
     p.add_argument("--format", dest="fmt", help="only this format")
+    p.add_argument("--changes", action="store_true",
+                   help="list the change points of every series (model, variant, format, runtime configuration, "
+                        "target, figure): the run where each happened, the shift with its 95%% CI, the runs before "
+                        "and after (E-Divisive means with a permutation test); --model/--target narrow it")
+    p.add_argument("--trends", action="store_true",
+                   help="write the trend page, <reports-dir>/history/index.html: one small plot per series with its "
+                        "change points and noise band (also written after every run)")
+    p.add_argument("--figure", action="append", choices=("median", "mean", "p90", "peak_memory", "primary"),
+                   help="with --changes: only this figure (repeatable; default all)")
     p.add_argument("--record", metavar="RUN", help="append a run (id or 'latest') to the store")
     p.add_argument("--compare", metavar="RUN", help="list regressions of a run (id or 'latest') against a baseline")
     p.add_argument("--baseline", metavar="RUN_ID", help="baseline for --compare (default: last passing run)")
@@ -29,7 +38,9 @@ def register(subparsers) -> None:
     p.add_argument("--min-shift-ms", type=float, default=0.0,
                    help="optional absolute floor: smaller latency shifts are never regressions (default 0: none; "
                         "each change is judged against the cell's own measured noise)")
-    p.add_argument("--db", type=Path, default=DEFAULT_DB_PATH, help=f"history store (default {DEFAULT_DB_PATH})")
+    p.add_argument("--history", "--db", dest="db", default=None, metavar="PATH|postgresql://...",
+                   help=f"history store: a SQLite file or a PostgreSQL URL (default ${HISTORY_ENV}, else "
+                        f"{DEFAULT_DB_PATH})")
     p.add_argument("--reports-dir", type=Path, default=REPORTS_DIR, help="where runs are (default reports/)")
     p.set_defaults(func=cmd_history)
 
@@ -37,11 +48,12 @@ def register(subparsers) -> None:
 def _show_runs(store) -> int:
     runs = store.runs()
     if not runs:
-        print(f"no runs recorded in {store.path}; `harness profile` records each run")
+        print(f"no runs recorded in {store.where}; `harness profile` records each run")
         return 0
     print(f"{'run':<32} {'started':<22} {'cells':>5} {'ok':>4} {'failed':>6}  gate")
     for r in runs:
-        gate = {None: "-", True: "passed", False: "failed"}[r.gate_passed]
+        gate = r.gate_status.replace("_", " ") if r.gate_status else \
+            {None: "-", True: "passed", False: "failed"}[r.gate_passed]
         print(f"{r.run_id:<32} {r.started_at:<22} {r.n_cells:>5} {r.n_ok:>4} {r.n_failed:>6}  {gate}")
     return 0
 
@@ -52,13 +64,14 @@ def _show_series(store, args) -> int:
         raise HarnessError("--model and --target go together: name both to show a series")
     points = store.series(args.model, args.target, args.metric, variant=args.variant, fmt=args.fmt)
     if not points:
-        print(f"no recorded cells of model {args.model!r} on target {args.target!r} in {store.path}")
+        print(f"no recorded cells of model {args.model!r} on target {args.target!r} in {store.where}")
         return 0
-    series: Dict[Tuple[str, str], List] = {}
+    # one series per runtime configuration: 1 and 4 threads, or two execution providers, are different series
+    series: Dict[Tuple[str, str, str], List] = {}
     for p in points:
-        series.setdefault((p.variant, p.format), []).append(p)
-    for (variant, fmt), pts in sorted(series.items()):
-        print(f"{args.model} / {variant} / {fmt} on {args.target}: {args.metric}")
+        series.setdefault((p.variant, p.format, p.runtime_config), []).append(p)
+    for (variant, fmt, config), pts in sorted(series.items()):
+        print(f"{args.model} / {variant} / {fmt}{f' [{config}]' if config else ''} on {args.target}: {args.metric}")
         first = next((p.value for p in pts if p.value is not None), None)
         for p in pts:
             value = "" if p.value is None else f"{p.value:.6g}"
@@ -74,12 +87,14 @@ def _compare(store, args) -> int:
     run = resolve_run(args.compare, args.reports_dir)
     baseline = store.find_baseline(run.run_id, args.baseline)
     if baseline is None:
-        print(f"no baseline for {run.run_id}: no earlier passing run in {store.path}")
+        print(f"no baseline for {run.run_id}: no earlier passing run in {store.where}")
         return 0
     frame = load_run_table(run)
     changes = compare_runs(frame.to_dict(orient="records"), store.rows(baseline), load_latency_samples(run),
                            store.samples(baseline), min_effect=args.min_effect, min_shift_ms=args.min_shift_ms,
-                           history=store.run_spreads(frame.to_dict(orient="records"), run.run_id))
+                           history=store.run_spreads(frame.to_dict(orient="records"), run.run_id),
+                           figure_history={f: store.run_spreads(frame.to_dict(orient="records"), run.run_id,
+                                                                figure=f) for f in ("mean", "p90")})
     found = regressions(changes)
     print(f"{run.run_id} against baseline {baseline}: {len(changes)} comparisons, {len(found)} regression(s)")
     for c in found:
@@ -87,15 +102,41 @@ def _compare(store, args) -> int:
     return 1 if found else 0
 
 
+def _show_changes(store, args) -> int:
+    from harness.judge.trends import TREND_FIGURES, build_trends, find_change_points
+    figures = tuple(args.figure or TREND_FIGURES)
+    trends = [find_change_points(t) for t in build_trends(store.trend_cells(args.model, args.target), figures)]
+    if args.variant or args.fmt:
+        trends = [t for t in trends if (not args.variant or t.key[1] == args.variant)
+                  and (not args.fmt or t.key[2] == args.fmt)]
+    found = [c for t in trends for c in t.change_points]
+    print(f"{len(trends)} series in {store.where}, {len(found)} change point(s), "
+          f"{sum(c.regression for c in found)} regression(s)")
+    for trend in trends:
+        if not trend.change_points:
+            continue
+        left_out = len(trend.points) - len(trend.used)
+        print(f"{trend.label} ({len(trend.used)} runs{f', {left_out} noisy or not judged left out' if left_out else ''})")
+        for change in trend.change_points:
+            print(f"  {change.describe()}")
+    return 0
+
+
 def cmd_history(args) -> int:
     from harness.judge.history import History, record_run, resolve_run
     store = History(args.db)
     if args.record:
         info = record_run(resolve_run(args.record, args.reports_dir), args.db)
-        print(f"recorded {info.run_id}: {info.n_cells} cells ({info.n_ok} ok, {info.n_failed} failed) in {store.path}")
+        print(f"recorded {info.run_id}: {info.n_cells} cells ({info.n_ok} ok, {info.n_failed} failed) in {store.where}")
         return 0
     if args.compare:
         return _compare(store, args)
+    if args.changes:
+        return _show_changes(store, args)
+    if args.trends:
+        from harness.report.trends_page import write_trend_page
+        print(f"trends: {write_trend_page(store, args.reports_dir)}")
+        return 0
     if args.model or args.target:
         return _show_series(store, args)
     return _show_runs(store)

@@ -92,6 +92,9 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--run-id", default=None, help="name of the run directory (default: a timestamp)")
     p.add_argument("--reports-dir", type=Path, default=REPORTS_DIR, help="where runs are written (default reports/)")
     p.add_argument("--no-report", action="store_true", help="write the tables only, no HTML report or history")
+    p.add_argument("--history", default=None, metavar="PATH|postgresql://...",
+                   help="history store the run is recorded in (default $HARNESS_HISTORY, else "
+                        ".harness/history.sqlite)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
     p.add_argument("--scheduler", default=None, metavar="tcp://HOST:PORT",
                    help="a dask scheduler: build steps and device jobs run on its workers, a target with `site:` on "
@@ -243,8 +246,8 @@ def cmd_profile(args) -> int:
     with chosen_dispatcher(getattr(args, "scheduler", None), progress) as dispatcher:
         outcome = run_profile(recipes, targets, variants, settings, run_id=run_id, reports_dir=args.reports_dir,
                               progress=progress, resume=bool(resume), write_report=not args.no_report,
-                              dispatcher=dispatcher, pairs=pairs)
-    print_summary(outcome)
+                              dispatcher=dispatcher, pairs=pairs, history=getattr(args, "history", None))
+    print_summary(outcome, scheduler=getattr(args, "scheduler", None))
     return run_verdict(outcome.frame.to_dict(orient="records"), outcome.missing).exit_code
 
 
@@ -267,7 +270,7 @@ def chosen_dispatcher(scheduler: Optional[str], progress: Progress) -> Iterator[
         client.close()
 
 
-def print_summary(outcome, stream=None) -> None:
+def print_summary(outcome, stream=None, scheduler: Optional[str] = None) -> None:
     from harness.schema.results import SUMMARY_COLUMNS
     stream = stream or sys.stdout
     frame = outcome.frame[SUMMARY_COLUMNS].copy()
@@ -285,8 +288,13 @@ def print_summary(outcome, stream=None) -> None:
     for line in storage_lines(outcome):
         print(line, file=stream)
     if outcome.missing:
-        print(f"missing or lost: {len(outcome.missing)} cell(s); finish them with "
-              f"`harness run --resume {run.run_id}`", file=stream)
+        from harness.run.dask import scheduler_address
+        address = scheduler_address(scheduler)
+        if not address and "worker_lost" in set(outcome.frame["error_category"].dropna().astype(str)):
+            address = "tcp://SCHEDULER:PORT"  # the lost cells were on dask workers: they go back to its workers
+        flag = f" --scheduler {address}" if address else ""
+        print(f"missing, lost or device busy: {len(outcome.missing)} cell(s); finish them with "
+              f"`harness run --resume {run.run_id}{flag}`", file=stream)
     print(f"results: {run.root}/results.csv (also .parquet, .json)", file=stream)
     if (run.root / "index.html").exists():
         print(f"report:  {run.root}/index.html", file=stream)

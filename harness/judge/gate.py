@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import AbstractSet, Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from harness.schema.loader import load_dataclass, read_yaml_mapping
-from harness.judge.regression import DEFAULT_ALPHA, DEFAULT_ASSUMED_RUN_CV, RunSpread, compare_latency, history_key
+from harness.judge.regression import (DEFAULT_ALPHA, DEFAULT_ASSUMED_RUN_CV, LATENCY_FIGURES, RunSpread,
+                                      compare_latency, history_key)
 from harness.schema.results import FAILED, LOST, OK
 from harness.core.numbers import finite_or_none
 from harness.judge.scores import BYTES_PER_MB, accuracy_measure
@@ -42,8 +43,13 @@ class TargetPolicy:
     max_peak_memory_mb: Optional[float] = None
     #: take max_latency_p99_ms / max_peak_memory_mb from targets/<name>.yaml budgets where not set here
     use_target_budgets: Optional[bool] = None
-    #: slowdown against the baseline (0.10 = 10 %), judged on the per-iteration samples
+    #: slowdown against the baseline (0.10 = 10 %), judged on the per-iteration samples, for each of
+    #: latency_figures
     max_latency_regression: Optional[float] = None
+    #: which figures of the latency distribution max_latency_regression judges, each with its own test and
+    #: interval: median, mean, p90 (unset: all three). A stall that hits a fraction of inferences moves the
+    #: mean and the tail, not the median
+    latency_figures: Optional[Tuple[str, ...]] = None
     #: optional absolute floor: latency shifts smaller than this many ms never count as regressions. Unset (the
     #: default) there is none: the judge compares a change with the cell's own measured noise, so a 20 us model
     #: is judged as fairly as a 10 ms one
@@ -61,6 +67,10 @@ class TargetPolicy:
     variants: Optional[Tuple[str, ...]] = None
     #: whether a failed or lost cell is allowed ('incompatible' always is)
     allow_failed_cells: Optional[bool] = None
+    #: the nightly rule: a regression change point (harness.judge.trends) among the newest N runs of any of a
+    #: cell's series fails the gate, and the regression rules compare with the segment since each series' last
+    #: change point instead of one earlier run
+    nightly_window_runs: Optional[int] = None
 
     def __post_init__(self) -> None:
         for name in ("min_accuracy_retention",):
@@ -79,6 +89,12 @@ class TargetPolicy:
             value = getattr(self, name)
             if value is not None and not 0.0 <= value <= 10.0:
                 raise ValueError(f"{name} is a fraction (0.10 = 10 %), got {value}")
+        if self.nightly_window_runs is not None and not 1 <= self.nightly_window_runs <= 100:
+            raise ValueError(f"nightly_window_runs is a number of runs from 1 to 100, got {self.nightly_window_runs}")
+        strange = [f for f in self.latency_figures or () if f not in LATENCY_FIGURES]
+        if strange or (self.latency_figures is not None and not self.latency_figures):
+            raise ValueError(f"latency_figures has unknown or no figure(s) {strange}; known: "
+                             f"{', '.join(LATENCY_FIGURES)}")
         unknown = [f for f in self.required_formats or () if f not in FORMATS]
         if unknown:
             raise ValueError(f"required_formats has unknown format(s) {unknown}; known: {', '.join(FORMATS)}")
@@ -252,10 +268,17 @@ def _format_checks(tp: TargetPolicy, target: str, rows: Sequence[Mapping[str, An
     return checks
 
 
+def latency_rule(figure: str) -> str:
+    """The gate rule of one latency figure: max_latency_regression (median), max_latency_regression.mean, ..."""
+    return "max_latency_regression" if figure == "median" else f"max_latency_regression.{figure}"
+
+
 def _baseline_checks(tp: TargetPolicy, target: str, rows: Sequence[Mapping[str, Any]],
                      samples: Mapping[str, Any], baseline_rows: Sequence[Mapping[str, Any]],
                      baseline_samples: Mapping[str, Any], alpha: float,
-                     history: Mapping[Tuple[str, ...], RunSpread], paired: bool = False) -> List[Check]:
+                     history: Mapping[Tuple[str, ...], RunSpread], paired: bool = False,
+                     figure_history: Optional[Mapping[str, Mapping[Tuple[str, ...], RunSpread]]] = None
+                     ) -> List[Check]:
     checks: List[Check] = []
     base_by_id = {_identity(r): r for r in baseline_rows}
     for row in rows:
@@ -269,14 +292,16 @@ def _baseline_checks(tp: TargetPolicy, target: str, rows: Sequence[Mapping[str, 
                                     f"the baseline's cell was measured on a noisy device "
                                     f"({base.get('noise_reasons') or 'busy or throttling'}): not judged", skipped=True))
             else:
-                comparison = compare_latency(
-                    baseline_samples.get(str(base.get("cell_id"))), samples.get(cell),
-                    min_effect=tp.max_latency_regression, alpha=alpha, history=history.get(history_key(row)),
-                    assumed_run_cv=DEFAULT_ASSUMED_RUN_CV if tp.assumed_run_cv is None else tp.assumed_run_cv,
-                    min_shift_ms=tp.min_latency_shift_ms or 0.0, paired=paired)
-                checks.append(Check(target, "max_latency_regression", cell, not comparison.regressed,
-                                    f"{comparison.describe()} (maximum {tp.max_latency_regression:+.0%})",
-                                    skipped=not comparison.judged))
+                for figure in tp.latency_figures or LATENCY_FIGURES:
+                    spreads = history if figure == "median" else (figure_history or {}).get(figure, {})
+                    comparison = compare_latency(
+                        baseline_samples.get(str(base.get("cell_id"))), samples.get(cell),
+                        min_effect=tp.max_latency_regression, alpha=alpha, history=spreads.get(history_key(row)),
+                        assumed_run_cv=DEFAULT_ASSUMED_RUN_CV if tp.assumed_run_cv is None else tp.assumed_run_cv,
+                        min_shift_ms=tp.min_latency_shift_ms or 0.0, paired=paired, figure=figure)
+                    checks.append(Check(target, latency_rule(figure), cell, not comparison.regressed,
+                                        f"{comparison.describe()} (maximum {tp.max_latency_regression:+.0%})",
+                                        skipped=not comparison.judged))
         acc_now, acc_base = finite_or_none(row.get("accuracy")), finite_or_none(base.get("accuracy"))
         if tp.max_accuracy_drop is not None and acc_now is not None and acc_base is not None:
             drop = acc_base - acc_now
@@ -291,20 +316,94 @@ def _baseline_checks(tp: TargetPolicy, target: str, rows: Sequence[Mapping[str, 
     return checks
 
 
+def _thresholds(tp: TargetPolicy) -> Dict[str, float]:
+    """The smallest shift of each trend figure that counts as a regression change point."""
+    from harness.judge.trends import DEFAULT_THRESHOLDS
+    latency = tp.max_latency_regression
+    return {**DEFAULT_THRESHOLDS,
+            **({f: latency for f in LATENCY_FIGURES} if latency is not None else {}),
+            **({"peak_memory": tp.max_memory_regression} if tp.max_memory_regression is not None else {}),
+            **({"primary": tp.max_accuracy_drop} if tp.max_accuracy_drop is not None else {})}
+
+
+def _candidate_cells(rows: Sequence[Mapping[str, Any]], samples: Mapping[str, Any], run_id: str) -> List[Dict]:
+    return [{"run_id": run_id or "this run", "gate_status": None, "row": r, "samples": samples.get(str(r.get("cell_id")))}
+            for r in rows if r.get("status") == OK and not is_noisy(r)]
+
+
+def _nightly_checks(tp: TargetPolicy, target: str, rows: Sequence[Mapping[str, Any]], samples: Mapping[str, Any],
+                    history_cells: Sequence[Mapping[str, Any]], run_id: str, alpha: float) -> List[Check]:
+    """One check per cell: no regression change point among the newest nightly_window_runs of its series."""
+    from harness.judge.trends import build_trends, find_change_points, newest_regressions
+    window = int(tp.nightly_window_runs or 0)
+    figures = tuple(tp.latency_figures or LATENCY_FIGURES) + ("peak_memory", "primary")
+    candidates = _candidate_cells(rows, samples, run_id)
+    keys = {tuple(history_key(c["row"])) for c in candidates}
+    trends = [find_change_points(t, alpha=alpha, thresholds=_thresholds(tp))
+              for t in build_trends(list(history_cells) + candidates, figures, keys)]
+    checks: List[Check] = []
+    for cell in candidates:
+        key = tuple(history_key(cell["row"]))
+        mine = [t for t in trends if t.key == key]
+        found = [c for t in mine for c in newest_regressions(t, window)]
+        runs = max((len(t.used) for t in mine), default=0)
+        message = ("; ".join(c.describe() for c in found) if found else
+                   f"no regression change point among the newest {window} runs of its {len(mine)} series "
+                   f"({runs} runs{', too few to find one yet' if runs < 4 else ''})")
+        checks.append(Check(target, "nightly_change_point", str(cell["row"].get("cell_id")), not found, message))
+    return checks
+
+
+def _segment_baseline(rows: Sequence[Mapping[str, Any]], samples: Mapping[str, Any],
+                      history_cells: Sequence[Mapping[str, Any]], alpha: float
+                      ) -> Tuple[List[Dict[str, Any]], Dict[str, Any], Dict[str, Any], List[int]]:
+    """The nightly baseline of each cell: every run of its median series since the last change point, each run
+    one 'repeat' of the baseline (so their spread is the between-run noise, measured), and the candidate's
+    repeats pooled into one, since it is one run of that series. Returns (baseline rows, baseline samples,
+    candidate samples, segment lengths)."""
+    from harness.judge.trends import build_trends, find_change_points, last_segment
+    from harness.judge.regression import flat_samples
+    keys = {tuple(history_key(r)) for r in rows if r.get("status") == OK}
+    by_run_key: Dict[Tuple[str, Tuple[str, ...]], Mapping[str, Any]] = {
+        (str(c["run_id"]), tuple(history_key(c["row"]))): c for c in history_cells}
+    base_rows: List[Dict[str, Any]] = []
+    base_samples: Dict[str, Any] = {}
+    lengths: List[int] = []
+    for trend in build_trends(history_cells, ("median",), keys):
+        segment = last_segment(find_change_points(trend, alpha=alpha))
+        cells = [by_run_key[(p.run_id, trend.key)] for p in segment if (p.run_id, trend.key) in by_run_key]
+        runs = [flat_samples(c["samples"]) for c in cells if c.get("samples") is not None]
+        runs = [r for r in runs if len(r)]
+        if not cells:
+            continue
+        segment_id = f"segment::{cells[-1]['row'].get('cell_id')}"
+        base_rows.append({**cells[-1]["row"], "cell_id": segment_id})
+        base_samples[segment_id] = runs if len(runs) > 1 else (runs[0] if runs else None)
+        lengths.append(len(cells))
+    candidate = {k: flat_samples(v) for k, v in samples.items()}
+    return base_rows, base_samples, candidate, lengths
+
+
 def evaluate(policy: Policy, frame: Any, budgets: Mapping[str, Budgets] | None = None, *, run_id: str = "",
              samples: Mapping[str, Sequence[float]] | None = None,
              baseline_rows: Sequence[Mapping[str, Any]] | None = None,
              baseline_samples: Mapping[str, Sequence[float]] | None = None,
              baseline_id: Optional[str] = None,
              history: Mapping[Tuple[str, ...], RunSpread] | None = None,
-             emulated: AbstractSet[str] = frozenset(), paired: bool = False) -> GateResult:
+             emulated: AbstractSet[str] = frozenset(), paired: bool = False,
+             figure_history: Mapping[str, Mapping[Tuple[str, ...], RunSpread]] | None = None,
+             history_cells: Optional[Sequence[Mapping[str, Any]]] = None,
+             extra_checks: Sequence[Check] = (), extra_notes: Sequence[str] = ()) -> GateResult:
     """Every check of `policy` against a run's table; pure.
 
     `budgets` are the targets' budgets (used where use_target_budgets is set);
     `samples` and `baseline_*` feed the regression rules, which are skipped
     with a note when there is no baseline. `history` maps a cell's history key
     (regression.history_key) to the between-run spread the history store has
-    seen for it. `paired`: the baseline rows were measured in this run, each repeat right after the
+    seen for its median, `figure_history` the same by figure for the mean and p90. `extra_checks` and
+    `extra_notes` come from rules judged outside. `history_cells` (History.trend_cells of the runs before this
+    one) feed the nightly rule of a target whose policy sets nightly_window_runs: its change points, and the
+    segment since the last one as the baseline of the regression rules. `paired`: the baseline rows were measured in this run, each repeat right after the
     candidate's (harness.run.pairing), so latency is judged on the per-round differences. A cell measured on a
     noisy device is not judged. On the `emulated` targets
     (TargetSpec.emulated: qemu-user) latency and memory rules do not apply: only whether cells
@@ -322,7 +421,7 @@ def evaluate(policy: Policy, frame: Any, budgets: Mapping[str, Budgets] | None =
                             f"(run targets: {', '.join(run_targets) or 'none'})"))
     if not rows:
         checks.append(Check("-", "cells_present", run_id or "run", False, "the run has no cells"))
-    wants_baseline = False
+    wants_baseline = nightly_baseline = False
     for target in run_targets:
         tp = policy.for_target(target)
         target_rows = [r for r in rows if str(r.get("target")) == target]
@@ -337,20 +436,44 @@ def evaluate(policy: Policy, frame: Any, budgets: Mapping[str, Budgets] | None =
             notes.append(f"{target}: use_target_budgets is set but no budget is known for the target")
         checks += _cell_checks(tp, target, checked, budgets.get(target))
         checks += _format_checks(tp, target, checked)
+        nightly = bool(tp.nightly_window_runs) and history_cells is not None and not paired
+        if nightly:
+            checks += _nightly_checks(tp, target, checked, samples, history_cells or [], run_id, policy.alpha)
         if any(v is not None for v in (tp.max_latency_regression, tp.max_accuracy_drop, tp.max_memory_regression)):
             wants_baseline = True
-            if baseline_rows is not None:
+            if nightly:
+                seg_rows, seg_samples, pooled, lengths = _segment_baseline(checked, samples, history_cells or [],
+                                                                           policy.alpha)
+                if seg_rows:
+                    # the segment's own spread between runs is the noise; while it has few runs, the history's
+                    # longer-run spread is asked too (the judge takes the larger)
+                    few = min(lengths) < 4
+                    checks += _baseline_checks(tp, target, checked, pooled, seg_rows, seg_samples, policy.alpha,
+                                               (history or {}) if few else {}, paired,
+                                               figure_history if few else {})
+                    notes.append(f"{target}: nightly baseline: each series' runs since its last change point "
+                                 f"({min(lengths)}-{max(lengths)} runs)")
+                    nightly_baseline = True
+                elif baseline_rows is not None:
+                    checks += _baseline_checks(tp, target, checked, samples, baseline_rows, baseline_samples or {},
+                                               policy.alpha, history or {}, paired, figure_history)
+            elif baseline_rows is not None:
                 checks += _baseline_checks(tp, target, checked, samples, baseline_rows, baseline_samples or {},
-                                           policy.alpha, history or {}, paired)
-    if wants_baseline and baseline_rows is None:
+                                           policy.alpha, history or {}, paired, figure_history)
+    if wants_baseline and baseline_rows is None and not nightly_baseline:
         notes.append("no baseline run found: regression rules not checked (the first passing run becomes one)")
+    checks += list(extra_checks)
+    notes += list(extra_notes)
     noisy = [c for c in checks if c.skipped and c.rule == "quiet_device"]
     if noisy:
         notes.append(f"{len(noisy)} cell(s) measured on a busy or throttling device: not judged; re-run them")
-    unsampled = [c for c in checks if c.skipped and c.rule == "max_latency_regression"]
+    unsampled = [c for c in checks if c.skipped and c.rule.startswith("max_latency_regression")]
     if unsampled:
         notes.append(f"{len(unsampled)} latency comparison(s) not judged (too few samples, or a noisy baseline)")
-    return GateResult(run_id, policy.source_path, baseline_id if baseline_rows is not None else None,
+    if nightly_baseline:
+        baseline_id = "the segment since each series' last change point"
+    return GateResult(run_id, policy.source_path,
+                      baseline_id if baseline_rows is not None or nightly_baseline else None,
                       tuple(checks), tuple(notes))
 
 

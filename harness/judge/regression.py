@@ -41,13 +41,31 @@ Every change carries its 95 % confidence interval exp(d +- t * se) - 1.
 Under no change the rule alarms with probability below alpha as long as the
 noise estimates are honest; how often a real 10 % slowdown is caught depends
 on the noise, which is why `make bench` calibrates it on real reruns.
-The test follows the bulk of the distribution; a longer tail alone is held by
-the gate's absolute max_latency_p99_ms.
+Latency is judged on three figures of the distribution, each with its own
+test and interval (`figure`): the median (the bulk), the mean (what throughput
+sees: stalls that hit a fraction of inferences move it, not the median) and the
+90th percentile (the tail users feel as jank). The run-level figure, the noise
+sources and the t test are the same for each; what differs is the per-repeat
+statistic and its within-run sampling error:
+
+* median: log(median), variance (pi/2) s^2 / n as above;
+* mean: log(mean), variance var(x) / (n mean^2) (delta method);
+* p90: log of the Harrell-Davis estimate of the 0.9 quantile (a weighted sum
+  of all order statistics, steadier than one order statistic), with the
+  variance read off the distribution-free order-statistic 95 % interval of the
+  quantile (binomial ranks n q -+ 1.96 sqrt(n q (1 - q))).
+
+The within-run confirmation is a Mann-Whitney U test for the median (a rank
+test of location) and a bootstrap for the mean and p90 (resampling each side's
+samples, the one-sided p is the share of replicates where the new figure is
+not above the baseline's), since a rank test of location says nothing about a
+tail.
 """
 from __future__ import annotations
 
+import functools
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
@@ -77,6 +95,14 @@ ROUND_TRIM_MIN = 6
 DEFAULT_ASSUMED_RUN_CV = 0.03
 #: how much that assumption is worth, in degrees of freedom
 ASSUMED_RUN_DF = 4
+#: the latency figures judged; a policy's latency_figures names a subset (default: all)
+LATENCY_FIGURES = ("median", "mean", "p90")
+#: the tail quantile of the 'p90' figure
+TAIL_QUANTILE = 0.90
+#: bootstrap replicates of the within-run confirmation for the mean and p90 (seeded: the same data, the same p)
+BOOTSTRAP_REPLICATES = 400
+#: the results-table column that holds each figure of one run, where no samples were kept
+FIGURE_COLUMNS = {"median": "latency_p50_ms", "mean": "latency_mean_ms", "p90": "latency_p90_ms"}
 #: latency samples: one array (one repeat) or one array per repeat
 Samples = Union[Sequence[float], np.ndarray, Sequence[Sequence[float]], None]
 
@@ -121,6 +147,8 @@ class LatencyComparison:
     noise_cv: Optional[float] = None
     #: what the judge knew, in words
     noise_note: str = ""
+    #: which figure of the distribution was compared: 'median', 'mean' or 'p90' (LATENCY_FIGURES)
+    figure: str = "median"
 
     @property
     def judged(self) -> bool:
@@ -128,8 +156,9 @@ class LatencyComparison:
 
     def describe(self) -> str:
         if not self.judged:
-            return f"not judged: {self.n_baseline} baseline / {self.n_candidate} new samples (need {MIN_SAMPLES})"
-        return (f"median {self.baseline_median_ms:.4g} -> {self.candidate_median_ms:.4g} ms "
+            return (f"{self.figure} not judged: {self.n_baseline} baseline / {self.n_candidate} new samples "
+                    f"(need {MIN_SAMPLES})")
+        return (f"{self.figure} {self.baseline_median_ms:.4g} -> {self.candidate_median_ms:.4g} ms "
                 f"({self.relative_change:+.1%}, 95% CI {self.ci_low:+.1%}..{self.ci_high:+.1%}, "
                 f"p={self.p_value:.2g}; {self.noise_note})")
 
@@ -167,6 +196,69 @@ def _log_median_and_var(samples: np.ndarray) -> Tuple[float, float]:
     center = float(np.median(logs))
     scale = 1.4826 * float(np.median(np.abs(logs - center)))
     return center, (math.pi / 2.0) * scale * scale / len(logs)
+
+
+def harrell_davis(samples: np.ndarray, quantile: float) -> float:
+    """The Harrell-Davis estimate of a quantile: every order statistic weighted by a Beta((n+1)q, (n+1)(1-q))
+    probability mass, so the estimate moves smoothly with the data instead of jumping between two samples."""
+    ordered = np.sort(np.asarray(samples, dtype=np.float64))
+    if len(ordered) == 1:
+        return float(ordered[0])
+    return float(np.dot(_harrell_davis_weights(len(ordered), quantile), ordered))
+
+
+@functools.lru_cache(maxsize=256)
+def _harrell_davis_weights(n: int, quantile: float) -> np.ndarray:
+    # the weights depend only on n: a nightly series computes them once per sample count, not once per cell
+    from scipy.stats import beta
+    edges = beta.cdf(np.arange(n + 1) / n, (n + 1) * quantile, (n + 1) * (1.0 - quantile))
+    return np.diff(edges)
+
+
+def _log_figure_and_var(samples: np.ndarray, figure: str) -> Tuple[float, float]:
+    """log(figure) of one repeat's samples and its within-run sampling variance (see the module docstring)."""
+    if figure == "median":
+        return _log_median_and_var(samples)
+    n = len(samples)
+    if figure == "mean":
+        mean = float(np.mean(samples))
+        return math.log(mean), float(np.var(samples, ddof=1)) / (n * mean * mean)
+    if figure == "p90":
+        logs = np.sort(np.log(samples))
+        z, q = 1.96, TAIL_QUANTILE
+        half = z * math.sqrt(n * q * (1.0 - q))
+        low, high = max(0, int(math.floor(n * q - half)) - 1), min(n - 1, int(math.ceil(n * q + half)) - 1)
+        return math.log(harrell_davis(samples, q)), ((float(logs[high]) - float(logs[low])) / (2 * z)) ** 2
+    raise ValueError(f"unknown latency figure {figure!r}; known: {', '.join(LATENCY_FIGURES)}")
+
+
+def figure_value(samples: np.ndarray, figure: str) -> float:
+    """One repeat's figure in ms: its median, mean or Harrell-Davis p90."""
+    return math.exp(_log_figure_and_var(np.asarray(samples, dtype=np.float64), figure)[0])
+
+
+def run_level_figure(samples: Samples, figure: str = "median") -> Optional[float]:
+    """A run's figure (ms): exp(mean over repeats of log figure); None without samples."""
+    repeats = [r for r in as_repeats(samples) if len(r) >= 2]
+    if not repeats:
+        return None
+    return float(np.exp(np.mean([_log_figure_and_var(r, figure)[0] for r in repeats])))
+
+
+def _bootstrap_p_greater(base: np.ndarray, cand: np.ndarray, figure: str) -> float:
+    """One-sided bootstrap p that the new figure is above the baseline's: the share of replicates (each side
+    resampled with replacement) where it is not, with the +1 correction so it is never 0."""
+    rng = np.random.default_rng(0)
+    reducer = (lambda x: np.mean(x, axis=1)) if figure == "mean" else \
+        (lambda x: np.quantile(x, TAIL_QUANTILE, axis=1))
+    not_above, done, chunk = 0, 0, 50
+    while done < BOOTSTRAP_REPLICATES:
+        m = min(chunk, BOOTSTRAP_REPLICATES - done)
+        fb = reducer(base[rng.integers(0, len(base), (m, len(base)))])
+        fc = reducer(cand[rng.integers(0, len(cand), (m, len(cand)))])
+        not_above += int(np.sum(fc <= fb))
+        done += m
+    return (not_above + 1) / (BOOTSTRAP_REPLICATES + 1)
 
 
 def repeat_spread(samples: Samples) -> Optional[float]:
@@ -223,11 +315,12 @@ def _insufficient(n_base: int, n_cand: int) -> LatencyComparison:
 def compare_latency(baseline: Samples, candidate: Samples, *, min_effect: float = DEFAULT_MIN_EFFECT,
                     alpha: float = DEFAULT_ALPHA, history: Optional[RunSpread] = None,
                     assumed_run_cv: float = DEFAULT_ASSUMED_RUN_CV,
-                    min_shift_ms: float = DEFAULT_MIN_SHIFT_MS, paired: bool = False) -> LatencyComparison:
-    """Has `candidate` got slower than `baseline`? See the module docstring for the rule.
+                    min_shift_ms: float = DEFAULT_MIN_SHIFT_MS, paired: bool = False,
+                    figure: str = "median") -> LatencyComparison:
+    """Has `candidate`'s `figure` (median, mean or p90) got slower than `baseline`'s? See the module docstring.
 
     baseline / candidate: one array of samples (ms) or one per repeat.
-    history: the cell key's between-run spread from the history store, if known.
+    history: the cell key's between-run spread of this figure from the history store, if known.
     paired: the two were measured in the same run, repeat k of each back to back (harness.run.pairing); with as
     many usable repeats on each side, the noise is the spread of the per-round differences (a paired t test).
     """
@@ -236,11 +329,13 @@ def compare_latency(baseline: Samples, candidate: Samples, *, min_effect: float 
     base = [r for r in base_all if len(r) >= MIN_SAMPLES]
     cand = [r for r in cand_all if len(r) >= MIN_SAMPLES]
     n_base, n_cand = sum(len(r) for r in base_all), sum(len(r) for r in cand_all)
+    if figure not in LATENCY_FIGURES:
+        raise ValueError(f"unknown latency figure {figure!r}; known: {', '.join(LATENCY_FIGURES)}")
     if not base or not cand:
-        return _insufficient(n_base, n_cand)
+        return replace(_insufficient(n_base, n_cand), figure=figure)
     kb, kc = len(base), len(cand)
-    stats_b = [_log_median_and_var(r) for r in base]
-    stats_c = [_log_median_and_var(r) for r in cand]
+    stats_b = [_log_figure_and_var(r, figure) for r in base]
+    stats_c = [_log_figure_and_var(r, figure) for r in cand]
     log_b = np.array([m for m, _ in stats_b])
     log_c = np.array([m for m, _ in stats_c])
     rounds = paired and kb == kc == len(base_all) == len(cand_all) and kb > 1
@@ -291,7 +386,8 @@ def compare_latency(baseline: Samples, candidate: Samples, *, min_effect: float 
     p_run = float(student_t.sf(d / se, df)) if se > 0 else (0.0 if d > 0 else 1.0)
     half = float(student_t.ppf(0.975, df)) * se
     flat_b, flat_c = np.concatenate(base), np.concatenate(cand)
-    p_within = float(mannwhitneyu(flat_c, flat_b, alternative="greater").pvalue)
+    p_within = float(mannwhitneyu(flat_c, flat_b, alternative="greater").pvalue) if figure == "median" \
+        else _bootstrap_p_greater(flat_b, flat_c, figure)
     base_median, cand_median = float(np.exp(log_b.mean())), float(np.exp(log_c.mean()))
     change = math.expm1(d)
     regressed = (p_run < alpha and p_within < alpha and change >= min_effect
@@ -299,7 +395,7 @@ def compare_latency(baseline: Samples, candidate: Samples, *, min_effect: float 
     return LatencyComparison(
         n_base, n_cand, base_median, cand_median, change, math.expm1(d - half), math.expm1(d + half), p_run,
         regressed, "noise-aware", p_within=p_within, repeats_baseline=kb, repeats_candidate=kc, se=se, df=df,
-        noise_source=source, noise_cv=noise_cv, noise_note="; ".join(notes))
+        noise_source=source, noise_cv=noise_cv, noise_note="; ".join(notes), figure=figure)
 
 
 # ---------------------------------------------------------------- whole runs
@@ -354,8 +450,15 @@ def compare_runs(current_rows: Sequence[Mapping[str, Any]], baseline_rows: Seque
                  *, min_effect: float = DEFAULT_MIN_EFFECT, alpha: float = DEFAULT_ALPHA,
                  min_shift_ms: float = DEFAULT_MIN_SHIFT_MS, max_accuracy_drop: float = 0.01,
                  max_memory_increase: float = 0.10,
-                 history: Optional[Mapping[Tuple[str, ...], RunSpread]] = None) -> List[CellChange]:
+                 history: Optional[Mapping[Tuple[str, ...], RunSpread]] = None,
+                 figures: Sequence[str] = LATENCY_FIGURES,
+                 figure_history: Optional[Mapping[str, Mapping[Tuple[str, ...], RunSpread]]] = None
+                 ) -> List[CellChange]:
     """Compare every cell present in both runs; `regressed` marks what got worse.
+
+    Latency is compared on each of `figures` (metric 'latency' for the median, 'latency_mean',
+    'latency_p90'); `history` is the median's between-run spread by history key, `figure_history` the
+    others' by figure.
 
     Cells are matched by (model, variant, format, target). Samples are keyed
     by cell_id. Accuracy drop is absolute (0.01 = one point); memory increase
@@ -376,12 +479,15 @@ def compare_runs(current_rows: Sequence[Mapping[str, Any]], baseline_rows: Seque
             continue
         if row.get("status") != OK or base.get("status") != OK:
             continue
-        latency = compare_latency(baseline_samples.get(str(base.get("cell_id"))),
-                                  current_samples.get(ident["cell_id"]), min_effect=min_effect, alpha=alpha,
-                                  min_shift_ms=min_shift_ms, history=(history or {}).get(history_key(row)))
-        changes.append(CellChange(metric="latency", baseline=latency.baseline_median_ms,
-                                  current=latency.candidate_median_ms, regressed=latency.regressed,
-                                  detail=latency.describe(), latency=latency, **ident))
+        for figure in figures:
+            spreads = (history or {}) if figure == "median" else (figure_history or {}).get(figure, {})
+            latency = compare_latency(baseline_samples.get(str(base.get("cell_id"))),
+                                      current_samples.get(ident["cell_id"]), min_effect=min_effect, alpha=alpha,
+                                      min_shift_ms=min_shift_ms, history=spreads.get(history_key(row)),
+                                      figure=figure)
+            changes.append(CellChange(metric=latency_metric(figure), baseline=latency.baseline_median_ms,
+                                      current=latency.candidate_median_ms, regressed=latency.regressed,
+                                      detail=latency.describe(), latency=latency, **ident))
         acc_base, acc_now = finite_or_none(base.get("accuracy")), finite_or_none(row.get("accuracy"))
         if acc_base is not None and acc_now is not None:
             drop = acc_base - acc_now
@@ -396,6 +502,11 @@ def compare_runs(current_rows: Sequence[Mapping[str, Any]], baseline_rows: Seque
                                       detail=f"peak RSS {mem_base / 2**20:.1f} -> {mem_now / 2**20:.1f} MB "
                                              f"({rise:+.1%})", **ident))
     return changes
+
+
+def latency_metric(figure: str) -> str:
+    """The name a latency figure's comparison goes by: 'latency' for the median, 'latency_mean', 'latency_p90'."""
+    return "latency" if figure == "median" else f"latency_{figure}"
 
 
 def regressions(changes: Sequence[CellChange]) -> List[CellChange]:

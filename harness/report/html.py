@@ -581,4 +581,5 @@ def render_html(ctx: "ReportContext") -> str:
             f'<meta name="viewport" content="width=device-width, initial-scale=1">'
             f"<title>Run {esc(ctx.run_id)}</title><style>{_CSS}</style></head><body>"
             f"{_top(ctx)}<nav>{nav}</nav>{body}"
-            f'<p class="note">generated {esc(ctx.generated_at)}</p><script>{_SCRIPT}</script></body></html>\n')
+            f'<p class="note">generated {esc(ctx.generated_at)} &middot; <a href="../history/index.html" '
+            f'id="trends-link">nightly trends</a></p><script>{_SCRIPT}</script></body></html>\n')

@@ -59,16 +59,16 @@ def _is_true(value: Any) -> bool:
 
 def _gate_lines(gate: Any) -> List[str]:
     lines: List[str] = []
-    regressions = [c for c in gate.violations if c.rule == "max_latency_regression"]
+    regressions = [c for c in gate.violations if c.rule.startswith("max_latency_regression")]
     lines += [f"### Latency regressions ({len(regressions)})", ""]
     if regressions:
         lines += md_table(["target", "cell", "change (95 % CI), noise"], [[c.target, c.subject, c.message]
                                                                          for c in regressions])
     else:
-        lines.append("None." if any(c.rule == "max_latency_regression" and not c.skipped for c in gate.checks)
+        lines.append("None." if any(c.rule.startswith("max_latency_regression") and not c.skipped for c in gate.checks)
                      else "Not checked (no baseline, or the policy sets no max_latency_regression).")
     lines.append("")
-    others = [c for c in gate.violations if c.rule != "max_latency_regression"]
+    others = [c for c in gate.violations if not c.rule.startswith("max_latency_regression")]
     if others:
         lines += [f"### Other violations ({len(others)})", ""]
         lines += md_table(["target", "rule", "subject", "why"], [[c.target, c.rule, c.subject, c.message]

@@ -890,12 +890,21 @@ class _DeviceJobs:
     def lose_unfinished(self, state: _JobState, reason: str) -> None:
         run = self.run
         lost = [c for c in state.job.cells if not run.cell_path(c.cell_id).exists()]
+        address = _scheduler_of(self.client)
         for cell in lost:
             record_cell(run, failed_row(run.run_id, cell, LOST, Category.WORKER_LOST.value,
-                                        f"{reason}; `harness run --resume {run.run_id}` runs it on the "
-                                        "remaining workers"))
+                                        f"{reason}; `harness run --resume {run.run_id} --scheduler {address}` "
+                                        "runs it on the remaining workers"))
         if lost:
             self.progress(f"[{state.job.target.name}] {len(lost)} cell(s) lost: {reason}")
+
+
+def _scheduler_of(client) -> str:
+    """The scheduler's address, for the resume hint (the cells must go back to the same cluster's workers)."""
+    try:
+        return str(client.scheduler.address) or "tcp://SCHEDULER:PORT"
+    except Exception:  # a client whose scheduler is gone: the hint still names the flag
+        return "tcp://SCHEDULER:PORT"
 
 
 def _as_finished(client, futures: Sequence[Any], idle: Callable[[Set[Any]], None], every_s: float = 10.0):

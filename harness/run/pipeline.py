@@ -19,7 +19,7 @@ from abc import ABC, abstractmethod
 from concurrent.futures import Executor, ThreadPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -197,10 +197,14 @@ def run_target_job(job: TargetJob, progress: Progress = SILENT) -> List[Dict[str
     rows: List[Dict[str, Any]] = []
     pending = list(job.cells)
 
-    def lose_rest(category: str, message: str, status: str = LOST) -> None:
+    def lose_rest(category: str, message: str, status: str = LOST, running: bool = False) -> None:
+        # with `running`, the first pending cell's command was under way: only it carries the command's message
+        first = pending[0].cell_id if pending else ""
         while pending:
             cell = pending.pop(0)
-            rows.append(record_cell(run, failed_row(run.run_id, cell, status, category, message)))
+            said = message if not running or cell.cell_id == first else \
+                f"not started: the device was lost while {first} ran"
+            rows.append(record_cell(run, failed_row(run.run_id, cell, status, category, said)))
         progress(f"[{target.name}] device {'lost' if status == LOST else 'refused'}: {message}")
 
     try:
@@ -235,10 +239,10 @@ def run_target_job(job: TargetJob, progress: Progress = SILENT) -> List[Dict[str
                 row = _run_cell(job, cell, transport, agent_path, available, uploaded_inputs, references, run,
                                 measured, storage)
             except ConnectError as exc:
-                lose_rest("device_lost", str(exc))
+                lose_rest("device_lost", str(exc), running=True)
                 break
             except TransportError as exc:
-                lose_rest("device_lost", f"{type(exc).__name__}: {exc}")
+                lose_rest("device_lost", f"{type(exc).__name__}: {exc}", running=True)
                 break
             pending.pop(0)
             rows.append(row)
@@ -762,11 +766,20 @@ def validate_recipes(recipes: Sequence[Any], variants: Dict[str, List[str]]) -> 
         validate_recipe(recipe, variants.get(recipe.name, []))
 
 
+#: failed cells a resume runs again: the device was busy (another run held its lock), not the model's doing
+RERUN_ON_RESUME = frozenset({"device_busy"})
+
+
+def needs_rerun(row: Mapping[str, Any]) -> bool:
+    """A cell `harness run --resume` runs again: lost, or failed because the device was busy."""
+    return row.get("status") == LOST or (row.get("status") == FAILED and row.get("error_category") in RERUN_ON_RESUME)
+
+
 def cells_to_run(run: RunDir, planned: Sequence[Cell], resume: bool, progress: Progress = SILENT) -> List[Cell]:
-    """The planned cells; on a resume, only those without a result yet (a lost cell runs again)."""
+    """The planned cells; on a resume, only those without a result yet (a lost or device_busy cell runs again)."""
     if not resume:
         return list(planned)
-    done = {c["row"]["cell_id"] for c in run.iter_cells() if c["row"]["status"] != LOST}
+    done = {c["row"]["cell_id"] for c in run.iter_cells() if not needs_rerun(c["row"])}
     cells = [c for c in planned if c.cell_id not in done]
     progress(f"resume {run.run_id}: {len(done)} cells already done, {len(cells)} to run")
     return cells
@@ -810,7 +823,8 @@ def run_profile(recipes: Sequence[Any], targets: Sequence[TargetSpec], variants:
                 settings: RunSettings = RunSettings(), run_id: Optional[str] = None,
                 reports_dir: Path = REPORTS_DIR, cache: Optional[ContentCache] = None,
                 progress: Progress = SILENT, dispatcher: Optional[Dispatcher] = None, resume: bool = False,
-                write_report: bool = True, pairs: Optional[Dict[str, str]] = None) -> RunOutcome:
+                write_report: bool = True, pairs: Optional[Dict[str, str]] = None,
+                history: Optional[str] = None) -> RunOutcome:
     """Build every (model, variant, format) artifact, profile it on every target, collate.
 
     variants maps a model name to the variant names to make (default: none, the reference only).
@@ -818,6 +832,8 @@ def run_profile(recipes: Sequence[Any], targets: Sequence[TargetSpec], variants:
     pairs maps a baseline twin's model name to its candidate's (harness.run.pairing): each twin cell is measured
     right after its candidate's, round after round, and the manifest records the pairing for the gate.
     dispatcher says where the builds and device jobs run (default: ThreadDispatcher, all on this host).
+    history is the history store the run is recorded in (a SQLite path or a postgresql:// URL; default
+    HARNESS_HISTORY, else .harness/history.sqlite).
     """
     cache = cache or ContentCache()
     variants = variants or {}
@@ -839,7 +855,7 @@ def run_profile(recipes: Sequence[Any], targets: Sequence[TargetSpec], variants:
         preload_report_libraries()
     dispatcher.run_jobs(plan_jobs(targets, cells, models.evals, run, settings), run, progress)
     return collate(run, targets, write_report=write_report, progress=progress, built=models.converted,
-                   reused=models.reused)
+                   reused=models.reused, history=history)
 
 
 def preload_report_libraries() -> None:
@@ -856,19 +872,24 @@ def preload_report_libraries() -> None:
 
 
 def collate(run: RunDir, targets: Sequence[TargetSpec] = (), write_report: bool = True,
-            progress: Progress = SILENT, built: int = 0, reused: int = 0) -> RunOutcome:
-    """Collect every cell written so far into the results tables (and the report)."""
+            progress: Progress = SILENT, built: int = 0, reused: int = 0,
+            history: Optional[str] = None) -> RunOutcome:
+    """Collect every cell written so far into the results tables (and the report, the history record in
+    `history` and the trend page)."""
     frame = results_frame(run.rows())
     run.write_tables(frame)
     planned = set(run.read_manifest().get("planned_cells", [])) if run.manifest_path.exists() else set()
-    missing = sorted(planned - set(frame["cell_id"])) + sorted(frame.loc[frame["status"] == LOST, "cell_id"])
+    rerun = [str(r["cell_id"]) for r in frame[["cell_id", "status", "error_category"]].to_dict(orient="records")
+             if needs_rerun(r)]
+    missing = sorted(planned - set(frame["cell_id"])) + sorted(rerun)
     outcome = RunOutcome(run, frame, built, reused, missing)
     if write_report:
-        _write_reports(run, targets, progress)
+        _write_reports(run, targets, progress, history)
     return outcome
 
 
-def _write_reports(run: RunDir, targets: Sequence[TargetSpec], progress: Progress) -> None:
+def _write_reports(run: RunDir, targets: Sequence[TargetSpec], progress: Progress,
+                   history: Optional[str] = None) -> None:
     """Report and history are derived data: their failure must never lose the measured results."""
     try:
         from harness.report import write_report
@@ -878,8 +899,13 @@ def _write_reports(run: RunDir, targets: Sequence[TargetSpec], progress: Progres
         log.exception("report failed")
         progress(f"report could not be written ({type(exc).__name__}: {exc}); results tables are complete")
     try:
-        from harness.judge.history import record_run
-        record_run(run)
+        from harness.judge.history import History, record_run
+        from harness.report.trends_page import write_trend_page
+        record_run(run, history)
+        progress(f"trends: {write_trend_page(History(history), run.root.parent)}")
+    except HarnessError as exc:  # an unreachable history server: one line, the run's own tables are written
+        log.info("history not updated: %s", exc)  # the progress line below says it once
+        progress(f"history not updated: {exc}; the run's own tables in {run.root} are complete")
     except Exception as exc:
         log.exception("history failed")
         progress(f"history not updated ({type(exc).__name__}: {exc})")

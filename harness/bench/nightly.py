@@ -1,0 +1,193 @@
+"""Nightly calibration: how soon the change-point detector finds a persistent shift, how often it finds one in
+noise, and how well the mean / p90 rule catches a real CPU-quota slowdown, on real reruns.
+
+    python -m harness.bench.nightly --reruns 10 --quota-reruns 5          # measure, then analyse
+    python -m harness.bench.nightly --samples reports/bench/nightly-samples.json.gz   # analyse again only
+
+Measured with the gate calibration's own machinery (harness.bench.calibration.measure): the three calibration
+models (about 20 us, 1 ms, 10 ms) in TFLite, ONNX Runtime and OpenVINO, each rerun `reruns` times as separate
+agent processes interleaved across cells (one nightly run per rerun), then `quota_reruns` more under a real
+90 % CPU quota (cgroup). Then, per cell:
+
+* series: NIGHTS nights, each night one of the cell's real reruns drawn at random (with replacement: a series
+  longer than the reruns repeats some); the run-level figure of each is what the history store would hold;
+* noise only: the detector (harness.judge.trends) is run on every prefix from night 8 on, as it runs each
+  night; every change point it reports for the first time is a false change point (per 100 series-nights);
+* shifted: the same series with every sample multiplied by 1 + shift from night SHIFT_NIGHT on (5 % and
+  10 %); the delay is the number of shifted nights the series has when a regression change point at the shift
+  (within one night) is first reported; the table gives the delay that 95 % of series meet;
+* quota: each quota rerun judged as a single run against the cell's normal reruns as the baseline segment
+  (harness.judge.gate's nightly baseline: each run one repeat), on the mean and p90 rule; a noise-only normal
+  rerun against the others is the false-alarm check.
+"""
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Sequence
+
+import numpy as np
+
+from harness.judge.regression import compare_latency, run_level_figure
+from harness.judge.trends import Trend, TrendPoint, find_change_points
+
+NIGHTS = 24
+SHIFT_NIGHT = 16
+FIRST_NIGHT_JUDGED = 8
+SERIES_PER_CELL = 20
+SHIFTS = (0.05, 0.10)
+
+
+def _night_values(runs: Sequence[Sequence[Sequence[float]]], order: Sequence[int], figure: str,
+                  scale_from: int = 10 ** 9, scale: float = 1.0) -> List[float]:
+    return [float(run_level_figure([np.asarray(r) * (scale if n >= scale_from else 1.0) for r in runs[i]], figure))
+            for n, i in enumerate(order)]
+
+
+def _trend(values: Sequence[float], figure: str) -> Trend:
+    return Trend(("bench",), figure, tuple(TrendPoint(f"n{i:02d}", v) for i, v in enumerate(values)))
+
+
+def series_analysis(runs: Sequence[Sequence[Sequence[float]]], seed: int, figure: str = "median") -> Dict[str, Any]:
+    """False change points on noise and detection delays for one cell's real reruns."""
+    rng = np.random.default_rng(seed)
+    false_points = nights = 0
+    delays: Dict[float, List[int]] = {s: [] for s in SHIFTS}
+    no_threshold = {figure: 0.0}  # the detector itself: any significant shift the bad way
+    for _ in range(SERIES_PER_CELL):
+        order = rng.integers(0, len(runs), NIGHTS)
+        values = _night_values(runs, order, figure)
+        reported: set = set()
+        for n in range(FIRST_NIGHT_JUDGED, NIGHTS + 1):
+            nights += 1
+            for change in find_change_points(_trend(values[:n], figure), thresholds=no_threshold).change_points:
+                if change.run_id not in reported:
+                    reported.add(change.run_id)
+                    false_points += 1
+        for shift in SHIFTS:
+            shifted = _night_values(runs, order, figure, SHIFT_NIGHT, 1.0 + shift)
+            delay = NIGHTS - SHIFT_NIGHT + 1  # not found within the series
+            for n in range(SHIFT_NIGHT + 1, NIGHTS + 1):
+                found = find_change_points(_trend(shifted[:n], figure), thresholds=no_threshold).change_points
+                if any(c.regression and abs(c.index - SHIFT_NIGHT) <= 1 for c in found):
+                    delay = n - SHIFT_NIGHT
+                    break
+            delays[shift].append(delay)
+    return {"false_change_points": false_points, "series_nights": nights, "delays": delays}
+
+
+def quota_analysis(runs: Sequence[Sequence[Sequence[float]]], quota_runs: Sequence[Sequence[Sequence[float]]],
+                   figures: Sequence[str] = ("mean", "p90")) -> Dict[str, Any]:
+    """Each quota run, and each normal run (leave one out), against the normal runs as the baseline segment."""
+    def judged(baseline: Sequence[Sequence[Sequence[float]]], candidate: Sequence[Sequence[float]]) -> Dict[str, Any]:
+        base = [np.concatenate([np.asarray(r) for r in run]) for run in baseline]
+        cand = np.concatenate([np.asarray(r) for r in candidate])
+        results = {f: compare_latency(base, cand, figure=f) for f in ("median", *figures)}
+        return {"regressed": any(results[f].regressed for f in figures),
+                "median_regressed": results["median"].regressed,
+                "changes": {f: results[f].relative_change for f in results}}
+    quota = [judged(runs, q) for q in quota_runs]
+    noise = [judged([r for j, r in enumerate(runs) if j != i], runs[i]) for i in range(len(runs))]
+    return {"quota_caught": sum(q["regressed"] for q in quota), "quota_runs": len(quota),
+            "quota_caught_by_median": sum(q["median_regressed"] for q in quota),
+            "false_alarms": sum(n["regressed"] for n in noise), "noise_runs": len(noise),
+            "quota_change": {f: float(np.median([q["changes"][f] for q in quota])) if quota else None
+                             for f in ("median", "mean", "p90")}}
+
+
+def analyse(raw: Dict[str, Dict[str, Any]]) -> Dict[str, Any]:
+    rows = []
+    for n, (key, cell) in enumerate(sorted(raw.items())):
+        runs, quota_runs = cell["runs"], cell.get("quota_runs") or []
+        cv = float(np.std(np.log([run_level_figure(r, "median") for r in runs]), ddof=1))
+        series = series_analysis(runs, seed=n)
+        row = {"cell": key, "reruns": len(runs), "between_run_cv": cv,
+               "noisy_reruns": sum(bool(x) for x in cell.get("noise") or []),
+               "false_change_points": series["false_change_points"], "series_nights": series["series_nights"],
+               **{f"delay95_{int(s * 100)}pct": float(np.percentile(d, 95)) for s, d in series["delays"].items()},
+               **{f"found_{int(s * 100)}pct": sum(x <= NIGHTS - SHIFT_NIGHT for x in d) for s, d in
+                  series["delays"].items()},
+               "series": SERIES_PER_CELL}
+        if quota_runs:
+            row.update(quota_analysis(runs, quota_runs))
+        rows.append(row)
+    total_nights = sum(r["series_nights"] for r in rows)
+    return {"rows": rows,
+            "false_change_points_per_100_series_nights": 100.0 * sum(r["false_change_points"] for r in rows)
+            / max(total_nights, 1),
+            "quota_caught": sum(r.get("quota_caught", 0) for r in rows),
+            "quota_runs": sum(r.get("quota_runs", 0) for r in rows),
+            "false_alarms": sum(r.get("false_alarms", 0) for r in rows),
+            "noise_runs": sum(r.get("noise_runs", 0) for r in rows),
+            "settings": {"nights": NIGHTS, "shift_night": SHIFT_NIGHT, "first_night_judged": FIRST_NIGHT_JUDGED,
+                         "series_per_cell": SERIES_PER_CELL, "shifts": list(SHIFTS)}}
+
+
+def markdown(result: Dict[str, Any]) -> str:
+    s = result["settings"]
+    lines = ["# Nightly calibration", "",
+             f"{s['series_per_cell']} series of {s['nights']} nights per cell, drawn from its real reruns; shifts "
+             f"applied to the real samples from night {s['shift_night']}; detector run each night from night "
+             f"{s['first_night_judged']}.", "",
+             "| cell | reruns (flagged noisy) | between-run CV | false CPs / series-nights | 5 % found (95 % delay, nights) | "
+             "10 % found (95 % delay) | quota caught mean/p90 (median alone) | quota change median / mean / p90 | "
+             "noise false alarms |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in result["rows"]:
+        q = r.get("quota_change") or {}
+        quota = (f"{r['quota_caught']}/{r['quota_runs']} ({r['quota_caught_by_median']})" if "quota_runs" in r else "-")
+        change = " / ".join(f"{q[f]:+.1%}" if q.get(f) is not None else "-" for f in ("median", "mean", "p90")) \
+            if q else "-"
+        lines.append(f"| {r['cell']} | {r['reruns']} ({r.get('noisy_reruns', 0)}) | {r['between_run_cv']:.1%} | {r['false_change_points']}/"
+                     f"{r['series_nights']} | {r['found_5pct']}/{r['series']} ({r['delay95_5pct']:.0f}) | "
+                     f"{r['found_10pct']}/{r['series']} ({r['delay95_10pct']:.0f}) | {quota} | {change} | "
+                     f"{r.get('false_alarms', '-')}/{r.get('noise_runs', '-')} |")
+    lines += ["", f"False change points per 100 series-nights: "
+                  f"{result['false_change_points_per_100_series_nights']:.2f}; quota runs caught by the mean or p90 "
+                  f"rule: {result['quota_caught']}/{result['quota_runs']}; false alarms on noise-only runs: "
+                  f"{result['false_alarms']}/{result['noise_runs']}. A delay of "
+                  f"{s['nights'] - s['shift_night'] + 1} means not found within the series."]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m harness.bench.nightly", description=__doc__.splitlines()[0])
+    p.add_argument("--reruns", type=int, default=10, help="real reruns per cell (default 10)")
+    p.add_argument("--quota-reruns", type=int, default=5, help="reruns under a 90 %% CPU quota (default 5)")
+    p.add_argument("--duration", type=float, default=0.5, help="seconds each agent run measures (default 0.5)")
+    p.add_argument("--samples", type=Path, default=None, help="analyse saved samples again, measuring nothing")
+    p.add_argument("--out", type=Path, default=Path("reports/bench"))
+    args = p.parse_args(argv)
+    log: Callable[[str], None] = lambda line: print(line, flush=True)
+    started = time.perf_counter()
+    if args.samples:
+        with gzip.open(args.samples, "rt", encoding="utf-8") as handle:
+            raw = json.load(handle)
+    else:
+        import tempfile
+        from harness.bench.__main__ import BENCH_DIR
+        from harness.bench.calibration import build_models, measure
+        models = build_models(BENCH_DIR / "models", log)
+        work = Path(tempfile.mkdtemp(prefix="nightly-", dir=BENCH_DIR))
+        log(f"nightly calibration: {args.reruns} reruns per cell, {args.quota_reruns} under a CPU quota")
+        series, quota_note = measure(models, args.reruns, 1, args.quota_reruns, args.duration, work, log)
+        log(f"  quota: {quota_note or 'none'}")
+        raw = {k: asdict(v) for k, v in series.items()}
+        args.out.mkdir(parents=True, exist_ok=True)
+        with gzip.open(args.out / "nightly-samples.json.gz", "wt", encoding="utf-8") as handle:
+            json.dump(raw, handle)
+    result = analyse(raw)
+    result["wall_s"] = time.perf_counter() - started
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "nightly.json").write_text(json.dumps(result, indent=1, default=float))
+    (args.out / "nightly.md").write_text(markdown(result))
+    print(markdown(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,144 @@
+"""reports/history/index.html: one small plot per nightly series, change points marked, the noise band shaded.
+
+Each plot is one cell key (model, variant, format, runtime configuration, target) with its three latency
+figures as lines (median solid, mean dashed, p90 dotted) over the recorded runs. A vertical line marks each
+change point of any of them (red: a regression, grey: another change), and the band around the median is the
+noise of each segment between change points (its median +- 2 robust standard deviations of the run-level
+medians). Memory and primary-figure change points are listed under the plot. Plots with a regression come
+first. The page is plain HTML with inline SVG: no script, no file beside it, readable offline.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import math
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from harness.core.files import atomic_write_text
+from harness.judge.trends import LATENCY_TREND_FIGURES, Trend, build_trends, find_change_points, series_label
+from harness.report.elements import esc
+
+TRENDS_DIR = "history"
+WIDTH, HEIGHT, PAD = 300, 110, 6
+LINE_STYLES = {"median": "", "mean": ' stroke-dasharray="5 3"', "p90": ' stroke-dasharray="1 2"'}
+
+_CSS = """
+body{font:13px system-ui,sans-serif;margin:16px;color:#222}
+.grid{display:grid;grid-template-columns:repeat(auto-fill,minmax(310px,1fr));gap:10px}
+figure.series{margin:0;border:1px solid #ccc;border-radius:4px;padding:6px;background:#fff}
+figure.series.regressed{border:2px solid #c0392b}
+figcaption{font-size:12px;line-height:1.3}
+figcaption .value{color:#555}
+ul.changes{margin:2px 0 0 16px;padding:0;font-size:11px}
+li.regression{color:#c0392b}
+.legend{font-size:12px;color:#555}
+svg .band{fill:#3b7dd8;opacity:.15}
+svg .median,svg .mean,svg .p90{fill:none;stroke:#3b7dd8;stroke-width:1.5}
+svg line.change-point{stroke:#999;stroke-width:1.5;stroke-dasharray:3 2}
+svg line.change-point.regression{stroke:#c0392b;stroke-width:2}
+svg circle.left-out{fill:#e67e22}
+"""
+
+
+def _x(i: int, n: int) -> float:
+    return PAD + (WIDTH - 2 * PAD) * (i / max(n - 1, 1))
+
+
+def _plot(latency: Dict[str, Trend]) -> str:
+    """Inline SVG of one cell key's latency figures: lines, the median's noise band, change points."""
+    median = latency.get("median") or next(iter(latency.values()))
+    runs = [p.run_id for p in median.points]
+    n = len(runs)
+    index = {r: i for i, r in enumerate(runs)}
+    values = [p.value for t in latency.values() for p in t.used if p.value]
+    if not values:
+        return ""
+    low, high = min(values), max(values)
+    low, high = (low * 0.97, high * 1.03) if high > low else (low * 0.9, high * 1.1)
+
+    def y(v: float) -> float:
+        return PAD + (HEIGHT - 2 * PAD) * (1 - (v - low) / (high - low))
+
+    parts: List[str] = []
+    # the noise band: each segment of the median's used runs, its median +- 2 robust SDs of log value
+    used = median.used
+    bounds = [0] + [c.index for c in median.change_points] + [len(used)]
+    for a, b in zip(bounds, bounds[1:]):
+        seg = np.log([p.value for p in used[a:b]])
+        if len(seg) == 0:
+            continue
+        centre = float(np.median(seg))
+        spread = 1.4826 * float(np.median(np.abs(seg - centre))) if len(seg) > 2 else 0.0
+        top = [(_x(index[p.run_id], n), y(min(high, math.exp(centre + 2 * spread)))) for p in used[a:b]]
+        bottom = [(_x(index[p.run_id], n), y(max(low, math.exp(centre - 2 * spread)))) for p in used[a:b]]
+        if len(top) == 1:  # one run: a sliver, so a lone segment still shows
+            top = [(top[0][0] - 2, top[0][1]), (top[0][0] + 2, top[0][1])]
+            bottom = [(bottom[0][0] - 2, bottom[0][1]), (bottom[0][0] + 2, bottom[0][1])]
+        points = " ".join(f"{px:.1f},{py:.1f}" for px, py in top + bottom[::-1])
+        parts.append(f'<polygon class="band" points="{points}"><title>noise band: median '
+                     f'{math.exp(centre):.4g} ms +- {2 * spread:.1%}</title></polygon>')
+    for figure, trend in latency.items():
+        pts = [(_x(index[p.run_id], n), y(p.value)) for p in trend.used if p.run_id in index]
+        if pts:
+            path = " ".join(f"{px:.1f},{py:.1f}" for px, py in pts)
+            parts.append(f'<polyline class="{figure}" points="{path}"{LINE_STYLES.get(figure, "")}>'
+                         f"<title>{esc(figure)}</title></polyline>")
+    for p in median.points:  # noisy and unjudged runs: shown, never used
+        if p.status != "ok" and p.value and low <= p.value <= high:
+            parts.append(f'<circle class="left-out" cx="{_x(index[p.run_id], n):.1f}" cy="{y(p.value):.1f}" r="2.5">'
+                         f"<title>{esc(p.run_id)}: {esc(p.status)}, not used</title></circle>")
+    for trend in latency.values():
+        for c in trend.change_points:
+            if c.run_id not in index:
+                continue
+            x = _x(index[c.run_id], n) - (WIDTH - 2 * PAD) / max(n - 1, 1) / 2
+            kind = "change-point regression" if c.regression else "change-point"
+            parts.append(f'<line class="{kind}" data-figure="{esc(c.figure)}" x1="{x:.1f}" x2="{x:.1f}" y1="{PAD}" '
+                         f'y2="{HEIGHT - PAD}"><title>{esc(c.describe())}</title></line>')
+    return (f'<svg width="{WIDTH}" height="{HEIGHT}" viewBox="0 0 {WIDTH} {HEIGHT}" role="img">'
+            f'<rect width="{WIDTH}" height="{HEIGHT}" fill="#fafafa"/>{"".join(parts)}</svg>')
+
+
+def trend_page_html(trends: Sequence[Trend], where: str) -> str:
+    """The page for trends that carry their change points (find_change_points)."""
+    by_key: Dict[Tuple[str, ...], Dict[str, Trend]] = {}
+    for t in trends:
+        by_key.setdefault(t.key, {})[t.figure] = t
+    cards: List[Tuple[bool, str, str]] = []
+    for key, figures in by_key.items():
+        latency = {f: figures[f] for f in LATENCY_TREND_FIGURES if f in figures}
+        changes = [c for t in figures.values() for c in t.change_points]
+        regressed = any(c.regression for c in changes)
+        label = series_label(key, "latency").rsplit(":", 1)[0]
+        newest = latency.get("median")
+        last = f"{newest.used[-1].value:.4g} ms median, {len(newest.used)} runs" if newest and newest.used else ""
+        items = "".join(f'<li class="{"regression" if c.regression else "change"}">{esc(c.describe())}</li>'
+                        for c in changes)
+        cards.append((not regressed, label,
+                      f'<figure class="series{" regressed" if regressed else ""}" data-series="{esc(label)}" '
+                      f'data-change-points="{len(changes)}">{_plot(latency) if latency else ""}'
+                      f'<figcaption><b>{esc(label)}</b> <span class="value">{esc(last)}</span>'
+                      f'{f"<ul class=changes>{items}</ul>" if items else ""}</figcaption></figure>'))
+    cards.sort(key=lambda c: (c[0], c[1]))
+    n_regressions = sum(c.regression for t in trends for c in t.change_points)
+    generated = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>Nightly trends</title>'
+            f"<style>{_CSS}</style></head><body><h1>Nightly trends</h1>"
+            f"<p>{len(by_key)} series from {esc(where)}, {n_regressions} regression change point(s) &middot; "
+            f"generated {generated}</p><p class=legend>median solid, mean dashed, p90 dotted; shaded: the median's "
+            f"noise band per segment (&plusmn;2 robust SD); vertical lines: change points (red: regression); "
+            f"orange dots: noisy or unjudged runs, not used. Hover for values.</p>"
+            f'<div class="grid">{"".join(c[2] for c in cards) or "<p>No runs recorded yet.</p>"}</div>'
+            f"</body></html>\n")
+
+
+def write_trend_page(store, reports_dir: Path | str, alpha: Optional[float] = None) -> Path:
+    """reports/history/index.html from every series in the history store."""
+    kwargs = {} if alpha is None else {"alpha": alpha}
+    trends = [find_change_points(t, **kwargs) for t in build_trends(store.trend_cells())]
+    path = Path(reports_dir) / TRENDS_DIR / "index.html"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, trend_page_html(trends, store.where))
+    return path

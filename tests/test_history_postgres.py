@@ -1,0 +1,139 @@
+"""The shared history store on a real PostgreSQL server: same schema as SQLite, concurrent recorders lose nothing,
+an unreachable server is one line (no password) and the run's own tables are still written."""
+from __future__ import annotations
+
+import os
+import sqlite3
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from harness.judge.history import SCHEMA_VERSION, History, record_run, redact_url
+from postgres_server import PG_BIN, free_port, postgres_server
+from test_history import write_run
+
+ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.skipif(not (PG_BIN / "pg_ctl").exists(),
+                                reason="PostgreSQL 15 is not installed: make system-deps installs postgresql-15")
+
+
+@pytest.fixture(scope="module")
+def server():
+    yield from postgres_server()
+
+
+@pytest.fixture
+def pg_url(server):
+    return server.url(server.new_database())
+
+
+def cli(*argv: str, env_extra=None, cwd=None) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), **(env_extra or {})}
+    return subprocess.run([sys.executable, "-m", "harness.cli", *argv], capture_output=True, text=True, env=env,
+                          cwd=cwd or ROOT, timeout=300)
+
+
+def test_postgres_store_holds_what_the_sqlite_store_holds(tmp_path, pg_url):
+    reports = tmp_path / "reports"
+    runs = [write_run(reports, f"night{i}", p99=5.0 + i, seed=i, failed=(i == 1)) for i in range(3)]
+    lite, pg = History(tmp_path / "h.sqlite"), History(pg_url)
+    for run in runs:
+        record_run(run, lite.path)
+        record_run(run, pg_url)
+    pg.mark_gate("night0", True)
+    lite.mark_gate("night0", True)
+    pg.mark_gate("night2", None, judged=False)
+    lite.mark_gate("night2", None, judged=False)
+    assert pg.schema_version() == lite.schema_version() == SCHEMA_VERSION
+    strip = lambda infos: [(r.run_id, r.n_cells, r.n_ok, r.n_failed, r.gate_passed, r.gate_status) for r in infos]
+    assert strip(pg.runs()) == strip(lite.runs())
+    assert [r.gate_status for r in pg.runs()] == ["passed", None, "not_judged"]
+    for run in runs:
+        assert pg.rows(run.run_id) == lite.rows(run.run_id)
+        assert {k: list(v) for k, v in pg.samples(run.run_id).items()} == \
+            {k: list(v) for k, v in lite.samples(run.run_id).items()}
+    assert pg.series("m", "local", "latency_p99_ms") == lite.series("m", "local", "latency_p99_ms")
+    key = ("m", "reference", "onnx", "local", "", "")
+    assert pg.run_level_figures(key, figure="p90") == pytest.approx(lite.run_level_figures(key, figure="p90"))
+    # the nightly series read the same from both
+    strip_cells = lambda cells: [(c["run_id"], c["gate_status"], c["row"]["cell_id"],
+                                  None if c["samples"] is None else list(c["samples"])) for c in cells]
+    assert strip_cells(pg.trend_cells("m", "local")) == strip_cells(lite.trend_cells("m", "local"))
+    # a run the gate could not judge is never a baseline
+    assert pg.find_baseline("night3") == lite.find_baseline("night3") == "night0"
+
+
+def test_two_recorders_at_once_lose_nothing(tmp_path, pg_url):
+    """Two processes each record 15 runs into the same store at the same time (also the same run twice)."""
+    reports = tmp_path / "reports"
+    for i in range(30):
+        write_run(reports, f"r{i:02d}", p99=4.0, seed=i)
+    script = tmp_path / "recorder.py"
+    script.write_text(textwrap.dedent(f"""
+        import sys
+        from pathlib import Path
+        from harness.judge.history import record_run
+        from harness.schema.rundir import RunDir
+        store, parity = sys.argv[1], int(sys.argv[2])
+        for i in range(30):
+            if i % 2 == parity or i == 7:   # run r07 is recorded by both at once
+                record_run(RunDir(Path({str(reports)!r}) / f"r{{i:02d}}"), store)
+    """))
+    for store in (pg_url, str(tmp_path / "shared.sqlite")):
+        env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        procs = [subprocess.Popen([sys.executable, str(script), store, str(p)], env=env, stderr=subprocess.PIPE,
+                                  text=True) for p in (0, 1)]
+        errors = [p.communicate(timeout=300)[1] for p in procs]
+        assert [p.returncode for p in procs] == [0, 0], errors
+        history = History(store)
+        assert sorted(r.run_id for r in history.runs()) == [f"r{i:02d}" for i in range(30)]
+        assert all(len(history.rows(f"r{i:02d}")) == 2 and len(history.samples(f"r{i:02d}")) == 2
+                   for i in range(30))
+
+
+def test_an_unreachable_server_is_one_line_without_the_password(tmp_path):
+    url = f"postgresql://nightly:s3cret-pw@127.0.0.1:{free_port()}/farm"
+    assert redact_url(url) == url.replace("s3cret-pw", "***")
+    assert "s3cret" not in redact_url("postgresql://h/db?user=a&password=s3cret&x=1")
+    done = cli("history", "--history", url)
+    assert done.returncode != 0
+    err = done.stderr.strip()
+    assert len(err.splitlines()) == 1 and "unreachable" in err and "Traceback" not in err, done.stderr
+    assert "s3cret" not in done.stdout + done.stderr and "nightly:***@127.0.0.1" in err
+    # the same from the environment, as a nightly job sets it
+    other = cli("history", "--history", "mysql://u:s3cret@db/x")
+    assert other.returncode != 0 and "unknown kind of URL" in other.stderr and "s3cret" not in other.stderr
+    by_env = cli("history", env_extra={"HARNESS_HISTORY": url})
+    assert by_env.returncode == done.returncode and "s3cret" not in by_env.stderr and "unreachable" in by_env.stderr
+
+
+def test_a_run_whose_history_server_is_down_still_has_its_tables(tmp_path):
+    from harness.run.pipeline import collate
+    run = write_run(tmp_path / "reports", "night-down", tables=False)
+    said = []
+    url = f"postgresql://nightly:s3cret-pw@127.0.0.1:{free_port()}/farm"
+    collate(run, progress=said.append, history=url)  # what run_profile does at the end of every run
+    assert (run.root / "results.parquet").exists() and (run.root / "results.csv").exists()
+    (line,) = [s for s in said if s.startswith("history not updated")]
+    assert "unreachable" in line and "s3cret" not in line and "tables" in line
+
+
+def test_an_old_sqlite_store_is_migrated_in_place(tmp_path):
+    """A store written before schema_version existed: runs without gate_status, verdicts kept."""
+    path = tmp_path / "old.sqlite"
+    with sqlite3.connect(path) as conn:
+        conn.executescript("""
+            CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+            CREATE TABLE runs (seq INTEGER PRIMARY KEY AUTOINCREMENT, run_id TEXT NOT NULL UNIQUE,
+                started_at TEXT NOT NULL, recorded_at TEXT NOT NULL, n_cells INTEGER NOT NULL,
+                n_ok INTEGER NOT NULL, n_failed INTEGER NOT NULL, gate_passed INTEGER);
+            INSERT INTO runs (run_id, started_at, recorded_at, n_cells, n_ok, n_failed, gate_passed)
+                VALUES ('old1', 't', 't', 1, 1, 0, 1), ('old2', 't', 't', 1, 1, 0, 0);
+        """)
+    history = History(path)
+    assert history.schema_version() == SCHEMA_VERSION
+    assert [(r.run_id, r.gate_passed, r.gate_status) for r in history.runs()] == \
+        [("old1", True, "passed"), ("old2", False, "failed")]
