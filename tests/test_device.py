@@ -182,3 +182,32 @@ def test_lock_is_released_when_the_holder_is_killed(sim_target, blocked_holder):
     assert isinstance(outcome.get("timeout"), CommandTimeout)
     after = _agent_run(transport, agent, python, f"{fifo}.none", f"{fifo}.after.json", 0, "next run")
     assert json.loads(Path(f"{fifo}.after.json").read_text())["error_category"] == "bad_input"
+
+
+def test_probe_reuses_the_runtimes_while_the_environment_is_unchanged(sim_target, monkeypatch, tmp_path):
+    """Over SSH: the second probe imports no runtime (its fingerprint is unchanged); a changed environment, or
+    asking for a fresh probe, imports them all again."""
+    target = sim_target("sim-x86")
+    transport = open_transport(target)
+    try:
+        python = device.device_python(target, transport)
+        first = device.probe(transport, python, fresh=True)
+        second = device.probe(transport, python)
+        assert second["runtimes_reused"] and second["runtimes"] == first["runtimes"]
+        assert second["environment_fingerprint"] == first["environment_fingerprint"]
+        assert not device.probe(transport, python, fresh=True)["runtimes_reused"]
+    finally:
+        transport.close()
+
+
+def test_a_changed_environment_is_probed_again(tmp_path, monkeypatch):
+    from harness.schema.targets import TargetSpec
+    target = TargetSpec(name="here", transport="local", python="", workdir=str(tmp_path / "dev"))
+    transport = open_transport(target)
+    python = device.device_python(target, transport)
+    device.probe(transport, python)
+    assert device.probe(transport, python)["runtimes_reused"]
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))  # another import path: what imports may differ
+    changed = device.probe(transport, python)
+    assert not changed["runtimes_reused"]
+    assert device.probe(transport, python)["runtimes_reused"]

@@ -1843,7 +1843,10 @@ def environment_fingerprint():
     removing or upgrading a package adds or removes entries there)."""
     parts = [sys.executable, sys.version, AGENT_VERSION, os.path.abspath(__file__)]
     parts += ["%s=%s" % (name, os.environ.get(name, "")) for name in _FINGERPRINT_ENV]
+    own_dir = os.path.dirname(os.path.abspath(__file__))  # its mtime records the cache entry's last use
     for entry in sys.path:
+        if os.path.abspath(entry or ".") == own_dir:
+            continue
         try:
             parts.append("%s@%d" % (entry, os.stat(entry or ".").st_mtime_ns))
         except (OSError, AttributeError):
