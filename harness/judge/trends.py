@@ -239,14 +239,14 @@ def build_trends(cells: Iterable[Mapping[str, Any]], figures: Sequence[str] = TR
 
 def _shift(before: np.ndarray, after: np.ndarray, log_scale: bool) -> Tuple[float, float, float]:
     """The shift after vs before and its Welch t 95 % interval, on the analysis scale, back-transformed."""
-    from scipy.stats import t as student_t
+    from scipy.special import stdtrit  # Student's t quantile, without importing scipy.stats (most of a second)
     d = float(after.mean() - before.mean())
     vb = float(before.var(ddof=1)) / len(before) if len(before) > 1 else 0.0
     va = float(after.var(ddof=1)) / len(after) if len(after) > 1 else 0.0
     se = math.sqrt(vb + va)
     if se > 0:
         df = (vb + va) ** 2 / ((vb * vb / (len(before) - 1) if vb else 0.0) + (va * va / (len(after) - 1) if va else 0.0))
-        half = float(student_t.ppf(0.975, max(df, 1.0))) * se
+        half = float(stdtrit(max(df, 1.0), 0.975)) * se
     else:
         half = 0.0
     if log_scale:
