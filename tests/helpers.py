@@ -6,6 +6,7 @@ cache, so tests use real model files without each paying for training.
 from __future__ import annotations
 
 import functools
+import subprocess
 import tempfile
 from pathlib import Path
 
@@ -31,3 +32,13 @@ def digits_build():
 def artifact_for(fmt: str, variant: str = "reference"):
     _, artifacts = digits_build()
     return next(a for a in artifacts if a.format == fmt and a.variant == variant)
+
+
+def one_clear_line(result: subprocess.CompletedProcess, *fragments: str) -> str:
+    """A command that refused bad input: exit 3 and one line on stderr holding every fragment, no traceback."""
+    assert result.returncode == 3, (result.returncode, result.stdout[-2000:], result.stderr[-2000:])
+    lines = [ln for ln in result.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+    return lines[0]

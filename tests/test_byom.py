@@ -17,7 +17,7 @@ from harness.run.pipeline import RunSettings, run_profile
 from harness.build.recipes import recipe_for_file
 from harness.schema.recipes import load_recipe
 from harness.schema.targets import load_target
-from helpers import ROOT, session_cache_dir
+from helpers import ROOT, one_clear_line, session_cache_dir
 
 HARNESS = str(ROOT / ".venv" / "bin" / "harness")
 QUICK = RunSettings(warmup=1, iterations=5, min_duration_s=0.0)
@@ -39,15 +39,6 @@ def profile(recipe, tmp_path, targets=(LOCAL,), variants=(), settings=QUICK):
 
 def cell_document(outcome, row):
     return json.loads(outcome.run_dir.cell_path(row["cell_id"]).read_text())
-
-
-def one_clear_line(result: subprocess.CompletedProcess, *fragments: str) -> str:
-    assert result.returncode == 3, (result.returncode, result.stdout[-2000:], result.stderr[-2000:])
-    lines = [ln for ln in result.stderr.splitlines() if ln.strip()]
-    assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
-    return lines[0]
 
 
 @pytest.fixture(scope="module")

@@ -8,13 +8,13 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Dict, List
+from typing import Dict
 
 import numpy as np
 import pytest
 
 import real_files
-from helpers import ROOT
+from helpers import ROOT, one_clear_line
 
 pytestmark = pytest.mark.slow
 
@@ -39,15 +39,6 @@ def rows(tmp_path: Path) -> Dict[str, Dict]:
     """Result rows of the run by format (one model, one variant, one target)."""
     records = json.loads((run_dir(tmp_path) / "results.json").read_text())
     return {r["format"]: r for r in (records["rows"] if isinstance(records, dict) else records)}
-
-
-def one_clear_line(result: subprocess.CompletedProcess, *fragments: str) -> str:
-    assert result.returncode == 3, (result.returncode, result.stdout[-2000:], result.stderr[-2000:])
-    lines = [ln for ln in result.stderr.splitlines() if ln.strip()]
-    assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
-    return lines[0]
 
 
 # ---------------------------------------------------------------- 1. a dynamic batch axis
