@@ -11,6 +11,7 @@ written the moment a cell finishes, so nothing measured is ever lost.
 from __future__ import annotations
 
 import datetime as _dt
+import importlib
 import json
 import logging
 import threading
@@ -858,15 +859,21 @@ def run_profile(recipes: Sequence[Any], targets: Sequence[TargetSpec], variants:
                    reused=models.reused, history=history)
 
 
+#: what collating, the report and the history import: loaded while the devices measure
+_COLLATE_MODULES = ("pandas", "harness.schema.results", "harness.report", "harness.report.html",
+                    "harness.report.markdown", "harness.report.trends_page", "harness.judge.history",
+                    "matplotlib.figure", "matplotlib.backends.backend_agg")
+
+
 def preload_report_libraries() -> None:
-    """Import the report's plotting library in the background while the devices measure: the host is idle then,
-    and the import would otherwise add a fraction of a second to every run after the last cell."""
+    """Import what collation and the report use in the background while the devices measure: the host is idle
+    then, and these imports would otherwise add most of a second to every run after its last cell."""
     def load() -> None:
-        try:
-            import matplotlib.backends.backend_agg  # noqa: F401
-            import matplotlib.figure  # noqa: F401
-        except Exception:  # noqa: BLE001 - the report says itself what it cannot draw
-            pass
+        for module in _COLLATE_MODULES:
+            try:
+                importlib.import_module(module)
+            except Exception:  # noqa: BLE001 - the report says itself what it cannot draw
+                continue
 
     threading.Thread(target=load, name="preload-report", daemon=True).start()
 
