@@ -2,6 +2,7 @@
 extra that brings it, never a traceback."""
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -91,7 +92,7 @@ def test_cli_turns_an_unexpected_import_error_into_one_line(tmp_path):
 
 
 def hidden_profile(tmp_path, hidden: str, *args: str) -> subprocess.CompletedProcess:
-    env = {**__import__("os").environ, "HARNESS_CACHE_DIR": str(tmp_path / "cache")}
+    env = {**os.environ, "HARNESS_CACHE_DIR": str(tmp_path / "cache")}
     return subprocess.run([sys.executable, HIDE, hidden, "--", "profile", "--reports-dir", str(tmp_path / "reports"),
                            "--iterations", "5", "--warmup", "1", "--min-duration", "0", "--no-profile", *args],
                           capture_output=True, text=True, cwd=ROOT, timeout=600, env=env)

@@ -17,6 +17,7 @@ with a category, and the exit code says which kind of failure it was.
 from __future__ import print_function
 
 import argparse
+import hashlib
 import json
 import math
 import os
@@ -1075,7 +1076,6 @@ def entry_digest(path):
 
 
 def file_sha256(path, chunk_bytes=1 << 20):
-    import hashlib
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         for block in iter(lambda: handle.read(chunk_bytes), b""):
@@ -1851,7 +1851,6 @@ def environment_fingerprint():
             parts.append("%s@%d" % (entry, os.stat(entry or ".").st_mtime_ns))
         except (OSError, AttributeError):
             parts.append(entry + "@-")
-    import hashlib
     return hashlib.sha256("\n".join(parts).encode("utf-8")).hexdigest()[:16]
 
 

@@ -42,7 +42,7 @@ from harness.build.data import (
     split,
 )
 from harness.core.errors import ConfigError, ConversionError, LibraryMissing
-from harness.core.optional import library_missing, runtime_missing
+from harness.core.optional import as_library_missing, library_missing
 from harness.judge.evaluate import ScoringSpec, score_outputs
 from harness.build.converters import (
     CONVERTER_VERSION,
@@ -661,11 +661,9 @@ def _read_artifact_facts(primary: Path, fmt: str, files, shapes: Dict[str, List[
     try:
         facts["interface"] = read_interface(primary, fmt, shapes)
         facts["operators"] = list_operators(primary, fmt, shapes)
-    except device_agent.AgentFailure as exc:
-        if exc.category == device_agent.ErrorCategory.RUNTIME_MISSING:  # this host lacks it: not the file's fault
-            raise runtime_missing(fmt, str(exc), f"inspecting the {fmt} artifact") from None
-        facts["load_error"] = f"cannot load with the {fmt} runtime: {exc}"
-    except ImportError as exc:  # nothing derived from a missing library is recorded
+    except LibraryMissing:  # this host lacks the runtime, not the file's fault: nothing is recorded
+        raise
+    except ImportError as exc:
         raise library_missing(exc, f"inspecting the {fmt} artifact") from None
     except Exception as exc:  # a file the runtime rejects is an incompatibility of this cell
         facts["load_error"] = f"cannot load with the {fmt} runtime: {exc}"
@@ -752,7 +750,7 @@ def convert(prepared: PreparedModel, variant: str, source: VariantModel, fmt: st
         return failed_artifact(recipe, variant, fmt, metrics, str(exc), category="conversion_failed",
                                diagnostic=exc.diagnostic)
     except (LibraryMissing, ImportError) as exc:  # this host cannot make the format: skipped, naming the extra
-        missing = exc if isinstance(exc, LibraryMissing) else library_missing(exc, f"converting to {fmt}")
+        missing = as_library_missing(exc, f"converting to {fmt}")
         progress(f"{recipe.name}/{variant}: {fmt} not built: {missing}")
         return failed_artifact(recipe, variant, fmt, metrics, str(missing), category="library_missing")
     primary = entry.path / entry.read_json("artifact.json")["primary"]
@@ -773,7 +771,7 @@ def build_model_artifacts(recipe, variants: List[str], cache: ContentCache,
         try:
             variant, _ = compress_variant(prepared, name, cache, progress)
         except (LibraryMissing, ImportError) as exc:  # this host lacks the compressor's library
-            missing = exc if isinstance(exc, LibraryMissing) else library_missing(exc, f"the {name} variant")
+            missing = as_library_missing(exc, f"the {name} variant")
             progress(f"{recipe.name}/{name}: not made: {missing}")
             sources.append((name, VariantModel(metrics={"error_category": "library_missing",
                                                         "error_message": str(missing)})))

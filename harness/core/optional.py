@@ -65,6 +65,11 @@ def library_missing(exc: ImportError, what: str) -> LibraryMissing:
                           f"{detail}; {line}", package=package)
 
 
+def as_library_missing(exc: ImportError | LibraryMissing, what: str) -> LibraryMissing:
+    """A LibraryMissing as it is, or an ImportError raised while doing `what` turned into one."""
+    return exc if isinstance(exc, LibraryMissing) else library_missing(exc, what)
+
+
 def _name_from_message(message: str) -> Optional[str]:
     # "No module named 'openvino.runtime'" / "cannot import name 'x' from 'onnx' (...)"
     for marker in ("No module named '", "from '"):

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence
 
 from harness.agent import agent as device_agent
+from harness.core.errors import LibraryMissing
 from harness.core.optional import runtime_missing
 from harness.schema.interface import Interface
 from harness.build.sources import not_a_model, register_source
@@ -13,10 +14,17 @@ from harness.build.sources import not_a_model, register_source
 
 def load_on_host(path: Path, fmt: str, shapes: Optional[Mapping[str, Sequence[int]]] = None,
                  options: Optional[Mapping[str, Any]] = None):
-    """One of the agent's runtimes with a model loaded in this process, at the given input sizes."""
+    """One of the agent's runtimes with a model loaded in this process, at the given input sizes.
+
+    A runtime this host cannot import is LibraryMissing: the host lacks it, the file may be fine."""
     from harness.core.quiet import native_stderr_quieted
 
-    runtime = device_agent.RUNTIMES[fmt](1, dict(options or {}))
+    try:
+        runtime = device_agent.RUNTIMES[fmt](1, dict(options or {}))
+    except device_agent.AgentFailure as exc:
+        if exc.category != device_agent.ErrorCategory.RUNTIME_MISSING:
+            raise
+        raise runtime_missing(fmt, str(exc), f"reading {Path(path).name}") from None
     with native_stderr_quieted():  # LiteRT announces its XNNPACK delegate on fd 2
         runtime.load(str(path), None, dict(shapes or {}))
     return runtime
@@ -25,10 +33,8 @@ def load_on_host(path: Path, fmt: str, shapes: Optional[Mapping[str, Sequence[in
 def _open(path: Path, fmt: str, shapes=None):
     try:
         return load_on_host(path, fmt, shapes, {"precision": "f32"})
-    except device_agent.AgentFailure as exc:
-        if exc.category == device_agent.ErrorCategory.RUNTIME_MISSING:  # the host lacks it; the file may be fine
-            raise runtime_missing(fmt, str(exc), f"reading {path.name}") from None
-        raise not_a_model(path, fmt, exc) from None
+    except LibraryMissing:
+        raise
     except Exception as exc:
         raise not_a_model(path, fmt, exc) from None
 
