@@ -33,7 +33,7 @@ from harness.judge.scores import (
     score_cells,
 )
 from harness.schema.targets import TARGETS_DIR, Budgets, TargetSpec, load_target
-from harness.report.context import ImageRef, ReportContext
+from harness.report.context import TABLE_ENOUGH_CELLS, ImageRef, ReportContext
 from harness.core.files import atomic_write_text
 from harness.core.optional import library_missing
 
@@ -153,11 +153,6 @@ def build_context(run_dir: RunDir, targets: Mapping[str, TargetSpec] | None = No
                 for name, doc in manifest.get("interfaces", {}).items()},
         profiles=load_profiles(run_dir.root), disagreement_groups=disagreement_groups(found, pairs, rows),
         manifest=dict(manifest))
-
-
-#: up to this many cells, the results table shows everything a heatmap or the memory bars would (one row per
-#: cell, its parity and peak memory): those plots are not drawn (they cost about a second of a warm rerun)
-TABLE_ENOUGH_CELLS = 4
 
 
 def draw_plots(ctx: ReportContext, run_dir: RunDir) -> None:

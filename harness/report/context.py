@@ -10,6 +10,11 @@ from harness.schema.results import OK
 from harness.schema.targets import Budgets
 
 
+#: up to this many cells, the results table shows everything a heatmap or the memory bars would (one row per
+#: cell, its parity and peak memory): those plots are not drawn (they cost about a second of a warm rerun)
+TABLE_ENOUGH_CELLS = 4
+
+
 @dataclass(frozen=True)
 class ImageRef:
     #: path relative to the run directory, e.g. plots/parity_digits_cnn.png

@@ -17,7 +17,7 @@ from harness.report.findings import findings, first_line, fix_for, group_line, i
 from harness.report.markdown import failure_groups
 from harness.report.profiles import section_html
 
-from harness.report.context import ImageRef, ReportContext
+from harness.report.context import TABLE_ENOUGH_CELLS, ImageRef, ReportContext
 from harness.report.elements import esc, fmt, table
 
 _CSS = """
@@ -561,6 +561,13 @@ def _top(ctx: "ReportContext", max_recommendations: int = 6) -> str:
             f'<h2>Recommendation per target <a class="note" href="#recommendations">(why)</a></h2>{rec_html}</header>')
 
 
+def _no_memory_plot(ctx: "ReportContext") -> str:
+    if not len(ctx.frame):
+        return "<p>No cell ran.</p>"
+    return (f'<p class="note">Each cell\'s peak memory is in the <a href="#results">results table</a>; the bars are '
+            f"drawn for runs of more than {TABLE_ENOUGH_CELLS} cells.</p>")
+
+
 def render_html(ctx: "ReportContext") -> str:
     sections = [
         ("results", "Results", _section_results(ctx)),
@@ -571,7 +578,7 @@ def render_html(ctx: "ReportContext") -> str:
         ("devices", "Devices", _section_devices(ctx)),
         ("recommendations", "Recommendation per target", _section_recommendations(ctx)),
         ("scores", "Portability scores", _section_scores(ctx)),
-        ("memory", "Memory per cell", _figures(ctx.images.get("memory", [])) or "<p>No cell ran.</p>"),
+        ("memory", "Memory per cell", _figures(ctx.images.get("memory", [])) or _no_memory_plot(ctx)),
         ("models", "Models and data", _section_models(ctx)),
         ("layers", "Layers and op placement", _section_layers(ctx)),
     ]
