@@ -24,7 +24,7 @@ def register(subparsers) -> None:
     p.add_argument("--changes", action="store_true",
                    help="list the change points of every series (model, variant, format, runtime configuration, "
                         "target, figure): the run where each happened, the shift with its 95%% CI, the runs before "
-                        "and after (E-Divisive means with a permutation test); --model/--target narrow it")
+                        "and after (binary segmentation with a t test); --model/--target narrow it")
     p.add_argument("--trends", action="store_true",
                    help="write the trend page, <reports-dir>/history/index.html: one small plot per series with its "
                         "change points and noise band (also written after every run)")
