@@ -5,12 +5,13 @@ Only this module turns HarnessErrors into messages and exit codes.
 from __future__ import annotations
 
 import argparse
+import gc
 import importlib
 import logging
 import os
 import sys
 import warnings
-from typing import List, Optional
+from typing import List, NoReturn, Optional
 
 from harness import __version__
 from harness.core.errors import ConfigError, HarnessError, LibraryMissing
@@ -79,5 +80,18 @@ def main(argv: Optional[List[str]] = None) -> int:
         return EXIT_INTERRUPTED
 
 
+def end_process(code: int) -> NoReturn:
+    """Exit with `code`, skipping the cycle collections at interpreter shutdown: they walk every object of pandas,
+    pyarrow and matplotlib (~0.15 s after each run) only to free memory the process hands back anyway. atexit
+    handlers and module teardown still run; nothing of ours leaves a file open in a reference cycle."""
+    gc.freeze()
+    sys.exit(code)
+
+
+def run() -> NoReturn:
+    """The `harness` console script."""
+    end_process(main())
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    run()

@@ -205,8 +205,12 @@ def test_a_changed_environment_is_probed_again(tmp_path, monkeypatch):
     target = TargetSpec(name="here", transport="local", python="", workdir=str(tmp_path / "dev"))
     transport = open_transport(target)
     python = device.device_python(target, transport)
-    device.probe(transport, python)
-    assert device.probe(transport, python)["runtimes_reused"]
+    first = device.probe(transport, python)
+    again = device.probe(transport, python)
+    assert again["runtimes_reused"] and again["numpy"] == first["numpy"]  # kept with the runtimes, not imported
+    saved = tmp_path / "dev" / "probe-runtimes.json"
+    saved.write_text(saved.read_text().replace('"numpy"', '"numpy_of_an_older_agent"'))
+    assert not device.probe(transport, python)["runtimes_reused"]  # a saved probe without numpy's version: redone
     monkeypatch.setenv("PYTHONPATH", str(tmp_path))  # another import path: what imports may differ
     changed = device.probe(transport, python)
     assert not changed["runtimes_reused"]

@@ -148,3 +148,27 @@ def test_history_command_shows_series_and_regressions(tmp_path, capsys):
     assert "r2 against baseline r1" in out and "REGRESSION latency" in out
     assert run_cli(["history", *common]) == 0
     assert "r1" in capsys.readouterr().out
+
+
+def test_trend_figures_are_kept_when_a_run_is_recorded_and_filled_in_for_older_cells(tmp_path):
+    """The trend page reads each cell's run-level latency figures, computed once from its samples: at recording,
+    or at the first read for a cell recorded before they were kept."""
+    from harness.judge.trends import latency_figures
+
+    store = History(tmp_path / "h.sqlite")
+    rng = np.random.default_rng(0)
+    rows = [make_row(run_id="r1", cell_id=f"m__reference__{f}__local", model="m", variant="reference", format=f,
+                     target="local", status="ok", threads=1) for f in ("onnx", "tflite")]
+    samples = {r["cell_id"]: rng.lognormal(0, 0.1, 300) for r in rows}
+    store.record("r1", rows, samples)
+    with_samples = {c["row"]["cell_id"]: c for c in store.trend_cells()}
+    for cell in store.trend_figure_cells():
+        assert "samples" not in cell
+        expected = latency_figures(cell["row"], with_samples[cell["row"]["cell_id"]]["samples"])
+        assert cell["figures"] == pytest.approx(expected)
+    with store.connect() as conn:  # as a store written before the figures were kept
+        conn.execute("DELETE FROM trend_figures")
+    for filled, read in zip(store.trend_figure_cells(), store.trend_cells()):
+        assert filled["figures"] == pytest.approx(latency_figures(read["row"], read["samples"]))
+    with store.connect() as conn:
+        assert conn.execute("SELECT COUNT(*) AS n FROM trend_figures").fetchone()["n"] == 6  # stored again

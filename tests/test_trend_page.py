@@ -73,3 +73,34 @@ def test_the_trend_page_renders_in_headless_chromium(tmp_path):
     subprocess.run([*common, "--window-size=1000,700", f"--screenshot={shot}", page.as_uri()], capture_output=True,
                    timeout=120)
     assert shot.exists() and shot.stat().st_size > 5000
+
+
+def test_a_run_redraws_only_the_series_it_changed(tmp_path, monkeypatch):
+    """Cards are kept by a digest of their points: a new night of one cell key remakes that card alone, and a
+    gate verdict recorded for an old run (a point's status) remakes the cards it shows in."""
+    from harness.report import trends_page
+
+    store = History(tmp_path / "h.sqlite")
+    _record_nights(store, nights=8, shift_from=99)
+    reports = tmp_path / "reports"
+    made: list = []
+    original = trends_page.series_card
+    monkeypatch.setattr(trends_page, "series_card", lambda figures: made.append(
+        next(iter(figures.values())).key[2]) or original(figures))
+    first = write_trend_page(store, reports).read_text()
+    assert sorted(made) == ["onnx", "openvino", "tflite"]
+    made.clear()
+    write_trend_page(store, reports)  # nothing recorded since: every card is reused
+    assert made == []
+    rows = [make_row(run_id="n08", cell_id="m__reference__onnx__local", model="m", variant="reference",
+                     format="onnx", target="local", status="ok", threads=1, peak_rss_bytes=100 * 2 ** 20,
+                     primary_value=0.95)]
+    store.record("n08", rows, {"m__reference__onnx__local": 3.0 * np.random.default_rng(1).lognormal(0, 0.05, 200)})
+    page = write_trend_page(store, reports).read_text()
+    assert made == ["onnx"]
+    assert first.count("<figure") == page.count("<figure") == 3 and "8 runs" in page  # night 5 is noisy, not used
+    assert len(list((reports / "history" / "cards").glob("*.json"))) == 3  # the onnx card's old digest is gone
+    made.clear()
+    store.mark_gate("n03", None, judged=False)  # night 3 of every series is now shown as not judged
+    write_trend_page(store, reports)
+    assert sorted(made) == ["onnx", "openvino", "tflite"]

@@ -1772,7 +1772,7 @@ def cmd_probe(args):
     """Health probe: what this device is and which runtimes it has."""
     info = {"python": platform.python_version(), "python_executable": sys.executable,
             "machine": platform.machine(), "system": platform.system(), "release": platform.release(),
-            "hostname": platform.node(), "cpu_count": os.cpu_count(), "numpy": _version_of("numpy")}
+            "hostname": platform.node(), "cpu_count": os.cpu_count()}
     cpu_model = None
     try:
         with open("/proc/cpuinfo") as handle:
@@ -1804,11 +1804,16 @@ def cmd_probe(args):
     info["temperature_c"] = float(temp) / 1000.0 if temp and temp.lstrip("-").isdigit() else None
     fingerprint = environment_fingerprint()
     saved = None if args.fresh else _read_saved_runtimes(args.workdir, fingerprint)
-    info["runtimes"] = saved if saved is not None else probe_runtimes()
-    info["environment_fingerprint"] = fingerprint
-    info["runtimes_reused"] = saved is not None
+    # numpy's version is decided by the same environment as the runtimes: reused with them, since importing
+    # numpy only to read it would be most of a warm probe's time
     if saved is None:
-        _save_runtimes(args.workdir, fingerprint, info["runtimes"])
+        saved = {"runtimes": probe_runtimes(), "numpy": _version_of("numpy")}
+        _save_runtimes(args.workdir, fingerprint, saved)
+        info["runtimes_reused"] = False
+    else:
+        info["runtimes_reused"] = True
+    info["runtimes"], info["numpy"] = saved["runtimes"], saved["numpy"]
+    info["environment_fingerprint"] = fingerprint
     info["storage"] = storage_health(args.workdir or ".")  # read every time: storage changes, runtimes seldom
     info["agent_version"] = AGENT_VERSION
     return info
@@ -1860,15 +1865,17 @@ def _read_saved_runtimes(workdir, fingerprint):
             saved = json.load(handle)
     except (IOError, OSError, ValueError):
         return None
-    return saved.get("runtimes") if saved.get("fingerprint") == fingerprint else None
+    if saved.get("fingerprint") != fingerprint or "runtimes" not in saved or "numpy" not in saved:
+        return None  # another environment, or written by an agent that did not keep numpy's version
+    return saved
 
 
-def _save_runtimes(workdir, fingerprint, runtimes):
+def _save_runtimes(workdir, fingerprint, saved):
     path = os.path.join(workdir or ".", _SAVED_RUNTIMES)
     tmp = "%s.%d.tmp" % (path, os.getpid())
     try:
         with open(tmp, "w") as handle:
-            json.dump({"fingerprint": fingerprint, "runtimes": runtimes}, handle)
+            json.dump(dict(saved, fingerprint=fingerprint), handle)
         os.rename(tmp, path)
     except (IOError, OSError):  # a read-only workdir only costs the next probe its runtime imports
         try:

@@ -47,4 +47,5 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    from harness.cli import end_process
+    end_process(main(sys.argv[1:]))  # as the `harness` console script ends

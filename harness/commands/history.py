@@ -105,7 +105,7 @@ def _compare(store, args) -> int:
 def _show_changes(store, args) -> int:
     from harness.judge.trends import TREND_FIGURES, build_trends, find_change_points
     figures = tuple(args.figure or TREND_FIGURES)
-    trends = [find_change_points(t) for t in build_trends(store.trend_cells(args.model, args.target), figures)]
+    trends = [find_change_points(t) for t in build_trends(store.trend_figure_cells(args.model, args.target), figures)]
     if args.variant or args.fmt:
         trends = [t for t in trends if (not args.variant or t.key[1] == args.variant)
                   and (not args.fmt or t.key[2] == args.fmt)]

@@ -25,6 +25,7 @@ from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence
 import numpy as np
 
 from harness.core.errors import HarnessError
+from harness.judge.trends import latency_figures
 from harness.schema.results import COLUMNS, FAILED, LOST, OK, results_frame
 from harness.schema.rundir import REPORTS_DIR, RunDir
 from harness.schema.results import records
@@ -34,7 +35,7 @@ DEFAULT_DB_PATH = Path(".harness/history.sqlite")
 HISTORY_ENV = "HARNESS_HISTORY"
 LATEST = "latest"
 #: the newest migration; `schema_version` holds every one applied
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 #: gate_status of a run: its verdict, or that the gate could not judge it (noisy, too few samples)
 GATE_PASSED, GATE_FAILED, GATE_NOT_JUDGED = "passed", "failed", "not_judged"
 
@@ -62,6 +63,11 @@ _MIGRATIONS: Dict[int, Dict[str, List[str]]] = {
     # a run the gate could not judge is recorded as such, so it is never taken for a baseline
     2: {"common": ["ALTER TABLE runs ADD COLUMN gate_status TEXT",
                    "UPDATE runs SET gate_status = CASE gate_passed WHEN 1 THEN 'passed' WHEN 0 THEN 'failed' END"]},
+    # each ok cell's run-level latency figures (trends.latency_figures), kept when it is recorded: the trend page
+    # reads three numbers per cell instead of decoding and reducing every stored sample on every run.
+    # value NULL: computed, the cell has none; no row: recorded before this table, computed at the first read
+    3: {"common": ["CREATE TABLE IF NOT EXISTS trend_figures (run_id TEXT NOT NULL, cell_id TEXT NOT NULL, "
+                   "figure TEXT NOT NULL, value DOUBLE PRECISION, PRIMARY KEY (run_id, cell_id, figure))"]},
 }
 #: any number: the key of the PostgreSQL advisory lock that serializes migrations between recorders
 _PG_MIGRATION_LOCK = 220_2026
@@ -171,6 +177,23 @@ def _plain(value: Any) -> Any:
 
 def _records(frame: Any) -> List[Dict[str, Any]]:
     return [{k: _plain(v) for k, v in r.items()} for r in records(frame)]
+
+
+def _ok_cells_filter(model: Optional[str], target: Optional[str]) -> tuple:
+    """The WHERE clause (over cells c) and its parameters for the ok cells of a model and target (None: any)."""
+    where, params = "c.status = ?", [OK]
+    for column, value in (("model", model), ("target", target)):
+        if value is not None:
+            where += f" AND c.{column} = ?"
+            params.append(value)
+    return where, params
+
+
+def _insert_trend_figures(conn: "_Connection", run_id: str, cell_id: str,
+                          figures: Mapping[str, Optional[float]]) -> None:
+    # DO NOTHING: two readers may fill in the same older cell at once; they compute the same numbers
+    conn.executemany("INSERT INTO trend_figures VALUES (?, ?, ?, ?) ON CONFLICT (run_id, cell_id, figure) DO NOTHING",
+                     [(run_id, cell_id, figure, value) for figure, value in figures.items()])
 
 
 # ---------------------------------------------------------------- the store
@@ -385,7 +408,7 @@ class History:
                 (run_id, started, _now(), len(rows), n_ok, n_failed,
                  None if gate_passed is None or gate_status == GATE_NOT_JUDGED else int(gate_passed),
                  gate_status))
-            for table in ("cells", "metrics", "samples"):
+            for table in ("cells", "metrics", "samples", "trend_figures"):
                 conn.execute(f"DELETE FROM {table} WHERE run_id = ?", (run_id,))
             for row in rows:
                 cell = str(row["cell_id"])
@@ -398,6 +421,8 @@ class History:
                 stored = _samples_json(samples.get(cell))
                 if stored is not None:
                     conn.execute("INSERT INTO samples VALUES (?, ?, ?)", (run_id, cell, stored))
+                if row.get("status") == OK:
+                    _insert_trend_figures(conn, run_id, cell, latency_figures(row, samples.get(cell)))
         info = self.run(run_id)
         assert info is not None
         return info
@@ -486,19 +511,48 @@ class History:
     def trend_cells(self, model: Optional[str] = None, target: Optional[str] = None) -> List[Dict[str, Any]]:
         """Every recorded ok cell, oldest run first, for the series of harness.judge.trends: each as
         {seq, run_id, gate_status, row, samples} (samples None where none were kept)."""
-        query = ("SELECT r.seq, r.run_id, r.gate_status, c.row_json, s.latencies_ms FROM cells c "
-                 "JOIN runs r ON r.run_id = c.run_id "
-                 "LEFT JOIN samples s ON s.run_id = c.run_id AND s.cell_id = c.cell_id WHERE c.status = ?")
-        params: List[Any] = [OK]
-        for column, value in (("model", model), ("target", target)):
-            if value is not None:
-                query += f" AND c.{column} = ?"
-                params.append(value)
+        where, params = _ok_cells_filter(model, target)
         with self.connect() as conn:
-            found = conn.execute(query + " ORDER BY r.seq, c.cell_id", params).fetchall()
+            found = conn.execute(
+                "SELECT r.seq, r.run_id, r.gate_status, c.row_json, s.latencies_ms FROM cells c "
+                "JOIN runs r ON r.run_id = c.run_id "
+                f"LEFT JOIN samples s ON s.run_id = c.run_id AND s.cell_id = c.cell_id WHERE {where} "
+                "ORDER BY r.seq, c.cell_id", params).fetchall()
         return [{"seq": int(r["seq"]), "run_id": r["run_id"], "gate_status": r["gate_status"],
                  "row": json.loads(r["row_json"]),
                  "samples": _samples_from_json(r["latencies_ms"]) if r["latencies_ms"] else None} for r in found]
+
+    def trend_figure_cells(self, model: Optional[str] = None, target: Optional[str] = None) -> List[Dict[str, Any]]:
+        """trend_cells without the samples: each cell as {seq, run_id, gate_status, row, figures}, figures its
+        run-level latency figures as kept when it was recorded. A cell recorded before they were kept has them
+        computed from its samples now, and stored, so it costs that once."""
+        where, params = _ok_cells_filter(model, target)
+        with self.connect() as conn:
+            found = conn.execute(
+                "SELECT r.seq, r.run_id, r.gate_status, c.cell_id, c.row_json FROM cells c "
+                f"JOIN runs r ON r.run_id = c.run_id WHERE {where} ORDER BY r.seq, c.cell_id", params).fetchall()
+            figures: Dict[tuple, Dict[str, Optional[float]]] = {}
+            for r in conn.execute("SELECT f.run_id, f.cell_id, f.figure, f.value FROM trend_figures f "
+                                  "JOIN cells c ON c.run_id = f.run_id AND c.cell_id = f.cell_id "
+                                  f"WHERE {where}", params).fetchall():
+                figures.setdefault((r["run_id"], r["cell_id"]), {})[r["figure"]] = \
+                    None if r["value"] is None else float(r["value"])
+            cells = []
+            for r in found:
+                row = json.loads(r["row_json"])
+                stored = figures.get((r["run_id"], r["cell_id"]))
+                if stored is None:
+                    stored = latency_figures(row, self._cell_samples(conn, r["run_id"], r["cell_id"]))
+                    _insert_trend_figures(conn, r["run_id"], r["cell_id"], stored)
+                cells.append({"seq": int(r["seq"]), "run_id": r["run_id"], "gate_status": r["gate_status"],
+                              "row": row, "figures": stored})
+        return cells
+
+    @staticmethod
+    def _cell_samples(conn: _Connection, run_id: str, cell_id: str) -> Any:
+        found = conn.execute("SELECT latencies_ms FROM samples WHERE run_id = ? AND cell_id = ?",
+                             (run_id, cell_id)).fetchone()
+        return _samples_from_json(found["latencies_ms"]) if found is not None else None
 
     def metrics(self) -> List[str]:
         with self.connect() as conn:

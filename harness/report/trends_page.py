@@ -6,13 +6,20 @@ change point of any of them (red: a regression, grey: another change), and the b
 noise of each segment between change points (its median +- 2 robust standard deviations of the run-level
 medians). Memory and primary-figure change points are listed under the plot. Plots with a regression come
 first. The page is plain HTML with inline SVG: no script, no file beside it, readable offline.
+
+Every run rewrites the page, but a series' card (its change points and plot) is made again only when its
+points changed: cards are kept under history/cards/ by a digest of what they show, so a run redraws the
+series it added a point to, and a long history's other series cost a file read each.
 """
 from __future__ import annotations
 
 import datetime as _dt
+import hashlib
+import json
 import math
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Mapping, Optional, Sequence, Set, Tuple
 
 import numpy as np
 
@@ -21,6 +28,8 @@ from harness.judge.trends import LATENCY_TREND_FIGURES, Trend, build_trends, fin
 from harness.report.elements import esc
 
 TRENDS_DIR = "history"
+#: the kept series cards, beside the page (the page never refers to them: each is inlined)
+CARDS_DIR = "cards"
 WIDTH, HEIGHT, PAD = 300, 110, 6
 LINE_STYLES = {"median": "", "mean": ' stroke-dasharray="5 3"', "p90": ' stroke-dasharray="1 2"'}
 
@@ -101,44 +110,108 @@ def _plot(latency: Dict[str, Trend]) -> str:
             f'<rect width="{WIDTH}" height="{HEIGHT}" fill="#fafafa"/>{"".join(parts)}</svg>')
 
 
-def trend_page_html(trends: Sequence[Trend], where: str) -> str:
-    """The page for trends that carry their change points (find_change_points)."""
-    by_key: Dict[Tuple[str, ...], Dict[str, Trend]] = {}
-    for t in trends:
-        by_key.setdefault(t.key, {})[t.figure] = t
-    cards: List[Tuple[bool, str, str]] = []
-    for key, figures in by_key.items():
-        latency = {f: figures[f] for f in LATENCY_TREND_FIGURES if f in figures}
-        changes = [c for t in figures.values() for c in t.change_points]
-        regressed = any(c.regression for c in changes)
-        label = series_label(key, "latency").rsplit(":", 1)[0]
-        newest = latency.get("median")
-        last = f"{newest.used[-1].value:.4g} ms median, {len(newest.used)} runs" if newest and newest.used else ""
-        items = "".join(f'<li class="{"regression" if c.regression else "change"}">{esc(c.describe())}</li>'
-                        for c in changes)
-        cards.append((not regressed, label,
-                      f'<figure class="series{" regressed" if regressed else ""}" data-series="{esc(label)}" '
-                      f'data-change-points="{len(changes)}">{_plot(latency) if latency else ""}'
-                      f'<figcaption><b>{esc(label)}</b> <span class="value">{esc(last)}</span>'
-                      f'{f"<ul class=changes>{items}</ul>" if items else ""}</figcaption></figure>'))
-    cards.sort(key=lambda c: (c[0], c[1]))
-    n_regressions = sum(c.regression for t in trends for c in t.change_points)
+@dataclass(frozen=True)
+class Card:
+    """One series' figure on the page, with what the page sorts and counts by."""
+
+    label: str
+    regressed: bool
+    regressions: int
+    html: str
+
+
+def series_card(figures: Mapping[str, Trend]) -> Card:
+    """The card of one cell key from its trends, which carry their change points (find_change_points)."""
+    key = next(iter(figures.values())).key
+    latency = {f: figures[f] for f in LATENCY_TREND_FIGURES if f in figures}
+    changes = [c for t in figures.values() for c in t.change_points]
+    regressions = sum(c.regression for c in changes)
+    label = series_label(key, "latency").rsplit(":", 1)[0]
+    newest = latency.get("median")
+    last = f"{newest.used[-1].value:.4g} ms median, {len(newest.used)} runs" if newest and newest.used else ""
+    items = "".join(f'<li class="{"regression" if c.regression else "change"}">{esc(c.describe())}</li>'
+                    for c in changes)
+    html = (f'<figure class="series{" regressed" if regressions else ""}" data-series="{esc(label)}" '
+            f'data-change-points="{len(changes)}">{_plot(latency) if latency else ""}'
+            f'<figcaption><b>{esc(label)}</b> <span class="value">{esc(last)}</span>'
+            f'{f"<ul class=changes>{items}</ul>" if items else ""}</figcaption></figure>')
+    return Card(label, regressions > 0, regressions, html)
+
+
+def _source_digest() -> str:
+    # the code that finds change points and draws a card: a card kept by an older harness is made again
+    from harness.judge import trends
+    digest = hashlib.sha256()
+    for path in (Path(__file__), Path(trends.__file__)):
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def card_digest(figures: Mapping[str, Trend], alpha: Optional[float], source: str) -> str:
+    """What a card shows depends on: the series' points (run, value, status, gate verdict) per figure, the change
+    points' significance level, and the code."""
+    doc = {"alpha": alpha, "source": source, "key": list(next(iter(figures.values())).key),
+           "figures": {f: [[p.run_id, p.value, p.status, p.gate_status] for p in t.points]
+                       for f, t in sorted(figures.items())}}
+    return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:32]
+
+
+class CardStore:
+    """The cards of the last page, one JSON file per digest under history/cards/."""
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+
+    def get(self, digest: str) -> Optional[Card]:
+        try:
+            return Card(**json.loads((self.folder / f"{digest}.json").read_text()))
+        except (OSError, ValueError, TypeError):  # not kept, or unreadable: made again
+            return None
+
+    def put(self, digest: str, card: Card) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(self.folder / f"{digest}.json", json.dumps(asdict(card)))
+
+    def keep_only(self, digests: Set[str]) -> None:
+        """Remove the cards the page no longer shows (their series gained a point, or went)."""
+        for path in self.folder.glob("*.json"):
+            if path.stem not in digests:
+                path.unlink(missing_ok=True)
+
+
+def trend_page_html(cards: Sequence[Card], where: str) -> str:
+    """The page: the cards, those with a regression first, then by label."""
+    ordered = sorted(cards, key=lambda c: (not c.regressed, c.label))
     generated = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>Nightly trends</title>'
             f"<style>{_CSS}</style></head><body><h1>Nightly trends</h1>"
-            f"<p>{len(by_key)} series from {esc(where)}, {n_regressions} regression change point(s) &middot; "
-            f"generated {generated}</p><p class=legend>median solid, mean dashed, p90 dotted; shaded: the median's "
-            f"noise band per segment (&plusmn;2 robust SD); vertical lines: change points (red: regression); "
-            f"orange dots: noisy or unjudged runs, not used. Hover for values.</p>"
-            f'<div class="grid">{"".join(c[2] for c in cards) or "<p>No runs recorded yet.</p>"}</div>'
+            f"<p>{len(cards)} series from {esc(where)}, {sum(c.regressions for c in cards)} regression change "
+            f"point(s) &middot; generated {generated}</p><p class=legend>median solid, mean dashed, p90 dotted; "
+            f"shaded: the median's noise band per segment (&plusmn;2 robust SD); vertical lines: change points (red: "
+            f"regression); orange dots: noisy or unjudged runs, not used. Hover for values.</p>"
+            f'<div class="grid">{"".join(c.html for c in ordered) or "<p>No runs recorded yet.</p>"}</div>'
             f"</body></html>\n")
 
 
 def write_trend_page(store, reports_dir: Path | str, alpha: Optional[float] = None) -> Path:
-    """reports/history/index.html from every series in the history store."""
+    """reports/history/index.html from every series in the history store; only the cards of series whose points
+    changed since the last page are made again."""
     kwargs = {} if alpha is None else {"alpha": alpha}
-    trends = [find_change_points(t, **kwargs) for t in build_trends(store.trend_cells())]
+    by_key: Dict[Tuple[str, ...], Dict[str, Trend]] = {}
+    for t in build_trends(store.trend_figure_cells()):
+        by_key.setdefault(t.key, {})[t.figure] = t
     path = Path(reports_dir) / TRENDS_DIR / "index.html"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(path, trend_page_html(trends, store.where))
+    kept = CardStore(path.parent / CARDS_DIR)
+    source = _source_digest()
+    cards, digests = [], set()
+    for figures in by_key.values():
+        digest = card_digest(figures, alpha, source)
+        card = kept.get(digest)
+        if card is None:
+            card = series_card({f: find_change_points(t, **kwargs) for f, t in figures.items()})
+            kept.put(digest, card)
+        cards.append(card)
+        digests.add(digest)
+    kept.keep_only(digests)
+    atomic_write_text(path, trend_page_html(cards, store.where))
     return path

@@ -83,8 +83,8 @@ def probe(transport: Transport, python: str, timeout_s: float = 120.0, fresh: bo
     """Health probe: reachable, Python, numpy, runtimes and versions, CPU, memory, disk, governor, temperature.
 
     Uploads the agent if needed (that time is in `probe_upload_s`) and runs
-    `agent.py probe`. The runtimes section is reused from the device's last probe while its environment
-    fingerprint is unchanged (`runtimes_reused`), and redone when it changes or with `fresh`. Raises
+    `agent.py probe`. The runtimes section and numpy's version are reused from the device's last probe while its
+    environment fingerprint is unchanged (`runtimes_reused`), and redone when it changes or with `fresh`. Raises
     RemoteCommandFailed with a hint when the device's Python is missing or the agent fails.
     """
     started = time.perf_counter()
