@@ -80,8 +80,10 @@ def test_agent_does_not_import_harness():
     assert ":=" not in source and "\nmatch " not in source
 
 
-def test_agent_probe_lists_runtimes():
-    proc = subprocess.run([sys.executable, str(AGENT), "probe"], capture_output=True, text=True, timeout=60)
+def test_agent_probe_lists_runtimes(tmp_path):
+    proc = subprocess.run([sys.executable, str(AGENT), "probe"], capture_output=True, text=True, timeout=60,
+                          cwd=tmp_path)
+    assert list(tmp_path.iterdir()) == [], "a probe run by hand (no --workdir) writes nothing where it runs"
     info = json.loads(proc.stdout)
     assert info["python"].count(".") == 2 and info["numpy"]
     assert set(info["runtimes"]) == {"tflite", "onnx", "openvino", "torch"}

@@ -1397,7 +1397,7 @@ def _mount_of(path):
     return best
 
 
-def storage_health(workdir):
+def storage_health(workdir, with_cache=True):
     """Free and total space of the workdir's filesystem, whether it is mounted read-only, and the I/O error
     counters the device lets an unprivileged user read (SCSI ioerr_cnt, dmesg lines about mmc or I/O errors)."""
     info = {"workdir_free_bytes": None, "workdir_total_bytes": None}
@@ -1448,7 +1448,7 @@ def storage_health(workdir):
     except Exception:
         pass  # no dmesg, or not allowed without root (kernel.dmesg_restrict): unknown, not zero
     info["suspect"] = read_suspect(workdir)
-    if os.path.isdir(workdir):
+    if with_cache and os.path.isdir(workdir):
         # the first probe fixes the cache's default budget (cache-budget.json), before the cache fills the disk
         entries = cache_entries(workdir)
         budget = cache_budget(workdir)
@@ -1803,18 +1803,22 @@ def cmd_probe(args):
     temp = _read_first("/sys/class/thermal/thermal_zone0/temp")
     info["temperature_c"] = float(temp) / 1000.0 if temp and temp.lstrip("-").isdigit() else None
     fingerprint = environment_fingerprint()
-    saved = None if args.fresh else _read_saved_runtimes(args.workdir, fingerprint)
+    # reused only from a working directory the harness named: a probe run by hand writes nothing where it runs
+    keep = bool(args.workdir) and not args.fresh
+    saved = _read_saved_runtimes(args.workdir, fingerprint) if keep else None
     # numpy's version is decided by the same environment as the runtimes: reused with them, since importing
     # numpy only to read it would be most of a warm probe's time
     if saved is None:
         saved = {"runtimes": probe_runtimes(), "numpy": _version_of("numpy")}
-        _save_runtimes(args.workdir, fingerprint, saved)
+        if args.workdir:
+            _save_runtimes(args.workdir, fingerprint, saved)
         info["runtimes_reused"] = False
     else:
         info["runtimes_reused"] = True
     info["runtimes"], info["numpy"] = saved["runtimes"], saved["numpy"]
     info["environment_fingerprint"] = fingerprint
-    info["storage"] = storage_health(args.workdir or ".")  # read every time: storage changes, runtimes seldom
+    # read every time: storage changes, runtimes seldom; the cache's budget only in a working directory named
+    info["storage"] = storage_health(args.workdir or ".", with_cache=bool(args.workdir))
     info["agent_version"] = AGENT_VERSION
     return info
 
@@ -1861,7 +1865,7 @@ def environment_fingerprint():
 
 def _read_saved_runtimes(workdir, fingerprint):
     try:
-        with open(os.path.join(workdir or ".", _SAVED_RUNTIMES)) as handle:
+        with open(os.path.join(workdir, _SAVED_RUNTIMES)) as handle:
             saved = json.load(handle)
     except (IOError, OSError, ValueError):
         return None
@@ -1871,7 +1875,7 @@ def _read_saved_runtimes(workdir, fingerprint):
 
 
 def _save_runtimes(workdir, fingerprint, saved):
-    path = os.path.join(workdir or ".", _SAVED_RUNTIMES)
+    path = os.path.join(workdir, _SAVED_RUNTIMES)
     tmp = "%s.%d.tmp" % (path, os.getpid())
     try:
         with open(tmp, "w") as handle:
@@ -1888,7 +1892,9 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description="Edge inference agent (runs on the device).")
     sub = parser.add_subparsers(dest="command")
     probe = sub.add_parser("probe", help="print what this device has, as JSON")
-    probe.add_argument("--workdir", default=".")
+    probe.add_argument("--workdir", default="",
+                       help="the device's working directory: its free space is reported, and the runtimes found are "
+                            "kept there for the next probe while this environment is unchanged (none: nothing kept)")
     probe.add_argument("--fresh", action="store_true",
                        help="import every runtime again even if this environment's fingerprint is unchanged")
     run = sub.add_parser("run", help="load a model, time it and write a JSON result")

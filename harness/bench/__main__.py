@@ -19,15 +19,15 @@ from pathlib import Path
 from harness.build.cache import DEFAULT_CACHE_DIR
 from harness.bench import report
 from harness.bench.memory import ControllerRun  # noqa: F401 (re-exported for readers of bench.json's shape)
-from harness.bench.models import models_for_fidelity
+from harness.bench.models import BENCH_DIR, models_for_fidelity
 from harness.bench.overhead import Workspace, overhead, timed_profile
 from harness.bench.scaling import scaling
 from harness.bench.vendor import fidelity, load_average
 
-STEPS = ("overhead", "fidelity", "scaling", "calibration", "paired", "distributed", "cache_verify")
-BENCH_DIR = Path(".harness/bench")
+STEPS = ("overhead", "fidelity", "scaling", "calibration", "nightly", "paired", "distributed", "cache_verify")
 #: bench.json sections a step writes
-SECTIONS = ("overhead", "fidelity", "scaling", "calibration", "paired_calibration", "distributed", "cache_verify")
+SECTIONS = ("overhead", "fidelity", "scaling", "calibration", "nightly", "paired_calibration", "distributed",
+            "cache_verify")
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -120,6 +120,14 @@ def main(argv=None) -> int:
                 with gzip.open(args.out / "calibration-samples.json.gz", "wt", encoding="utf-8") as handle:
                     json.dump(raw, handle)
             doc["calibration"] = cal
+        if "nightly" in steps:
+            from harness.bench.nightly import nightly_calibration
+            reruns = args.reruns or (4 if args.quick else 10)
+            quota_reruns = args.quota_reruns if args.quota_reruns is not None else (2 if args.quick else 5)
+            duration = args.duration or 0.5
+            log(f"nightly calibration: {reruns} reruns per cell, {quota_reruns} under a CPU quota")
+            doc["nightly"] = nightly_calibration(BENCH_DIR / "models", ws.root / "nightly", reruns, quota_reruns,
+                                                 duration, args.out, log)
         if "paired" in steps:
             from harness.run.pairing import PAIRED_MIN_DURATION_S, PAIRED_REPEATS
             from harness.bench.paired import paired_calibration

@@ -18,6 +18,9 @@ from typing import Dict, List, Optional
 
 from harness.bench.errors import BenchError
 
+#: the bench's working directory: its models and per-step workspaces (git-ignored under .harness/)
+BENCH_DIR = Path(".harness/bench")
+
 #: the bench ConvNet: (filters, stride) per 3x3 conv layer, on a 64x64x3 input (about 120 M MACs)
 CONVNET_LAYERS = ((32, 1), (32, 1), (64, 2), (64, 1), (128, 2), (128, 1))
 CONVNET_INPUT = (1, 64, 64, 3)

@@ -29,7 +29,7 @@ import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 
@@ -195,6 +195,35 @@ def markdown(result: Dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def nightly_calibration(models_dir: Path, workdir: Path, reruns: int, quota_reruns: int, duration_s: float,
+                        out: Path, log: Callable[[str], None] = print, samples: Optional[Path] = None) -> Dict[str, Any]:
+    """Measure (or, with `samples`, read) the reruns, analyse them, and write nightly.json, nightly.md and the
+    samples under `out`; the summary `make bench` keeps in bench.json."""
+    started = time.perf_counter()
+    if samples:
+        with gzip.open(samples, "rt", encoding="utf-8") as handle:
+            raw = json.load(handle)
+    else:
+        from harness.bench.calibration import build_models, measure
+        models = build_models(models_dir, log)
+        workdir.mkdir(parents=True, exist_ok=True)
+        series, quota_note = measure(models, reruns, 1, quota_reruns, duration_s, workdir, log)
+        log(f"  quota: {quota_note or 'none'}")
+        raw = {k: asdict(v) for k, v in series.items()}
+        out.mkdir(parents=True, exist_ok=True)
+        with gzip.open(out / "nightly-samples.json.gz", "wt", encoding="utf-8") as handle:
+            json.dump(raw, handle)
+    result = analyse(raw)
+    result["wall_s"] = time.perf_counter() - started
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "nightly.json").write_text(json.dumps(result, indent=1, default=float))
+    (out / "nightly.md").write_text(markdown(result))
+    log(f"  nightly calibration: {out / 'nightly.md'} ({result['wall_s']:.0f}s)")
+    return {k: result[k] for k in ("delay95_all_series", "false_change_points_per_100_series_nights",
+                                   "quota_caught", "quota_runs", "false_alarms", "noise_runs", "settings",
+                                   "wall_s")}
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m harness.bench.nightly", description=__doc__.splitlines()[0])
     p.add_argument("--reruns", type=int, default=10, help="real reruns per cell (default 10)")
@@ -203,30 +232,17 @@ def main(argv=None) -> int:
     p.add_argument("--samples", type=Path, default=None, help="analyse saved samples again, measuring nothing")
     p.add_argument("--out", type=Path, default=Path("reports/bench"))
     args = p.parse_args(argv)
-    log: Callable[[str], None] = lambda line: print(line, flush=True)
-    started = time.perf_counter()
-    if args.samples:
-        with gzip.open(args.samples, "rt", encoding="utf-8") as handle:
-            raw = json.load(handle)
-    else:
-        import tempfile
-        from harness.bench.__main__ import BENCH_DIR
-        from harness.bench.calibration import build_models, measure
-        models = build_models(BENCH_DIR / "models", log)
-        work = Path(tempfile.mkdtemp(prefix="nightly-", dir=BENCH_DIR))
-        log(f"nightly calibration: {args.reruns} reruns per cell, {args.quota_reruns} under a CPU quota")
-        series, quota_note = measure(models, args.reruns, 1, args.quota_reruns, args.duration, work, log)
-        log(f"  quota: {quota_note or 'none'}")
-        raw = {k: asdict(v) for k, v in series.items()}
-        args.out.mkdir(parents=True, exist_ok=True)
-        with gzip.open(args.out / "nightly-samples.json.gz", "wt", encoding="utf-8") as handle:
-            json.dump(raw, handle)
-    result = analyse(raw)
-    result["wall_s"] = time.perf_counter() - started
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "nightly.json").write_text(json.dumps(result, indent=1, default=float))
-    (args.out / "nightly.md").write_text(markdown(result))
-    print(markdown(result))
+    import tempfile
+    from harness.bench.models import BENCH_DIR
+    BENCH_DIR.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix="nightly-", dir=BENCH_DIR))
+    try:
+        nightly_calibration(BENCH_DIR / "models", work, args.reruns, args.quota_reruns, args.duration, args.out,
+                            samples=args.samples)
+    finally:
+        import shutil
+        shutil.rmtree(work, ignore_errors=True)
+    print((args.out / "nightly.md").read_text())
     return 0
 
 

@@ -206,6 +206,16 @@ def markdown(doc: Dict[str, Any]) -> str:
                 f"{c['settings']['duration_s']:g} s per cell; min effect {c['settings']['min_effect']:.0%}, "
                 f"alpha {c['settings']['alpha']:g}; {c['wall_s']:.0f} s.", ""]
         out += calibration_table(c) + [""]
+    if "nightly" in doc:
+        n = doc["nightly"]
+        d = n["delay95_all_series"]
+        out += ["## Nightly calibration (change points and the mean / p90 rule on real reruns)", "",
+                f"95 % of series find a 5 % shift within {d['delays']['0.05']} nights ({d['quiet_delays']['0.05']} "
+                f"quiet nights; target 5) and a 10 % shift within {d['delays']['0.1']} nights "
+                f"({d['quiet_delays']['0.1']} quiet; target 3); false change points per 100 series-nights "
+                f"{n['false_change_points_per_100_series_nights']:.2f} (target at most 1); quota runs caught "
+                f"{n['quota_caught']}/{n['quota_runs']}, false alarms {n['false_alarms']}/{n['noise_runs']}. "
+                f"Per cell: nightly.md ({n['wall_s']:.0f} s).", ""]
     if "paired_calibration" in doc:
         c = doc["paired_calibration"]
         st = c["settings"]
