@@ -124,10 +124,11 @@ def main(argv=None) -> int:
             from harness.bench.nightly import nightly_calibration
             reruns = args.reruns or (4 if args.quick else 10)
             quota_reruns = args.quota_reruns if args.quota_reruns is not None else (2 if args.quick else 5)
+            repeats = args.repeats or (2 if args.quick else 3)
             duration = args.duration or 0.5
-            log(f"nightly calibration: {reruns} reruns per cell, {quota_reruns} under a CPU quota")
+            log(f"nightly calibration: {reruns} reruns x {repeats} repeats per cell, {quota_reruns} under a CPU quota")
             doc["nightly"] = nightly_calibration(BENCH_DIR / "models", ws.root / "nightly", reruns, quota_reruns,
-                                                 duration, args.out, log)
+                                                 duration, args.out, log, repeats=repeats)
         if "paired" in steps:
             from harness.run.pairing import PAIRED_MIN_DURATION_S, PAIRED_REPEATS
             from harness.bench.paired import paired_calibration
