@@ -31,4 +31,13 @@ def test_series_analysis_finds_a_10_percent_shift_soon_and_few_false_points(monk
     assert result["false_change_points"] <= 1
     assert max(result["delays"][0.10]) <= 4, result["delays"]
     report = nightly.markdown(nightly.analyse({"m/tflite": {"runs": reruns(4, 10), "quota_runs": reruns(5, 2, 0.15)}}))
-    assert "| m/tflite | 10 (0) |" in report and "False change points per 100 series-nights" in report
+    assert "| m/tflite | 10 (0) |" in report and "false change points per 100 series-nights" in report
+    assert all(f"- {figure} series: 95 % find" in report for figure in ("median", "mean", "p90")), report
+
+
+def test_a_shift_scales_each_runs_figure_as_it_scales_the_samples():
+    """The analysis scales each rerun's figure instead of its samples: exact for median, mean and p90."""
+    runs = reruns(6, 3, stall_share=0.1)
+    for figure in ("median", "mean", "p90"):
+        scaled = nightly._run_figures([[(np.asarray(r) * 1.1).tolist() for r in run] for run in runs], figure)
+        assert np.allclose(scaled, nightly._run_figures(runs, figure) * 1.1, rtol=1e-9), figure

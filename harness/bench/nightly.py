@@ -12,7 +12,8 @@ run per rerun) of `repeats` agent processes interleaved across cells (3, as `mak
 night: in the series but skipped, never a baseline, never judged. Then, per cell:
 
 * series: NIGHTS nights, each night one of the cell's real reruns drawn at random (with replacement: a series
-  longer than the reruns repeats some); the run-level figure of each is what the history store would hold;
+  longer than the reruns repeats some); the run-level figure of each is what the history store would hold, for
+  each figure the nightly rule watches (median, mean and p90: the same nights, three series);
 * noise only: the detector (harness.judge.trends) is run on every prefix from night 8 on, as it runs each
   night; every change point it reports for the first time is a false change point (per 100 series-nights);
 * shifted: the same series with every sample multiplied by 1 + shift from night SHIFT_NIGHT on (5 % and
@@ -35,8 +36,8 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 
-from harness.judge.regression import compare_latency, run_level_figure
-from harness.judge.trends import POINT_NOISY, POINT_OK, Trend, TrendPoint, find_change_points
+from harness.judge.regression import LATENCY_FIGURES, compare_latency, run_level_figure
+from harness.judge.trends import DEFAULT_THRESHOLDS, POINT_NOISY, POINT_OK, Trend, TrendPoint, find_change_points
 
 NIGHTS = 24
 SHIFT_NIGHT = 16
@@ -47,10 +48,15 @@ SERIES_PER_CELL = 20
 SHIFTS = (0.05, 0.10)
 
 
-def _night_values(runs: Sequence[Sequence[Sequence[float]]], order: Sequence[int], figure: str,
-                  scale_from: int = 10 ** 9, scale: float = 1.0) -> List[float]:
-    return [float(run_level_figure([np.asarray(r) * (scale if n >= scale_from else 1.0) for r in runs[i]], figure))
-            for n, i in enumerate(order)]
+def _run_figures(runs: Sequence[Sequence[Sequence[float]]], figure: str) -> np.ndarray:
+    """Each rerun's run-level figure, as the history store holds it. A shift multiplies every sample of a night,
+    and median, mean and p90 are all scale-equivariant, so a shifted night's figure is this times 1 + shift."""
+    return np.asarray([float(run_level_figure([np.asarray(r) for r in run], figure)) for run in runs])
+
+
+def _night_values(per_run: np.ndarray, order: Sequence[int], scale_from: int = 10 ** 9,
+                  scale: float = 1.0) -> List[float]:
+    return [float(per_run[i]) * (scale if n >= scale_from else 1.0) for n, i in enumerate(order)]
 
 
 def _trend(values: Sequence[float], figure: str, noisy: Sequence[bool]) -> Trend:
@@ -64,15 +70,17 @@ def series_analysis(runs: Sequence[Sequence[Sequence[float]]], seed: int, figure
                     noisy: Sequence[bool] = ()) -> Dict[str, Any]:
     """False change points on noise and detection delays for one cell's real reruns; `noisy` marks the reruns
     the quiet-device guard flagged."""
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(seed)  # the same seed draws the same nights for every figure
     flagged = list(noisy) + [False] * (len(runs) - len(noisy))
-    false_points = nights = 0
+    per_run = _run_figures(runs, figure)
+    false_points = false_regressions = nights = 0
+    gate_threshold = DEFAULT_THRESHOLDS[figure]  # what the nightly gate rule fails on, where a policy names none
     delays: Dict[float, List[int]] = {s: [] for s in SHIFTS}
     quiet_delays: Dict[float, List[int]] = {s: [] for s in SHIFTS}
     no_threshold = {figure: 0.0}  # the detector itself: any significant shift the bad way
     for _ in range(SERIES_PER_CELL):
         order = rng.integers(0, len(runs), NIGHTS)
-        values = _night_values(runs, order, figure)
+        values = _night_values(per_run, order)
         night_noisy = [flagged[i] for i in order]
         reported: set = set()
         for n in range(FIRST_NIGHT_JUDGED, NIGHTS + 1):
@@ -81,10 +89,11 @@ def series_analysis(runs: Sequence[Sequence[Sequence[float]]], seed: int, figure
                 if change.run_id not in reported:
                     reported.add(change.run_id)
                     false_points += 1
+                    false_regressions += bool(change.regression and change.shift >= gate_threshold)
         # where the shift lies among the nights the detector uses (a noisy night is skipped)
         first_shifted = sum(not bad for bad in night_noisy[:SHIFT_NIGHT])
         for shift in SHIFTS:
-            shifted = _night_values(runs, order, figure, SHIFT_NIGHT, 1.0 + shift)
+            shifted = _night_values(per_run, order, SHIFT_NIGHT, 1.0 + shift)
             delay = quiet_delay = NOT_FOUND
             for n in range(SHIFT_NIGHT + 1, NIGHTS + 1):
                 found = find_change_points(_trend(shifted[:n], figure, night_noisy[:n]),
@@ -95,7 +104,8 @@ def series_analysis(runs: Sequence[Sequence[Sequence[float]]], seed: int, figure
                     break
             delays[shift].append(delay)
             quiet_delays[shift].append(quiet_delay)
-    return {"false_change_points": false_points, "series_nights": nights, "delays": delays,
+    return {"false_change_points": false_points, "false_regressions": false_regressions,
+            "series_nights": nights, "delays": delays,
             "quiet_delays": quiet_delays}
 
 
@@ -127,76 +137,115 @@ def quota_analysis(runs: Sequence[Sequence[Sequence[float]]], quota_runs: Sequen
                              for f in ("median", "mean", "p90")}}
 
 
+def _figure_row(series: Dict[str, Any]) -> Dict[str, Any]:
+    return {"false_change_points": series["false_change_points"], "false_regressions": series["false_regressions"],
+            "series_nights": series["series_nights"],
+            **{f"delay95_{int(s * 100)}pct": delay_for(0.95, d) for s, d in series["delays"].items()},
+            **{f"quiet_delay95_{int(s * 100)}pct": delay_for(0.95, d) for s, d in series["quiet_delays"].items()},
+            "delays": {str(s): d for s, d in series["delays"].items()},
+            "quiet_delays": {str(s): d for s, d in series["quiet_delays"].items()},
+            **{f"found_{int(s * 100)}pct": sum(x <= NIGHTS - SHIFT_NIGHT for x in d) for s, d in
+               series["delays"].items()}}
+
+
+def _pooled(figure_rows: Sequence[Dict[str, Any]]) -> Dict[str, Any]:
+    nights = sum(r["series_nights"] for r in figure_rows)
+    return {"delay95_all_series": {kind: {str(s): delay_for(0.95, [x for r in figure_rows for x in r[kind][str(s)]])
+                                          for s in SHIFTS} for kind in ("delays", "quiet_delays")},
+            "false_change_points_per_100_series_nights":
+                100.0 * sum(r["false_change_points"] for r in figure_rows) / max(nights, 1),
+            "false_regressions_per_100_series_nights":
+                100.0 * sum(r["false_regressions"] for r in figure_rows) / max(nights, 1)}
+
+
 def analyse(raw: Dict[str, Dict[str, Any]]) -> Dict[str, Any]:
+    """Every cell's median, mean and p90 series (the figures the nightly rule watches), the quota rule, and the
+    pooled figures: all series together and each figure alone."""
     rows = []
     for n, (key, cell) in enumerate(sorted(raw.items())):
         runs, quota_runs = cell["runs"], cell.get("quota_runs") or []
         noisy = [bool(x) for x in cell.get("noise") or []]
         quiet = [r for j, r in enumerate(runs) if not (j < len(noisy) and noisy[j])]
-        cv = float(np.std(np.log([run_level_figure(r, "median") for r in quiet]), ddof=1))
-        series = series_analysis(runs, seed=n, noisy=noisy)
-        row = {"cell": key, "reruns": len(runs), "between_run_cv": cv,
-               "noisy_reruns": sum(bool(x) for x in cell.get("noise") or []),
-               "false_change_points": series["false_change_points"], "series_nights": series["series_nights"],
-               **{f"delay95_{int(s * 100)}pct": delay_for(0.95, d) for s, d in series["delays"].items()},
-               **{f"quiet_delay95_{int(s * 100)}pct": delay_for(0.95, d) for s, d in series["quiet_delays"].items()},
-               "delays": {str(s): d for s, d in series["delays"].items()},
-               "quiet_delays": {str(s): d for s, d in series["quiet_delays"].items()},
-               **{f"found_{int(s * 100)}pct": sum(x <= NIGHTS - SHIFT_NIGHT for x in d) for s, d in
-                  series["delays"].items()},
-               "series": SERIES_PER_CELL}
+        by_figure = {figure: _figure_row(series_analysis(runs, seed=n, figure=figure, noisy=noisy))
+                     for figure in LATENCY_FIGURES}
+        row = {"cell": key, "reruns": len(runs), "noisy_reruns": sum(noisy), "series": SERIES_PER_CELL,
+               "between_run_cv": {figure: float(np.std(np.log(_run_figures(quiet, figure)), ddof=1))
+                                  for figure in LATENCY_FIGURES},
+               "by_figure": by_figure}
         if quota_runs:
             row.update(quota_analysis(runs, quota_runs, noisy=noisy))
         rows.append(row)
-    total_nights = sum(r["series_nights"] for r in rows)
-    pooled = {kind: {str(s): delay_for(0.95, [x for r in rows for x in r[kind][str(s)]]) for s in SHIFTS}
-              for kind in ("delays", "quiet_delays")}
-    return {"rows": rows, "delay95_all_series": pooled,
-            "false_change_points_per_100_series_nights": 100.0 * sum(r["false_change_points"] for r in rows)
-            / max(total_nights, 1),
+    figure_rows = [r["by_figure"][f] for r in rows for f in LATENCY_FIGURES]
+    return {"rows": rows, **_pooled(figure_rows),
+            "by_figure": {f: _pooled([r["by_figure"][f] for r in rows]) for f in LATENCY_FIGURES},
             "quota_caught": sum(r.get("quota_caught", 0) for r in rows),
             "quota_runs": sum(r.get("quota_runs", 0) for r in rows),
             "false_alarms": sum(r.get("false_alarms", 0) for r in rows),
             "noise_runs": sum(r.get("noise_runs", 0) for r in rows),
             "settings": {"nights": NIGHTS, "shift_night": SHIFT_NIGHT, "first_night_judged": FIRST_NIGHT_JUDGED,
-                         "series_per_cell": SERIES_PER_CELL, "shifts": list(SHIFTS)}}
+                         "series_per_cell": SERIES_PER_CELL, "shifts": list(SHIFTS),
+                         "figures": list(LATENCY_FIGURES)}}
 
 
 def markdown(result: Dict[str, Any]) -> str:
     s = result["settings"]
-    pooled = result["delay95_all_series"]
+    figures = s["figures"]
+    n_series = len(result["rows"]) * s["series_per_cell"]
+
+    def per_figure(row: Dict[str, Any], fmt: Callable[[Dict[str, Any]], str]) -> str:
+        return " / ".join(fmt(row["by_figure"][f]) for f in figures)
+
     lines = ["# Nightly calibration", "",
-             f"{s['series_per_cell']} series of {s['nights']} nights per cell, drawn from its real reruns; shifts "
-             f"applied to the real samples from night {s['shift_night']}; detector run each night from night "
-             f"{s['first_night_judged']}. A night drawn from a rerun the quiet-device guard flagged is in the "
-             f"series as noisy and skipped, as the history store does; delays are counted in nights and in quiet "
-             f"nights (those with a usable measurement). Quota and false alarms: single run against the quiet "
+             f"{s['series_per_cell']} series of {s['nights']} nights per cell and figure ({', '.join(figures)}), "
+             f"drawn from its real reruns; shifts applied to the real samples from night {s['shift_night']}; "
+             f"detector run each night from night {s['first_night_judged']}. A night drawn from a rerun the "
+             f"quiet-device guard flagged is in the series as noisy and skipped, as the history store does; delays "
+             f"are the nights (quiet nights in brackets, where they differ) until 95 % of series found the shift, "
+             f"{NOT_FOUND} meaning not within the series. Quota and false alarms: single run against the quiet "
              f"reruns; a flagged rerun is not judged.", "",
-             "| cell | reruns (flagged noisy) | between-run CV (quiet) | false CPs / series-nights | 5 % found | "
-             "5 % delay, 95 % of series: nights (quiet nights) | 10 % found | 10 % delay: nights (quiet) | "
-             "quota caught mean/p90 (median alone) | quota change median / mean / p90 | noise false alarms |",
+             f"Each cell: {' / '.join(figures)}.", "",
+             "| cell | reruns (flagged noisy) | between-run CV | false CPs / series-nights | 5 % found | "
+             "5 % delay | 10 % found | 10 % delay | quota caught mean/p90 (median alone) | "
+             "quota change median / mean / p90 | noise false alarms |",
              "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+
+    def delay(f: Dict[str, Any], pct: int) -> str:
+        d, q = f[f"delay95_{pct}pct"], f[f"quiet_delay95_{pct}pct"]
+        return f"{d}" if d == q else f"{d} ({q})"
+
     for r in result["rows"]:
         q = r.get("quota_change") or {}
         quota = (f"{r['quota_caught']}/{r['quota_runs']} ({r['quota_caught_by_median']})" if "quota_runs" in r else "-")
         change = " / ".join(f"{q[f]:+.1%}" if q.get(f) is not None else "-" for f in ("median", "mean", "p90")) \
             if q else "-"
-        lines.append(f"| {r['cell']} | {r['reruns']} ({r.get('noisy_reruns', 0)}) | {r['between_run_cv']:.1%} | "
-                     f"{r['false_change_points']}/{r['series_nights']} | {r['found_5pct']}/{r['series']} | "
-                     f"{r['delay95_5pct']} ({r['quiet_delay95_5pct']}) | {r['found_10pct']}/{r['series']} | "
-                     f"{r['delay95_10pct']} ({r['quiet_delay95_10pct']}) | {quota} | {change} | "
+        cv = " / ".join(f"{r['between_run_cv'][f]:.1%}" for f in figures)
+        lines.append(f"| {r['cell']} | {r['reruns']} ({r.get('noisy_reruns', 0)}) | {cv} | "
+                     f"{per_figure(r, lambda f: str(f['false_change_points']))} of "
+                     f"{r['by_figure'][figures[0]]['series_nights']} | "
+                     f"{per_figure(r, lambda f: str(f['found_5pct']))} of {r['series']} | "
+                     f"{per_figure(r, lambda f: delay(f, 5))} | "
+                     f"{per_figure(r, lambda f: str(f['found_10pct']))} of {r['series']} | "
+                     f"{per_figure(r, lambda f: delay(f, 10))} | {quota} | {change} | "
                      f"{r.get('false_alarms', '-')}/{r.get('noise_runs', '-')} |")
-    lines += ["", f"All {len(result['rows']) * s['series_per_cell']} series: 95 % find a 5 % shift within "
-                  f"{pooled['delays']['0.05']} nights ({pooled['quiet_delays']['0.05']} quiet nights; target 5) and "
-                  f"a 10 % shift within {pooled['delays']['0.1']} nights ({pooled['quiet_delays']['0.1']} quiet "
-                  f"nights; target 3). Cells whose series meet the targets: 5 % within 5 nights "
-                  f"{sum(r['delay95_5pct'] <= 5 for r in result['rows'])} of {len(result['rows'])}, 10 % within 3 "
-                  f"{sum(r['delay95_10pct'] <= 3 for r in result['rows'])} of {len(result['rows'])}. "
-                  f"False change points per 100 series-nights: "
-                  f"{result['false_change_points_per_100_series_nights']:.2f} (target at most 1). Quota runs caught "
-                  f"by the mean or p90 rule: {result['quota_caught']}/{result['quota_runs']} (target 95 %); false "
-                  f"alarms on quiet noise-only runs: {result['false_alarms']}/{result['noise_runs']} (target at "
-                  f"most 1 %). A delay of {NOT_FOUND} means not found within the series."]
+
+    def summary(pooled: Dict[str, Any]) -> str:
+        d = pooled["delay95_all_series"]
+        return (f"95 % find a 5 % shift within {d['delays']['0.05']} nights ({d['quiet_delays']['0.05']} quiet) and "
+                f"a 10 % shift within {d['delays']['0.1']} ({d['quiet_delays']['0.1']} quiet); false change points "
+                f"per 100 series-nights {pooled['false_change_points_per_100_series_nights']:.2f}, of them "
+                f"regressions of 5 % or more (what fails the nightly gate) "
+                f"{pooled['false_regressions_per_100_series_nights']:.2f}")
+
+    rows = result["rows"]
+    meets = {f: (sum(r["by_figure"][f]["delay95_5pct"] <= 5 for r in rows),
+                 sum(r["by_figure"][f]["delay95_10pct"] <= 3 for r in rows)) for f in figures}
+    lines += ["", f"All {n_series * len(figures)} series ({n_series} per figure): {summary(result)} (targets: 5, 3 "
+                  f"and at most 1)."]
+    lines += [f"- {f} series: {summary(result['by_figure'][f])}; cells meeting 5 % within 5 nights "
+              f"{meets[f][0]} of {len(rows)}, 10 % within 3 {meets[f][1]} of {len(rows)}." for f in figures]
+    lines += ["", f"Quota runs caught by the mean or p90 rule: {result['quota_caught']}/{result['quota_runs']} "
+                  f"(target 95 %); false alarms on quiet noise-only runs: {result['false_alarms']}/"
+                  f"{result['noise_runs']} (target at most 1 %)."]
     return "\n".join(lines) + "\n"
 
 
@@ -226,7 +275,7 @@ def nightly_calibration(models_dir: Path, workdir: Path, reruns: int, quota_reru
     (out / "nightly.md").write_text(markdown(result))
     log(f"  nightly calibration: {out / 'nightly.md'} ({result['wall_s']:.0f}s)")
     return {k: result[k] for k in ("delay95_all_series", "false_change_points_per_100_series_nights",
-                                   "quota_caught", "quota_runs", "false_alarms", "noise_runs", "settings",
+                                   "false_regressions_per_100_series_nights", "by_figure", "quota_caught", "quota_runs", "false_alarms", "noise_runs", "settings",
                                    "wall_s")}
 
 
