@@ -105,6 +105,18 @@ def test_missing_recipe_named_with_shell_characters_lists_the_known_ones(tmp_pat
     assert not (ROOT / "PWNED").exists() and not (ROOT / "PWNED2").exists()
 
 
+def test_profile_with_no_model_outside_a_repository_with_recipes_says_what_to_pass(tmp_path):
+    """A team's repository after `harness init` has no models/digits_cnn.yaml to default to: one line saying
+    to pass --model-file, naming the recipes that are there."""
+    result = harness("profile", "-q", cwd=tmp_path)
+    assert_one_clear_line(result, "models", "no model named", "--model-file YOUR_MODEL")
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / "mine.yaml").write_text(recipe_with(name="mine"))
+    result = harness("profile", "-q", cwd=tmp_path)
+    assert_one_clear_line(result, "models", "--model NAME of a recipe here (mine)")
+    assert not (tmp_path / "reports").exists(), "nothing was built or run"
+
+
 POLICIES = [
     ("type", "defaults:\n  min_accuracy_retention: high\n", ["field 'defaults.min_accuracy_retention'",
                                                              "expected a number, got 'high'"]),

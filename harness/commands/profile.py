@@ -16,6 +16,22 @@ from harness.core.names import is_valid_name
 if TYPE_CHECKING:
     from harness.run.pipeline import Dispatcher
 
+#: what `harness profile` with no model profiles, where this directory has its recipe (this repository does)
+DEFAULT_MODEL = "digits_cnn"
+
+
+def default_model() -> str:
+    """The default recipe, or one line saying what to pass where the directory has none (a team's own
+    repository after `harness init`: its models come as files)."""
+    from harness.schema.recipes import MODELS_DIR, list_recipe_names, recipe_path
+    if recipe_path(DEFAULT_MODEL).exists():
+        return DEFAULT_MODEL
+    known = list_recipe_names()
+    raise ConfigError(MODELS_DIR, f"no model named and no {DEFAULT_MODEL} recipe here to default to; pass "
+                      f"--model-file YOUR_MODEL (an ONNX, TFLite, Keras, SavedModel, TorchScript or .pt2 file)"
+                      + (f" or --model NAME of a recipe here ({', '.join(known)})" if known else ""))
+
+
 SUMMARY_FLOATS = {"primary_value": "{:.4f}", "primary_retention": "{:.3f}", "max_abs_diff": "{:.2e}",
                   "output_snr_db": "{:.1f}", "latency_p50_ms": "{:.3f}", "latency_p99_ms": "{:.3f}"}
 
@@ -23,7 +39,7 @@ SUMMARY_FLOATS = {"primary_value": "{:.4f}", "primary_retention": "{:.3f}", "max
 def add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("-m", "--model", action="append", default=None, metavar="NAME",
                    help="model recipe (models/NAME.yaml or a path); repeat for several; 'all' for every recipe "
-                        "(default: digits_cnn unless --model-file is given)")
+                        "(default: digits_cnn, where models/ has its recipe, unless --model-file is given)")
     own = p.add_argument_group("your own model file", "profile a model file your build produced, on your data")
     own.add_argument("--model-file", action="append", default=None, metavar="PATH",
                      help="a .onnx, .tflite, OpenVINO .xml (+ .bin), Keras .keras/.h5, SavedModel directory, "
@@ -225,7 +241,8 @@ def cmd_profile(args) -> int:
         pairs = dict(manifest.get(PAIRED_KEY) or {})
     else:
         recipes, pairs = file_recipes(args)
-        model_names = model_names or ([] if recipes else ["digits_cnn"])
+        if not model_names and not recipes:
+            model_names = [default_model()]
         if model_names == ["all"]:
             model_names = list_recipe_names()
         recipes += [load_recipe(m) for m in model_names]
