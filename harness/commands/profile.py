@@ -241,8 +241,8 @@ def cmd_profile(args) -> int:
         pairs = dict(manifest.get(PAIRED_KEY) or {})
     else:
         recipes, pairs = file_recipes(args)
-        if not model_names and not recipes:
-            model_names = [default_model()]
+        if not model_names:
+            model_names = [] if recipes else [default_model()]
         if model_names == ["all"]:
             model_names = list_recipe_names()
         recipes += [load_recipe(m) for m in model_names]
