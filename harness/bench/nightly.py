@@ -1,7 +1,7 @@
 """Nightly calibration: how soon the change-point detector finds a persistent shift, how often it finds one in
 noise, and how well the mean / p90 rule catches a real CPU-quota slowdown, on real reruns.
 
-    python -m harness.bench.nightly --reruns 10 --quota-reruns 5          # measure, then analyse (about 6 min)
+    python -m harness.bench.nightly --reruns 10 --quota-reruns 5          # measure, then analyse (about 10 min)
     make bench ARGS="--only nightly"                                        # the same, as a step of the bench
     python -m harness.bench.nightly --samples reports/bench/nightly-samples.json.gz   # analyse again only
 
@@ -275,8 +275,8 @@ def nightly_calibration(models_dir: Path, workdir: Path, reruns: int, quota_reru
     (out / "nightly.md").write_text(markdown(result))
     log(f"  nightly calibration: {out / 'nightly.md'} ({result['wall_s']:.0f}s)")
     return {k: result[k] for k in ("delay95_all_series", "false_change_points_per_100_series_nights",
-                                   "false_regressions_per_100_series_nights", "by_figure", "quota_caught", "quota_runs", "false_alarms", "noise_runs", "settings",
-                                   "wall_s")}
+                                   "false_regressions_per_100_series_nights", "by_figure", "quota_caught",
+                                   "quota_runs", "false_alarms", "noise_runs", "settings", "wall_s")}
 
 
 def main(argv=None) -> int:

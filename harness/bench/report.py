@@ -210,9 +210,9 @@ def markdown(doc: Dict[str, Any]) -> str:
         n = doc["nightly"]
         d = n["delay95_all_series"]
         out += ["## Nightly calibration (change points and the mean / p90 rule on real reruns)", "",
-                f"95 % of series (median, mean and p90) find a 5 % shift within {d['delays']['0.05']} nights ({d['quiet_delays']['0.05']} "
-                f"quiet nights; target 5) and a 10 % shift within {d['delays']['0.1']} nights "
-                f"({d['quiet_delays']['0.1']} quiet; target 3); false change points per 100 series-nights "
+                f"95 % of series (median, mean and p90) find a 5 % shift within {d['delays']['0.05']} nights "
+                f"({d['quiet_delays']['0.05']} quiet nights; target 5) and a 10 % shift within "
+                f"{d['delays']['0.1']} nights ({d['quiet_delays']['0.1']} quiet; target 3); false change points per 100 series-nights "
                 f"{n['false_change_points_per_100_series_nights']:.2f} (target at most 1); quota runs caught "
                 f"{n['quota_caught']}/{n['quota_runs']}, false alarms {n['false_alarms']}/{n['noise_runs']}. "
                 f"Per cell: nightly.md ({n['wall_s']:.0f} s).", ""]

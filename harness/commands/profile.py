@@ -39,7 +39,7 @@ SUMMARY_FLOATS = {"primary_value": "{:.4f}", "primary_retention": "{:.3f}", "max
 def add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("-m", "--model", action="append", default=None, metavar="NAME",
                    help="model recipe (models/NAME.yaml or a path); repeat for several; 'all' for every recipe "
-                        "(default: digits_cnn, where models/ has its recipe, unless --model-file is given)")
+                        f"(default: {DEFAULT_MODEL}, where models/ has its recipe, unless --model-file is given)")
     own = p.add_argument_group("your own model file", "profile a model file your build produced, on your data")
     own.add_argument("--model-file", action="append", default=None, metavar="PATH",
                      help="a .onnx, .tflite, OpenVINO .xml (+ .bin), Keras .keras/.h5, SavedModel directory, "
