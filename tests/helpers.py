@@ -21,8 +21,8 @@ def session_cache_dir() -> Path:
 @functools.lru_cache(maxsize=None)
 def digits_build():
     """(prepared reference, artifacts for tflite/onnx/openvino) of the default recipe."""
-    from harness.build.steps import build_model_artifacts
-    from harness.build.cache import ContentCache
+    from harness.prepare.steps import build_model_artifacts
+    from harness.prepare.cache import ContentCache
     from harness.schema.recipes import load_recipe
 
     recipe = load_recipe("digits_cnn", ROOT / "models")

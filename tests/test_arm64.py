@@ -149,7 +149,7 @@ def test_digits_on_arm64_devices_matches_the_x86_cells(arm_farm, tmp_path):
     from helpers import ROOT, session_cache_dir
 
     from harness.run import pipeline
-    from harness.build.cache import ContentCache
+    from harness.prepare.cache import ContentCache
     from harness.schema.recipes import load_recipe
     from harness.report import build_context
     names = ("sim-x86", *ARM_DEVICES)

@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 
 import byom
-from harness.build.cache import ContentCache
+from harness.prepare.cache import ContentCache
 from harness.run.pipeline import RunSettings, run_profile
-from harness.build.recipes import recipe_for_file
+from harness.prepare.recipes import recipe_for_file
 from harness.schema.recipes import load_recipe
 from harness.schema.targets import load_target
 from helpers import ROOT, one_clear_line, session_cache_dir
@@ -283,7 +283,7 @@ def test_a_missing_data_file_names_it(streaming, tmp_path):
 
 # ---------------------------------------------------------------- dtypes and outputs of varying size
 def test_random_inputs_cover_every_dtype_the_runtimes_take():
-    from harness.build.data import SAMPLE, random_samples
+    from harness.prepare.data import SAMPLE, random_samples
     from harness.schema.interface import DTYPES, Interface, TensorSpec
     interface = Interface(tuple(TensorSpec(f"x_{d}", (1, 3), d) for d in DTYPES) + (TensorSpec("rate", (), "int64"),),
                           ())
@@ -296,7 +296,7 @@ def test_random_inputs_cover_every_dtype_the_runtimes_take():
 
 
 def test_data_is_cast_only_where_no_value_changes():
-    from harness.build.data import conform
+    from harness.prepare.data import conform
     from harness.core.errors import ConfigError
     from harness.schema.interface import Interface, TensorSpec
     interface = Interface((TensorSpec("ids", (1, 4), "int32"), TensorSpec("x", (1, 4), "float32")), ())

@@ -3,8 +3,8 @@ import inspect
 import subprocess
 import sys
 
-import harness.build.steps as build
-from harness.build.converters import CONVERTERS
+import harness.prepare.steps as build
+from harness.prepare.converters import CONVERTERS
 from harness.zoo import BUILDERS
 
 
@@ -15,24 +15,24 @@ def imported(func):
 
 def test_lazy_imports_of_helpers_count():
     # keras_to_openvino goes through the shared ONNX→IR step; the Keras loader is imported inside the function
-    assert "harness.build.converters.onnx" in imported(CONVERTERS.get(("keras", "openvino")))
-    assert "harness.build.sources.tensorflow" in imported(CONVERTERS.get(("keras", "openvino")))
+    assert "harness.prepare.converters.onnx" in imported(CONVERTERS.get(("keras", "openvino")))
+    assert "harness.prepare.sources.tensorflow" in imported(CONVERTERS.get(("keras", "openvino")))
     # the digits builder trains through the shared Keras helper
     assert "harness.zoo.keras_util" in imported(BUILDERS.get("digits_cnn"))
 
 
 def test_key_does_not_depend_on_what_was_imported_before():
-    code = ("import harness.build.steps as b; from harness.build.converters import CONVERTERS; {pre}"
+    code = ("import harness.prepare.steps as b; from harness.prepare.converters import CONVERTERS; {pre}"
             "print(b._source_hash(CONVERTERS.get(('keras', 'openvino')), 'x'))")
     cold = subprocess.run([sys.executable, "-c", code.format(pre="")], capture_output=True, text=True, check=True)
-    warm = subprocess.run([sys.executable, "-c", code.format(pre="import harness.build.sources.tensorflow; ")],
+    warm = subprocess.run([sys.executable, "-c", code.format(pre="import harness.prepare.sources.tensorflow; ")],
                           capture_output=True, text=True, check=True)
     assert cold.stdout.strip() == warm.stdout.strip() != ""
 
 
 # ---------------------------------------------------------------- the one cached-step helper every build step uses
 def test_a_step_fills_its_entry_once_and_then_reads_it(tmp_path):
-    from harness.build.cache import ContentCache
+    from harness.prepare.cache import ContentCache
 
     cache, calls = ContentCache(tmp_path), []
 
@@ -48,7 +48,7 @@ def test_a_step_fills_its_entry_once_and_then_reads_it(tmp_path):
 
 def test_a_step_that_fails_leaves_no_entry_and_the_next_call_builds_again(tmp_path):
     import pytest
-    from harness.build.cache import ContentCache
+    from harness.prepare.cache import ContentCache
 
     cache = ContentCache(tmp_path)
 
@@ -66,7 +66,7 @@ def test_a_read_only_tracking_cache_stops_a_step_before_its_work(tmp_path):
     """The dask host probes a step against its cache without building: a missing entry stops it, a present
     one is remembered as an entry the step needs."""
     import pytest
-    from harness.build.cache import ContentCache
+    from harness.prepare.cache import ContentCache
     from harness.run.dask import EntryMissing, TrackingCache
 
     ContentCache(tmp_path).get_or_build("things", "there", lambda scratch: None)

@@ -13,8 +13,8 @@ import math
 import numpy as np
 import pytest
 
-from harness.build.cache import ContentCache
-from harness.build.compressors.weights import dequantize, match_weights, matched_rel_frobenius, rel_frobenius, sparsity
+from harness.prepare.cache import ContentCache
+from harness.prepare.compressors.weights import dequantize, match_weights, matched_rel_frobenius, rel_frobenius, sparsity
 from harness.core.errors import ConfigError
 from harness.judge.fidelity import fidelity
 from harness.schema.recipes import load_recipe
@@ -70,7 +70,7 @@ def test_fidelity_formula():
 
 
 def test_distillation_loss_matches_hand_computation():
-    from harness.build.compressors.distill import distillation_loss
+    from harness.prepare.compressors.distill import distillation_loss
 
     labels = np.array([0, 2])
     student = np.array([[2.0, 1.0, 0.0], [0.5, 0.5, 3.0]], dtype=np.float32)
@@ -136,8 +136,8 @@ def test_int8_keeps_99_percent_and_is_3x_smaller(frame, variant, fmt):
 
 @pytest.mark.slow
 def test_full_int8_tflite_has_int8_io(frame):
-    from harness.build.steps import compress_variant
-    from harness.build.converters.inspect import read_interface
+    from harness.prepare.steps import compress_variant
+    from harness.prepare.converters.inspect import read_interface
 
     prepared, _ = digits_build()
     variant, cached = compress_variant(prepared, "tflite_int8", ContentCache(session_cache_dir()))
@@ -185,7 +185,7 @@ def test_every_row_records_size_time_params_and_fidelity(frame):
 
 @pytest.mark.slow
 def test_second_build_of_a_variant_is_a_cache_hit(frame):
-    from harness.build.steps import compress_variant
+    from harness.prepare.steps import compress_variant
     prepared, _ = digits_build()
     cache = ContentCache(session_cache_dir())
     for name in ("prune50", "ort_int8"):
@@ -202,8 +202,8 @@ def test_default_profile_asks_for_no_variants(recipe):
 
 
 def test_unknown_compressor_parameter_names_the_recipe_when_it_loads(recipe):
-    from harness.build.compress import COMPRESSORS, CompressionContext
-    from harness.build.recipes import validate_recipe
+    from harness.prepare.compress import COMPRESSORS, CompressionContext
+    from harness.prepare.recipes import validate_recipe
     from harness.schema.recipes import VariantSpec
     typo = dataclasses.replace(recipe, variants=(VariantSpec("p", "keras_prune", {"spars": 0.5}),))
     with pytest.raises(ConfigError, match=r"digits_cnn.yaml: field 'variants\[0\].params'.*no parameter.*'spars'"):
@@ -220,15 +220,15 @@ def test_unknown_compressor_parameter_names_the_recipe_when_it_loads(recipe):
 def test_torch_prune_zeroes_half_the_weights_and_stays_convertible(tmp_path, recipe, scope):
     import torch
 
-    from harness.build.steps import load_dataset
-    from harness.build.compress import COMPRESSORS, CompressionContext
-    from harness.build.converters import CONVERTERS
+    from harness.prepare.steps import load_dataset
+    from harness.prepare.compress import COMPRESSORS, CompressionContext
+    from harness.prepare.converters import CONVERTERS
 
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 32), torch.nn.ReLU(), torch.nn.Linear(32, 10))
     path = tmp_path / "model.pt"
     torch.save(model, path)
-    from harness.build.converters import ConversionContext
+    from harness.prepare.converters import ConversionContext
     from harness.schema.interface import Interface, TensorSpec
 
     data = load_dataset(recipe)

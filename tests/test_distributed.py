@@ -136,7 +136,7 @@ def test_bench_report_shows_the_build_ratio_and_dispatch_cost_with_the_cluster_c
 def test_build_of_eight_artifacts_spreads_over_two_workers_and_comes_back_as_bytes(tmp_path):
     from distributed import Client, LocalCluster
 
-    from harness.build.cache import ContentCache
+    from harness.prepare.cache import ContentCache
     from harness.run.dask import build_on_workers
     from harness.schema.recipes import load_recipe
 
@@ -178,7 +178,7 @@ def test_build_of_eight_artifacts_spreads_over_two_workers_and_comes_back_as_byt
 # ---------------------------------------------------------------- device jobs
 def _host_built_digits():
     """The digits reference artifacts, already in the host's (session) cache: the run builds nothing."""
-    from harness.build.cache import ContentCache
+    from harness.prepare.cache import ContentCache
     from harness.schema.recipes import load_recipe
     from helpers import digits_build, session_cache_dir
 

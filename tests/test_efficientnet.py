@@ -65,7 +65,7 @@ def test_linear_head_separates_separable_features_and_folds_the_scaling():
 def test_onnx_export_matches_torch_within_1e_4(tmp_path):
     import onnxruntime as ort
 
-    from harness.build.converters import CONVERTERS, ConversionContext
+    from harness.prepare.converters import CONVERTERS, ConversionContext
     from harness.schema.interface import Interface, TensorSpec
 
     model = load_efficientnet_lite0()
@@ -85,7 +85,7 @@ def test_local_profile_of_the_reference_agrees_with_torch(tmp_path):
     from harness.run.pipeline import RunSettings, run_profile
     from harness.schema.recipes import load_recipe
     from harness.schema.targets import load_target
-    from harness.build.cache import ContentCache
+    from harness.prepare.cache import ContentCache
 
     recipe = load_recipe("efficientnet_lite0", ROOT / "models")
     from dataclasses import replace

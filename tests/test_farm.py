@@ -73,7 +73,7 @@ def test_farm_down_stops_servers_and_removes_targets_and_cgroups(tmp_path):
 @pytest.mark.slow
 def test_profile_on_two_simulated_devices_in_parallel_and_an_offline_one(farm, sim_target, tmp_path, monkeypatch):
     from harness.run import pipeline
-    from harness.build.cache import ContentCache
+    from harness.prepare.cache import ContentCache
     from harness.schema.recipes import load_recipe
     from helpers import ROOT, digits_build, session_cache_dir
 

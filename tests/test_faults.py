@@ -26,7 +26,7 @@ import yaml
 
 from conftest import FARM_ENVS_DIR
 from harness.run import probe as device, pipeline
-from harness.build.cache import ContentCache
+from harness.prepare.cache import ContentCache
 from harness.farm import farm_down, farm_up
 from harness.run.pipeline import Cell, ModelEval, RunSettings, TargetJob, run_target_job
 from harness.schema.recipes import load_recipe

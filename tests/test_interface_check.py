@@ -7,7 +7,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
-from harness.build.steps import inspect_files
+from harness.prepare.steps import inspect_files
 from harness.schema.interface import Interface, TensorSpec, check_interface, normalize_name
 from harness.schema.recipes import load_recipe
 from helpers import ROOT, artifact_for
@@ -99,8 +99,8 @@ def test_converted_reference_matches_recipe_interface(fmt):
 
 def test_inspection_is_read_once_per_content(tmp_path, monkeypatch):
     """Loading an artifact in its runtime and gzipping it happen once per content, not on every run."""
-    import harness.build.steps as build
-    from harness.build.cache import ContentCache
+    import harness.prepare.steps as build
+    from harness.prepare.cache import ContentCache
 
     cache = ContentCache(tmp_path / "cache")
     model = linear_onnx(tmp_path / "m.onnx", output_name="scores")
@@ -119,9 +119,9 @@ def test_inspection_is_read_once_per_content(tmp_path, monkeypatch):
 
 def test_a_cached_step_gives_what_a_fresh_one_does(tmp_path):
     """Steps read their results back from the cache entry, so a first run and a cached run see the same."""
-    from harness.build.cache import ContentCache
-    from harness.build.sources import SOURCES, content_sha256
-    from harness.build.steps import describe_source
+    from harness.prepare.cache import ContentCache
+    from harness.prepare.sources import SOURCES, content_sha256
+    from harness.prepare.steps import describe_source
 
     model = linear_onnx(tmp_path / "m.onnx", extra_output=True)
     sha, cache = content_sha256(model, "onnx"), ContentCache(tmp_path / "cache")

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from harness.build.compress import COMPRESSORS
-from harness.build.converters import CONVERTERS
-from harness.build.sources import SOURCES
+from harness.prepare.compress import COMPRESSORS
+from harness.prepare.converters import CONVERTERS
+from harness.prepare.sources import SOURCES
 from harness.core.errors import LibraryMissing, UnknownNameError
 from harness.core.optional import install_hint, library_missing
 from harness.run.transport import TRANSPORTS
@@ -53,7 +53,7 @@ def test_ssh_without_paramiko_names_the_extra():
 
 
 def test_a_converter_whose_library_is_missing_names_its_extra():
-    proc = python("from harness.build.converters import CONVERTERS\n"
+    proc = python("from harness.prepare.converters import CONVERTERS\n"
                   "print(('onnx', 'openvino') in CONVERTERS)", hidden="openvino")
     assert proc.stdout.strip() == "True"  # known by name without importing anything
 

@@ -10,7 +10,7 @@ from harness.schema.recipes import load_recipe
 from harness.schema.results import COLUMNS
 from harness.schema.targets import load_target
 from helpers import ROOT, digits_build, session_cache_dir
-from harness.build.cache import ContentCache
+from harness.prepare.cache import ContentCache
 
 pytestmark = pytest.mark.slow
 

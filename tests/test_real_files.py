@@ -135,7 +135,7 @@ def test_a_model_with_resource_variables_gets_the_reason_in_plain_words(tmp_path
 
 
 def test_the_headline_is_the_most_specific_line():
-    from harness.build.converters import diagnose
+    from harness.prepare.converters import diagnose
     last = diagnose(RuntimeError("Exception from src/core/x.cpp:1:\nsomething general\nthe real cause"))
     assert last.headline == "RuntimeError: the real cause" and last.reason == ""
     typed = diagnose(RuntimeError("Check 'it' failed at src/utils.cpp:95:\nFrontEnd API failed with X:\n"
@@ -165,7 +165,7 @@ def test_an_input_shape_too_large_for_the_host_is_refused_in_one_line_before_all
 
 def test_random_samples_are_made_in_the_inputs_own_dtype():
     import tracemalloc
-    from harness.build.data import random_samples
+    from harness.prepare.data import random_samples
     from harness.schema.interface import Interface, TensorSpec
     interface = Interface((TensorSpec("x", (1, 3, 256, 256), "float32"),), ())
     tracemalloc.start()

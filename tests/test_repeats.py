@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from harness.build.cache import ContentCache
+from harness.prepare.cache import ContentCache
 from harness.judge.history import load_latency_samples
 from harness.run.measurement import combine_repeats
 from harness.run.pipeline import RunSettings, run_profile

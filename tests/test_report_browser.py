@@ -36,7 +36,7 @@ def browser():
 
 @pytest.fixture(scope="module")
 def local_run(tmp_path_factory):
-    from harness.build.cache import ContentCache
+    from harness.prepare.cache import ContentCache
     from harness.run.pipeline import RunSettings, run_profile
     from harness.schema.recipes import load_recipe
     from harness.schema.targets import load_target
@@ -51,7 +51,7 @@ def local_run(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def farm_run(farm, tmp_path_factory):
-    from harness.build.cache import ContentCache
+    from harness.prepare.cache import ContentCache
     from harness.run.pipeline import RunSettings, run_profile
     from harness.schema.recipes import load_recipe
     from harness.schema.targets import load_target

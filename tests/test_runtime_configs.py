@@ -224,7 +224,7 @@ def test_torch_runtime_on_cpu_and_cuda_unavailable(tmp_path):
 def test_a_run_has_a_row_and_a_profile_per_configuration(tmp_path):
     from harness.run.pipeline import RunSettings, run_profile
     from harness.schema.recipes import load_recipe
-    from harness.build.cache import ContentCache
+    from harness.prepare.cache import ContentCache
     from helpers import session_cache_dir
 
     path = write_target(tmp_path, """  onnx:
@@ -309,9 +309,9 @@ def test_placement_sentences_and_diff():
 def test_a_torchscript_model_runs_as_the_torch_format_next_to_onnx(tmp_path):
     """torch sources convert to the fourth format, which the torch runtime runs; CUDA absent: provider_unavailable."""
     torch = pytest.importorskip("torch")
-    from harness.build.cache import ContentCache
+    from harness.prepare.cache import ContentCache
     from harness.run.pipeline import RunSettings, run_profile
-    from harness.build.recipes import recipe_for_file
+    from harness.prepare.recipes import recipe_for_file
 
     torch.manual_seed(0)
     net = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.ReLU(), torch.nn.Flatten(),

@@ -16,7 +16,7 @@ STAGES = [
     {"core", "agent"},
     {"schema"},
     {"judge", "zoo", "farm"},
-    {"build"},
+    {"prepare"},
     {"report"},
     {"run"},
     {"commands"},

@@ -16,7 +16,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from harness.build.cache import DEFAULT_CACHE_DIR
+from harness.prepare.cache import DEFAULT_CACHE_DIR
 from harness.bench import report
 from harness.bench.memory import ControllerRun  # noqa: F401 (re-exported for readers of bench.json's shape)
 from harness.bench.models import BENCH_DIR, models_for_fidelity

@@ -62,9 +62,9 @@ def save_sources(work: Path, cache) -> List[tuple]:
     """(file, data file, task) for every source file this bench profiles, written under work/."""
     import torch
 
-    from harness.build.steps import build_model_artifacts, load_dataset
+    from harness.prepare.steps import build_model_artifacts, load_dataset
     from harness.schema.recipes import load_recipe
-    from harness.build.sources.tensorflow import load_keras_model
+    from harness.prepare.sources.tensorflow import load_keras_model
     from harness.zoo.efficientnet import load_efficientnet_lite0
     from harness.zoo.keras_util import import_tf
 
@@ -104,9 +104,9 @@ def save_sources(work: Path, cache) -> List[tuple]:
 
 
 def measure(work: Path) -> List[Dict[str, Any]]:
-    from harness.build.cache import ContentCache
+    from harness.prepare.cache import ContentCache
     from harness.run.pipeline import RunSettings, run_profile
-    from harness.build.recipes import recipe_for_file
+    from harness.prepare.recipes import recipe_for_file
     from harness.schema.targets import run_target
 
     cache = ContentCache()

@@ -109,7 +109,7 @@ def cluster(root: Path, n_workers: int, log: Callable[[str], None]) -> Iterator[
 
 def build_time(root: Path, n_workers: int, log: Callable[[str], None]) -> Dict[str, Any]:
     """Wall time of build_on_workers for RECIPE with all its variants, from empty caches."""
-    from harness.build.cache import ContentCache
+    from harness.prepare.cache import ContentCache
     from harness.run.dask import build_on_workers
     from harness.schema.recipes import load_recipe
 
@@ -143,8 +143,8 @@ def build_time(root: Path, n_workers: int, log: Callable[[str], None]) -> Dict[s
 
 def dispatch_cost(root: Path, sizes: Sequence[int], rounds: int, log: Callable[[str], None]) -> Dict[str, Any]:
     """Wall time of the same local-target job (cells ending skipped) through threads and through one worker."""
-    from harness.build.steps import build_model_artifacts
-    from harness.build.cache import ContentCache
+    from harness.prepare.steps import build_model_artifacts
+    from harness.prepare.cache import ContentCache
     from harness.run.dask import DaskDispatcher
     from harness.run.pipeline import Cell, ModelEval, RunSettings, TargetJob, ThreadDispatcher
     from harness.schema.recipes import load_recipe

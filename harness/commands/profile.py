@@ -174,7 +174,7 @@ def file_recipes(args) -> Tuple[list, Dict[str, str]]:
     from dataclasses import replace
 
     from harness.schema.interface import parse_shape_flag
-    from harness.build.recipes import recipe_for_file
+    from harness.prepare.recipes import recipe_for_file
 
     shapes = dict(parse_shape_flag(text) for text in args.input_shape)
     model_files, baseline_files = args.model_file or [], getattr(args, "baseline_model_file", None) or []

@@ -36,7 +36,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Set, Tuple
 
-from harness.build.cache import ContentCache
+from harness.prepare.cache import ContentCache
 from harness.core.errors import HarnessError
 from harness.core.progress import SILENT, Progress
 from harness.core.files import atomic_write_bytes
@@ -271,7 +271,7 @@ class _HeldProgress:
 
 def run_build_step(step: BuildStep, *seeds: Bundle) -> StepResult:
     """On a worker: one build step against the worker's own cache, seeded with the entries it depends on."""
-    from harness.build.steps import REFERENCE, compress_variant, convert, prepare_model, reference_source
+    from harness.prepare.steps import REFERENCE, compress_variant, convert, prepare_model, reference_source
 
     cache = worker_cache()
     seeded: Set[Entry] = set()
@@ -401,7 +401,7 @@ class _Builder:
 
     # -------------------------------------------------------- one model's steps
     def start(self, plan: _ModelPlan) -> None:
-        from harness.build.steps import prepare_model
+        from harness.prepare.steps import prepare_model
         recipe, with_cal = plan.recipe, bool(plan.variants)
         call = lambda c, p: prepare_model(recipe, c, p, with_calibration=with_cal)  # noqa: E731
         found, prepared, entries = _on_host(self.cache, call, self.progress)
@@ -421,7 +421,7 @@ class _Builder:
         self.submit(BuildStep("prepare", recipe, with_cal), (), done)
 
     def prepared(self, plan: _ModelPlan, prepared, entries: Set[Entry]) -> None:
-        from harness.build.steps import REFERENCE, reference_source
+        from harness.prepare.steps import REFERENCE, reference_source
         plan.prepared = prepared
         plan.prepared_seed = self.scatter(entries)
         plan.sources[REFERENCE] = reference_source(prepared)
@@ -450,7 +450,7 @@ class _Builder:
         self.submit(step, (plan.prepared_seed, plan.reference_seed), done)
 
     def compress(self, plan: _ModelPlan, index: int, name: str) -> None:
-        from harness.build.steps import compress_variant
+        from harness.prepare.steps import compress_variant
         prepared = plan.prepared
         call = lambda c, p: compress_variant(prepared, name, c, p)  # noqa: E731
         try:
@@ -476,7 +476,7 @@ class _Builder:
         self.submit_compress(plan, index, name, done)
 
     def variant_failed(self, plan: _ModelPlan, index: int, name: str, message: str) -> None:
-        from harness.build.steps import failed_artifact
+        from harness.prepare.steps import failed_artifact
         self.progress(f"{plan.recipe.name}/{name}: compression failed: {message}")
         for j, fmt in enumerate(plan.recipe.formats):
             plan.artifacts[(index, j)] = failed_artifact(plan.recipe, name, fmt, {"error_category":
@@ -493,7 +493,7 @@ class _Builder:
             self.convert(plan, index, name, fmt, j)
 
     def convert(self, plan: _ModelPlan, index: int, variant: str, fmt: str, j: int) -> None:
-        from harness.build.steps import REFERENCE, convert, failed_artifact
+        from harness.prepare.steps import REFERENCE, convert, failed_artifact
         recipe, prepared, source = plan.recipe, plan.prepared, plan.sources[variant]
         call = lambda c, p: convert(prepared, variant, source, fmt, c, p)  # noqa: E731
         found, artifact, entries = _on_host(self.cache, call, self.progress)
@@ -545,9 +545,9 @@ class _Builder:
 def build_on_workers(recipes: Sequence[Any], variants: Dict[str, List[str]], cache: ContentCache, client,
                      progress: Progress = SILENT, steps: Optional[List[Dict[str, Any]]] = None
                      ) -> List[Tuple[Any, List[Any]]]:
-    """(prepared, artifacts) per recipe, as harness.build.steps.build_model_artifacts gives, with every missing build
+    """(prepared, artifacts) per recipe, as harness.prepare.steps.build_model_artifacts gives, with every missing build
     step run as a task on the scheduler's workers and its cache entries brought back into `cache`."""
-    from harness.build.steps import build_model_artifacts
+    from harness.prepare.steps import build_model_artifacts
 
     built: Dict[str, Tuple[Any, List[Any]]] = {}
     plans = []

@@ -25,14 +25,14 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 import numpy as np
 
 from harness.run import probe as device
-from harness.build.steps import Artifact, PreparedModel, build_model_artifacts
-from harness.build.cache import ContentCache
+from harness.prepare.steps import Artifact, PreparedModel, build_model_artifacts
+from harness.prepare.cache import ContentCache
 from harness.core.errors import CommandTimeout, ConnectError, DeviceBusy, HarnessError, TransportError
 from harness.core.files import file_sha256
 from harness.core.optional import RUNTIME_MODULES, install_hint
 from harness.judge.fidelity import fidelity
 from harness.core.progress import SILENT, Progress
-from harness.build.data import importable_from, load_entry_point
+from harness.prepare.data import importable_from, load_entry_point
 from harness.judge.evaluate import ScoringSpec, read_outputs, score_outputs
 from harness.run.measurement import combine_repeats
 from harness.run.pairing import MANIFEST_KEY as PAIRED_KEY, interleave
@@ -116,7 +116,7 @@ class ModelEval:
 
     @classmethod
     def of(cls, prepared: Any) -> "ModelEval":
-        """From a prepared model (harness.build.steps.PreparedModel)."""
+        """From a prepared model (harness.prepare.steps.PreparedModel)."""
         return cls(prepared.recipe.name, str(prepared.eval_inputs_path.resolve()),
                    str(prepared.labels_path.resolve()) if prepared.labels_path else "",
                    str(prepared.reference_outputs_path.resolve()), prepared.reference_figures,
@@ -761,7 +761,7 @@ class BuiltModels:
 
 def validate_recipes(recipes: Sequence[Any], variants: Dict[str, List[str]]) -> None:
     """Before any work: a bad name, parameter or entry point names its file and field."""
-    from harness.build.recipes import validate_recipe
+    from harness.prepare.recipes import validate_recipe
 
     for recipe in recipes:
         validate_recipe(recipe, variants.get(recipe.name, []))

@@ -94,7 +94,7 @@ def torch_macs(model, example) -> int:
 def _save(model, example, out_dir: Path) -> Path:
     import torch
 
-    model.macs = torch_macs(model, example)  # read when the zoo model is built (harness.build.steps)
+    model.macs = torch_macs(model, example)  # read when the zoo model is built (harness.prepare.steps)
     path = Path(out_dir) / "model.pt"
     torch.save(model, path)
     return path

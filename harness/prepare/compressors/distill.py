@@ -18,8 +18,8 @@ from typing import Any, Dict
 
 import numpy as np
 
-from harness.build.compress import VariantModel, register_compressor
-from harness.build.compressors._common import load_keras, require_source, save_keras, take_params, training_data
+from harness.prepare.compress import VariantModel, register_compressor
+from harness.prepare.compressors._common import load_keras, require_source, save_keras, take_params, training_data
 
 DEFAULTS = {
     "alpha": 0.5,          # weight of the hard-label cross-entropy

@@ -14,11 +14,11 @@ from typing import Any, Callable, Dict, Optional, Tuple
 from harness.core.registry import Registry
 
 COMPRESSORS: Registry = Registry("compressor", {
-    "keras_prune": "harness.build.compressors.keras_prune", "torch_prune": "harness.build.compressors.torch_prune",
-    "tflite_dynamic": "harness.build.compressors.tflite_quant",
-    "tflite_float16": "harness.build.compressors.tflite_quant", "tflite_int8": "harness.build.compressors.tflite_quant",
-    "qat": "harness.build.compressors.qat", "ort_int8": "harness.build.compressors.ort_quant",
-    "ov_int8": "harness.build.compressors.ov_quant", "distill": "harness.build.compressors.distill",
+    "keras_prune": "harness.prepare.compressors.keras_prune", "torch_prune": "harness.prepare.compressors.torch_prune",
+    "tflite_dynamic": "harness.prepare.compressors.tflite_quant",
+    "tflite_float16": "harness.prepare.compressors.tflite_quant", "tflite_int8": "harness.prepare.compressors.tflite_quant",
+    "qat": "harness.prepare.compressors.qat", "ort_int8": "harness.prepare.compressors.ort_quant",
+    "ov_int8": "harness.prepare.compressors.ov_quant", "distill": "harness.prepare.compressors.distill",
 })
 
 
@@ -41,7 +41,7 @@ class CompressionContext:
     reference_model_path: Path
     #: the reference's fixed interface (harness.schema.interface.Interface)
     interface: Any
-    #: calibration samples (harness.build.data.SampleSet), or None when there are none
+    #: calibration samples (harness.prepare.data.SampleSet), or None when there are none
     calibration: Any = None
     #: a zoo data set with a training split (x_train, y_train), for compressors that train; None for model files
     train_data: Any = None

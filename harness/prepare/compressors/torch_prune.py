@@ -12,9 +12,9 @@ from typing import Any, Dict
 
 import numpy as np
 
-from harness.build.compress import VariantModel, register_compressor
-from harness.build.compressors._common import require_source, take_params, training_data
-from harness.build.compressors.weights import rel_frobenius, sparsity
+from harness.prepare.compress import VariantModel, register_compressor
+from harness.prepare.compressors._common import require_source, take_params, training_data
+from harness.prepare.compressors.weights import rel_frobenius, sparsity
 
 DEFAULTS = {
     "sparsity": 0.5,
@@ -31,7 +31,7 @@ def torch_prune(ctx, params: Dict[str, Any], out_dir: Path) -> VariantModel:
     import torch
     from torch.nn.utils import prune
 
-    from harness.build.sources import SOURCES
+    from harness.prepare.sources import SOURCES
 
     torch.manual_seed(ctx.seed)
     target = float(p["sparsity"])

@@ -10,15 +10,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Dict
 
-from harness.build.compress import VariantModel, register_compressor
-from harness.build.compressors._common import (
+from harness.prepare.compress import VariantModel, register_compressor
+from harness.prepare.compressors._common import (
     compile_for_finetune,
     load_keras,
     require_source,
     take_params,
     training_data,
 )
-from harness.build.compressors.tflite_quant import tflite_variant
+from harness.prepare.compressors.tflite_quant import tflite_variant
 
 DEFAULTS = {
     "epochs": 2,

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from harness.build.converters import ConversionContext, conversion_failed, register_converter, scratch_dir
-from harness.build.converters.onnx import onnx_to_openvino
+from harness.prepare.converters import ConversionContext, conversion_failed, register_converter, scratch_dir
+from harness.prepare.converters.onnx import onnx_to_openvino
 
 
 def example_inputs(ctx: ConversionContext):
@@ -17,7 +17,7 @@ def example_inputs(ctx: ConversionContext):
 
 
 def load_module(model_path: Path, source_format: str):
-    from harness.build.sources import SOURCES
+    from harness.prepare.sources import SOURCES
     source = SOURCES.get(source_format)()
     if source_format != "torch_export":
         return source.load(model_path)

@@ -12,8 +12,8 @@ import math
 from pathlib import Path
 from typing import Any, Dict
 
-from harness.build.compress import VariantModel, register_compressor
-from harness.build.compressors._common import (
+from harness.prepare.compress import VariantModel, register_compressor
+from harness.prepare.compressors._common import (
     compile_for_finetune,
     load_keras,
     require_source,
@@ -21,7 +21,7 @@ from harness.build.compressors._common import (
     take_params,
     training_data,
 )
-from harness.build.compressors.weights import keras_weights, rel_frobenius, sparsity
+from harness.prepare.compressors.weights import keras_weights, rel_frobenius, sparsity
 
 DEFAULTS = {
     "sparsity": 0.5,        # target fraction of zero kernel weights

@@ -6,9 +6,9 @@ import re
 from pathlib import Path
 from typing import Dict, Optional, Sequence, Tuple
 
-from harness.build.compress import COMPRESSORS
-from harness.build.data import load_entry_point
-from harness.build.sources import SOURCES, detect_format
+from harness.prepare.compress import COMPRESSORS
+from harness.prepare.data import load_entry_point
+from harness.prepare.sources import SOURCES, detect_format
 from harness.core.errors import ConfigError
 from harness.schema.recipes import DataSpec, InputSpec, ModelRecipe, OutputSpec, SourceSpec, VariantSpec
 from harness.schema.targets import ALL_FORMATS, FORMATS

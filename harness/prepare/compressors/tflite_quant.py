@@ -11,8 +11,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Dict
 
-from harness.build.compress import VariantModel, register_compressor
-from harness.build.compressors._common import (
+from harness.prepare.compress import VariantModel, register_compressor
+from harness.prepare.compressors._common import (
     calibration,
     in_order,
     load_keras,
@@ -21,7 +21,7 @@ from harness.build.compressors._common import (
     take_params,
     weight_metrics,
 )
-from harness.build.compressors.weights import tflite_weight_tensors
+from harness.prepare.compressors.weights import tflite_weight_tensors
 
 
 def representative_dataset(samples, names):
@@ -36,15 +36,15 @@ def representative_dataset(samples, names):
 def source_function(ctx, model=None):
     """(a concrete function with the interface's names, the object that owns its variables) of the reference:
     a Keras model object (given, e.g. a QAT model, or loaded), or a SavedModel's serving signature."""
-    from harness.build.converters import ConversionContext
-    from harness.build.converters.tensorflow import input_signature, keras_function
+    from harness.prepare.converters import ConversionContext
+    from harness.prepare.converters.tensorflow import input_signature, keras_function
     from harness.zoo.keras_util import import_tf
     tf, _ = import_tf()
     conversion = ConversionContext(ctx.recipe.name, ctx.interface)
     if model is not None or ctx.source_format == "keras":
         model = model if model is not None else load_keras(ctx.reference_model_path)
         return keras_function(tf, model, conversion), model
-    from harness.build.sources.tensorflow import serving_signature
+    from harness.prepare.sources.tensorflow import serving_signature
     loaded, signature = serving_signature(ctx.reference_model_path)
     names = ctx.interface.input_names
     function = tf.function(lambda *xs: signature(**dict(zip(names, xs))), input_signature=input_signature(tf, conversion))

@@ -25,9 +25,9 @@ from typing import Any, Callable, Dict, List, NamedTuple, Optional, Tuple
 import numpy as np
 
 from harness.agent import agent as device_agent
-from harness.build.cache import ContentCache, content_key
-from harness.build.compress import COMPRESSOR_VERSION, COMPRESSORS, CompressionContext, VariantModel
-from harness.build.data import (
+from harness.prepare.cache import ContentCache, content_key
+from harness.prepare.compress import COMPRESSOR_VERSION, COMPRESSORS, CompressionContext, VariantModel
+from harness.prepare.data import (
     SampleSet,
     call_loader,
     cast_notes,
@@ -44,7 +44,7 @@ from harness.build.data import (
 from harness.core.errors import ConfigError, ConversionError, LibraryMissing
 from harness.core.optional import as_library_missing, library_missing
 from harness.judge.evaluate import ScoringSpec, score_outputs
-from harness.build.converters import (
+from harness.prepare.converters import (
     CONVERTER_VERSION,
     CONVERTERS,
     NO_CONVERTER,
@@ -63,7 +63,7 @@ from harness.schema.interface import (
     produced_specs,
 )
 from harness.core.progress import SILENT, Progress
-from harness.build.sources import SOURCES, content_sha256
+from harness.prepare.sources import SOURCES, content_sha256
 from harness.core.files import atomic_write_bytes, file_sha256
 from harness.zoo import BUILDERS, DATASETS
 
@@ -266,7 +266,7 @@ def build_zoo_model(recipe, cache: ContentCache, progress: Progress = SILENT) ->
 
 def _zoo_macs(recipe, model_file: Path) -> Optional[int]:
     if recipe.source.format == "keras":
-        from harness.build.sources.tensorflow import load_keras_model
+        from harness.prepare.sources.tensorflow import load_keras_model
         from harness.zoo.keras_util import keras_macs
         return keras_macs(load_keras_model(model_file))
     return getattr(SOURCES.get("torch_module")().load(model_file), "macs", None)
@@ -467,7 +467,7 @@ def resolve_source(recipe, cache: ContentCache, progress: Progress = SILENT) -> 
     if recipe.source.builder:
         model_path, macs, cached = build_zoo_model(recipe, cache, progress)
         return SourceModel(model_path, recipe.source.format, macs, cached)
-    from harness.build.sources import detect_format
+    from harness.prepare.sources import detect_format
     model_path = recipe.resolve(recipe.source.path)
     fmt = recipe.source.format or detect_format(model_path)
     if fmt not in SOURCES:
@@ -655,7 +655,7 @@ def _gzip_size(paths) -> int:
 
 def _read_artifact_facts(primary: Path, fmt: str, files, shapes: Dict[str, List[int]]) -> Dict[str, Any]:
     """What an artifact's content alone determines: interface, operators, gzip size (or why it won't load)."""
-    from harness.build.converters.inspect import list_operators, read_interface
+    from harness.prepare.converters.inspect import list_operators, read_interface
 
     facts: Dict[str, Any] = {"gzip_bytes": _gzip_size(files), "interface": {}, "operators": {}, "load_error": ""}
     try:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from harness.build.converters import ConversionContext, conversion_failed, register_converter
+from harness.prepare.converters import ConversionContext, conversion_failed, register_converter
 
 
 @register_converter("torchscript", "torch")
@@ -26,7 +26,7 @@ def torch_export_to_torch(model_path: Path, ctx: ConversionContext, out_dir: Pat
 
 @register_converter("torch_module", "torch")
 def torch_module_to_torch(model_path: Path, ctx: ConversionContext, out_dir: Path) -> Path:
-    from harness.build.converters.torch import example_inputs, load_module
+    from harness.prepare.converters.torch import example_inputs, load_module
     out = Path(out_dir) / f"{ctx.name}.pt"
     try:
         import torch

@@ -9,7 +9,7 @@ from harness.agent import agent as device_agent
 from harness.core.errors import LibraryMissing
 from harness.core.optional import runtime_missing
 from harness.schema.interface import Interface
-from harness.build.sources import not_a_model, register_source
+from harness.prepare.sources import not_a_model, register_source
 
 
 def load_on_host(path: Path, fmt: str, shapes: Optional[Mapping[str, Sequence[int]]] = None,

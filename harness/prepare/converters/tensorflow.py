@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from harness.build.converters import ConversionContext, conversion_failed, register_converter, scratch_dir
-from harness.build.converters.onnx import onnx_to_openvino, to_openvino
+from harness.prepare.converters import ConversionContext, conversion_failed, register_converter, scratch_dir
+from harness.prepare.converters.onnx import onnx_to_openvino, to_openvino
 
 
 def input_signature(tf, ctx: ConversionContext):
@@ -15,7 +15,7 @@ def input_signature(tf, ctx: ConversionContext):
 def keras_function(tf, model, ctx: ConversionContext):
     """A concrete function of the model whose inputs and outputs carry the interface's names (TFLite signatures
     take them from here; a QAT model's renamed output layer keeps its recipe name)."""
-    from harness.build.sources.tensorflow import flatten_outputs
+    from harness.prepare.sources.tensorflow import flatten_outputs
 
     names = ctx.interface.output_names
 
@@ -38,7 +38,7 @@ def tflite_from_function(tf, function, owner, ctx: ConversionContext, out_dir: P
 
 @register_converter("keras", "tflite")
 def keras_to_tflite(model_path: Path, ctx: ConversionContext, out_dir: Path) -> Path:
-    from harness.build.sources.tensorflow import load_keras_model
+    from harness.prepare.sources.tensorflow import load_keras_model
     from harness.zoo.keras_util import import_tf
     tf, _ = import_tf()
     model = load_keras_model(model_path)
@@ -47,7 +47,7 @@ def keras_to_tflite(model_path: Path, ctx: ConversionContext, out_dir: Path) -> 
 
 @register_converter("keras", "onnx")
 def keras_to_onnx(model_path: Path, ctx: ConversionContext, out_dir: Path) -> Path:
-    from harness.build.sources.tensorflow import load_keras_model
+    from harness.prepare.sources.tensorflow import load_keras_model
     from harness.zoo.keras_util import import_tf
     tf, _ = import_tf()
     import tf2onnx
@@ -71,7 +71,7 @@ def keras_to_openvino(model_path: Path, ctx: ConversionContext, out_dir: Path) -
 
 @register_converter("savedmodel", "tflite")
 def savedmodel_to_tflite(model_path: Path, ctx: ConversionContext, out_dir: Path) -> Path:
-    from harness.build.sources.tensorflow import serving_signature
+    from harness.prepare.sources.tensorflow import serving_signature
     from harness.zoo.keras_util import import_tf
     tf, _ = import_tf()
     loaded, signature = serving_signature(model_path)
@@ -85,7 +85,7 @@ def savedmodel_to_tflite(model_path: Path, ctx: ConversionContext, out_dir: Path
 
 @register_converter("savedmodel", "onnx")
 def savedmodel_to_onnx(model_path: Path, ctx: ConversionContext, out_dir: Path) -> Path:
-    from harness.build.sources.tensorflow import serving_signature
+    from harness.prepare.sources.tensorflow import serving_signature
     from harness.zoo.keras_util import import_tf
     tf, _ = import_tf()
     import tf2onnx

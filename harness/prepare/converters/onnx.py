@@ -4,7 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable, Dict, List, Optional
 
-from harness.build.converters import ConversionContext, conversion_failed, register_converter, stateful_operators
+from harness.prepare.converters import ConversionContext, conversion_failed, register_converter, stateful_operators
 
 
 def openvino_input_shapes(model_path: Path, ctx: ConversionContext) -> Dict[str, List[int]]:
@@ -47,7 +47,7 @@ def to_openvino(model_path: Path, ctx: ConversionContext, out_dir: Path, what: s
 
 def tflite_state_note(model_path: Path) -> str:
     """What a failed TFLite conversion's diagnostic should also say: the file's stateful operators, if any."""
-    from harness.build.converters.inspect import list_operators
+    from harness.prepare.converters.inspect import list_operators
     try:
         found = stateful_operators(list_operators(Path(model_path), "tflite", {}))
     except Exception:  # a note, not a requirement

@@ -10,7 +10,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, Dict, Mapping, Optional, Sequence
 
-from harness.build.sources.runtimes import load_on_host
+from harness.prepare.sources.runtimes import load_on_host
 
 
 def read_interface(path: Path, fmt: str, shapes: Optional[Mapping[str, Sequence[int]]] = None) -> Dict[str, Any]:

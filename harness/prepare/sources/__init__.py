@@ -19,11 +19,11 @@ from harness.schema.interface import Interface
 from harness.core.registry import Registry
 
 SOURCES: Registry = Registry("source format", {
-    "onnx": "harness.build.sources.runtimes", "tflite": "harness.build.sources.runtimes",
-    "openvino": "harness.build.sources.runtimes",
-    "keras": "harness.build.sources.tensorflow", "savedmodel": "harness.build.sources.tensorflow",
-    "torchscript": "harness.build.sources.torch", "torch_module": "harness.build.sources.torch",
-    "torch_export": "harness.build.sources.torch",
+    "onnx": "harness.prepare.sources.runtimes", "tflite": "harness.prepare.sources.runtimes",
+    "openvino": "harness.prepare.sources.runtimes",
+    "keras": "harness.prepare.sources.tensorflow", "savedmodel": "harness.prepare.sources.tensorflow",
+    "torchscript": "harness.prepare.sources.torch", "torch_module": "harness.prepare.sources.torch",
+    "torch_export": "harness.prepare.sources.torch",
 })
 
 #: file name suffix -> source format, for `--model-file` without `--source-format`

@@ -11,8 +11,8 @@ from typing import Any, Dict, List
 
 import numpy as np
 
-from harness.build.compress import VariantModel, register_compressor
-from harness.build.compressors._common import calibration, in_order, reference_weights, take_params, weight_metrics
+from harness.prepare.compress import VariantModel, register_compressor
+from harness.prepare.compressors._common import calibration, in_order, reference_weights, take_params, weight_metrics
 
 DEFAULTS = {
     "preset": "performance",        # 'performance' (symmetric) or 'mixed' (asymmetric activations)

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Iterator
 
 from harness.core.errors import ConversionError
-from harness.build.converters import ConversionContext, conversion_failed, register_converter
+from harness.prepare.converters import ConversionContext, conversion_failed, register_converter
 
 INSTALL_HINT = "pip install 'edge-harness[litert-torch]' (pinned in constraints.txt; `make venv`)"
 
@@ -70,8 +70,8 @@ def _convert(model_path: Path, source_format: str, ctx: ConversionContext, path:
                               f"({exc}); {INSTALL_HINT}") from None
     import torch
 
-    from harness.build.sources.torch import flatten
-    from harness.build.converters.torch import example_inputs, load_module
+    from harness.prepare.sources.torch import flatten
+    from harness.prepare.converters.torch import example_inputs, load_module
 
     inner = load_module(model_path, source_format)
     input_names, output_names = ctx.interface.input_names, ctx.interface.output_names

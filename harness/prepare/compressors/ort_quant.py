@@ -12,9 +12,9 @@ import tempfile
 from pathlib import Path
 from typing import Any, Dict
 
-from harness.build.compress import VariantModel, register_compressor
-from harness.build.compressors._common import calibration, in_order, reference_weights, take_params, weight_metrics
-from harness.build.compressors.weights import onnx_weight_tensors
+from harness.prepare.compress import VariantModel, register_compressor
+from harness.prepare.compressors._common import calibration, in_order, reference_weights, take_params, weight_metrics
+from harness.prepare.compressors.weights import onnx_weight_tensors
 
 DEFAULTS = {
     "per_channel": True,

@@ -10,7 +10,7 @@ import numpy as np
 
 from harness.agent.agent import contiguous
 from harness.schema.interface import Interface, TensorSpec
-from harness.build.sources import not_a_model, register_source
+from harness.prepare.sources import not_a_model, register_source
 
 
 def flatten(value: Any) -> List[Any]:

@@ -7,7 +7,7 @@ from typing import Any, List, Optional
 import numpy as np
 
 from harness.schema.interface import Interface, TensorSpec
-from harness.build.sources import not_a_model, register_source
+from harness.prepare.sources import not_a_model, register_source
 
 
 def _dims(shape) -> tuple:

@@ -10,7 +10,7 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple
 import numpy as np
 
 from harness.core.errors import ConfigError
-from harness.build.compressors.weights import keras_weights, matched_rel_frobenius, onnx_weight_tensors
+from harness.prepare.compressors.weights import keras_weights, matched_rel_frobenius, onnx_weight_tensors
 
 
 def take_params(ctx, compressor: str, params: Mapping[str, Any], defaults: Mapping[str, Any]) -> Dict[str, Any]:
@@ -64,7 +64,7 @@ def reference_weights(ctx) -> Tuple[List[np.ndarray], Optional[int]]:
         model = load_keras(ctx.reference_model_path)
         return keras_weights(model), int(model.count_params())
     if ctx.source_format == "torch_module":
-        from harness.build.sources import SOURCES
+        from harness.prepare.sources import SOURCES
         model = SOURCES.get("torch_module")().load(ctx.reference_model_path)
         return [p.detach().cpu().numpy() for p in model.parameters()], int(sum(p.numel() for p in model.parameters()))
     weights = onnx_weight_tensors(ctx.convert_reference("onnx"))
@@ -73,7 +73,7 @@ def reference_weights(ctx) -> Tuple[List[np.ndarray], Optional[int]]:
 
 # ---------------------------------------------------------------- Keras
 def load_keras(path: Path):
-    from harness.build.sources.tensorflow import load_keras_model
+    from harness.prepare.sources.tensorflow import load_keras_model
     return load_keras_model(path)
 
 
