@@ -99,7 +99,7 @@ def _probes(path: Path):
 
 
 def test_nobody_probes_a_runtime_for_its_optional_parts():
-    files = [AGENT, *(ROOT / "harness" / "run").rglob("*.py"), *(ROOT / "harness" / "build").rglob("*.py"),
+    files = [AGENT, *(ROOT / "harness" / "run").rglob("*.py"), *(ROOT / "harness" / "prepare").rglob("*.py"),
              *(ROOT / "harness" / "bench").rglob("*.py")]
     assert [p for f in files for p in _probes(f)] == []
 
