@@ -8,9 +8,14 @@ import numpy as np
 import pytest
 
 from harness.farm import EMULATED_DEVICE_CLASSES, FarmError, classes_for, device_plan, farm_down, farm_up
-from harness.judge.gate import Policy, TargetPolicy, evaluate
+from harness.judge.gate import Policy, TargetPolicy, GateInputs, evaluate
 from harness.judge.scores import compare_outputs, cross_arch_parity, portability_scores, recommend
 from harness.schema.targets import Budgets, load_target
+
+
+def judge(policy, frame, budgets=None, **inputs):
+    """The gate's verdict on a table, with GateInputs given as keywords."""
+    return evaluate(policy, frame, GateInputs(budgets=budgets or {}, **inputs))
 
 ARM_DEVICES = ("sim-pi4-arm64", "sim-jetson-arm64")
 
@@ -44,12 +49,12 @@ def test_emulated_latency_and_memory_are_recorded_but_not_judged():
     assert rec.fits and "emulated" in rec.reason
     policy = Policy(defaults=TargetPolicy(min_accuracy_retention=0.99, max_latency_p99_ms=50.0,
                                           max_peak_memory_mb=512.0))
-    result = evaluate(policy, [{**r, "noisy": True} if r["target"] == "arm" else r for r in rows], budgets,
+    result = judge(policy, [{**r, "noisy": True} if r["target"] == "arm" else r for r in rows], budgets,
                       emulated={"arm"})
     assert result.passed and result.exit_code == 0, result.lines()
     assert {c.rule for c in result.checks if c.target == "arm"} == {"cell_status", "min_accuracy_retention"}
     assert any("arm: emulated" in n for n in result.notes)
-    assert not evaluate(policy, rows, budgets).passed  # the same cells on a real board would fail
+    assert not judge(policy, rows, budgets).passed  # the same cells on a real board would fail
 
 
 def test_cross_arch_parity_compares_every_output_and_names_arm_only_differences():
@@ -158,15 +163,14 @@ def test_digits_on_arm64_devices_matches_the_x86_cells(arm_farm, tmp_path):
     outcome = pipeline.run_profile([load_recipe("digits_cnn", ROOT / "models")], targets,
                                    variants={"digits_cnn": ["tflite_int8", "ort_int8"]},
                                    settings=pipeline.RunSettings(warmup=1, iterations=5, max_samples=20, min_duration_s=0.0),
-                                   reports_dir=tmp_path / "reports", cache=ContentCache(session_cache_dir()),
-                                   write_report=False)
+                                   reports_dir=tmp_path / "reports", cache=ContentCache(session_cache_dir()))
     frame = outcome.frame.set_index(["variant", "format", "target"])
     for cell in [("reference", "tflite", "sim-pi4-arm64"), ("tflite_int8", "tflite", "sim-pi4-arm64"),
                  ("reference", "onnx", "sim-jetson-arm64"), ("ort_int8", "onnx", "sim-jetson-arm64")]:
         assert frame.loc[cell, "status"] == "ok", frame.loc[cell, "error_message"]
         assert frame.loc[cell, "top1_agreement"] >= 0.95
     assert frame.loc[("reference", "tflite", "sim-pi4-arm64"), "runtime"] == "ai-edge-litert"
-    ctx = build_context(outcome.run_dir, {t.name: t for t in targets})
+    ctx = build_context(outcome, {t.name: t for t in targets})
     assert ctx.emulated == frozenset(ARM_DEVICES)
     assert ctx.arches["sim-pi4-arm64"] == "aarch64" and ctx.arches["sim-x86"] == "x86_64"
     compared = {(c.variant, c.format, c.target): c for c in ctx.cross_arch}

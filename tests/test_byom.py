@@ -13,7 +13,8 @@ import pytest
 
 import byom
 from harness.prepare.cache import ContentCache
-from harness.run.pipeline import RunSettings, run_profile
+from harness.run.pipeline import run_profile
+from harness.run.plan import RunSettings
 from harness.prepare.recipes import recipe_for_file
 from harness.schema.recipes import load_recipe
 from harness.schema.targets import load_target
@@ -31,8 +32,7 @@ def harness(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
 def profile(recipe, tmp_path, targets=(LOCAL,), variants=(), settings=QUICK):
     """One run through the same pipeline as `harness profile`; rows by (variant, format)."""
     outcome = run_profile([recipe], list(targets), {recipe.name: list(variants)}, settings, run_id="byom",
-                          reports_dir=tmp_path / "reports", cache=ContentCache(session_cache_dir()),
-                          write_report=False)
+                          reports_dir=tmp_path / "reports", cache=ContentCache(session_cache_dir()))
     rows = {(r["variant"], r["format"], r["target"]): r for r in outcome.frame.to_dict(orient="records")}
     return outcome, rows
 

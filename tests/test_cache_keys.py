@@ -67,7 +67,7 @@ def test_a_read_only_tracking_cache_stops_a_step_before_its_work(tmp_path):
     one is remembered as an entry the step needs."""
     import pytest
     from harness.prepare.cache import ContentCache
-    from harness.run.dask import EntryMissing, TrackingCache
+    from harness.run.dask.workers import EntryMissing, TrackingCache
 
     ContentCache(tmp_path).get_or_build("things", "there", lambda scratch: None)
     probe = TrackingCache(tmp_path, read_only=True)

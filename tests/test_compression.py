@@ -100,15 +100,15 @@ def recipe():
 
 @pytest.fixture(scope="module")
 def frame(recipe, tmp_path_factory):
-    from harness.run.pipeline import RunSettings, run_profile
+    from harness.run.pipeline import run_profile
+    from harness.run.plan import RunSettings
     from harness.schema.targets import load_target
 
     digits_build()  # the reference, trained once per session
     outcome = run_profile([recipe], [load_target("local", ROOT / "targets")],
                           {recipe.name: [v.name for v in recipe.variants]},
                           settings=RunSettings(warmup=1, iterations=3, min_duration_s=0.0, profile=False),
-                          reports_dir=tmp_path_factory.mktemp("reports"), cache=ContentCache(session_cache_dir()),
-                          write_report=False)
+                          reports_dir=tmp_path_factory.mktemp("reports"), cache=ContentCache(session_cache_dir()))
     return outcome.frame.set_index(["variant", "format"])
 
 

@@ -22,7 +22,8 @@ import yaml
 from harness.agent import agent
 from harness.judge.verdict import EXIT_INFRASTRUCTURE, run_verdict
 from harness.run import probe as device
-from harness.run.pipeline import Cell, ModelEval, RunSettings, TargetJob, run_target_job
+from harness.run.device_job import run_target_job
+from harness.run.plan import Cell, ModelEval, RunSettings, TargetJob
 from harness.run.storage import DeviceCache
 from harness.run.transport import open_transport
 from harness.schema.rundir import RunDir
@@ -135,8 +136,10 @@ def test_a_file_corrupted_on_every_upload_fails_as_cache_corrupted_and_marks_the
         transport.close()
     assert probe["storage"]["suspect"]["reason"] == suspect
     from harness.commands.profile import storage_lines
-    from harness.run.pipeline import collate
-    outcome = collate(run, [target])
+    from harness.report import write_report
+    from harness.run.collate import collate
+    outcome = collate(run)
+    write_report(outcome, {target.name: target})
     lines = storage_lines(outcome)
     assert any(line.startswith("STORAGE SUSPECT on sim-x86") for line in lines), lines
     html = (run.root / "index.html").read_text()

@@ -137,7 +137,7 @@ def test_build_of_eight_artifacts_spreads_over_two_workers_and_comes_back_as_byt
     from distributed import Client, LocalCluster
 
     from harness.prepare.cache import ContentCache
-    from harness.run.dask import build_on_workers
+    from harness.run.dask.prepare_on_workers import build_on_workers
     from harness.schema.recipes import load_recipe
 
     recipe = load_recipe("digits_cnn", ROOT / "models")
@@ -190,7 +190,8 @@ def _host_built_digits():
 @pytest.mark.slow
 def test_farm_run_on_three_devices_pinned_to_workers_by_site(farm, sim_target, scheduler, tmp_path):
     from harness.run.dask import DaskDispatcher
-    from harness.run.pipeline import RunSettings, run_profile
+    from harness.run.pipeline import run_profile
+    from harness.run.plan import RunSettings
 
     client, start_worker = scheduler
     start_worker("lab-a-worker", "site-lab-a=1")
@@ -201,7 +202,7 @@ def test_farm_run_on_three_devices_pinned_to_workers_by_site(farm, sim_target, s
                dataclasses.replace(sim_target("sim-x86"), name="sim-x86-lab-z", site="lab-z")]
     lines = Lines()
     outcome = run_profile([recipe], targets, {}, RunSettings(**QUICK), reports_dir=tmp_path / "reports",
-                          cache=cache, progress=lines, dispatcher=DaskDispatcher(client), write_report=False)
+                          cache=cache, progress=lines, dispatcher=DaskDispatcher(client))
 
     rows = {r["cell_id"]: r for r in outcome.frame.to_dict(orient="records")}
     assert len(rows) == 12
@@ -235,7 +236,8 @@ def test_farm_run_on_three_devices_pinned_to_workers_by_site(farm, sim_target, s
 def test_worker_killed_mid_run_loses_its_cells_and_resume_finishes_on_the_others(farm, sim_target, scheduler,
                                                                                  tmp_path):
     from harness.run.dask import DaskDispatcher
-    from harness.run.pipeline import RunSettings, run_profile
+    from harness.run.pipeline import run_profile
+    from harness.run.plan import RunSettings
 
     client, start_worker = scheduler
     procs = {"w1": start_worker("w1", "site-lab-a=1"), "w2": start_worker("w2", "site-lab-a=1")}
@@ -252,7 +254,7 @@ def test_worker_killed_mid_run_loses_its_cells_and_resume_finishes_on_the_others
     lines = Lines(kill_on_first_cell)
     settings = RunSettings(**{**QUICK, "min_duration_s": 0.5})
     first = run_profile([recipe], [target], {}, settings, reports_dir=tmp_path / "reports", cache=cache,
-                        progress=lines, dispatcher=DaskDispatcher(client), write_report=False)
+                        progress=lines, dispatcher=DaskDispatcher(client))
 
     assert killed, lines.lines
     rows = first.frame.to_dict(orient="records")
@@ -269,7 +271,7 @@ def test_worker_killed_mid_run_loses_its_cells_and_resume_finishes_on_the_others
     resumed_lines = Lines()
     second = run_profile([recipe], [target], {}, settings, run_id=first.run_dir.run_id,
                          reports_dir=tmp_path / "reports", cache=cache, progress=resumed_lines,
-                         dispatcher=DaskDispatcher(client), resume=True, write_report=False)
+                         dispatcher=DaskDispatcher(client), resume=True)
     assert set(second.frame["status"]) == {"ok"} and len(second.frame) == 3 and not second.missing
     assert resumed_lines.having(f"[sim-x86] job on worker {survivor}")
     assert resumed_lines.having(f"{len(kept)} cells already done, {len(lost)} to run")

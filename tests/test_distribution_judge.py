@@ -5,9 +5,14 @@ import numpy as np
 import pytest
 
 from harness.core.errors import ConfigError
-from harness.judge.gate import Policy, TargetPolicy, evaluate, load_policy
+from harness.judge.gate import Policy, TargetPolicy, GateInputs, evaluate, load_policy
 from harness.judge.regression import compare_latency, compare_runs, harrell_davis, regressions
 from harness.schema.results import make_row
+
+
+def judge(policy, frame, budgets=None, **inputs):
+    """The gate's verdict on a table, with GateInputs given as keywords."""
+    return evaluate(policy, frame, GateInputs(budgets=budgets or {}, **inputs))
 
 N_SEEDS = 60
 
@@ -95,10 +100,10 @@ def test_a_policy_names_the_figures_that_gate_and_by_default_all_three_do():
     base_rows, base_samples = _rows_and_samples("base", 1)
     rows, samples = _rows_and_samples("new", 2, stall_share=0.15)
     common = dict(samples=samples, baseline_rows=base_rows, baseline_samples=base_samples, baseline_id="base")
-    every = evaluate(Policy(defaults=TargetPolicy(max_latency_regression=0.05)), rows, {}, **common)
+    every = judge(Policy(defaults=TargetPolicy(max_latency_regression=0.05)), rows, {}, **common)
     assert {v.rule for v in every.violations} == {"max_latency_regression.mean", "max_latency_regression.p90"}
     assert sum(c.rule.startswith("max_latency_regression") for c in every.checks) == 3
-    median_only = evaluate(Policy(defaults=TargetPolicy(max_latency_regression=0.05, latency_figures=("median",))),
+    median_only = judge(Policy(defaults=TargetPolicy(max_latency_regression=0.05, latency_figures=("median",))),
                            rows, {}, **common)
     assert median_only.passed and [c.rule for c in median_only.checks if "latency_regression" in c.rule] == \
         ["max_latency_regression"]

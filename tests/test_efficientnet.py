@@ -82,7 +82,8 @@ def test_onnx_export_matches_torch_within_1e_4(tmp_path):
 @pytest.mark.slow
 def test_local_profile_of_the_reference_agrees_with_torch(tmp_path):
     """The recipe's reference on this machine in ONNX Runtime, OpenVINO (f32) and TFLite (litert-torch)."""
-    from harness.run.pipeline import RunSettings, run_profile
+    from harness.run.pipeline import run_profile
+    from harness.run.plan import RunSettings
     from harness.schema.recipes import load_recipe
     from harness.schema.targets import load_target
     from harness.prepare.cache import ContentCache
@@ -93,7 +94,7 @@ def test_local_profile_of_the_reference_agrees_with_torch(tmp_path):
         "tflite": [{"name": "tflite"}], "onnx": [{"name": "onnx"}],
         "openvino": [{"name": "ov-f32", "precision": "f32"}]})
     outcome = run_profile([recipe], [local], settings=RunSettings(warmup=1, iterations=5, min_duration_s=0.0),
-                          reports_dir=tmp_path, cache=ContentCache(session_cache_dir()), write_report=False)
+                          reports_dir=tmp_path, cache=ContentCache(session_cache_dir()))
     rows = outcome.frame.set_index("format")
     assert set(rows.index) == {"onnx", "openvino", "tflite"}
     assert (rows["status"] == "ok").all(), rows[["status", "error_message"]]

@@ -96,8 +96,7 @@ def test_profile_on_two_simulated_devices_in_parallel_and_an_offline_one(farm, s
     targets = [sim_target("sim-pi4"), sim_target("sim-jetson"), offline]
     outcome = pipeline.run_profile([load_recipe("digits_cnn", ROOT / "models")], targets,
                                    settings=pipeline.RunSettings(warmup=2, iterations=20, min_duration_s=0.0, profile=False),
-                                   reports_dir=tmp_path / "reports", cache=ContentCache(session_cache_dir()),
-                                   write_report=False)
+                                   reports_dir=tmp_path / "reports", cache=ContentCache(session_cache_dir()))
     frame = outcome.frame.set_index(["target", "format"])
     status = frame["status"].to_dict()
     assert status[("sim-pi4", "tflite")] == "ok", frame.loc[("sim-pi4", "tflite"), "error_message"]

@@ -28,7 +28,8 @@ from conftest import FARM_ENVS_DIR
 from harness.run import probe as device, pipeline
 from harness.prepare.cache import ContentCache
 from harness.farm import farm_down, farm_up
-from harness.run.pipeline import Cell, ModelEval, RunSettings, TargetJob, run_target_job
+from harness.run.device_job import run_target_job
+from harness.run.plan import Cell, ModelEval, RunSettings, TargetJob
 from harness.schema.recipes import load_recipe
 from harness.schema.rundir import RunDir
 from harness.core.files import file_sha256
@@ -179,7 +180,7 @@ def test_offline_device_and_device_killed_mid_run_keep_other_results_and_resume_
         outcome = pipeline.run_profile([recipe], targets, settings=RunSettings(warmup=2, iterations=50,
                                                                                max_samples=50),
                                        run_id="device-lost", reports_dir=tmp_path / "reports",
-                                       cache=ContentCache(session_cache_dir()), write_report=False)
+                                       cache=ContentCache(session_cache_dir()))
         thread.join(5)
         assert "error" not in killed, killed.get("error")
         frame = outcome.frame.set_index(["target", "format"])

@@ -10,12 +10,26 @@ import pytest
 
 from harness.commands import gate as gate_command
 from harness.core.errors import ConfigError
-from harness.judge.gate import Policy, TargetPolicy, evaluate, junit_xml, load_policy, write_junit
-from harness.judge.history import History, load_latency_samples, load_run_table
+from harness.judge.gate import Policy, TargetPolicy, GateInputs, evaluate, junit_xml, load_policy, write_junit
+from harness.history.store import History
+from harness.schema.run_results import RunResults
 from harness.judge.regression import RunSpread, history_key
 from harness.schema.results import make_row, results_frame
 from harness.schema.rundir import RunDir
 from harness.schema.targets import Budgets
+
+
+def judge(policy, frame, budgets=None, **inputs):
+    """The gate's verdict on a table, with GateInputs given as keywords."""
+    return evaluate(policy, frame, GateInputs(budgets=budgets or {}, **inputs))
+
+
+def load_run_table(run):
+    return RunResults.load(run).frame
+
+
+def load_latency_samples(run):
+    return RunResults.load(run).latency_samples()
 
 REPO = Path(__file__).resolve().parents[1]
 MB = 1024 * 1024
@@ -98,7 +112,7 @@ def test_policy_that_is_not_yaml_names_the_line(tmp_path):
 # ---------------------------------------------------------------- evaluation
 def test_default_policy_passes_a_healthy_default_run():
     policy = load_policy(REPO / "policies" / "default.yaml")
-    result = evaluate(policy, results_frame(good_rows()), LOCAL, run_id="r")
+    result = judge(policy, results_frame(good_rows()), LOCAL, run_id="r")
     assert result.passed, result.lines()
     assert any("no baseline run found" in n for n in result.notes)
 
@@ -108,7 +122,7 @@ def test_each_rule_reports_its_violation():
                                           max_peak_memory_mb=300.0, required_formats=("tflite", "onnx")),
                     targets={"jetson": TargetPolicy()}, source_path="p.yaml")
     rows = [cell("onnx", retention=0.95), cell("openvino", p99=12.0, mem_mb=400.0), cell("tflite", status="failed")]
-    result = evaluate(policy, results_frame(rows), LOCAL, run_id="r")
+    result = judge(policy, results_frame(rows), LOCAL, run_id="r")
     got = {(v.rule, v.subject) for v in result.violations}
     assert got == {
         ("min_accuracy_retention", "digits_cnn__reference__onnx__local"),
@@ -127,20 +141,20 @@ def test_each_rule_reports_its_violation():
 def test_incompatible_cells_and_unchecked_variants_do_not_fail():
     policy = Policy(defaults=TargetPolicy(min_accuracy_retention=0.99, variants=("reference",)))
     rows = [cell("onnx"), cell("tflite", status="incompatible"), cell("onnx", variant="int8", retention=0.5)]
-    assert evaluate(policy, results_frame(rows), LOCAL).passed
+    assert judge(policy, results_frame(rows), LOCAL).passed
 
 
 def test_target_budgets_are_used_when_asked():
     policy = Policy(defaults=TargetPolicy(use_target_budgets=True))
     slow = results_frame([cell("onnx", p99=25.0)])
-    (violation,) = evaluate(policy, slow, LOCAL).violations
+    (violation,) = judge(policy, slow, LOCAL).violations
     assert violation.rule == "max_latency_p99_ms" and "(maximum 20 ms)" in violation.message
-    assert evaluate(Policy(defaults=TargetPolicy(use_target_budgets=True, max_latency_p99_ms=30.0)), slow,
+    assert judge(Policy(defaults=TargetPolicy(use_target_budgets=True, max_latency_p99_ms=30.0)), slow,
                     LOCAL).passed
 
 
 def test_empty_run_fails():
-    result = evaluate(Policy(), results_frame([]), {})
+    result = judge(Policy(), results_frame([]), {})
     assert not result.passed and result.violations[0].rule == "cells_present"
 
 
@@ -154,10 +168,10 @@ def test_regression_rules_against_a_recorded_baseline(tmp_path):
     worse = write_run(tmp_path, "worse", worse_rows, scale=1.10, seed=3)
     kwargs = dict(baseline_rows=load_run_table(base).to_dict(orient="records"),
                   baseline_samples=load_latency_samples(base), baseline_id="base")
-    ok = evaluate(policy, load_run_table(same), LOCAL, samples=load_latency_samples(same), **kwargs)
+    ok = judge(policy, load_run_table(same), LOCAL, samples=load_latency_samples(same), **kwargs)
     assert ok.passed and ok.baseline_id == "base"
     assert sum(c.rule == "max_latency_regression" for c in ok.checks) == 3
-    bad = evaluate(policy, load_run_table(worse), LOCAL, samples=load_latency_samples(worse), **kwargs)
+    bad = judge(policy, load_run_table(worse), LOCAL, samples=load_latency_samples(worse), **kwargs)
     got = {(v.rule, v.subject.split("__")[2]) for v in bad.violations}
     # a uniform 10 % slowdown moves the median, the mean and the p90 alike: each figure's rule catches it
     latency = {(rule, fmt) for rule in ("max_latency_regression", "max_latency_regression.mean",
@@ -172,12 +186,12 @@ def test_one_repeat_without_history_is_judged_against_an_assumed_spread_and_with
     kwargs = dict(baseline_rows=load_run_table(base).to_dict(orient="records"),
                   baseline_samples=load_latency_samples(base), baseline_id="base",
                   samples=load_latency_samples(worse))
-    unknown = evaluate(policy, load_run_table(worse), LOCAL, **kwargs)
+    unknown = judge(policy, load_run_table(worse), LOCAL, **kwargs)
     assert unknown.passed, "a 10 % change is within what an unmeasured 3 % run-to-run drift can do"
     assert all("assumed CV 3%" in c.message for c in unknown.checks if c.rule == "max_latency_regression")
     rows = load_run_table(worse).to_dict(orient="records")
     quiet_history = {history_key(r): RunSpread(cv=0.01, runs=12, df=11) for r in rows}
-    known = evaluate(policy, load_run_table(worse), LOCAL, history=quiet_history, **kwargs)
+    known = judge(policy, load_run_table(worse), LOCAL, history=quiet_history, **kwargs)
     assert {v.rule for v in known.violations} == {"max_latency_regression"} and len(known.violations) == 3
     assert "between-run CV 1.0% over 12 runs" in known.violations[0].message
 
@@ -185,20 +199,20 @@ def test_one_repeat_without_history_is_judged_against_an_assumed_spread_and_with
 def test_noisy_cells_are_not_judged_and_the_gate_says_re_run(tmp_path):
     rows = good_rows()
     rows[1] = dict(rows[1], noisy=True, noise_reasons="load 3.2 per CPU > 0.5", latency_p99_ms=80.0)
-    result = evaluate(Policy(defaults=TargetPolicy(max_latency_p99_ms=20.0)), rows, LOCAL, run_id="r")
+    result = judge(Policy(defaults=TargetPolicy(max_latency_p99_ms=20.0)), rows, LOCAL, run_id="r")
     assert result.passed and result.exit_code == 2 and result.verdict == "NOT JUDGED"
     (skipped,) = result.not_judged
     assert skipped.rule == "quiet_device" and "load 3.2 per CPU" in skipped.message
     assert "re-run" in "\n".join(result.lines())
     # a violation elsewhere is still a verdict
     rows[0] = dict(rows[0], latency_p99_ms=50.0)
-    assert evaluate(Policy(defaults=TargetPolicy(max_latency_p99_ms=20.0)), rows, LOCAL).exit_code == 1
-    assert evaluate(Policy(defaults=TargetPolicy(max_latency_p99_ms=20.0)), good_rows(), LOCAL).exit_code == 0
+    assert judge(Policy(defaults=TargetPolicy(max_latency_p99_ms=20.0)), rows, LOCAL).exit_code == 1
+    assert judge(Policy(defaults=TargetPolicy(max_latency_p99_ms=20.0)), good_rows(), LOCAL).exit_code == 0
 
 
 def test_junit_xml_lists_every_check_and_each_failure(tmp_path):
     policy = Policy(defaults=TargetPolicy(max_latency_p99_ms=4.5), source_path="p.yaml")
-    result = evaluate(policy, results_frame(good_rows()), LOCAL, run_id="r")
+    result = judge(policy, results_frame(good_rows()), LOCAL, run_id="r")
     path = write_junit(result, tmp_path / "out" / "gate.junit.xml")
     root = ET.parse(path).getroot()
     assert root.tag == "testsuites" and root.get("failures") == "1"

@@ -11,7 +11,9 @@ import pytest
 
 from harness.commands import history as history_command
 from harness.core.errors import HarnessError
-from harness.judge.history import DEFAULT_DB_PATH, History, load_run_table, record_run, resolve_run
+from harness.history.store import DEFAULT_DB_PATH, History, record_run
+from harness.schema.run_results import RunResults
+from harness.schema.rundir import resolve_run
 from harness.schema.results import make_row, results_frame
 from harness.schema.rundir import RunDir
 
@@ -36,7 +38,7 @@ def write_run(reports: Path, run_id: str, p99: float = 5.0, failed: bool = False
 
 def test_record_run_stores_rows_samples_and_counts(tmp_path):
     run = write_run(tmp_path / "reports", "run-a", failed=True)
-    info = record_run(run, tmp_path / "h.sqlite")
+    info = record_run(RunResults.load(run), tmp_path / "h.sqlite")
     assert (info.run_id, info.n_cells, info.n_ok, info.n_failed, info.gate_passed) == ("run-a", 2, 1, 1, None)
     store = History(tmp_path / "h.sqlite")
     rows = {r["format"]: r for r in store.rows("run-a")}
@@ -49,7 +51,7 @@ def test_record_run_stores_rows_samples_and_counts(tmp_path):
 def test_series_follows_runs_in_order_with_gaps_for_failed_cells(tmp_path):
     db = tmp_path / "h.sqlite"
     for i, p99 in enumerate([5.0, 5.5, 6.0]):
-        record_run(write_run(tmp_path / "reports", f"run-{i}", p99=p99, failed=(i == 1), seed=i), db)
+        record_run(RunResults.load(write_run(tmp_path / "reports", f"run-{i}", p99=p99, failed=(i == 1), seed=i)), db)
     store = History(db)
     onnx = store.series("m", "local", "latency_p99_ms", fmt="onnx")
     assert [(p.run_id, p.value) for p in onnx] == [("run-0", 5.0), ("run-1", 5.5), ("run-2", 6.0)]
@@ -62,9 +64,9 @@ def test_series_follows_runs_in_order_with_gaps_for_failed_cells(tmp_path):
 
 def test_recording_again_replaces_cells_but_keeps_order_and_verdict(tmp_path):
     db = tmp_path / "h.sqlite"
-    first = record_run(write_run(tmp_path / "reports", "run-a"), db, gate_passed=True)
-    record_run(write_run(tmp_path / "reports", "run-b", seed=1), db)
-    again = record_run(write_run(tmp_path / "reports", "run-a", p99=7.0), db)
+    first = record_run(RunResults.load(write_run(tmp_path / "reports", "run-a")), db, gate_passed=True)
+    record_run(RunResults.load(write_run(tmp_path / "reports", "run-b", seed=1)), db)
+    again = record_run(RunResults.load(write_run(tmp_path / "reports", "run-a", p99=7.0)), db)
     assert again.seq == first.seq and again.gate_passed is True
     store = History(db)
     assert [r.run_id for r in store.runs()] == ["run-a", "run-b"]
@@ -74,10 +76,10 @@ def test_recording_again_replaces_cells_but_keeps_order_and_verdict(tmp_path):
 def test_baseline_is_the_last_run_that_passed_the_gate(tmp_path):
     db, reports = tmp_path / "h.sqlite", tmp_path / "reports"
     store = History(db)
-    record_run(write_run(reports, "r1"), db, gate_passed=True)
-    record_run(write_run(reports, "r2"), db, gate_passed=True)
-    record_run(write_run(reports, "r3"), db, gate_passed=False)
-    record_run(write_run(reports, "r4"), db)
+    record_run(RunResults.load(write_run(reports, "r1")), db, gate_passed=True)
+    record_run(RunResults.load(write_run(reports, "r2")), db, gate_passed=True)
+    record_run(RunResults.load(write_run(reports, "r3")), db, gate_passed=False)
+    record_run(RunResults.load(write_run(reports, "r4")), db)
     assert store.find_baseline("r4") == "r2"
     assert store.find_baseline("r2") == "r1"
     assert store.find_baseline("r1") is None
@@ -89,9 +91,9 @@ def test_baseline_is_the_last_run_that_passed_the_gate(tmp_path):
 
 def test_without_any_gate_verdict_the_last_clean_run_is_the_baseline(tmp_path):
     db, reports = tmp_path / "h.sqlite", tmp_path / "reports"
-    record_run(write_run(reports, "r1"), db)
-    record_run(write_run(reports, "r2", failed=True), db)
-    record_run(write_run(reports, "r3"), db)
+    record_run(RunResults.load(write_run(reports, "r1")), db)
+    record_run(RunResults.load(write_run(reports, "r2", failed=True)), db)
+    record_run(RunResults.load(write_run(reports, "r3")), db)
     assert History(db).find_baseline("r3") == "r1"
 
 
@@ -111,13 +113,13 @@ def test_resolve_run_latest_and_unknown_ids(tmp_path):
     write_run(reports, "unfinished", tables=False)
     assert resolve_run("latest", reports).run_id == "newer"
     assert resolve_run("older", reports).run_id == "older"
-    with pytest.raises(HarnessError, match="no run directory .*typo.*recent runs: newer, older, unfinished"):
+    with pytest.raises(HarnessError, match="typo: no such run directory; recent runs: newer, older, unfinished"):
         resolve_run("typo", reports)
 
 
 def test_run_without_tables_is_read_from_its_cells(tmp_path):
     run = write_run(tmp_path / "reports", "partial", tables=False)
-    assert sorted(load_run_table(run)["format"]) == ["onnx", "tflite"]
+    assert sorted(RunResults.load(run).frame["format"]) == ["onnx", "tflite"]
 
 
 def test_default_store_is_under_the_git_ignored_harness_dir():

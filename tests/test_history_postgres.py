@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from harness.judge.history import SCHEMA_VERSION, History, record_run, redact_url
+from harness.history.store import SCHEMA_VERSION, History, record_run, redact_url
+from harness.schema.run_results import RunResults
 from postgres_server import PG_BIN, free_port, postgres_server
 from test_history import write_run
 
@@ -41,8 +42,8 @@ def test_postgres_store_holds_what_the_sqlite_store_holds(tmp_path, pg_url):
     runs = [write_run(reports, f"night{i}", p99=5.0 + i, seed=i, failed=(i == 1)) for i in range(3)]
     lite, pg = History(tmp_path / "h.sqlite"), History(pg_url)
     for run in runs:
-        record_run(run, lite.path)
-        record_run(run, pg_url)
+        record_run(RunResults.load(run), lite.path)
+        record_run(RunResults.load(run), pg_url)
     pg.mark_gate("night0", True)
     lite.mark_gate("night0", True)
     pg.mark_gate("night2", None, judged=False)
@@ -75,12 +76,13 @@ def test_two_recorders_at_once_lose_nothing(tmp_path, pg_url):
     script.write_text(textwrap.dedent(f"""
         import sys
         from pathlib import Path
-        from harness.judge.history import record_run
+        from harness.history.store import record_run
+        from harness.schema.run_results import RunResults
         from harness.schema.rundir import RunDir
         store, parity = sys.argv[1], int(sys.argv[2])
         for i in range(30):
             if i % 2 == parity or i == 7:   # run r07 is recorded by both at once
-                record_run(RunDir(Path({str(reports)!r}) / f"r{{i:02d}}"), store)
+                record_run(RunResults.load(RunDir(Path({str(reports)!r}) / f"r{{i:02d}}")), store)
     """))
     for store in (pg_url, str(tmp_path / "shared.sqlite")):
         env = {**os.environ, "PYTHONPATH": str(ROOT)}
@@ -111,11 +113,13 @@ def test_an_unreachable_server_is_one_line_without_the_password(tmp_path):
 
 
 def test_a_run_whose_history_server_is_down_still_has_its_tables(tmp_path):
-    from harness.run.pipeline import collate
+    from harness.commands.publish import publish
+    from harness.run.collate import collate
     run = write_run(tmp_path / "reports", "night-down", tables=False)
     said = []
     url = f"postgresql://nightly:s3cret-pw@127.0.0.1:{free_port()}/farm"
-    collate(run, progress=said.append, history=url)  # what run_profile does at the end of every run
+    published = publish(collate(run), history=url, progress=said.append)  # what `harness profile` does after a run
+    assert "unreachable" in published.history_error and "s3cret" not in published.history_error
     assert (run.root / "results.parquet").exists() and (run.root / "results.csv").exists()
     (line,) = [s for s in said if s.startswith("history not updated")]
     assert "unreachable" in line and "s3cret" not in line and "tables" in line

@@ -10,9 +10,12 @@ import numpy as np
 
 from harness.commands import history as history_command
 from harness.commands.profile import print_summary
-from harness.judge.history import History
-from harness.run.pipeline import cells_to_run, collate, needs_rerun
-from harness.schema.results import make_row, results_frame
+from harness.history.store import History
+from harness.run.collate import collate
+from harness.schema.run_results import RunResults
+from harness.run.plan import cells_to_run
+from harness.schema.results import needs_rerun
+from harness.schema.results import make_row
 from harness.schema.rundir import RunDir
 
 
@@ -33,7 +36,7 @@ def test_resume_reruns_lost_and_device_busy_cells_but_not_model_failures(tmp_pat
     planned = [SimpleNamespace(cell_id=c) for c in sorted(rows)]
     assert [c.cell_id for c in cells_to_run(run, planned, resume=True)] == ["b", "c"]
     assert needs_rerun(rows["b"]) and not needs_rerun(rows["d"])
-    outcome = collate(run, write_report=False)
+    outcome = collate(run)
     assert sorted(outcome.missing) == ["b", "c"]
     out = io.StringIO()
     print_summary(outcome, out)
@@ -43,8 +46,9 @@ def test_resume_reruns_lost_and_device_busy_cells_but_not_model_failures(tmp_pat
 def test_the_resume_hint_names_the_scheduler_after_a_lost_worker(tmp_path, monkeypatch):
     monkeypatch.delenv("DASK_SCHEDULER_ADDRESS", raising=False)
     run = RunDir.create("dask-run", tmp_path)
-    rows = [_row("dask-run", "a"), _row("dask-run", "b", "lost", "worker_lost")]
-    outcome = SimpleNamespace(run_dir=run, frame=results_frame(rows), missing=["b"])
+    for row in (_row("dask-run", "a"), _row("dask-run", "b", "lost", "worker_lost")):
+        run.write_cell({"row": row, "latencies_ms": []})
+    outcome = RunResults.load(run)
     given, unknown = io.StringIO(), io.StringIO()
     print_summary(outcome, given, scheduler="tcp://10.0.0.5:8786")
     print_summary(outcome, unknown)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from harness.run.pairing import baseline_name, interleave, split_rows
+from harness.schema.pairing import baseline_name, interleave, split_rows
 from helpers import ROOT
 
 HARNESS = str(ROOT / ".venv" / "bin" / "harness")

@@ -5,7 +5,8 @@ import pandas as pd
 import pytest
 
 from harness.cli import main
-from harness.run.pipeline import RunSettings, run_profile
+from harness.run.pipeline import run_profile
+from harness.run.plan import RunSettings
 from harness.schema.recipes import load_recipe
 from harness.schema.results import COLUMNS
 from harness.schema.targets import load_target
@@ -20,8 +21,7 @@ def outcome(tmp_path_factory):
     digits_build()  # trains into the session cache once
     return run_profile([load_recipe("digits_cnn", ROOT / "models")], [load_target("local", ROOT / "targets")],
                        settings=RunSettings(warmup=2, iterations=20, min_duration_s=0.3),
-                       reports_dir=tmp_path_factory.mktemp("reports"), cache=ContentCache(session_cache_dir()),
-                       write_report=False)
+                       reports_dir=tmp_path_factory.mktemp("reports"), cache=ContentCache(session_cache_dir()))
 
 
 def test_one_row_per_format_all_measured(outcome):

@@ -4,9 +4,9 @@ import json
 import pytest
 
 from harness.prepare.cache import ContentCache
-from harness.judge.history import load_latency_samples
 from harness.run.measurement import combine_repeats
-from harness.run.pipeline import RunSettings, run_profile
+from harness.run.pipeline import run_profile
+from harness.run.plan import RunSettings
 from harness.schema.recipes import load_recipe
 from harness.schema.targets import QuietLimits, load_target
 from helpers import ROOT, digits_build, session_cache_dir
@@ -19,8 +19,7 @@ def outcome(tmp_path_factory):
     digits_build()
     return run_profile([load_recipe("digits_cnn", ROOT / "models")], [load_target("local", ROOT / "targets")],
                        settings=RunSettings(warmup=2, iterations=20, min_duration_s=0.2, repeats=3),
-                       reports_dir=tmp_path_factory.mktemp("reports"), cache=ContentCache(session_cache_dir()),
-                       write_report=False)
+                       reports_dir=tmp_path_factory.mktemp("reports"), cache=ContentCache(session_cache_dir()))
 
 
 def test_every_cell_carries_three_repeats_and_their_spread(outcome):
@@ -30,7 +29,7 @@ def test_every_cell_carries_three_repeats_and_their_spread(outcome):
     assert frame["latency_repeat_cv"].notna().all() and (frame["latency_repeat_cv"] < 1.0).all()
     assert (frame["timed_s"] >= 3 * 0.2).all(), "each repeat timed for at least min_duration_s"
     assert frame["noisy"].notna().all(), "every cell was judged quiet or noisy from the agent's readings"
-    samples = load_latency_samples(outcome.run_dir)
+    samples = outcome.latency_samples()
     for cell in frame["cell_id"]:
         record = json.loads(outcome.run_dir.cell_path(cell).read_text())
         assert len(record["repeat_latencies_ms"]) == 3 == len(record["conditions"])

@@ -13,6 +13,7 @@ import pytest
 
 from harness.commands import report as report_command
 from harness.report import write_report
+from harness.schema.run_results import RunResults
 from harness.schema.results import make_row, results_frame
 from harness.schema.rundir import RunDir
 from harness.schema.targets import Budgets, TargetSpec
@@ -114,7 +115,7 @@ MIXED = [dict(variant="reference", fmt="onnx", target="local"),
 def test_report_has_every_section_and_valid_images(tmp_path):
     run = write_run(tmp_path, "run-mixed", MIXED)
     started = time.monotonic()
-    index = write_report(run, TARGETS)
+    index = write_report(RunResults.load(run), TARGETS)
     assert time.monotonic() - started < 10.0
     assert index == run.root / "index.html"
     page = parse(index)
@@ -139,7 +140,7 @@ def test_report_has_every_section_and_valid_images(tmp_path):
 
 def test_markdown_summary_for_ci_logs(tmp_path):
     run = write_run(tmp_path, "run-mixed", MIXED)
-    write_report(run, TARGETS)
+    write_report(RunResults.load(run), TARGETS)
     summary = (run.root / "summary.md").read_text()
     assert summary.startswith("## Run run-mixed\n\n**Run: ❌ CELLS FAILED: 1 of 6 cell(s)")   # the verdict first
     assert "6 cells: 1 failed, 5 ok." in summary
@@ -153,7 +154,7 @@ def test_markdown_groups_failures_by_device_not_one_line_per_cell(tmp_path):
     specs = [dict(variant=v, fmt=f, target="pi4", status="failed") for v in ("reference", "int8")
              for f in ("onnx", "tflite")] + [dict(variant="reference", fmt="onnx", target="local")]
     run = write_run(tmp_path, "run-down", specs)
-    write_report(run, TARGETS)
+    write_report(RunResults.load(run), TARGETS)
     summary = (run.root / "summary.md").read_text()
     assert "**pi4**: 4 cell(s)" in summary
     assert summary.count("Gather> not supported") == 1, "one line for four cells with the same message"
@@ -164,12 +165,12 @@ def test_gate_puts_its_verdict_and_regressions_with_intervals_at_the_top_of_the_
     from harness.judge.gate import Check, GateResult
     from harness.report import write_summary
     run = write_run(tmp_path, "run-gated", MIXED)
-    write_report(run, TARGETS)
+    write_report(RunResults.load(run), TARGETS)
     result = GateResult("run-gated", "p.yaml", "night1", (
         Check("local", "max_latency_regression", "digits_cnn__reference__onnx__local", False,
               "median 0.02 -> 0.022 ms (+10.0%, 95% CI +6.1%..+14.0%, p=0.0003; noise: history)"),
         Check("local", "cell_status", "digits_cnn__reference__tflite__local", True, "ok")))
-    summary = write_summary(run, result, tmp_path).read_text()
+    summary = write_summary(RunResults.load(run), result, tmp_path).read_text()
     assert summary.startswith("## Run run-gated\n\n**Gate: ❌ FAIL**: 1 violation(s)")
     assert summary.index("### Latency regressions (1)") < summary.index("### Failures")
     assert "+10.0%, 95% CI +6.1%..+14.0%" in summary
@@ -178,7 +179,7 @@ def test_gate_puts_its_verdict_and_regressions_with_intervals_at_the_top_of_the_
 def test_report_when_every_cell_failed(tmp_path):
     specs = [dict(variant="reference", fmt=f, target="local", status="failed") for f in ("onnx", "tflite")]
     run = write_run(tmp_path, "run-failed", specs)
-    page = parse(write_report(run, TARGETS))
+    page = parse(write_report(RunResults.load(run), TARGETS))
     assert "plots/pairwise_digits_cnn.png" not in page.images
     for src in page.images:
         assert_valid_png(run.root / src)
@@ -189,21 +190,21 @@ def test_report_when_every_cell_failed(tmp_path):
 
 def test_report_of_a_run_with_no_cells(tmp_path):
     run = RunDir.create("run-empty", tmp_path)
-    page = parse(write_report(run, None, targets_dir=tmp_path / "no-targets"))
+    page = parse(write_report(RunResults.load(run), None, targets_dir=tmp_path / "no-targets"))
     assert page.images == [] and "The run has no cells." in " ".join(page.text)
 
 
 def test_rewriting_a_report_drops_stale_images(tmp_path):
     run = write_run(tmp_path, "run-mixed", MIXED)
-    write_report(run, TARGETS)
+    write_report(RunResults.load(run), TARGETS)
     (run.root / "plots" / "pareto_gone.png").write_bytes(PNG_SIGNATURE)
-    write_report(run, TARGETS)
+    write_report(RunResults.load(run), TARGETS)
     assert not (run.root / "plots" / "pareto_gone.png").exists()
 
 
 def test_unknown_target_budget_is_noted_not_fatal(tmp_path):
     run = write_run(tmp_path, "run-mixed", MIXED[:1], outputs=False)
-    index = write_report(run, None, targets_dir=tmp_path / "no-targets")
+    index = write_report(RunResults.load(run), None, targets_dir=tmp_path / "no-targets")
     text = " ".join(parse(index).text)
     assert "local: default budgets used" in text
     assert "No cell kept its outputs" in text
@@ -228,7 +229,7 @@ def test_report_scores_against_the_budgets_recorded_in_the_run(tmp_path):
     specs = [asdict(TargetSpec(name="local", budgets=Budgets(latency_p99_ms=2.5, peak_memory_mb=600.0))),
              asdict(TargetSpec(name="pi4", budgets=Budgets(latency_p99_ms=80.0, peak_memory_mb=900.0)))]
     run.write_manifest({"run_id": "run-recorded", "target_specs": specs})
-    ctx = build_context(run, TARGETS, tmp_path / "no-targets")
+    ctx = build_context(RunResults.load(run), TARGETS, tmp_path / "no-targets")
     assert ctx.budgets["local"].latency_p99_ms == 2.5 and ctx.budgets["pi4"].peak_memory_mb == 900.0
     assert ctx.budget_notes == []
     assert recorded_budgets({"target_specs": [{"name": "x", "budgets": {"latency_p99_ms": "fast"}}, "junk"]}) == {}
@@ -241,7 +242,7 @@ def test_summary_says_which_cells_were_measured_on_a_noisy_device(tmp_path):
                    noise_reasons="other processes kept 1.40 CPUs busy while timing (max 0.5): pip" if noisy else None)
         run.write_cell({"row": row, "latencies_ms": [1.0] * 20})
     run.write_tables(results_frame(run.rows()))
-    write_report(run, TARGETS)
+    write_report(RunResults.load(run), TARGETS)
     summary = (run.root / "summary.md").read_text()
     assert "**⚠️ 1 cell(s) measured on a busy or throttling device**" in summary
     assert "other processes kept 1.40 CPUs busy while timing" in summary

@@ -16,6 +16,7 @@ import pytest
 
 from browser import Browser, chromium_path
 from harness.report import write_report
+from harness.schema.run_results import RunResults
 from harness.schema.results import make_row, results_frame
 from harness.schema.rundir import RunDir
 from harness.schema.targets import Budgets, TargetSpec
@@ -37,7 +38,8 @@ def browser():
 @pytest.fixture(scope="module")
 def local_run(tmp_path_factory):
     from harness.prepare.cache import ContentCache
-    from harness.run.pipeline import RunSettings, run_profile
+    from harness.run.pipeline import run_profile
+    from harness.run.plan import RunSettings
     from harness.schema.recipes import load_recipe
     from harness.schema.targets import load_target
     from helpers import ROOT, digits_build, session_cache_dir
@@ -52,7 +54,8 @@ def local_run(tmp_path_factory):
 @pytest.fixture(scope="module")
 def farm_run(farm, tmp_path_factory):
     from harness.prepare.cache import ContentCache
-    from harness.run.pipeline import RunSettings, run_profile
+    from harness.run.pipeline import run_profile
+    from harness.run.plan import RunSettings
     from harness.schema.recipes import load_recipe
     from harness.schema.targets import load_target
     from helpers import ROOT, digits_build, session_cache_dir
@@ -125,7 +128,7 @@ def broken_run(tmp_path_factory):
                                   "mem_total_bytes": 4096 * MB, "runtimes": available,
                                   "conditions": {"loadavg": [0.5, 0.4, 0.3], "cpu_jiffies": {"busy": 10, "own": 2}}})
     run.write_tables(results_frame(run.rows()))
-    write_report(run, BROKEN_TARGETS)
+    write_report(RunResults.load(run), BROKEN_TARGETS)
     return run
 
 
@@ -298,7 +301,7 @@ def test_no_plot_text_is_smaller_than_the_minimum(tmp_path, monkeypatch):
         run.write_cell({"row": row, "latencies_ms": [1.0] * 20})
         np.savez(run.outputs_path(row["cell_id"]), output_0=np.eye(10)[np.arange(40) % 10] + 0.01 * i)
     run.write_tables(results_frame(run.rows()))
-    write_report(run, BROKEN_TARGETS)
+    write_report(RunResults.load(run), BROKEN_TARGETS)
     assert {"pareto.png", "memory.png", "parity_digits_cnn.png", "pairwise_digits_cnn.png"} <= set(sizes)
     assert min(sizes.values()) >= plots.MIN_FONT_PT, sizes
 
@@ -312,6 +315,6 @@ def test_budgets_are_drawn_only_where_they_fit_the_data(tmp_path):
         row = _row("run-budgets", variant, "tflite", "edge-b", p99=0.3)     # edge-b's budget is 50 ms
         run.write_cell({"row": row, "latencies_ms": [0.2] * 20})
     run.write_tables(results_frame(run.rows()))
-    page = write_report(run, BROKEN_TARGETS).read_text()
+    page = write_report(RunResults.load(run), BROKEN_TARGETS).read_text()
     assert "p99 budgets not drawn, far beyond the data: edge-b 50 ms (slowest cell 0.3 ms)" in page
     assert "budgets not drawn, far beyond the largest cell (80 MB): edge-b 300 MB" in page

@@ -85,7 +85,7 @@ def test_every_target_file_loads():
 
 
 def test_default_configurations_keep_their_cell_ids():
-    from harness.run.pipeline import Cell, plan_cells, pick_configs
+    from harness.run.plan import Cell, plan_cells, pick_configs
     artifact = artifact_for("onnx")
     assert Cell(artifact, "local").cell_id == cell_id("digits_cnn", "reference", "onnx", "local") \
         == "digits_cnn__reference__onnx__local"
@@ -222,7 +222,9 @@ def test_torch_runtime_on_cpu_and_cuda_unavailable(tmp_path):
 # ---------------------------------------------------------------- the pipeline
 @pytest.mark.slow
 def test_a_run_has_a_row_and_a_profile_per_configuration(tmp_path):
-    from harness.run.pipeline import RunSettings, run_profile
+    from harness.report import write_report
+    from harness.run.pipeline import run_profile
+    from harness.run.plan import RunSettings
     from harness.schema.recipes import load_recipe
     from harness.prepare.cache import ContentCache
     from helpers import session_cache_dir
@@ -237,8 +239,8 @@ def test_a_run_has_a_row_and_a_profile_per_configuration(tmp_path):
 """)
     outcome = run_profile([load_recipe("digits_cnn", ROOT / "models")], [load_target(str(path))],
                           settings=RunSettings(warmup=1, iterations=5, min_duration_s=0, max_samples=40),
-                          reports_dir=tmp_path / "reports", cache=ContentCache(session_cache_dir()),
-                          write_report=True)
+                          reports_dir=tmp_path / "reports", cache=ContentCache(session_cache_dir()))
+    write_report(outcome)
     frame = outcome.frame.set_index("cell_id")
     assert set(frame.index) == {"digits_cnn__reference__onnx__cfg", "digits_cnn__reference__onnx@ort-cuda__cfg",
                                 "digits_cnn__reference__tflite@reference-kernels__cfg",
@@ -310,7 +312,8 @@ def test_a_torchscript_model_runs_as_the_torch_format_next_to_onnx(tmp_path):
     """torch sources convert to the fourth format, which the torch runtime runs; CUDA absent: provider_unavailable."""
     torch = pytest.importorskip("torch")
     from harness.prepare.cache import ContentCache
-    from harness.run.pipeline import RunSettings, run_profile
+    from harness.run.pipeline import run_profile
+    from harness.run.plan import RunSettings
     from harness.prepare.recipes import recipe_for_file
 
     torch.manual_seed(0)
@@ -328,7 +331,7 @@ def test_a_torchscript_model_runs_as_the_torch_format_next_to_onnx(tmp_path):
 """)
     outcome = run_profile([recipe], [load_target(str(target))],
                           settings=RunSettings(warmup=1, iterations=5, min_duration_s=0),
-                          reports_dir=tmp_path / "reports", cache=ContentCache(tmp_path / "cache"), write_report=False)
+                          reports_dir=tmp_path / "reports", cache=ContentCache(tmp_path / "cache"))
     frame = outcome.frame.set_index("runtime_config")
     assert frame.loc["torch-cpu", "status"] == "ok", frame.loc["torch-cpu", "error_message"]
     assert frame.loc["torch-cpu", "cell_id"] == "net__reference__torch@torch-cpu__cfg"
@@ -380,7 +383,7 @@ def test_onnxruntime_with_openvinos_execution_provider_in_its_device_env(tmp_pat
 
 def test_a_run_recorded_before_configurations_resumes():
     """Its manifest's settings still have ov_precision (now an OpenVINO configuration's precision option)."""
-    from harness.run.pipeline import RunSettings
+    from harness.run.plan import RunSettings
     settings = RunSettings.from_manifest({"warmup": 3, "ov_precision": "f32", "runtime_configs": ["ov-f32"]})
     assert settings.warmup == 3 and settings.runtime_configs == ("ov-f32",) and settings.profile
 

@@ -16,7 +16,7 @@ STAGES = [
     {"core", "agent"},
     {"schema"},
     {"judge", "zoo", "farm"},
-    {"prepare"},
+    {"prepare", "history"},
     {"report"},
     {"run"},
     {"commands"},
@@ -104,6 +104,23 @@ def test_imports_point_down_the_stages():
     upward = [f"{m} -> {d}" for m in sorted(graph) if m != "harness" for d in sorted(graph[m])
               if d != "harness" and stage_of(d) > stage_of(m)]
     assert upward == []
+
+
+def test_the_run_knows_nothing_of_the_report_or_the_history():
+    graph = import_graph()
+    leaks = [f"{m} -> {d}" for m in sorted(graph) if m.startswith("harness.run") for d in sorted(graph[m])
+             if d.startswith(("harness.report", "harness.history"))]
+    assert leaks == []
+
+
+#: the one file allowed to be long: the device agent stays a single file a device can run on its own
+LONG_FILES = {"agent/agent.py"}
+
+
+def test_no_module_is_over_600_lines():
+    long = {str(p.relative_to(ROOT)): n for p in ROOT.rglob("*.py")
+            if (n := len(p.read_text().splitlines())) > 600 and str(p.relative_to(ROOT)) not in LONG_FILES}
+    assert long == {}
 
 
 def test_top_level_holds_only_stage_packages_and_the_cli():

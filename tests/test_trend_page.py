@@ -10,7 +10,7 @@ from html.parser import HTMLParser
 import numpy as np
 import pytest
 
-from harness.judge.history import History
+from harness.history.store import History
 from harness.report.trends_page import write_trend_page
 from harness.schema.results import make_row
 

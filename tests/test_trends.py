@@ -9,7 +9,7 @@ import pytest
 
 from harness.commands import gate as gate_command
 from harness.commands import history as history_command
-from harness.judge.history import History
+from harness.history.store import History
 from harness.judge.trends import (POINT_NOT_JUDGED, POINT_NOISY, Trend, TrendPoint, build_trends, segment_series,
                                   find_change_points, last_segment, newest_regressions)
 from test_gate import good_rows, write_run

@@ -72,12 +72,9 @@ def test_exit_code_of_a_results_frame():
 
 
 def test_changed_host_key_is_its_own_category_never_lost():
-    for during in ("open", "run"):
-        assert device_failure(HostKeyChanged("[pi] host key CHANGED"), during) == ("failed", "host_key_changed")
+    assert device_failure(HostKeyChanged("[pi] host key CHANGED")) == ("failed", "host_key_changed")
     assert device_failure(HostKeyUnknown("[pi] host key unknown")) == ("lost", "device_unreachable")
     assert device_failure(ConnectError("refused")) == ("lost", "device_unreachable")
-    assert device_failure(ConnectError("link dropped"), "run") == ("lost", "device_lost")
-    assert device_failure(TransportError("sftp broke"), "run") == ("lost", "device_lost")
     assert device_failure(DeviceBusy("locked")) == ("failed", "device_busy")
 
 

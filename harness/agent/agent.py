@@ -28,6 +28,8 @@ import traceback
 
 AGENT_VERSION = "2"
 EXIT_OK, EXIT_FAILED, EXIT_NO_RUNTIME, EXIT_BAD_INPUT, EXIT_BUSY = 0, 2, 3, 4, 75
+#: the values of a document's Doc.STATUS
+STATUS_OK, STATUS_ERROR = "ok", "error"
 
 
 class ErrorCategory(object):

@@ -130,7 +130,7 @@ def main(argv=None) -> int:
             doc["nightly"] = nightly_calibration(BENCH_DIR / "models", ws.root / "nightly", reruns, quota_reruns,
                                                  duration, args.out, log, repeats=repeats)
         if "paired" in steps:
-            from harness.run.pairing import PAIRED_MIN_DURATION_S, PAIRED_REPEATS
+            from harness.schema.pairing import PAIRED_MIN_DURATION_S, PAIRED_REPEATS
             from harness.bench.paired import paired_calibration
             reruns = args.reruns or (4 if args.quick else 10)
             repeats = args.repeats or (4 if args.quick else PAIRED_REPEATS)

@@ -105,7 +105,8 @@ def save_sources(work: Path, cache) -> List[tuple]:
 
 def measure(work: Path) -> List[Dict[str, Any]]:
     from harness.prepare.cache import ContentCache
-    from harness.run.pipeline import RunSettings, run_profile
+    from harness.run.pipeline import run_profile
+    from harness.run.plan import RunSettings
     from harness.prepare.recipes import recipe_for_file
     from harness.schema.targets import run_target
 
@@ -115,8 +116,7 @@ def measure(work: Path) -> List[Dict[str, Any]]:
     for path, data, task in save_sources(work, cache):
         recipe = recipe_for_file(path, data=str(data), task=task, name=path.name.replace(".", "_"))
         started = time.perf_counter()
-        outcome = run_profile([recipe], [run_target("local")], {}, settings, reports_dir=work / "runs", cache=cache,
-                              write_report=False)
+        outcome = run_profile([recipe], [run_target("local")], {}, settings, reports_dir=work / "runs", cache=cache)
         for r in outcome.frame.to_dict(orient="records"):
             why = r["error_message"] if isinstance(r["error_message"], str) else ""
             rows.append({"source": path.name, "source_format": recipe.source.format, "format": r["format"],

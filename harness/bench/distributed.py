@@ -110,7 +110,7 @@ def cluster(root: Path, n_workers: int, log: Callable[[str], None]) -> Iterator[
 def build_time(root: Path, n_workers: int, log: Callable[[str], None]) -> Dict[str, Any]:
     """Wall time of build_on_workers for RECIPE with all its variants, from empty caches."""
     from harness.prepare.cache import ContentCache
-    from harness.run.dask import build_on_workers
+    from harness.run.dask.prepare_on_workers import build_on_workers
     from harness.schema.recipes import load_recipe
 
     root.mkdir(parents=True)
@@ -146,7 +146,8 @@ def dispatch_cost(root: Path, sizes: Sequence[int], rounds: int, log: Callable[[
     from harness.prepare.steps import build_model_artifacts
     from harness.prepare.cache import ContentCache
     from harness.run.dask import DaskDispatcher
-    from harness.run.pipeline import Cell, ModelEval, RunSettings, TargetJob, ThreadDispatcher
+    from harness.run.dispatch import ThreadDispatcher
+    from harness.run.plan import Cell, ModelEval, RunSettings, TargetJob
     from harness.schema.recipes import load_recipe
     from harness.schema.rundir import RunDir
     from harness.schema.targets import TargetSpec

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
 from harness.judge.device_noise import noise_reasons
-from harness.run.pairing import PAIRED_MIN_DURATION_S, PAIRED_REPEATS
+from harness.schema.pairing import PAIRED_MIN_DURATION_S, PAIRED_REPEATS
 from harness.judge.regression import DEFAULT_ALPHA, DEFAULT_MIN_EFFECT, compare_latency
 from harness.schema.targets import QuietLimits
 from harness.bench.calibration import FORMATS, CpuQuota, build_models, run_agent_samples, run_median, run_under_quota

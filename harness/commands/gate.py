@@ -6,7 +6,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 
 def register(subparsers) -> None:
-    from harness.judge.history import DEFAULT_DB_PATH, HISTORY_ENV
+    from harness.history.store import DEFAULT_DB_PATH, HISTORY_ENV
     from harness.schema.rundir import REPORTS_DIR
     from harness.schema.targets import TARGETS_DIR
     p = subparsers.add_parser(
@@ -34,72 +34,74 @@ def load_baseline(store, run_id: str, named: Optional[str], reports_dir: Path
                   ) -> Tuple[Optional[str], Optional[List[Dict[str, Any]]], Dict[str, Any]]:
     """(baseline id, its rows, its samples): from the history store, or a run directory for a named run."""
     from harness.core.errors import HarnessError
-    from harness.judge.history import load_latency_samples, load_run_table, resolve_run
+    from harness.schema.run_results import RunResults
+    from harness.schema.rundir import resolve_run
     try:
         baseline = store.find_baseline(run_id, named)
     except HarnessError:
         if not named or not (Path(reports_dir) / named).is_dir():
             raise
-        run = resolve_run(named, reports_dir)  # named but never recorded: read its run directory
-        return named, load_run_table(run).to_dict(orient="records"), load_latency_samples(run)
+        named_run = RunResults.load(resolve_run(named, reports_dir))  # named but never recorded: its directory
+        return named, named_run.rows, named_run.latency_samples()
     if baseline is None:
         return None, None, {}
     return baseline, store.rows(baseline), store.samples(baseline)
 
 
 def cmd_gate(args) -> int:
-    from harness.judge.gate import LAST_PASSING, evaluate, load_policy, write_junit
-    from harness.judge.history import (History, gate_status_of, load_latency_samples, load_run_table, record_run,
-                                       resolve_run)
-    from harness.run.pairing import MANIFEST_KEY as PAIRED_KEY, split_rows
+    from harness.history.store import History, gate_status_of, record_run
+    from harness.judge.gate import LAST_PASSING, GateInputs, evaluate, load_policy, write_junit
     from harness.report import run_budgets, write_summary
+    from harness.report.crossarch import emulated_targets
+    from harness.schema.pairing import split_rows
+    from harness.schema.run_results import RunResults
+    from harness.schema.rundir import resolve_run
     policy = load_policy(args.policy)
-    run = resolve_run(args.run, args.reports_dir)
-    frame = load_run_table(run)
-    budgets, budget_notes = run_budgets(run, sorted({str(t) for t in frame["target"]}), None, args.targets_dir)
+    results = RunResults.load(resolve_run(args.run, args.reports_dir))  # the run, read once
+    frame, pairs, targets = results.frame, results.pairs, results.targets
+    budgets, budget_notes = run_budgets(results, None, args.targets_dir)
     store = History(args.db)
-    samples = load_latency_samples(run)
-    pairs = dict(run.read_manifest().get(PAIRED_KEY) or {}) if run.manifest_path.exists() else {}
+    samples = results.latency_samples()
+    rows = results.rows
     if pairs:
         # A paired run carries its own baseline, measured interleaved with the candidate: no other run is
         # compared, and no history spread is needed, because the drift between runs never enters.
-        _, baseline_rows = split_rows(frame.to_dict(orient="records"), pairs)
+        _, baseline_rows = split_rows(rows, pairs)
         frame = frame[~frame["model"].astype(str).isin(pairs)]
-        baseline_id, baseline_samples = f"{run.run_id} (paired: {', '.join(sorted(pairs))} in the same run)", samples
+        baseline_id, baseline_samples = f"{results.run_id} (paired: {', '.join(sorted(pairs))} in the same run)", \
+            samples
         if args.baseline:
             print(f"  note: --baseline {args.baseline} ignored: the run is paired and carries its own baseline")
     else:
         named = args.baseline or (policy.baseline if policy.baseline != LAST_PASSING else None)
-        baseline_id, baseline_rows, baseline_samples = load_baseline(store, run.run_id, named, args.reports_dir)
-        rows = frame.to_dict(orient="records")
+        baseline_id, baseline_rows, baseline_samples = load_baseline(store, results.run_id, named, args.reports_dir)
     history_cells = None
-    if not pairs and any(policy.for_target(t).nightly_window_runs for t in sorted({str(t) for t in frame["target"]})):
+    if not pairs and any(policy.for_target(t).nightly_window_runs for t in targets):
         # the nightly rule reads every earlier run's cells: its series and their change points
-        current = store.run(run.run_id)
-        history_cells = [c for c in store.trend_cells() if c["run_id"] != run.run_id
+        current = store.run(results.run_id)
+        history_cells = [c for c in store.trend_cells() if c["run_id"] != results.run_id
                          and (current is None or c["seq"] < current.seq)]
-    from harness.report.crossarch import emulated_targets, read_manifest
-    emulated = emulated_targets(sorted({str(t) for t in frame["target"]}), read_manifest(run), None, args.targets_dir)
-    result = evaluate(policy, frame, budgets, run_id=run.run_id, samples=samples,
-                      baseline_rows=baseline_rows, baseline_samples=baseline_samples, baseline_id=baseline_id,
-                      history={} if pairs else store.run_spreads(rows, run.run_id), emulated=emulated,
-                      paired=bool(pairs),
-                      figure_history={} if pairs else {f: store.run_spreads(rows, run.run_id, figure=f)
-                                                       for f in ("mean", "p90")},
-                      history_cells=history_cells)
+    inputs = GateInputs(
+        budgets=budgets, run_id=results.run_id, samples=samples, baseline_rows=baseline_rows,
+        baseline_samples=baseline_samples or {}, baseline_id=baseline_id,
+        history={} if pairs else store.run_spreads(rows, results.run_id),
+        figure_history={} if pairs else {f: store.run_spreads(rows, results.run_id, figure=f) for f in ("mean", "p90")},
+        history_cells=history_cells, emulated=emulated_targets(targets, results.manifest, None, args.targets_dir),
+        paired=bool(pairs))
+    result = evaluate(policy, frame, inputs)
     for line in result.lines():
         print(line)
     for note in budget_notes:
         print(f"  note: {note}")
-    junit = write_junit(result, args.junit or run.root / "gate.junit.xml")
+    junit = write_junit(result, args.junit or results.root / "gate.junit.xml")
     print(f"junit: {junit}")
     try:  # the CI job summary: verdict first, regressions with their intervals, failures by device
-        print(f"summary: {write_summary(run, result, args.targets_dir)}")
+        print(f"summary: {write_summary(results, result, args.targets_dir)}")
     except Exception as exc:  # derived data: never lose the verdict over it
         print(f"  note: summary.md not rewritten ({type(exc).__name__}: {exc})")
     if not args.no_record:
         # a run that could not be judged is no baseline: its verdict stays unrecorded
-        record_run(run, args.db, gate_passed=None if result.exit_code == 2 else result.passed,
+        record_run(results, args.db, gate_passed=None if result.exit_code == 2 else result.passed,
                    gate_status=gate_status_of(result.passed, judged=result.exit_code != 2))
         try:  # the trend page shows the verdict (a run not judged is drawn, never used)
             from harness.report.trends_page import write_trend_page

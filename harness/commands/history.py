@@ -6,7 +6,7 @@ from typing import Dict, List, Tuple
 
 
 def register(subparsers) -> None:
-    from harness.judge.history import DEFAULT_DB_PATH, HISTORY_ENV
+    from harness.history.store import DEFAULT_DB_PATH, HISTORY_ENV
     from harness.schema.rundir import REPORTS_DIR
     p = subparsers.add_parser(
         "history", help="show a metric over time, record a run, or list regressions against a baseline",
@@ -82,21 +82,23 @@ def _show_series(store, args) -> int:
 
 
 def _compare(store, args) -> int:
-    from harness.judge.history import load_latency_samples, load_run_table, resolve_run
-    from harness.judge.regression import compare_runs, regressions
-    run = resolve_run(args.compare, args.reports_dir)
-    baseline = store.find_baseline(run.run_id, args.baseline)
+    from harness.judge.regression import compare_runs
+    from harness.schema.run_results import RunResults
+    from harness.schema.rundir import resolve_run
+    results = RunResults.load(resolve_run(args.compare, args.reports_dir))
+    baseline = store.find_baseline(results.run_id, args.baseline)
     if baseline is None:
-        print(f"no baseline for {run.run_id}: no earlier passing run in {store.where}")
+        print(f"no baseline for {results.run_id}: no earlier passing run in {store.where}")
         return 0
-    frame = load_run_table(run)
-    changes = compare_runs(frame.to_dict(orient="records"), store.rows(baseline), load_latency_samples(run),
-                           store.samples(baseline), min_effect=args.min_effect, min_shift_ms=args.min_shift_ms,
-                           history=store.run_spreads(frame.to_dict(orient="records"), run.run_id),
-                           figure_history={f: store.run_spreads(frame.to_dict(orient="records"), run.run_id,
-                                                                figure=f) for f in ("mean", "p90")})
+    rows = results.rows
+    changes = compare_runs(rows, store.rows(baseline), results.latency_samples(), store.samples(baseline),
+                           min_effect=args.min_effect, min_shift_ms=args.min_shift_ms,
+                           history=store.run_spreads(rows, results.run_id),
+                           figure_history={f: store.run_spreads(rows, results.run_id, figure=f)
+                                           for f in ("mean", "p90")})
+    from harness.judge.regression import regressions
     found = regressions(changes)
-    print(f"{run.run_id} against baseline {baseline}: {len(changes)} comparisons, {len(found)} regression(s)")
+    print(f"{results.run_id} against baseline {baseline}: {len(changes)} comparisons, {len(found)} regression(s)")
     for c in found:
         print(f"  REGRESSION {c.metric:<8} {c.cell_id}: {c.detail}")
     return 1 if found else 0
@@ -123,10 +125,12 @@ def _show_changes(store, args) -> int:
 
 
 def cmd_history(args) -> int:
-    from harness.judge.history import History, record_run, resolve_run
+    from harness.history.store import History, record_run
+    from harness.schema.run_results import RunResults
+    from harness.schema.rundir import resolve_run
     store = History(args.db)
     if args.record:
-        info = record_run(resolve_run(args.record, args.reports_dir), args.db)
+        info = record_run(RunResults.load(resolve_run(args.record, args.reports_dir)), args.db)
         print(f"recorded {info.run_id}: {info.n_cells} cells ({info.n_ok} ok, {info.n_failed} failed) in {store.where}")
         return 0
     if args.compare:

@@ -8,13 +8,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Dict, Iterator, Optional, Tuple
 
 from harness.core.errors import ConfigError, HarnessError
-from harness.run.pairing import MANIFEST_KEY as PAIRED_KEY, PAIRED_MIN_DURATION_S, PAIRED_REPEATS, baseline_name
+from harness.schema.pairing import MANIFEST_KEY as PAIRED_KEY, PAIRED_MIN_DURATION_S, PAIRED_REPEATS, baseline_name
 from harness.core.progress import Progress
 from harness.schema.rundir import REPORTS_DIR, RunDir
 from harness.core.names import is_valid_name
 
 if TYPE_CHECKING:
-    from harness.run.pipeline import Dispatcher
+    from harness.run.dispatch import Dispatcher
 
 #: what `harness profile` with no model profiles, where this directory has its recipe (this repository does)
 DEFAULT_MODEL = "digits_cnn"
@@ -127,7 +127,7 @@ def register(subparsers) -> None:
             "the requested variants, converted to every format a converter reaches and checked against the "
             "source's interface; every (model, variant, format, target) cell then runs on its device, is compared "
             "with the reference output by output, and ends as one row of reports/<run-id>/results.csv.",
-            formatter_class=argparse.ArgumentDefaultsHelpFormatter if False else argparse.HelpFormatter)
+            formatter_class=argparse.HelpFormatter)
         add_run_options(p)
         if name == "run":
             p.add_argument("--resume", metavar="RUN_ID", default=None,
@@ -211,7 +211,9 @@ def resumed_recipes(manifest) -> list:
 
 
 def cmd_profile(args) -> int:
-    from harness.run.pipeline import RunSettings, run_profile
+    from harness.commands.publish import preload_report_libraries, publish
+    from harness.run.pipeline import run_profile
+    from harness.run.plan import RunSettings
     from harness.schema.recipes import list_recipe_names, load_recipe
     from harness.schema.targets import run_target
     from harness.judge.verdict import run_verdict
@@ -260,12 +262,15 @@ def cmd_profile(args) -> int:
     if pairs and settings.repeats < 2:
         progress(f"note: a paired run of {settings.repeats} repeat cannot measure its own noise; the gate then "
                  f"assumes one (use --repeats {PAIRED_REPEATS})")
+    if not args.no_report:
+        preload_report_libraries()
     with chosen_dispatcher(getattr(args, "scheduler", None), progress) as dispatcher:
-        outcome = run_profile(recipes, targets, variants, settings, run_id=run_id, reports_dir=args.reports_dir,
-                              progress=progress, resume=bool(resume), write_report=not args.no_report,
-                              dispatcher=dispatcher, pairs=pairs, history=getattr(args, "history", None))
-    print_summary(outcome, scheduler=getattr(args, "scheduler", None))
-    return run_verdict(outcome.frame.to_dict(orient="records"), outcome.missing).exit_code
+        results = run_profile(recipes, targets, variants, settings, run_id=run_id, reports_dir=args.reports_dir,
+                              progress=progress, resume=bool(resume), dispatcher=dispatcher, pairs=pairs)
+    if not args.no_report:
+        publish(results, targets, getattr(args, "history", None), progress)
+    print_summary(results, scheduler=getattr(args, "scheduler", None))
+    return run_verdict(results.rows, results.missing).exit_code
 
 
 @contextmanager
@@ -273,7 +278,7 @@ def chosen_dispatcher(scheduler: Optional[str], progress: Progress) -> Iterator[
     """Where the run's builds and device jobs go: a dask cluster's workers when a scheduler is named
     (--scheduler, else DASK_SCHEDULER_ADDRESS), its client closed afterwards; else threads on this host."""
     from harness.run.dask import DaskDispatcher, connect, scheduler_address
-    from harness.run.pipeline import ThreadDispatcher
+    from harness.run.dispatch import ThreadDispatcher
 
     address = scheduler_address(scheduler)
     if not address:
@@ -287,10 +292,10 @@ def chosen_dispatcher(scheduler: Optional[str], progress: Progress) -> Iterator[
         client.close()
 
 
-def print_summary(outcome, stream=None, scheduler: Optional[str] = None) -> None:
+def print_summary(results, stream=None, scheduler: Optional[str] = None) -> None:
     from harness.schema.results import SUMMARY_COLUMNS
     stream = stream or sys.stdout
-    frame = outcome.frame[SUMMARY_COLUMNS].copy()
+    frame = results.frame[SUMMARY_COLUMNS].copy()
     frame["peak_rss_MiB"] = frame.pop("peak_rss_bytes") / 2**20
     frame["size_KiB"] = frame.pop("artifact_size_bytes") / 1024
     for column, fmt in SUMMARY_FLOATS.items():
@@ -299,32 +304,33 @@ def print_summary(outcome, stream=None, scheduler: Optional[str] = None) -> None
         frame[column] = frame[column].map(lambda v: "" if v != v else f"{v:.1f}")
     print("", file=stream)
     print(frame.to_string(index=False), file=stream)
-    run = outcome.run_dir
-    counts = outcome.frame["status"].value_counts().to_dict()
-    print(f"\n{len(outcome.frame)} cells: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())), file=stream)
-    for line in storage_lines(outcome):
+    run = results.run_dir
+    counts = results.frame["status"].value_counts().to_dict()
+    print(f"\n{len(results.frame)} cells: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())), file=stream)
+    for line in storage_lines(results):
         print(line, file=stream)
-    if outcome.missing:
+    if results.missing:
         from harness.run.dask import scheduler_address
+        from harness.schema.results import Category
         address = scheduler_address(scheduler)
-        if not address and "worker_lost" in set(outcome.frame["error_category"].dropna().astype(str)):
+        if not address and Category.WORKER_LOST.value in set(results.frame["error_category"].dropna().astype(str)):
             address = "tcp://SCHEDULER:PORT"  # the lost cells were on dask workers: they go back to its workers
         flag = f" --scheduler {address}" if address else ""
-        print(f"missing, lost or device busy: {len(outcome.missing)} cell(s); finish them with "
+        print(f"missing, lost or device busy: {len(results.missing)} cell(s); finish them with "
               f"`harness run --resume {run.run_id}{flag}`", file=stream)
     print(f"results: {run.root}/results.csv (also .parquet, .json)", file=stream)
     if (run.root / "index.html").exists():
         print(f"report:  {run.root}/index.html", file=stream)
 
 
-def storage_lines(outcome) -> list:
+def storage_lines(results) -> list:
     """The summary's lines about device storage: cells whose cache entry was repaired, devices marked suspect."""
-    frame = outcome.frame
+    frame = results.frame
     lines = []
     repaired = frame[frame["cache_repair"].notna()] if "cache_repair" in frame else frame.iloc[0:0]
     for _, row in repaired.iterrows():
         lines.append(f"cache repaired: {row['cell_id']}: {row['cache_repair']}")
-    for name, probe in sorted(outcome.run_dir.devices().items()):
+    for name, probe in sorted(results.devices.items()):
         if probe.get("storage_suspect"):
             lines.append(f"STORAGE SUSPECT on {name}: {probe['storage_suspect']} (cells failed as cache_corrupted; "
                          f"check it with `harness targets {name} --cache --verify`)")

@@ -11,7 +11,8 @@ def register(subparsers) -> None:
         "report", help="write a run's HTML report and Markdown summary",
         description="Write reports/<run-id>/index.html (devices, results, portability scores, recommendations, "
                     "parity heat map, accuracy against p99 latency with the Pareto front, memory, failures; "
-                    "works offline) and summary.md for CI logs. Budgets come from targets/<name>.yaml.")
+                    "works offline) and summary.md for CI logs. Budgets are the ones the run recorded in its "
+                    "manifest (targets/<name>.yaml for a run made before they were recorded).")
     p.add_argument("run", nargs="?", default="latest", help="run id under the reports directory, or 'latest' "
                                                             "(default)")
     p.add_argument("--reports-dir", type=Path, default=REPORTS_DIR, help="where runs are (default reports/)")
@@ -21,10 +22,11 @@ def register(subparsers) -> None:
 
 
 def cmd_report(args) -> int:
-    from harness.judge.history import resolve_run
     from harness.report import SUMMARY_NAME, write_report
+    from harness.schema.run_results import RunResults
+    from harness.schema.rundir import resolve_run
     run = resolve_run(args.run, args.reports_dir)
-    index = write_report(run, None, targets_dir=args.targets_dir)
+    index = write_report(RunResults.load(run), None, targets_dir=args.targets_dir)
     if args.markdown:
         print((run.root / SUMMARY_NAME).read_text(encoding="utf-8"))
     print(f"report: {index}")

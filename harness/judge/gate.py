@@ -1,7 +1,7 @@
 """The release gate: a run's table checked against a YAML policy.
 
     policy = load_policy(Path("policies/default.yaml"))
-    result = evaluate(policy, frame, budgets, samples=..., baseline=...)
+    result = evaluate(policy, frame, GateInputs(budgets, samples=..., baseline_rows=...))
     result.passed, result.violations
     write_junit(result, path)
 
@@ -384,34 +384,46 @@ def _segment_baseline(rows: Sequence[Mapping[str, Any]], samples: Mapping[str, A
     return base_rows, base_samples, candidate, lengths
 
 
-def evaluate(policy: Policy, frame: Any, budgets: Mapping[str, Budgets] | None = None, *, run_id: str = "",
-             samples: Mapping[str, Sequence[float]] | None = None,
-             baseline_rows: Sequence[Mapping[str, Any]] | None = None,
-             baseline_samples: Mapping[str, Sequence[float]] | None = None,
-             baseline_id: Optional[str] = None,
-             history: Mapping[Tuple[str, ...], RunSpread] | None = None,
-             emulated: AbstractSet[str] = frozenset(), paired: bool = False,
-             figure_history: Mapping[str, Mapping[Tuple[str, ...], RunSpread]] | None = None,
-             history_cells: Optional[Sequence[Mapping[str, Any]]] = None,
-             extra_checks: Sequence[Check] = (), extra_notes: Sequence[str] = ()) -> GateResult:
-    """Every check of `policy` against a run's table; pure.
+@dataclass(frozen=True)
+class GateInputs:
+    """Everything a gate judges a run's table with, besides the policy.
 
-    `budgets` are the targets' budgets (used where use_target_budgets is set);
-    `samples` and `baseline_*` feed the regression rules, which are skipped
-    with a note when there is no baseline. `history` maps a cell's history key
-    (regression.history_key) to the between-run spread the history store has
-    seen for its median, `figure_history` the same by figure for the mean and p90. `extra_checks` and
-    `extra_notes` come from rules judged outside. `history_cells` (History.trend_cells of the runs before this
-    one) feed the nightly rule of a target whose policy sets nightly_window_runs: its change points, and the
-    segment since the last one as the baseline of the regression rules. `paired`: the baseline rows were measured in this run, each repeat right after the
-    candidate's (harness.run.pairing), so latency is judged on the per-round differences. A cell measured on a
-    noisy device is not judged. On the `emulated` targets
-    (TargetSpec.emulated: qemu-user) latency and memory rules do not apply: only whether cells
-    ran and their accuracy are checked, and timing noise there does not matter.
+    `budgets` are the targets' budgets (used where use_target_budgets is set); `samples` and `baseline_*` feed
+    the regression rules, which are skipped with a note when there is no baseline. `history` maps a cell's
+    history key (regression.history_key) to the between-run spread the history store has seen for its median,
+    `figure_history` the same by figure for the mean and p90. `history_cells` (History.trend_cells of the runs
+    before this one) feed the nightly rule of a target whose policy sets nightly_window_runs: its change points,
+    and the segment since the last one as the baseline of the regression rules. `paired`: the baseline rows were
+    measured in this run, each repeat right after the candidate's (harness.schema.pairing), so latency is judged
+    on the per-round differences. On the `emulated` targets (TargetSpec.emulated: qemu-user) latency and memory
+    rules do not apply. `extra_checks` and `extra_notes` come from rules judged outside.
     """
+
+    budgets: Mapping[str, Budgets] = field(default_factory=dict)
+    run_id: str = ""
+    samples: Mapping[str, Any] = field(default_factory=dict)
+    baseline_rows: Optional[Sequence[Mapping[str, Any]]] = None
+    baseline_samples: Mapping[str, Any] = field(default_factory=dict)
+    baseline_id: Optional[str] = None
+    history: Mapping[Tuple[str, ...], RunSpread] = field(default_factory=dict)
+    figure_history: Mapping[str, Mapping[Tuple[str, ...], RunSpread]] = field(default_factory=dict)
+    history_cells: Optional[Sequence[Mapping[str, Any]]] = None
+    emulated: AbstractSet[str] = frozenset()
+    paired: bool = False
+    extra_checks: Sequence[Check] = ()
+    extra_notes: Sequence[str] = ()
+
+
+def evaluate(policy: Policy, frame: Any, inputs: Optional[GateInputs] = None) -> GateResult:
+    """Every check of `policy` against a run's table (a DataFrame or rows); pure. A cell measured on a noisy
+    device is not judged."""
+    inputs = inputs or GateInputs()
+    budgets, run_id, samples = inputs.budgets, inputs.run_id, inputs.samples
+    baseline_rows, baseline_samples, baseline_id = inputs.baseline_rows, inputs.baseline_samples, inputs.baseline_id
+    history, figure_history, history_cells = inputs.history, inputs.figure_history, inputs.history_cells
+    emulated, paired = inputs.emulated, inputs.paired
+    extra_checks, extra_notes = inputs.extra_checks, inputs.extra_notes
     rows = records(frame)
-    budgets = budgets or {}
-    samples = samples or {}
     checks: List[Check] = []
     notes: List[str] = []
     run_targets = sorted({str(r.get("target")) for r in rows})

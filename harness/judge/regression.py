@@ -31,7 +31,7 @@ se = sqrt(var_base + var_new), and a cell has regressed when
   default 5 %). There is no absolute floor: a 20 us model is judged like a
   10 ms one, against its own measured noise.
 
-A paired run (harness.run.pairing: the baseline file measured in the same run,
+A paired run (harness.schema.pairing: the baseline file measured in the same run,
 repeat k of each side back to back) is judged on the per-round differences
 log(median new_k) - log(median base_k) instead: their spread, with k - 1
 degrees of freedom, is the noise, since drift shared by a round cancels in
@@ -338,7 +338,7 @@ def compare_latency(baseline: Samples, candidate: Samples, *, min_effect: float 
 
     baseline / candidate: one array of samples (ms) or one per repeat.
     history: the cell key's between-run spread of this figure from the history store, if known.
-    paired: the two were measured in the same run, repeat k of each back to back (harness.run.pairing); with as
+    paired: the two were measured in the same run, repeat k of each back to back (harness.schema.pairing); with as
     many usable repeats on each side, the noise is the spread of the per-round differences (a paired t test).
     """
     from scipy.stats import mannwhitneyu, t as student_t

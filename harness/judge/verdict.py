@@ -22,20 +22,20 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Iterable, List, Mapping, Optional, Sequence, Tuple
 
-from harness.core.errors import ConnectError, DeviceBusy, HostKeyChanged, TransportError
-from harness.schema.results import FAILED, INCOMPATIBLE, LOST, OK, SKIPPED
+from harness.core.errors import DeviceBusy, HostKeyChanged
+from harness.schema.results import FAILED, INCOMPATIBLE, LOST, OK, SKIPPED, Category
 
 EXIT_PASS, EXIT_CELLS_FAILED, EXIT_INFRASTRUCTURE = 0, 1, 2
 #: `harness gate`: the gate passed / found violations / could not judge
 GATE_PASS, GATE_FAIL, GATE_NOT_JUDGED = 0, 1, 2
 
 #: error categories that say the device or the link broke, not the model
-INFRASTRUCTURE_CATEGORIES = frozenset({
-    "device_unreachable", "device_lost", "worker_lost", "device_busy", "host_key_changed", "upload_failed", "harness_error",
-    "runtime_missing", "cache_corrupted", "device_disk_full",
-})
+INFRASTRUCTURE_CATEGORIES = frozenset(c.value for c in (
+    Category.DEVICE_UNREACHABLE, Category.DEVICE_LOST, Category.WORKER_LOST, Category.DEVICE_BUSY,
+    Category.HOST_KEY_CHANGED, Category.UPLOAD_FAILED, Category.HARNESS_ERROR, Category.RUNTIME_MISSING,
+    Category.CACHE_CORRUPTED, Category.DEVICE_DISK_FULL))
 #: a changed host key: a security event, never a routine 'lost' device
-HOST_KEY_CHANGED = "host_key_changed"
+HOST_KEY_CHANGED = Category.HOST_KEY_CHANGED.value
 
 
 @dataclass(frozen=True)
@@ -104,24 +104,18 @@ def run_exit_code(frame: Any, missing: Sequence[str] = ()) -> int:
     return run_verdict(rows, missing).exit_code
 
 
-def device_failure(exc: BaseException, during: str = "open") -> Tuple[str, str]:
-    """(status, error_category) for a device-level exception, for the pipeline's per-device job.
+def device_failure(exc: BaseException) -> Tuple[str, str]:
+    """(status, error_category) for a device that could not be opened (connecting or the health probe).
 
-    during: 'open' (connecting or the health probe) or 'run' (a cell was running).
-    A changed host key is ('failed', 'host_key_changed') whenever it happens;
-    another connection failure is ('lost', 'device_unreachable') before the
-    run and ('lost', 'device_lost') during it; a held device lock is
-    ('failed', 'device_busy').
+    A changed host key is ('failed', 'host_key_changed'), never lost; a held device lock is ('failed',
+    'device_busy'); any other failure is ('lost', 'device_unreachable'). A device lost while a cell ran is
+    the device job's own 'device_lost'.
     """
     if isinstance(exc, HostKeyChanged):
         return FAILED, HOST_KEY_CHANGED
     if isinstance(exc, DeviceBusy):
-        return FAILED, "device_busy"
-    if during == "open":
-        return LOST, "device_unreachable"
-    if isinstance(exc, (ConnectError, TransportError)):
-        return LOST, "device_lost"
-    return LOST, "device_lost"
+        return FAILED, Category.DEVICE_BUSY.value
+    return LOST, Category.DEVICE_UNREACHABLE.value
 
 
 def gate_exit_code(passed: bool, n_not_judged: int = 0, n_judged: Optional[int] = None) -> int:

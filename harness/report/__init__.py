@@ -1,6 +1,9 @@
 """The report a person reads: `reports/<run-id>/index.html` and `summary.md`.
 
-    write_report(run_dir, targets) -> path of index.html
+    write_report(results, targets) -> path of index.html
+
+`results` is the run read once (harness.schema.run_results.RunResults): nothing here opens the run's
+manifest or cell records again.
 
 The page is self-contained for offline use: inline CSS, a little inline script, and PNG
 images written beside it under `plots/` (made with matplotlib's Agg renderer).
@@ -18,9 +21,9 @@ from typing import Any, Dict, List, Mapping, Sequence, Tuple
 import numpy as np
 
 from harness.core.errors import HarnessError
-from harness.judge.history import load_run_table
 from harness.schema.results import OK
 from harness.schema.rundir import RunDir
+from harness.schema.run_results import RunResults
 from harness.judge.scores import (
     Disagreement,
     PairParity,
@@ -86,24 +89,17 @@ def budgets_for(target_names: Sequence[str], targets: Mapping[str, TargetSpec] |
     return budgets, notes
 
 
-def run_budgets(run_dir: RunDir, target_names: Sequence[str], targets: Mapping[str, TargetSpec] | None = None,
+def run_budgets(results: RunResults, targets: Mapping[str, TargetSpec] | None = None,
                 targets_dir: Path = TARGETS_DIR) -> Tuple[Dict[str, Budgets], List[str]]:
-    """`budgets_for` with the budgets recorded in the run's own manifest.json first."""
-    manifest: Mapping[str, Any] = {}
-    if run_dir.manifest_path.exists():
-        try:
-            manifest = run_dir.read_manifest()
-        except (OSError, ValueError) as exc:
-            log.warning("cannot read %s: %s", run_dir.manifest_path, exc)
-    return budgets_for(target_names, targets, targets_dir, recorded_budgets(manifest))
+    """`budgets_for` the run's targets, with the budgets recorded in the run's own manifest first."""
+    return budgets_for(results.targets, targets, targets_dir, recorded_budgets(results.manifest))
 
 
-def load_outputs(run_dir: RunDir, cell_ids: Sequence[str]) -> Dict[str, np.ndarray]:
+def side_by_side(all_outputs: Mapping[str, Mapping[str, np.ndarray]]) -> Dict[str, np.ndarray]:
     """Each cell's outputs as one (samples, values) matrix: every fixed-size output, flattened side by side
     in the order the cell wrote them, so pairwise parity covers all of a model's outputs."""
-    from harness.report.crossarch import load_all_outputs
     outputs: Dict[str, np.ndarray] = {}
-    for cell, arrays in load_all_outputs(run_dir, cell_ids).items():
+    for cell, arrays in all_outputs.items():
         n = min(len(a) for a in arrays.values())
         outputs[cell] = np.concatenate([np.asarray(a[:n], dtype=np.float64).reshape(n, -1)
                                         for a in arrays.values()], axis=1)
@@ -114,16 +110,19 @@ def _safe(name: str) -> str:
     return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in name)
 
 
-def build_context(run_dir: RunDir, targets: Mapping[str, TargetSpec] | None = None,
+def build_context(results: RunResults, targets: Mapping[str, TargetSpec] | None = None,
                   targets_dir: Path = TARGETS_DIR) -> ReportContext:
     """Scores, parity and recommendations for one run (no files written)."""
-    frame = load_run_table(run_dir)
-    target_names = sorted({str(t) for t in frame["target"]})
-    budgets, notes = run_budgets(run_dir, target_names, targets, targets_dir)
+    from harness.report.crossarch import emulated_targets, load_all_outputs, target_arches
+    from harness.report.findings import disagreement_groups
+    from harness.report.profiles import load_profiles
+    frame, rows, manifest, devices = results.frame, results.rows, results.manifest, results.devices
+    target_names = results.targets
+    budgets, notes = run_budgets(results, targets, targets_dir)
     parity = parity_table(frame)
-    rows = frame.to_dict(orient="records")
     ok_ids = [str(r["cell_id"]) for r in rows if r.get("status") == OK]
-    outputs = load_outputs(run_dir, ok_ids)
+    all_outputs = load_all_outputs(results.run_dir, ok_ids)  # read once: pairwise and cross-architecture parity
+    outputs = side_by_side(all_outputs)
     groups = {str(r["cell_id"]): f"{r['model']}/{r['variant']}" for r in rows}
     pairs: Dict[str, List[PairParity]] = {}
     found: List[Disagreement] = []
@@ -131,27 +130,21 @@ def build_context(run_dir: RunDir, targets: Mapping[str, TargetSpec] | None = No
         model_outputs = {c: o for c, o in outputs.items() if groups.get(c, "").startswith(model + "/")}
         pairs[model] = pairwise_parity(model_outputs)
         found += disagreements(pairs[model], groups)
-    from harness.report.crossarch import emulated_targets, load_all_outputs, read_manifest, target_arches
-    from harness.report.findings import disagreement_groups
-    from harness.report.profiles import load_profiles
-    manifest = read_manifest(run_dir)
-    devices = run_dir.devices() if (run_dir.root / "devices").is_dir() else {}
     emulated = emulated_targets(target_names, manifest, targets, targets_dir)
     arches = target_arches(target_names, devices, manifest, targets, targets_dir)
-    cross_arch = (cross_arch_parity(frame, load_all_outputs(run_dir, ok_ids), arches)
-                  if len(set(arches.values())) > 1 else [])
+    cross_arch = cross_arch_parity(frame, all_outputs, arches) if len(set(arches.values())) > 1 else []
     return ReportContext(
-        run_id=run_dir.run_id,
+        run_id=results.run_id,
         generated_at=_dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC"),
         frame=frame, devices=devices,
         budgets=budgets, budget_notes=notes, cell_scores=score_cells(frame, budgets, emulated),
         portability=portability_scores(frame, budgets, emulated),
         recommendations=recommend(frame, budgets, emulated),
         parity=parity, pairs=pairs, disagreements=found, emulated=emulated, arches=arches, cross_arch=cross_arch,
-        diagnostics={str(c["row"]["cell_id"]): str(c["diagnostic"]) for c in run_dir.iter_cells() if c.get("diagnostic")},
+        diagnostics=results.diagnostics,
         models={name: {**doc, "data": manifest.get("data", {}).get(name, [])}
                 for name, doc in manifest.get("interfaces", {}).items()},
-        profiles=load_profiles(run_dir.root), disagreement_groups=disagreement_groups(found, pairs, rows),
+        profiles=load_profiles(results.root), disagreement_groups=disagreement_groups(found, pairs, rows),
         manifest=dict(manifest))
 
 
@@ -211,37 +204,37 @@ def _budget_notes(ctx: ReportContext, rows: Sequence[Mapping[str, Any]]) -> str:
     return f"; p99 budgets not drawn, far beyond the data: {', '.join(notes)}" if notes else ""
 
 
-def write_summary(run_dir: RunDir, gate: Any = None, targets_dir: Path = TARGETS_DIR) -> Path:
+def write_summary(results: RunResults, gate: Any = None, targets_dir: Path = TARGETS_DIR) -> Path:
     """(Re)write <run>/summary.md with a gate verdict at its top (`harness gate` calls this), and index.html
     with the same verdict where the run has one."""
     from harness.report.markdown import render_markdown
-    if (run_dir.root / INDEX_NAME).exists():
-        write_report(run_dir, None, targets_dir, gate)
-        return run_dir.root / SUMMARY_NAME
-    path = run_dir.root / SUMMARY_NAME
-    atomic_write_text(path, render_markdown(build_context(run_dir, None, targets_dir), gate))
+    if (results.root / INDEX_NAME).exists():
+        write_report(results, None, targets_dir, gate)
+        return results.root / SUMMARY_NAME
+    path = results.root / SUMMARY_NAME
+    atomic_write_text(path, render_markdown(build_context(results, None, targets_dir), gate))
     return path
 
 
-def write_report(run_dir: RunDir, targets: Mapping[str, TargetSpec] | None = None,
+def write_report(results: RunResults, targets: Mapping[str, TargetSpec] | None = None,
                  targets_dir: Path = TARGETS_DIR, gate: Any = None) -> Path:
     """Write <run>/index.html, <run>/summary.md and <run>/plots/*.png; returns index.html's path.
     `gate` (a harness.judge.gate.GateResult) puts the gate's verdict at the top of both."""
     from harness.report.html import render_html
     from harness.report.markdown import render_markdown
-    ctx = build_context(run_dir, targets, targets_dir)
+    ctx = build_context(results, targets, targets_dir)
     ctx.gate = gate
     if len(ctx.frame):
         try:
-            draw_plots(ctx, run_dir)
+            draw_plots(ctx, results.run_dir)
         except ImportError as exc:  # the tables and findings are the report; plots are what a library adds
             ctx.images = {}
             ctx.budget_notes.append(f"no plots: {library_missing(exc, 'drawing the plots')}")
-    atomic_write_text(run_dir.root / SUMMARY_NAME, render_markdown(ctx, gate))
-    index = run_dir.root / INDEX_NAME
+    atomic_write_text(results.root / SUMMARY_NAME, render_markdown(ctx, gate))
+    index = results.root / INDEX_NAME
     atomic_write_text(index, render_html(ctx))
     return index
 
 
-__all__ = ["ImageRef", "ReportContext", "budgets_for", "build_context", "draw_plots", "load_outputs",
+__all__ = ["ImageRef", "ReportContext", "budgets_for", "build_context", "draw_plots", "side_by_side",
            "recorded_budgets", "run_budgets", "write_report", "write_summary", "INDEX_NAME", "SUMMARY_NAME"]

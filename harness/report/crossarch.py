@@ -22,16 +22,6 @@ from harness.schema.targets import TARGETS_DIR, TargetSpec, load_target
 log = logging.getLogger("harness.report")
 
 
-def read_manifest(run_dir: RunDir) -> Mapping[str, Any]:
-    if not run_dir.manifest_path.exists():
-        return {}
-    try:
-        return run_dir.read_manifest()
-    except (OSError, ValueError) as exc:
-        log.warning("cannot read %s: %s", run_dir.manifest_path, exc)
-        return {}
-
-
 def _target_field(name: str, field: str, manifest: Mapping[str, Any], targets: Mapping[str, TargetSpec] | None,
                   targets_dir: Path) -> Optional[Any]:
     for spec in manifest.get("target_specs") or []:

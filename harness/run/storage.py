@@ -12,10 +12,20 @@ import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Optional, Sequence
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
-from harness.core.errors import DeviceBusy, TransportError
+from harness.agent.agent import Doc, STATUS_OK
+from harness.core.errors import ConnectError, DeviceBusy, TransportError
+from harness.core.files import file_sha256
+from harness.run import probe as device
+from harness.run.plan import Cell, TargetJob
+from harness.run.rows import CellEnded
 from harness.run.transport.base import Transport
+from harness.schema.results import FAILED, Category
+from harness.schema.rundir import RunDir
+from harness.schema.runtime_configs import compiled_cache_key, wants_cache
+
+log = logging.getLogger("harness.run.storage")
 
 #: `agent.py ... --lock` exit code when another run holds the device lock (agent.EXIT_BUSY)
 _EXIT_BUSY = 75
@@ -72,7 +82,7 @@ class DeviceCache:
         if result.exit_code == _EXIT_BUSY:
             message = (document or {}).get("error_message") or "the device is locked by another run"
             raise DeviceBusy(f"[{self.transport.name}] {message}")
-        if not result.ok or not isinstance(document, dict) or document.get("status") != "ok":
+        if not result.ok or not isinstance(document, dict) or document.get(Doc.STATUS) != STATUS_OK:
             detail = (document or {}).get("error_message") or (result.stderr or result.stdout).strip()[-300:]
             raise TransportError(f"[{self.transport.name}] `agent.py cache {action}` failed on the device "
                                  f"(exit {result.exit_code}): {detail}")
@@ -142,3 +152,93 @@ def suspect_reason(device_name: str, files: Sequence[Dict[str, Any]], run_id: st
 
 
 __all__ = ["DeviceCache", "SUSPECT_KEY", "disk_full_message", "entry_key", "suspect_reason"]
+
+
+class DeviceStorage:
+    """One device job's use of the device's cache: its pin, room for each cell's files, the repair of a corrupted
+    entry, and the storage marked suspect after a second mismatch."""
+
+    def __init__(self, cache: DeviceCache, run_id: str, lock_timeout_s: float, probe: Dict[str, Any]):
+        self.cache, self.run_id, self.lock_timeout_s, self.probe = cache, run_id, float(lock_timeout_s), probe
+        self._digests: Dict[str, str] = {}
+        self.pinned = False
+
+    def digest_of(self, local_path: str) -> str:
+        if local_path not in self._digests:
+            self._digests[local_path] = file_sha256(Path(local_path))
+        return self._digests[local_path]
+
+    def pin(self, job: TargetJob, run: RunDir) -> None:
+        """Every key the job's cells need, so no run evicts them while this one lasts. A device whose cache
+        cannot be managed (an old agent) still runs: its cells just get no eviction."""
+        keys = {entry_key(self.cache.agent_path)}
+        for cell in job.cells:
+            keys.update(s for s in cell.artifact.file_sha256 if s)
+            if cell.artifact.sha256 and wants_cache(cell.runtime_config):
+                keys.add(compiled_cache_key(cell.artifact.sha256, cell.runtime_config))
+        keys.update(self.digest_of(e.eval_inputs_path) for e in job.evals.values()
+                    if Path(e.eval_inputs_path).is_file())
+        try:
+            state = self.cache.pin(self.run_id, keys)
+        except TransportError as exc:
+            log.warning("[%s] cache not pinned (%s); eviction is off for this run", self.cache.transport.name, exc)
+            return
+        self.pinned = True
+        self.probe["cache"] = {k: state.get(k) for k in ("n_entries", "bytes", "oldest_use", "newest_use",
+                                                         "free_bytes", "total_bytes", "budget")}
+        run.write_device(self.cache.transport.name, self.probe)
+
+    def unpin(self) -> None:
+        if not self.pinned:
+            return
+        try:
+            self.cache.unpin(self.run_id)
+        except TransportError as exc:  # the pin expires on its own (agent.PIN_TTL_S)
+            log.warning("[%s] cache pin of run %s not removed: %s", self.cache.transport.name, self.run_id, exc)
+
+    def make_room(self, transport, wanted: Sequence[Tuple[Path, str]], cell: Cell) -> None:
+        """Room in the cache for the files of `wanted` that the device does not have yet."""
+        if not self.pinned:
+            return
+        missing = [(p, sha) for p, sha in wanted if p.is_file() and not transport.exists(device.cache_path(
+            transport, p, sha))]
+        if not missing:
+            return
+        need = sum(p.stat().st_size for p, _ in missing)
+        try:
+            answer = self.cache.make_room(need, self.lock_timeout_s, f"run {self.run_id}")
+        except DeviceBusy as exc:
+            raise CellEnded(FAILED, Category.DEVICE_BUSY, str(exc)) from None
+        except ConnectError:
+            raise
+        except TransportError as exc:
+            log.warning("[%s] no eviction before upload: %s", transport.name, exc)
+            return
+        if not answer.get("fits", True):
+            raise CellEnded(FAILED, Category.DEVICE_DISK_FULL,
+                            disk_full_message(transport.name, [p for p, _ in missing], answer, self.cache.target_file))
+
+    def evict_corrupted(self, document: Dict[str, Any], uploaded_inputs: Dict[str, str], cell: Cell) -> str:
+        """Evict the entries whose files the agent found changed; returns the note the cell's row carries."""
+        corrupted = document.get(Doc.CORRUPTED_FILES) or []
+        keys = sorted({entry_key(str(c.get("path", ""))) for c in corrupted if c.get("path")})
+        try:
+            self.cache.evict(keys, self.lock_timeout_s, f"run {self.run_id}")
+        except DeviceBusy as exc:
+            raise CellEnded(FAILED, Category.DEVICE_BUSY, str(exc)) from None
+        for local, remote in list(uploaded_inputs.items()):
+            if entry_key(remote) in keys:
+                del uploaded_inputs[local]  # sent again by the next push
+        names = ", ".join(f"{Path(str(c.get('path'))).name} (sha256 {str(c.get('actual_sha256'))[:12]}, expected "
+                          f"{str(c.get('expected_sha256'))[:12]})" for c in corrupted)
+        log.warning("[%s] corrupted cache entries %s evicted; uploading again", self.cache.transport.name, names)
+        return f"cache entry corrupted on the device: {names}; evicted, uploaded again and the cell rerun"
+
+    def mark_suspect(self, document: Dict[str, Any], run: RunDir, device_name: str) -> None:
+        reason = suspect_reason(device_name, document.get(Doc.CORRUPTED_FILES) or [], self.run_id)
+        try:
+            self.cache.mark_suspect(reason)
+        except TransportError as exc:
+            log.warning("[%s] storage not marked suspect on the device: %s", device_name, exc)
+        self.probe[SUSPECT_KEY] = reason
+        run.write_device(device_name, self.probe)

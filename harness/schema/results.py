@@ -203,3 +203,12 @@ def records(frame: Any) -> List[Dict[str, Any]]:
     if hasattr(frame, "to_dict"):
         return [dict(r) for r in frame.to_dict(orient="records")]
     return [dict(r) for r in frame]
+
+
+#: failed cells a resume runs again: the device was busy (another run held its lock), not the model's doing
+RERUN_ON_RESUME = frozenset({"device_busy"})
+
+
+def needs_rerun(row: Mapping[str, Any]) -> bool:
+    """A cell `harness run --resume` runs again: lost, or failed because the device was busy."""
+    return row.get("status") == LOST or (row.get("status") == FAILED and row.get("error_category") in RERUN_ON_RESUME)

@@ -22,6 +22,8 @@ from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional
 from harness.core.files import atomic_write_text
 
 REPORTS_DIR = Path("reports")
+#: the run reference that means the newest run with a results table
+LATEST = "latest"
 
 #: callbacks that see every cell and device record a RunDir writes under a root, by the written path. A dask
 #: worker's device job writes into its own scratch copy of the run and streams each record to the host this way
@@ -128,3 +130,24 @@ class RunDir:
         frame.to_parquet(paths["parquet"], index=False)
         frame.to_json(paths["json"], orient="records", indent=1)
         return paths
+
+
+def resolve_run(ref: str, reports_dir: Path = REPORTS_DIR) -> RunDir:
+    """`reports/<ref>/`, or with ref 'latest' the newest run that has a results.parquet. A run that does not
+    exist is a ConfigError (the user named it: exit 3) listing the recent ones."""
+    from harness.core.errors import ConfigError
+    reports_dir = Path(reports_dir)
+    if ref == LATEST:
+        runs = [p.parent for p in reports_dir.glob("*/results.parquet")]
+        if not runs:
+            raise ConfigError(reports_dir, "holds no run with a results.parquet; run `harness profile` first")
+        return RunDir(max(runs, key=lambda p: ((p / "results.parquet").stat().st_mtime, p.name)))
+    candidate = Path(ref)
+    if candidate.is_dir() and (candidate / "cells").is_dir():
+        return RunDir(candidate)
+    path = reports_dir / ref
+    if not path.is_dir():
+        known = sorted(p.name for p in reports_dir.iterdir() if p.is_dir())[-5:] if reports_dir.is_dir() else []
+        raise ConfigError(path, f"no such run directory; recent runs: {', '.join(known) or 'none'} "
+                          "(or pass 'latest')")
+    return RunDir(path)

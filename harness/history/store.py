@@ -8,8 +8,7 @@ run is appended with its result rows, every numeric column in long form
 samples for regression tests against a later run. Recording a run again
 replaces its cells but keeps its place in the order and its gate verdict.
 
-Also here: finding a run directory by id (or `latest`) and reading its table
-and latency samples, since recording is the first thing that needs them.
+A run is handed in as one RunResults (harness.schema.run_results), read once by its command.
 """
 from __future__ import annotations
 
@@ -26,14 +25,13 @@ import numpy as np
 
 from harness.core.errors import HarnessError
 from harness.judge.trends import latency_figures
-from harness.schema.results import COLUMNS, FAILED, LOST, OK, results_frame
-from harness.schema.rundir import REPORTS_DIR, RunDir
+from harness.schema.results import COLUMNS, FAILED, LOST, OK
+from harness.schema.run_results import RunResults
 from harness.schema.results import records
 
 DEFAULT_DB_PATH = Path(".harness/history.sqlite")
 #: a PostgreSQL URL (or a SQLite path) here is the history store when no --history is given
 HISTORY_ENV = "HARNESS_HISTORY"
-LATEST = "latest"
 #: the newest migration; `schema_version` holds every one applied
 SCHEMA_VERSION = 3
 #: gate_status of a run: its verdict, or that the gate could not judge it (noisy, too few samples)
@@ -88,53 +86,6 @@ def default_history_location() -> Any:
     """HARNESS_HISTORY (a postgresql:// URL or a SQLite path) if set, else .harness/history.sqlite."""
     import os
     return os.environ.get(HISTORY_ENV) or DEFAULT_DB_PATH
-
-
-# ---------------------------------------------------------------- reading run directories
-def resolve_run(ref: str, reports_dir: Path = REPORTS_DIR) -> RunDir:
-    """`reports/<ref>/`, or with ref 'latest' the newest run that has a results.parquet."""
-    reports_dir = Path(reports_dir)
-    if ref == LATEST:
-        runs = [p.parent for p in reports_dir.glob("*/results.parquet")]
-        if not runs:
-            raise HarnessError(f"no run with a results.parquet under {reports_dir}/; run `harness profile` first")
-        return RunDir(max(runs, key=lambda p: ((p / "results.parquet").stat().st_mtime, p.name)))
-    candidate = Path(ref)
-    if candidate.is_dir() and (candidate / "cells").is_dir():
-        return RunDir(candidate)
-    path = reports_dir / ref
-    if not path.is_dir():
-        known = sorted(p.name for p in reports_dir.iterdir() if p.is_dir())[-5:] if reports_dir.is_dir() else []
-        raise HarnessError(f"no run directory {path}; recent runs: {', '.join(known) or 'none'} "
-                           f"(or pass 'latest')")
-    return RunDir(path)
-
-
-def load_run_table(run_dir: RunDir):
-    """The run's collated table: results.parquet, else the rows of cells/*.json."""
-    parquet = run_dir.root / "results.parquet"
-    if parquet.exists():
-        import pandas as pd
-        return pd.read_parquet(parquet)
-    return results_frame(run_dir.rows())
-
-
-def load_latency_samples(run_dir: RunDir) -> Dict[str, Any]:
-    """Latency samples (ms) by cell_id, from cells/*.json: one array, or one per repeat.
-
-    A cell measured in several repeats keeps them apart (`repeat_latencies_ms`,
-    a list of lists), because the regression judge needs each repeat's median;
-    a cell of one repeat has the flat `latencies_ms`.
-    """
-    samples: Dict[str, Any] = {}
-    for cell in run_dir.iter_cells():
-        repeats = cell.get("repeat_latencies_ms")
-        values = cell.get("latencies_ms")
-        if repeats and len(repeats) > 1:
-            samples[str(cell["row"]["cell_id"])] = [np.asarray(r, dtype=np.float64) for r in repeats]
-        elif values:
-            samples[str(cell["row"]["cell_id"])] = np.asarray(values, dtype=np.float64)
-    return samples
 
 
 def _samples_json(values: Any) -> Optional[str]:
@@ -608,19 +559,9 @@ class History:
         return clean[-1].run_id if clean else None
 
 
-def _manifest_started_at(run_dir: RunDir) -> Optional[str]:
-    try:
-        manifest = run_dir.read_manifest()
-    except (OSError, ValueError):
-        return None
-    value = manifest.get("started_at") or manifest.get("created_at")
-    return str(value) if value else None
-
-
-def record_run(run_dir: RunDir, db_path: Path | str | None = None,
+def record_run(results: RunResults, db_path: Path | str | None = None,
                gate_passed: Optional[bool] = None, gate_status: Optional[str] = None) -> RunInfo:
     """Append a finished run (its table and latency samples) to the history store (a path or a URL)."""
-    frame = load_run_table(run_dir)
-    return History(db_path).record(run_dir.run_id, _records(frame), load_latency_samples(run_dir),
-                                   started_at=_manifest_started_at(run_dir), gate_passed=gate_passed,
+    return History(db_path).record(results.run_id, _records(results.frame), results.latency_samples(),
+                                   started_at=results.started_at, gate_passed=gate_passed,
                                    gate_status=gate_status)
