@@ -42,6 +42,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--ov-precision", default="f32,default",
                    help="OpenVINO precisions to pair, 'default' = the plugin's own choice (default f32,default)")
     p.add_argument("--warm-runs", type=int, default=None, help="warm profile reruns (default 3; quick 1)")
+    p.add_argument("--history-runs", type=int, default=100,
+                   help="earlier runs in the history store before the warm profiles, as a nightly farm has (default "
+                        "100): the trend page drawn after each run reads them all")
     p.add_argument("--devices", default=None, help="device counts for scaling (default 1,3,6; quick 1,3)")
     p.add_argument("--preload", action="store_true",
                    help="scaling: import the transport plugins before the nightly starts (the registry loads them "
@@ -147,7 +150,8 @@ def main(argv=None) -> int:
             doc["paired_calibration"] = paired
         if "overhead" in steps or "scaling" in steps or "fidelity" in steps:
             log("overhead: cold profile, then warm reruns (digits_cnn on the local target)")
-            doc["overhead"] = overhead(ws, warm_runs if "overhead" in steps else 0, log)
+            doc["overhead"] = overhead(ws, warm_runs if "overhead" in steps else 0, log,
+                                       args.history_runs if "overhead" in steps else 0)
             if "overhead" in steps:
                 no_report = timed_profile(ws, "warm-no-report", extra=("--no-report",))
                 doc["overhead"]["warm_no_report"] = no_report.to_dict()

@@ -192,7 +192,8 @@ def markdown(doc: Dict[str, Any]) -> str:
     if "overhead" in doc:
         o = doc["overhead"]
         out += ["## Harness overhead (one model, local target)", ""] + overhead_table(o) + [""]
-        out += [f"Warm (median of {len(o['warm'])}) / cold wall: {_f(o['warm_over_cold'])}.", ""]
+        out += [f"Warm (median of {len(o['warm'])}) / cold wall: {_f(o['warm_over_cold'])}; warm wall / agent processes: "
+                f"{_f(o.get('warm_wall_over_agent_process'))}, with {o.get('history_runs', '?')} runs in the history.", ""]
     if "scaling" in doc:
         out += ["## Scaling: nightly (`harness farm run`) over simulated devices", ""] + scaling_table(doc["scaling"])
         out += [""]
