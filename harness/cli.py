@@ -7,7 +7,6 @@ from __future__ import annotations
 import argparse
 import gc
 import importlib
-import logging
 import os
 import sys
 import warnings
@@ -15,6 +14,7 @@ from typing import List, NoReturn, Optional
 
 from harness import __version__
 from harness.core.errors import ConfigError, HarnessError, LibraryMissing
+from harness.core.logs import configure_terminal
 from harness.core.optional import library_missing
 
 #: order is the order shown in --help
@@ -48,8 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Optional[List[str]] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    level = [logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbose, 2)]
-    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    configure_terminal(args.verbose)
     if args.verbose < 2:
         # Library chatter that says nothing about the user's run (tf-keras on .h5, TF-MOT/NNCF deprecations).
         warnings.filterwarnings("ignore", message="You are saving your model as an HDF5 file")

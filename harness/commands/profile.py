@@ -212,6 +212,8 @@ def resumed_recipes(manifest) -> list:
 
 def cmd_profile(args) -> int:
     from harness.commands.publish import preload_report_libraries, publish
+    from harness.core.logs import RUN_LOG_NAME, log_to_file
+    from harness.schema.rundir import new_run_id
     from harness.run.pipeline import run_profile
     from harness.run.plan import RunSettings
     from harness.schema.recipes import list_recipe_names, load_recipe
@@ -262,13 +264,18 @@ def cmd_profile(args) -> int:
     if pairs and settings.repeats < 2:
         progress(f"note: a paired run of {settings.repeats} repeat cannot measure its own noise; the gate then "
                  f"assumes one (use --repeats {PAIRED_REPEATS})")
+    run_id = run_id or new_run_id()
+    log_to_file(Path(args.reports_dir) / run_id / RUN_LOG_NAME)  # tracebacks and third-party warnings go there
     if not args.no_report:
         preload_report_libraries()
     with chosen_dispatcher(getattr(args, "scheduler", None), progress) as dispatcher:
         results = run_profile(recipes, targets, variants, settings, run_id=run_id, reports_dir=args.reports_dir,
                               progress=progress, resume=bool(resume), dispatcher=dispatcher, pairs=pairs)
     if not args.no_report:
-        publish(results, targets, getattr(args, "history", None), progress)
+        published = publish(results, targets, getattr(args, "history", None), progress)
+        if published.history_error:  # said in every mode, -q too: a nightly series silently missing a night is worse
+            print(f"harness: history not recorded: {published.history_error}; record it later with "
+                  f"`harness history --record {results.run_id}` (the exit code is the run's own)", file=sys.stderr)
     print_summary(results, scheduler=getattr(args, "scheduler", None))
     return run_verdict(results.rows, results.missing).exit_code
 
