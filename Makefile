@@ -17,34 +17,37 @@ REPEATS ?= 3
 RUN ?= latest
 POLICY ?= policies/default.yaml
 
-# A value given to make (on the command line, in MAKEFLAGS or in the environment, often a CI variable) is data,
-# never make or shell syntax to run. Make itself would run it twice over: a reference to a variable re-expands its
-# text, and every variable given on the command line is expanded to export it into each recipe's environment,
-# whether a recipe uses it or not (so `$(shell touch X)` in it ran even with `$(value ...)` in the recipes).
-# Hence every such variable, and every variable above, becomes a simple variable holding its raw text: make never
-# expands that text again, and exports it as it is. Recipes then pass each value to a program as one
-# single-quoted word of that raw text (q), or ARGS and the like split on white space into such words (qwords),
-# and name programs ($(PY), $(HARNESS)) only quoted. The venv is built by scripts/venv.sh, so no value is ever
-# part of a target name or a second make's command line. tests/test_make_wrappers.py runs every wrapper with
-# $(shell ...), $(...), backquotes and quotes in every variable. (Out of any makefile's reach: a definition given
-# with := on make's command line, and $ in MAKEFLAGS from the environment, are expanded by make as it starts.)
-CALLER_VARIABLES := $(foreach v,$(.VARIABLES),$(if $(findstring command line,$(origin $(v))),$(v)))
-$(foreach v,$(sort $(CALLER_VARIABLES) PYTHON VENV TARGET MODEL MODEL_FILE DATA SHAPES VARIANTS FORMATS ARGS \
-  DEVICES ARCH REPEATS RUN POLICY),$(eval override $(v) := $$(value $(v))))
-export $(filter-out SHELL .SHELLFLAGS,$(CALLER_VARIABLES))
-override SHELL := /bin/bash
-override .SHELLFLAGS := -c
-
-define newline
+# A value given to make (on its command line or in the environment, often a CI variable) is data: neither make
+# nor the shell ever runs what it holds. Make would, twice over: a reference to a variable expands its text again,
+# and make expands every variable given on its command line to export it to each recipe's environment, whether a
+# recipe uses it or not (that ran `$(shell touch X)` in MODEL_FILE even with $(value ...) in the recipes).
+# So each such variable, and each variable above, becomes a simple variable holding its raw text: make never
+# expands that text, and exports it as it is. Recipes pass each value as one single-quoted word (q), or split
+# on white space into such words (qwords: ARGS, SHAPES, DEVICES), and run $(PY) and $(HARNESS) only quoted.
+# scripts/venv.sh builds the venv, so no value is part of a target name or of a second make's command line.
+# The makefile's own variables are `override`: a value given for one of them is ignored.
+# Out of any makefile's reach, because make expands them as it starts: a definition given with := on make's
+# command line, and one in a MAKEFLAGS environment variable. tests/test_make_wrappers.py checks all of this.
+# (two loops: inside a loop, the origin of a variable named as the loop's own is the loop's)
+override CALLER_VARIABLES := $(sort $(foreach v,$(.VARIABLES),$(if $(findstring command line,$(origin $(v))),$(v))) \
+  $(foreach u,$(.VARIABLES),$(if $(findstring command line,$(origin $(u))),$(u))))
+override define newline
 
 
 endef
+# one eval of all the assignments, outside the loop, so that even a variable named v is converted
+$(eval $(foreach v,$(sort $(CALLER_VARIABLES) PYTHON VENV TARGET MODEL MODEL_FILE DATA SHAPES VARIANTS FORMATS \
+  ARGS DEVICES ARCH REPEATS RUN POLICY),override $(v) := $$(value $(v))$(newline)))
+export $(filter-out SHELL .SHELLFLAGS CALLER_VARIABLES newline qw q qwords PY HARNESS,$(CALLER_VARIABLES))
+override SHELL := /bin/bash
+override .SHELLFLAGS := -c
+
 # a newline, which would end the recipe's command line, is quoted as bash's $'\n'
-qw = '$(subst $(newline),'$$'\n'',$(subst ','\'',$(1)))'
-q = $(call qw,$(value $(1)))
-qwords = $(foreach w,$(value $(1)),$(call qw,$(w)))
-PY := $(call qw,$(VENV)/bin/python)
-HARNESS := $(call qw,$(VENV)/bin/harness)
+override qw = '$(subst $(newline),'$$'\n'',$(subst ','\'',$(1)))'
+override q = $(call qw,$(value $(1)))
+override qwords = $(foreach w,$(value $(1)),$(call qw,$(w)))
+override PY := $(call qw,$(VENV)/bin/python)
+override HARNESS := $(call qw,$(VENV)/bin/harness)
 
 .PHONY: help venv system-deps profile test nightly farm-up farm-down gate bench clean
 
@@ -81,7 +84,7 @@ farm-down: ## stop the simulated farm and remove targets/sim-*.yaml
 nightly: venv ## profile MODEL on every enabled target (targets/*.yaml), REPEATS (3) interleaved runs per cell
 	$(HARNESS) farm run --model $(call q,MODEL) --repeats $(call q,REPEATS) $(if $(value VARIANTS),--variants $(call q,VARIANTS)) $(call qwords,ARGS)
 
-gate: venv ## check a run against a release policy, exit 0 pass / 1 fail / 2 not judged, JUnit XML: make gate RUN=latest POLICY=policies/default.yaml
+gate: venv ## check a run against a release policy (harness gate: 0 pass / 1 fail / 2 not judged; make gate: 2 for a fail too), JUnit XML: make gate RUN=latest POLICY=policies/default.yaml
 	$(HARNESS) gate --run $(call q,RUN) --policy $(call q,POLICY) $(call qwords,ARGS)
 
 bench: venv ## benchmark: agent vs vendor tools, overhead, scaling, memory, gate calibration -> reports/bench/ (ARGS=--quick)

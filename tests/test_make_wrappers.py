@@ -188,3 +188,15 @@ def test_defaults_still_apply_when_nothing_is_given(setup):
         result = run_make(target, {"VENV": str(venv)})
         assert result.returncode == 0, result.stderr
         assert [c["argv"] for c in calls(result)] == [argv], target
+
+
+def test_the_makefiles_own_variables_cannot_be_replaced(setup):
+    """PY, HARNESS and the quoting functions are the Makefile's: a value given for one is ignored, never run."""
+    sentinels, venv = setup
+    given = {name: payload(sentinels, name) for name in
+             ("PY", "HARNESS", "q", "qw", "qwords", "newline", "CALLER_VARIABLES", "STAMP", "v", "u", "w", "s")}
+    for target in ("profile", "bench", "farm-down"):
+        result = run_make(target, {"VENV": str(venv), "ARGS": "a b", "SHAPES": "x=1", **given})
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert_no_sentinel(sentinels, result)
+        assert len(calls(result)) == 1, result.stdout
