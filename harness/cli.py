@@ -17,7 +17,7 @@ import warnings
 from typing import List, NoReturn, Optional
 
 from harness import __version__
-from harness.core.errors import ConfigError, HarnessError, LibraryMissing, UsageError
+from harness.core.errors import ConfigError, HarnessError, LibraryMissing
 from harness.core.optional import library_missing
 
 #: order is the order shown in --help
@@ -95,9 +95,6 @@ def main(argv: Optional[List[str]] = None) -> int:
         return EXIT_CONFIG
     except LibraryMissing as exc:
         print(f"harness: missing library: {exc}", file=sys.stderr)
-        return EXIT_CONFIG
-    except UsageError as exc:
-        print(f"harness: error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     except HarnessError as exc:
         print(f"harness: error: {exc}", file=sys.stderr)

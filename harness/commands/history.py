@@ -60,9 +60,9 @@ def _show_runs(store) -> int:
 
 
 def _show_series(store, args) -> int:
-    from harness.core.errors import UsageError
+    from harness.core.errors import ConfigError
     if not (args.model and args.target):
-        raise UsageError("--model and --target go together: name both to show a series")
+        raise ConfigError("--model/--target", "they go together: name both to show a series")
     points = store.series(args.model, args.target, args.metric, variant=args.variant, fmt=args.fmt)
     if not points:
         print(f"no recorded cells of model {args.model!r} on target {args.target!r} in {store.where}")

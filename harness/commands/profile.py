@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Dict, Iterator, Optional, Tuple
 
 from harness.commands.arguments import input_shape, integer, number, run_id
-from harness.core.errors import ConfigError, HarnessError, UsageError
+from harness.core.errors import ConfigError, HarnessError
 from harness.schema.pairing import MANIFEST_KEY as PAIRED_KEY, PAIRED_MIN_DURATION_S, PAIRED_REPEATS, baseline_name
 from harness.core.progress import Progress
 from harness.schema.rundir import REPORTS_DIR, RunDir
@@ -230,8 +230,8 @@ def cmd_profile(args) -> int:
     if resume:
         run = RunDir(args.reports_dir / resume)
         if not run.manifest_path.exists():
-            raise UsageError(f"no run {resume!r} to resume: {run.manifest_path} does not exist "
-                               f"(runs are listed under {args.reports_dir}/)")
+            raise ConfigError(run.manifest_path, f"no run {resume!r} to resume: the file does not exist "
+                              f"(runs are listed under {args.reports_dir}/)")
         manifest = run.read_manifest()
         # A built-in target (local outside the repo) has no file: its name finds it again.
         sources = manifest.get("target_sources") or [""] * len(manifest["targets"])

@@ -5,7 +5,7 @@ import json
 import time
 from typing import Any, Dict, Optional
 
-from harness.core.errors import DeviceBusy, HarnessError, LibraryMissing, TransportError, UsageError
+from harness.core.errors import ConfigError, DeviceBusy, HarnessError, LibraryMissing, TransportError
 
 
 def register(subparsers) -> None:
@@ -34,11 +34,11 @@ def cmd_targets(args) -> int:
     from harness.run.transport import open_transport
 
     if (args.verify or args.prune) and not args.cache:
-        raise UsageError("--verify and --prune work on the device's cache: add --cache")
+        raise ConfigError("--verify/--prune", "they work on the device's cache: add --cache")
     if args.older_than and not args.prune:
-        raise UsageError("--older-than DAYS says which entries --prune evicts: add --cache --prune")
+        raise ConfigError("--older-than", "DAYS says which entries --prune evicts: add --cache --prune")
     if args.older_than < 0 or args.wait < 0:
-        raise UsageError("--older-than and --wait must be 0 or more")
+        raise ConfigError("--older-than/--wait", "must be 0 or more")
     names = args.names or list_target_names()
     status = 0
     for name in names:

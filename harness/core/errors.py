@@ -20,12 +20,6 @@ class ConfigError(HarnessError):
         super().__init__(f"{where}: {message}")
 
 
-class UsageError(HarnessError):
-    """The user named something that is not there or gave a value that cannot work (a run id no run has, a
-    metric no table has, flags that must go together): exit 3, because running the same command again
-    cannot help. The message names the flag or name and says what to give instead."""
-
-
 class LibraryMissing(HarnessError):
     """An optional library this step needs is not installed; the message names the extra that brings it."""
 
