@@ -102,10 +102,17 @@ def check_wrapper(case, sentinels, venv, *, on_command_line: bool):
     target, single, split = WRAPPERS[case]
     values = {name: payload(sentinels, name) for name in [*single, *split]}
     given = {"VENV": str(venv), "PYTHON": payload(sentinels, "PYTHON"), "FOO": payload(sentinels, "FOO"), **values}
+    # make test first runs scripts/system-deps.sh, which installs missing Debian packages when root: here it
+    # only ever reports them, as for a user who is not root (an `id` that says 1000)
+    not_root = sentinels.parent / "not-root"
+    not_root.mkdir(exist_ok=True)
+    (not_root / "id").write_text("#!/bin/sh\necho 1000\n")
+    (not_root / "id").chmod(0o755)
+    path = {"PATH": f"{not_root}{os.pathsep}{os.environ.get('PATH', '')}"}
     if on_command_line:
-        result = run_make(target, given)
+        result = run_make(target, given, extra_env=path)
     else:  # as CI exports them: the environment
-        result = run_make(target, {}, env_variables=given)
+        result = run_make(target, {}, env_variables=given, extra_env=path)
     if target == "test" and result.returncode != 0 and "system-deps" in result.stderr:
         pytest.skip("make test first needs the Debian packages scripts/system-deps.sh names")
     assert result.returncode == 0, result.stdout + result.stderr
