@@ -1313,10 +1313,8 @@ def pin_run(workdir, run, keys, host_now=0.0):
     pins = os.path.join(workdir, PINS_DIR)
     if not os.path.isdir(pins):
         os.makedirs(pins)
-    path = os.path.join(pins, _safe_name(run) + ".json")
-    with open(path + ".part", "w") as handle:
-        json.dump({"run": run, "keys": sorted(keys), "pid": os.getpid(), "host_pinned_at": host_now or None}, handle)
-    os.rename(path + ".part", path)
+    write_result(os.path.join(pins, _safe_name(run) + ".json"),
+                 {"run": run, "keys": sorted(keys), "pid": os.getpid(), "host_pinned_at": host_now or None})
     root = os.path.join(workdir, CACHE_DIR)
     for key in keys:
         for entry in (os.path.join(root, key), os.path.join(root, COMPILED_DIR, key)):
@@ -1361,10 +1359,8 @@ def read_suspect(workdir):
 
 
 def mark_suspect(workdir, reason):
-    path = os.path.join(workdir, SUSPECT_FILE)
-    with open(path + ".part", "w") as handle:
-        json.dump({"reason": reason, "marked_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}, handle)
-    os.rename(path + ".part", path)
+    write_result(os.path.join(workdir, SUSPECT_FILE),
+                 {"reason": reason, "marked_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
 
 
 def clear_suspect(workdir):
@@ -1586,8 +1582,15 @@ def save_outputs(path, outputs):
             spec.append({"key": "o%d" % k, "name": name, "ragged": 0})
     arrays[OUTPUTS_KEY] = np.array(json.dumps(spec))
     tmp = path + ".part.npz"
-    np.savez(tmp, **arrays)
-    os.rename(tmp, path)
+    try:
+        np.savez(tmp, **arrays)
+        os.rename(tmp, path)
+    except BaseException:
+        try:
+            os.remove(tmp)
+        except OSError:
+            pass
+        raise
 
 
 # ---------------------------------------------------------------- commands
@@ -1771,10 +1774,7 @@ def profile_cell(runtime_cls, args, options, feeds, config, cache_dir=None):
                 "fallback": "; ".join(runtime.config.fallbacks) or None, "runs": args.profile_runs,
                 "timed": report.get("timed", False), "nodes": len(layers), "placement": placement,
                 "layers": sorted(layers, key=lambda l: -(l.get("time_ms") or 0.0))}
-    tmp = args.profile + ".part"
-    with open(tmp, "w") as handle:
-        json.dump(document, handle)
-    os.rename(tmp, args.profile)
+    write_result(args.profile, document)
     return {"nodes": len(layers), "placement": placement}
 
 
@@ -1938,7 +1938,7 @@ def storage_failure(exc, doing):
 
 
 def write_result(path, document):
-    """The result document, atomically; a write that fails leaves no `.part` behind."""
+    """A JSON document (a result, a pin, a mark), atomically; a write that fails leaves no `.part` behind."""
     tmp = path + ".part"
     try:
         with open(tmp, "w") as handle:

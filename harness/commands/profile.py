@@ -241,7 +241,8 @@ def cmd_profile(args) -> int:
         settings_doc = manifest.get("settings", {})
         run_id = resume
     if resume:
-        recipes = resumed_recipes(manifest)
+        # the formats the run was limited to (--formats) hold for its resume too
+        recipes = pick_formats(resumed_recipes(manifest), ",".join(settings_doc.get("formats") or []))
         pairs = dict(manifest.get(PAIRED_KEY) or {})
     else:
         recipes, pairs = file_recipes(args)

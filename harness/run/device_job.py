@@ -43,12 +43,30 @@ def run_target_job(job: TargetJob, progress: Progress = SILENT) -> List[Dict[str
             rows.append(record_cell(run, failed_row(run.run_id, cell, status, category, said)))
         progress(f"[{target.name}] device {'lost' if status == LOST else 'refused'}: {message}")
 
+    target_file = target.source_path or f"targets/{target.name}.yaml"
+
+    def storage_trouble(exc: BaseException) -> bool:
+        """The device answers but its workdir cannot be written or is full: a fix on the device, named, not a
+        lost device. Returns True when it was that (the cells are recorded)."""
+        if storage_readonly(str(exc)):
+            lose_rest(Category.DEVICE_STORAGE_READONLY.value, f"the device's workdir cannot be written ({exc}); "
+                      f"remount it read-write, fix its permissions, or set `workdir:` in {target_file} to a "
+                      f"writable directory, then `harness run --resume {run.run_id}`", status=FAILED)
+        elif "no space left" in str(exc).lower():
+            lose_rest(Category.DEVICE_DISK_FULL.value, f"the device's disk is full ({exc}); free space in its "
+                      f"workdir or set `workdir:` in {target_file} to a larger disk, then "
+                      f"`harness run --resume {run.run_id}`", status=FAILED)
+        else:
+            return False
+        return True
+
     try:
         transport = open_transport(target)
     except HarnessError as exc:
         run.write_device(target.name, device.unreachable_probe(target.name, exc))
-        status, category = device_failure(exc)  # a changed host key is failed/host_key_changed, never lost
-        lose_rest(category, str(exc), status)
+        if not storage_trouble(exc):
+            status, category = device_failure(exc)  # a changed host key is failed/host_key_changed, never lost
+            lose_rest(category, str(exc), status)
         return rows
     try:
         try:
@@ -57,12 +75,7 @@ def run_target_job(job: TargetJob, progress: Progress = SILENT) -> List[Dict[str
             agent_path = probe["agent_path"]
         except (TransportError, HarnessError) as exc:
             run.write_device(target.name, device.unreachable_probe(target.name, exc))
-            if storage_readonly(str(exc)):  # the device answers; its workdir cannot be written: a fix, not a retry
-                lose_rest(Category.DEVICE_STORAGE_READONLY.value, f"the device's workdir {transport.workdir} cannot "
-                          f"be written ({exc}); remount it read-write, fix its permissions, or set `workdir:` in "
-                          f"{target.source_path or f'targets/{target.name}.yaml'} to a writable directory, then "
-                          f"`harness run --resume {run.run_id}`", status=FAILED)
-            else:
+            if not storage_trouble(exc):
                 lose_rest(Category.DEVICE_UNREACHABLE.value, f"health probe failed: {exc}")
             return rows
         available = {fmt for fmt, info in probe.get("runtimes", {}).items() if info.get("available")}

@@ -219,7 +219,9 @@ class SSHTransport:
         line = " ".join(words)
         if pid_file:
             # sshd makes the login shell a session leader: its pid is the process group to kill on timeout.
-            line = f"echo $$ > {shlex.quote(pid_file)} && {line}; rc=$?; rm -f {shlex.quote(pid_file)}; exit $rc"
+            # A pid file that cannot be written (a full or read-only disk) must not stop the command itself.
+            line = (f"{{ echo $$ > {shlex.quote(pid_file)}; }} 2>/dev/null; {line}; rc=$?; "
+                    f"rm -f {shlex.quote(pid_file)} 2>/dev/null; exit $rc")
         return f"cd {shlex.quote(cwd or self.workdir)} && {line}"
 
     def run(self, argv: Sequence[str], timeout_s: float, env: Optional[Mapping[str, str]] = None,
@@ -291,7 +293,8 @@ class SSHTransport:
         """Kill the timed-out command's whole process group on the device; (the states its processes were in,
         whether none is left), or None when the device did not answer."""
         pid_file = shlex.quote(pid_file)
-        script = (f"pid=$(cat {pid_file} 2>/dev/null); [ -n \"$pid\" ] || {{ echo 'states= left=0'; exit 0; }}; "
+        script = (f"pid=$(cat {pid_file} 2>/dev/null); "
+                  "[ -n \"$pid\" ] || { echo 'states= left=unknown'; exit 0; }; "
                   f"states=$({session_states_script('$pid')}); kill -KILL -- -$pid 2>/dev/null; i=0; "
                   "while kill -0 -- -$pid 2>/dev/null && [ $i -lt 20 ]; do sleep 0.1 || break; i=$((i+1)); done; "
                   "left=0; kill -0 -- -$pid 2>/dev/null && left=1; "
