@@ -6,13 +6,16 @@ Self-contained on purpose: it needs only the standard library, numpy (1.x or
 harness. The host copies this file to the device and runs, for example:
 
     python3 agent.py probe
+    python3 agent.py inspect --model m.tflite --format tflite --shapes '{"x": [1, 8, 8, 1]}'
     python3 agent.py run --model m.onnx --format onnx --inputs in.npz \
         --result result.json --outputs outputs.npz --warmup 10 --iterations 100 --threads 1
 
 `run` writes one JSON document (runtime, versions, load time, first-inference
 time, latency samples and percentiles, peak memory) and, with --outputs, the
-model's outputs for every input sample. Failures are written to the JSON too,
-with a category, and the exit code says which kind of failure it was.
+model's outputs for every input sample. `inspect` loads a model and prints
+what the runtime sees of it (interface, operators, whether it keeps state), so
+a host without this runtime can check an artifact. Failures are written to the
+JSON too, with a category, and the exit code says which kind of failure it was.
 """
 from __future__ import print_function
 
@@ -75,6 +78,8 @@ class Doc(object):
     # the device's cache (--verify-cache): time spent hashing, the files that did not match, a compiled-model
     # cache that failed to load and was rebuilt
     VERIFY_MS, CORRUPTED_FILES, CACHE_REPAIR = "verify_ms", "corrupted_files", "cache_repair"
+    # `inspect`: operator type -> count (null where the runtime lists none), and whether the model keeps state
+    OPERATORS, HOLDS_STATE = "operators", "holds_state"
 
     @classmethod
     def keys(cls):
@@ -271,6 +276,10 @@ class Runtime(object):
         The default: a model of this runtime keeps no state of its own."""
         return True
 
+    def operators(self):
+        """Operator type -> count of the loaded model, for `inspect`; None: this runtime lists no operators."""
+        return None
+
 
 def _first_words(caught):
     """The text of the warnings a runtime raised while loading (its own words for what it could not do)."""
@@ -364,6 +373,10 @@ class TFLiteRuntime(Runtime):
     def profile(self, run_once, n):
         """Which nodes the delegate took and which stayed on the builtin kernels (no per-op times)."""
         return {"layers": self.layers or [], "timed": False}
+
+    def operators(self):
+        # the model's own nodes, without the DELEGATE nodes that took them over (None: a runtime too old to list)
+        return _count(layer["type"] for layer in self.layers) if self.layers is not None else None
 
     def reset_state(self):
         # reset_all_variables() resets variable tensors (an LSTM's state), not resource variables
@@ -552,6 +565,7 @@ class OpenVINORuntime(Runtime):
             core.set_property({"CACHE_DIR": self.cache_dir})
         model = core.read_model(path, weights) if weights else core.read_model(path)
         self.model_interface = _ov_interface(model.inputs, model.outputs)
+        self.model_types = [op.get_type_name() for op in model.get_ordered_ops()]
         if shapes and model.is_dynamic():
             # Compile for the sizes the harness fixed, as benchmark_app -shape does.
             wanted = shapes_in_order([_ov_name(p) for p in model.inputs], shapes)
@@ -616,6 +630,9 @@ class OpenVINORuntime(Runtime):
 
     def fetch(self):
         return [self.request.get_output_tensor(i).data.copy() for i in range(len(self.compiled.outputs))]
+
+    def operators(self):
+        return _count(t for t in self.model_types if t not in ("Parameter", "Result", "Constant"))
 
     def profile(self, run_once, n):
         """OpenVINO's performance counters: each executed layer, its exec type, runtime precision and median time."""
@@ -743,6 +760,13 @@ class TorchRuntime(Runtime):
                            "calls": int(e.count) // n,
                            "time_ms": (e.self_cpu_time_total + (on_cuda or 0)) / n / 1e3})
         return {"layers": [l for l in layers if l["calls"] > 0], "timed": True}
+
+
+def _count(names):
+    counts = {}
+    for name in names:
+        counts[name] = counts.get(name, 0) + 1
+    return counts
 
 
 def _flatten(value):
@@ -1673,6 +1697,32 @@ def cmd_run(args):
     return result
 
 
+def cmd_inspect(args):
+    """Load the model at the given input sizes and say what this runtime sees: interface, operators, state."""
+    runtime_cls = RUNTIMES.get(args.format)
+    if runtime_cls is None:
+        raise AgentFailure(ErrorCategory.BAD_INPUT, "unknown format %r; known: %s"
+                           % (args.format, ", ".join(sorted(RUNTIMES))), EXIT_BAD_INPUT)
+    try:
+        shapes = json.loads(args.shapes) if args.shapes else {}
+        if not isinstance(shapes, dict):
+            raise ValueError("expected a mapping of input name to shape")
+    except ValueError as exc:
+        raise AgentFailure(ErrorCategory.BAD_INPUT, "--shapes is not a mapping of input name to shape: %s" % exc,
+                           EXIT_BAD_INPUT)
+    if not os.path.isfile(args.model):
+        raise AgentFailure(ErrorCategory.BAD_INPUT, "no model file %s" % args.model, EXIT_BAD_INPUT)
+    config = runtime_config(args)
+    runtime, load_ms = _load(runtime_cls, args, config["options"], shapes)
+    try:
+        interface, operators = runtime.interface(), runtime.operators()
+    except Exception as exc:
+        raise AgentFailure(ErrorCategory.LOAD_FAILED, "%s loaded %s but cannot describe it: %s"
+                           % (runtime.name, args.model, _one_line(exc)))
+    return {Doc.RUNTIME: runtime.name, Doc.RUNTIME_VERSION: str(runtime.version), Doc.LOAD_MS: load_ms,
+            Doc.INTERFACE: interface, Doc.OPERATORS: operators, Doc.HOLDS_STATE: bool(runtime.holds_state)}
+
+
 def runtime_config(args):
     """The runtime configuration the host sent (--runtime-config JSON): name and the user's options."""
     if not args.runtime_config:
@@ -1961,6 +2011,15 @@ def main(argv=None):
                             "kept there for the next probe while this environment is unchanged (none: nothing kept)")
     probe.add_argument("--fresh", action="store_true",
                        help="import every runtime again even if this environment's fingerprint is unchanged")
+    inspect = sub.add_parser("inspect", help="load a model and print its interface and operators, as JSON")
+    inspect.add_argument("--model", required=True)
+    inspect.add_argument("--format", required=True, help="one of: %s" % ", ".join(sorted(RUNTIMES)))
+    inspect.add_argument("--weights", default="", help="OpenVINO .bin, when it is not beside the .xml")
+    inspect.add_argument("--shapes", default="", help='input sizes as JSON, {"name": [1, 8, 8, 1]} (dynamic inputs '
+                                                      "load at them)")
+    inspect.add_argument("--threads", type=int, default=1)
+    inspect.add_argument("--runtime-config", default="", help='{"name": ..., "options": {...}} as for run')
+    inspect.add_argument("--result", default="", help="also write the JSON document here")
     run = sub.add_parser("run", help="load a model, time it and write a JSON result")
     run.add_argument("--model", required=True)
     run.add_argument("--format", required=True, choices=sorted(RUNTIMES))
@@ -2018,13 +2077,13 @@ def main(argv=None):
         except AgentFailure as exc:
             print(json.dumps({"status": "error", Doc.ERROR_CATEGORY: exc.category, Doc.ERROR_MESSAGE: str(exc)}))
             return exc.exit_code
-    if args.command != "run":
+    if args.command not in ("run", "inspect"):
         parser.print_help()
         return EXIT_BAD_INPUT
     document = {Doc.AGENT_VERSION: AGENT_VERSION, Doc.STATUS: "ok", Doc.PYTHON: platform.python_version()}
     code = EXIT_OK
     try:
-        document.update(cmd_run(args))
+        document.update(cmd_run(args) if args.command == "run" else cmd_inspect(args))
     except AgentFailure as exc:
         document.update({Doc.STATUS: "error", Doc.ERROR_CATEGORY: exc.category, Doc.ERROR_MESSAGE: str(exc)})
         document.update(exc.details)
@@ -2044,8 +2103,11 @@ def main(argv=None):
         document[Doc.NUMPY] = numpy.__version__
     except Exception:
         pass
+    if args.command == "inspect":
+        print(json.dumps(document))
     try:
-        write_result(args.result, document)
+        if args.result:
+            write_result(args.result, document)
     except (IOError, OSError) as exc:  # the device's storage refused the result: say why on stdout, leave no part
         failure = storage_failure(exc, "writing the result %s" % args.result)
         print(json.dumps(dict(document, **{Doc.STATUS: STATUS_ERROR, Doc.ERROR_CATEGORY: failure.category,

@@ -21,7 +21,7 @@ from harness.judge.regression import (DEFAULT_ALPHA, DEFAULT_ASSUMED_RUN_CV, LAT
 from harness.schema.results import FAILED, LOST, OK
 from harness.core.numbers import finite_or_none
 from harness.judge.scores import BYTES_PER_MB, accuracy_measure
-from harness.schema.targets import FORMATS, Budgets
+from harness.schema.targets import ALL_FORMATS, Budgets
 from harness.judge.verdict import gate_exit_code
 from harness.schema.results import records
 
@@ -95,9 +95,9 @@ class TargetPolicy:
         if strange or (self.latency_figures is not None and not self.latency_figures):
             raise ValueError(f"latency_figures has unknown or no figure(s) {strange}; known: "
                              f"{', '.join(LATENCY_FIGURES)}")
-        unknown = [f for f in self.required_formats or () if f not in FORMATS]
+        unknown = [f for f in self.required_formats or () if f not in ALL_FORMATS]
         if unknown:
-            raise ValueError(f"required_formats has unknown format(s) {unknown}; known: {', '.join(FORMATS)}")
+            raise ValueError(f"required_formats has unknown format(s) {unknown}; known: {', '.join(ALL_FORMATS)}")
 
     def merged_over(self, defaults: "TargetPolicy") -> "TargetPolicy":
         """This policy with its unset fields taken from `defaults`."""

@@ -18,7 +18,6 @@ import json
 import sys
 import time
 from dataclasses import dataclass, field, replace
-from functools import lru_cache
 from pathlib import Path
 from typing import Any, Callable, Dict, List, NamedTuple, Optional, Tuple
 
@@ -26,6 +25,8 @@ import numpy as np
 
 from harness.agent import agent as device_agent
 from harness.prepare.cache import ContentCache, content_key
+from harness.prepare.inspection import HOST, Inspector, device_reader, pick_inspector, reference_on_device
+from harness.prepare.versions import CONVERTING_LIBRARIES, library_versions  # noqa: F401 (re-exported)
 from harness.prepare.compress import COMPRESSOR_VERSION, COMPRESSORS, CompressionContext, VariantModel
 from harness.prepare.data import (
     SampleSet,
@@ -41,8 +42,8 @@ from harness.prepare.data import (
     read_npz,
     split,
 )
-from harness.core.errors import ConfigError, ConversionError, LibraryMissing
-from harness.core.optional import as_library_missing, library_missing
+from harness.core.errors import ConfigError, ConversionError, HarnessError, LibraryMissing
+from harness.core.optional import as_library_missing
 from harness.judge.evaluate import ScoringSpec, score_outputs
 from harness.prepare.converters import (
     CONVERTER_VERSION,
@@ -69,21 +70,6 @@ from harness.zoo import BUILDERS, DATASETS
 
 REFERENCE = "reference"
 
-#: the distributions whose versions decide what a conversion or compression makes
-CONVERTING_LIBRARIES = ("tensorflow-cpu", "tensorflow", "tf-keras", "tf2onnx", "onnx", "onnxruntime", "openvino",
-                        "nncf", "torch", "litert-torch", "ai-edge-litert")
-
-
-@lru_cache(maxsize=1)
-def library_versions() -> Tuple[Tuple[str, str], ...]:
-    from importlib.metadata import PackageNotFoundError, version
-    found = []
-    for name in CONVERTING_LIBRARIES:
-        try:
-            found.append((name, version(name)))
-        except PackageNotFoundError:
-            continue
-    return tuple(found)
 
 
 @dataclass(frozen=True)
@@ -113,6 +99,8 @@ class PreparedModel:
     #: the outputs the source produced on the host at the fixed input shapes: the truth its artifacts are
     #: checked against, where the file's declared output shapes may be wrong or dynamic
     produced_outputs: Tuple[TensorSpec, ...] = ()
+    #: where files are read when this host lacks their runtime (a device of the run), or None: the host only
+    inspector: Optional[Inspector] = field(default=None, compare=False, repr=False)
 
     @property
     def reference_accuracy(self) -> Optional[float]:
@@ -146,6 +134,8 @@ class Artifact:
     error: str = ""
     #: the converter's whole diagnostic where `error` is its most specific line
     diagnostic: str = ""
+    #: where the artifact was inspected: "host", or "<target> (<runtime> <version>)"
+    inspected_on: str = ""
 
     @property
     def compatible(self) -> bool:
@@ -272,12 +262,25 @@ def _zoo_macs(recipe, model_file: Path) -> Optional[int]:
     return getattr(SOURCES.get("torch_module")().load(model_file), "macs", None)
 
 
-def describe_source(path: Path, fmt: str, sha: str, cache: ContentCache) -> Interface:
-    """The interface the file records, read once per content."""
-    key = content_key("interface", sha, fmt, _source_hash(SOURCES.get(fmt), fmt), library_versions())
+def describe_source(path: Path, fmt: str, sha: str, cache: ContentCache,
+                    inspector: Optional[Inspector] = None) -> Interface:
+    """The interface the file records, read once per content: by its source on the host, or, for a file a
+    runtime reads (onnx, tflite, openvino) that this host lacks, by the agent where `inspector` has it."""
+    device = device_reader(fmt, inspector, f"reading {Path(path).name}")
+    identity = library_versions() if device is None else device.cache_identity(fmt)
+    key = content_key("interface", sha, fmt, _source_hash(SOURCES.get(fmt), fmt), identity)
 
     def describe(scratch: Path) -> None:
-        (scratch / "interface.json").write_text(json.dumps(SOURCES.get(fmt)().describe(path).to_doc()))
+        if device is None:
+            doc = SOURCES.get(fmt)().describe(path).to_doc()
+        else:
+            facts = device.inspect(path, fmt, None)
+            if facts["load_error"]:
+                raise ConfigError(path, f"cannot be read as a {fmt} model on {device.where(fmt)} "
+                                  f"({facts['load_error']}); check that the file is a {fmt} model, or name its "
+                                  "format with --source-format")
+            doc = Interface.from_doc(facts["interface"]).to_doc()
+        (scratch / "interface.json").write_text(json.dumps(doc))
 
     return Interface.from_doc(cache.get_or_build("interfaces", key, describe).read_json("interface.json"))
 
@@ -501,20 +504,32 @@ class ReferenceRun:
 
 
 def run_reference(recipe, source: SourceModel, source_sha256: str, plan: DataPlan, metric: Optional[Callable],
-                  cache: ContentCache, progress: Progress = SILENT) -> ReferenceRun:
-    """Run the source on the host over the evaluation samples and score it against itself, once per content."""
+                  cache: ContentCache, progress: Progress = SILENT, inspector: Optional[Inspector] = None
+                  ) -> ReferenceRun:
+    """Run the source over the evaluation samples and score it against itself, once per content: on the host, or
+    where `inspector` has the runtime of a runtime-format source this host lacks."""
     fmt, evaluation, calibration = source.format, plan.evaluation, plan.calibration
     calibration_sha = data_digest(calibration)
+    device = device_reader(fmt, inspector, f"the reference outputs of {Path(source.path).name}")
     key = content_key("reference", source_sha256, fmt, plan.interface.to_doc(), data_digest(evaluation),
                       calibration_sha, recipe.metric, recipe.primary_metric, recipe.task, recipe.output,
-                      _source_hash(run_on_host, "reference"), _source_hash(SOURCES.get(fmt), fmt), library_versions())
+                      _source_hash(run_on_host, "reference"), _source_hash(SOURCES.get(fmt), fmt), library_versions(),
+                      *(() if device is None else ("device", device.cache_identity(fmt))))
 
     def run(scratch: Path) -> None:
-        progress(f"{recipe.name}: running the {fmt} source on {evaluation.n_samples} samples for the reference")
         started = time.perf_counter()
-        outputs, interface = run_on_host(source.path, fmt, plan.interface, evaluation)
         evaluation.write_feeds(scratch / "eval_inputs.npz")
-        device_agent.save_outputs(str(scratch / "reference_outputs.npz"), outputs)
+        where_notes: List[str] = []
+        if device is None:
+            progress(f"{recipe.name}: running the {fmt} source on {evaluation.n_samples} samples for the reference")
+            outputs, interface = run_on_host(source.path, fmt, plan.interface, evaluation)
+            device_agent.save_outputs(str(scratch / "reference_outputs.npz"), outputs)
+        else:
+            progress(f"{recipe.name}: running the {fmt} source on {evaluation.n_samples} samples for the reference "
+                     f"on {device.where(fmt)} (this host has no {fmt} runtime)")
+            outputs, interface, note = reference_on_device(device, source.path, fmt, plan.interface,
+                                                     scratch / "eval_inputs.npz", scratch / "reference_outputs.npz")
+            where_notes.append(note)
         if evaluation.labels is not None:
             np.save(scratch / "labels.npy", evaluation.labels)
         if calibration is not None:
@@ -522,7 +537,7 @@ def run_reference(recipe, source: SourceModel, source_sha256: str, plan: DataPla
         reference = dict(outputs)
         figures = score_outputs(reference, reference, evaluation.labels, ScoringSpec.from_recipe(recipe), metric)[0]
         produced = produced_specs(outputs)
-        notes = plan.notes + declared_vs_produced(interface.outputs, produced)
+        notes = plan.notes + where_notes + declared_vs_produced(interface.outputs, produced)
         if interface.stateful:
             notes.append("stateful: the model keeps state between inferences; its evaluation outputs run from its "
                          "initial state on every device, as the reference does, and its timed figures are per "
@@ -552,15 +567,19 @@ def reference_summary(recipe, figures: Dict[str, Any], interface: Interface) -> 
 
 
 def prepare_model(recipe, cache: ContentCache, progress: Progress = SILENT,
-                  with_calibration: bool = False) -> PreparedModel:
-    """The reference: the source model (built for zoo recipes), its fixed interface, data and outputs."""
+                  with_calibration: bool = False, inspector: Optional[Inspector] = None) -> PreparedModel:
+    """The reference: the source model (built for zoo recipes), its fixed interface, data and outputs.
+
+    `inspector` reads files whose runtime this host lacks (a device of the run, harness.run.device_inspection):
+    the source's interface and reference outputs, and every artifact's inspection."""
     source = resolve_source(recipe, cache, progress)
     train_data = load_dataset(recipe, cache) if recipe.data.dataset else None
     sha = content_sha256(source.path, source.format)
-    plan = plan_data(recipe, describe_source(source.path, source.format, sha, cache), train_data, with_calibration)
+    plan = plan_data(recipe, describe_source(source.path, source.format, sha, cache, inspector), train_data,
+                     with_calibration)
     if plan.batch_defaulted:
         progress(f"{recipe.name}: {batch_note(plan.batch_defaulted)}")
-    reference = run_reference(recipe, source, sha, plan, load_metric(recipe), cache, progress)
+    reference = run_reference(recipe, source, sha, plan, load_metric(recipe), cache, progress, inspector)
     if reference.figures.get("evaluation_error"):
         progress(f"{recipe.name}: on the reference, {reference.figures['evaluation_error']}: the primary figure "
                  "of its cells is unavailable")
@@ -577,7 +596,7 @@ def prepare_model(recipe, cache: ContentCache, progress: Progress = SILENT,
                          entry / "eval_inputs.npz", optional("labels.npy"), entry / "reference_outputs.npz",
                          optional("calibration.npz"), reference.calibration_sha256, reference.figures,
                          reference.param_count, source.macs, reference.notes, cached, train_data,
-                         reference.produced_outputs)
+                         reference.produced_outputs, inspector)
 
 
 def _param_count(path: Path, fmt: str) -> Optional[int]:
@@ -653,21 +672,11 @@ def _gzip_size(paths) -> int:
     return sum(len(gzip.compress(Path(p).read_bytes(), compresslevel=6)) for p in paths)
 
 
-def _read_artifact_facts(primary: Path, fmt: str, files, shapes: Dict[str, List[int]]) -> Dict[str, Any]:
-    """What an artifact's content alone determines: interface, operators, gzip size (or why it won't load)."""
-    from harness.prepare.converters.inspect import list_operators, read_interface
-
-    facts: Dict[str, Any] = {"gzip_bytes": _gzip_size(files), "interface": {}, "operators": {}, "load_error": ""}
-    try:
-        facts["interface"] = read_interface(primary, fmt, shapes)
-        facts["operators"] = list_operators(primary, fmt, shapes)
-    except LibraryMissing:  # this host lacks the runtime, not the file's fault: nothing is recorded
-        raise
-    except ImportError as exc:
-        raise library_missing(exc, f"inspecting the {fmt} artifact") from None
-    except Exception as exc:  # a file the runtime rejects is an incompatibility of this cell
-        facts["load_error"] = f"cannot load with the {fmt} runtime: {exc}"
-    return facts
+def _read_artifact_facts(primary: Path, fmt: str, files, shapes: Dict[str, List[int]],
+                         inspector: Inspector = HOST) -> Dict[str, Any]:
+    """What an artifact's content alone determines: interface, operators, gzip size (or why it won't load),
+    read where `inspector` has the runtime (LibraryMissing where it has not: nothing is recorded)."""
+    return {"gzip_bytes": _gzip_size(files), **inspector.inspect(primary, fmt, shapes)}
 
 
 def inspect_files(prepared: PreparedModel, variant: str, fmt: str, primary: Path, io_dtypes=(), metrics=None,
@@ -681,18 +690,24 @@ def inspect_files(prepared: PreparedModel, variant: str, fmt: str, primary: Path
     hashes = tuple(file_sha256(p) for p in files)
     combined = hashlib.sha256("".join(hashes).encode()).hexdigest()
     shapes = {s.name: list(s.static_shape) for s in prepared.interface.inputs}
-    # The runtime that reads the file decides what is read: its version is part of the key.
-    key = content_key("inspection", combined, fmt, shapes, INSPECTION_VERSION, library_versions())
-
-    def read_facts(scratch: Path) -> None:
-        (scratch / "facts.json").write_text(json.dumps(_read_artifact_facts(primary, fmt, files, shapes)))
-
     try:
-        facts = _read_artifact_facts(primary, fmt, files, shapes) if cache is None \
+        # on the host when it has the runtime, else on the first device of the run that has it
+        inspector = pick_inspector(fmt, getattr(prepared, "inspector", None), f"inspecting the {fmt} artifact")
+        # The runtime that reads the file decides what is read: its version is part of the key.
+        key = content_key("inspection", combined, fmt, shapes, INSPECTION_VERSION, inspector.cache_identity(fmt))
+
+        def read_facts(scratch: Path) -> None:
+            (scratch / "facts.json").write_text(json.dumps(_read_artifact_facts(primary, fmt, files, shapes,
+                                                                                inspector)))
+
+        facts = _read_artifact_facts(primary, fmt, files, shapes, inspector) if cache is None \
             else cache.get_or_build("inspections", key, read_facts).read_json("facts.json")
     except LibraryMissing as exc:
         return failed_artifact(prepared.recipe, variant, fmt, dict(metrics or {}), str(exc),
                                category="library_missing")
+    except HarnessError as exc:  # the device that inspects could not be reached or lost its link
+        return failed_artifact(prepared.recipe, variant, fmt, dict(metrics or {}), f"inspecting on a device of the "
+                               f"run failed: {exc}", category="device_unreachable")
     if facts["load_error"]:
         problems: Tuple[str, ...] = (facts["load_error"],)
     else:
@@ -701,7 +716,8 @@ def inspect_files(prepared: PreparedModel, variant: str, fmt: str, primary: Path
     recipe = prepared.recipe
     return Artifact(recipe.name, variant, fmt, str(primary), tuple(str(p) for p in files), hashes, combined,
                     sum(Path(p).stat().st_size for p in files), facts["gzip_bytes"], facts["interface"],
-                    facts["operators"], problems, dict(metrics or {}), cached)
+                    facts["operators"] or {}, problems, dict(metrics or {}), cached,
+                    inspected_on=facts.get("inspected_on", "host"))
 
 
 def first_sample(prepared: PreparedModel) -> Dict[str, np.ndarray]:
@@ -762,10 +778,11 @@ def failed_artifact(recipe, variant, fmt, metrics, message, category, diagnostic
                     "error_category": category}, False, message, diagnostic)
 
 
-def build_model_artifacts(recipe, variants: List[str], cache: ContentCache,
-                          progress: Progress = SILENT) -> Tuple[PreparedModel, List[Artifact]]:
-    """Prepare the reference, make each requested variant, convert each to the recipe's formats."""
-    prepared = prepare_model(recipe, cache, progress, with_calibration=bool(variants))
+def build_model_artifacts(recipe, variants: List[str], cache: ContentCache, progress: Progress = SILENT,
+                          inspector: Optional[Inspector] = None) -> Tuple[PreparedModel, List[Artifact]]:
+    """Prepare the reference, make each requested variant, convert each to the recipe's formats; `inspector`
+    reads what this host has no runtime for (see prepare_model)."""
+    prepared = prepare_model(recipe, cache, progress, with_calibration=bool(variants), inspector=inspector)
     sources: List[Tuple[str, VariantModel]] = [(REFERENCE, reference_source(prepared))]
     for name in variants:
         try:

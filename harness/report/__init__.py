@@ -142,10 +142,22 @@ def build_context(results: RunResults, targets: Mapping[str, TargetSpec] | None 
         recommendations=recommend(frame, budgets, emulated),
         parity=parity, pairs=pairs, disagreements=found, emulated=emulated, arches=arches, cross_arch=cross_arch,
         diagnostics=results.diagnostics,
-        models={name: {**doc, "data": manifest.get("data", {}).get(name, [])}
+        models={name: {**doc, "data": manifest.get("data", {}).get(name, []) + inspection_notes(manifest, name)}
                 for name, doc in manifest.get("interfaces", {}).items()},
         profiles=load_profiles(results.root), disagreement_groups=disagreement_groups(found, pairs, rows),
         manifest=dict(manifest), run_notes=list(results.notes))
+
+
+def inspection_notes(manifest: Mapping[str, Any], model: str) -> List[str]:
+    """Where a model's artifacts were inspected when that was not this host (it lacked the runtime): one note
+    per place, naming the artifacts (the manifest's artifacts[].inspected_on)."""
+    places: Dict[str, List[str]] = {}
+    for artifact in manifest.get("artifacts") or []:
+        where = artifact.get("inspected_on") or "host"
+        if artifact.get("model") == model and where != "host":
+            places.setdefault(where, []).append(f"{artifact.get('variant')}/{artifact.get('format')}")
+    return [f"interface and operators of {', '.join(names)} read on {where}: this host has no runtime for them"
+            for where, names in places.items()]
 
 
 def draw_plots(ctx: ReportContext, run_dir: RunDir) -> None:

@@ -26,9 +26,9 @@ class Dispatcher(ABC):
 
     @abstractmethod
     def build(self, recipes: Sequence[Any], variants: Dict[str, List[str]], cache: ContentCache,
-              progress: Progress = SILENT) -> List[Tuple[PreparedModel, List[Artifact]]]:
+              progress: Progress = SILENT, inspector: Any = None) -> List[Tuple[PreparedModel, List[Artifact]]]:
         """(prepared, artifacts) per recipe, in the recipes' order, as build_model_artifacts gives them, with
-        every artifact in `cache`."""
+        every artifact in `cache`; `inspector` reads files whose runtime this host lacks (DeviceInspector)."""
 
     @abstractmethod
     def run_jobs(self, jobs: Sequence[TargetJob], run: RunDir, progress: Progress = SILENT) -> None:
@@ -42,8 +42,9 @@ class ThreadDispatcher(Dispatcher):
         self.executor = executor
 
     def build(self, recipes: Sequence[Any], variants: Dict[str, List[str]], cache: ContentCache,
-              progress: Progress = SILENT) -> List[Tuple[PreparedModel, List[Artifact]]]:
-        return [build_model_artifacts(recipe, variants.get(recipe.name, []), cache, progress) for recipe in recipes]
+              progress: Progress = SILENT, inspector: Any = None) -> List[Tuple[PreparedModel, List[Artifact]]]:
+        return [build_model_artifacts(recipe, variants.get(recipe.name, []), cache, progress, inspector)
+                for recipe in recipes]
 
     def run_jobs(self, jobs: Sequence[TargetJob], run: RunDir, progress: Progress = SILENT) -> None:
         if not jobs:

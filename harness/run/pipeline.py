@@ -16,6 +16,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 from harness.core.progress import SILENT, Progress
 from harness.prepare.cache import ContentCache
 from harness.run.collate import collate
+from harness.run.device_inspection import DeviceInspector
 from harness.run.dispatch import Dispatcher, ThreadDispatcher
 from harness.run.plan import (BuiltModels, RunSettings, build_manifest, cells_to_run, pick_configs, plan_cells,
                               plan_jobs, validate_recipes)
@@ -51,7 +52,8 @@ def run_profile(recipes: Sequence[Any], targets: Sequence[TargetSpec], variants:
     run = RunDir.create(run_id, reports_dir)
     if on_start is not None:
         on_start(run)
-    models = BuiltModels.of(dispatcher.build(recipes, variants, cache, progress))
+    inspector = DeviceInspector.of(targets)  # reads files on a device of the run where this host lacks the runtime
+    models = BuiltModels.of(dispatcher.build(recipes, variants, cache, progress, inspector))
     models.tell_cache_use(progress)
     artifacts = interleave(models.artifacts, pairs)
     planned = plan_cells(artifacts, targets, settings.runtime_configs)

@@ -156,7 +156,7 @@ register_schema("torch", {
 
 # ---------------------------------------------------------------- loading
 def _check_options(runtime: str, entry: Mapping[str, Any], path: str, key: str) -> Dict[str, Any]:
-    schema = SCHEMAS[runtime]
+    schema = SCHEMAS.get(runtime, COMMON)  # a device-only runtime without a schema takes the common options
     options = {}
     for name, value in entry.items():
         if name == "name":

@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Optional, Tuple
+from typing import Any, Dict, Literal, Optional, Tuple
 
 from harness.schema.loader import list_names, load_named, named_file
 from harness.core.errors import ConfigError
@@ -17,8 +17,12 @@ TARGETS_DIR = Path("targets")
 LOCAL = "local"
 #: the formats every recipe converts to and every target runs unless it says otherwise
 FORMATS = ("tflite", "onnx", "openvino")
+#: runtimes only devices have (TensorRT, an NPU SDK): format name -> the suffix of its model files. The host
+#: never imports them: it reads their files through the agent on a device of the run that has the runtime
+#: (harness.prepare.inspection, harness.run.device_inspection). Adding one: docs/device-runtimes.md.
+DEVICE_ONLY_FORMATS: Dict[str, str] = {}
 #: every format a recipe may name and a target may run: torch (TorchScript / torch.export programs) is opt-in
-ALL_FORMATS = FORMATS + ("torch",)
+ALL_FORMATS = FORMATS + ("torch",) + tuple(DEVICE_ONLY_FORMATS)
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ import numpy as np
 from harness.core.errors import ConversionError
 from harness.schema.interface import Interface
 from harness.core.registry import Registry
+from harness.schema.targets import DEVICE_ONLY_FORMATS
 
 #: (source format, target format): the module that registers its converter
 CONVERTERS: Registry = Registry("converter", {
@@ -48,7 +49,7 @@ CONVERTERS: Registry = Registry("converter", {
 #: bump when a converter's output changes, so cached artifacts are rebuilt
 CONVERTER_VERSION = "2"
 
-PRIMARY_SUFFIX = {"tflite": ".tflite", "onnx": ".onnx", "openvino": ".xml", "torch": ".pt"}
+PRIMARY_SUFFIX = {"tflite": ".tflite", "onnx": ".onnx", "openvino": ".xml", "torch": ".pt", **DEVICE_ONLY_FORMATS}
 
 #: why a (source, target) pair has no converter with the pinned stack
 NO_CONVERTER: Dict[Tuple[str, str], str] = {

@@ -17,6 +17,7 @@ from typing import Any, List, Optional, Protocol, Tuple
 from harness.core.errors import ConfigError
 from harness.schema.interface import Interface
 from harness.core.registry import Registry
+from harness.schema.targets import DEVICE_ONLY_FORMATS
 
 SOURCES: Registry = Registry("source format", {
     "onnx": "harness.prepare.sources.runtimes", "tflite": "harness.prepare.sources.runtimes",
@@ -24,12 +25,14 @@ SOURCES: Registry = Registry("source format", {
     "keras": "harness.prepare.sources.tensorflow", "savedmodel": "harness.prepare.sources.tensorflow",
     "torchscript": "harness.prepare.sources.torch", "torch_module": "harness.prepare.sources.torch",
     "torch_export": "harness.prepare.sources.torch",
+    # a device-only runtime's files are read on a device of the run, through the agent
+    **{fmt: "harness.prepare.sources.runtimes" for fmt in DEVICE_ONLY_FORMATS},
 })
 
 #: file name suffix -> source format, for `--model-file` without `--source-format`
 SUFFIXES = {".onnx": "onnx", ".tflite": "tflite", ".xml": "openvino", ".keras": "keras", ".h5": "keras",
             ".hdf5": "keras", ".pt": "torchscript", ".pth": "torchscript", ".ts": "torchscript",
-            ".pt2": "torch_export"}
+            ".pt2": "torch_export", **{suffix: fmt for fmt, suffix in DEVICE_ONLY_FORMATS.items()}}
 
 
 class HostModel(Protocol):

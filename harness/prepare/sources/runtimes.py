@@ -9,6 +9,7 @@ from harness.agent import agent as device_agent
 from harness.core.errors import LibraryMissing
 from harness.core.optional import runtime_missing
 from harness.schema.interface import Interface
+from harness.schema.targets import DEVICE_ONLY_FORMATS
 from harness.prepare.sources import not_a_model, register_source
 
 
@@ -72,3 +73,7 @@ class TFLiteSource(RuntimeSource):
 class OpenVINOSource(RuntimeSource):
     # The reference computes in f32: the plugin's bf16 default is a property of a deployment, not of the model.
     fmt = "openvino"
+
+
+for _fmt in DEVICE_ONLY_FORMATS:  # never opened here: harness.prepare.steps reads them on a device of the run
+    register_source(_fmt)(type(f"DeviceOnlySource_{_fmt}", (RuntimeSource,), {"fmt": _fmt}))

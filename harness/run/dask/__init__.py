@@ -84,8 +84,8 @@ class DaskDispatcher(Dispatcher):
         self.client = client
 
     def build(self, recipes: Sequence[Any], variants: Dict[str, List[str]], cache: ContentCache,
-              progress: Progress = SILENT) -> List[Tuple[Any, List[Any]]]:
-        return build_on_workers(recipes, variants, cache, self.client, progress)
+              progress: Progress = SILENT, inspector: Any = None) -> List[Tuple[Any, List[Any]]]:
+        return build_on_workers(recipes, variants, cache, self.client, progress, inspector=inspector)
 
     def run_jobs(self, jobs: Sequence[TargetJob], run: RunDir, progress: Progress = SILENT) -> None:
         dispatch_on_workers(jobs, self.client, run, progress)

@@ -28,6 +28,8 @@ class BuildStep:
     topic: str = ""
     #: compress: the compressor may convert the reference itself (else it comes back needs_reference)
     may_convert: bool = True
+    #: reads files whose runtime the worker lacks (harness.run.device_inspection.DeviceInspector), or None
+    inspector: Any = None
 
     def describe(self) -> str:
         name = self.recipe.name
@@ -81,7 +83,7 @@ def run_build_step(step: BuildStep, *seeds: Bundle) -> StepResult:
         started = time.perf_counter()
         try:
             prepared = prepare_model(step.recipe, cache, progress if step.kind == "prepare" else SILENT,
-                                     with_calibration=step.with_calibration)
+                                     with_calibration=step.with_calibration, inspector=step.inspector)
             if step.kind == "compress":
                 cache.read_only_kinds = set() if step.may_convert else {"artifacts"}
                 # The first line ("compressing ...") goes out at once, the rest once the step is through, so an
@@ -152,10 +154,11 @@ class _ModelPlan:
 class _Builder:
     """The host's side of a distributed build: probe the cache, submit what is missing, store what comes back."""
 
-    def __init__(self, client, cache: ContentCache, progress: Progress):
+    def __init__(self, client, cache: ContentCache, progress: Progress, inspector: Any = None):
         from distributed import as_completed
 
         self.client, self.cache, self.progress = client, cache, progress
+        self.inspector = inspector
         self.topic = f"harness-build-{uuid.uuid4().hex[:10]}"
         self.pending = as_completed(loop=client.loop)  # the client need not be the default one
         self.handlers: Dict[str, Callable[[Any], None]] = {}
@@ -169,7 +172,7 @@ class _Builder:
             self.progress(f"{msg['line']} (worker {msg.get('name')})")
 
     def submit(self, step: BuildStep, seeds: Sequence[Any], done: Callable[[StepResult], None]) -> None:
-        step = replace(step, topic=self.topic)
+        step = replace(step, topic=self.topic, inspector=self.inspector)
         # References first, then compressions (minutes, and what conversions wait for), then conversions.
         priority = {"prepare": 4, "compress": 2}.get(step.kind, 2 if step.variant == "reference" else 1)
         if step.kind == "compress" and _trains(step.recipe, step.variant):
@@ -195,7 +198,8 @@ class _Builder:
     def start(self, plan: _ModelPlan) -> None:
         from harness.prepare.steps import prepare_model
         recipe, with_cal = plan.recipe, bool(plan.variants)
-        call = lambda c, p: prepare_model(recipe, c, p, with_calibration=with_cal)  # noqa: E731
+        inspector = self.inspector
+        call = lambda c, p: prepare_model(recipe, c, p, with_calibration=with_cal, inspector=inspector)  # noqa: E731
         found, prepared, entries = _on_host(self.cache, call, self.progress)
         if found:
             return self.prepared(plan, prepared, entries)
@@ -334,8 +338,8 @@ class _Builder:
             self.client.unsubscribe_topic(self.topic)
 
 def build_on_workers(recipes: Sequence[Any], variants: Dict[str, List[str]], cache: ContentCache, client,
-                     progress: Progress = SILENT, steps: Optional[List[Dict[str, Any]]] = None
-                     ) -> List[Tuple[Any, List[Any]]]:
+                     progress: Progress = SILENT, steps: Optional[List[Dict[str, Any]]] = None,
+                     inspector: Any = None) -> List[Tuple[Any, List[Any]]]:
     """(prepared, artifacts) per recipe, as harness.prepare.steps.build_model_artifacts gives, with every missing build
     step run as a task on the scheduler's workers and its cache entries brought back into `cache`."""
     from harness.prepare.steps import build_model_artifacts
@@ -347,9 +351,10 @@ def build_on_workers(recipes: Sequence[Any], variants: Dict[str, List[str]], cac
             plans.append(_ModelPlan(recipe, list(variants.get(recipe.name, []))))
         else:
             progress(f"{recipe.name}: its model or data is a file on this host, so it is built here")
-            built[recipe.name] = build_model_artifacts(recipe, variants.get(recipe.name, []), cache, progress)
+            built[recipe.name] = build_model_artifacts(recipe, variants.get(recipe.name, []), cache, progress,
+                                                       inspector)
     if plans:
-        builder = _Builder(client, cache, progress)
+        builder = _Builder(client, cache, progress, inspector)
         try:
             builder.run(plans)
         finally:
