@@ -3,14 +3,14 @@ import inspect
 import subprocess
 import sys
 
-import harness.prepare.steps as build
+import harness.prepare.code_keys as build
 from harness.prepare.converters import CONVERTERS
 from harness.zoo import BUILDERS
 
 
 def imported(func):
     module = sys.modules[func.__module__]
-    return build._harness_modules_imported_by(module, inspect.getsource(module))
+    return build.harness_modules_imported_by(module, inspect.getsource(module))
 
 
 def test_lazy_imports_of_helpers_count():
@@ -22,8 +22,8 @@ def test_lazy_imports_of_helpers_count():
 
 
 def test_key_does_not_depend_on_what_was_imported_before():
-    code = ("import harness.prepare.steps as b; from harness.prepare.converters import CONVERTERS; {pre}"
-            "print(b._source_hash(CONVERTERS.get(('keras', 'openvino')), 'x'))")
+    code = ("import harness.prepare.code_keys as b; from harness.prepare.converters import CONVERTERS; {pre}"
+            "print(b.source_hash(CONVERTERS.get(('keras', 'openvino')), 'x'))")
     cold = subprocess.run([sys.executable, "-c", code.format(pre="")], capture_output=True, text=True, check=True)
     warm = subprocess.run([sys.executable, "-c", code.format(pre="import harness.prepare.sources.tensorflow; ")],
                           capture_output=True, text=True, check=True)

@@ -220,7 +220,7 @@ def test_unknown_compressor_parameter_names_the_recipe_when_it_loads(recipe):
 def test_torch_prune_zeroes_half_the_weights_and_stays_convertible(tmp_path, recipe, scope):
     import torch
 
-    from harness.prepare.steps import load_dataset
+    from harness.prepare.reference import load_dataset
     from harness.prepare.compress import COMPRESSORS, CompressionContext
     from harness.prepare.converters import CONVERTERS
 

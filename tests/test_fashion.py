@@ -52,7 +52,7 @@ def test_truncated_idx_file_is_an_error_that_says_so(tmp_path):
 @pytest.mark.slow
 def test_fashion_cnn_recipe_trains_to_at_least_85_percent():
     """The real recipe (12,000 training images, fixed seed), scored on the 10,000 test images."""
-    from harness.prepare.steps import prepare_model
+    from harness.prepare.reference import prepare_model
     from harness.prepare.cache import ContentCache
     from harness.schema.recipes import load_recipe
 

@@ -121,7 +121,7 @@ def test_a_cached_step_gives_what_a_fresh_one_does(tmp_path):
     """Steps read their results back from the cache entry, so a first run and a cached run see the same."""
     from harness.prepare.cache import ContentCache
     from harness.prepare.sources import SOURCES, content_sha256
-    from harness.prepare.steps import describe_source
+    from harness.prepare.reference import describe_source
 
     model = linear_onnx(tmp_path / "m.onnx", extra_output=True)
     sha, cache = content_sha256(model, "onnx"), ContentCache(tmp_path / "cache")

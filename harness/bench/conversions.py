@@ -62,7 +62,8 @@ def save_sources(work: Path, cache) -> List[tuple]:
     """(file, data file, task) for every source file this bench profiles, written under work/."""
     import torch
 
-    from harness.prepare.steps import build_model_artifacts, load_dataset
+    from harness.prepare.reference import load_dataset
+    from harness.prepare.steps import build_model_artifacts
     from harness.schema.recipes import load_recipe
     from harness.prepare.sources.tensorflow import load_keras_model
     from harness.zoo.efficientnet import load_efficientnet_lite0

@@ -20,7 +20,7 @@ from harness.core.optional import RUNTIME_MODULES, install_hint
 from harness.judge.evaluate import read_outputs, score_outputs
 from harness.judge.fidelity import fidelity
 from harness.prepare.data import importable_from, load_entry_point
-from harness.prepare.steps import Artifact
+from harness.prepare.artifact import Artifact
 from harness.run import probe as device
 from harness.run.measurement import combine_repeats
 from harness.run.plan import Cell, ModelEval, TargetJob

@@ -9,7 +9,8 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from harness.core.progress import SILENT, Progress
 from harness.prepare.cache import ContentCache
-from harness.prepare.steps import Artifact, PreparedModel, build_model_artifacts
+from harness.prepare.artifact import Artifact, PreparedModel
+from harness.prepare.steps import build_model_artifacts
 from harness.run.device_job import lose_unfinished, run_target_job
 from harness.run.plan import TargetJob
 from harness.schema.rundir import RunDir

@@ -11,7 +11,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from harness.core.progress import SILENT, Progress
 from harness.judge.evaluate import ScoringSpec
-from harness.prepare.steps import Artifact, PreparedModel
+from harness.prepare.artifact import Artifact, PreparedModel
 from harness.schema.pairing import MANIFEST_KEY as PAIRED_KEY
 from harness.schema.results import cell_id, needs_rerun
 from harness.schema.rundir import RunDir

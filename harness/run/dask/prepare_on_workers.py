@@ -71,7 +71,9 @@ class _HeldProgress:
 
 def run_build_step(step: BuildStep, *seeds: Bundle) -> StepResult:
     """On a worker: one build step against the worker's own cache, seeded with the entries it depends on."""
-    from harness.prepare.steps import REFERENCE, compress_variant, convert, prepare_model, reference_source
+    from harness.prepare.artifact import REFERENCE
+    from harness.prepare.reference import prepare_model
+    from harness.prepare.steps import compress_variant, convert, reference_source
 
     cache = worker_cache()
     seeded: Set[Entry] = set()
@@ -196,7 +198,7 @@ class _Builder:
 
     # -------------------------------------------------------- one model's steps
     def start(self, plan: _ModelPlan) -> None:
-        from harness.prepare.steps import prepare_model
+        from harness.prepare.reference import prepare_model
         recipe, with_cal = plan.recipe, bool(plan.variants)
         inspector = self.inspector
         call = lambda c, p: prepare_model(recipe, c, p, with_calibration=with_cal, inspector=inspector)  # noqa: E731
@@ -217,7 +219,8 @@ class _Builder:
         self.submit(BuildStep("prepare", recipe, with_cal), (), done)
 
     def prepared(self, plan: _ModelPlan, prepared, entries: Set[Entry]) -> None:
-        from harness.prepare.steps import REFERENCE, reference_source
+        from harness.prepare.artifact import REFERENCE
+        from harness.prepare.steps import reference_source
         plan.prepared = prepared
         plan.prepared_seed = self.scatter(entries)
         plan.sources[REFERENCE] = reference_source(prepared)
@@ -289,7 +292,8 @@ class _Builder:
             self.convert(plan, index, name, fmt, j)
 
     def convert(self, plan: _ModelPlan, index: int, variant: str, fmt: str, j: int) -> None:
-        from harness.prepare.steps import REFERENCE, convert, failed_artifact
+        from harness.prepare.artifact import REFERENCE
+        from harness.prepare.steps import convert, failed_artifact
         recipe, prepared, source = plan.recipe, plan.prepared, plan.sources[variant]
         call = lambda c, p: convert(prepared, variant, source, fmt, c, p)  # noqa: E731
         found, artifact, entries = _on_host(self.cache, call, self.progress)
