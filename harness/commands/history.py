@@ -86,12 +86,25 @@ def _compare(store, args) -> int:
     from harness.schema.run_results import RunResults
     from harness.schema.rundir import resolve_run
     results = RunResults.load(resolve_run(args.compare, args.reports_dir))
-    baseline = store.find_baseline(results.run_id, args.baseline)
-    if baseline is None:
-        print(f"no baseline for {results.run_id}: no earlier passing run in {store.where}")
-        return 0
     rows = results.rows
-    changes = compare_runs(rows, store.rows(baseline), results.latency_samples(), store.samples(baseline),
+    if args.baseline:
+        baseline = store.find_baseline(results.run_id, args.baseline)
+        base_rows, base_samples = store.rows(baseline), store.samples(baseline)
+    else:
+        # each cell key's newest passing measurement, wherever it was recorded
+        found = store.cell_baselines(results.run_id, rows)
+        base_rows = [{**b.row, "cell_id": f"{b.run_id}::{b.row.get('cell_id')}"} for b in found.values()]
+        base_samples = {f"{b.run_id}::{b.row.get('cell_id')}": b.samples for b in found.values()}
+        runs = sorted({b.run_id for b in found.values()})
+        baseline = runs[0] if len(runs) == 1 else f"per cell: runs {', '.join(runs)}" if runs else None
+        from harness.judge.regression import history_key
+        first = [str(r.get("cell_id")) for r in rows if r.get("status") == "ok" and tuple(history_key(r)) not in found]
+        for cell in first:
+            print(f"  NO BASELINE {cell}: no baseline yet: first run of this cell")
+    if baseline is None:
+        print(f"no baseline for {results.run_id}: no earlier passing measurement of its cells in {store.where}")
+        return 0
+    changes = compare_runs(rows, base_rows, results.latency_samples(), base_samples,
                            min_effect=args.min_effect, min_shift_ms=args.min_shift_ms,
                            history=store.run_spreads(rows, results.run_id),
                            figure_history={f: store.run_spreads(rows, results.run_id, figure=f)

@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import AbstractSet, Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from harness.schema.loader import load_dataclass, read_yaml_mapping
-from harness.judge.regression import (DEFAULT_ALPHA, DEFAULT_ASSUMED_RUN_CV, LATENCY_FIGURES, RunSpread,
-                                      compare_latency, history_key)
+from harness.judge.regression import (DEFAULT_ALPHA, DEFAULT_ASSUMED_RUN_CV, LATENCY_FIGURES, CellBaseline,
+                                      RunSpread, compare_latency, history_key)
 from harness.schema.results import FAILED, LOST, OK
 from harness.core.numbers import finite_or_none
 from harness.judge.scores import BYTES_PER_MB, accuracy_measure
@@ -26,6 +26,9 @@ from harness.judge.verdict import gate_exit_code
 from harness.schema.results import records
 
 LAST_PASSING = "last-passing"
+#: the rule of a cell that has no baseline yet (its key's first run): passed, never silently
+NO_BASELINE_RULE = "baseline"
+NO_BASELINE_MESSAGE = "no baseline yet: first run of this cell"
 
 
 @dataclass(frozen=True)
@@ -161,6 +164,11 @@ class GateResult:
         return [c for c in self.checks if not c.passed and not c.skipped]
 
     @property
+    def without_baseline(self) -> List[Check]:
+        """Cells whose regression rules had nothing to compare with: the first run of their cell key."""
+        return [c for c in self.checks if c.rule == NO_BASELINE_RULE]
+
+    @property
     def not_judged(self) -> List[Check]:
         """Checks that could not be made: cells measured on a noisy device, too few latency samples."""
         return [c for c in self.checks if c.skipped]
@@ -183,9 +191,11 @@ class GateResult:
         judged = [c for c in self.checks if not c.skipped]
         out = [f"gate {self.verdict}: run {self.run_id}, policy {self.policy_path}, "
                f"{len(judged)} checks, {len(self.violations)} violation(s), {len(self.not_judged)} not judged, "
-               f"baseline {self.baseline_id or 'none'}"]
+               + (f"{len(self.without_baseline)} without a baseline, " if self.without_baseline else "")
+               + f"baseline {self.baseline_id or 'none'}"]
         out += [f"  VIOLATION [{c.target}] {c.rule}: {c.subject}: {c.message}" for c in self.violations]
         out += [f"  NOT JUDGED [{c.target}] {c.rule}: {c.subject}: {c.message}" for c in self.not_judged]
+        out += [f"  NO BASELINE [{c.target}] {c.subject}: {c.message}" for c in self.without_baseline]
         if self.exit_code == 2:
             out.append("  re-run the cells not judged (`make nightly` again, on a quiet device) before releasing")
         out += [f"  note: {n}" for n in self.notes]
@@ -277,12 +287,15 @@ def _baseline_checks(tp: TargetPolicy, target: str, rows: Sequence[Mapping[str, 
                      samples: Mapping[str, Any], baseline_rows: Sequence[Mapping[str, Any]],
                      baseline_samples: Mapping[str, Any], alpha: float,
                      history: Mapping[Tuple[str, ...], RunSpread], paired: bool = False,
-                     figure_history: Optional[Mapping[str, Mapping[Tuple[str, ...], RunSpread]]] = None
-                     ) -> List[Check]:
+                     figure_history: Optional[Mapping[str, Mapping[Tuple[str, ...], RunSpread]]] = None,
+                     by_history_key: bool = False) -> List[Check]:
+    """The regression rules of each cell against its baseline row: matched by (model, variant, format, target),
+    or with `by_history_key` by the whole cell key (runtime configuration included: per-cell baselines)."""
     checks: List[Check] = []
-    base_by_id = {_identity(r): r for r in baseline_rows}
+    match = (lambda r: tuple(history_key(r))) if by_history_key else _identity
+    base_by_id = {match(r): r for r in baseline_rows}
     for row in rows:
-        base = base_by_id.get(_identity(row))
+        base = base_by_id.get(match(row))
         if base is None or row.get("status") != OK or base.get("status") != OK or is_noisy(row):
             continue
         cell = str(row.get("cell_id"))
@@ -314,6 +327,35 @@ def _baseline_checks(tp: TargetPolicy, target: str, rows: Sequence[Mapping[str, 
                                 f"peak RSS {mem_base / BYTES_PER_MB:.1f} -> {mem_now / BYTES_PER_MB:.1f} MB "
                                 f"({rise:+.1%}, maximum {tp.max_memory_regression:+.0%})"))
     return checks
+
+
+def _per_cell_checks(tp: TargetPolicy, target: str, rows: Sequence[Mapping[str, Any]], inputs: "GateInputs",
+                     alpha: float) -> Tuple[List[Check], List[str]]:
+    """The regression rules of each cell against its own key's baseline (GateInputs.cell_baselines), and the
+    baseline runs used. A cell whose key has none is named: the first run of this cell."""
+    baselines = inputs.cell_baselines or {}
+    checks: List[Check] = []
+    base_rows: List[Dict[str, Any]] = []
+    base_samples: Dict[str, Any] = {}
+    run_of: Dict[str, str] = {}
+    for row in rows:
+        if row.get("status") != OK or is_noisy(row):
+            continue
+        cell = str(row.get("cell_id"))
+        found = baselines.get(tuple(history_key(row)))
+        if found is None:
+            checks.append(Check(target, NO_BASELINE_RULE, cell, True,
+                                f"{NO_BASELINE_MESSAGE}; nothing to compare its latency, accuracy or memory with"))
+            continue
+        base_id = f"{found.run_id}::{found.row.get('cell_id')}"
+        base_rows.append({**found.row, "cell_id": base_id})
+        base_samples[base_id] = found.samples
+        run_of[cell] = found.run_id
+    judged = _baseline_checks(tp, target, rows, inputs.samples, base_rows, base_samples, alpha,
+                              inputs.history or {}, False, inputs.figure_history, by_history_key=True)
+    checks += [replace(c, message=f"{c.message}; baseline run {run_of[c.subject]}") if c.subject in run_of else c
+               for c in judged]
+    return checks, sorted(set(run_of.values()))
 
 
 def _thresholds(tp: TargetPolicy) -> Dict[str, float]:
@@ -389,7 +431,8 @@ class GateInputs:
     """Everything a gate judges a run's table with, besides the policy.
 
     `budgets` are the targets' budgets (used where use_target_budgets is set); `samples` and `baseline_*` feed
-    the regression rules, which are skipped with a note when there is no baseline. `history` maps a cell's
+    the regression rules, which are skipped with a note when there is no baseline; `cell_baselines` gives each cell
+    key its own baseline instead (the newest passing measurement of that key, in whichever run). `history` maps a cell's
     history key (regression.history_key) to the between-run spread the history store has seen for its median,
     `figure_history` the same by figure for the mean and p90. `history_cells` (History.trend_cells of the runs
     before this one) feed the nightly rule of a target whose policy sets nightly_window_runs: its change points,
@@ -410,6 +453,10 @@ class GateInputs:
     history_cells: Optional[Sequence[Mapping[str, Any]]] = None
     emulated: AbstractSet[str] = frozenset()
     paired: bool = False
+    #: per-cell baselines (History.cell_baselines): each cell key's newest passing measurement, wherever it was
+    #: recorded. When given (not None) they replace baseline_rows: a key without one is the first run of its
+    #: cell, named in the verdict (NO_BASELINE_MESSAGE), never silently passed
+    cell_baselines: Optional[Mapping[Tuple[str, ...], CellBaseline]] = None
     extra_checks: Sequence[Check] = ()
     extra_notes: Sequence[str] = ()
 
@@ -434,6 +481,8 @@ def evaluate(policy: Policy, frame: Any, inputs: Optional[GateInputs] = None) ->
     if not rows:
         checks.append(Check("-", "cells_present", run_id or "run", False, "the run has no cells"))
     wants_baseline = nightly_baseline = False
+    per_cell = inputs.cell_baselines is not None and not paired
+    used_baselines: List[str] = []
     for target in run_targets:
         tp = policy.for_target(target)
         target_rows = [r for r in rows if str(r.get("target")) == target]
@@ -453,27 +502,33 @@ def evaluate(policy: Policy, frame: Any, inputs: Optional[GateInputs] = None) ->
             checks += _nightly_checks(tp, target, checked, samples, history_cells or [], run_id, policy.alpha)
         if any(v is not None for v in (tp.max_latency_regression, tp.max_accuracy_drop, tp.max_memory_regression)):
             wants_baseline = True
+            seg_rows: List[Dict[str, Any]] = []
             if nightly:
                 seg_rows, seg_samples, pooled, lengths = _segment_baseline(checked, samples, history_cells or [],
                                                                            policy.alpha)
-                if seg_rows:
-                    # the segment's own spread between runs is the noise; while it has few runs, the history's
-                    # longer-run spread is asked too (the judge takes the larger)
-                    few = min(lengths) < 4
-                    checks += _baseline_checks(tp, target, checked, pooled, seg_rows, seg_samples, policy.alpha,
-                                               (history or {}) if few else {}, paired,
-                                               figure_history if few else {})
-                    notes.append(f"{target}: nightly baseline: each series' runs since its last change point "
-                                 f"({min(lengths)}-{max(lengths)} runs)")
-                    nightly_baseline = True
-                elif baseline_rows is not None:
-                    checks += _baseline_checks(tp, target, checked, samples, baseline_rows, baseline_samples or {},
-                                               policy.alpha, history or {}, paired, figure_history)
+            if seg_rows:
+                # the segment's own spread between runs is the noise; while it has few runs, the history's
+                # longer-run spread is asked too (the judge takes the larger)
+                few = min(lengths) < 4
+                checks += _baseline_checks(tp, target, checked, pooled, seg_rows, seg_samples, policy.alpha,
+                                           (history or {}) if few else {}, paired,
+                                           figure_history if few else {})
+                notes.append(f"{target}: nightly baseline: each series' runs since its last change point "
+                             f"({min(lengths)}-{max(lengths)} runs)")
+                nightly_baseline = True
+            elif per_cell:
+                found, runs = _per_cell_checks(tp, target, checked, inputs, policy.alpha)
+                checks += found
+                used_baselines += runs
             elif baseline_rows is not None:
                 checks += _baseline_checks(tp, target, checked, samples, baseline_rows, baseline_samples or {},
                                            policy.alpha, history or {}, paired, figure_history)
-    if wants_baseline and baseline_rows is None and not nightly_baseline:
+    if wants_baseline and baseline_rows is None and not nightly_baseline and not per_cell:
         notes.append("no baseline run found: regression rules not checked (the first passing run becomes one)")
+    first = [c for c in checks if c.rule == NO_BASELINE_RULE]
+    if first:
+        notes.append(f"{len(first)} cell(s) without a baseline ({NO_BASELINE_MESSAGE}): their regression rules start "
+                     f"once a run with them passes the gate")
     checks += list(extra_checks)
     notes += list(extra_notes)
     noisy = [c for c in checks if c.skipped and c.rule == "quiet_device"]
@@ -484,8 +539,13 @@ def evaluate(policy: Policy, frame: Any, inputs: Optional[GateInputs] = None) ->
         notes.append(f"{len(unsampled)} latency comparison(s) not judged (too few samples, or a noisy baseline)")
     if nightly_baseline:
         baseline_id = "the segment since each series' last change point"
+    elif per_cell and used_baselines:
+        runs = sorted(set(used_baselines))
+        baseline_id = (runs[0] if len(runs) == 1 else
+                       f"per cell: runs {', '.join(runs[:3])}{f' and {len(runs) - 3} more' if len(runs) > 3 else ''}")
     return GateResult(run_id, policy.source_path,
-                      baseline_id if baseline_rows is not None or nightly_baseline else None,
+                      baseline_id if baseline_rows is not None or nightly_baseline or (per_cell and used_baselines)
+                      else None,
                       tuple(checks), tuple(notes))
 
 
