@@ -29,6 +29,8 @@ LAST_PASSING = "last-passing"
 #: the rule of a cell that has no baseline yet (its key's first run): passed, never silently
 NO_BASELINE_RULE = "baseline"
 NO_BASELINE_MESSAGE = "no baseline yet: first run of this cell"
+#: what a device-wide shift does to the verdict (TargetPolicy.device_wide_shift); the first is the default
+DEVICE_WIDE_ACTIONS = ("note", "not_judged", "fail")
 
 
 @dataclass(frozen=True)
@@ -74,6 +76,13 @@ class TargetPolicy:
     #: cell's series fails the gate, and the regression rules compare with the segment since each series' last
     #: change point instead of one earlier run
     nightly_window_runs: Optional[int] = None
+    #: when most cells of a device regress at once (device_wide_share of the judged cells, at least 3, of at least
+    #: 2 models): 'note' (the default: one note, its cells' latency checks pass; the device moved, not the
+    #: models), 'not_judged' (re-run: exit 2, never a baseline) or 'fail' (one violation, device_wide_shift).
+    #: A cell slower than the device's shift by more than max_latency_regression stays a model regression
+    device_wide_shift: Optional[str] = None
+    #: the share of a device's judged cells that makes a device-wide shift (default 0.6)
+    device_wide_share: Optional[float] = None
 
     def __post_init__(self) -> None:
         for name in ("min_accuracy_retention",):
@@ -92,6 +101,11 @@ class TargetPolicy:
             value = getattr(self, name)
             if value is not None and not 0.0 <= value <= 10.0:
                 raise ValueError(f"{name} is a fraction (0.10 = 10 %), got {value}")
+        if self.device_wide_shift is not None and self.device_wide_shift not in DEVICE_WIDE_ACTIONS:
+            raise ValueError(f"device_wide_shift is one of {', '.join(DEVICE_WIDE_ACTIONS)}, got "
+                             f"{self.device_wide_shift!r}")
+        if self.device_wide_share is not None and not 0.0 < self.device_wide_share <= 1.0:
+            raise ValueError(f"device_wide_share is a fraction (0.6 = 60 %), got {self.device_wide_share}")
         if self.nightly_window_runs is not None and not 1 <= self.nightly_window_runs <= 100:
             raise ValueError(f"nightly_window_runs is a number of runs from 1 to 100, got {self.nightly_window_runs}")
         strange = [f for f in self.latency_figures or () if f not in LATENCY_FIGURES]
@@ -149,6 +163,8 @@ class Check:
     passed: bool
     message: str
     skipped: bool = False
+    #: a latency check's relative change (0.10 = 10 % slower), for rules over many cells (a device-wide shift)
+    change: Optional[float] = None
 
 
 @dataclass(frozen=True)
@@ -305,6 +321,7 @@ def _baseline_checks(tp: TargetPolicy, target: str, rows: Sequence[Mapping[str, 
                                     f"the baseline's cell was measured on a noisy device "
                                     f"({base.get('noise_reasons') or 'busy or throttling'}): not judged", skipped=True))
             else:
+                latency_checks: List[Check] = []
                 for figure in tp.latency_figures or LATENCY_FIGURES:
                     spreads = history if figure == "median" else (figure_history or {}).get(figure, {})
                     comparison = compare_latency(
@@ -312,9 +329,11 @@ def _baseline_checks(tp: TargetPolicy, target: str, rows: Sequence[Mapping[str, 
                         min_effect=tp.max_latency_regression, alpha=alpha, history=spreads.get(history_key(row)),
                         assumed_run_cv=DEFAULT_ASSUMED_RUN_CV if tp.assumed_run_cv is None else tp.assumed_run_cv,
                         min_shift_ms=tp.min_latency_shift_ms or 0.0, paired=paired, figure=figure)
-                    checks.append(Check(target, latency_rule(figure), cell, not comparison.regressed,
-                                        f"{comparison.describe()} (maximum {tp.max_latency_regression:+.0%})",
-                                        skipped=not comparison.judged))
+                    latency_checks.append(Check(target, latency_rule(figure), cell, not comparison.regressed,
+                                                f"{comparison.describe()} (maximum {tp.max_latency_regression:+.0%})",
+                                                skipped=not comparison.judged, change=comparison.relative_change))
+                checks += _with_shift_function(latency_checks, baseline_samples.get(str(base.get("cell_id"))),
+                                               samples.get(cell))
         acc_now, acc_base = finite_or_none(row.get("accuracy")), finite_or_none(base.get("accuracy"))
         if tp.max_accuracy_drop is not None and acc_now is not None and acc_base is not None:
             drop = acc_base - acc_now
@@ -356,6 +375,103 @@ def _per_cell_checks(tp: TargetPolicy, target: str, rows: Sequence[Mapping[str, 
     checks += [replace(c, message=f"{c.message}; baseline run {run_of[c.subject]}") if c.subject in run_of else c
                for c in judged]
     return checks, sorted(set(run_of.values()))
+
+
+def _with_shift_function(checks: List[Check], baseline: Any, candidate: Any) -> List[Check]:
+    """A cell judged changed (a latency figure regressed) gets the test of its whole distribution (Mann-Whitney and
+    Kolmogorov-Smirnov on the raw samples) and its shift function (judge/shift.py) in each failed check's text:
+    which part of the distribution moved."""
+    if not any(not c.passed and not c.skipped for c in checks):
+        return checks
+    from harness.judge.shift import distribution_p, shift_function
+    function = shift_function(baseline, candidate)
+    if function is None:
+        return checks
+    p = distribution_p(baseline, candidate)
+    text = (f"; whole distribution: Mann-Whitney/Kolmogorov-Smirnov p={p:.2g}" if p is not None else "") + \
+        f"; {function.describe()}"
+    return [replace(c, message=c.message + text) if not c.passed and not c.skipped else c for c in checks]
+
+
+def _device_wide(tp: TargetPolicy, target: str, checks: List[Check], run_id: str
+                 ) -> Tuple[List[Check], List[str]]:
+    """One device change instead of N model regressions: when most judged cells of the target regressed at
+    once (trends.DEVICE_* rules), their latency violations become one note, one not-judged check or one
+    violation, as the policy's device_wide_shift says. A cell slower than the device's shift by more than the
+    policy's max_latency_regression stays a regression of its own."""
+    import math
+    from harness.judge.trends import DEVICE_MIN_MODELS, DEVICE_MIN_SERIES, DEVICE_SHARE, DeviceShift
+    latency = [c for c in checks if c.target == target and c.rule.startswith("max_latency_regression")
+               and not c.skipped]
+    judged = {c.subject for c in latency}
+    regressed = {c.subject for c in latency if not c.passed}
+    share = tp.device_wide_share if tp.device_wide_share is not None else DEVICE_SHARE
+    models = {s.split("__")[0] for s in regressed}
+    if not regressed or len(regressed) < max(DEVICE_MIN_SERIES, math.ceil(share * len(judged))) or \
+            len(models) < DEVICE_MIN_MODELS:
+        return checks, []
+    changes = {c.subject: c.change for c in latency if c.rule == "max_latency_regression" and c.change is not None}
+    logs = sorted(math.log1p(changes[s]) for s in regressed if s in changes)
+    if not logs:
+        return checks, []
+    shift = math.expm1(logs[len(logs) // 2] if len(logs) % 2 else (logs[len(logs) // 2 - 1] + logs[len(logs) // 2]) / 2)
+    limit = (1.0 + shift) * (1.0 + (tp.max_latency_regression or 0.0)) - 1.0
+    own = {s for s in regressed if changes.get(s) is not None and changes[s] > limit}
+    device = regressed - own
+    found = DeviceShift(target, run_id or "this run", shift, len(device), len(judged),
+                        len({s.split("__")[0] for s in device}))
+    action = tp.device_wide_shift or DEVICE_WIDE_ACTIONS[0]
+    out = [replace(c, passed=True, message=f"part of a device-wide shift (device_wide_shift: {action}): {c.message}")
+           if c in latency and not c.passed and c.subject in device else c for c in checks]
+    text = found.describe() + (f"; {len(own)} cell(s) slower still stay regressions of their own" if own else "")
+    if action == "fail":
+        out.append(Check(target, "device_wide_shift", target, False, text, change=shift))
+        return out, []
+    if action == "not_judged":
+        out.append(Check(target, "device_wide_shift", target, True, text + ": re-run on a quiet device",
+                         skipped=True, change=shift))
+        return out, []
+    return out, [f"{text} (device_wide_shift: note, so it does not fail the run)"]
+
+
+def _detectability_notes(tp: TargetPolicy, target: str, rows: Sequence[Mapping[str, Any]], inputs: "GateInputs",
+                         alpha: float) -> List[str]:
+    """How many of the target's series each latency figure can judge at the policy's threshold: the smallest
+    shift the nightly rule finds within 3 nights, from each series' between-run spread (trends.detectable_shift).
+    A figure whose detectable shift is above the threshold is not judged at this threshold for that series: a
+    reason, not a false alarm."""
+    from harness.judge.trends import DETECT_NIGHTS, detectable_shift
+    if tp.max_latency_regression is None or inputs.paired:
+        return []
+    threshold = tp.max_latency_regression
+    figures = tp.latency_figures or LATENCY_FIGURES
+    counts = {f: [0, 0] for f in figures}
+    beyond: List[str] = []
+    for row in rows:
+        if row.get("status") != OK or is_noisy(row):
+            continue
+        key = tuple(history_key(row))
+        for figure in figures:
+            spreads = inputs.history if figure == "median" else (inputs.figure_history or {}).get(figure, {})
+            spread = (spreads or {}).get(key)
+            if spread is None:
+                continue
+            value = detectable_shift(spread.cv, spread.runs, alpha=alpha)
+            counts[figure][1] += 1
+            if value <= threshold:
+                counts[figure][0] += 1
+            else:
+                beyond.append(f"{row.get('cell_id')} {figure} (detectable {value:.0%})")
+    if not any(known for _, known in counts.values()):
+        return []
+    notes = [f"{target}: detectability (the smallest shift the nightly rule finds within {DETECT_NIGHTS} nights, "
+             f"from each series' own spread): " + ", ".join(f"{f} judges {ok} of {known} series"
+                                                            for f, (ok, known) in counts.items() if known)
+             + f" at {threshold:.0%}"]
+    if beyond:
+        notes.append(f"{target}: not judged at this threshold ({threshold:.0%}), a reason, not a false alarm: "
+                     + "; ".join(beyond[:8]) + (f" and {len(beyond) - 8} more" if len(beyond) > 8 else ""))
+    return notes
 
 
 def _thresholds(tp: TargetPolicy) -> Dict[str, float]:
@@ -523,6 +639,10 @@ def evaluate(policy: Policy, frame: Any, inputs: Optional[GateInputs] = None) ->
             elif baseline_rows is not None:
                 checks += _baseline_checks(tp, target, checked, samples, baseline_rows, baseline_samples or {},
                                            policy.alpha, history or {}, paired, figure_history)
+            if tp.max_latency_regression is not None and not paired:
+                checks, device_notes = _device_wide(tp, target, checks, run_id)
+                notes += device_notes
+            notes += _detectability_notes(tp, target, checked, inputs, policy.alpha)
     if wants_baseline and baseline_rows is None and not nightly_baseline and not per_cell:
         notes.append("no baseline run found: regression rules not checked (the first passing run becomes one)")
     first = [c for c in checks if c.rule == NO_BASELINE_RULE]
