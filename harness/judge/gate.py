@@ -390,7 +390,13 @@ def _with_shift_function(checks: List[Check], baseline: Any, candidate: Any) -> 
     p = distribution_p(baseline, candidate)
     text = (f"; whole distribution: Mann-Whitney/Kolmogorov-Smirnov p={p:.2g}" if p is not None else "") + \
         f"; {function.describe()}"
-    return [replace(c, message=c.message + text) if not c.passed and not c.skipped else c for c in checks]
+    out, first = [], True
+    for c in checks:  # the whole shift function once per cell, its short form on the cell's other figures
+        if not c.passed and not c.skipped:
+            c = replace(c, message=c.message + (text if first else f"; shift: {function.short()}"))
+            first = False
+        out.append(c)
+    return out
 
 
 def _device_wide(tp: TargetPolicy, target: str, checks: List[Check], run_id: str
