@@ -560,13 +560,10 @@ class History:
         return clean[-1].run_id if clean else None
 
     def cell_baselines(self, run_id: str, rows: Sequence[Mapping[str, Any]]) -> Dict[tuple, CellBaseline]:
-        """The baseline of each ok row's cell key (regression.history_key): the newest ok, quiet measurement of
-        that key in a run recorded before `run_id` whose gate passed, wherever it was recorded. Before any run
-        was gated, the newest such measurement in a run without failed cells (as find_baseline). A key measured
-        in no such run has no entry: its first run.
-
-        A farm that profiles and gates each model in its own job makes the newest passing run another model's
-        most nights; a per-run baseline then compares the cell with nothing."""
+        """Each ok row's cell key (regression.history_key) -> its newest ok, quiet measurement in a run before
+        `run_id` whose gate passed, wherever it was recorded (before any run was gated: in a run without failed
+        cells). No entry: the key's first run. A farm gating each model in its own job makes the newest passing
+        run another model's; a per-run baseline then compares the cell with nothing."""
         from harness.judge.regression import history_key
         wanted = {tuple(history_key(r)) for r in rows if r.get("status") == OK}
         if not wanted:
@@ -584,17 +581,13 @@ class History:
                 "ORDER BY r.seq DESC, c.cell_id", params).fetchall()
             chosen: Dict[tuple, tuple] = {}
             for r in found:
-                if r["run_id"] == run_id or (current is not None and int(r["seq"]) >= current.seq):
-                    continue
+                earlier = r["run_id"] != run_id and (current is None or int(r["seq"]) < current.seq)
                 passing = r["gate_status"] == GATE_PASSED if gated else \
                     (int(r["n_failed"]) == 0 and r["gate_status"] != GATE_NOT_JUDGED)
-                if not passing:
-                    continue
-                row = json.loads(r["row_json"])
-                key = tuple(history_key(row))
-                if key not in wanted or key in chosen or str(row.get("noisy")).lower() in ("true", "1", "1.0"):
-                    continue
-                chosen[key] = (r["run_id"], r["cell_id"], row)
+                row = json.loads(r["row_json"]) if earlier and passing else {}
+                key = tuple(history_key(row)) if row else None
+                if key in wanted and key not in chosen and str(row.get("noisy")).lower() not in ("true", "1", "1.0"):
+                    chosen[key] = (r["run_id"], r["cell_id"], row)
             return {key: CellBaseline(run, row, self._cell_samples(conn, run, cell))
                     for key, (run, cell, row) in chosen.items()}
 

@@ -10,7 +10,6 @@ loader, so a misspelt key is an error naming the file and the key.
 """
 from __future__ import annotations
 
-import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import AbstractSet, Any, Dict, List, Mapping, Optional, Sequence, Tuple
@@ -23,14 +22,15 @@ from harness.core.numbers import finite_or_none
 from harness.judge.scores import BYTES_PER_MB, accuracy_measure
 from harness.schema.targets import FORMATS, Budgets
 from harness.judge.verdict import gate_exit_code
+from harness.judge.gate_rules import (DEVICE_WIDE_ACTIONS, Check, detectability_notes, device_wide, is_noisy,
+                                      with_shift_function)
+from harness.judge.junit import junit_xml, write_junit
 from harness.schema.results import records
 
 LAST_PASSING = "last-passing"
 #: the rule of a cell that has no baseline yet (its key's first run): passed, never silently
 NO_BASELINE_RULE = "baseline"
 NO_BASELINE_MESSAGE = "no baseline yet: first run of this cell"
-#: what a device-wide shift does to the verdict (TargetPolicy.device_wide_shift); the first is the default
-DEVICE_WIDE_ACTIONS = ("note", "not_judged", "fail")
 
 
 @dataclass(frozen=True)
@@ -154,20 +154,6 @@ def load_policy(path: Path | str) -> Policy:
 
 # ---------------------------------------------------------------- evaluation
 @dataclass(frozen=True)
-class Check:
-    """One rule applied to one subject (a cell, or a model on a target)."""
-
-    target: str
-    rule: str
-    subject: str
-    passed: bool
-    message: str
-    skipped: bool = False
-    #: a latency check's relative change (0.10 = 10 % slower), for rules over many cells (a device-wide shift)
-    change: Optional[float] = None
-
-
-@dataclass(frozen=True)
 class GateResult:
     run_id: str
     policy_path: str
@@ -222,17 +208,6 @@ class GateResult:
 
 def _identity(row: Mapping[str, Any]) -> Tuple[str, str, str, str]:
     return (str(row.get("model")), str(row.get("variant")), str(row.get("format")), str(row.get("target")))
-
-
-def is_noisy(row: Mapping[str, Any]) -> bool:
-    """Was the cell measured on a busy or throttling device (the `noisy` column)?"""
-    value = row.get("noisy")
-    if isinstance(value, str):
-        return value.strip().lower() in ("true", "1", "yes")
-    try:
-        return bool(value) and value == value  # NaN (no value) is not noisy
-    except (TypeError, ValueError):
-        return False
 
 
 def _noisy_check(target: str, row: Mapping[str, Any]) -> Check:
@@ -332,7 +307,7 @@ def _baseline_checks(tp: TargetPolicy, target: str, rows: Sequence[Mapping[str, 
                     latency_checks.append(Check(target, latency_rule(figure), cell, not comparison.regressed,
                                                 f"{comparison.describe()} (maximum {tp.max_latency_regression:+.0%})",
                                                 skipped=not comparison.judged, change=comparison.relative_change))
-                checks += _with_shift_function(latency_checks, baseline_samples.get(str(base.get("cell_id"))),
+                checks += with_shift_function(latency_checks, baseline_samples.get(str(base.get("cell_id"))),
                                                samples.get(cell))
         acc_now, acc_base = finite_or_none(row.get("accuracy")), finite_or_none(base.get("accuracy"))
         if tp.max_accuracy_drop is not None and acc_now is not None and acc_base is not None:
@@ -375,109 +350,6 @@ def _per_cell_checks(tp: TargetPolicy, target: str, rows: Sequence[Mapping[str, 
     checks += [replace(c, message=f"{c.message}; baseline run {run_of[c.subject]}") if c.subject in run_of else c
                for c in judged]
     return checks, sorted(set(run_of.values()))
-
-
-def _with_shift_function(checks: List[Check], baseline: Any, candidate: Any) -> List[Check]:
-    """A cell judged changed (a latency figure regressed) gets the test of its whole distribution (Mann-Whitney and
-    Kolmogorov-Smirnov on the raw samples) and its shift function (judge/shift.py) in each failed check's text:
-    which part of the distribution moved."""
-    if not any(not c.passed and not c.skipped for c in checks):
-        return checks
-    from harness.judge.shift import distribution_p, shift_function
-    function = shift_function(baseline, candidate)
-    if function is None:
-        return checks
-    p = distribution_p(baseline, candidate)
-    text = (f"; whole distribution: Mann-Whitney/Kolmogorov-Smirnov p={p:.2g}" if p is not None else "") + \
-        f"; {function.describe()}"
-    out, first = [], True
-    for c in checks:  # the whole shift function once per cell, its short form on the cell's other figures
-        if not c.passed and not c.skipped:
-            c = replace(c, message=c.message + (text if first else f"; shift: {function.short()}"))
-            first = False
-        out.append(c)
-    return out
-
-
-def _device_wide(tp: TargetPolicy, target: str, checks: List[Check], run_id: str
-                 ) -> Tuple[List[Check], List[str]]:
-    """One device change instead of N model regressions: when most judged cells of the target regressed at
-    once (trends.DEVICE_* rules), their latency violations become one note, one not-judged check or one
-    violation, as the policy's device_wide_shift says. A cell slower than the device's shift by more than the
-    policy's max_latency_regression stays a regression of its own."""
-    import math
-    from harness.judge.trends import DEVICE_MIN_MODELS, DEVICE_MIN_SERIES, DEVICE_SHARE, DeviceShift
-    latency = [c for c in checks if c.target == target and c.rule.startswith("max_latency_regression")
-               and not c.skipped]
-    judged = {c.subject for c in latency}
-    regressed = {c.subject for c in latency if not c.passed}
-    share = tp.device_wide_share if tp.device_wide_share is not None else DEVICE_SHARE
-    models = {s.split("__")[0] for s in regressed}
-    if not regressed or len(regressed) < max(DEVICE_MIN_SERIES, math.ceil(share * len(judged))) or \
-            len(models) < DEVICE_MIN_MODELS:
-        return checks, []
-    changes = {c.subject: c.change for c in latency if c.rule == "max_latency_regression" and c.change is not None}
-    logs = sorted(math.log1p(changes[s]) for s in regressed if s in changes)
-    if not logs:
-        return checks, []
-    shift = math.expm1(logs[len(logs) // 2] if len(logs) % 2 else (logs[len(logs) // 2 - 1] + logs[len(logs) // 2]) / 2)
-    limit = (1.0 + shift) * (1.0 + (tp.max_latency_regression or 0.0)) - 1.0
-    own = {s for s in regressed if changes.get(s) is not None and changes[s] > limit}
-    device = regressed - own
-    found = DeviceShift(target, run_id or "this run", shift, len(device), len(judged),
-                        len({s.split("__")[0] for s in device}))
-    action = tp.device_wide_shift or DEVICE_WIDE_ACTIONS[0]
-    out = [replace(c, passed=True, message=f"part of a device-wide shift (device_wide_shift: {action}): {c.message}")
-           if c in latency and not c.passed and c.subject in device else c for c in checks]
-    text = found.describe() + (f"; {len(own)} cell(s) slower still stay regressions of their own" if own else "")
-    if action == "fail":
-        out.append(Check(target, "device_wide_shift", target, False, text, change=shift))
-        return out, []
-    if action == "not_judged":
-        out.append(Check(target, "device_wide_shift", target, True, text + ": re-run on a quiet device",
-                         skipped=True, change=shift))
-        return out, []
-    return out, [f"{text} (device_wide_shift: note, so it does not fail the run)"]
-
-
-def _detectability_notes(tp: TargetPolicy, target: str, rows: Sequence[Mapping[str, Any]], inputs: "GateInputs",
-                         alpha: float) -> List[str]:
-    """How many of the target's series each latency figure can judge at the policy's threshold: the smallest
-    shift the nightly rule finds within 3 nights, from each series' between-run spread (trends.detectable_shift).
-    A figure whose detectable shift is above the threshold is not judged at this threshold for that series: a
-    reason, not a false alarm."""
-    from harness.judge.trends import DETECT_NIGHTS, detectable_shift
-    if tp.max_latency_regression is None or inputs.paired:
-        return []
-    threshold = tp.max_latency_regression
-    figures = tp.latency_figures or LATENCY_FIGURES
-    counts = {f: [0, 0] for f in figures}
-    beyond: List[str] = []
-    for row in rows:
-        if row.get("status") != OK or is_noisy(row):
-            continue
-        key = tuple(history_key(row))
-        for figure in figures:
-            spreads = inputs.history if figure == "median" else (inputs.figure_history or {}).get(figure, {})
-            spread = (spreads or {}).get(key)
-            if spread is None:
-                continue
-            value = detectable_shift(spread.cv, spread.runs, alpha=alpha)
-            counts[figure][1] += 1
-            if value <= threshold:
-                counts[figure][0] += 1
-            else:
-                beyond.append(f"{row.get('cell_id')} {figure} (detectable {value:.0%})")
-    if not any(known for _, known in counts.values()):
-        return []
-    notes = [f"{target}: detectability (the smallest shift the nightly rule finds within {DETECT_NIGHTS} nights, "
-             f"from each series' own spread): " + ", ".join(f"{f} judges {ok} of {known} series"
-                                                            for f, (ok, known) in counts.items() if known)
-             + f" at {threshold:.0%}"]
-    if beyond:
-        notes.append(f"{target}: not judged at this threshold ({threshold:.0%}), a reason, not a false alarm: "
-                     + "; ".join(beyond[:8]) + (f" and {len(beyond) - 8} more" if len(beyond) > 8 else ""))
-    return notes
 
 
 def _thresholds(tp: TargetPolicy) -> Dict[str, float]:
@@ -646,9 +518,15 @@ def evaluate(policy: Policy, frame: Any, inputs: Optional[GateInputs] = None) ->
                 checks += _baseline_checks(tp, target, checked, samples, baseline_rows, baseline_samples or {},
                                            policy.alpha, history or {}, paired, figure_history)
             if tp.max_latency_regression is not None and not paired:
-                checks, device_notes = _device_wide(tp, target, checks, run_id)
+                checks, device_notes = device_wide(target, checks, run_id,
+                                                   action=tp.device_wide_shift or DEVICE_WIDE_ACTIONS[0],
+                                                   share=tp.device_wide_share,
+                                                   max_latency_regression=tp.max_latency_regression)
                 notes += device_notes
-            notes += _detectability_notes(tp, target, checked, inputs, policy.alpha)
+            if not paired:
+                notes += detectability_notes(target, checked, threshold=tp.max_latency_regression,
+                                             figures=tp.latency_figures or LATENCY_FIGURES, history=history or {},
+                                             figure_history=figure_history or {}, alpha=policy.alpha)
     if wants_baseline and baseline_rows is None and not nightly_baseline and not per_cell:
         notes.append("no baseline run found: regression rules not checked (the first passing run becomes one)")
     first = [c for c in checks if c.rule == NO_BASELINE_RULE]
@@ -675,43 +553,5 @@ def evaluate(policy: Policy, frame: Any, inputs: Optional[GateInputs] = None) ->
                       tuple(checks), tuple(notes))
 
 
-# ---------------------------------------------------------------- JUnit XML
-def junit_xml(result: GateResult) -> str:
-    """JUnit XML: one testsuite per target, one testcase per check."""
-    suites = ET.Element("testsuites", name="harness-gate", tests=str(len(result.checks)),
-                        failures=str(len(result.violations)))
-    by_target: Dict[str, List[Check]] = {}
-    for check in result.checks:
-        by_target.setdefault(check.target, []).append(check)
-    for target in sorted(by_target):
-        checks = by_target[target]
-        suite = ET.SubElement(suites, "testsuite", name=f"gate.{target}", tests=str(len(checks)),
-                              failures=str(sum(not c.passed and not c.skipped for c in checks)),
-                              skipped=str(sum(c.skipped for c in checks)), errors="0")
-        props = ET.SubElement(suite, "properties")
-        for name, value in (("run_id", result.run_id), ("policy", result.policy_path),
-                            ("baseline", result.baseline_id or "")):
-            ET.SubElement(props, "property", name=name, value=value)
-        for note in result.notes:
-            ET.SubElement(props, "property", name="note", value=note)
-        for check in checks:
-            case = ET.SubElement(suite, "testcase", classname=f"gate.{target}.{check.rule}", name=check.subject)
-            if check.skipped:
-                ET.SubElement(case, "skipped", message=check.message)
-            elif not check.passed:
-                failure = ET.SubElement(case, "failure", message=check.message, type=check.rule)
-                failure.text = f"[{target}] {check.rule}: {check.subject}: {check.message}"
-            else:
-                ET.SubElement(case, "system-out").text = check.message
-    ET.indent(suites)
-    return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(suites, encoding="unicode") + "\n"
-
-
-def write_junit(result: GateResult, path: Path | str) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(junit_xml(result), encoding="utf-8")
-    tmp.replace(path)
-    return path
-
+__all__ = ["Check", "GateInputs", "GateResult", "Policy", "TargetPolicy", "evaluate", "is_noisy", "junit_xml",
+           "load_policy", "write_junit"]
