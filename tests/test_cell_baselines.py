@@ -67,6 +67,8 @@ def test_two_models_gated_in_alternating_runs_catch_a_slower_build_and_name_a_fi
         in outs["beta6"] and "1 without a baseline" in outs["beta6"]
     summary = (reports / "beta6" / "summary.md").read_text()
     assert "beta__reference__openvino__local" in summary and NO_BASELINE_MESSAGE in summary
+    # five runs of beta's history measure its spread: the summary says how many series each figure can judge
+    assert "### What the gate could judge" in summary and "median judges" in summary, summary
     # the failed alpha6 never becomes a baseline: the next alpha run is judged against alpha5 still
     store = History(db)
     rows = RunResults.load(resolve_run("alpha6", reports)).rows

@@ -77,6 +77,11 @@ def _gate_lines(gate: Any) -> List[str]:
         lines += md_table(["target", "rule", "subject", "why"], [[c.target, c.rule, c.subject, c.message]
                                                                  for c in others])
         lines.append("")
+    # device changes and what each figure can judge (detectability) are the gate's notes
+    judged_notes = [n for n in gate.notes if n.startswith("device change") or "detectab" in n
+                    or "not judged at this threshold" in n]
+    if judged_notes:
+        lines += ["### What the gate could judge", ""] + [f"- {n}" for n in judged_notes] + [""]
     first = list(getattr(gate, "without_baseline", []))
     if first:
         lines += [f"### No baseline yet ({len(first)})", ""]
