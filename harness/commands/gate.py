@@ -63,6 +63,7 @@ def cmd_gate(args) -> int:
     store = History(args.db)
     samples = results.latency_samples()
     rows = results.rows
+    named, cell_baselines = None, None
     if pairs:
         # A paired run carries its own baseline, measured interleaved with the candidate: no other run is
         # compared, and no history spread is needed, because the drift between runs never enters.
@@ -74,7 +75,14 @@ def cmd_gate(args) -> int:
             print(f"  note: --baseline {args.baseline} ignored: the run is paired and carries its own baseline")
     else:
         named = args.baseline or (policy.baseline if policy.baseline != LAST_PASSING else None)
-        baseline_id, baseline_rows, baseline_samples = load_baseline(store, results.run_id, named, args.reports_dir)
+        if named:
+            baseline_id, baseline_rows, baseline_samples = load_baseline(store, results.run_id, named,
+                                                                         args.reports_dir)
+        else:
+            # last-passing: each cell key's own newest passing measurement, wherever it was recorded (a farm
+            # that gates each model in its own job makes the newest passing run another model's)
+            baseline_id, baseline_rows, baseline_samples = None, None, {}
+            cell_baselines = store.cell_baselines(results.run_id, rows)
     history_cells = None
     if not pairs and any(policy.for_target(t).nightly_window_runs for t in targets):
         # the nightly rule reads every earlier run's cells: its series and their change points
@@ -87,7 +95,7 @@ def cmd_gate(args) -> int:
         history={} if pairs else store.run_spreads(rows, results.run_id),
         figure_history={} if pairs else {f: store.run_spreads(rows, results.run_id, figure=f) for f in ("mean", "p90")},
         history_cells=history_cells, emulated=emulated_targets(targets, results.manifest, None, args.targets_dir),
-        paired=bool(pairs))
+        paired=bool(pairs), cell_baselines=cell_baselines)
     result = evaluate(policy, frame, inputs)
     for line in result.lines():
         print(line)

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Tuple
 
 
 def register(subparsers) -> None:
@@ -83,16 +83,28 @@ def _show_series(store, args) -> int:
 
 
 def _compare(store, args) -> int:
-    from harness.judge.regression import compare_runs
+    from harness.judge.regression import compare_runs, history_key as history_key_of
     from harness.schema.run_results import RunResults
     from harness.schema.rundir import resolve_run
     results = RunResults.load(resolve_run(args.compare, args.reports_dir))
-    baseline = store.find_baseline(results.run_id, args.baseline)
-    if baseline is None:
-        print(f"no baseline for {results.run_id}: no earlier passing run in {store.where}")
-        return 0
     rows = results.rows
-    changes = compare_runs(rows, store.rows(baseline), results.latency_samples(), store.samples(baseline),
+    if args.baseline:
+        baseline = store.find_baseline(results.run_id, args.baseline)
+        base_rows, base_samples = store.rows(baseline), store.samples(baseline)
+    else:
+        # each cell key's newest passing measurement, wherever it was recorded
+        found = store.cell_baselines(results.run_id, rows)
+        base_rows = [{**b.row, "cell_id": f"{b.run_id}::{b.row.get('cell_id')}"} for b in found.values()]
+        base_samples = {f"{b.run_id}::{b.row.get('cell_id')}": b.samples for b in found.values()}
+        runs = sorted({b.run_id for b in found.values()})
+        baseline = runs[0] if len(runs) == 1 else f"per cell: runs {', '.join(runs)}" if runs else None
+        first = [str(r.get("cell_id")) for r in rows if r.get("status") == "ok" and tuple(history_key_of(r)) not in found]
+        for cell in first:
+            print(f"  NO BASELINE {cell}: no baseline yet: first run of this cell")
+    if baseline is None:
+        print(f"no baseline for {results.run_id}: no earlier passing measurement of its cells in {store.where}")
+        return 0
+    changes = compare_runs(rows, base_rows, results.latency_samples(), base_samples,
                            min_effect=args.min_effect, min_shift_ms=args.min_shift_ms,
                            history=store.run_spreads(rows, results.run_id),
                            figure_history={f: store.run_spreads(rows, results.run_id, figure=f)
@@ -102,11 +114,27 @@ def _compare(store, args) -> int:
     print(f"{results.run_id} against baseline {baseline}: {len(changes)} comparisons, {len(found)} regression(s)")
     for c in found:
         print(f"  REGRESSION {c.metric:<8} {c.cell_id}: {c.detail}")
+    # each cell whose latency regressed: its whole distribution tested, and how each part of it moved
+    from harness.judge.shift import distribution_p, shift_function
+    current_samples = results.latency_samples()
+    by_key = {tuple(history_key_of(r)): str(r.get("cell_id")) for r in base_rows}
+    row_of = {str(r.get("cell_id")): r for r in rows}
+    for cell in sorted({c.cell_id for c in found if c.metric.startswith("latency")}):
+        base_id = by_key.get(tuple(history_key_of(row_of[cell]))) if cell in row_of else None
+        if base_id is None:
+            continue
+        function = shift_function(base_samples.get(base_id), current_samples.get(cell))
+        if function is not None:
+            p = distribution_p(base_samples.get(base_id), current_samples.get(cell))
+            print(f"  SHIFT {cell}: {function.short()} (Mann-Whitney/Kolmogorov-Smirnov p={p:.2g}); "
+                  f"{function.describe()}")
     return 1 if found else 0
 
 
 def _show_changes(store, args) -> int:
-    from harness.judge.trends import TREND_FIGURES, build_trends, find_change_points
+    from harness.judge.trends import (DEFAULT_THRESHOLDS, LATENCY_TREND_FIGURES, TREND_FIGURES, build_trends,
+                                      describe_detectability, device_shifts, find_change_points, judgeable_counts,
+                                      series_label, trend_detectability)
     figures = tuple(args.figure or TREND_FIGURES)
     trends = [find_change_points(t) for t in build_trends(store.trend_figure_cells(args.model, args.target), figures)]
     if args.variant or args.fmt:
@@ -122,6 +150,22 @@ def _show_changes(store, args) -> int:
         print(f"{trend.label} ({len(trend.used)} runs{f', {left_out} noisy or not judged left out' if left_out else ''})")
         for change in trend.change_points:
             print(f"  {change.describe()}")
+    # one device change, not N model regressions: most series of a device moved at the same run
+    for shift in device_shifts(trends):
+        print(shift.describe())
+    # what each series can judge: the smallest shift the nightly rule finds within 3 nights, from its own spread
+    detectability: Dict[Tuple[str, ...], Dict[str, Optional[float]]] = {}
+    for trend in trends:
+        if trend.figure in LATENCY_TREND_FIGURES:
+            detectability.setdefault(trend.key, {})[trend.figure] = trend_detectability(trend)
+    for key, by_figure in sorted(detectability.items()):
+        print(f"{series_label(key, 'latency').rsplit(':', 1)[0]}: {describe_detectability(by_figure)}")
+    counts = judgeable_counts(detectability, DEFAULT_THRESHOLDS)
+    if counts:
+        print("series each figure can judge at its threshold (" +
+              ", ".join(f"{f} {DEFAULT_THRESHOLDS[f]:.0%}" for f in counts) + "): " +
+              ", ".join(f"{f} {ok} of {known}" for f, (ok, known) in counts.items()) +
+              "; the others: not judged at this threshold, a reason, not a false alarm")
     return 0
 
 

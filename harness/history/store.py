@@ -24,6 +24,7 @@ from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence
 import numpy as np
 
 from harness.core.errors import ConfigError, HarnessError
+from harness.judge.regression import CellBaseline
 from harness.judge.trends import latency_figures
 from harness.schema.results import COLUMNS, FAILED, LOST, OK
 from harness.schema.run_results import RunResults
@@ -557,6 +558,38 @@ class History:
             return None
         clean = [r for r in earlier if r.n_failed == 0 and r.n_cells > 0 and r.gate_status != GATE_NOT_JUDGED]
         return clean[-1].run_id if clean else None
+
+    def cell_baselines(self, run_id: str, rows: Sequence[Mapping[str, Any]]) -> Dict[tuple, CellBaseline]:
+        """Each ok row's cell key (regression.history_key) -> its newest ok, quiet measurement in a run before
+        `run_id` whose gate passed, wherever it was recorded (before any run was gated: in a run without failed
+        cells). No entry: the key's first run. A farm gating each model in its own job makes the newest passing
+        run another model's; a per-run baseline then compares the cell with nothing."""
+        from harness.judge.regression import history_key
+        wanted = {tuple(history_key(r)) for r in rows if r.get("status") == OK}
+        if not wanted:
+            return {}
+        current = self.run(run_id)
+        gated = any(r.gate_status in (GATE_PASSED, GATE_FAILED) for r in self.runs()
+                    if r.run_id != run_id and (current is None or r.seq < current.seq))
+        pairs = sorted({(k[0], k[3]) for k in wanted})
+        where = " OR ".join("(c.model = ? AND c.target = ?)" for _ in pairs)
+        params: List[Any] = [OK] + [v for pair in pairs for v in pair]
+        with self.connect() as conn:
+            found = conn.execute(
+                "SELECT r.seq, r.run_id, r.gate_status, r.n_failed, c.cell_id, c.row_json FROM cells c "
+                f"JOIN runs r ON r.run_id = c.run_id WHERE c.status = ? AND ({where}) "
+                "ORDER BY r.seq DESC, c.cell_id", params).fetchall()
+            chosen: Dict[tuple, tuple] = {}
+            for r in found:
+                earlier = r["run_id"] != run_id and (current is None or int(r["seq"]) < current.seq)
+                passing = r["gate_status"] == GATE_PASSED if gated else \
+                    (int(r["n_failed"]) == 0 and r["gate_status"] != GATE_NOT_JUDGED)
+                row = json.loads(r["row_json"]) if earlier and passing else {}
+                key = tuple(history_key(row)) if row else None
+                if key in wanted and key not in chosen and str(row.get("noisy")).lower() not in ("true", "1", "1.0"):
+                    chosen[key] = (r["run_id"], r["cell_id"], row)
+            return {key: CellBaseline(run, row, self._cell_samples(conn, run, cell))
+                    for key, (run, cell, row) in chosen.items()}
 
 
 def record_run(results: RunResults, db_path: Path | str | None = None,

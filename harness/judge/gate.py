@@ -10,22 +10,27 @@ loader, so a misspelt key is an error naming the file and the key.
 """
 from __future__ import annotations
 
-import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import AbstractSet, Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from harness.schema.loader import load_dataclass, read_yaml_mapping
-from harness.judge.regression import (DEFAULT_ALPHA, DEFAULT_ASSUMED_RUN_CV, LATENCY_FIGURES, RunSpread,
-                                      compare_latency, history_key)
+from harness.judge.regression import (DEFAULT_ALPHA, DEFAULT_ASSUMED_RUN_CV, LATENCY_FIGURES, CellBaseline,
+                                      RunSpread, compare_latency, history_key)
 from harness.schema.results import FAILED, LOST, OK
 from harness.core.numbers import finite_or_none
 from harness.judge.scores import BYTES_PER_MB, accuracy_measure
 from harness.schema.targets import ALL_FORMATS, Budgets
 from harness.judge.verdict import gate_exit_code
+from harness.judge.gate_rules import (DEVICE_WIDE_ACTIONS, Check, detectability_notes, device_wide, is_noisy,
+                                      with_shift_function)
+from harness.judge.junit import junit_xml, write_junit
 from harness.schema.results import records
 
 LAST_PASSING = "last-passing"
+#: the rule of a cell that has no baseline yet (its key's first run): passed, never silently
+NO_BASELINE_RULE = "baseline"
+NO_BASELINE_MESSAGE = "no baseline yet: first run of this cell"
 
 
 @dataclass(frozen=True)
@@ -71,6 +76,13 @@ class TargetPolicy:
     #: cell's series fails the gate, and the regression rules compare with the segment since each series' last
     #: change point instead of one earlier run
     nightly_window_runs: Optional[int] = None
+    #: when most cells of a device regress at once (device_wide_share of the judged cells, at least 3, of at least
+    #: 2 models): 'note' (the default: one note, its cells' latency checks pass; the device moved, not the
+    #: models), 'not_judged' (re-run: exit 2, never a baseline) or 'fail' (one violation, device_wide_shift).
+    #: A cell slower than the device's shift by more than max_latency_regression stays a model regression
+    device_wide_shift: Optional[str] = None
+    #: the share of a device's judged cells that makes a device-wide shift (default 0.6)
+    device_wide_share: Optional[float] = None
 
     def __post_init__(self) -> None:
         for name in ("min_accuracy_retention",):
@@ -89,6 +101,11 @@ class TargetPolicy:
             value = getattr(self, name)
             if value is not None and not 0.0 <= value <= 10.0:
                 raise ValueError(f"{name} is a fraction (0.10 = 10 %), got {value}")
+        if self.device_wide_shift is not None and self.device_wide_shift not in DEVICE_WIDE_ACTIONS:
+            raise ValueError(f"device_wide_shift is one of {', '.join(DEVICE_WIDE_ACTIONS)}, got "
+                             f"{self.device_wide_shift!r}")
+        if self.device_wide_share is not None and not 0.0 < self.device_wide_share <= 1.0:
+            raise ValueError(f"device_wide_share is a fraction (0.6 = 60 %), got {self.device_wide_share}")
         if self.nightly_window_runs is not None and not 1 <= self.nightly_window_runs <= 100:
             raise ValueError(f"nightly_window_runs is a number of runs from 1 to 100, got {self.nightly_window_runs}")
         strange = [f for f in self.latency_figures or () if f not in LATENCY_FIGURES]
@@ -137,18 +154,6 @@ def load_policy(path: Path | str) -> Policy:
 
 # ---------------------------------------------------------------- evaluation
 @dataclass(frozen=True)
-class Check:
-    """One rule applied to one subject (a cell, or a model on a target)."""
-
-    target: str
-    rule: str
-    subject: str
-    passed: bool
-    message: str
-    skipped: bool = False
-
-
-@dataclass(frozen=True)
 class GateResult:
     run_id: str
     policy_path: str
@@ -159,6 +164,11 @@ class GateResult:
     @property
     def violations(self) -> List[Check]:
         return [c for c in self.checks if not c.passed and not c.skipped]
+
+    @property
+    def without_baseline(self) -> List[Check]:
+        """Cells whose regression rules had nothing to compare with: the first run of their cell key."""
+        return [c for c in self.checks if c.rule == NO_BASELINE_RULE]
 
     @property
     def not_judged(self) -> List[Check]:
@@ -183,9 +193,11 @@ class GateResult:
         judged = [c for c in self.checks if not c.skipped]
         out = [f"gate {self.verdict}: run {self.run_id}, policy {self.policy_path}, "
                f"{len(judged)} checks, {len(self.violations)} violation(s), {len(self.not_judged)} not judged, "
-               f"baseline {self.baseline_id or 'none'}"]
+               + (f"{len(self.without_baseline)} without a baseline, " if self.without_baseline else "")
+               + f"baseline {self.baseline_id or 'none'}"]
         out += [f"  VIOLATION [{c.target}] {c.rule}: {c.subject}: {c.message}" for c in self.violations]
         out += [f"  NOT JUDGED [{c.target}] {c.rule}: {c.subject}: {c.message}" for c in self.not_judged]
+        out += [f"  NO BASELINE [{c.target}] {c.subject}: {c.message}" for c in self.without_baseline]
         if self.exit_code == 2:
             out.append("  re-run the cells not judged (`make nightly` again, on a quiet device) before releasing")
         out += [f"  note: {n}" for n in self.notes]
@@ -196,17 +208,6 @@ class GateResult:
 
 def _identity(row: Mapping[str, Any]) -> Tuple[str, str, str, str]:
     return (str(row.get("model")), str(row.get("variant")), str(row.get("format")), str(row.get("target")))
-
-
-def is_noisy(row: Mapping[str, Any]) -> bool:
-    """Was the cell measured on a busy or throttling device (the `noisy` column)?"""
-    value = row.get("noisy")
-    if isinstance(value, str):
-        return value.strip().lower() in ("true", "1", "yes")
-    try:
-        return bool(value) and value == value  # NaN (no value) is not noisy
-    except (TypeError, ValueError):
-        return False
 
 
 def _noisy_check(target: str, row: Mapping[str, Any]) -> Check:
@@ -277,12 +278,15 @@ def _baseline_checks(tp: TargetPolicy, target: str, rows: Sequence[Mapping[str, 
                      samples: Mapping[str, Any], baseline_rows: Sequence[Mapping[str, Any]],
                      baseline_samples: Mapping[str, Any], alpha: float,
                      history: Mapping[Tuple[str, ...], RunSpread], paired: bool = False,
-                     figure_history: Optional[Mapping[str, Mapping[Tuple[str, ...], RunSpread]]] = None
-                     ) -> List[Check]:
+                     figure_history: Optional[Mapping[str, Mapping[Tuple[str, ...], RunSpread]]] = None,
+                     by_history_key: bool = False) -> List[Check]:
+    """The regression rules of each cell against its baseline row: matched by (model, variant, format, target),
+    or with `by_history_key` by the whole cell key (runtime configuration included: per-cell baselines)."""
     checks: List[Check] = []
-    base_by_id = {_identity(r): r for r in baseline_rows}
+    match = (lambda r: tuple(history_key(r))) if by_history_key else _identity
+    base_by_id = {match(r): r for r in baseline_rows}
     for row in rows:
-        base = base_by_id.get(_identity(row))
+        base = base_by_id.get(match(row))
         if base is None or row.get("status") != OK or base.get("status") != OK or is_noisy(row):
             continue
         cell = str(row.get("cell_id"))
@@ -292,6 +296,7 @@ def _baseline_checks(tp: TargetPolicy, target: str, rows: Sequence[Mapping[str, 
                                     f"the baseline's cell was measured on a noisy device "
                                     f"({base.get('noise_reasons') or 'busy or throttling'}): not judged", skipped=True))
             else:
+                latency_checks: List[Check] = []
                 for figure in tp.latency_figures or LATENCY_FIGURES:
                     spreads = history if figure == "median" else (figure_history or {}).get(figure, {})
                     comparison = compare_latency(
@@ -299,9 +304,11 @@ def _baseline_checks(tp: TargetPolicy, target: str, rows: Sequence[Mapping[str, 
                         min_effect=tp.max_latency_regression, alpha=alpha, history=spreads.get(history_key(row)),
                         assumed_run_cv=DEFAULT_ASSUMED_RUN_CV if tp.assumed_run_cv is None else tp.assumed_run_cv,
                         min_shift_ms=tp.min_latency_shift_ms or 0.0, paired=paired, figure=figure)
-                    checks.append(Check(target, latency_rule(figure), cell, not comparison.regressed,
-                                        f"{comparison.describe()} (maximum {tp.max_latency_regression:+.0%})",
-                                        skipped=not comparison.judged))
+                    latency_checks.append(Check(target, latency_rule(figure), cell, not comparison.regressed,
+                                                f"{comparison.describe()} (maximum {tp.max_latency_regression:+.0%})",
+                                                skipped=not comparison.judged, change=comparison.relative_change))
+                checks += with_shift_function(latency_checks, baseline_samples.get(str(base.get("cell_id"))),
+                                               samples.get(cell))
         acc_now, acc_base = finite_or_none(row.get("accuracy")), finite_or_none(base.get("accuracy"))
         if tp.max_accuracy_drop is not None and acc_now is not None and acc_base is not None:
             drop = acc_base - acc_now
@@ -314,6 +321,35 @@ def _baseline_checks(tp: TargetPolicy, target: str, rows: Sequence[Mapping[str, 
                                 f"peak RSS {mem_base / BYTES_PER_MB:.1f} -> {mem_now / BYTES_PER_MB:.1f} MB "
                                 f"({rise:+.1%}, maximum {tp.max_memory_regression:+.0%})"))
     return checks
+
+
+def _per_cell_checks(tp: TargetPolicy, target: str, rows: Sequence[Mapping[str, Any]], inputs: "GateInputs",
+                     alpha: float) -> Tuple[List[Check], List[str]]:
+    """The regression rules of each cell against its own key's baseline (GateInputs.cell_baselines), and the
+    baseline runs used. A cell whose key has none is named: the first run of this cell."""
+    baselines = inputs.cell_baselines or {}
+    checks: List[Check] = []
+    base_rows: List[Dict[str, Any]] = []
+    base_samples: Dict[str, Any] = {}
+    run_of: Dict[str, str] = {}
+    for row in rows:
+        if row.get("status") != OK or is_noisy(row):
+            continue
+        cell = str(row.get("cell_id"))
+        found = baselines.get(tuple(history_key(row)))
+        if found is None:
+            checks.append(Check(target, NO_BASELINE_RULE, cell, True,
+                                f"{NO_BASELINE_MESSAGE}; nothing to compare its latency, accuracy or memory with"))
+            continue
+        base_id = f"{found.run_id}::{found.row.get('cell_id')}"
+        base_rows.append({**found.row, "cell_id": base_id})
+        base_samples[base_id] = found.samples
+        run_of[cell] = found.run_id
+    judged = _baseline_checks(tp, target, rows, inputs.samples, base_rows, base_samples, alpha,
+                              inputs.history or {}, False, inputs.figure_history, by_history_key=True)
+    checks += [replace(c, message=f"{c.message}; baseline run {run_of[c.subject]}") if c.subject in run_of else c
+               for c in judged]
+    return checks, sorted(set(run_of.values()))
 
 
 def _thresholds(tp: TargetPolicy) -> Dict[str, float]:
@@ -389,7 +425,8 @@ class GateInputs:
     """Everything a gate judges a run's table with, besides the policy.
 
     `budgets` are the targets' budgets (used where use_target_budgets is set); `samples` and `baseline_*` feed
-    the regression rules, which are skipped with a note when there is no baseline. `history` maps a cell's
+    the regression rules, which are skipped with a note when there is no baseline; `cell_baselines` gives each cell
+    key its own baseline instead (the newest passing measurement of that key, in whichever run). `history` maps a cell's
     history key (regression.history_key) to the between-run spread the history store has seen for its median,
     `figure_history` the same by figure for the mean and p90. `history_cells` (History.trend_cells of the runs
     before this one) feed the nightly rule of a target whose policy sets nightly_window_runs: its change points,
@@ -410,6 +447,10 @@ class GateInputs:
     history_cells: Optional[Sequence[Mapping[str, Any]]] = None
     emulated: AbstractSet[str] = frozenset()
     paired: bool = False
+    #: per-cell baselines (History.cell_baselines): each cell key's newest passing measurement, wherever it was
+    #: recorded. When given (not None) they replace baseline_rows: a key without one is the first run of its
+    #: cell, named in the verdict (NO_BASELINE_MESSAGE), never silently passed
+    cell_baselines: Optional[Mapping[Tuple[str, ...], CellBaseline]] = None
     extra_checks: Sequence[Check] = ()
     extra_notes: Sequence[str] = ()
 
@@ -434,6 +475,8 @@ def evaluate(policy: Policy, frame: Any, inputs: Optional[GateInputs] = None) ->
     if not rows:
         checks.append(Check("-", "cells_present", run_id or "run", False, "the run has no cells"))
     wants_baseline = nightly_baseline = False
+    per_cell = inputs.cell_baselines is not None and not paired
+    used_baselines: List[str] = []
     for target in run_targets:
         tp = policy.for_target(target)
         target_rows = [r for r in rows if str(r.get("target")) == target]
@@ -453,27 +496,43 @@ def evaluate(policy: Policy, frame: Any, inputs: Optional[GateInputs] = None) ->
             checks += _nightly_checks(tp, target, checked, samples, history_cells or [], run_id, policy.alpha)
         if any(v is not None for v in (tp.max_latency_regression, tp.max_accuracy_drop, tp.max_memory_regression)):
             wants_baseline = True
+            seg_rows: List[Dict[str, Any]] = []
             if nightly:
                 seg_rows, seg_samples, pooled, lengths = _segment_baseline(checked, samples, history_cells or [],
                                                                            policy.alpha)
-                if seg_rows:
-                    # the segment's own spread between runs is the noise; while it has few runs, the history's
-                    # longer-run spread is asked too (the judge takes the larger)
-                    few = min(lengths) < 4
-                    checks += _baseline_checks(tp, target, checked, pooled, seg_rows, seg_samples, policy.alpha,
-                                               (history or {}) if few else {}, paired,
-                                               figure_history if few else {})
-                    notes.append(f"{target}: nightly baseline: each series' runs since its last change point "
-                                 f"({min(lengths)}-{max(lengths)} runs)")
-                    nightly_baseline = True
-                elif baseline_rows is not None:
-                    checks += _baseline_checks(tp, target, checked, samples, baseline_rows, baseline_samples or {},
-                                               policy.alpha, history or {}, paired, figure_history)
+            if seg_rows:
+                # the segment's own spread between runs is the noise; while it has few runs, the history's
+                # longer-run spread is asked too (the judge takes the larger)
+                few = min(lengths) < 4
+                checks += _baseline_checks(tp, target, checked, pooled, seg_rows, seg_samples, policy.alpha,
+                                           (history or {}) if few else {}, paired,
+                                           figure_history if few else {})
+                notes.append(f"{target}: nightly baseline: each series' runs since its last change point "
+                             f"({min(lengths)}-{max(lengths)} runs)")
+                nightly_baseline = True
+            elif per_cell:
+                found, runs = _per_cell_checks(tp, target, checked, inputs, policy.alpha)
+                checks += found
+                used_baselines += runs
             elif baseline_rows is not None:
                 checks += _baseline_checks(tp, target, checked, samples, baseline_rows, baseline_samples or {},
                                            policy.alpha, history or {}, paired, figure_history)
-    if wants_baseline and baseline_rows is None and not nightly_baseline:
+            if tp.max_latency_regression is not None and not paired:
+                checks, device_notes = device_wide(target, checks, run_id,
+                                                   action=tp.device_wide_shift or DEVICE_WIDE_ACTIONS[0],
+                                                   share=tp.device_wide_share,
+                                                   max_latency_regression=tp.max_latency_regression)
+                notes += device_notes
+            if not paired:
+                notes += detectability_notes(target, checked, threshold=tp.max_latency_regression,
+                                             figures=tp.latency_figures or LATENCY_FIGURES, history=history or {},
+                                             figure_history=figure_history or {}, alpha=policy.alpha)
+    if wants_baseline and baseline_rows is None and not nightly_baseline and not per_cell:
         notes.append("no baseline run found: regression rules not checked (the first passing run becomes one)")
+    first = [c for c in checks if c.rule == NO_BASELINE_RULE]
+    if first:
+        notes.append(f"{len(first)} cell(s) without a baseline ({NO_BASELINE_MESSAGE}): their regression rules start "
+                     f"once a run with them passes the gate")
     checks += list(extra_checks)
     notes += list(extra_notes)
     noisy = [c for c in checks if c.skipped and c.rule == "quiet_device"]
@@ -484,48 +543,15 @@ def evaluate(policy: Policy, frame: Any, inputs: Optional[GateInputs] = None) ->
         notes.append(f"{len(unsampled)} latency comparison(s) not judged (too few samples, or a noisy baseline)")
     if nightly_baseline:
         baseline_id = "the segment since each series' last change point"
+    elif per_cell and used_baselines:
+        runs = sorted(set(used_baselines))
+        baseline_id = (runs[0] if len(runs) == 1 else
+                       f"per cell: runs {', '.join(runs[:3])}{f' and {len(runs) - 3} more' if len(runs) > 3 else ''}")
     return GateResult(run_id, policy.source_path,
-                      baseline_id if baseline_rows is not None or nightly_baseline else None,
+                      baseline_id if baseline_rows is not None or nightly_baseline or (per_cell and used_baselines)
+                      else None,
                       tuple(checks), tuple(notes))
 
 
-# ---------------------------------------------------------------- JUnit XML
-def junit_xml(result: GateResult) -> str:
-    """JUnit XML: one testsuite per target, one testcase per check."""
-    suites = ET.Element("testsuites", name="harness-gate", tests=str(len(result.checks)),
-                        failures=str(len(result.violations)))
-    by_target: Dict[str, List[Check]] = {}
-    for check in result.checks:
-        by_target.setdefault(check.target, []).append(check)
-    for target in sorted(by_target):
-        checks = by_target[target]
-        suite = ET.SubElement(suites, "testsuite", name=f"gate.{target}", tests=str(len(checks)),
-                              failures=str(sum(not c.passed and not c.skipped for c in checks)),
-                              skipped=str(sum(c.skipped for c in checks)), errors="0")
-        props = ET.SubElement(suite, "properties")
-        for name, value in (("run_id", result.run_id), ("policy", result.policy_path),
-                            ("baseline", result.baseline_id or "")):
-            ET.SubElement(props, "property", name=name, value=value)
-        for note in result.notes:
-            ET.SubElement(props, "property", name="note", value=note)
-        for check in checks:
-            case = ET.SubElement(suite, "testcase", classname=f"gate.{target}.{check.rule}", name=check.subject)
-            if check.skipped:
-                ET.SubElement(case, "skipped", message=check.message)
-            elif not check.passed:
-                failure = ET.SubElement(case, "failure", message=check.message, type=check.rule)
-                failure.text = f"[{target}] {check.rule}: {check.subject}: {check.message}"
-            else:
-                ET.SubElement(case, "system-out").text = check.message
-    ET.indent(suites)
-    return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(suites, encoding="unicode") + "\n"
-
-
-def write_junit(result: GateResult, path: Path | str) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(junit_xml(result), encoding="utf-8")
-    tmp.replace(path)
-    return path
-
+__all__ = ["Check", "GateInputs", "GateResult", "Policy", "TargetPolicy", "evaluate", "is_noisy", "junit_xml",
+           "load_policy", "write_junit"]

@@ -120,6 +120,18 @@ class RunSpread:
 
 
 @dataclass(frozen=True)
+class CellBaseline:
+    """The baseline of one cell key: its newest passing measurement, in whichever run it was recorded
+    (History.cell_baselines)."""
+
+    run_id: str
+    #: the baseline cell's result row, as recorded
+    row: Mapping[str, Any]
+    #: its latency samples (one array, or one per repeat); None where none were kept
+    samples: Any
+
+
+@dataclass(frozen=True)
 class LatencyComparison:
     n_baseline: int
     n_candidate: int

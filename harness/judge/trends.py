@@ -55,14 +55,57 @@ MIN_SEGMENT_RUNS = 2
 MAX_SERIES_RUNS = 120
 #: point statuses: a value the detector uses, or why not
 POINT_OK, POINT_NOISY, POINT_NOT_JUDGED = "ok", "noisy", "not_judged"
+#: the trimmed t of a split: deviations from a side's median are clipped at this many robust SDs, on sides of at
+#: least TRIM_MIN_SIDE runs (a smaller side has no median to trust)
+TRIM_SIGMAS = 4.0
+TRIM_MIN_SIDE = 8
+#: the trimmed test's Bonferroni-corrected p is multiplied by this before it is set against the t test's, so the
+#: pair alarms on quiet series no more often than the t test alone (measured: tests/test_robust_split.py)
+TRIMMED_TEST_PENALTY = 1.5
 #: shift thresholds for a regression change point where the policy names none
 DEFAULT_THRESHOLDS = {"median": 0.05, "mean": 0.05, "p90": 0.05, "peak_memory": 0.05, "primary": 0.01}
 
 
 # ---------------------------------------------------------------- binary segmentation
-def _best_split(x: np.ndarray, min_size: int) -> Tuple[int, float]:
+def _trimmed_split_t(x: np.ndarray, tau: np.ndarray) -> np.ndarray:
+    """Each split's two-sample t with the pooled variance, but on a side of at least TRIM_MIN_SIDE runs each
+    value's deviation from the side's median is clipped at TRIM_SIGMAS robust standard deviations (1.4826 MAD)
+    before the side's mean and sum of squares are taken (a Huber-type trimmed mean and winsorized variance). One
+    odd night among many then counts as a night TRIM_SIGMAS off, not as its full distance, in the variance of
+    every split. A side with fewer runs has no median to trust and is taken as it is (the plain t test's mean and
+    sum of squares). All splits at once: a (splits x runs) matrix, NaN outside the side."""
+    m = len(x)
+    left = np.arange(m)[None, :] < tau[:, None]
+
+    def side(mask: np.ndarray, n: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+        values = np.where(mask, x[None, :], np.nan)
+        median = np.nanmedian(values, axis=1)
+        mad = 1.4826 * np.nanmedian(np.abs(values - median[:, None]), axis=1)
+        trimmed = (n >= TRIM_MIN_SIDE) & (mad > 0)
+        centre = np.where(trimmed, median, np.nanmean(values, axis=1))
+        limit = np.where(trimmed, TRIM_SIGMAS * mad, np.inf)
+        residual = np.clip(values - centre[:, None], -limit[:, None], limit[:, None])
+        mean_residual = np.nanmean(residual, axis=1)
+        squares = np.nansum((residual - mean_residual[:, None]) ** 2, axis=1)
+        return centre + mean_residual, squares
+
+    left_n, right_n = tau.astype(np.float64), (m - tau).astype(np.float64)
+    left_loc, left_ss = side(left, left_n)
+    right_loc, right_ss = side(~left, right_n)
+    pooled = np.maximum((left_ss + right_ss) / (m - 2), np.finfo(np.float64).tiny)
+    return np.abs(right_loc - left_loc) / np.sqrt(pooled * (1.0 / left_n + 1.0 / right_n))
+
+
+def _best_split(x: np.ndarray, min_size: int, robust: bool = True) -> Tuple[int, float]:
     """The split of one segment with the largest two-sample t statistic (pooled variance), and its p value:
-    two-sided, Bonferroni-corrected over the segment's candidate splits. Every split's t from prefix sums, O(m)."""
+    two-sided, Bonferroni-corrected over the segment's candidate splits. Every split's t from prefix sums, O(m).
+
+    With `robust` (the default), the best split's significance is also asked of a trimmed t (_trimmed_split_t),
+    and the split's p value is the smaller of the two corrected ones, the trimmed test's first multiplied by
+    TRIMMED_TEST_PENALTY so the pair alarms on quiet series no more often than the t test alone (calibrated by
+    simulation: tests/test_robust_split.py). One odd night (a CPU quota, another tenant) inflates the pooled
+    variance of every split of its segment and can hide a real step from the t test; the trimmed t counts it
+    as a night TRIM_SIGMAS robust SDs off."""
     from scipy.special import stdtr  # Student's t distribution, without importing scipy.stats (most of a second)
     m = len(x)
     tau = np.arange(min_size, m - min_size + 1)
@@ -75,11 +118,19 @@ def _best_split(x: np.ndarray, min_size: int) -> Tuple[int, float]:
     pooled = np.maximum(spread / (m - 2), np.finfo(np.float64).tiny)
     t = np.abs(right_mean - left_mean) / np.sqrt(pooled * (1.0 / left_n + 1.0 / right_n))
     best = int(np.argmax(t))
-    return int(tau[best]), min(1.0, float(2.0 * stdtr(m - 2, -t[best])) * len(tau))
+    p_t = min(1.0, float(2.0 * stdtr(m - 2, -t[best])) * len(tau))
+    if not robust:
+        return int(tau[best]), p_t
+    # The split stays where the t statistic puts it: trimming inside a side would clip the first runs of a new
+    # level that the split put on the wrong side, and find the step a run early. Only its significance is
+    # asked of the trimmed t too.
+    trimmed = float(_trimmed_split_t(x, tau[best:best + 1])[0])
+    p_trimmed = min(1.0, float(2.0 * stdtr(m - 2, -trimmed)) * len(tau) * TRIMMED_TEST_PENALTY)
+    return int(tau[best]), min(p_t, p_trimmed)
 
 
 def segment_series(values: Sequence[float], *, alpha: float = DEFAULT_CHANGE_ALPHA,
-                   min_size: int = MIN_SEGMENT_RUNS) -> List[Tuple[int, float]]:
+                   min_size: int = MIN_SEGMENT_RUNS, robust: bool = True) -> List[Tuple[int, float]]:
     """Change points of a series by binary segmentation with a t test: [(index, p)], index the first value of
     the new segment, in order. Deterministic: the same series gives the same answer."""
     x = np.asarray(values, dtype=np.float64)
@@ -92,7 +143,7 @@ def segment_series(values: Sequence[float], *, alpha: float = DEFAULT_CHANGE_ALP
             if b - a < 2 * min_size or np.ptp(x[a:b]) == 0:
                 continue
             if (a, b) not in best_of:
-                best_of[(a, b)] = _best_split(x[a:b], min_size)
+                best_of[(a, b)] = _best_split(x[a:b], min_size, robust)
             tau, p = best_of[(a, b)]
             candidates.append((p, a, b, tau))
         if not candidates:
@@ -291,3 +342,116 @@ def last_segment(trend: Trend) -> List[TrendPoint]:
     segment = used[start:]
     passing = [p for p in segment if p.gate_status != "failed"]
     return passing or segment
+
+
+# ---------------------------------------------------------------- detectability
+#: detectability: the shift the nightly rule finds within this many nights, with this probability
+DETECT_NIGHTS = 3
+DETECT_POWER = 0.8
+#: a series needs this many quiet runs for its spread to be measured
+DETECT_MIN_RUNS = 4
+
+
+def detectable_shift(spread: float, runs_before: int, *, alpha: float = DEFAULT_CHANGE_ALPHA,
+                     nights: int = DETECT_NIGHTS, power: float = DETECT_POWER, log_scale: bool = True) -> float:
+    """The smallest shift the change-point rule finds `nights` runs after it happened, with probability `power`,
+    in a series of `runs_before` quiet runs whose run-to-run spread is `spread` (SD of log values for latency):
+    the shift d where the split's t statistic, d / (spread sqrt(1/runs_before + 1/nights)), reaches the
+    Bonferroni-corrected critical value of the segment's splits plus the `power` quantile of t (the normal
+    approximation of the noncentral t). Relative (0.05 = 5 %) for log-scale figures."""
+    from scipy.special import stdtrit
+    m = runs_before + nights
+    splits = max(m - 2 * MIN_SEGMENT_RUNS + 1, 1)
+    df = max(m - 2, 1)
+    critical = float(stdtrit(df, 1.0 - alpha / (2.0 * splits))) + float(stdtrit(df, power))
+    d = spread * math.sqrt(1.0 / runs_before + 1.0 / nights) * critical
+    return math.expm1(d) if log_scale else d
+
+
+def series_spread(values: Sequence[float], log_scale: bool = True) -> Optional[float]:
+    """The run-to-run spread of a quiet series: from successive differences (regression.between_run_spread), so
+    a past step counts once; None under DETECT_MIN_RUNS values."""
+    from harness.judge.regression import between_run_spread
+    if log_scale:
+        spread = between_run_spread(list(values))
+        return None if spread is None else spread.cv
+    x = np.asarray(values, dtype=np.float64)
+    if len(x) < DETECT_MIN_RUNS:
+        return None
+    return float(math.sqrt(np.mean(np.diff(x) ** 2) / 2.0))
+
+
+def trend_detectability(trend: Trend, *, alpha: float = DEFAULT_CHANGE_ALPHA) -> Optional[float]:
+    """detectable_shift of a series from its own quiet history: the used runs since its last change point."""
+    values = [p.value for p in last_segment(trend) if p.value is not None]
+    spread = series_spread(values, LOG_SCALE[trend.figure])
+    if spread is None:
+        return None
+    return detectable_shift(spread, len(values), alpha=alpha, log_scale=LOG_SCALE[trend.figure])
+
+
+def describe_detectability(by_figure: Mapping[str, Optional[float]]) -> str:
+    """'detectable: median 3 %, mean 9 %, p90 14 %' (unknown: too few quiet runs)."""
+    parts = [f"{f} {'?' if v is None else f'{v:.0%}'}" for f, v in by_figure.items()]
+    return f"detectable within {DETECT_NIGHTS} nights: {', '.join(parts)}"
+
+
+def judgeable_counts(detectability: Mapping[Tuple[str, ...], Mapping[str, Optional[float]]],
+                     thresholds: Mapping[str, float]) -> Dict[str, Tuple[int, int]]:
+    """By figure: (series whose detectable shift is within the figure's threshold, series with a known one)."""
+    counts: Dict[str, Tuple[int, int]] = {}
+    for by_figure in detectability.values():
+        for figure, value in by_figure.items():
+            if value is None:
+                continue
+            ok, known = counts.get(figure, (0, 0))
+            counts[figure] = (ok + int(value <= thresholds.get(figure, DEFAULT_THRESHOLDS.get(figure, 0.05))),
+                              known + 1)
+    return counts
+
+
+# ---------------------------------------------------------------- device-wide shifts
+#: a device change: at least this share of a device's series, and at least DEVICE_MIN_SERIES of them, of at
+#: least DEVICE_MIN_MODELS models (one model's cells moving together is that model's change: its build)
+DEVICE_SHARE = 0.6
+DEVICE_MIN_SERIES = 3
+DEVICE_MIN_MODELS = 2
+
+
+@dataclass(frozen=True)
+class DeviceShift:
+    """Most series of one device changed at the same run: the device moved, not N models."""
+
+    target: str
+    run_id: str
+    #: the median shift of the series that moved (after / before - 1)
+    shift: float
+    moved: int
+    of: int
+    models: int
+
+    def describe(self) -> str:
+        who = "every cell" if self.moved == self.of else f"{self.moved} of {self.of} cells"
+        return (f"device change: {who} on {self.target} moved {self.shift:+.0%} at run {self.run_id} "
+                f"({self.models} models): one change of the device, not {self.moved} model regressions")
+
+
+def device_shifts(trends: Sequence[Trend], figure: str = "median", *, share: float = DEVICE_SHARE,
+                  min_series: int = DEVICE_MIN_SERIES) -> List[DeviceShift]:
+    """Runs at which most series of one device (target) have a change point of `figure` in the same direction.
+    A series counts towards a run's share when it used that run."""
+    found: List[DeviceShift] = []
+    series = [t for t in trends if t.figure == figure]
+    for target in sorted({t.key[3] for t in series}):
+        mine = [t for t in series if t.key[3] == target]
+        runs = sorted({c.run_id for t in mine for c in t.change_points})
+        for run_id in runs:
+            active = [t for t in mine if any(p.run_id == run_id for p in t.used)]
+            for sign in (1, -1):
+                moved = [(t, c) for t in active for c in t.change_points if c.run_id == run_id and c.shift * sign > 0]
+                models = len({t.key[0] for t, _ in moved})
+                if len(moved) >= max(min_series, math.ceil(share * len(active))) and models >= DEVICE_MIN_MODELS:
+                    shift = math.expm1(float(np.median([math.log1p(c.shift) for _, c in moved]))) \
+                        if LOG_SCALE[figure] else float(np.median([c.shift for _, c in moved]))
+                    found.append(DeviceShift(target, run_id, shift, len(moved), len(active), models))
+    return found

@@ -41,7 +41,10 @@ def _verdict_lines(ctx: "ReportContext", gate: Any) -> List[str]:
                      f"judge them; re-run on a quiet device ({'; '.join(reasons[:3]) or 'see noise_reasons'})")
     if gate is not None:
         lines.insert(0, f"**Gate: {icon[gate.exit_code]} {gate.verdict}**: {len(gate.violations)} violation(s), "
-                        f"{len(gate.not_judged)} not judged, baseline {gate.baseline_id or 'none'} "
+                        f"{len(gate.not_judged)} not judged, "
+                        + (f"{len(gate.without_baseline)} without a baseline, " if getattr(gate, "without_baseline", None)
+                           else "")
+                        + f"baseline {gate.baseline_id or 'none'} "
                         f"(exit {gate.exit_code})")
         lines[0] += "  "
     else:
@@ -73,6 +76,16 @@ def _gate_lines(gate: Any) -> List[str]:
         lines += [f"### Other violations ({len(others)})", ""]
         lines += md_table(["target", "rule", "subject", "why"], [[c.target, c.rule, c.subject, c.message]
                                                                  for c in others])
+        lines.append("")
+    # device changes and what each figure can judge (detectability) are the gate's notes
+    judged_notes = [n for n in gate.notes if n.startswith("device change") or "detectab" in n
+                    or "not judged at this threshold" in n]
+    if judged_notes:
+        lines += ["### What the gate could judge", ""] + [f"- {n}" for n in judged_notes] + [""]
+    first = list(getattr(gate, "without_baseline", []))
+    if first:
+        lines += [f"### No baseline yet ({len(first)})", ""]
+        lines += md_table(["target", "cell", "why"], [[c.target, c.subject, c.message] for c in first])
         lines.append("")
     if gate.not_judged:
         lines += [f"### Not judged: re-run ({len(gate.not_judged)})", ""]

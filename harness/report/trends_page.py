@@ -24,7 +24,8 @@ from typing import Dict, List, Mapping, Optional, Sequence, Set, Tuple
 import numpy as np
 
 from harness.core.files import atomic_write_text
-from harness.judge.trends import LATENCY_TREND_FIGURES, Trend, build_trends, find_change_points, series_label
+from harness.judge.trends import (LATENCY_TREND_FIGURES, Trend, build_trends, describe_detectability,
+                                  find_change_points, series_label, trend_detectability)
 from harness.report.elements import esc
 
 TRENDS_DIR = "history"
@@ -43,6 +44,7 @@ figcaption .value{color:#555}
 ul.changes{margin:2px 0 0 16px;padding:0;font-size:11px}
 li.regression{color:#c0392b}
 .legend{font-size:12px;color:#555}
+.detectable{font-size:11px;color:#555}
 svg .band{fill:#3b7dd8;opacity:.15}
 svg .median,svg .mean,svg .p90{fill:none;stroke:#3b7dd8;stroke-width:1.5}
 svg line.change-point{stroke:#999;stroke-width:1.5;stroke-dasharray:3 2}
@@ -129,11 +131,13 @@ def series_card(figures: Mapping[str, Trend]) -> Card:
     label = series_label(key, "latency").rsplit(":", 1)[0]
     newest = latency.get("median")
     last = f"{newest.used[-1].value:.4g} ms median, {len(newest.used)} runs" if newest and newest.used else ""
+    detectable = describe_detectability({f: trend_detectability(t) for f, t in latency.items()}) if latency else ""
     items = "".join(f'<li class="{"regression" if c.regression else "change"}">{esc(c.describe())}</li>'
                     for c in changes)
     html = (f'<figure class="series{" regressed" if regressions else ""}" data-series="{esc(label)}" '
             f'data-change-points="{len(changes)}">{_plot(latency) if latency else ""}'
             f'<figcaption><b>{esc(label)}</b> <span class="value">{esc(last)}</span>'
+            f'{f"<br><span class=detectable>{esc(detectable)}</span>" if detectable else ""}'
             f'{f"<ul class=changes>{items}</ul>" if items else ""}</figcaption></figure>')
     return Card(label, regressions > 0, regressions, html)
 
