@@ -6,6 +6,11 @@ CPU time used by everyone and by itself, governor and frequency, the hottest
 thermal zone, throttling flags). `noise_reasons` compares those readings with
 the target's `quiet:` limits (harness.schema.targets.QuietLimits); any reason makes the
 cell `noisy`, which the gate does not judge ("re-run"), never pass or fail.
+
+`slow_device_reason` judges the device speed reference: a fixed workload the agent
+times right before and after timing (and between the chunks of a long timing),
+against the device's usual time for it, with the agent's cgroup CPU throttling
+counters, CPU pressure (PSI), its CPU's clock and temperature as the evidence of why.
 """
 from __future__ import annotations
 
@@ -146,13 +151,34 @@ def reference_drift(reference: Optional[Mapping[str, Any]]) -> Optional[float]:
     return finite_or_none((reference or {}).get("drift"))
 
 
+def quota_share(before: Optional[Mapping[str, Any]], after: Optional[Mapping[str, Any]]) -> Optional[float]:
+    """The share of the time between the two readings that a CPU quota held the agent back (its cgroup's
+    throttled time / wall time): a direct lower bound of how much slower the quota made it. None: not throttled,
+    or no readings."""
+    quota = cgroup_throttling(before, after)
+    wall = _delta(before or {}, after or {}, "monotonic_s")
+    if not quota or quota.get("throttled_s") is None or not wall or wall <= 0:
+        return None
+    return float(quota["throttled_s"]) / wall
+
+
 def slow_device_reason(reference: Optional[Mapping[str, Any]], before: Optional[Mapping[str, Any]],
                        after: Optional[Mapping[str, Any]], limits: QuietLimits = QuietLimits()) -> Optional[str]:
-    """Why a repeat was measured on a device running slower than its usual (the agent's `reference` past
-    `limits.max_reference_drift`), with what the readings show about the cause; None: it was not."""
-    drift = reference_drift(reference)
-    if limits.max_reference_drift is None or drift is None or drift <= limits.max_reference_drift:
+    """Why a repeat was measured on a device running slower than its usual, with what the readings show about
+    the cause; None: it was not.
+
+    Slower than usual: the agent's speed reference ran more than `limits.max_reference_drift` slower than the
+    device's usual time for it, or a CPU quota held the agent back more than that share of the time (the cgroup's
+    throttled time: a quota bites in bursts, which a short reference may fall between)."""
+    limit = limits.max_reference_drift
+    if limit is None:
         return None
-    causes = slowdown_causes(before, after)
-    return (f"the device ran {drift:.0%} slower than its reference while timing: "
-            + ("; ".join(causes) if causes else "no cause visible in its cgroup, CPU pressure, clock or temperature"))
+    drift, share = reference_drift(reference), quota_share(before, after)
+    causes = "; ".join(slowdown_causes(before, after)) or \
+        "no cause visible in its cgroup, CPU pressure, clock or temperature"
+    if drift is not None and drift > limit:
+        return f"the device ran {drift:.0%} slower than its reference while timing: {causes}"
+    if share is not None and share > limit:
+        was = f" (its reference ran {drift:+.0%} against its usual)" if drift is not None else ""
+        return f"a CPU quota held the agent back {share:.0%} of the time while timing{was}: {causes}"
+    return None

@@ -19,7 +19,7 @@ import numpy as np
 
 # the pooled figures are computed exactly as the agent computes one run's
 from harness.agent.agent import Doc, latency_stats
-from harness.judge.device_noise import noise_reasons, reference_drift, slow_device_reason
+from harness.judge.device_noise import noise_reasons, quota_share, reference_drift, slow_device_reason
 from harness.judge.regression import repeat_spread
 from harness.schema.targets import QuietLimits
 
@@ -90,18 +90,29 @@ def slow_measurement(document: Mapping[str, Any], limits: QuietLimits) -> Option
     return slow_device_reason(document.get(Doc.REFERENCE), conditions.get("before"), conditions.get("after"), limits)
 
 
+def slowdown(document: Mapping[str, Any]) -> float:
+    """How much slower than usual the device ran while this agent run timed: its speed reference's drift or the
+    share of the time a CPU quota held it back, whichever is larger (0.0 where neither is known)."""
+    conditions = document.get(Doc.CONDITIONS) or {}
+    found = [reference_drift(document.get(Doc.REFERENCE)), quota_share(conditions.get("before"), conditions.get("after"))]
+    return max([x for x in found if x is not None] or [0.0])
+
+
 def remeasure_note(repeat: int, document: Mapping[str, Any], reason: str) -> Dict[str, Any]:
     """What the cell record keeps of a repeat that was measured again: its drift, why, its reference and readings."""
     latencies = [float(x) for x in document.get(Doc.LATENCIES_MS) or []]
-    return {"repeat": repeat, "drift": reference_drift(document.get(Doc.REFERENCE)), "reason": reason, "kept": False,
+    conditions = document.get(Doc.CONDITIONS) or {}
+    return {"repeat": repeat, "drift": reference_drift(document.get(Doc.REFERENCE)),
+            "quota_share": quota_share(conditions.get("before"), conditions.get("after")), "reason": reason,
+            "kept": False,
             "latency_median_ms": float(np.median(latencies)) if latencies else None,
             "latency_mean_ms": float(np.mean(latencies)) if latencies else None,
             "reference": document.get(Doc.REFERENCE), "conditions": document.get(Doc.CONDITIONS)}
 
 
 def least_slow(documents: Sequence[Dict[str, Any]]) -> Dict[str, Any]:
-    """Of a repeat's runs, all measured on a slow device, the one whose reference drifted least."""
-    return min(documents, key=lambda d: reference_drift(d.get(Doc.REFERENCE)) or 0.0)
+    """Of a repeat's runs, all measured on a slow device, the one that ran least slower than usual."""
+    return min(documents, key=slowdown)
 
 
 def repeat_medians_ms(record: Mapping[str, Any]) -> Optional[List[float]]:
