@@ -297,10 +297,10 @@ def test_the_reference_costs_under_5_percent_of_a_cells_time(device):
 
 
 def test_the_nightly_calibration_reports_the_references_false_alarms_and_detections():
-    from harness.bench.nightly import markdown, reference_flags
+    from harness.bench.nightly import reference_flags
     flags = reference_flags({"slow": ["", "the device ran 9% slower than its reference while timing: x", ""],
                              "quota_slow": ["a CPU quota held the agent back 7% of the time: CPU quota (9000 us ...)",
                                             ""]})
     assert flags == {"quiet_flagged": 1, "quiet_reruns": 3, "quota_flagged": 1, "quota_reruns": 2,
                      "quota_naming_the_quota": 1}
-    assert reference_flags({}) ["quiet_reruns"] == 0
+    assert reference_flags({})["quiet_reruns"] == 0
