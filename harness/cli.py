@@ -1,13 +1,15 @@
 """The `harness` command. Subcommands live in harness.commands.<name>, each with register(subparsers).
 
-Only this module turns HarnessErrors into messages and exit codes.
+Only this module turns HarnessErrors into messages and exit codes (docs/faults.md lists the cases):
+0 done; 1 a model or cell failed (or the gate failed), returned by the command itself; 2 infrastructure, where
+running again may help (a device, a store, a worker); 3 a user error, where it cannot (a flag, a name, a file:
+argparse's own errors too); 130 interrupted; 141 the reader of our output went away (`harness history | head`).
 """
 from __future__ import annotations
 
 import argparse
 import gc
 import importlib
-import logging
 import os
 import sys
 import warnings
@@ -15,16 +17,38 @@ from typing import List, NoReturn, Optional
 
 from harness import __version__
 from harness.core.errors import ConfigError, HarnessError, LibraryMissing
+from harness.core.logs import configure_terminal
 from harness.core.optional import library_missing
 
 #: order is the order shown in --help
 COMMAND_MODULES = ["profile", "targets", "models", "farm", "report", "history", "gate", "init"]
 
 EXIT_ERROR, EXIT_CONFIG, EXIT_INTERRUPTED = 2, 3, 130
+#: 128 + SIGPIPE, what a shell reports for a program its pipe's reader left
+EXIT_BROKEN_PIPE = 141
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse, with its errors as one line that exits 3 (a user error, as every other in docs/faults.md), not
+    argparse's 2, which this CLI keeps for infrastructure failures a CI job may retry. The whole usage text
+    (dozens of flags for profile) is left to --help, which the line names."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_CONFIG, f"{self.prog}: error: {message}; see `{self.prog} --help`\n")
+
+
+def _remember_prog(parser: argparse.ArgumentParser) -> None:
+    """Each subcommand's parser leaves its prog in the namespace (the innermost wins): an unrecognized flag is
+    then reported by `harness profile`, not by `harness`."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in set(action.choices.values()):
+                sub.set_defaults(_prog=sub.prog)
+                _remember_prog(sub)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="harness",
         description="Edge portability harness: compress a model into variants, convert each to TFLite, ONNX and "
                     "OpenVINO IR, push them to devices over SSH, run them with the device's runtime, and collate "
@@ -42,14 +66,17 @@ def build_parser() -> argparse.ArgumentParser:
                 continue  # a command that is not part of this build
             raise
         module.register(subparsers)
+    _remember_prog(parser)
     return parser
 
 
 def main(argv: Optional[List[str]] = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
-    level = [logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbose, 2)]
-    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        owner = ArgumentParser(prog=getattr(args, "_prog", parser.prog), add_help=False)
+        owner.error(f"unrecognized arguments: {' '.join(unknown)}")
+    configure_terminal(args.verbose)
     if args.verbose < 2:
         # Library chatter that says nothing about the user's run (tf-keras on .h5, TF-MOT/NNCF deprecations).
         warnings.filterwarnings("ignore", message="You are saving your model as an HDF5 file")
@@ -59,7 +86,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3" if args.verbose < 2 else "0")
     if not getattr(args, "func", None):
         parser.print_help()
-        return EXIT_ERROR
+        return EXIT_CONFIG  # no command: a user error
     try:
         return int(args.func(args) or 0)
     except ConfigError as exc:
@@ -90,7 +117,21 @@ def end_process(code: int) -> NoReturn:
 
 def run() -> NoReturn:
     """The `harness` console script."""
-    end_process(main())
+    try:
+        try:
+            code = main()
+        finally:
+            # Flush here, where a reader that went away (`harness history | head`) can be caught, not at
+            # interpreter exit, where it would print "Exception ignored ... BrokenPipeError".
+            sys.stdout.flush()
+    except BrokenPipeError:
+        # As the Python docs' "Note on SIGPIPE" does: nothing more can be written, so point stdout at /dev/null
+        # for the interpreter's last flush and end quietly. (Not SIG_DFL for SIGPIPE: that would also kill the
+        # process when an SSH connection drops mid-write.)
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        code = EXIT_BROKEN_PIPE
+    end_process(code)
 
 
 if __name__ == "__main__":

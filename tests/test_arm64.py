@@ -154,6 +154,7 @@ def test_digits_on_arm64_devices_matches_the_x86_cells(arm_farm, tmp_path):
     from helpers import ROOT, session_cache_dir
 
     from harness.run import pipeline
+    from harness.run.plan import RunSettings
     from harness.prepare.cache import ContentCache
     from harness.schema.recipes import load_recipe
     from harness.report import build_context
@@ -162,7 +163,7 @@ def test_digits_on_arm64_devices_matches_the_x86_cells(arm_farm, tmp_path):
     # Emulation is ~200x slower: few iterations and samples, seconds per cell.
     outcome = pipeline.run_profile([load_recipe("digits_cnn", ROOT / "models")], targets,
                                    variants={"digits_cnn": ["tflite_int8", "ort_int8"]},
-                                   settings=pipeline.RunSettings(warmup=1, iterations=5, max_samples=20, min_duration_s=0.0),
+                                   settings=RunSettings(warmup=1, iterations=5, max_samples=20, min_duration_s=0.0),
                                    reports_dir=tmp_path / "reports", cache=ContentCache(session_cache_dir()))
     frame = outcome.frame.set_index(["variant", "format", "target"])
     for cell in [("reference", "tflite", "sim-pi4-arm64"), ("tflite_int8", "tflite", "sim-pi4-arm64"),

@@ -139,9 +139,9 @@ def test_bad_policy_file_is_one_clear_line(tmp_path, case, text, fragments):
 
 def test_run_id_with_spaces_and_semicolon_is_refused_before_anything_runs(tmp_path):
     result = harness("profile", "--run-id", "nightly; rm -rf x", "--reports-dir", str(tmp_path / "reports"), "-q")
-    assert "Traceback" not in result.stderr and result.returncode == 2
+    assert "Traceback" not in result.stderr and result.returncode == 3, "a user error"
     (line,) = result.stderr.strip().splitlines()
-    assert "--run-id 'nightly; rm -rf x'" in line and "letters, digits" in line
+    assert "--run-id: 'nightly; rm -rf x'" in line and "letters, digits" in line
     assert not (tmp_path / "reports").exists()
 
 

@@ -72,14 +72,15 @@ def test_farm_down_stops_servers_and_removes_targets_and_cgroups(tmp_path):
 
 @pytest.mark.slow
 def test_profile_on_two_simulated_devices_in_parallel_and_an_offline_one(farm, sim_target, tmp_path, monkeypatch):
-    from harness.run import pipeline
+    from harness.run import dispatch, pipeline
+    from harness.run.plan import RunSettings
     from harness.prepare.cache import ContentCache
     from harness.schema.recipes import load_recipe
     from helpers import ROOT, digits_build, session_cache_dir
 
     digits_build()  # the reference model and its three formats, shared with the other tests
     intervals = {}
-    real_job = pipeline.run_target_job
+    real_job = dispatch.run_target_job
 
     def timed_job(job, progress=None):
         started = time.monotonic()
@@ -88,14 +89,14 @@ def test_profile_on_two_simulated_devices_in_parallel_and_an_offline_one(farm, s
         finally:
             intervals[job.target.name] = (started, time.monotonic(), threading.current_thread().name)
 
-    monkeypatch.setattr(pipeline, "run_target_job", timed_job)
+    monkeypatch.setattr(dispatch, "run_target_job", timed_job)
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         closed_port = s.getsockname()[1]
     offline = dataclasses.replace(sim_target("sim-x86"), name="sim-offline", port=closed_port, connect_retries=0)
     targets = [sim_target("sim-pi4"), sim_target("sim-jetson"), offline]
     outcome = pipeline.run_profile([load_recipe("digits_cnn", ROOT / "models")], targets,
-                                   settings=pipeline.RunSettings(warmup=2, iterations=20, min_duration_s=0.0, profile=False),
+                                   settings=RunSettings(warmup=2, iterations=20, min_duration_s=0.0, profile=False),
                                    reports_dir=tmp_path / "reports", cache=ContentCache(session_cache_dir()))
     frame = outcome.frame.set_index(["target", "format"])
     status = frame["status"].to_dict()

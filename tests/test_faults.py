@@ -25,7 +25,7 @@ import pytest
 import yaml
 
 from conftest import FARM_ENVS_DIR
-from harness.run import probe as device, pipeline
+from harness.run import device_job, probe as device, pipeline
 from harness.prepare.cache import ContentCache
 from harness.farm import farm_down, farm_up
 from harness.run.device_job import run_target_job
@@ -363,7 +363,7 @@ class CorruptsTFLiteUploads(SSHTransport):
 
 def test_corrupted_upload_is_sent_again_once_then_fails_the_cell_clearly(sim_target, tmp_path, monkeypatch):
     opened = []
-    monkeypatch.setattr(pipeline, "open_transport", lambda target: opened.append(CorruptsTFLiteUploads(target))
+    monkeypatch.setattr(device_job, "open_transport", lambda target: opened.append(CorruptsTFLiteUploads(target))
                         or opened[-1])
     tflite, onnx = artifact_for("tflite"), artifact_for("onnx")
     target = sim_target("sim-x86", workdir=str(tmp_path / "device"))  # an empty device cache: every file is sent

@@ -17,6 +17,7 @@ with a category, and the exit code says which kind of failure it was.
 from __future__ import print_function
 
 import argparse
+import errno
 import hashlib
 import json
 import math
@@ -42,10 +43,11 @@ class ErrorCategory(object):
     BAD_INPUT = "bad_input"                        # the request (arguments, inputs, configuration) is unusable
     DEVICE_BUSY = "device_busy"                    # another run holds the device lock
     CACHE_CORRUPTED = "cache_corrupted"            # a cached file's sha256 is not its entry's name any more
-    DEVICE_DISK_FULL = "device_disk_full"          # the cache cannot make room for the run's files
+    DEVICE_DISK_FULL = "device_disk_full"          # the cache cannot make room for the run's files, or a write failed
+    DEVICE_STORAGE_READONLY = "device_storage_readonly"  # the workdir cannot be written (read-only, permissions)
     AGENT_ERROR = "agent_error"                    # anything else: a bug here or an unexpected runtime error
     ALL = (RUNTIME_MISSING, PROVIDER_UNAVAILABLE, LOAD_FAILED, INFERENCE_FAILED, BAD_INPUT, DEVICE_BUSY,
-           CACHE_CORRUPTED, DEVICE_DISK_FULL, AGENT_ERROR)
+           CACHE_CORRUPTED, DEVICE_DISK_FULL, DEVICE_STORAGE_READONLY, AGENT_ERROR)
 
 
 class Doc(object):
@@ -1331,7 +1333,7 @@ def _read_holder(path):
 # ---------------------------------------------------------------- the device's content cache
 # <workdir>/cache/<sha256>/<file>: an entry is named by its content. The host uploads it verified; storage may
 # corrupt it later (SD cards, eMMC), so every use checks it again, and an entry's directory mtime is its last use.
-CACHE_DIR, COMPILED_DIR, PINS_DIR = "cache", "compiled", "pins"
+CACHE_DIR, COMPILED_DIR, PINS_DIR, RUNS_DIR = "cache", "compiled", "pins", "runs"
 BUDGET_FILE, SUSPECT_FILE = "cache-budget.json", "storage-suspect.json"
 #: a pin left by a run that died is ignored after this long (the run would have refreshed it)
 PIN_TTL_S = 24 * 3600
@@ -1420,8 +1422,12 @@ def cache_entries(workdir):
     return entries
 
 
-def pinned_keys(workdir, now=None):
-    """Keys that runs in progress need (their pin files), plus the agent's own entry: never evicted."""
+def pinned_keys(workdir, now=None, host_now=0.0):
+    """Keys that runs in progress need (their pin files), plus the agent's own entry: never evicted.
+
+    A pin's age is judged by the host's clock when the host gives it (`host_now`, against the host time the pin
+    recorded), so a device clock that is wrong or jumps (no RTC, NTP stepping after boot) cannot expire the pin of
+    a run in progress; only a pin written without the host's time falls back to the device's own clock."""
     now = now or time.time()
     keys = set()
     own = entry_digest(__file__)
@@ -1431,12 +1437,15 @@ def pinned_keys(workdir, now=None):
     for name in (os.listdir(pins) if os.path.isdir(pins) else []):
         path = os.path.join(pins, name)
         try:
-            if now - os.stat(path).st_mtime > PIN_TTL_S:
+            with open(path) as handle:
+                pin = json.load(handle)
+            pinned_at = pin.get("host_pinned_at")
+            age = host_now - pinned_at if host_now and pinned_at else now - os.stat(path).st_mtime
+            if age > PIN_TTL_S:
                 os.remove(path)  # its run died long ago
                 continue
-            with open(path) as handle:
-                keys.update(json.load(handle).get("keys", []))
-        except (IOError, OSError, ValueError):
+            keys.update(pin.get("keys", []))
+        except (IOError, OSError, ValueError, TypeError):
             continue
     return keys
 
@@ -1481,7 +1490,7 @@ def free_bytes(workdir):
 def cache_state(workdir, args):
     entries = cache_entries(workdir)
     budget = cache_budget(workdir, args.max_bytes, args.keep_free)
-    pinned, own = pinned_keys(workdir), entry_digest(__file__)
+    pinned, own = pinned_keys(workdir, host_now=getattr(args, "host_now", 0.0)), entry_digest(__file__)
     for e in entries:
         e["pinned"] = "agent" if e["key"] == own else "run" if e["key"] in pinned else None
     used = [e["last_used"] for e in entries]
@@ -1553,10 +1562,10 @@ def verify_cache(workdir):
     return {"checked": checked, "bad": bad}
 
 
-def prune_cache(workdir, older_than_days):
+def prune_cache(workdir, older_than_days, host_now=0.0):
     """Evict every entry no run in progress needs that was last used more than `older_than_days` ago."""
     cutoff = time.time() - older_than_days * 86400.0
-    pinned = pinned_keys(workdir)
+    pinned = pinned_keys(workdir, host_now=host_now)
     evicted = []
     for entry in cache_entries(workdir):
         if entry["key"] not in pinned and entry["last_used"] <= cutoff:
@@ -1565,27 +1574,49 @@ def prune_cache(workdir, older_than_days):
     return {"evicted": evicted, "freed_bytes": sum(e["bytes"] for e in evicted)}
 
 
-def pin_run(workdir, run, keys):
-    """Record the keys a run needs (never evicted while it lasts) and mark the entries used now."""
+def pin_run(workdir, run, keys, host_now=0.0):
+    """Record the keys a run needs (never evicted while it lasts) and mark the entries used now. Run folders of
+    runs that hold no pin any more (finished, or killed before they could clean up) are removed."""
     pins = os.path.join(workdir, PINS_DIR)
     if not os.path.isdir(pins):
         os.makedirs(pins)
     path = os.path.join(pins, _safe_name(run) + ".json")
     with open(path + ".part", "w") as handle:
-        json.dump({"run": run, "keys": sorted(keys), "pid": os.getpid()}, handle)
+        json.dump({"run": run, "keys": sorted(keys), "pid": os.getpid(), "host_pinned_at": host_now or None}, handle)
     os.rename(path + ".part", path)
     root = os.path.join(workdir, CACHE_DIR)
     for key in keys:
         for entry in (os.path.join(root, key), os.path.join(root, COMPILED_DIR, key)):
             if os.path.isdir(entry):
                 _touch(entry)
+    sweep_run_folders(workdir, host_now)
+
+
+def sweep_run_folders(workdir, host_now=0.0):
+    """Remove <workdir>/runs/<run> of every run without a live pin: what an interrupted run left behind."""
+    import shutil
+    runs = os.path.join(workdir, RUNS_DIR)
+    if not os.path.isdir(runs):
+        return []
+    pinned_keys(workdir, host_now=host_now)  # drops expired pins first
+    live = set(n[:-len(".json")] for n in os.listdir(os.path.join(workdir, PINS_DIR)) if n.endswith(".json")) \
+        if os.path.isdir(os.path.join(workdir, PINS_DIR)) else set()
+    removed = []
+    for name in sorted(os.listdir(runs)):
+        if _safe_name(name) not in live:
+            shutil.rmtree(os.path.join(runs, name), ignore_errors=True)
+            removed.append(name)
+    return removed
 
 
 def unpin_run(workdir, run):
+    """The run is over: its pin and its run folder (the agent's result files, already fetched) go."""
+    import shutil
     try:
         os.remove(os.path.join(workdir, PINS_DIR, _safe_name(run) + ".json"))
     except OSError:
         pass
+    shutil.rmtree(os.path.join(workdir, RUNS_DIR, _safe_name(run)), ignore_errors=True)
 
 
 def read_suspect(workdir):
@@ -1622,7 +1653,7 @@ def cmd_cache(args):
     if args.action == "verify":
         return dict(cache_state(workdir, args), verify=verify_cache(workdir))
     if args.action == "prune":
-        return dict(prune_cache(workdir, args.older_than_days), state=cache_state(workdir, args))
+        return dict(prune_cache(workdir, args.older_than_days, args.host_now), state=cache_state(workdir, args))
     if args.action == "make-room":
         return make_room(workdir, args.need_bytes, args)
     if args.action == "evict":
@@ -1635,7 +1666,7 @@ def cmd_cache(args):
         mark_suspect(workdir, args.reason)
         return {"suspect": read_suspect(workdir)}
     if args.action == "pin":
-        pin_run(workdir, args.run, args.keys)
+        pin_run(workdir, args.run, args.keys, args.host_now)
         return cache_state(workdir, args)
     if args.action == "unpin":
         unpin_run(workdir, args.run)
@@ -2169,6 +2200,37 @@ def _optional_float(text):
     return None if str(text).lower() in ("none", "null", "") else float(text)
 
 
+_STORAGE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM)
+
+
+def storage_failure(exc, doing):
+    """A file the device could not write, as the agent's failure: full, read-only or not ours to write."""
+    if getattr(exc, "errno", None) in (errno.ENOSPC, errno.EDQUOT):
+        return AgentFailure(ErrorCategory.DEVICE_DISK_FULL, "no space left on the device while %s: %s; free space "
+                            "there or point the target's workdir at a larger disk" % (doing, _one_line(exc)),
+                            EXIT_FAILED)
+    if getattr(exc, "errno", None) in (errno.EROFS, errno.EACCES, errno.EPERM):
+        return AgentFailure(ErrorCategory.DEVICE_STORAGE_READONLY, "the device's storage cannot be written while "
+                            "%s: %s; remount it read-write or fix the workdir's permissions" % (doing, _one_line(exc)),
+                            EXIT_FAILED)
+    return AgentFailure(ErrorCategory.AGENT_ERROR, "%s failed: %s" % (doing, _one_line(exc)), EXIT_FAILED)
+
+
+def write_result(path, document):
+    """The result document, atomically; a write that fails leaves no `.part` behind."""
+    tmp = path + ".part"
+    try:
+        with open(tmp, "w") as handle:
+            json.dump(document, handle)
+        os.rename(tmp, path)
+    except BaseException:
+        try:
+            os.remove(tmp)
+        except OSError:
+            pass
+        raise
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description="Edge inference agent (runs on the device).")
     sub = parser.add_subparsers(dest="command")
@@ -2226,6 +2288,8 @@ def main(argv=None):
     cache.add_argument("--run", default="", help="pin/unpin: the run whose keys these are")
     cache.add_argument("--keys", nargs="*", default=[], help="pin: keys the run needs; evict: keys to evict")
     cache.add_argument("--reason", default="", help="suspect: why the storage is suspect")
+    cache.add_argument("--host-now", type=float, default=0.0,
+                       help="the host's clock (epoch seconds): pins are judged by it, never by the device's clock")
     cache.add_argument("--lock", default="")
     cache.add_argument("--lock-timeout", type=float, default=0.0)
     cache.add_argument("--holder", default="harness targets --cache")
@@ -2251,6 +2315,12 @@ def main(argv=None):
         document.update({Doc.STATUS: "error", Doc.ERROR_CATEGORY: exc.category, Doc.ERROR_MESSAGE: str(exc)})
         document.update(exc.details)
         code = exc.exit_code
+    except (IOError, OSError) as exc:  # writing outputs or a profile: a full or read-only disk is the device's
+        if getattr(exc, "errno", None) not in _STORAGE_ERRNOS:
+            raise
+        failure = storage_failure(exc, "writing the cell's files")
+        document.update({Doc.STATUS: "error", Doc.ERROR_CATEGORY: failure.category, Doc.ERROR_MESSAGE: str(failure)})
+        code = EXIT_FAILED
     except Exception as exc:  # a bug or an unexpected runtime error: still a result
         document.update({Doc.STATUS: "error", Doc.ERROR_CATEGORY: ErrorCategory.AGENT_ERROR,
                          Doc.ERROR_MESSAGE: _one_line(exc), Doc.TRACEBACK: traceback.format_exc()[-2000:]})
@@ -2260,10 +2330,14 @@ def main(argv=None):
         document[Doc.NUMPY] = numpy.__version__
     except Exception:
         pass
-    tmp = args.result + ".part"
-    with open(tmp, "w") as handle:
-        json.dump(document, handle)
-    os.rename(tmp, args.result)
+    try:
+        write_result(args.result, document)
+    except (IOError, OSError) as exc:  # the device's storage refused the result: say why on stdout, leave no part
+        failure = storage_failure(exc, "writing the result %s" % args.result)
+        print(json.dumps(dict(document, **{Doc.STATUS: STATUS_ERROR, Doc.ERROR_CATEGORY: failure.category,
+                                           Doc.ERROR_MESSAGE: str(failure)})))
+        sys.stderr.write("agent: %s: %s\n" % (failure.category, failure))
+        return EXIT_FAILED
     if code:
         sys.stderr.write("agent: %s: %s\n" % (document.get(Doc.ERROR_CATEGORY), document.get(Doc.ERROR_MESSAGE)))
     return code

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from harness.commands.arguments import integer
+
 
 def register(subparsers) -> None:
     p = subparsers.add_parser(
@@ -13,7 +15,7 @@ def register(subparsers) -> None:
                     "`farm run` profiles every target in parallel, one worker per device, into one report.")
     sub = p.add_subparsers(dest="farm_command", metavar="ACTION")
     up = sub.add_parser("up", help="start the simulated farm (restarts it if it runs)")
-    up.add_argument("--devices", type=int, default=None, metavar="N",
+    up.add_argument("--devices", type=integer(1), default=None, metavar="N",
                     help="how many devices, cycling through the classes of --arch: sim-pi4, sim-jetson, sim-x86, "
                          "sim-pi4-2, ... (default: one of each)")
     up.add_argument("--arch", default="", metavar="ARCHS",
@@ -38,7 +40,7 @@ def register(subparsers) -> None:
     from harness.commands.profile import add_run_options
     add_run_options(run)
     run.set_defaults(func=cmd_run)
-    p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
+    p.set_defaults(func=lambda args: (p.print_help(), 3)[1])  # no ACTION: a user error
 
 
 def _add_dirs(p) -> None:

@@ -6,6 +6,7 @@ from typing import Dict, List, Tuple
 
 
 def register(subparsers) -> None:
+    from harness.commands.arguments import number
     from harness.history.store import DEFAULT_DB_PATH, HISTORY_ENV
     from harness.schema.rundir import REPORTS_DIR
     p = subparsers.add_parser(
@@ -33,9 +34,9 @@ def register(subparsers) -> None:
     p.add_argument("--record", metavar="RUN", help="append a run (id or 'latest') to the store")
     p.add_argument("--compare", metavar="RUN", help="list regressions of a run (id or 'latest') against a baseline")
     p.add_argument("--baseline", metavar="RUN_ID", help="baseline for --compare (default: last passing run)")
-    p.add_argument("--min-effect", type=float, default=0.05,
+    p.add_argument("--min-effect", type=number(0), default=0.05,
                    help="smallest latency slowdown reported as a regression (default 0.05 = 5 %%)")
-    p.add_argument("--min-shift-ms", type=float, default=0.0,
+    p.add_argument("--min-shift-ms", type=number(0), default=0.0,
                    help="optional absolute floor: smaller latency shifts are never regressions (default 0: none; "
                         "each change is judged against the cell's own measured noise)")
     p.add_argument("--history", "--db", dest="db", default=None, metavar="PATH|postgresql://...",
@@ -59,9 +60,9 @@ def _show_runs(store) -> int:
 
 
 def _show_series(store, args) -> int:
-    from harness.core.errors import HarnessError
+    from harness.core.errors import ConfigError
     if not (args.model and args.target):
-        raise HarnessError("--model and --target go together: name both to show a series")
+        raise ConfigError("--model/--target", "they go together: name both to show a series")
     points = store.series(args.model, args.target, args.metric, variant=args.variant, fmt=args.fmt)
     if not points:
         print(f"no recorded cells of model {args.model!r} on target {args.target!r} in {store.where}")

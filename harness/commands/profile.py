@@ -7,6 +7,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Dict, Iterator, Optional, Tuple
 
+from harness.commands.arguments import input_shape, integer, number, run_id
 from harness.core.errors import ConfigError, HarnessError
 from harness.schema.pairing import MANIFEST_KEY as PAIRED_KEY, PAIRED_MIN_DURATION_S, PAIRED_REPEATS, baseline_name
 from harness.core.progress import Progress
@@ -54,7 +55,7 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
     own.add_argument("--source-format", default="", metavar="FMT",
                      help="the file's format when its name does not say (onnx, tflite, openvino, keras, "
                           "savedmodel, torchscript, torch_export)")
-    own.add_argument("--input-shape", action="append", default=[], metavar="NAME=DIMS",
+    own.add_argument("--input-shape", action="append", default=[], metavar="NAME=DIMS", type=input_shape,
                      help="fix an input's dynamic dimensions, e.g. image=1x3x640x640 (repeat per input; "
                           "NAME=scalar for a 0-d input)")
     own.add_argument("--data", default="", metavar="PATH",
@@ -72,7 +73,7 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
                           "(default: classification when --data has integer labels)")
     own.add_argument("--class-output", default="", metavar="NAME",
                      help="the output that carries class scores when the model has several (default: the first)")
-    own.add_argument("--samples", type=int, default=16, metavar="N",
+    own.add_argument("--samples", type=integer(1), default=16, metavar="N",
                      help="random samples to generate when no --data is given (default 16)")
     p.add_argument("-t", "--target", action="append", default=None, metavar="NAME",
                    help="target (targets/NAME.yaml or a path); repeat for several (default: local)")
@@ -83,29 +84,29 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
                    help="only these formats, comma-separated (tflite, onnx, openvino, torch): nothing else is "
                         "converted or measured (default: every format the model converts to, or the recipe's "
                         "`formats:`)")
-    p.add_argument("--warmup", type=int, default=10, help="warm-up iterations before timing (default 10)")
-    p.add_argument("--iterations", type=int, default=100,
+    p.add_argument("--warmup", type=integer(0), default=10, help="warm-up iterations before timing (default 10)")
+    p.add_argument("--iterations", type=integer(1), default=100,
                    help="time at least this many inferences per agent run (default 100)")
-    p.add_argument("--min-duration", type=float, default=None, metavar="S",
+    p.add_argument("--min-duration", type=number(0), default=None, metavar="S",
                    help="time each agent run for at least S seconds (default 1; "
                         f"{PAIRED_MIN_DURATION_S} with --baseline-model-file)")
-    p.add_argument("--max-duration", type=float, default=60.0, metavar="S",
+    p.add_argument("--max-duration", type=number(0, above=True), default=60.0, metavar="S",
                    help="and for at most S seconds, even before --iterations is reached (default 60)")
-    p.add_argument("--repeats", type=int, default=None, metavar="N",
+    p.add_argument("--repeats", type=integer(1), default=None, metavar="N",
                    help="independent agent runs per cell, interleaved across a device's cells; the regression "
                         f"judge weighs their spread (default 1; make nightly uses 3; {PAIRED_REPEATS} with "
                         "--baseline-model-file)")
-    p.add_argument("--threads", type=int, default=None, help="runtime threads (default: the target's `threads`)")
-    p.add_argument("--max-samples", type=int, default=0,
+    p.add_argument("--threads", type=integer(1), default=None, help="runtime threads (default: the target's `threads`)")
+    p.add_argument("--max-samples", type=integer(0, "0: every sample"), default=0,
                    help="evaluate at most this many samples per cell (default 0: the whole evaluation split)")
     p.add_argument("--runtime-config", action="append", default=[], metavar="NAME",
                    help="only the targets' runtime configurations with this name (repeat for several; a list-form "
                         "runtime's default is named after it, e.g. onnx); default: every configuration")
     p.add_argument("--no-profile", action="store_true",
                    help="no per-layer profile / op placement pass after each cell's timed run")
-    p.add_argument("--timeout", type=float, default=None, metavar="S",
+    p.add_argument("--timeout", type=number(0, above=True), default=None, metavar="S",
                    help="per-cell agent timeout in seconds (default: the target's command_timeout_s)")
-    p.add_argument("--run-id", default=None, help="name of the run directory (default: a timestamp)")
+    p.add_argument("--run-id", type=run_id, default=None, help="name of the run directory (default: a timestamp)")
     p.add_argument("--reports-dir", type=Path, default=REPORTS_DIR, help="where runs are written (default reports/)")
     p.add_argument("--no-report", action="store_true", help="write the tables only, no HTML report or history")
     p.add_argument("--history", default=None, metavar="PATH|postgresql://...",
@@ -130,7 +131,7 @@ def register(subparsers) -> None:
             formatter_class=argparse.HelpFormatter)
         add_run_options(p)
         if name == "run":
-            p.add_argument("--resume", metavar="RUN_ID", default=None,
+            p.add_argument("--resume", metavar="RUN_ID", type=run_id, default=None,
                            help="complete run RUN_ID: run only the cells that have no result or were lost")
         p.set_defaults(func=cmd_profile)
 
@@ -212,6 +213,7 @@ def resumed_recipes(manifest) -> list:
 
 def cmd_profile(args) -> int:
     from harness.commands.publish import preload_report_libraries, publish
+    from harness.core.logs import RUN_LOG_NAME, log_to_file
     from harness.run.pipeline import run_profile
     from harness.run.plan import RunSettings
     from harness.schema.recipes import list_recipe_names, load_recipe
@@ -229,8 +231,8 @@ def cmd_profile(args) -> int:
     if resume:
         run = RunDir(args.reports_dir / resume)
         if not run.manifest_path.exists():
-            raise HarnessError(f"no run {resume!r} to resume: {run.manifest_path} does not exist "
-                               f"(runs are listed under {args.reports_dir}/)")
+            raise ConfigError(run.manifest_path, f"no run {resume!r} to resume: the file does not exist "
+                              f"(runs are listed under {args.reports_dir}/)")
         manifest = run.read_manifest()
         # A built-in target (local outside the repo) has no file: its name finds it again.
         sources = manifest.get("target_sources") or [""] * len(manifest["targets"])
@@ -266,9 +268,13 @@ def cmd_profile(args) -> int:
         preload_report_libraries()
     with chosen_dispatcher(getattr(args, "scheduler", None), progress) as dispatcher:
         results = run_profile(recipes, targets, variants, settings, run_id=run_id, reports_dir=args.reports_dir,
-                              progress=progress, resume=bool(resume), dispatcher=dispatcher, pairs=pairs)
+                              progress=progress, resume=bool(resume), dispatcher=dispatcher, pairs=pairs,
+                              on_start=lambda run: log_to_file(run.root / RUN_LOG_NAME))
     if not args.no_report:
-        publish(results, targets, getattr(args, "history", None), progress)
+        published = publish(results, targets, getattr(args, "history", None), progress)
+        if published.history_error:  # said in every mode, -q too: a nightly series silently missing a night is worse
+            print(f"harness: history not recorded: {published.history_error}; record it later with "
+                  f"`harness history --record {results.run_id}` (the exit code is the run's own)", file=sys.stderr)
     print_summary(results, scheduler=getattr(args, "scheduler", None))
     return run_verdict(results.rows, results.missing).exit_code
 

@@ -47,8 +47,21 @@ class Published:
 
 def publish(results: RunResults, targets: Sequence[TargetSpec] = (), history: Optional[str] = None,
             progress: Progress = SILENT) -> Published:
-    """Write the report, record the run in the history store and redraw the trend page."""
-    report_error = history_error = ""
+    """Record the run in the history store, write the report (which says when the history could not be
+    recorded), and redraw the trend page."""
+    from harness.history.store import History, record_run
+    history_error = report_error = ""
+    try:
+        record_run(results, history)
+    except HarnessError as exc:  # an unreachable or locked history server: the run's own tables are complete
+        log.info("history not recorded: %s", exc)
+        history_error = str(exc)
+    except Exception as exc:
+        log.exception("history failed")
+        history_error = f"{type(exc).__name__}: {exc}"
+    if history_error:
+        results.notes.append(f"History not recorded: {history_error}. This run is in its own tables but in no "
+                             f"trend, baseline or change point until `harness history --record {results.run_id}`")
     try:
         from harness.report import write_report
         path = write_report(results, {t.name: t for t in targets})
@@ -57,17 +70,11 @@ def publish(results: RunResults, targets: Sequence[TargetSpec] = (), history: Op
         log.exception("report failed")
         report_error = f"{type(exc).__name__}: {exc}"
         progress(f"report could not be written ({report_error}); results tables are complete")
-    try:
-        from harness.history.store import History, record_run
-        from harness.report.trends_page import write_trend_page
-        record_run(results, history)
-        progress(f"trends: {write_trend_page(History(history), results.root.parent)}")
-    except HarnessError as exc:  # an unreachable history server: one line, the run's own tables are written
-        log.info("history not updated: %s", exc)
-        history_error = str(exc)
-        progress(f"history not updated: {exc}; the run's own tables in {results.root} are complete")
-    except Exception as exc:
-        log.exception("history failed")
-        history_error = f"{type(exc).__name__}: {exc}"
-        progress(f"history not updated ({history_error})")
+    if not history_error:
+        try:
+            from harness.report.trends_page import write_trend_page
+            progress(f"trends: {write_trend_page(History(history), results.root.parent)}")
+        except Exception as exc:
+            log.exception("trend page failed")
+            progress(f"trend page not written ({type(exc).__name__}: {exc})")
     return Published(report_error, history_error)

@@ -5,10 +5,11 @@ import json
 import time
 from typing import Any, Dict, Optional
 
-from harness.core.errors import DeviceBusy, HarnessError, LibraryMissing, TransportError
+from harness.core.errors import ConfigError, DeviceBusy, HarnessError, LibraryMissing, TransportError
 
 
 def register(subparsers) -> None:
+    from harness.commands.arguments import number
     p = subparsers.add_parser("targets", help="list targets, or probe one device's health",
                               description="List the targets in targets/ or, with --probe, connect to each named "
                                           "target and print its health probe: Python, numpy, runtimes and "
@@ -20,9 +21,9 @@ def register(subparsers) -> None:
     p.add_argument("--verify", action="store_true", help="with --cache: check every entry's sha256, evict bad ones")
     p.add_argument("--prune", action="store_true",
                    help="with --cache: evict the entries no run in progress needs (all, or see --older-than)")
-    p.add_argument("--older-than", type=float, default=0.0, metavar="DAYS",
+    p.add_argument("--older-than", type=number(0), default=0.0, metavar="DAYS",
                    help="with --prune: only entries last used more than DAYS ago")
-    p.add_argument("--wait", type=float, default=0.0, metavar="SECONDS",
+    p.add_argument("--wait", type=number(0), default=0.0, metavar="SECONDS",
                    help="with --cache: wait this long for a device another run has locked (default: say busy)")
     p.set_defaults(func=cmd_targets)
 
@@ -33,11 +34,11 @@ def cmd_targets(args) -> int:
     from harness.run.transport import open_transport
 
     if (args.verify or args.prune) and not args.cache:
-        raise HarnessError("--verify and --prune work on the device's cache: add --cache")
+        raise ConfigError("--verify/--prune", "they work on the device's cache: add --cache")
     if args.older_than and not args.prune:
-        raise HarnessError("--older-than DAYS says which entries --prune evicts: add --cache --prune")
+        raise ConfigError("--older-than", "DAYS says which entries --prune evicts: add --cache --prune")
     if args.older_than < 0 or args.wait < 0:
-        raise HarnessError("--older-than and --wait must be 0 or more")
+        raise ConfigError("--older-than/--wait", "must be 0 or more")
     names = args.names or list_target_names()
     status = 0
     for name in names:

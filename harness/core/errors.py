@@ -28,6 +28,16 @@ class LibraryMissing(HarnessError):
         super().__init__(message)
 
 
+class HostDiskFull(HarnessError):
+    """This host could not write a file of the run: its disk (the reports directory, the cache) is full."""
+
+    def __init__(self, path: object, detail: str = ""):
+        self.path = str(path)
+        super().__init__(f"no space left on this host for {self.path}" + (f" ({detail})" if detail else "") +
+                         "; free space there (or pass --reports-dir / HARNESS_CACHE_DIR on a larger disk), then "
+                         "`harness run --resume RUN_ID` measures what is missing")
+
+
 class UnknownNameError(HarnessError):
     """A name looked up in a registry is not registered."""
 
@@ -68,7 +78,20 @@ class RemoteCommandFailed(TransportError):
 
 
 class CommandTimeout(TransportError):
-    """A command on the device ran past its timeout and was killed."""
+    """A command on the device ran past its timeout and was killed.
+
+    `stalled` says why the command made no progress when the device itself was to blame (its processes were
+    stopped, 'T', or stuck in uninterruptible I/O, 'D'); empty when it was simply still running, as a model too slow
+    for its timeout is. `cleaned`: the kill reached every process of the command."""
+
+    def __init__(self, message: str, stalled: str = "", cleaned: bool = True):
+        super().__init__(message)
+        self.stalled, self.cleaned = stalled, cleaned
+
+
+class DeviceTimeout(ConnectError):
+    """The device stopped answering: a command, a kill or a transfer got no reply within its timeout (a frozen
+    device, a hung SD card, a stopped sshd). The cells not measured are resumable once it answers again."""
 
 
 class ChecksumMismatch(TransportError):

@@ -23,7 +23,7 @@ from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence
 
 import numpy as np
 
-from harness.core.errors import HarnessError
+from harness.core.errors import ConfigError, HarnessError
 from harness.judge.trends import latency_figures
 from harness.schema.results import COLUMNS, FAILED, LOST, OK
 from harness.schema.run_results import RunResults
@@ -235,8 +235,8 @@ class History:
     def __init__(self, path: Path | str | None = None):
         location = path if path is not None else default_history_location()
         if "://" in str(location) and not is_postgres_url(str(location)):
-            raise HarnessError(f"history store {redact_url(str(location))}: unknown kind of URL; give a SQLite file "
-                               f"path or postgresql://USER@HOST:PORT/DATABASE")
+            raise ConfigError(redact_url(str(location)), "unknown kind of URL for a history store; give a SQLite "
+                              "file path or postgresql://USER@HOST:PORT/DATABASE")
         self.url: Optional[str] = str(location) if is_postgres_url(str(location)) else None
         self.path = Path(location) if self.url is None else None
         self._migrated = False
@@ -516,7 +516,7 @@ class History:
         Cells that did not measure the metric (a failed cell) appear with value None.
         """
         if metric not in COLUMNS:
-            raise HarnessError(f"unknown metric {metric!r}; numeric metrics: {', '.join(self.metrics()) or 'none yet'}")
+            raise ConfigError("--metric", f"unknown metric {metric!r}; numeric metrics: {', '.join(self.metrics()) or 'none yet'}")
         query = ("SELECT r.run_id, r.started_at, r.gate_passed, c.variant, c.format, c.status, m.value, c.row_json "
                  "FROM cells c JOIN runs r ON r.run_id = c.run_id "
                  "LEFT JOIN metrics m ON m.run_id = c.run_id AND m.cell_id = c.cell_id AND m.metric = ? "
@@ -544,8 +544,8 @@ class History:
         if named:
             if self.run(named) is None:
                 recent = ", ".join(r.run_id for r in self.runs()[-5:]) or "none"
-                raise HarnessError(f"baseline run {named!r} is not in the history store {self.where}; "
-                                   f"recent runs: {recent}")
+                raise ConfigError(self.where, f"baseline run {named!r} is not in the history store; "
+                                  f"recent runs: {recent}")
             return named
         current = self.run(run_id)
         earlier = [r for r in self.runs() if r.run_id != run_id and (current is None or r.seq < current.seq)]

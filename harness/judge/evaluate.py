@@ -12,6 +12,7 @@ Pure: no I/O except reading an outputs file.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
@@ -165,6 +166,8 @@ def user_metric(function: Callable, outputs: Outputs, labels: Optional[np.ndarra
             figures[str(key)] = float(value)
         except (TypeError, ValueError):
             raise TypeError(f"metric figure {key!r} is {value!r}, not a number") from None
+        if not math.isfinite(figures[str(key)]):  # NaN or inf ranks nothing: a figure the gate cannot judge
+            raise ValueError(f"metric figure {key!r} is {value!r}, not a finite number")
     return figures
 
 
@@ -244,8 +247,10 @@ def score_outputs(outputs: Outputs, reference: Outputs, labels: Optional[np.ndar
         aligned, _ = align(outputs, reference)
         try:
             figures = user_metric(metric, aligned, labels)
-        except Exception as exc:
-            row["evaluation_error"] = f"metric {spec.metric} raised {type(exc).__name__}: {exc}"
+        except (Exception, SystemExit) as exc:  # a metric that calls sys.exit() ends its cell, never the run
+            what = f"called sys.exit({exc.code!r})" if isinstance(exc, SystemExit) else \
+                f"raised {type(exc).__name__}: {exc}"
+            row["evaluation_error"] = f"metric {spec.metric} {what}"
         else:
             names = list(figures)
             reference_metric = {k[len("metric_"):]: v for k, v in reference_figures.items()

@@ -33,7 +33,8 @@ GATE_PASS, GATE_FAIL, GATE_NOT_JUDGED = 0, 1, 2
 INFRASTRUCTURE_CATEGORIES = frozenset(c.value for c in (
     Category.DEVICE_UNREACHABLE, Category.DEVICE_LOST, Category.WORKER_LOST, Category.DEVICE_BUSY,
     Category.HOST_KEY_CHANGED, Category.UPLOAD_FAILED, Category.HARNESS_ERROR, Category.RUNTIME_MISSING,
-    Category.CACHE_CORRUPTED, Category.DEVICE_DISK_FULL))
+    Category.CACHE_CORRUPTED, Category.DEVICE_DISK_FULL, Category.DEVICE_TIMEOUT, Category.DEVICE_STORAGE_READONLY,
+    Category.HOST_DISK_FULL))
 #: a changed host key: a security event, never a routine 'lost' device
 HOST_KEY_CHANGED = Category.HOST_KEY_CHANGED.value
 
@@ -86,7 +87,7 @@ def run_verdict(rows: Iterable[Mapping[str, Any]], missing: Sequence[str] = ()) 
     if infra:
         code = EXIT_INFRASTRUCTURE
         summary = (f"INCOMPLETE: {len(infra)} of {n_cells} cell(s) not measured for infrastructure reasons "
-                   f"(lost, unreachable, busy, host key, upload)" +
+                   f"(lost, unreachable, timed out, busy, full or read-only storage, host key, upload)" +
                    (f"; {len(model)} failed for model reasons" if model else "") + "; re-run them")
     elif model:
         code = EXIT_CELLS_FAILED

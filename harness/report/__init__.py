@@ -145,7 +145,7 @@ def build_context(results: RunResults, targets: Mapping[str, TargetSpec] | None 
         models={name: {**doc, "data": manifest.get("data", {}).get(name, [])}
                 for name, doc in manifest.get("interfaces", {}).items()},
         profiles=load_profiles(results.root), disagreement_groups=disagreement_groups(found, pairs, rows),
-        manifest=dict(manifest))
+        manifest=dict(manifest), run_notes=list(results.notes))
 
 
 def draw_plots(ctx: ReportContext, run_dir: RunDir) -> None:

@@ -57,6 +57,8 @@ class ReportContext:
     manifest: Dict[str, Any] = field(default_factory=dict)
     #: the gate's verdict on this run (a harness.judge.gate.GateResult) when `harness gate` wrote the report
     gate: Any = None
+    #: what happened to the run beyond its cells, e.g. "history not recorded: ..." (RunResults.notes)
+    run_notes: List[str] = field(default_factory=list)
 
     @property
     def rows(self) -> List[Dict[str, Any]]:

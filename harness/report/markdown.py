@@ -102,6 +102,7 @@ def render_markdown(ctx: "ReportContext", gate: Any = None) -> str:
     lines = [f"## Run {ctx.run_id}", ""]
     lines += _verdict_lines(ctx, gate)
     lines += [f"{len(ctx.frame)} cells: {counts}.", ""]
+    lines += [f"> **{n}**" for n in ctx.run_notes] + ([""] if ctx.run_notes else [])
     lines += [f"> {n}" for n in ctx.budget_notes] + ([""] if ctx.budget_notes else [])
     if ctx.emulated:
         lines += [f"> Emulated (qemu-user): {', '.join(sorted(ctx.emulated))}. Their latency and memory are recorded "

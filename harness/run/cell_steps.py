@@ -25,7 +25,7 @@ from harness.run import probe as device
 from harness.run.measurement import combine_repeats, least_slow, remeasure_note, slow_measurement
 from harness.run.plan import Cell, ModelEval, TargetJob
 from harness.run.rows import CellEnded, base_row, record_cell
-from harness.schema.results import FAILED, INCOMPATIBLE, OK, SKIPPED, Category, agent_metrics
+from harness.schema.results import FAILED, INCOMPATIBLE, LOST, OK, SKIPPED, Category, agent_metrics
 from harness.schema.rundir import RunDir
 from harness.schema.runtime_configs import compiled_cache_key, wants_cache
 from harness.schema.targets import QuietLimits, TargetSpec
@@ -79,6 +79,12 @@ def check_eligible(target: TargetSpec, artifact: Artifact, available: set, reque
         raise CellEnded(FAILED, Category.RUNTIME_MISSING, f"{target.name} should have the {artifact.format} runtime "
                         "but its probe found none importable; install it on the device")
 
+def device_run_folder(run_id: str, target: str) -> str:
+    """The name of one device job's folder under <workdir>/runs, and of its pin: per target, since two targets may
+    share a device's workdir within one run. The agent removes it with the pin when the job ends."""
+    return f"{run_id}.{target}"
+
+
 def push(transport, cell: Cell, evals: ModelEval, uploaded_inputs: Dict[str, str], run_id: str,
          storage: Any = None) -> PushedCell:
     """push: model files and inputs into the device's content cache (sent only when missing there); with
@@ -97,9 +103,10 @@ def push(transport, cell: Cell, evals: ModelEval, uploaded_inputs: Dict[str, str
     except ConnectError:
         raise  # the device is gone: the job marks this and the remaining cells lost
     except TransportError as exc:  # checksum mismatch twice, disk full, permission denied
-        category = Category.DEVICE_DISK_FULL if "No space left" in str(exc) else Category.UPLOAD_FAILED
+        category = Category.DEVICE_DISK_FULL if "No space left" in str(exc) else \
+            Category.DEVICE_STORAGE_READONLY if storage_readonly(str(exc)) else Category.UPLOAD_FAILED
         raise CellEnded(FAILED, category, str(exc)) from None
-    remote_dir = f"{transport.workdir}/runs/{run_id}/{cell.cell_id}"
+    remote_dir = f"{transport.workdir}/runs/{device_run_folder(run_id, cell.target)}/{cell.cell_id}"
     transport.mkdir(remote_dir)
     return PushedCell(files, uploaded_inputs[evals.eval_inputs_path], f"{remote_dir}/result.json",
                       f"{remote_dir}/outputs.npz")
@@ -138,7 +145,12 @@ def run_agent(transport, job: TargetJob, cell: Cell, pushed: PushedCell, agent_p
     try:
         result = transport.run(argv, timeout_s=settings.cell_timeout_s or target.command_timeout_s)
     except CommandTimeout as exc:
-        raise CellEnded(FAILED, Category.TIMEOUT, str(exc)) from None
+        if exc.stalled:  # the device stalled the agent, not the model: resumable, never a model failure
+            raise CellEnded(LOST, Category.DEVICE_TIMEOUT, f"{exc}. Cleaned up: the agent was killed and its "
+                            f"device lock released; `harness run --resume {run.run_id}` measures the cell again"
+                            ) from None
+        raise CellEnded(FAILED, Category.TIMEOUT, f"{exc}; raise --timeout or the target's command_timeout_s if "
+                        "the model needs longer") from None
     local_result = run.root / "agent" / f"{cell.cell_id}{suffix}.json"
     document: Optional[Dict[str, Any]] = None
     try:
@@ -149,8 +161,26 @@ def run_agent(transport, job: TargetJob, cell: Cell, pushed: PushedCell, agent_p
     except (TransportError, ValueError):
         if result.ok:
             raise
+        document = said_on_stdout(result.stdout)  # the agent could not write its result file: it said why
     tail = " | ".join((result.stderr or result.stdout).strip().splitlines()[-3:])
     return AgentRun(document, result.exit_code, tail)
+
+def said_on_stdout(stdout: str) -> Optional[Dict[str, Any]]:
+    """The agent's error document from its last stdout line, when it could not write its result file."""
+    try:
+        document = json.loads((stdout or "").strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        return None
+    return document if isinstance(document, dict) and document.get(Doc.ERROR_CATEGORY) else None
+
+
+#: what a device says when its storage cannot be written (mkdir, SFTP and the agent's own words)
+_READONLY_WORDS = ("read-only file system", "permission denied", "errno 30", "errno 13")
+
+
+def storage_readonly(text: str) -> bool:
+    return any(word in text.lower() for word in _READONLY_WORDS)
+
 
 def check_agent(agent: AgentRun) -> Dict[str, Any]:
     """The agent's document if it measured; a signal exit or its own error category ends the cell."""

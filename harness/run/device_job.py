@@ -8,17 +8,18 @@ from pathlib import Path
 from typing import Any, Dict, List, Tuple
 
 from harness.agent.agent import Doc, STATUS_OK
-from harness.core.errors import ConnectError, HarnessError, TransportError
+from harness.core.errors import ConnectError, DeviceTimeout, HarnessError, HostDiskFull, TransportError
 from harness.core.progress import SILENT, Progress
 from harness.judge.verdict import device_failure
 from harness.run import probe as device
-from harness.run.cell_steps import PushedCell, check_agent, describe_row, measure_while_slow, run_agent, run_cell
+from harness.run.cell_steps import (PushedCell, check_agent, describe_row, measure_while_slow, run_agent, run_cell,
+                                     storage_readonly)
 from harness.run.measurement import combine_repeats
 from harness.run.plan import TargetJob
 from harness.run.rows import CellEnded, failed_row, record_cell
 from harness.run.storage import DeviceCache, DeviceStorage
 from harness.run.transport import open_transport
-from harness.schema.results import LOST, Category, make_row
+from harness.schema.results import FAILED, LOST, Category, make_row
 from harness.schema.rundir import RunDir
 
 
@@ -57,7 +58,13 @@ def run_target_job(job: TargetJob, progress: Progress = SILENT) -> List[Dict[str
             agent_path = probe["agent_path"]
         except (TransportError, HarnessError) as exc:
             run.write_device(target.name, device.unreachable_probe(target.name, exc))
-            lose_rest(Category.DEVICE_UNREACHABLE.value, f"health probe failed: {exc}")
+            if storage_readonly(str(exc)):  # the device answers; its workdir cannot be written: a fix, not a retry
+                lose_rest(Category.DEVICE_STORAGE_READONLY.value, f"the device's workdir {transport.workdir} cannot "
+                          f"be written ({exc}); remount it read-write, fix its permissions, or set `workdir:` in "
+                          f"{target.source_path or f'targets/{target.name}.yaml'} to a writable directory, then "
+                          f"`harness run --resume {run.run_id}`", status=FAILED)
+            else:
+                lose_rest(Category.DEVICE_UNREACHABLE.value, f"health probe failed: {exc}")
             return rows
         available = {fmt for fmt, info in probe.get("runtimes", {}).items() if info.get("available")}
         progress(f"[{target.name}] reachable: Python {probe.get('python')}, numpy {probe.get('numpy')}, "
@@ -69,25 +76,37 @@ def run_target_job(job: TargetJob, progress: Progress = SILENT) -> List[Dict[str
         references: Dict[str, Any] = {}
         measured: Dict[str, Tuple[PushedCell, List[Dict[str, Any]]]] = {}
         total = len(pending)
+        lost = False
         while pending:
             cell = pending[0]
             try:
                 row = run_cell(job, cell, transport, agent_path, available, uploaded_inputs, references, run,
-                                measured, storage)
+                               measured, storage)
+            except DeviceTimeout as exc:
+                lose_rest(Category.DEVICE_TIMEOUT.value, f"{exc}. `harness run --resume {run.run_id}` measures "
+                          "these cells once the device answers", running=True)
+                lost = True
             except ConnectError as exc:
                 lose_rest(Category.DEVICE_LOST.value, str(exc), running=True)
-                break
+                lost = True
             except TransportError as exc:
                 lose_rest(Category.DEVICE_LOST.value, f"{type(exc).__name__}: {exc}", running=True)
+                lost = True
+            except HostDiskFull as exc:  # nothing more can be recorded here: the cells left are missing, resumable
+                progress(f"[{target.name}] stopped: {exc}")
+                lost = True
+            if lost:
                 break
             pending.pop(0)
             rows.append(row)
             config = "" if cell.runtime_config.is_default else f"@{cell.runtime_config.name}"
             progress(f"[{target.name}] {total - len(pending)}/{total} {cell.artifact.model}/{cell.artifact.variant}/"
                      f"{cell.artifact.format}{config}: {describe_row(row)}")
-        if not pending and settings.repeats > 1 and measured:
+        if lost:
+            return rows  # nothing more is asked of a device that stopped answering; its pin expires by itself
+        if settings.repeats > 1 and measured:
             rows = repeat_timings(job, transport, agent_path, run, measured, rows, progress)
-        storage.unpin()
+        storage.unpin()  # also removes the run's folder on the device: its results are all here
     finally:
         transport.close()
     return rows

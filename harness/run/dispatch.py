@@ -57,7 +57,9 @@ class ThreadDispatcher(Dispatcher):
                 try:
                     future.result()
                 except Exception as exc:  # a bug in one device's job: its unfinished cells are lost, others go on
-                    log.exception("job for %s crashed", job.target.name)
+                    log.error("job for %s crashed", job.target.name, exc_info=True)  # the traceback: the run's log
+                    progress(f"[{job.target.name}] the harness failed on this device's job ({type(exc).__name__}: "
+                             f"{exc}); its unfinished cells are recorded lost, the traceback is in the run's log")
                     lose_unfinished(job, f"{type(exc).__name__}: {exc}")
         finally:
             if own:

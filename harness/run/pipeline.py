@@ -11,7 +11,7 @@ command hands the results to them (harness.commands.publish).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
 from harness.core.progress import SILENT, Progress
 from harness.prepare.cache import ContentCache
@@ -29,7 +29,8 @@ def run_profile(recipes: Sequence[Any], targets: Sequence[TargetSpec], variants:
                 settings: RunSettings = RunSettings(), run_id: Optional[str] = None,
                 reports_dir: Path = REPORTS_DIR, cache: Optional[ContentCache] = None,
                 progress: Progress = SILENT, dispatcher: Optional[Dispatcher] = None, resume: bool = False,
-                pairs: Optional[Dict[str, str]] = None) -> RunResults:
+                pairs: Optional[Dict[str, str]] = None,
+                on_start: Optional[Callable[[RunDir], Any]] = None) -> RunResults:
     """Prepare every (model, variant, format) artifact, profile it on every target, collate.
 
     variants maps a model name to the variant names to make (default: none, the reference only).
@@ -37,6 +38,8 @@ def run_profile(recipes: Sequence[Any], targets: Sequence[TargetSpec], variants:
     pairs maps a baseline twin's model name to its candidate's (harness.schema.pairing): each twin cell is measured
     right after its candidate's, round after round, and the manifest records the pairing for the gate.
     dispatcher says where the builds and device jobs run (default: ThreadDispatcher, all on this host).
+    on_start is called with the run's directory once the recipes are valid and it exists (the command attaches the
+    run's log there).
     """
     cache = cache or ContentCache()
     variants = variants or {}
@@ -46,6 +49,8 @@ def run_profile(recipes: Sequence[Any], targets: Sequence[TargetSpec], variants:
     validate_recipes(recipes, variants)
     run_id = run_id or new_run_id()
     run = RunDir.create(run_id, reports_dir)
+    if on_start is not None:
+        on_start(run)
     models = BuiltModels.of(dispatcher.build(recipes, variants, cache, progress))
     models.tell_cache_use(progress)
     artifacts = interleave(models.artifacts, pairs)

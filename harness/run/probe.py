@@ -7,6 +7,7 @@ exists is complete and correct; an artifact already there is not sent again.
 """
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import time
@@ -60,9 +61,26 @@ def ensure_artifact(transport: Transport, local_path: Path, sha256: Optional[str
     raise AssertionError("unreachable")
 
 
+@functools.lru_cache(maxsize=1)
+def agent_sha256() -> str:
+    return file_sha256(AGENT_PATH)
+
+
 def ensure_agent(transport: Transport) -> str:
-    """The device agent (harness/agent/agent.py) in the device's cache; returns its path there."""
-    return ensure_artifact(transport, AGENT_PATH)
+    """The device agent (harness/agent/agent.py) in the device's cache; returns its path there.
+
+    Checked on every use, like every other cached file (whose checks the agent itself makes): a copy that changed
+    on the device's storage would fail every cell as if the device were unreachable, so it is replaced."""
+    digest = agent_sha256()
+    remote = cache_path(transport, AGENT_PATH, digest)
+    if not transport.exists(remote):
+        return ensure_artifact(transport, AGENT_PATH, digest)
+    actual = transport.remote_sha256(remote)
+    if actual != digest:
+        _log(transport).warning("the cached agent %s changed on the device (sha256 %s, expected %s): uploading it "
+                                "again", remote, actual[:12], digest[:12])
+        transport.put(AGENT_PATH, remote, digest)  # verified on the device, then renamed over the bad copy
+    return remote
 
 
 def lock_path(transport: Transport) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
@@ -18,6 +19,7 @@ from harness.agent.agent import Doc, STATUS_OK
 from harness.core.errors import ConnectError, DeviceBusy, TransportError
 from harness.core.files import file_sha256
 from harness.run import probe as device
+from harness.run.cell_steps import device_run_folder
 from harness.run.plan import Cell, TargetJob
 from harness.run.rows import CellEnded
 from harness.run.transport.base import Transport
@@ -70,8 +72,10 @@ class DeviceCache:
              holder: str = "harness") -> Dict[str, Any]:
         """`agent.py cache ACTION ...` on the device; with lock_timeout_s, under the device lock (waiting at most
         that long; DeviceBusy after it)."""
+        # pins are judged by this host's clock, which cannot disagree with itself as a device's clock can
         argv = [self.python, self.agent_path, "cache", action, "--workdir", self.transport.workdir,
-                "--max-bytes", str(self.max_bytes), "--keep-free", str(self.keep_free_bytes), *extra]
+                "--max-bytes", str(self.max_bytes), "--keep-free", str(self.keep_free_bytes),
+                "--host-now", f"{time.time():.3f}", *extra]
         if lock_timeout_s is not None:
             argv += ["--lock", lock_path(self.transport), "--lock-timeout", str(lock_timeout_s), "--holder", holder]
         result = self.transport.run(argv, timeout_s=self.command_timeout_s + (lock_timeout_s or 0.0))
@@ -160,6 +164,8 @@ class DeviceStorage:
 
     def __init__(self, cache: DeviceCache, run_id: str, lock_timeout_s: float, probe: Dict[str, Any]):
         self.cache, self.run_id, self.lock_timeout_s, self.probe = cache, run_id, float(lock_timeout_s), probe
+        #: the job's pin and its folder under <workdir>/runs (cell_steps.device_run_folder)
+        self.job_folder = device_run_folder(run_id, cache.transport.name)
         self._digests: Dict[str, str] = {}
         self.pinned = False
 
@@ -179,7 +185,7 @@ class DeviceStorage:
         keys.update(self.digest_of(e.eval_inputs_path) for e in job.evals.values()
                     if Path(e.eval_inputs_path).is_file())
         try:
-            state = self.cache.pin(self.run_id, keys)
+            state = self.cache.pin(self.job_folder, keys)
         except TransportError as exc:
             log.warning("[%s] cache not pinned (%s); eviction is off for this run", self.cache.transport.name, exc)
             return
@@ -192,7 +198,7 @@ class DeviceStorage:
         if not self.pinned:
             return
         try:
-            self.cache.unpin(self.run_id)
+            self.cache.unpin(self.job_folder)
         except TransportError as exc:  # the pin expires on its own (agent.PIN_TTL_S)
             log.warning("[%s] cache pin of run %s not removed: %s", self.cache.transport.name, self.run_id, exc)
 

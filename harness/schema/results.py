@@ -62,6 +62,12 @@ class Category(str, Enum):
     # the device
     DEVICE_UNREACHABLE = "device_unreachable"
     DEVICE_LOST = "device_lost"
+    #: the device stopped answering, or the agent made no progress there (stopped, stuck in I/O): resumable
+    DEVICE_TIMEOUT = "device_timeout"
+    #: the device's workdir cannot be written (a read-only filesystem or its permissions): fix it, then resume
+    DEVICE_STORAGE_READONLY = "device_storage_readonly"
+    #: this host's reports directory or cache filled up while the cell's files were written: resumable
+    HOST_DISK_FULL = "host_disk_full"
     #: the dask worker that ran the device's job died (harness.run.dask); the device may be fine
     WORKER_LOST = "worker_lost"
     HOST_KEY_CHANGED = "host_key_changed"
@@ -209,10 +215,12 @@ def records(frame: Any) -> List[Dict[str, Any]]:
     return [dict(r) for r in frame]
 
 
-#: failed cells a resume runs again: the device was busy (another run held its lock), not the model's doing
-RERUN_ON_RESUME = frozenset({"device_busy"})
+#: failed cells a resume runs again: the device was busy (another run held its lock), stopped answering, or its
+#: storage or this host's was full or read-only: not the model's doing
+RERUN_ON_RESUME = frozenset({"device_busy", "device_timeout", "device_disk_full", "host_disk_full",
+                             "device_storage_readonly"})
 
 
 def needs_rerun(row: Mapping[str, Any]) -> bool:
-    """A cell `harness run --resume` runs again: lost, or failed because the device was busy."""
+    """A cell `harness run --resume` runs again: lost, or failed for a device or host reason (RERUN_ON_RESUME)."""
     return row.get("status") == LOST or (row.get("status") == FAILED and row.get("error_category") in RERUN_ON_RESUME)

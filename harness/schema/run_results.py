@@ -32,6 +32,8 @@ class RunResults:
     #: artifacts this run's build converted / found in the cache (only known to the command that built them)
     built: int = 0
     reused: int = 0
+    #: what happened to the run beyond its cells, for the summary and the report (e.g. history not recorded)
+    notes: List[str] = field(default_factory=list)
     _rows: Optional[List[Dict[str, Any]]] = field(default=None, repr=False)
 
     @classmethod

@@ -19,7 +19,7 @@ from harness.core.names import is_valid_name
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional
-from harness.core.files import atomic_write_text
+from harness.core.files import atomic_write_text, raise_if_disk_full
 
 REPORTS_DIR = Path("reports")
 #: the run reference that means the newest run with a results table
@@ -78,7 +78,11 @@ class RunDir:
             raise ValueError(f"run id {run_id!r} must be letters, digits, '_', '-' or '.'")
         run = cls(Path(reports_dir) / run_id)
         for sub in ("cells", "outputs", "devices"):
-            (run.root / sub).mkdir(parents=True, exist_ok=True)
+            try:
+                (run.root / sub).mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise_if_disk_full(exc, run.root / sub)
+                raise
         return run
 
     @property
@@ -126,9 +130,17 @@ class RunDir:
         """results.csv, results.parquet and results.json from the collated frame."""
         paths = {"csv": self.root / "results.csv", "parquet": self.root / "results.parquet",
                  "json": self.root / "results.json"}
-        frame.to_csv(paths["csv"], index=False)
-        frame.to_parquet(paths["parquet"], index=False)
-        frame.to_json(paths["json"], orient="records", indent=1)
+        for kind, path in paths.items():
+            try:
+                if kind == "csv":
+                    frame.to_csv(path, index=False)
+                elif kind == "parquet":
+                    frame.to_parquet(path, index=False)
+                else:
+                    frame.to_json(path, orient="records", indent=1)
+            except OSError as exc:
+                raise_if_disk_full(exc, path)
+                raise
         return paths
 
 

@@ -11,10 +11,23 @@ import uuid
 from pathlib import Path
 from typing import Mapping, Optional, Sequence
 
-from harness.core.errors import ChecksumMismatch, CommandTimeout, TransportError
+from harness.core.errors import ChecksumMismatch, TransportError
 from harness.run.transport import TRANSPORTS
-from harness.core.files import file_sha256
-from harness.run.transport.base import CommandResult
+from harness.core.files import DISK_FULL_ERRNOS, file_sha256, raise_if_disk_full
+from harness.run.transport.base import CommandResult, stalled_reason, timeout_error
+
+
+def session_states(sid: int) -> str:
+    """The one-letter state of every process in session `sid` (the agent's: it starts a new session)."""
+    states = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(") ", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if len(fields) > 3 and fields[3] == str(sid):
+            states.append(fields[0])
+    return "".join(states)
 
 
 @TRANSPORTS.register("local")
@@ -45,9 +58,10 @@ class LocalTransport:
         try:
             stdout, stderr = proc.communicate(timeout=timeout_s)
         except subprocess.TimeoutExpired:
+            states = session_states(proc.pid)
             os.killpg(proc.pid, 9)
             stdout, stderr = proc.communicate()
-            raise CommandTimeout(f"[{self.name}] command killed after {timeout_s:.0f}s timeout: {' '.join(argv)}") from None
+            raise timeout_error(self.name, " ".join(argv), timeout_s, stalled_reason(states), True) from None
         # A process killed by signal N reports -N; report it as the shell would (128+N), as SSH does.
         code = proc.returncode if proc.returncode >= 0 else 128 - proc.returncode
         return CommandResult(argv, code, stdout, stderr, time.perf_counter() - started)
@@ -57,7 +71,13 @@ class LocalTransport:
         target = Path(remote_path)
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex}.part")
-        shutil.copyfile(local_path, tmp)
+        try:
+            shutil.copyfile(local_path, tmp)
+        except OSError as exc:  # the device's workdir refused the file: the same words SSH uploads use
+            tmp.unlink(missing_ok=True)
+            reason = "No space left on the device" if exc.errno in DISK_FULL_ERRNOS else exc.strerror
+            raise TransportError(f"[{self.name}] upload of {local_path} to {remote_path} failed: {reason} "
+                                 f"({exc})") from None
         actual = file_sha256(tmp)
         if actual != expected:
             tmp.unlink(missing_ok=True)
@@ -65,11 +85,25 @@ class LocalTransport:
         os.replace(tmp, target)
 
     def get(self, remote_path: str, local_path: Path) -> None:
-        Path(local_path).parent.mkdir(parents=True, exist_ok=True)
+        local_path = Path(local_path)
+        tmp = local_path.with_name(f".{local_path.name}.{uuid.uuid4().hex}.part")
         try:
-            shutil.copyfile(remote_path, local_path)
+            local_path.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(remote_path, tmp)
+            os.replace(tmp, local_path)
         except FileNotFoundError:
+            tmp.unlink(missing_ok=True)
             raise TransportError(f"[{self.name}] no such file on device: {remote_path}") from None
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            raise_if_disk_full(exc, local_path)
+            raise
+
+    def remote_sha256(self, remote_path: str) -> str:
+        try:
+            return file_sha256(Path(remote_path))
+        except OSError as exc:
+            raise TransportError(f"[{self.name}] cannot hash {remote_path}: {exc}") from None
 
     def exists(self, remote_path: str) -> bool:
         return Path(remote_path).exists()

@@ -19,7 +19,7 @@ import stat as stat_mode
 import time
 import uuid
 from pathlib import Path
-from typing import Dict, Mapping, Optional, Sequence
+from typing import Dict, Mapping, Optional, Sequence, Tuple
 
 import paramiko
 
@@ -27,6 +27,7 @@ from harness.core.errors import (
     ChecksumMismatch,
     CommandTimeout,
     ConnectError,
+    DeviceTimeout,
     HostKeyChanged,
     HostKeyError,
     HostKeyUnknown,
@@ -34,8 +35,8 @@ from harness.core.errors import (
     TransportError,
 )
 from harness.run.transport import TRANSPORTS
-from harness.core.files import file_sha256
-from harness.run.transport.base import CommandResult
+from harness.core.files import file_sha256, raise_if_disk_full
+from harness.run.transport.base import CommandResult, session_states_script, stalled_reason, timeout_error
 
 _ENV_NAME_CHARS = set("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_")
 # Fallback when the device has no sha256sum (some BusyBox builds): its Python hashes the file.
@@ -260,10 +261,7 @@ class SSHTransport:
                         break
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
-                    if pid_file:
-                        self._kill_remote(pid_file)
-                    raise CommandTimeout(f"[{self.name}] command killed after {timeout_s:.0f}s timeout: "
-                                         f"{' '.join(argv)}")
+                    raise self._timed_out(argv, timeout_s, pid_file)
                 # The channel's fileno becomes readable on output or close; cap the wait so an
                 # exit status that arrives without a close is still seen promptly.
                 select.select([channel], [], [], min(remaining, 0.5 if exited_at is None else 0.05))
@@ -276,21 +274,47 @@ class SSHTransport:
         return CommandResult(argv, code if code >= 0 else 255, stdout.decode("utf-8", "replace"),
                              stderr.decode("utf-8", "replace"), time.perf_counter() - started)
 
-    def _kill_remote(self, pid_file: str) -> None:
-        """Kill the timed-out command's whole process group on the device."""
-        script = (f"pid=$(cat {shlex.quote(pid_file)} 2>/dev/null) && [ -n \"$pid\" ] && "
-                  f"kill -KILL -- -$pid 2>/dev/null; rm -f {shlex.quote(pid_file)}")
+    def _timed_out(self, argv: tuple, timeout_s: float, pid_file: Optional[str]) -> TransportError:
+        """The error for a command past its timeout, after stopping it: a DeviceTimeout when the device did not
+        answer the kill, else a CommandTimeout that says whether the command's processes were stalled."""
+        what = " ".join(argv)
+        report = self._stop_remote(pid_file) if pid_file else ("", True)
+        if report is None:
+            return DeviceTimeout(
+                f"[{self.name}] the device stopped answering: `{what}` got no reply for {timeout_s:.0f}s and the kill "
+                f"got none in {self.target.connect_timeout_s:.0f}s. Not cleaned up: the command may still run there "
+                f"and hold the device lock until it ends; its run folder is left")
+        states, cleaned = report
+        return timeout_error(self.name, what, timeout_s, stalled_reason(states), cleaned)
+
+    def _stop_remote(self, pid_file: str) -> Optional[Tuple[str, bool]]:
+        """Kill the timed-out command's whole process group on the device; (the states its processes were in,
+        whether none is left), or None when the device did not answer."""
+        pid_file = shlex.quote(pid_file)
+        script = (f"pid=$(cat {pid_file} 2>/dev/null); [ -n \"$pid\" ] || {{ echo 'states= left=0'; exit 0; }}; "
+                  f"states=$({session_states_script('$pid')}); kill -KILL -- -$pid 2>/dev/null; i=0; "
+                  "while kill -0 -- -$pid 2>/dev/null && [ $i -lt 20 ]; do sleep 0.1 || break; i=$((i+1)); done; "
+                  "left=0; kill -0 -- -$pid 2>/dev/null && left=1; "
+                  f"rm -f {pid_file}; echo \"states=$states left=$left\"")
         try:
             transport = self.client.get_transport()
-            if transport is None:
-                return
+            if transport is None or not transport.is_active():
+                return None
             channel = transport.open_session(timeout=self.target.connect_timeout_s)
             channel.settimeout(self.target.connect_timeout_s)
             channel.exec_command(script)
-            channel.recv_exit_status()
+            out = b""
+            while True:
+                chunk = channel.recv(4096)
+                if not chunk:
+                    break
+                out += chunk
             channel.close()
         except (paramiko.SSHException, OSError, EOFError) as exc:
-            self.log.warning("could not kill timed-out command (%s); it may still run on the device", exc)
+            self.log.warning("could not reach the device to kill a timed-out command (%s)", exc)
+            return None
+        fields = dict(part.split("=", 1) for part in out.decode("utf-8", "replace").split() if "=" in part)
+        return fields.get("states", ""), fields.get("left", "0") == "0"
 
     def _check(self, argv: Sequence[str], timeout_s: float) -> CommandResult:
         result = self.run(argv, timeout_s)
@@ -332,6 +356,9 @@ class SSHTransport:
                 raise
             transport = self.client.get_transport()
             # EOFError and SSHException come from the connection itself; an OSError may be the device's answer.
+            if isinstance(exc, TimeoutError) or isinstance(exc, paramiko.SSHException) and "imeout" in str(exc):
+                raise DeviceTimeout(f"[{self.name}] the device stopped answering during {what}: no reply within "
+                                    f"{self.target.transfer_timeout_s:.0f}s (transfer_timeout_s)") from None
             if not isinstance(exc, OSError) or transport is None or not transport.is_active():
                 raise ConnectError(f"[{self.name}] connection to the device was lost during {what}: "
                                    f"{type(exc).__name__}: {exc}") from None
@@ -405,8 +432,10 @@ class SSHTransport:
         except FileNotFoundError:
             tmp.unlink(missing_ok=True)
             raise TransportError(f"[{self.name}] no such file on device: {remote_path}") from None
-        except BaseException:
+        except BaseException as exc:
             tmp.unlink(missing_ok=True)
+            if isinstance(exc, OSError):
+                raise_if_disk_full(exc, local_path)  # this host's disk, not the device
             raise
         os.replace(tmp, local_path)
         self.stats["files_received"] += 1
