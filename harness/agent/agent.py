@@ -30,7 +30,7 @@ import sys
 import time
 import traceback
 
-AGENT_VERSION = "2"
+AGENT_VERSION = "3"
 EXIT_OK, EXIT_FAILED, EXIT_NO_RUNTIME, EXIT_BAD_INPUT, EXIT_BUSY = 0, 2, 3, 4, 75
 #: the values of a document's Doc.STATUS
 STATUS_OK, STATUS_ERROR = "ok", "error"
@@ -68,6 +68,8 @@ class Doc(object):
         "first_inference_ms", "latency_clock", "latency", "latencies_ms"
     WARMUP_ITERATIONS, TIMED_ITERATIONS, BLOCK_SIZE = "warmup_iterations", "timed_iterations", "block_size"
     TIMED_S, TIMER_COST_NS, CONDITIONS = "timed_s", "timer_cost_ns", "conditions"
+    # the device speed reference timed before, after and between chunks of the timed loop (SpeedReference)
+    REFERENCE = "reference"
     # memory
     BASELINE_RSS_BYTES, PEAK_RSS_BYTES, RSS_INCREASE_BYTES = \
         "baseline_rss_bytes", "peak_rss_bytes", "rss_increase_bytes"
@@ -869,6 +871,8 @@ BLOCK_BELOW_S = 100e-6
 TIMER_SHARE = 0.01
 #: at most about this many samples are kept (larger blocks beyond it), so a 1 s run of a 20 us model is not 50k numbers
 MAX_SAMPLES = 10000
+#: the device speed reference (SpeedReference) is timed again between the chunks of a long timed loop, this often
+REFERENCE_EVERY_S = 2.0
 
 
 def timer_cost_s(clock, chunks=21, n=100):
@@ -903,13 +907,15 @@ def choose_block(per_inference_s, timer_s, expected_iterations=0):
                int(math.ceil(expected_iterations / float(MAX_SAMPLES))))
 
 
-def time_inferences(infer, prepared, min_iterations, min_duration_s, max_duration_s, clock=None, own=None):
+def time_inferences(infer, prepared, min_iterations, min_duration_s, max_duration_s, clock=None, own=None,
+                    between=None, every_s=REFERENCE_EVERY_S):
     """Time `infer(prepared)` for at least min_duration_s and min_iterations, and at most max_duration_s.
 
     Returns (samples in ms, each the mean per-inference time of one block, block size, iterations, timed s,
     timer cost s). The block size comes from a short probe of the inference and of the timer's own cost.
     With `own` (a runtime that times its own inferences: seconds of the last one), samples are the
-    runtime's figures and blocks only keep the sample count bounded.
+    runtime's figures and blocks only keep the sample count bounded. With `between` (returns the seconds it
+    took), it is called between samples about every `every_s` of timing; its time is not timing time.
     """
     clock = clock or time.perf_counter
     probe_start, probed = clock(), 0
@@ -924,6 +930,7 @@ def time_inferences(infer, prepared, min_iterations, min_duration_s, max_duratio
     samples_ms, iterations = [], 0
     start = clock()
     at_least, at_most = start + min_duration_s, start + max(max_duration_s, 0.0)
+    next_between, aside = start + every_s, 0.0
     while True:
         if own is not None:
             total = 0.0
@@ -941,7 +948,11 @@ def time_inferences(infer, prepared, min_iterations, min_duration_s, max_duratio
         iterations += block
         if (t1 >= at_least and iterations >= min_iterations) or t1 >= at_most:
             break
-    return samples_ms, block, iterations, clock() - start, timer_s
+        if between is not None and t1 >= next_between:
+            spent = between()
+            at_least, at_most, aside = at_least + spent, at_most + spent, aside + spent
+            next_between = clock() + every_s
+    return samples_ms, block, iterations, clock() - start - aside, timer_s
 
 
 # ---------------------------------------------------------------- device conditions (quiet-device guard)
@@ -1027,6 +1038,116 @@ def _thermal_throttle_count():
     return total if seen else None
 
 
+def _cgroup_cpu_groups():
+    """This process's CPU cgroup and every ancestor with a quota: (version, [directory]) or (None, [])."""
+    try:
+        with open("/proc/self/cgroup") as handle:
+            lines = handle.read().splitlines()
+    except (IOError, OSError):
+        return None, []
+    v1_path = v2_path = None
+    for line in lines:
+        parts = line.split(":", 2)
+        if len(parts) != 3:
+            continue
+        if parts[0] == "0" and parts[1] == "":
+            v2_path = parts[2]
+        elif "cpu" in parts[1].split(","):
+            v1_path = parts[2]
+    if v1_path is not None:
+        roots = [r for r in ("/sys/fs/cgroup/cpu", "/sys/fs/cgroup/cpu,cpuacct", "/sys/fs/cgroup/cpuacct,cpu")
+                 if os.path.isfile(r + "/cpu.stat")]
+        version, path = "v1", v1_path
+    elif v2_path is not None and os.path.isfile("/sys/fs/cgroup/cgroup.controllers"):
+        roots, version, path = ["/sys/fs/cgroup"], "v2", v2_path
+    else:
+        return None, []
+    if not roots:
+        return None, []
+    # a container sees its own group as the root of the mount: walk up from the deepest directory that exists
+    parts = [p for p in path.split("/") if p]
+    dirs = [roots[0] + "/" + "/".join(parts[:n]) if n else roots[0] for n in range(len(parts), -1, -1)]
+    return version, [d.rstrip("/") for d in dirs if os.path.isfile(d.rstrip("/") + "/cpu.stat")]
+
+
+def _cgroup_quota(version, directory):
+    """(quota us, period us) of one cgroup, quota None when unlimited."""
+    if version == "v1":
+        quota, period = _read_first(directory + "/cpu.cfs_quota_us"), _read_first(directory + "/cpu.cfs_period_us")
+    else:
+        words = (_read_first(directory + "/cpu.max") or "").split()
+        quota, period = (words + [None, None])[:2]
+    try:
+        quota_us = int(quota) if quota not in (None, "max", "-1") else None
+        return quota_us, int(period) if period else None
+    except ValueError:
+        return None, None
+
+
+def read_cgroup_cpu():
+    """The CPU quota and throttling counters of this process's cgroup (and of each ancestor with a quota):
+    [{path, version, quota_us, period_us, nr_periods, nr_throttled, throttled_ns}], [] where none is readable.
+    cgroup v1 `cpu.stat` has throttled_time in ns, v2 throttled_usec."""
+    version, dirs = _cgroup_cpu_groups()
+    groups = []
+    for n, directory in enumerate(dirs):
+        quota_us, period_us = _cgroup_quota(version, directory)
+        if n and quota_us is None:
+            continue  # an ancestor without a quota throttles nothing
+        stat = {}
+        try:
+            with open(directory + "/cpu.stat") as handle:
+                for line in handle:
+                    words = line.split()
+                    if len(words) == 2 and words[1].isdigit():
+                        stat[words[0]] = int(words[1])
+        except (IOError, OSError):
+            continue
+        throttled_ns = stat.get("throttled_time") if version == "v1" else \
+            (stat["throttled_usec"] * 1000 if "throttled_usec" in stat else None)
+        groups.append({"path": directory, "version": version, "quota_us": quota_us, "period_us": period_us,
+                       "nr_periods": stat.get("nr_periods"), "nr_throttled": stat.get("nr_throttled"),
+                       "throttled_ns": throttled_ns})
+    return groups
+
+
+def read_cpu_pressure():
+    """/proc/pressure/cpu (PSI): total microseconds some (and all) runnable tasks waited for a CPU; None if absent."""
+    text = None
+    try:
+        with open("/proc/pressure/cpu") as handle:
+            text = handle.read()
+    except (IOError, OSError):
+        return None
+    found = {}
+    for line in text.splitlines():
+        words = line.split()
+        if words and words[0] in ("some", "full"):
+            for word in words[1:]:
+                if word.startswith("total="):
+                    found[words[0] + "_total_us"] = int(word[6:])
+                elif word.startswith("avg10="):
+                    found[words[0] + "_avg10"] = float(word[6:])
+    return found or None
+
+
+def _own_cpu():
+    """The CPU this process last ran on, and that CPU's current and maximum frequency (kHz) where cpufreq has them."""
+    try:
+        with open("/proc/self/stat") as handle:
+            stat = handle.read()
+        cpu = int(stat[stat.rindex(")") + 2:].split()[36])
+    except (IOError, OSError, ValueError, IndexError):
+        return {}
+    base = "/sys/devices/system/cpu/cpu%d/cpufreq/" % cpu
+    found = {"cpu": cpu}
+    for key, name in (("cur_freq_khz", "scaling_cur_freq"), ("max_freq_khz", "cpuinfo_max_freq"),
+                      ("governor", "scaling_governor")):
+        text = _read_first(base + name)
+        found[key] = int(text) if text and text.isdigit() else text
+    return found
+
+
 def read_conditions():
     """How busy and how hot the device is now: what the host's quiet-device guard judges."""
     cpufreq = "/sys/devices/system/cpu/cpu0/cpufreq/"
@@ -1047,7 +1168,153 @@ def read_conditions():
     info["temperature_c"], info["cooling_active"] = _thermal()
     info["thermal_throttle_count"] = _thermal_throttle_count()
     info["vcgencmd_throttled"] = _vcgencmd_throttled()
+    # why a device runs slower than its usual: a CPU quota, waiting for a CPU, the clock of the CPU it ran on
+    info["cgroup_cpu"] = read_cgroup_cpu()
+    info["cpu_pressure"] = read_cpu_pressure()
+    info["own_cpu"] = _own_cpu()
     return info
+
+
+# ---------------------------------------------------------------- device speed reference
+#: the fixed reference workload; change the name whenever its work changes (a device's usual is kept per name)
+REFERENCE_WORKLOAD = "lcg6000-np64k-v1"
+#: its size is fixed per device the first time it runs there, so that it takes about this long
+REFERENCE_TARGET_MS = 20.0
+#: the device's usual: the median of the last this many accepted runs, once there are REFERENCE_MIN_USUAL
+REFERENCE_KEEP, REFERENCE_MIN_USUAL = 30, 3
+#: this many runs in a row slower than the limit: the device changed, and they become its usual
+REFERENCE_RESET_AFTER = 10
+REFERENCE_FILE = "speed/reference.json"
+_REFERENCE_DATA = []
+
+
+def reference_unit():
+    """One unit of the reference workload: deterministic, single-threaded, independent of any runtime.
+
+    Pure-Python integer arithmetic (the interpreter: CPU clock and pipeline) and numpy element-wise arithmetic
+    over 256 KiB of float32 (caches and memory; element-wise ufuncs never use BLAS threads)."""
+    import numpy as np
+    if not _REFERENCE_DATA:
+        _REFERENCE_DATA.append(np.arange(65536, dtype=np.float32) / np.float32(65536.0))
+        _REFERENCE_DATA.append(np.empty(65536, dtype=np.float32))
+    a, b = _REFERENCE_DATA
+    x = 12345
+    for _ in range(6000):
+        x = (x * 1103515245 + 12345) & 0x7fffffff
+    for _ in range(8):
+        np.multiply(a, np.float32(1.0001), out=b)
+        np.add(b, a, out=b)
+    return x
+
+
+def time_reference(units, clock=time.perf_counter):
+    """Milliseconds `units` units of the reference workload take now."""
+    start = clock()
+    for _ in range(units):
+        reference_unit()
+    return (clock() - start) * 1e3
+
+
+def reference_key():
+    """What the usual is kept per: the workload, this agent and the interpreter and numpy that run it."""
+    import numpy as np
+    return "%s agent %s python %s numpy %s %s" % (REFERENCE_WORKLOAD, AGENT_VERSION, platform.python_version(),
+                                                  np.__version__, platform.machine())
+
+
+class SpeedReference(object):
+    """The device speed reference of one agent run: the fixed workload timed right before and right after the
+    timed loop and between its chunks, against the device's own usual time for it.
+
+    The usual is kept on the device (`<workdir>/speed/reference.json`, per `reference_key()`), written under the
+    device lock: the median of the last REFERENCE_KEEP runs that were not more than `max_drift` slower than the
+    usual of their time. Without a workdir the times are recorded but have no usual to be judged against."""
+
+    def __init__(self, workdir=None, max_drift=None, clock=time.perf_counter):
+        self.path = os.path.join(workdir, REFERENCE_FILE) if workdir else None
+        self.max_drift, self.clock = max_drift, clock
+        self.key = reference_key()
+        self.store = self._load()
+        self.entry = self.store.get(self.key) or {}
+        self.times_ms, self.at, self.cost_ms, self.calibrated = [], [], 0.0, False
+        started = clock()
+        self.units = self.entry.get("units")
+        if not isinstance(self.units, int) or self.units < 1:
+            time_reference(1, clock)  # first touch: imports, page faults
+            unit_ms = min(time_reference(1, clock) for _ in range(5))
+            self.units = max(1, min(1000, int(round(REFERENCE_TARGET_MS / max(unit_ms, 1e-3)))))
+            self.entry = {"units": self.units, "unit_ms": unit_ms, "runs": []}
+            self.calibrated = True
+        else:
+            time_reference(1, clock)  # warm the workload's data, as the calibration did
+        self.cost_ms += (clock() - started) * 1e3
+
+    def _load(self):
+        if not self.path:
+            return {}
+        try:
+            with open(self.path) as handle:
+                store = json.load(handle)
+            return store if isinstance(store, dict) else {}
+        except (IOError, OSError, ValueError):
+            return {}
+
+    def time(self, at):
+        """Time the workload once; `at` says where (before, chunk, after). Returns the ms it cost."""
+        ms = time_reference(self.units, self.clock)
+        self.times_ms.append(ms)
+        self.at.append(at)
+        self.cost_ms += ms
+        return ms / 1e3
+
+    def usual(self):
+        """(usual ms, how many runs it comes from, whether those runs reset it) from the runs kept so far."""
+        runs = [r for r in self.entry.get("runs") or [] if isinstance(r, dict) and r.get("ms")]
+        recent = runs[-REFERENCE_RESET_AFTER:]
+        if len(recent) >= REFERENCE_RESET_AFTER and not any(r.get("accepted") for r in recent):
+            return _median([r["ms"] for r in recent]), len(recent), True
+        accepted = [r["ms"] for r in runs if r.get("accepted")][-REFERENCE_KEEP:]
+        if len(accepted) < REFERENCE_MIN_USUAL:
+            return None, len(accepted), False
+        return _median(accepted), len(accepted), False
+
+    def finish(self):
+        """This run's figures (Doc.REFERENCE), and the run added to the device's store."""
+        ms = sum(self.times_ms) / len(self.times_ms) if self.times_ms else None
+        usual, n, reset = self.usual()
+        drift = ms / usual - 1.0 if ms and usual else None
+        accepted = drift is None or self.max_drift is None or drift <= self.max_drift or reset
+        if reset:  # the device has run this slow for REFERENCE_RESET_AFTER runs: that is its usual now
+            self.entry["runs"] = [dict(r, accepted=True) for r in (self.entry.get("runs") or [])[-n:]]
+        if ms is not None:
+            runs = (self.entry.get("runs") or []) + [{"ms": round(ms, 4), "accepted": bool(accepted),
+                                                     "at": int(time.time())}]
+            self.entry["runs"] = runs[-(REFERENCE_KEEP + REFERENCE_RESET_AFTER):]
+            self._save()
+        return {"workload": REFERENCE_WORKLOAD, "units": self.units, "times_ms": self.times_ms, "at": self.at,
+                "ms": ms, "usual_ms": usual, "usual_runs": n, "usual_reset": reset, "drift": drift,
+                "calibrated": self.calibrated, "cost_ms": self.cost_ms, "store": self.path}
+
+    def _save(self):
+        if not self.path:
+            return
+        self.store[self.key] = self.entry
+        try:
+            directory = os.path.dirname(self.path)
+            if not os.path.isdir(directory):
+                os.makedirs(directory)
+            tmp = "%s.%d.part" % (self.path, os.getpid())
+            with open(tmp, "w") as handle:
+                json.dump(self.store, handle)
+            os.rename(tmp, self.path)
+        except (IOError, OSError):
+            pass  # a read-only or full device: the run keeps its figures, the usual is not updated
+
+
+def _median(values):
+    values = sorted(values)
+    mid = len(values) // 2
+    return values[mid] if len(values) % 2 else (values[mid - 1] + values[mid]) / 2.0
 
 
 # ---------------------------------------------------------------- device lock
@@ -1647,12 +1914,20 @@ def cmd_run(args):
         result[Doc.FIRST_INFERENCE_MS] = (time.perf_counter() - t0) * 1e3
         for _ in range(args.warmup):
             runtime.infer(first)
+        reference = None if args.no_reference else SpeedReference(args.workdir or None, args.max_reference_drift)
         before = read_conditions()
+        if reference is not None:
+            reference.time("before")
         own = runtime.own_latency_s if args.clock == "runtime" and runtime.keeps_own_latency else None
         samples_ms, block, iterations, timed_s, timer_s = time_inferences(
-            runtime.infer, first, args.iterations, args.min_duration, args.max_duration, own=own)
+            runtime.infer, first, args.iterations, args.min_duration, args.max_duration, own=own,
+            between=(lambda: reference.time("chunk")) if reference is not None else None)
+        if reference is not None:
+            reference.time("after")
         result[Doc.LATENCY_CLOCK] = "runtime" if own else "wall"
         result[Doc.CONDITIONS] = {"before": before, "after": read_conditions()}
+        if reference is not None:
+            result[Doc.REFERENCE] = reference.finish()
         outputs = None
         if args.outputs:
             # The first inference, warm-up and timed iterations ran before these outputs; the host's reference
@@ -1971,6 +2246,10 @@ def _save_runtimes(workdir, fingerprint, saved):
             pass
 
 
+def _optional_float(text):
+    return None if str(text).lower() in ("none", "null", "") else float(text)
+
+
 _STORAGE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM)
 
 
@@ -2051,6 +2330,13 @@ def main(argv=None):
     run.add_argument("--holder", default="harness run", help="who holds the lock, for messages")
     run.add_argument("--verify-cache", action="store_true",
                      help="check the sha256 of each cached file (cache/<sha256>/...) before loading it")
+    run.add_argument("--workdir", default="",
+                     help="the device's working directory: the device speed reference's usual time is kept there "
+                          "(none: the reference is timed, but has no usual to be judged against)")
+    run.add_argument("--max-reference-drift", type=_optional_float, default=0.05,
+                     help="a run whose reference ran more than this much slower than usual is not added to the "
+                          "usual (the target's quiet.max_reference_drift; 'none': every run is)")
+    run.add_argument("--no-reference", action="store_true", help="do not time the device speed reference")
     cache = sub.add_parser("cache", help="the device's content cache: list, verify, prune, make room (JSON)")
     cache.add_argument("action", choices=("list", "verify", "prune", "make-room", "evict", "suspect", "pin", "unpin"))
     cache.add_argument("--workdir", required=True)

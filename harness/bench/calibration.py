@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from harness.judge.regression import DEFAULT_ALPHA, DEFAULT_MIN_EFFECT, between_run_spread, compare_latency
-from harness.judge.device_noise import noise_reasons
+from harness.judge.device_noise import noise_reasons, slow_device_reason
 from harness.schema.targets import QuietLimits
 from harness.bench.models import BenchModel, build_keras_model
 from harness.bench.errors import BenchError
@@ -119,6 +119,8 @@ def run_agent_samples(model: Path, fmt: str, inputs: Path, duration_s: float, wo
                 "--result", str(result), "--warmup", "10", "--threads", "1"]
         if agent_supports("--min-duration"):
             argv += ["--min-duration", str(duration_s), "--iterations", "100"]
+        if agent_supports("--max-reference-drift"):  # the device speed reference's usual, kept as on a device
+            argv += ["--workdir", str(workdir / "device")]
         else:  # an agent without time-based measurement: as many iterations as fill duration_s
             argv += ["--iterations", str(max(100, int(duration_s * 1e3 / (est_ms or 1.0))))]
         if quota is not None:
@@ -130,7 +132,7 @@ def run_agent_samples(model: Path, fmt: str, inputs: Path, duration_s: float, wo
     if doc.get("status") != "ok":
         raise BenchError(f"the agent failed on {model.name} ({fmt}): {doc.get('error_message')}")
     return {"samples": doc.get("latencies_ms") or [], "block_size": doc.get("block_size"),
-            "conditions": doc.get("conditions")}
+            "conditions": doc.get("conditions"), "reference": doc.get("reference")}
 
 
 @dataclass
@@ -146,6 +148,10 @@ class CellSeries:
     noise: List[str] = field(default_factory=list)
     #: per rerun, per repeat: the agent's before/after readings (to judge again with other limits)
     conditions: List[List[Any]] = field(default_factory=list)
+    #: per rerun, and per quota rerun: why the device speed reference calls it slower than usual ('' = it does
+    #: not; single agent runs, not measured again as the pipeline would); `noise` has these reasons too
+    slow: List[str] = field(default_factory=list)
+    quota_slow: List[str] = field(default_factory=list)
 
 
 def measure(models: Sequence[BenchModel], reruns: int, repeats: int, quota_reruns: int, duration_s: float,
@@ -163,33 +169,42 @@ def measure(models: Sequence[BenchModel], reruns: int, repeats: int, quota_rerun
     def one_rerun(quota: Optional[CpuQuota]) -> Dict[str, List[List[float]]]:
         got: Dict[str, List[List[float]]] = {k: [] for k in series}
         readings: Dict[str, List[Any]] = {k: [] for k in series}
+        slow.update({k: "" for k in series})
         for _ in range(repeats):
             for m, f in cells:  # A B C ... A B C
                 key = f"{m.name}/{f}"
                 out = run_agent_samples(m.files[f], f, inputs[m.name], duration_s, workdir, quota, estimate[key])
                 got[key].append(out["samples"])
+                conditions = out.get("conditions") or {}
+                reason = slow_device_reason(out.get("reference"), conditions.get("before"), conditions.get("after"),
+                                            limits)
+                if reason:
+                    slow[key] = "; ".join([slow[key]] * bool(slow[key]) + [reason])
                 if quota is None:
                     series[key].block_sizes.append(out["block_size"])
                     conditions = out.get("conditions") or {}
                     readings[key].append(conditions)
                     reasons = noise_reasons(conditions.get("before"), conditions.get("after"), limits)
-                    noise[key] = "; ".join([noise[key]] * bool(noise[key]) + reasons)
+                    noise[key] = "; ".join([noise[key]] * bool(noise[key]) + reasons + ([reason] if reason else []))
         for key, values in readings.items():
             if values:
                 series[key].conditions.append(values)
         return got
 
     noise: Dict[str, str] = {}
+    slow: Dict[str, str] = {}
     for r in range(reruns):
         started = time.perf_counter()
         noise.update({k: "" for k in series})
         for key, reps in one_rerun(None).items():
             series[key].runs.append(reps)
             series[key].noise.append(noise[key])
+            series[key].slow.append(slow[key])
         log(f"  rerun {r + 1}/{reruns}: {len(cells)} cells x {repeats} repeats in {time.perf_counter() - started:.0f}s")
     def add(got: Dict[str, List[List[float]]]) -> None:
         for key, reps in got.items():
             series[key].quota_runs.append(reps)
+            series[key].quota_slow.append(slow[key])
 
     return series, run_under_quota(quota_reruns, one_rerun, add, log)
 

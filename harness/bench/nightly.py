@@ -137,6 +137,15 @@ def quota_analysis(runs: Sequence[Sequence[Sequence[float]]], quota_runs: Sequen
                              for f in ("median", "mean", "p90")}}
 
 
+def reference_flags(cell: Dict[str, Any]) -> Dict[str, Any]:
+    """How often the device speed reference called a rerun slow (any of its repeats): quiet reruns (its false
+    alarms: single agent runs, before any measuring again) and quota reruns (its detections)."""
+    slow, quota_slow = cell.get("slow") or [], cell.get("quota_slow") or []
+    return {"quiet_flagged": sum(bool(x) for x in slow), "quiet_reruns": len(slow),
+            "quota_flagged": sum(bool(x) for x in quota_slow), "quota_reruns": len(quota_slow),
+            "quota_naming_the_quota": sum("CPU quota" in x for x in quota_slow)}
+
+
 def _figure_row(series: Dict[str, Any]) -> Dict[str, Any]:
     return {"false_change_points": series["false_change_points"], "false_regressions": series["false_regressions"],
             "series_nights": series["series_nights"],
@@ -174,6 +183,8 @@ def analyse(raw: Dict[str, Dict[str, Any]]) -> Dict[str, Any]:
                "by_figure": by_figure}
         if quota_runs:
             row.update(quota_analysis(runs, quota_runs, noisy=noisy))
+        if "slow" in cell:  # measured with the device speed reference on
+            row["reference"] = reference_flags(cell)
         rows.append(row)
     figure_rows = [r["by_figure"][f] for r in rows for f in LATENCY_FIGURES]
     return {"rows": rows, **_pooled(figure_rows),
@@ -182,6 +193,9 @@ def analyse(raw: Dict[str, Dict[str, Any]]) -> Dict[str, Any]:
             "quota_runs": sum(r.get("quota_runs", 0) for r in rows),
             "false_alarms": sum(r.get("false_alarms", 0) for r in rows),
             "noise_runs": sum(r.get("noise_runs", 0) for r in rows),
+            "reference": {k: sum(r["reference"][k] for r in rows if "reference" in r)
+                          for k in ("quiet_flagged", "quiet_reruns", "quota_flagged", "quota_reruns",
+                                    "quota_naming_the_quota")} if any("reference" in r for r in rows) else None,
             "settings": {"nights": NIGHTS, "shift_night": SHIFT_NIGHT, "first_night_judged": FIRST_NIGHT_JUDGED,
                          "series_per_cell": SERIES_PER_CELL, "shifts": list(SHIFTS),
                          "figures": list(LATENCY_FIGURES)}}
@@ -246,6 +260,21 @@ def markdown(result: Dict[str, Any]) -> str:
     lines += ["", f"Quota runs caught by the mean or p90 rule: {result['quota_caught']}/{result['quota_runs']} "
                   f"(target 95 %); false alarms on quiet noise-only runs: {result['false_alarms']}/"
                   f"{result['noise_runs']} (target at most 1 %)."]
+    if result.get("reference"):
+        lines += ["", "## Device speed reference", "",
+                  "Reruns in which any repeat's reference ran more than 5 % slower than the device's usual, or a CPU "
+                  "quota held the agent back more than 5 % of the time (single agent runs, before the pipeline "
+                  "measures a slow repeat again). Quiet reruns flagged are its false alarms; quota reruns flagged "
+                  "its detections.", "",
+                  "| cell | quiet reruns flagged | quota reruns flagged (naming the quota) |", "|---|---:|---:|"]
+        for r in result["rows"]:
+            f = r.get("reference")
+            if f:
+                lines.append(f"| {r['cell']} | {f['quiet_flagged']}/{f['quiet_reruns']} | "
+                             f"{f['quota_flagged']}/{f['quota_reruns']} ({f['quota_naming_the_quota']}) |")
+        t = result["reference"]
+        lines.append(f"| all | {t['quiet_flagged']}/{t['quiet_reruns']} | {t['quota_flagged']}/{t['quota_reruns']} "
+                     f"({t['quota_naming_the_quota']}) |")
     return "\n".join(lines) + "\n"
 
 
@@ -276,7 +305,7 @@ def nightly_calibration(models_dir: Path, workdir: Path, reruns: int, quota_reru
     log(f"  nightly calibration: {out / 'nightly.md'} ({result['wall_s']:.0f}s)")
     return {k: result[k] for k in ("delay95_all_series", "false_change_points_per_100_series_nights",
                                    "false_regressions_per_100_series_nights", "by_figure", "quota_caught",
-                                   "quota_runs", "false_alarms", "noise_runs", "settings", "wall_s")}
+                                   "quota_runs", "false_alarms", "noise_runs", "reference", "settings", "wall_s")}
 
 
 def main(argv=None) -> int:

@@ -5,7 +5,11 @@ device's cells by the pipeline) gets its percentiles over every sample of
 every repeat, `repeats`, and `latency_repeat_cv`: the standard deviation of
 log(median) between the repeats, the process-to-process spread the regression
 judge weighs. Each repeat's before/after device readings are judged against the
-target's `quiet:` limits; any reason makes the cell `noisy`.
+target's `quiet:` limits; any reason makes the cell `noisy`. Each repeat also
+carries the device speed reference (the agent's fixed workload, timed against
+the device's usual): a repeat measured while the device ran slower than
+`quiet.max_reference_drift` is measured again by the host (`slow_measurement`),
+and one that stays slow makes the cell noisy, naming what the readings show.
 """
 from __future__ import annotations
 
@@ -15,7 +19,7 @@ import numpy as np
 
 # the pooled figures are computed exactly as the agent computes one run's
 from harness.agent.agent import Doc, latency_stats
-from harness.judge.device_noise import noise_reasons
+from harness.judge.device_noise import noise_reasons, quota_share, reference_drift, slow_device_reason
 from harness.judge.regression import repeat_spread
 from harness.schema.targets import QuietLimits
 
@@ -23,8 +27,12 @@ _STATS = ("p50_ms", "p90_ms", "p99_ms", "mean_ms", "std_ms", "min_ms", "max_ms")
 
 
 def combine_repeats(documents: Sequence[Mapping[str, Any]], limits: QuietLimits = QuietLimits(),
-                    threads: int = 1) -> Tuple[Dict[str, Any], Dict[str, Any]]:
-    """(row fields, cell-record extras) from the agent documents of one cell, first run first."""
+                    threads: int = 1, remeasured: Sequence[Mapping[str, Any]] = ()
+                    ) -> Tuple[Dict[str, Any], Dict[str, Any]]:
+    """(row fields, cell-record extras) from the agent documents of one cell, first run first.
+
+    `remeasured`: the repeats measured again because the device ran slow (slow_measurement), which the
+    documents replaced."""
     per_repeat: List[List[float]] = [[float(x) for x in d.get(Doc.LATENCIES_MS) or []] for d in documents]
     pooled = [x for r in per_repeat for x in r]
     stats = latency_stats(pooled)
@@ -45,15 +53,66 @@ def combine_repeats(documents: Sequence[Mapping[str, Any]], limits: QuietLimits 
         if not conditions:
             continue
         read_any = True
-        for reason in noise_reasons(conditions.get("before"), conditions.get("after"), limits, threads):
+        found = noise_reasons(conditions.get("before"), conditions.get("after"), limits, threads)
+        slow = slow_device_reason(document.get(Doc.REFERENCE), conditions.get("before"), conditions.get("after"),
+                                  limits)
+        for reason in found + ([slow] if slow else []):
             reasons.append(f"repeat {k + 1}: {reason}" if len(documents) > 1 else reason)
     row["noisy"] = bool(reasons) if read_any else None
     row["noise_reasons"] = "; ".join(reasons) or None
+    row.update(reference_fields(documents))
+    row["remeasured"] = sum(1 for r in remeasured if not r.get("kept"))  # agent runs made again
     extras: Dict[str, Any] = {"latencies_ms": pooled,
-                              "conditions": [d.get(Doc.CONDITIONS) for d in documents]}
+                              "conditions": [d.get(Doc.CONDITIONS) for d in documents],
+                              "reference": [d.get(Doc.REFERENCE) for d in documents]}
+    if remeasured:
+        extras["remeasured"] = [dict(r) for r in remeasured]
     if len(documents) > 1:
         extras["repeat_latencies_ms"] = per_repeat
     return row, extras
+
+
+def reference_fields(documents: Sequence[Mapping[str, Any]]) -> Dict[str, Any]:
+    """reference_ms (the median over repeats of each repeat's mean reference time), reference_usual_ms (the
+    device's usual at the last repeat) and device_speed (usual / reference); None where the agent kept none."""
+    references = [d.get(Doc.REFERENCE) or {} for d in documents]
+    times = [float(r["ms"]) for r in references if r.get("ms")]
+    usual = next((float(r["usual_ms"]) for r in reversed(references) if r.get("usual_ms")), None)
+    ms = float(np.median(times)) if times else None
+    return {"reference_ms": ms, "reference_usual_ms": usual,
+            "device_speed": usual / ms if usual and ms else None}
+
+
+def slow_measurement(document: Mapping[str, Any], limits: QuietLimits) -> Optional[str]:
+    """Why this agent run was measured on a device running slower than its usual (None: it was not): what makes
+    the host measure the repeat again, up to limits.max_remeasures times."""
+    conditions = document.get(Doc.CONDITIONS) or {}
+    return slow_device_reason(document.get(Doc.REFERENCE), conditions.get("before"), conditions.get("after"), limits)
+
+
+def slowdown(document: Mapping[str, Any]) -> float:
+    """How much slower than usual the device ran while this agent run timed: its speed reference's drift or the
+    share of the time a CPU quota held it back, whichever is larger (0.0 where neither is known)."""
+    conditions = document.get(Doc.CONDITIONS) or {}
+    found = [reference_drift(document.get(Doc.REFERENCE)), quota_share(conditions.get("before"), conditions.get("after"))]
+    return max([x for x in found if x is not None] or [0.0])
+
+
+def remeasure_note(repeat: int, document: Mapping[str, Any], reason: str) -> Dict[str, Any]:
+    """What the cell record keeps of a repeat that was measured again: its drift, why, its reference and readings."""
+    latencies = [float(x) for x in document.get(Doc.LATENCIES_MS) or []]
+    conditions = document.get(Doc.CONDITIONS) or {}
+    return {"repeat": repeat, "drift": reference_drift(document.get(Doc.REFERENCE)),
+            "quota_share": quota_share(conditions.get("before"), conditions.get("after")), "reason": reason,
+            "kept": False,
+            "latency_median_ms": float(np.median(latencies)) if latencies else None,
+            "latency_mean_ms": float(np.mean(latencies)) if latencies else None,
+            "reference": document.get(Doc.REFERENCE), "conditions": document.get(Doc.CONDITIONS)}
+
+
+def least_slow(documents: Sequence[Dict[str, Any]]) -> Dict[str, Any]:
+    """Of a repeat's runs, all measured on a slow device, the one that ran least slower than usual."""
+    return min(documents, key=slowdown)
 
 
 def repeat_medians_ms(record: Mapping[str, Any]) -> Optional[List[float]]:

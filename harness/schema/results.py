@@ -105,7 +105,11 @@ LATENCY_COLUMNS = ["latency_p50_ms", "latency_p90_ms", "latency_p99_ms", "latenc
                    # 'runtime' (the runtime's own figure: OpenVINO) or 'wall' (perf_counter around each call)
                    "latency_clock"]
 #: a cell measured on a busy or throttling device (harness.judge.device_noise): the gate does not judge it
-NOISE_COLUMNS = ["noisy", "noise_reasons"]
+NOISE_COLUMNS = ["noisy", "noise_reasons",
+                 # the device speed reference: its mean time while the cell's repeats were timed (the median over
+                 # repeats), the device's usual time for it, usual / reference (1.0: usual speed, 0.89: 12 % slower),
+                 # and how many repeats were measured again because the device ran slower than quiet.max_reference_drift
+                 "reference_ms", "reference_usual_ms", "device_speed", "remeasured"]
 MEMORY_COLUMNS = ["peak_rss_bytes", "rss_increase_bytes", "baseline_rss_bytes"]
 ARTIFACT_COLUMNS = ["artifact_size_bytes", "artifact_gzip_bytes", "artifact_sha256", "param_count", "macs",
                     "sparsity", "weight_rel_frobenius", "compression_s", "fidelity"]
@@ -193,11 +197,11 @@ def results_frame(rows: Iterable[Mapping[str, Any]]):
     numeric = [c for c in COLUMNS if c.endswith(("_ms", "_bytes", "_s", "_db")) or c in (
         "accuracy", "top5_accuracy", "reference_accuracy", "accuracy_retention", "top1_agreement", "max_abs_diff",
         "cosine_similarity", "kl_divergence", "sparsity", "weight_rel_frobenius", "fidelity", "primary_value",
-        "primary_retention", "latency_repeat_cv")] + metric_columns
+        "primary_retention", "latency_repeat_cv", "device_speed")] + metric_columns
     for column in numeric:
         frame[column] = pd.to_numeric(frame[column], errors="coerce").astype("float64")
     for column in ("n_eval_samples", "warmup_iterations", "timed_iterations", "threads", "param_count", "macs",
-                   "block_size", "repeats"):
+                   "block_size", "repeats", "remeasured"):
         frame[column] = pd.to_numeric(frame[column], errors="coerce").astype("Int64")
     frame["noisy"] = frame["noisy"].map(lambda v: None if v is None or v != v else bool(v)).astype("boolean")
     return frame.sort_values(["model", "variant", "format", "runtime_config", "target"], kind="stable",

@@ -52,12 +52,22 @@ class QuietLimits:
     require_governor: Optional[str] = None
     #: current / maximum CPU frequency right after timing must be at least this (null: not checked)
     min_frequency_ratio: Optional[float] = None
+    #: the device speed reference (a fixed workload the agent times right before and after timing, and between
+    #: the chunks of a long timing) may run at most this much slower than the device's usual time for it
+    #: (0.05: 5 % slower); a repeat past it is measured again, and a cell that stays past it is noisy
+    max_reference_drift: Optional[float] = 0.05
+    #: how many times a repeat measured on a slow device (past max_reference_drift) is measured again
+    max_remeasures: int = 2
 
     def __post_init__(self) -> None:
         for name in ("max_other_busy_cpus", "max_load_per_cpu", "max_temperature_c"):
             value = getattr(self, name)
             if value is not None and value < 0:
                 raise ValueError(f"{name} must not be negative, got {value}")
+        if self.max_reference_drift is not None and self.max_reference_drift <= 0:
+            raise ValueError(f"max_reference_drift must be above 0 (0.05: 5 % slower), got {self.max_reference_drift}")
+        if self.max_remeasures < 0:
+            raise ValueError(f"max_remeasures must not be negative, got {self.max_remeasures}")
         if self.min_frequency_ratio is not None and not 0.0 < self.min_frequency_ratio <= 1.0:
             raise ValueError(f"min_frequency_ratio must be in (0, 1], got {self.min_frequency_ratio}")
 
