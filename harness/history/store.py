@@ -68,6 +68,8 @@ _MIGRATIONS: Dict[int, Dict[str, List[str]]] = {
     3: {"common": ["CREATE TABLE IF NOT EXISTS trend_figures (run_id TEXT NOT NULL, cell_id TEXT NOT NULL, "
                    "figure TEXT NOT NULL, value DOUBLE PRECISION, PRIMARY KEY (run_id, cell_id, figure))"]},
 }
+#: how long a PostgreSQL recorder waits for a lock another connection holds, and for any one statement
+PG_LOCK_TIMEOUT_MS, PG_STATEMENT_TIMEOUT_MS = 30_000, 300_000
 #: any number: the key of the PostgreSQL advisory lock that serializes migrations between recorders
 _PG_MIGRATION_LOCK = 220_2026
 
@@ -151,6 +153,7 @@ def _insert_trend_figures(conn: "_Connection", run_id: str, cell_id: str,
 # ---------------------------------------------------------------- the store
 @dataclass(frozen=True)
 class RunInfo:
+    #: the run's place in time order (1: the earliest started), whatever order it was recorded in
     seq: int
     run_id: str
     started_at: str
@@ -193,9 +196,30 @@ def _runtime_config(row: Mapping[str, Any]) -> str:
     return ", ".join(p for p in parts if p)
 
 
-def _run_info(r: Any) -> "RunInfo":
-    return RunInfo(int(r["seq"]), r["run_id"], r["started_at"], r["recorded_at"], int(r["n_cells"]),
+def _run_info(r: Any, place: int) -> "RunInfo":
+    return RunInfo(place, r["run_id"], r["started_at"], r["recorded_at"], int(r["n_cells"]),
                    int(r["n_ok"]), int(r["n_failed"]), _gate(r["gate_passed"]), r["gate_status"])
+
+
+#: the order of runs: when each started (a run recorded late, e.g. by `history --record`, takes its place in time)
+_IN_TIME = "r.started_at, r.seq"
+
+
+def _places(conn: "_Connection") -> Dict[str, int]:
+    """Each run's place in time order, 1 the earliest started."""
+    found = conn.execute(f"SELECT r.run_id FROM runs r ORDER BY {_IN_TIME}").fetchall()
+    return {row["run_id"]: i + 1 for i, row in enumerate(found)}
+
+
+def utc_iso(value: str) -> str:
+    """An ISO time as UTC with an explicit offset, so that text order is time order; other text as it is."""
+    try:
+        parsed = _dt.datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    except ValueError:
+        return str(value)
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=_dt.timezone.utc)
+    return parsed.astimezone(_dt.timezone.utc).isoformat(timespec="seconds")
 
 
 def gate_status_of(passed: Optional[bool], judged: bool = True) -> Optional[str]:
@@ -283,7 +307,11 @@ class History:
         from psycopg.rows import dict_row
         assert self.url is not None
         try:
-            raw = psycopg.connect(self.url, row_factory=dict_row, connect_timeout=10)
+            # never wait without a word: a lock another connection holds, or a statement that hangs, ends with
+            # an error that says what was waited for (PostgreSQL's lock_timeout / statement_timeout)
+            raw = psycopg.connect(self.url, row_factory=dict_row, connect_timeout=10,
+                                  options=f"-c lock_timeout={PG_LOCK_TIMEOUT_MS} "
+                                          f"-c statement_timeout={PG_STATEMENT_TIMEOUT_MS}")
         except psycopg.Error as exc:
             reason = " ".join(str(exc).split()) or type(exc).__name__
             raise HarnessError(f"history store {self.where} unreachable: {redact_url(reason)[:300]}") from None
@@ -295,7 +323,13 @@ class History:
                 yield conn
         except psycopg.Error as exc:
             reason = " ".join(str(exc).split()) or type(exc).__name__
-            raise HarnessError(f"history store {self.where} failed: {redact_url(reason)[:300]}") from None
+            if "lock timeout" in reason:
+                reason = (f"waited {PG_LOCK_TIMEOUT_MS / 1000:.0f} s for a table lock that another connection to "
+                          f"the database holds ({reason}); find it in pg_stat_activity, then record the run again "
+                          f"with `harness history --record RUN_ID`")
+            elif "statement timeout" in reason:
+                reason = f"a statement ran past {PG_STATEMENT_TIMEOUT_MS / 1000:.0f} s ({reason})"
+            raise HarnessError(f"history store {self.where} failed: {redact_url(reason)[:400]}") from None
         finally:
             raw.close()
 
@@ -345,7 +379,7 @@ class History:
         gate_status = gate_status or gate_status_of(gate_passed)
         rows = [{k: _plain(v) for k, v in r.items()} for r in rows]
         starts = sorted(str(r["started_at"]) for r in rows if r.get("started_at"))
-        started = started_at or (starts[0] if starts else _now())
+        started = utc_iso(started_at or (starts[0] if starts else _now()))
         statuses = [r.get("status") for r in rows]
         n_ok, n_failed = statuses.count(OK), statuses.count(FAILED) + statuses.count(LOST)
         numeric = [c for c in COLUMNS if c not in ("run_id", "cell_id")]
@@ -390,12 +424,13 @@ class History:
     def run(self, run_id: str) -> Optional[RunInfo]:
         with self.connect() as conn:
             r = conn.execute("SELECT * FROM runs WHERE run_id = ?", (run_id,)).fetchone()
-        return None if r is None else _run_info(r)
+            return None if r is None else _run_info(r, _places(conn)[run_id])
 
     def runs(self) -> List[RunInfo]:
+        """Every run in time order (when it started, not when it was recorded)."""
         with self.connect() as conn:
-            found = conn.execute("SELECT * FROM runs ORDER BY seq").fetchall()
-        return [_run_info(r) for r in found]
+            found = conn.execute(f"SELECT * FROM runs r ORDER BY {_IN_TIME}").fetchall()
+        return [_run_info(r, i + 1) for i, r in enumerate(found)]
 
     def rows(self, run_id: str) -> List[Dict[str, Any]]:
         with self.connect() as conn:
@@ -431,10 +466,11 @@ class History:
                 "SELECT r.seq, c.run_id, c.row_json, s.latencies_ms FROM cells c JOIN runs r ON r.run_id = c.run_id "
                 "LEFT JOIN samples s ON s.run_id = c.run_id AND s.cell_id = c.cell_id "
                 "WHERE c.model = ? AND c.variant = ? AND c.format = ? AND c.target = ? AND c.status = ? "
-                "ORDER BY r.seq", (model, variant, fmt, target, OK)).fetchall()
+                f"ORDER BY {_IN_TIME}", (model, variant, fmt, target, OK)).fetchall()
+            places = _places(conn)
         values: List[float] = []
         for r in found:
-            if r["run_id"] == before_run or (current is not None and r["seq"] >= current.seq):
+            if r["run_id"] == before_run or (current is not None and places[r["run_id"]] >= current.seq):
                 continue
             row = json.loads(r["row_json"])
             if tuple(history_key(row)) != tuple(key) or str(row.get("noisy")).lower() in ("true", "1", "1.0"):
@@ -469,8 +505,9 @@ class History:
                 "SELECT r.seq, r.run_id, r.gate_status, c.row_json, s.latencies_ms FROM cells c "
                 "JOIN runs r ON r.run_id = c.run_id "
                 f"LEFT JOIN samples s ON s.run_id = c.run_id AND s.cell_id = c.cell_id WHERE {where} "
-                "ORDER BY r.seq, c.cell_id", params).fetchall()
-        return [{"seq": int(r["seq"]), "run_id": r["run_id"], "gate_status": r["gate_status"],
+                f"ORDER BY {_IN_TIME}, c.cell_id", params).fetchall()
+            places = _places(conn)
+        return [{"seq": places[r["run_id"]], "run_id": r["run_id"], "gate_status": r["gate_status"],
                  "row": json.loads(r["row_json"]),
                  "samples": _samples_from_json(r["latencies_ms"]) if r["latencies_ms"] else None} for r in found]
 
@@ -482,7 +519,8 @@ class History:
         with self.connect() as conn:
             found = conn.execute(
                 "SELECT r.seq, r.run_id, r.gate_status, c.cell_id, c.row_json FROM cells c "
-                f"JOIN runs r ON r.run_id = c.run_id WHERE {where} ORDER BY r.seq, c.cell_id", params).fetchall()
+                f"JOIN runs r ON r.run_id = c.run_id WHERE {where} ORDER BY {_IN_TIME}, c.cell_id", params).fetchall()
+            places = _places(conn)
             figures: Dict[tuple, Dict[str, Optional[float]]] = {}
             for r in conn.execute("SELECT f.run_id, f.cell_id, f.figure, f.value FROM trend_figures f "
                                   "JOIN cells c ON c.run_id = f.run_id AND c.cell_id = f.cell_id "
@@ -496,7 +534,7 @@ class History:
                 if stored is None:
                     stored = latency_figures(row, self._cell_samples(conn, r["run_id"], r["cell_id"]))
                     _insert_trend_figures(conn, r["run_id"], r["cell_id"], stored)
-                cells.append({"seq": int(r["seq"]), "run_id": r["run_id"], "gate_status": r["gate_status"],
+                cells.append({"seq": places[r["run_id"]], "run_id": r["run_id"], "gate_status": r["gate_status"],
                               "row": row, "figures": stored})
         return cells
 
@@ -530,7 +568,7 @@ class History:
             query += " AND c.format = ?"
             params.append(fmt)
         with self.connect() as conn:
-            found = conn.execute(query + " ORDER BY r.seq, c.variant, c.format", params).fetchall()
+            found = conn.execute(query + f" ORDER BY {_IN_TIME}, c.variant, c.format", params).fetchall()
         return [SeriesPoint(r["run_id"], r["started_at"], r["variant"], r["format"], r["status"], r["value"],
                             _gate(r["gate_passed"]), _runtime_config(json.loads(r["row_json"]))) for r in found]
 
@@ -578,10 +616,11 @@ class History:
             found = conn.execute(
                 "SELECT r.seq, r.run_id, r.gate_status, r.n_failed, c.cell_id, c.row_json FROM cells c "
                 f"JOIN runs r ON r.run_id = c.run_id WHERE c.status = ? AND ({where}) "
-                "ORDER BY r.seq DESC, c.cell_id", params).fetchall()
+                "ORDER BY r.started_at DESC, r.seq DESC, c.cell_id", params).fetchall()
+            places = _places(conn)
             chosen: Dict[tuple, tuple] = {}
             for r in found:
-                earlier = r["run_id"] != run_id and (current is None or int(r["seq"]) < current.seq)
+                earlier = r["run_id"] != run_id and (current is None or places[r["run_id"]] < current.seq)
                 passing = r["gate_status"] == GATE_PASSED if gated else \
                     (int(r["n_failed"]) == 0 and r["gate_status"] != GATE_NOT_JUDGED)
                 row = json.loads(r["row_json"]) if earlier and passing else {}
