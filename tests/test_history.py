@@ -11,7 +11,8 @@ import pytest
 
 from harness.commands import history as history_command
 from harness.core.errors import HarnessError
-from harness.history.store import DEFAULT_DB_PATH, History, record_run
+from harness.history.store import History, record_run
+from harness.history.tables import DEFAULT_DB_PATH
 from harness.schema.run_results import RunResults
 from harness.schema.rundir import resolve_run
 from harness.schema.results import make_row, results_frame

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from harness.history.store import SCHEMA_VERSION, History, record_run, redact_url
+from harness.history.store import History, record_run
+from harness.history.tables import SCHEMA_VERSION, redact_url
 from harness.schema.run_results import RunResults
 from postgres_server import PG_BIN, free_port, postgres_server
 from test_history import write_run

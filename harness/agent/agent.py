@@ -1303,10 +1303,7 @@ class SpeedReference(object):
             directory = os.path.dirname(self.path)
             if not os.path.isdir(directory):
                 os.makedirs(directory)
-            tmp = "%s.%d.part" % (self.path, os.getpid())
-            with open(tmp, "w") as handle:
-                json.dump(self.store, handle)
-            os.rename(tmp, self.path)
+            write_result(self.path, self.store, "%s.%d.part" % (self.path, os.getpid()))
         except (IOError, OSError):
             pass  # a read-only or full device: the run keeps its figures, the usual is not updated
 
@@ -1495,9 +1492,7 @@ def cache_budget(workdir, max_bytes=0, keep_free_bytes=0):
                  "default_keep_free_bytes": keep, "default_max_bytes": max(0, (free + cached - keep) // 2),
                  "first_probe_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
         try:
-            with open(path + ".part", "w") as handle:
-                json.dump(first, handle)
-            os.rename(path + ".part", path)
+            write_result(path, first)
         except (IOError, OSError):
             pass
     return {"max_bytes": int(max_bytes or first["default_max_bytes"]),
@@ -2266,9 +2261,9 @@ def storage_failure(exc, doing):
     return AgentFailure(ErrorCategory.AGENT_ERROR, "%s failed: %s" % (doing, _one_line(exc)), EXIT_FAILED)
 
 
-def write_result(path, document):
+def write_result(path, document, tmp=None):
     """A JSON document (a result, a pin, a mark), atomically; a write that fails leaves no `.part` behind."""
-    tmp = path + ".part"
+    tmp = tmp or path + ".part"
     try:
         with open(tmp, "w") as handle:
             json.dump(document, handle)
