@@ -139,3 +139,95 @@ def test_energy_per_inference_is_active_minus_idle_times_timed_seconds_over_infe
     assert result["sampling_hz"] >= 10
     assert set(["energy_mj_per_inference", "power_active_w", "power_idle_w", "energy_method", "energy_rails",
                 "power_sampling_hz"]) <= set(COLUMNS)
+
+
+# ------------------------------------------------------------------ the simulated farm (SIMULATED sensors)
+def _heavier_onnx(path: Path, interface) -> Path:
+    """The digits interface, far heavier than digits_cnn: 8x8 -> 3 dense layers of 1024 -> 10."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+    rng = np.random.default_rng(0)
+    name_in, name_out = interface["inputs"][0]["name"], interface["outputs"][0]["name"]
+    sizes = [64, 1024, 1024, 1024, 10]
+    inits = [numpy_helper.from_array(np.array([1, 64], dtype=np.int64), "shape")]
+    nodes = [helper.make_node("Reshape", [name_in, "shape"], ["h0"])]
+    for i in range(len(sizes) - 1):
+        inits.append(numpy_helper.from_array((rng.standard_normal((sizes[i], sizes[i + 1])) * 0.03)
+                                             .astype(np.float32), f"w{i}"))
+        nodes.append(helper.make_node("MatMul", [f"h{i}", f"w{i}"], [name_out if i == len(sizes) - 2 else f"h{i + 1}"]))
+    graph = helper.make_graph(nodes, "heavier", [helper.make_tensor_value_info(name_in, TensorProto.FLOAT,
+                                                                               [1, 8, 8, 1])],
+                              [helper.make_tensor_value_info(name_out, TensorProto.FLOAT, [1, 10])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+    return path
+
+
+def _heavier_tflite(path: Path) -> Path:
+    """The same heavier network as a TFLite file (a tf.function converted; no Keras)."""
+    import tensorflow as tf
+    rng = np.random.default_rng(0)
+    weights = [tf.constant((rng.standard_normal(s) * 0.03).astype(np.float32))
+               for s in ((64, 1024), (1024, 1024), (1024, 1024), (1024, 10))]
+
+    @tf.function(input_signature=[tf.TensorSpec([1, 8, 8, 1], tf.float32, name="image")])
+    def heavier(image):
+        h = tf.reshape(image, [1, 64])
+        for w in weights:
+            h = tf.matmul(h, w)
+        return h
+
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([heavier.get_concrete_function()], heavier)
+    path.write_bytes(converter.convert())
+    return path
+
+
+def _heavier(light, path: Path):
+    from harness.core.files import file_sha256
+    sha = file_sha256(path)
+    return dataclasses.replace(light, variant="heavier", path=str(path), files=(str(path),), file_sha256=(sha,),
+                               sha256=sha, size_bytes=path.stat().st_size)
+
+
+@pytest.fixture(scope="module")
+def farm_energy(farm, tmp_path_factory):
+    """Each simulated device runs digits_cnn and a heavier model of the same interface, 1 s of timing each."""
+    from helpers import artifact_for, digits_build
+    from harness.run.device_job import run_target_job
+    from harness.run.plan import Cell, ModelEval, RunSettings, TargetJob
+    from harness.schema.rundir import RunDir
+    from harness.schema.targets import load_target
+    prepared, _ = digits_build()
+    tmp = tmp_path_factory.mktemp("energy")
+    light = {fmt: artifact_for(fmt) for fmt in ("onnx", "tflite")}
+    heavy = {"onnx": _heavier(light["onnx"], _heavier_onnx(tmp / "heavier.onnx", light["onnx"].interface)),
+             "tflite": _heavier(light["tflite"], _heavier_tflite(tmp / "heavier.tflite"))}
+    evals = {"digits_cnn": ModelEval.of(prepared)}
+    settings = RunSettings(warmup=5, iterations=20, min_duration_s=1.0, max_samples=20, profile=False)
+    rows = {}
+    for name, fmt in (("sim-pi4", "tflite"), ("sim-jetson", "onnx"), ("sim-x86", "onnx")):
+        target = load_target(farm.target_file(name))
+        rundir = RunDir.create(f"energy-{name}", tmp / "reports")
+        cells = (Cell(light[fmt], target.name), Cell(heavy[fmt], target.name))
+        for row in run_target_job(TargetJob(target, cells, evals, str(rundir.root.resolve()), settings)):
+            rows[(name, "heavier" if row["variant"] == "heavier" else "light")] = row
+    return rows
+
+
+def test_simulated_sensors_give_energy_on_every_device_and_a_heavier_model_costs_more(farm_energy, sim_target):
+    for name, source in (("sim-pi4", "pmic"), ("sim-jetson", "ina3221"), ("sim-x86", "rapl")):
+        assert sim_target(name).power.source == source
+        light, heavy = farm_energy[(name, "light")], farm_energy[(name, "heavier")]
+        print(f"\n{name}: light {light['energy_mj_per_inference']:.4f} mJ ({light['latency_mean_ms']:.3f} ms), "
+              f"heavier {heavy['energy_mj_per_inference']:.4f} mJ ({heavy['latency_mean_ms']:.3f} ms); idle "
+              f"{light['power_idle_w']:.2f} W, active {light['power_active_w']:.2f} / {heavy['power_active_w']:.2f} W "
+              f"at {light['power_sampling_hz']:.1f} Hz; {light['energy_method']} [{light['energy_rails']}]")
+        for row in (light, heavy):
+            assert row["status"] == "ok", row["error_message"]
+            assert row["energy_mj_per_inference"] > 0 and row["energy_total_mj"] > 0
+            assert row["energy_method"].startswith(source) and row["energy_rails"]
+            assert row["power_active_w"] > row["power_idle_w"] > 0
+            assert row["power_sampling_hz"] >= 10
+        assert heavy["energy_mj_per_inference"] > 2 * light["energy_mj_per_inference"]
+    assert farm_energy[("sim-jetson", "light")]["energy_rails"] == "VDD_IN"
