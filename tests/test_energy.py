@@ -231,3 +231,47 @@ def test_simulated_sensors_give_energy_on_every_device_and_a_heavier_model_costs
             assert row["power_sampling_hz"] >= 10
         assert heavy["energy_mj_per_inference"] > 2 * light["energy_mj_per_inference"]
     assert farm_energy[("sim-jetson", "light")]["energy_rails"] == "VDD_IN"
+
+
+# ------------------------------------------------------------------ budgets and the gate
+def _energy_row(fmt: str, mj, method="rapl /sys/class/powercap") -> dict:
+    from harness.schema.results import make_row
+    return make_row(run_id="r", cell_id=f"m__reference__{fmt}__dev", model="m", variant="reference", format=fmt,
+                    runtime_config="", target="dev", status="ok", energy_mj_per_inference=mj,
+                    energy_method=method if mj is not None else "not measured: no power sensor found: no INA3221")
+
+
+def test_the_gate_judges_energy_budgets_and_energy_regression():
+    from harness.judge.gate import GateInputs, Policy, TargetPolicy, evaluate
+    from harness.schema.targets import Budgets
+    base = [_energy_row("onnx", 1.0), _energy_row("tflite", 1.0)]
+    now = [_energy_row("onnx", 1.05), _energy_row("tflite", 1.4)]
+    result = evaluate(Policy(defaults=TargetPolicy(max_energy_regression=0.2)), now,
+                      GateInputs(baseline_rows=base, baseline_id="base"))
+    failed = {(c.rule, c.subject.split("__")[2]) for c in result.checks if not c.passed}
+    assert failed == {("max_energy_regression", "tflite")}
+    assert any("1 -> 1.4 mJ (+40.0%" in c.message for c in result.checks if c.rule == "max_energy_regression")
+    budget = evaluate(Policy(defaults=TargetPolicy(use_target_budgets=True)), [_energy_row("onnx", 1.4),
+                                                                                _energy_row("tflite", None)],
+                      GateInputs(budgets={"dev": Budgets(energy_mj=1.2)}))
+    checks = {c.subject.split("__")[2]: c for c in budget.checks if c.rule == "max_energy_mj"}
+    assert not checks["onnx"].passed and "1.40 mJ (maximum 1.2 mJ)" in checks["onnx"].message
+    assert not checks["tflite"].passed and checks["tflite"].message.startswith("not measured: no power sensor")
+    no_budget = evaluate(Policy(defaults=TargetPolicy(use_target_budgets=True)), [_energy_row("onnx", 9.0)],
+                         GateInputs(budgets={"dev": Budgets()}))
+    assert not any(c.rule == "max_energy_mj" for c in no_budget.checks)
+
+
+def test_target_power_settings_are_checked_when_the_file_loads(tmp_path):
+    from harness.core.errors import ConfigError
+    from harness.schema.targets import load_target
+    write(tmp_path / "dev.yaml", "name: dev\npower: {source: ina3221, root: /tmp/tree, rail: VDD_IN}\n"
+                                 "budgets: {energy_mj: 2.5}\n")
+    target = load_target("dev", tmp_path)
+    assert target.power.to_agent()["root"] == "/tmp/tree" and target.budgets.energy_mj == 2.5
+    write(tmp_path / "bad.yaml", "name: bad\npower: {source: ina3222}\n")
+    with pytest.raises(ConfigError, match="source"):
+        load_target("bad", tmp_path)
+    write(tmp_path / "typo.yaml", "name: typo\npower: {sorce: rapl}\n")
+    with pytest.raises(ConfigError, match="sorce"):
+        load_target("typo", tmp_path)
