@@ -387,9 +387,17 @@ class TFLiteRuntime(Runtime):
         return not self.holds_state
 
     def interface(self):
-        return _describe(self.input_names, [(s, d["dtype"]) for s, d in zip(self.input_signatures, self.inputs)],
-                         self.output_names, [(d.get("shape_signature", d["shape"]), d["dtype"])
-                                             for d in self.outputs])
+        doc = _describe(self.input_names, [(s, d["dtype"]) for s, d in zip(self.input_signatures, self.inputs)],
+                        self.output_names, [(d.get("shape_signature", d["shape"]), d["dtype"])
+                                            for d in self.outputs])
+        # An integer tensor that stands for real numbers carries its scale and zero point: the host quantizes
+        # float data with them and compares a converted file's integer outputs on the same real scale.
+        for specs, details in ((doc["inputs"], self.inputs), (doc["outputs"], self.outputs)):
+            for spec, detail in zip(specs, details):
+                scale, zero_point = detail.get("quantization", (0.0, 0))
+                if scale and spec["dtype"] in ("int8", "uint8", "int16"):
+                    spec["quantization"] = [float(scale), int(zero_point)]
+        return doc
 
     def prepare(self, feeds):
         # Inputs are set here, outside the timed call, as LiteRT's benchmark_model does.

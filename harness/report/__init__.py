@@ -106,6 +106,22 @@ def side_by_side(all_outputs: Mapping[str, Mapping[str, np.ndarray]]) -> Dict[st
     return outputs
 
 
+def dequantized_outputs(all_outputs: Mapping[str, Mapping[str, Any]], rows: Sequence[Mapping[str, Any]],
+                        manifest: Mapping[str, Any]) -> Dict[str, Any]:
+    """Each cell's integer outputs on the real scale of its model's quantized source outputs, as the cells were
+    scored (harness.judge.evaluate.dequantize): a converted int8 file is compared with the others on reals."""
+    from harness.judge.evaluate import dequantize
+    model_of = {str(r["cell_id"]): str(r["model"]) for r in rows}
+    interfaces = manifest.get("interfaces", {})
+    out: Dict[str, Any] = {}
+    for cell, arrays in all_outputs.items():
+        outputs = (interfaces.get(model_of.get(cell, "")) or {}).get("outputs", [])
+        quantization = tuple((o["name"], tuple(o["quantization"]) if o.get("quantization") else None)
+                             for o in outputs)
+        out[cell] = dequantize(dict(arrays), quantization)[0]  # type: ignore[arg-type]
+    return out
+
+
 def _safe(name: str) -> str:
     return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in name)
 
@@ -122,6 +138,7 @@ def build_context(results: RunResults, targets: Mapping[str, TargetSpec] | None 
     parity = parity_table(frame)
     ok_ids = [str(r["cell_id"]) for r in rows if r.get("status") == OK]
     all_outputs = load_all_outputs(results.run_dir, ok_ids)  # read once: pairwise and cross-architecture parity
+    all_outputs = dequantized_outputs(all_outputs, rows, manifest)
     outputs = side_by_side(all_outputs)
     groups = {str(r["cell_id"]): f"{r['model']}/{r['variant']}" for r in rows}
     pairs: Dict[str, List[PairParity]] = {}

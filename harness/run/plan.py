@@ -76,7 +76,8 @@ class ModelEval:
         return cls(prepared.recipe.name, str(prepared.eval_inputs_path.resolve()),
                    str(prepared.labels_path.resolve()) if prepared.labels_path else "",
                    str(prepared.reference_outputs_path.resolve()), prepared.reference_figures,
-                   ScoringSpec.from_recipe(prepared.recipe), prepared.interface.stateful)
+                   replace(ScoringSpec.from_recipe(prepared.recipe), output_quantization=tuple(
+                       (s.name, s.quantization) for s in prepared.interface.outputs)), prepared.interface.stateful)
 
 @dataclass(frozen=True)
 class Cell:
