@@ -240,13 +240,22 @@ def plan_data(recipe, described: Interface, train_data: Any, with_calibration: b
             raise ConfigError(where, f"int8 variants need calibration samples and the data has "
                               f"{evaluation.n_samples}; give --calibration calib.npz")
         n_calib = min(d.calibration_samples, evaluation.n_samples // 2)
+        n_all = evaluation.n_samples
         calibration, evaluation = split(evaluation, n_calib, d.seed)
-    if calibration is not None:
-        notes.append(f"calibration: {calibration.origin}" + (" (disjoint from evaluation)" if "split" in
-                                                              calibration.origin else ""))
+        moved = (f"{CALIBRATION_SPLIT} {n_calib} of the {n_all} samples of {raw.origin} were moved to calibration "
+                 f"for the int8 variants (seeded, disjoint from evaluation), so the reference and every cell are "
+                 f"scored on the other {evaluation.n_samples}; pass --calibration FILE (or data.calibration in a "
+                 f"recipe) to keep all {n_all} for evaluation")
+        said.append(moved)
+        notes.append(moved)
+    if calibration is not None and not (said and said[-1].startswith(CALIBRATION_SPLIT)):
+        notes.append(f"calibration: {calibration.origin}")
     if raw is not None:
         notes.insert(0, f"evaluation: {evaluation.n_samples} samples from {evaluation.origin}")
     return DataPlan(interface, evaluation, calibration, notes, batch, tuple(said))
+
+#: how the note on evaluation samples moved to calibration begins (the summary repeats it)
+CALIBRATION_SPLIT = "calibration split:"
 
 def batch_note(batch: Dict[str, Tuple[int, ...]]) -> str:
     """What the run did with dynamic batch axes nobody fixed, and how to profile another batch."""
