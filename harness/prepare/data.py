@@ -293,7 +293,7 @@ def samples_on_leading_axis(interface: Interface, arrays: Mapping[str, np.ndarra
             continue
         given = next((tuple(v) for k, v in shapes.items() if normalize_name(k) == normalize_name(spec.name)), None)
         batch = spec.shape[0]
-        batch_one = (is_static(batch) and batch == 1) or (not is_static(batch) and (given is None or given[0] == 1))
+        batch_one = (batch == 1 or not is_static(batch)) and (given is None or (len(given) > 0 and given[0] == 1))
         fits = all(not is_static(d) or d == a for d, a in zip(spec.shape[1:], np.shape(array)[1:]))
         if batch_one and fits and (force or len(array) == n_labels):
             out[key] = np.asarray(array)[:, None]
