@@ -185,7 +185,7 @@ def test_the_built_in_local_stays_when_targets_holds_other_files_and_matches_wha
     written = read_yaml_mapping(LOCAL_TEMPLATE)["budgets"]
     assert (builtin.budgets.latency_p99_ms, builtin.budgets.peak_memory_mb) == (written["latency_p99_ms"],
                                                                                  written["peak_memory_mb"])
-    assert builtin.name == "local" and builtin.transport == "local" and "local" in list_target_names(targets)
+    assert builtin.name == "local" and builtin.transport == "local" and list_target_names(targets) == ["local-f32"]
     assert load_target("local", tmp_path / "no-such-dir").budgets == builtin.budgets
     (targets / "local.yaml").write_text(LOCAL_TEMPLATE.read_text().replace("latency_p99_ms: 20.0",
                                                                            "latency_p99_ms: 7.0"))

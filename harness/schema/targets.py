@@ -177,12 +177,12 @@ def load_target(name_or_path: str, targets_dir: Path = TARGETS_DIR) -> TargetSpe
     directory, or one with only other targets), so `harness profile --model-file` works from any directory."""
     if name_or_path == LOCAL and not target_path(LOCAL, targets_dir).exists():
         return builtin_local()
-    known = list_names(targets_dir)
+    known = list_target_names(targets_dir)
     return load_named(TargetSpec, name_or_path, targets_dir, "target", "targets",
                       hint=". Create the file (examples: targets/examples/) or pass an existing name"
                       + ("" if LOCAL in known else f" (the built-in {LOCAL} is always there)"))
 
 
 def list_target_names(targets_dir: Path = TARGETS_DIR) -> list:
-    """The targets' names: the files in targets/, and the built-in `local`."""
-    return sorted(set(list_names(targets_dir)) | {LOCAL})
+    """The target files' names (the built-in `local` is not a file: load_target knows it)."""
+    return list_names(targets_dir)
