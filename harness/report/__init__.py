@@ -80,9 +80,12 @@ def budgets_for(target_names: Sequence[str], targets: Mapping[str, TargetSpec] |
             budgets[name] = targets[name].budgets
             continue
         try:
-            budgets[name] = load_target(name, targets_dir).budgets
+            target = load_target(name, targets_dir)
+            budgets[name] = target.budgets
+            today = f"today's {Path(targets_dir) / (name + '.yaml')}" if target.source_path else \
+                f"the built-in {name} target's"
             notes.append(f"{name}: the run did not record its budgets (made before target_specs were kept in "
-                         f"manifest.json); today's {Path(targets_dir) / (name + '.yaml')} used")
+                         f"manifest.json); {today} used")
         except HarnessError as exc:
             budgets[name] = Budgets()
             notes.append(f"{name}: default budgets used ({exc})")
