@@ -190,3 +190,56 @@ def test_the_built_in_local_stays_when_targets_holds_other_files_and_matches_wha
     (targets / "local.yaml").write_text(LOCAL_TEMPLATE.read_text().replace("latency_p99_ms: 20.0",
                                                                            "latency_p99_ms: 7.0"))
     assert load_target("local", targets).budgets.latency_p99_ms == 7.0  # a file that redefines it wins
+
+
+# ---------------------------------------------------------------- why is my int8 model slower?
+def _profile(layers, timed=True):
+    return {"timed": timed, "layers": layers, "placement": {"CPUExecutionProvider": len(layers)}}
+
+
+def _slow_run(int8_ms: float, flags):
+    from harness.report.int8 import int8_slowdowns
+
+    rows = [{"cell_id": "m__reference__onnx__pi", "model": "m", "variant": "reference", "format": "onnx",
+             "runtime_config": "onnx", "target": "pi", "status": "ok", "latency_p50_ms": 2.0},
+            {"cell_id": "m__ort_int8__onnx__pi", "model": "m", "variant": "ort_int8", "format": "onnx",
+             "runtime_config": "onnx", "target": "pi", "status": "ok", "latency_p50_ms": int8_ms}]
+    # the layer documents as the agent writes them for ONNX Runtime (reports/<run>/profiles/<cell>.json)
+    profiles = {"m__reference__onnx__pi": _profile([{"name": "conv", "type": "Conv", "time_ms": 1.5},
+                                                    {"name": "fc", "type": "Gemm", "time_ms": 0.5}]),
+                "m__ort_int8__onnx__pi": _profile([{"name": "q0", "type": "QuantizeLinear", "time_ms": 0.9},
+                                                   {"name": "conv", "type": "QLinearConv", "time_ms": 0.8},
+                                                   {"name": "dq0", "type": "DequantizeLinear", "time_ms": 0.7},
+                                                   {"name": "fc", "type": "Gemm", "time_ms": 0.6}])}
+    manifest = {"artifacts": [{"model": "m", "variant": "ort_int8", "metrics": {"quantization": "ort_qdq_int8"}},
+                              {"model": "m", "variant": "reference", "metrics": {}}]}
+    devices = {"pi": {"cpu_int8_flags": flags}}
+    return int8_slowdowns(rows, profiles, devices, manifest)
+
+
+def test_an_int8_cell_slower_than_its_reference_is_a_finding_with_its_profile_and_the_cpu():
+    (line,) = _slow_run(3.0, ["asimddp"])
+    assert "m/ort_int8/onnx on pi" in line and "1.50x" in line and "(3.000 vs 2.000 ms)" in line
+    assert "1 ran integer kernels (QLinearConv, 27% of the time)" in line
+    assert "1 ran float kernels (Gemm, 20% of the time)" in line
+    assert "2 quantize/dequantize ops (QuantizeLinear, DequantizeLinear, 53% of the time)" in line
+    assert "int8 instructions: asimddp" in line and "Next: most of its time converts between int8 and float" in line
+    assert _slow_run(1.0, ["asimddp"]) == []  # faster: nothing to say
+
+
+def test_the_findings_reach_the_summary_and_needs_attention():
+    from harness.report.findings import findings
+
+    (line,) = _slow_run(3.0, [])
+    found = findings([], [], int8_slow=[line])
+    assert [(f.text, f.link) for f in found] == [(line, "layers")]
+
+
+def test_the_probe_reports_the_cpus_int8_instructions():
+    import json as _json
+
+    probe = subprocess.run([sys.executable, str(ROOT / "harness" / "agent" / "agent.py"), "probe"],
+                           capture_output=True, text=True, timeout=120)
+    doc = _json.loads(probe.stdout)
+    flags = set(open("/proc/cpuinfo").read().split())
+    assert doc["cpu_int8_flags"] == sorted(flags & set(device_agent.CPU_INT8_FLAGS))

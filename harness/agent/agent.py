@@ -2134,21 +2134,29 @@ def _read_first(path):
         return None
 
 
+#: /proc/cpuinfo flags of int8 dot-product and matrix instructions (x86 VNNI and AMX; Arm dot product, i8mm)
+CPU_INT8_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8", "vnni", "asimddp", "i8mm")
+
+
 def cmd_probe(args):
     """Health probe: what this device is and which runtimes it has."""
     info = {"python": platform.python_version(), "python_executable": sys.executable,
             "machine": platform.machine(), "system": platform.system(), "release": platform.release(),
             "hostname": platform.node(), "cpu_count": os.cpu_count()}
-    cpu_model = None
+    cpu_model, flags = None, set()
     try:
         with open("/proc/cpuinfo") as handle:
             for line in handle:
-                if line.lower().startswith(("model name", "hardware", "cpu model")):
+                key = line.lower()
+                if cpu_model is None and key.startswith(("model name", "hardware", "cpu model")):
                     cpu_model = line.split(":", 1)[1].strip()
-                    break
+                elif key.startswith(("flags", "features")) and not flags:  # x86 flags, Arm features
+                    flags = set(line.split(":", 1)[1].split())
     except (IOError, OSError):
         pass
     info["cpu_model"] = cpu_model
+    # the CPU's int8 dot-product / matrix instructions: whether int8 kernels can be faster than float ones
+    info["cpu_int8_flags"] = sorted(flags & set(CPU_INT8_FLAGS))
     mem = {}
     try:
         with open("/proc/meminfo") as handle:

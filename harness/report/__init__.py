@@ -134,6 +134,7 @@ def build_context(results: RunResults, targets: Mapping[str, TargetSpec] | None 
     """Scores, parity and recommendations for one run (no files written)."""
     from harness.report.crossarch import emulated_targets, load_all_outputs, target_arches
     from harness.report.findings import disagreement_groups
+    from harness.report.int8 import int8_slowdowns
     from harness.report.profiles import load_profiles
     frame, rows, manifest, devices = results.frame, results.rows, results.manifest, results.devices
     target_names = results.targets
@@ -165,7 +166,8 @@ def build_context(results: RunResults, targets: Mapping[str, TargetSpec] | None 
         models={name: {**doc, "data": manifest.get("data", {}).get(name, []) + inspection_notes(manifest, name)}
                 for name, doc in manifest.get("interfaces", {}).items()},
         profiles=load_profiles(results.root), disagreement_groups=disagreement_groups(found, pairs, rows),
-        manifest=dict(manifest), run_notes=list(results.notes))
+        manifest=dict(manifest), run_notes=list(results.notes),
+        int8_findings=int8_slowdowns(rows, load_profiles(results.root), devices or {}, manifest))
 
 
 def inspection_notes(manifest: Mapping[str, Any], model: str) -> List[str]:
