@@ -224,8 +224,11 @@ def device(tmp_path_factory):
     runs = {}
 
     def run(name, group, artifact):
+        # only the speed reference and the cgroup's own throttling judge this device: the load of whatever else
+        # shares this machine (the other tests, other jobs) is not what these tests are about
         target = TargetSpec(name="speed-dev", transport="local", python=_wrapper(tmp / f"python-{name}", group),
-                            workdir=str(tmp / "device"), runtimes=("onnx",), lock_timeout_s=60.0)
+                            workdir=str(tmp / "device"), runtimes=("onnx",), lock_timeout_s=60.0,
+                            quiet=QuietLimits(max_other_busy_cpus=None, max_load_per_cpu=None))
         rundir = RunDir.create(name, tmp / "reports")
         started = time.perf_counter()
         (row,) = run_target_job(TargetJob(target, (Cell(artifact, target.name),), evals, str(rundir.root.resolve()),
@@ -239,11 +242,13 @@ def device(tmp_path_factory):
     try:
         run("first", quiet, light)       # the device's first runs: they make its usual
         run("quiet", quiet, light)
+        run("quiet2", quiet, light)
         run("quota", quota, light)
         run("heavier", quiet, heavy)
     finally:
         for group in (quiet, quota):
             group.rmdir()
+    runs["reports"] = tmp / "reports"
     return runs
 
 
@@ -304,3 +309,27 @@ def test_the_nightly_calibration_reports_the_references_false_alarms_and_detecti
     assert flags == {"quiet_flagged": 1, "quiet_reruns": 3, "quota_flagged": 1, "quota_reruns": 2,
                      "quota_naming_the_quota": 1}
     assert reference_flags({})["quiet_reruns"] == 0
+
+
+@pytest.mark.slow
+def test_after_three_quiet_runs_the_gate_does_not_pass_a_quota_run_and_fails_a_heavier_build(device, tmp_path):
+    """The release gate over the same runs, in order: three quiet nights pass, the night under a 90 % CPU quota is
+    not judged (exit 2) naming the device's state, and a heavier model under the same name fails (exit 1)."""
+    import subprocess
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("defaults:\n  max_latency_regression: 0.10\n")
+    history = tmp_path / "history.sqlite"
+
+    def gate(run_id):
+        return subprocess.run([str(Path(sys.executable).with_name("harness")), "gate", "--run", run_id, "--policy",
+                               str(policy), "--reports-dir", str(device["reports"]), "--history", str(history)],
+                              capture_output=True, text=True, timeout=120)
+
+    for night in ("first", "quiet", "quiet2"):
+        assert gate(night).returncode == 0, gate(night).stdout
+    quota = gate("quota")
+    assert quota.returncode in (1, 2), quota.stdout
+    assert "CPU quota" in quota.stdout and "throttled" in quota.stdout, quota.stdout
+    heavier = gate("heavier")
+    assert heavier.returncode == 1, heavier.stdout
+    assert "baseline quiet2" in heavier.stdout or "quiet2" in heavier.stdout, heavier.stdout

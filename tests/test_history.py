@@ -11,7 +11,8 @@ import pytest
 
 from harness.commands import history as history_command
 from harness.core.errors import HarnessError
-from harness.history.store import DEFAULT_DB_PATH, History, record_run
+from harness.history.store import History, record_run
+from harness.history.tables import DEFAULT_DB_PATH
 from harness.schema.run_results import RunResults
 from harness.schema.rundir import resolve_run
 from harness.schema.results import make_row, results_frame
@@ -45,7 +46,7 @@ def test_record_run_stores_rows_samples_and_counts(tmp_path):
     assert rows["onnx"]["latency_p99_ms"] == 5.0 and rows["tflite"]["status"] == "failed"
     samples = store.samples("run-a")
     assert list(samples) == ["m__reference__onnx__local"] and len(samples["m__reference__onnx__local"]) == 50
-    assert info.started_at == "2026-11-20T00:00:00Z"
+    assert info.started_at == "2026-11-20T00:00:00+00:00"  # kept as UTC, so that text order is time order
 
 
 def test_series_follows_runs_in_order_with_gaps_for_failed_cells(tmp_path):
@@ -174,3 +175,15 @@ def test_trend_figures_are_kept_when_a_run_is_recorded_and_filled_in_for_older_c
         assert filled["figures"] == pytest.approx(latency_figures(read["row"], read["samples"]))
     with store.connect() as conn:
         assert conn.execute("SELECT COUNT(*) AS n FROM trend_figures").fetchone()["n"] == 6  # stored again
+
+
+def test_a_run_recorded_late_takes_its_place_by_start_time(tmp_path):
+    """`harness history --record` of an older run (its history server was down that night) goes where it started."""
+    db = tmp_path / "h.sqlite"
+    store = History(db)
+    for run_id, started in (("mon", "2026-12-01T02:00:00+00:00"), ("wed", "2026-12-03T02:00:00+00:00"),
+                            ("tue", "2026-12-02T03:00:00+01:00")):  # Tuesday's night, recorded last
+        store.record(run_id, [], {}, started_at=started)
+    assert [r.run_id for r in store.runs()] == ["mon", "tue", "wed"]
+    assert store.run("tue").seq == 2 and store.runs()[1].started_at == "2026-12-02T02:00:00+00:00"
+    assert store.find_baseline("wed") is None or store.find_baseline("wed") == "tue"

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from harness.history.store import SCHEMA_VERSION, History, record_run, redact_url
+from harness.history.store import History, record_run
+from harness.history.tables import SCHEMA_VERSION, redact_url
 from harness.schema.run_results import RunResults
 from postgres_server import PG_BIN, free_port, postgres_server
 from test_history import write_run
@@ -121,8 +122,9 @@ def test_a_run_whose_history_server_is_down_still_has_its_tables(tmp_path):
     published = publish(collate(run), history=url, progress=said.append)  # what `harness profile` does after a run
     assert "unreachable" in published.history_error and "s3cret" not in published.history_error
     assert (run.root / "results.parquet").exists() and (run.root / "results.csv").exists()
-    (line,) = [s for s in said if s.startswith("history not updated")]
-    assert "unreachable" in line and "s3cret" not in line and "tables" in line
+    summary = (run.root / "summary.md").read_text()  # the report says the run is in no history
+    assert "History not recorded" in summary and "unreachable" in summary and "s3cret" not in summary
+    assert not any("trends:" in s for s in said), "no trend page drawn from a history this run is not in"
 
 
 def test_an_old_sqlite_store_is_migrated_in_place(tmp_path):
@@ -141,3 +143,22 @@ def test_an_old_sqlite_store_is_migrated_in_place(tmp_path):
     assert history.schema_version() == SCHEMA_VERSION
     assert [(r.run_id, r.gate_passed, r.gate_status) for r in history.runs()] == \
         [("old1", True, "passed"), ("old2", False, "failed")]
+
+
+def test_a_table_lock_held_elsewhere_ends_recording_with_what_it_waited_for(tmp_path, pg_url, monkeypatch):
+    import psycopg
+
+    import harness.history.store as store
+    monkeypatch.setattr(store, "PG_LOCK_TIMEOUT_MS", 1000)
+    run = write_run(tmp_path / "reports", "locked")
+    History(pg_url).runs()  # the tables exist
+    holder = psycopg.connect(pg_url)
+    try:
+        holder.execute("LOCK TABLE runs IN ACCESS EXCLUSIVE MODE")  # another job's long transaction
+        started = __import__("time").monotonic()
+        with pytest.raises(store.HarnessError, match="waited 1 s for a table lock that another connection"):
+            record_run(RunResults.load(run), pg_url)
+        assert __import__("time").monotonic() - started < 20
+    finally:
+        holder.close()
+    assert record_run(RunResults.load(run), pg_url).run_id == "locked"  # once it is released, recording works

@@ -48,6 +48,7 @@ def local_run(tmp_path_factory):
     outcome = run_profile([load_recipe("digits_cnn", ROOT / "models")], [load_target("local", ROOT / "targets")],
                           settings=RunSettings(warmup=2, iterations=20, min_duration_s=0.2, profile=False),
                           reports_dir=tmp_path_factory.mktemp("reports"), cache=ContentCache(session_cache_dir()))
+    write_report(outcome)  # what `harness profile` does after the run (harness.commands.publish)
     return outcome.run_dir
 
 
@@ -66,6 +67,7 @@ def farm_run(farm, tmp_path_factory):
                           variants={recipe.name: [v.name for v in recipe.variants]},
                           settings=RunSettings(warmup=2, iterations=20, min_duration_s=0.0, profile=False),
                           reports_dir=tmp_path_factory.mktemp("reports"), cache=ContentCache(session_cache_dir()))
+    write_report(outcome)
     return outcome.run_dir
 
 

@@ -30,7 +30,7 @@ import sys
 import time
 import traceback
 
-AGENT_VERSION = "3"
+AGENT_VERSION = "4"
 EXIT_OK, EXIT_FAILED, EXIT_NO_RUNTIME, EXIT_BAD_INPUT, EXIT_BUSY = 0, 2, 3, 4, 75
 #: the values of a document's Doc.STATUS
 STATUS_OK, STATUS_ERROR = "ok", "error"
@@ -82,6 +82,8 @@ class Doc(object):
     VERIFY_MS, CORRUPTED_FILES, CACHE_REPAIR = "verify_ms", "corrupted_files", "cache_repair"
     # `inspect`: operator type -> count (null where the runtime lists none), and whether the model keeps state
     OPERATORS, HOLDS_STATE = "operators", "holds_state"
+    # energy per inference from the device's power sensor (EnergyMeter.result): figures or `not_measured`
+    ENERGY = "energy"
 
     @classmethod
     def keys(cls):
@@ -963,6 +965,406 @@ def time_inferences(infer, prepared, min_iterations, min_duration_s, max_duratio
     return samples_ms, block, iterations, clock() - start - aside, timer_s
 
 
+# ---------------------------------------------------------------- power sensors (energy per inference)
+#: the power sources this agent can read, by name, in the order `auto` probes them (register_power_source)
+POWER_SOURCES = {}
+#: the Jetson board's input rail (the whole module's power), by the names L4T gives it, first found wins
+JETSON_INPUT_RAILS = ("VDD_IN", "POM_5V_IN", "VDD_5V_IN", "VIN_SYS_5V0", "VIN")
+RAPL_UDEV_FIX = ('a udev rule that makes it readable, e.g. /etc/udev/rules.d/99-rapl.rules: ACTION=="add", '
+                 'SUBSYSTEM=="powercap", KERNEL=="intel-rapl:*", RUN+="/bin/chmod a+r /sys%p/energy_uj"')
+POWER_DEFAULTS = {"source": "auto", "root": "", "rail": "", "command": "", "unit": "W", "idle_s": 0.5,
+                  "sampling_hz": 20.0, "min_samples": 5}
+
+
+class PowerUnavailable(Exception):
+    """This source is not on the device (or cannot be read); the message says why."""
+
+
+def register_power_source(name):
+    def register(cls):
+        cls.name = name
+        POWER_SOURCES[name] = cls
+        return cls
+    return register
+
+
+class PowerSource(object):
+    """One power sensor. `kind` is "power" (read() -> watts now) or "energy" (read() -> joules so far, a
+    counter). `open(settings)` returns a reader or raises PowerUnavailable saying why."""
+    name = ""
+    kind = "power"
+
+    def __init__(self, method, rails):
+        self.method = method   # how it is read, for the row: "ina3221 hwmon /sys/class/hwmon/hwmon3 (VDD_IN)"
+        self.rails = rails     # the rails summed
+
+    @classmethod
+    def open(cls, settings):
+        raise NotImplementedError
+
+    def read(self):
+        raise NotImplementedError
+
+
+def _sysfs_root(settings):
+    return (settings.get("root") or "/sys").rstrip("/") or "/"
+
+
+def _read_number(path):
+    with open(path) as handle:
+        return float(handle.read().strip())
+
+
+def _pick_rails(found, wanted, defaults, what):
+    """{rail: reader} narrowed to the rail asked for, else the first default present, else all of them."""
+    if wanted:
+        chosen = [r for r in found if r.lower() == wanted.lower()]
+        if not chosen:
+            raise PowerUnavailable("%s has no rail %r (it has: %s)" % (what, wanted, ", ".join(sorted(found))))
+        return chosen
+    for rail in defaults:
+        if rail in found:
+            return [rail]
+    return sorted(found)
+
+
+@register_power_source("ina3221")
+class Ina3221Power(PowerSource):
+    """Jetson INA3221 rails: L4T 34+ hwmon (in<N>_label, in<N>_input mV, curr<N>_input mA) or L4T 32 ina3221x iio
+    (rail_name_<N>, in_power<N>_input mW). Default rail: the board's input rail (JETSON_INPUT_RAILS)."""
+
+    def __init__(self, method, rails, readers):
+        PowerSource.__init__(self, method, rails)
+        self.readers = readers
+
+    @classmethod
+    def open(cls, settings):
+        import glob
+        root = _sysfs_root(settings)
+        channels, places = {}, []
+        hwmon_dirs = set(glob.glob(root + "/bus/i2c/drivers/ina3221/*/hwmon/hwmon*"))
+        for directory in glob.glob(root + "/class/hwmon/hwmon*"):
+            if (_read_first(directory + "/name") or "").strip() == "ina3221":
+                hwmon_dirs.add(directory)
+        for directory in sorted(hwmon_dirs):
+            for label_path in sorted(glob.glob(directory + "/in*_label")):
+                n = os.path.basename(label_path)[2:-len("_label")]
+                volt, curr = "%s/in%s_input" % (directory, n), "%s/curr%s_input" % (directory, n)
+                label = (_read_first(label_path) or "").strip()
+                if label and os.path.exists(volt) and os.path.exists(curr) and "sum" not in label.lower():
+                    channels[label] = (lambda v=volt, c=curr: _read_number(v) * _read_number(c) / 1e6)
+                    places.append("hwmon " + directory)
+        for directory in sorted(glob.glob(root + "/bus/i2c/drivers/ina3221x/*/iio:device*")):
+            for name_path in sorted(glob.glob(directory + "/rail_name_*")):
+                n = name_path.rsplit("_", 1)[1]
+                power = "%s/in_power%s_input" % (directory, n)
+                label = (_read_first(name_path) or "").strip()
+                if label and os.path.exists(power):
+                    channels[label] = (lambda p=power: _read_number(p) / 1e3)
+                    places.append("iio " + directory)
+        if not channels:
+            raise PowerUnavailable("no INA3221 (no ina3221 hwmon or ina3221x iio rails under %s)" % root)
+        rails = _pick_rails(channels, settings.get("rail"), JETSON_INPUT_RAILS, "the INA3221")
+        try:
+            for rail in rails:
+                channels[rail]()
+        except (IOError, OSError, ValueError) as exc:
+            raise PowerUnavailable("INA3221 rails unreadable: %s" % _one_line(exc))
+        method = "ina3221 %s" % ", ".join(sorted(set(places)))
+        return cls(method, rails, [channels[r] for r in rails])
+
+    def read(self):
+        return sum(reader() for reader in self.readers)
+
+
+def parse_pmic_read_adc(text):
+    """`vcgencmd pmic_read_adc` lines (`VDD_CORE_A current(7)=2.51A`, `VDD_CORE_V volt(15)=0.80V`) -> {rail:
+    watts}: current x voltage per rail that has both."""
+    import re
+    amps, volts = {}, {}
+    for line in text.splitlines():
+        found = re.match(r"\s*(\S+?)_([AV])\s+(current|volt)\(\d+\)=([-0-9.eE+]+)([AV])", line)
+        if found:
+            (amps if found.group(3) == "current" else volts)[found.group(1)] = float(found.group(4))
+    return dict((rail, amps[rail] * volts[rail]) for rail in amps if rail in volts)
+
+
+@register_power_source("pmic")
+class PmicPower(PowerSource):
+    """Raspberry Pi 5: `vcgencmd pmic_read_adc`, current x voltage per PMIC rail, summed (or one `rail`). Each
+    reading runs vcgencmd, so the rate it allows is lower than a sysfs file's."""
+
+    def __init__(self, method, rails, argv):
+        PowerSource.__init__(self, method, rails)
+        self.argv = argv
+
+    @classmethod
+    def open(cls, settings):
+        import shlex
+        import subprocess
+        exe = settings.get("command") or "vcgencmd"
+        argv = shlex.split(exe) + ["pmic_read_adc"]
+        try:
+            text = subprocess.check_output(argv, stderr=subprocess.STDOUT, timeout=5).decode("ascii", "replace")
+        except (OSError, subprocess.CalledProcessError, subprocess.TimeoutExpired) as exc:
+            out = getattr(exc, "output", b"") or b""
+            raise PowerUnavailable("no PMIC readings (`%s` failed: %s%s; a Raspberry Pi 4 has no current sensing, "
+                                   "a Pi 5 does)" % (" ".join(argv), _one_line(exc),
+                                                     (": " + out.decode("ascii", "replace").strip()) if out else ""))
+        rails = parse_pmic_read_adc(text)
+        if not rails:
+            raise PowerUnavailable("`%s` printed no current readings (a Raspberry Pi 4 has no current sensing, "
+                                   "a Pi 5 does)" % " ".join(argv))
+        wanted = settings.get("rail")
+        chosen = _pick_rails(rails, wanted, (), "vcgencmd pmic_read_adc")
+        return cls("pmic %s" % " ".join(argv), chosen, argv)
+
+    def read(self):
+        import subprocess
+        rails = parse_pmic_read_adc(subprocess.check_output(self.argv, timeout=5).decode("ascii", "replace"))
+        return sum(rails[r] for r in self.rails)
+
+
+@register_power_source("rapl")
+class RaplPower(PowerSource):
+    """x86 RAPL: /sys/class/powercap/intel-rapl:<package>/energy_uj, a microjoule counter that wraps at
+    max_energy_range_uj; summed over packages. Root-only since Linux 5.10."""
+    kind = "energy"
+
+    def __init__(self, method, rails, zones):
+        PowerSource.__init__(self, method, rails)
+        self.zones = zones  # [(energy path, range uj)]
+        self.last = [None] * len(zones)
+        self.total_uj = 0.0
+
+    @classmethod
+    def open(cls, settings):
+        import glob
+        root = _sysfs_root(settings)
+        zones, rails = [], []
+        for directory in sorted(glob.glob(root + "/class/powercap/intel-rapl:*")):
+            if directory.count(":") != 1:  # packages only: their sub-zones (core, uncore, dram) are inside them
+                continue
+            name = (_read_first(directory + "/name") or os.path.basename(directory)).strip()
+            if settings.get("rail") and name != settings.get("rail"):
+                continue
+            try:
+                _read_number(directory + "/energy_uj")
+                wraps_at = _read_number(directory + "/max_energy_range_uj")
+            except (IOError, OSError) as exc:
+                if getattr(exc, "errno", None) in (errno.EACCES, errno.EPERM):
+                    raise PowerUnavailable("RAPL %s/energy_uj is readable by root only (Linux 5.10 and later); run "
+                                           "the agent as root or add %s" % (directory, RAPL_UDEV_FIX))
+                raise PowerUnavailable("RAPL %s unreadable: %s" % (directory, _one_line(exc)))
+            zones.append((directory + "/energy_uj", wraps_at))
+            rails.append(name)
+        if not zones:
+            raise PowerUnavailable("no RAPL (no intel-rapl package under %s/class/powercap)" % root)
+        return cls("rapl %s/class/powercap" % root, rails, zones)
+
+    def read(self):
+        for k, (path, wraps_at) in enumerate(self.zones):
+            now = _read_number(path)
+            if self.last[k] is not None:
+                self.total_uj += now - self.last[k] if now >= self.last[k] else now + wraps_at - self.last[k]
+            self.last[k] = now
+        return self.total_uj / 1e6
+
+
+@register_power_source("hwmon")
+class HwmonPower(PowerSource):
+    """Any hwmon chip with power<N>_input (microwatts), else energy<N>_input (microjoules, a counter)."""
+
+    def __init__(self, method, rails, paths, kind):
+        PowerSource.__init__(self, method, rails)
+        self.paths, self.kind = paths, kind
+
+    @classmethod
+    def open(cls, settings):
+        import glob
+        root = _sysfs_root(settings)
+        for pattern, kind in (("power*_input", "power"), ("energy*_input", "energy")):
+            paths, rails = [], []
+            for path in sorted(glob.glob(root + "/class/hwmon/hwmon*/" + pattern)):
+                directory = os.path.dirname(path)
+                label = (_read_first(path.replace("_input", "_label")) or "").strip()
+                rail = "%s/%s" % ((_read_first(directory + "/name") or "hwmon").strip(),
+                                  label or os.path.basename(path)[:-len("_input")])
+                if settings.get("rail") and settings["rail"] not in (rail, label):
+                    continue
+                try:
+                    _read_number(path)
+                except (IOError, OSError, ValueError):
+                    continue
+                paths.append(path)
+                rails.append(rail)
+            if paths:
+                return cls("hwmon %s (%s)" % (root, pattern), rails, paths, kind)
+        raise PowerUnavailable("no hwmon power (no readable power*_input or energy*_input under %s/class/hwmon)"
+                               % root)
+
+    def read(self):
+        return sum(_read_number(p) for p in self.paths) / 1e6
+
+
+@register_power_source("command")
+class CommandPower(PowerSource):
+    """An external meter: `command` (from the target file) prints a number: watts (`unit: W`) or joules so far
+    (`unit: J`); the first number on its output counts."""
+
+    def __init__(self, method, rails, argv, kind):
+        PowerSource.__init__(self, method, rails)
+        self.argv, self.kind = argv, kind
+
+    @classmethod
+    def open(cls, settings):
+        import shlex
+        if not settings.get("command"):
+            raise PowerUnavailable("no meter command (power: {command: ...} in the target file)")
+        unit = (settings.get("unit") or "W").upper()
+        if unit not in ("W", "J"):
+            raise PowerUnavailable("power unit must be W or J, not %r" % settings.get("unit"))
+        source = cls("command %s (%s)" % (settings["command"], unit), ["meter"], shlex.split(settings["command"]),
+                     "power" if unit == "W" else "energy")
+        try:
+            source.read()
+        except Exception as exc:
+            raise PowerUnavailable("the meter command `%s` failed: %s" % (settings["command"], _one_line(exc)))
+        return source
+
+    def read(self):
+        import re
+        import subprocess
+        out = subprocess.check_output(self.argv, timeout=5).decode("ascii", "replace")
+        found = re.search(r"[-+]?\d+(\.\d*)?([eE][-+]?\d+)?", out)
+        if not found:
+            raise ValueError("no number in %r" % out.strip()[:80])
+        return float(found.group(0))
+
+
+def open_power_source(settings):
+    """(source or None, why none): the source the target names, or with `auto` the first one found in the order
+    command (when one is given), ina3221, pmic (when vcgencmd is there), rapl, hwmon."""
+    name = settings.get("source") or "auto"
+    if name == "none":
+        return None, "switched off in the target (power: {source: none})"
+    if name != "auto":
+        if name not in POWER_SOURCES:
+            return None, "unknown power source %r; known: %s" % (name, ", ".join(sorted(POWER_SOURCES)))
+        try:
+            return POWER_SOURCES[name].open(settings), None
+        except PowerUnavailable as exc:
+            return None, str(exc)
+    import shutil
+    reasons = []
+    for name in ("command", "ina3221", "pmic", "rapl", "hwmon"):
+        if name == "command" and not settings.get("command"):
+            continue
+        if name == "pmic" and not settings.get("command") and not shutil.which("vcgencmd"):
+            reasons.append("no vcgencmd")
+            continue
+        try:
+            return POWER_SOURCES[name].open(settings), None
+        except PowerUnavailable as exc:
+            reasons.append(str(exc))
+    short = [r.split(" (")[0] for r in reasons]
+    return None, "no power sensor found: %s" % ", ".join(short)
+
+
+class PowerSampler(object):
+    """Reads a source in a thread at `hz` while something else runs: (monotonic s, value) pairs."""
+
+    def __init__(self, source, hz):
+        import threading
+        self.source, self.period = source, 1.0 / max(float(hz), 0.1)
+        self.samples, self.error = [], None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="power-sampler")
+        self._thread.daemon = True
+
+    def _run(self):
+        next_at = time.monotonic()
+        while True:
+            try:
+                value = self.source.read()
+                self.samples.append((time.monotonic(), value))
+            except Exception as exc:  # a sensor that stops answering ends sampling; the reason is kept
+                self.error = _one_line(exc)
+                return
+            next_at += self.period
+            if self._stop.wait(max(0.0, next_at - time.monotonic())):
+                return
+
+    def start(self):
+        self._thread.start()
+        return self
+
+    def stop(self):
+        self._stop.set()
+        self._thread.join(5.0)
+        return self.summary()
+
+    def summary(self):
+        """{mean_w, samples, seconds, hz} over what was read (mean_w None below two readings)."""
+        samples = list(self.samples)
+        n = len(samples)
+        seconds = samples[-1][0] - samples[0][0] if n > 1 else 0.0
+        out = {"samples": n, "seconds": seconds, "hz": (n - 1) / seconds if seconds > 0 else None, "mean_w": None,
+               "error": self.error}
+        if n > 1 and self.source.kind == "energy" and seconds > 0:
+            out["mean_w"] = (samples[-1][1] - samples[0][1]) / seconds
+        elif n and self.source.kind == "power":
+            out["mean_w"] = sum(v for _, v in samples) / float(n)
+        return out
+
+
+class EnergyMeter(object):
+    """Energy per inference: idle power for `idle_s` with the model loaded and nothing running, then active power
+    sampled in a thread during the timed loop; energy per inference = (active - idle) x timed s / inferences.
+    Probes once; with no source there is no thread and no cost."""
+
+    def __init__(self, settings):
+        self.settings = dict(POWER_DEFAULTS, **(settings or {}))
+        self.source, self.reason = open_power_source(self.settings)
+        self.idle = self.active = None
+        self._sampler = None
+
+    def measure_idle(self):
+        if self.source is not None:
+            sampler = PowerSampler(self.source, self.settings["sampling_hz"]).start()
+            time.sleep(float(self.settings["idle_s"]))
+            self.idle = sampler.stop()
+
+    def start(self):
+        if self.source is not None:
+            self._sampler = PowerSampler(self.source, self.settings["sampling_hz"]).start()
+
+    def stop(self):
+        if self._sampler is not None:
+            self.active = self._sampler.stop()
+
+    def result(self, timed_s, iterations):
+        """The document's `energy`: figures, or `not_measured` with the reason (never a zero)."""
+        if self.source is None:
+            return {"not_measured": self.reason}
+        out = {"source": self.source.name, "method": self.source.method, "rails": self.source.rails,
+               "kind": self.source.kind, "idle": self.idle, "active": self.active,
+               "sampling_hz": (self.active or {}).get("hz"), "not_measured": None}
+        least = max(2, int(self.settings["min_samples"]))
+        for phase, summary in (("idle", self.idle), ("active", self.active)):
+            got = (summary or {}).get("samples", 0)
+            if got < least or (summary or {}).get("mean_w") is None:
+                error = (summary or {}).get("error")
+                out["not_measured"] = "too few samples (%s: %d of at least %d%s)" % (
+                    phase, got, least, "; the sensor failed: %s" % error if error else "")
+                return out
+        out["idle_w"], out["active_w"] = self.idle["mean_w"], self.active["mean_w"]
+        out["total_mj"] = out["active_w"] * timed_s * 1e3
+        out["above_idle_mj"] = (out["active_w"] - out["idle_w"]) * timed_s * 1e3
+        out["mj_per_inference"] = out["above_idle_mj"] / iterations if iterations else None
+        return out
+
+
 # ---------------------------------------------------------------- device conditions (quiet-device guard)
 def _cpu_jiffies():
     """(busy jiffies of every CPU, this process's own utime+stime jiffies) from /proc."""
@@ -1311,10 +1713,7 @@ class SpeedReference(object):
             directory = os.path.dirname(self.path)
             if not os.path.isdir(directory):
                 os.makedirs(directory)
-            tmp = "%s.%d.part" % (self.path, os.getpid())
-            with open(tmp, "w") as handle:
-                json.dump(self.store, handle)
-            os.rename(tmp, self.path)
+            write_result(self.path, self.store, "%s.%d.part" % (self.path, os.getpid()))
         except (IOError, OSError):
             pass  # a read-only or full device: the run keeps its figures, the usual is not updated
 
@@ -1503,9 +1902,7 @@ def cache_budget(workdir, max_bytes=0, keep_free_bytes=0):
                  "default_keep_free_bytes": keep, "default_max_bytes": max(0, (free + cached - keep) // 2),
                  "first_probe_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
         try:
-            with open(path + ".part", "w") as handle:
-                json.dump(first, handle)
-            os.rename(path + ".part", path)
+            write_result(path, first)
         except (IOError, OSError):
             pass
     return {"max_bytes": int(max_bytes or first["default_max_bytes"]),
@@ -1923,13 +2320,21 @@ def cmd_run(args):
         for _ in range(args.warmup):
             runtime.infer(first)
         reference = None if args.no_reference else SpeedReference(args.workdir or None, args.max_reference_drift)
+        energy = EnergyMeter(json.loads(args.power)) if args.power else None
+        if energy is not None:
+            energy.measure_idle()  # the model loaded, nothing running
         before = read_conditions()
         if reference is not None:
             reference.time("before")
+        if energy is not None:
+            energy.start()
         own = runtime.own_latency_s if args.clock == "runtime" and runtime.keeps_own_latency else None
         samples_ms, block, iterations, timed_s, timer_s = time_inferences(
             runtime.infer, first, args.iterations, args.min_duration, args.max_duration, own=own,
             between=(lambda: reference.time("chunk")) if reference is not None else None)
+        if energy is not None:
+            energy.stop()
+            result[Doc.ENERGY] = energy.result(timed_s, iterations)
         if reference is not None:
             reference.time("after")
         result[Doc.LATENCY_CLOCK] = "runtime" if own else "wall"
@@ -2282,9 +2687,9 @@ def storage_failure(exc, doing):
     return AgentFailure(ErrorCategory.AGENT_ERROR, "%s failed: %s" % (doing, _one_line(exc)), EXIT_FAILED)
 
 
-def write_result(path, document):
+def write_result(path, document, tmp=None):
     """A JSON document (a result, a pin, a mark), atomically; a write that fails leaves no `.part` behind."""
-    tmp = path + ".part"
+    tmp = tmp or path + ".part"
     try:
         with open(tmp, "w") as handle:
             json.dump(document, handle)
@@ -2353,6 +2758,10 @@ def main(argv=None):
                      help="a run whose reference ran more than this much slower than usual is not added to the "
                           "usual (the target's quiet.max_reference_drift; 'none': every run is)")
     run.add_argument("--no-reference", action="store_true", help="do not time the device speed reference")
+    run.add_argument("--power", default="", help='energy per inference from a power sensor, as JSON: {"source": '
+                     '"auto"|"ina3221"|"pmic"|"rapl"|"hwmon"|"command"|"none", "root": sysfs root, "rail": ..., '
+                     '"command": ..., "unit": "W"|"J", "idle_s": 0.5, "sampling_hz": 20, "min_samples": 5} '
+                     '(none given: not measured)')
     cache = sub.add_parser("cache", help="the device's content cache: list, verify, prune, make room (JSON)")
     cache.add_argument("action", choices=("list", "verify", "prune", "make-room", "evict", "suspect", "pin", "unpin"))
     cache.add_argument("--workdir", required=True)

@@ -6,7 +6,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 
 def register(subparsers) -> None:
-    from harness.history.store import DEFAULT_DB_PATH, HISTORY_ENV
+    from harness.history.tables import DEFAULT_DB_PATH, HISTORY_ENV
     from harness.schema.rundir import REPORTS_DIR
     from harness.schema.targets import TARGETS_DIR
     p = subparsers.add_parser(
@@ -49,7 +49,8 @@ def load_baseline(store, run_id: str, named: Optional[str], reports_dir: Path
 
 
 def cmd_gate(args) -> int:
-    from harness.history.store import History, gate_status_of, record_run
+    from harness.history.store import History, record_run
+    from harness.history.tables import gate_status_of
     from harness.judge.gate import LAST_PASSING, GateInputs, evaluate, load_policy, write_junit
     from harness.report import run_budgets, write_summary
     from harness.report.crossarch import emulated_targets

@@ -7,7 +7,7 @@ from typing import Dict, List, Optional, Tuple
 
 def register(subparsers) -> None:
     from harness.commands.arguments import number
-    from harness.history.store import DEFAULT_DB_PATH, HISTORY_ENV
+    from harness.history.tables import DEFAULT_DB_PATH, HISTORY_ENV
     from harness.schema.rundir import REPORTS_DIR
     p = subparsers.add_parser(
         "history", help="show a metric over time, record a run, or list regressions against a baseline",

@@ -89,6 +89,28 @@ def apply_limits(group: str, pid: int, cpu_quota: Optional[float], memory_bytes:
     return created, notes
 
 
+def usage_group(group: str, pid: int, root: Path = ROOT) -> Tuple[Optional[str], List[str], List[str]]:
+    """Put pid into a group whose CPU time can be read (v1: `cpuacct/harness-farm/<group>`, v2: the group of
+    apply_limits), for the simulated power sensor's model. Returns (the usage file, directories created, notes)."""
+    version = detect(root)
+    if version is None:
+        return None, [], [f"no cgroup filesystem at {root}: no CPU usage for the simulated power sensor"]
+    if version == "v2":
+        directory = root / "harness-farm" / group
+        usage = directory / "cpu.stat"
+    else:
+        directory = root / "cpuacct" / "harness-farm" / group
+        usage = directory / "cpuacct.usage"
+    created = [] if directory.is_dir() else [str(directory)]
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        _write(directory / "cgroup.procs", str(pid))
+    except OSError as exc:
+        return None, created, [f"cgroup CPU usage not available ({exc.strerror or exc}: {getattr(exc, 'filename', '')})"
+                               f": the simulated power sensor is off"]
+    return (str(usage) if usage.exists() else None), created, []
+
+
 def _pids(directory: Path) -> List[int]:
     try:
         return [int(p) for p in (directory / "cgroup.procs").read_text().split()]

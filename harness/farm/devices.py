@@ -103,6 +103,9 @@ class DeviceClass:
     #: named runtime configurations for the target's `runtimes:` (harness.schema.runtime_configs); None: the list
     #: of runtimes, each with its default configuration
     runtime_configs: Optional[Mapping[str, Any]] = field(default=None, compare=False)
+    #: its SIMULATED power sensor (harness.farm.sim_power): the sensor kind ("ina3221", "pmic", "rapl"), idle watts
+    #: and watts per busy CPU of the device's own cgroup; None: no sensor (energy is "not measured")
+    power: Optional[Tuple[str, float, float]] = None
 
     @property
     def emulated(self) -> bool:
@@ -116,13 +119,15 @@ class DeviceClass:
 DEVICE_CLASSES: Tuple[DeviceClass, ...] = (
     DeviceClass("sim-pi4", "simulated Raspberry Pi 4: 1 pinned CPU at a 50% quota, 1 GiB, numpy<2 + tflite-runtime",
                 ("tflite",), threads=1, cpu_count=1, cpu_quota=0.5, memory_limit_bytes=1 * GiB, env=PI_ENV,
-                latency_p99_ms=40.0, peak_memory_mb=300.0),
+                latency_p99_ms=40.0, peak_memory_mb=300.0, power=("pmic", 2.7, 3.0)),
     DeviceClass("sim-jetson", "simulated Jetson: 2 CPUs at a 1.5-CPU quota, 4 GiB, Python 3.8 with onnxruntime "
                 "and tflite-runtime", ("onnx", "tflite"), threads=2, cpu_count=2, cpu_quota=1.5,
-                memory_limit_bytes=4 * GiB, env=JETSON_ENV, latency_p99_ms=20.0, peak_memory_mb=600.0),
+                memory_limit_bytes=4 * GiB, env=JETSON_ENV, latency_p99_ms=20.0, peak_memory_mb=600.0,
+                power=("ina3221", 4.5, 2.5)),
     DeviceClass("sim-x86", "simulated x86 edge box: every CPU, 8 GiB, the host's Python with all three runtimes",
                 ("tflite", "onnx", "openvino"), threads=2, cpu_count=0, cpu_quota=None,
-                memory_limit_bytes=8 * GiB, env=None, latency_p99_ms=10.0, peak_memory_mb=1024.0),
+                memory_limit_bytes=8 * GiB, env=None, latency_p99_ms=10.0, peak_memory_mb=1024.0,
+                power=("rapl", 12.0, 8.0)),
 )
 #: Opt-in classes (`harness farm up --with NAME`), beside the architecture's own.
 EXTRA_DEVICE_CLASSES: Tuple[DeviceClass, ...] = (

@@ -46,7 +46,10 @@ class TargetPolicy:
     max_latency_p99_ms: Optional[float] = None
     #: every checked ok cell: peak RSS in MB (2**20 bytes) <= this
     max_peak_memory_mb: Optional[float] = None
-    #: take max_latency_p99_ms / max_peak_memory_mb from targets/<name>.yaml budgets where not set here
+    #: every checked ok cell: energy per inference above idle in mJ <= this (docs/energy.md); a cell whose energy
+    #: was not measured fails it, naming why
+    max_energy_mj: Optional[float] = None
+    #: take max_latency_p99_ms / max_peak_memory_mb / max_energy_mj from targets/<name>.yaml budgets where not set
     use_target_budgets: Optional[bool] = None
     #: slowdown against the baseline (0.10 = 10 %), judged on the per-iteration samples, for each of
     #: latency_figures
@@ -66,6 +69,8 @@ class TargetPolicy:
     max_accuracy_drop: Optional[float] = None
     #: relative peak-memory growth against the baseline
     max_memory_regression: Optional[float] = None
+    #: relative growth of energy per inference against the baseline (0.10 = 10 %); judged where both measured it
+    max_energy_regression: Optional[float] = None
     #: every model on the target has an ok cell in each of these formats
     required_formats: Optional[Tuple[str, ...]] = None
     #: only these variants are checked (empty or unset: all of them)
@@ -89,7 +94,7 @@ class TargetPolicy:
             value = getattr(self, name)
             if value is not None and not 0.0 <= value <= 1.0:
                 raise ValueError(f"{name} must be between 0 and 1, got {value}")
-        for name in ("max_latency_p99_ms", "max_peak_memory_mb"):
+        for name in ("max_latency_p99_ms", "max_peak_memory_mb", "max_energy_mj"):
             value = getattr(self, name)
             if value is not None and value <= 0:
                 raise ValueError(f"{name} must be positive, got {value}")
@@ -97,7 +102,7 @@ class TargetPolicy:
             raise ValueError(f"assumed_run_cv is a fraction (0.03 = 3 %), got {self.assumed_run_cv}")
         if self.min_latency_shift_ms is not None and self.min_latency_shift_ms < 0:
             raise ValueError(f"min_latency_shift_ms must not be negative, got {self.min_latency_shift_ms}")
-        for name in ("max_latency_regression", "max_accuracy_drop", "max_memory_regression"):
+        for name in ("max_latency_regression", "max_accuracy_drop", "max_memory_regression", "max_energy_regression"):
             value = getattr(self, name)
             if value is not None and not 0.0 <= value <= 10.0:
                 raise ValueError(f"{name} is a fraction (0.10 = 10 %), got {value}")
@@ -224,6 +229,8 @@ def _cell_checks(tp: TargetPolicy, target: str, rows: Sequence[Mapping[str, Any]
     if tp.use_target_budgets and budget is not None:
         max_p99 = max_p99 if max_p99 is not None else budget.latency_p99_ms
         max_mb = max_mb if max_mb is not None else budget.peak_memory_mb
+    max_mj = tp.max_energy_mj if tp.max_energy_mj is not None or not tp.use_target_budgets or budget is None \
+        else budget.energy_mj
     for row in rows:
         cell, status = str(row.get("cell_id")), row.get("status")
         if status in (FAILED, LOST):
@@ -246,11 +253,14 @@ def _cell_checks(tp: TargetPolicy, target: str, rows: Sequence[Mapping[str, Any]
         for rule, value, limit, unit in (
                 ("max_latency_p99_ms", finite_or_none(row.get("latency_p99_ms")), max_p99, "ms"),
                 ("max_peak_memory_mb", None if finite_or_none(row.get("peak_rss_bytes")) is None
-                 else float(row["peak_rss_bytes"]) / BYTES_PER_MB, max_mb, "MB")):
+                 else float(row["peak_rss_bytes"]) / BYTES_PER_MB, max_mb, "MB"),
+                ("max_energy_mj", finite_or_none(row.get("energy_mj_per_inference")), max_mj, "mJ")):
             if limit is None:
                 continue
             if value is None:
-                checks.append(Check(target, rule, cell, False, "not measured"))
+                why = row.get("energy_method") if rule == "max_energy_mj" else None
+                checks.append(Check(target, rule, cell, False, why if why and "not measured" in str(why)
+                                    else "not measured"))
             else:
                 checks.append(Check(target, rule, cell, value <= limit, f"{value:.2f} {unit} (maximum {limit:g} {unit})"))
     return checks
@@ -320,6 +330,12 @@ def _baseline_checks(tp: TargetPolicy, target: str, rows: Sequence[Mapping[str, 
             checks.append(Check(target, "max_memory_regression", cell, rise <= tp.max_memory_regression,
                                 f"peak RSS {mem_base / BYTES_PER_MB:.1f} -> {mem_now / BYTES_PER_MB:.1f} MB "
                                 f"({rise:+.1%}, maximum {tp.max_memory_regression:+.0%})"))
+        mj_now, mj_base = (finite_or_none(r.get("energy_mj_per_inference")) for r in (row, base))
+        if tp.max_energy_regression is not None and mj_now is not None and mj_base is not None and mj_base > 0:
+            rise = mj_now / mj_base - 1.0
+            checks.append(Check(target, "max_energy_regression", cell, rise <= tp.max_energy_regression,
+                                f"energy per inference {mj_base:.4g} -> {mj_now:.4g} mJ ({rise:+.1%}, maximum "
+                                f"{tp.max_energy_regression:+.0%})"))
     return checks
 
 
@@ -483,7 +499,8 @@ def evaluate(policy: Policy, frame: Any, inputs: Optional[GateInputs] = None) ->
         checked = [r for r in target_rows if not tp.variants or str(r.get("variant")) in tp.variants]
         if target in emulated:
             tp = replace(tp, max_latency_p99_ms=None, max_peak_memory_mb=None, use_target_budgets=None,
-                         max_latency_regression=None, max_memory_regression=None)
+                         max_latency_regression=None, max_memory_regression=None, max_energy_mj=None,
+                         max_energy_regression=None)
             checked = [{**r, "noisy": False} for r in checked]
             notes.append(f"{target}: emulated device (qemu-user): latency and memory rules not judged, only "
                          f"whether cells run and their accuracy")
@@ -494,7 +511,8 @@ def evaluate(policy: Policy, frame: Any, inputs: Optional[GateInputs] = None) ->
         nightly = bool(tp.nightly_window_runs) and history_cells is not None and not paired
         if nightly:
             checks += _nightly_checks(tp, target, checked, samples, history_cells or [], run_id, policy.alpha)
-        if any(v is not None for v in (tp.max_latency_regression, tp.max_accuracy_drop, tp.max_memory_regression)):
+        if any(v is not None for v in (tp.max_latency_regression, tp.max_accuracy_drop, tp.max_memory_regression,
+                                       tp.max_energy_regression)):
             wants_baseline = True
             seg_rows: List[Dict[str, Any]] = []
             if nightly:

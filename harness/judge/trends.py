@@ -59,6 +59,8 @@ POINT_OK, POINT_NOISY, POINT_NOT_JUDGED = "ok", "noisy", "not_judged"
 #: least TRIM_MIN_SIDE runs (a smaller side has no median to trust)
 TRIM_SIGMAS = 4.0
 TRIM_MIN_SIDE = 8
+#: the robust SD is at least this share of the side's plain SD (one odd night among 8 still lies far past it)
+TRIM_SD_FLOOR = 0.5
 #: the trimmed test's Bonferroni-corrected p is multiplied by this before it is set against the t test's, so the
 #: pair alarms on quiet series no more often than the t test alone (measured: tests/test_robust_split.py)
 TRIMMED_TEST_PENALTY = 1.5
@@ -80,7 +82,10 @@ def _trimmed_split_t(x: np.ndarray, tau: np.ndarray) -> np.ndarray:
     def side(mask: np.ndarray, n: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
         values = np.where(mask, x[None, :], np.nan)
         median = np.nanmedian(values, axis=1)
-        mad = 1.4826 * np.nanmedian(np.abs(values - median[:, None]), axis=1)
+        # the robust SD, floored at half the side's plain SD: a side of a few distinct values (nights that
+        # repeat a level) has a MAD near 0, and clipping at it would shrink the real spread, not an odd night
+        mad = np.maximum(1.4826 * np.nanmedian(np.abs(values - median[:, None]), axis=1),
+                         TRIM_SD_FLOOR * np.nanstd(values, axis=1))
         trimmed = (n >= TRIM_MIN_SIDE) & (mad > 0)
         centre = np.where(trimmed, median, np.nanmean(values, axis=1))
         limit = np.where(trimmed, TRIM_SIGMAS * mad, np.inf)

@@ -127,7 +127,9 @@ def run_agent(transport, job: TargetJob, cell: Cell, pushed: PushedCell, agent_p
             "--lock", device.lock_path(transport), "--lock-timeout", str(target.lock_timeout_s),
             "--holder", f"run {run.run_id}", "--verify-cache",
             # the device speed reference's usual is kept in the device's workdir
-            "--workdir", transport.workdir, "--max-reference-drift", "none" if drift is None else str(drift)]
+            "--workdir", transport.workdir, "--max-reference-drift", "none" if drift is None else str(drift),
+            # energy per inference from the device's power sensor (docs/energy.md)
+            "--power", json.dumps(target.power.to_agent())]
     first = repeat == 1 and not again
     if first:
         argv += ["--outputs", pushed.outputs]

@@ -61,10 +61,12 @@ def combine_repeats(documents: Sequence[Mapping[str, Any]], limits: QuietLimits 
     row["noisy"] = bool(reasons) if read_any else None
     row["noise_reasons"] = "; ".join(reasons) or None
     row.update(reference_fields(documents))
+    row.update(energy_fields(documents))
     row["remeasured"] = sum(1 for r in remeasured if not r.get("kept"))  # agent runs made again
     extras: Dict[str, Any] = {"latencies_ms": pooled,
                               "conditions": [d.get(Doc.CONDITIONS) for d in documents],
-                              "reference": [d.get(Doc.REFERENCE) for d in documents]}
+                              "reference": [d.get(Doc.REFERENCE) for d in documents],
+                              "energy": [d.get(Doc.ENERGY) for d in documents]}
     if remeasured:
         extras["remeasured"] = [dict(r) for r in remeasured]
     if len(documents) > 1:
@@ -81,6 +83,31 @@ def reference_fields(documents: Sequence[Mapping[str, Any]]) -> Dict[str, Any]:
     ms = float(np.median(times)) if times else None
     return {"reference_ms": ms, "reference_usual_ms": usual,
             "device_speed": usual / ms if usual and ms else None}
+
+
+def energy_fields(documents: Sequence[Mapping[str, Any]]) -> Dict[str, Any]:
+    """The energy columns from each repeat's `energy` (the agent's EnergyMeter): the median over the repeats that
+    measured it; where none did, energy_method says "not measured: <why>" and the figures stay empty (never 0).
+    A document without `energy` (an agent run without --power) leaves every energy column empty."""
+    energies = [d.get(Doc.ENERGY) for d in documents if d.get(Doc.ENERGY)]
+    if not energies:
+        return {}
+    measured = [e for e in energies if not e.get("not_measured") and e.get("mj_per_inference") is not None]
+    if not measured:
+        first = energies[0]
+        why = first.get("not_measured") or "no figures"
+        method = f"{first['method']}; not measured: {why}" if first.get("method") else f"not measured: {why}"
+        return {"energy_method": method, "energy_rails": ",".join(first.get("rails") or []) or None}
+
+    def median(key: str) -> Optional[float]:
+        values = [float(e[key]) for e in measured if e.get(key) is not None]
+        return float(np.median(values)) if values else None
+
+    rates = [float(e["sampling_hz"]) for e in measured if e.get("sampling_hz")]
+    return {"energy_mj_per_inference": median("mj_per_inference"), "energy_total_mj": median("total_mj"),
+            "power_active_w": median("active_w"), "power_idle_w": median("idle_w"),
+            "energy_method": measured[0].get("method"), "energy_rails": ",".join(measured[0].get("rails") or []),
+            "power_sampling_hz": min(rates) if rates else None}
 
 
 def slow_measurement(document: Mapping[str, Any], limits: QuietLimits) -> Optional[str]:

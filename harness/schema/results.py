@@ -110,6 +110,11 @@ NOISE_COLUMNS = ["noisy", "noise_reasons",
                  # repeats), the device's usual time for it, usual / reference (1.0: usual speed, 0.89: 12 % slower),
                  # and how many repeats were measured again because the device ran slower than quiet.max_reference_drift
                  "reference_ms", "reference_usual_ms", "device_speed", "remeasured"]
+#: energy per inference from the device's own power sensor (docs/energy.md): (mean active - mean idle power) x
+#: timed s / inferences, the median over repeats; the whole energy while timing; the mean powers; the sensor and
+#: how it was read, or "not measured: <why>" (then the figures are empty, never zero); the rails; readings per second
+ENERGY_COLUMNS = ["energy_mj_per_inference", "energy_total_mj", "power_active_w", "power_idle_w", "energy_method",
+                  "energy_rails", "power_sampling_hz"]
 MEMORY_COLUMNS = ["peak_rss_bytes", "rss_increase_bytes", "baseline_rss_bytes"]
 ARTIFACT_COLUMNS = ["artifact_size_bytes", "artifact_gzip_bytes", "artifact_sha256", "param_count", "macs",
                     "sparsity", "weight_rel_frobenius", "compression_s", "fidelity"]
@@ -124,7 +129,7 @@ TIME_COLUMNS = ["started_at", "duration_s"]
 STORAGE_COLUMNS = ["cache_repair", "verify_ms"]
 
 COLUMNS: List[str] = (IDENTITY_COLUMNS + STATUS_COLUMNS + ACCURACY_COLUMNS + LATENCY_COLUMNS + NOISE_COLUMNS
-                      + MEMORY_COLUMNS + ARTIFACT_COLUMNS + RUNTIME_COLUMNS + TIME_COLUMNS + STORAGE_COLUMNS)
+                      + ENERGY_COLUMNS + MEMORY_COLUMNS + ARTIFACT_COLUMNS + RUNTIME_COLUMNS + TIME_COLUMNS + STORAGE_COLUMNS)
 
 #: columns printed at the end of a run
 SUMMARY_COLUMNS = ["model", "variant", "format", "runtime_config", "target", "status", "primary_metric", "primary_value",
@@ -197,7 +202,8 @@ def results_frame(rows: Iterable[Mapping[str, Any]]):
     numeric = [c for c in COLUMNS if c.endswith(("_ms", "_bytes", "_s", "_db")) or c in (
         "accuracy", "top5_accuracy", "reference_accuracy", "accuracy_retention", "top1_agreement", "max_abs_diff",
         "cosine_similarity", "kl_divergence", "sparsity", "weight_rel_frobenius", "fidelity", "primary_value",
-        "primary_retention", "latency_repeat_cv", "device_speed")] + metric_columns
+        "primary_retention", "latency_repeat_cv", "device_speed", "energy_mj_per_inference", "energy_total_mj",
+        "power_active_w", "power_idle_w", "power_sampling_hz")] + metric_columns
     for column in numeric:
         frame[column] = pd.to_numeric(frame[column], errors="coerce").astype("float64")
     for column in ("n_eval_samples", "warmup_iterations", "timed_iterations", "threads", "param_count", "macs",

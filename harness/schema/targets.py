@@ -31,6 +31,56 @@ class Budgets:
 
     latency_p99_ms: float = 50.0
     peak_memory_mb: float = 512.0
+    #: energy per inference above idle, millijoules (docs/energy.md); null: no energy budget
+    energy_mj: Optional[float] = None
+
+    def __post_init__(self) -> None:
+        if self.energy_mj is not None and self.energy_mj <= 0:
+            raise ValueError(f"energy_mj must be above 0 (or null: no energy budget), got {self.energy_mj}")
+
+
+#: the power sources the agent knows (harness.agent.agent.POWER_SOURCES), plus auto (probe them in turn) and none
+POWER_SOURCE_NAMES = ("auto", "none", "ina3221", "pmic", "rapl", "hwmon", "command")
+
+
+@dataclass(frozen=True)
+class PowerSettings:
+    """Where the agent reads the device's power (docs/energy.md). The defaults probe the real places: INA3221
+    rails, `vcgencmd pmic_read_adc`, RAPL, hwmon power, in that order."""
+
+    #: auto, none, ina3221 (Jetson), pmic (Raspberry Pi 5), rapl (x86), hwmon, command (an external meter)
+    source: str = "auto"
+    #: the sysfs root the sysfs sources read ('' = /sys); a simulated or copied tree can stand in
+    root: str = ""
+    #: the rail to read (INA3221: VDD_IN, POM_5V_IN, ...; pmic: VDD_CORE, ...); '' = the board's input rail
+    #: (Jetson), every rail summed (pmic), every package (RAPL)
+    rail: str = ""
+    #: pmic: the vcgencmd to run ('' = vcgencmd on PATH); command: the meter's command line, printing one number
+    command: str = ""
+    #: command: what the number is, W (watts now) or J (joules so far, a counter)
+    unit: str = "W"
+    #: seconds of idle power, the model loaded and nothing running, before the timed loop
+    idle_s: float = 0.5
+    #: readings per second while idle and while timing (a sampling thread); the rate reached is recorded
+    sampling_hz: float = 20.0
+    #: fewer readings than this in the idle window or the timed loop: "not measured: too few samples"
+    min_samples: int = 5
+
+    def __post_init__(self) -> None:
+        if self.source not in POWER_SOURCE_NAMES:
+            raise ValueError(f"source must be one of {', '.join(POWER_SOURCE_NAMES)}, got {self.source!r}")
+        if self.source == "command" and not self.command:
+            raise ValueError("source: command needs command: (the meter's command line)")
+        if self.unit not in ("W", "J"):
+            raise ValueError(f"unit must be W or J, got {self.unit!r}")
+        if self.idle_s <= 0 or self.sampling_hz <= 0 or self.min_samples < 2:
+            raise ValueError("idle_s and sampling_hz must be above 0 and min_samples at least 2")
+
+    def to_agent(self) -> Dict[str, Any]:
+        """The agent's --power JSON."""
+        return {"source": self.source, "root": self.root, "rail": self.rail, "command": self.command,
+                "unit": self.unit, "idle_s": self.idle_s, "sampling_hz": self.sampling_hz,
+                "min_samples": self.min_samples}
 
 
 @dataclass(frozen=True)
@@ -98,6 +148,8 @@ class TargetSpec:
     budgets: Budgets = field(default_factory=Budgets)
     #: when the device is too busy or hot to measure (cells measured past these are `noisy`)
     quiet: QuietLimits = field(default_factory=QuietLimits)
+    #: the device's power sensor, for energy per inference (docs/energy.md)
+    power: PowerSettings = field(default_factory=PowerSettings)
     connect_timeout_s: float = 10.0
     command_timeout_s: float = 300.0
     transfer_timeout_s: float = 120.0
