@@ -54,12 +54,15 @@ def recorded_budgets(manifest: Mapping[str, Any]) -> Dict[str, Budgets]:
     back and says so); unknown budget fields of a newer harness are ignored.
     """
     known = {f.name for f in dataclasses.fields(Budgets)}
+    optional = {f.name for f in dataclasses.fields(Budgets) if f.default is None}
     found: Dict[str, Budgets] = {}
     for spec in manifest.get("target_specs") or []:
         if not isinstance(spec, Mapping) or not isinstance(spec.get("budgets"), Mapping):
             continue
         try:
-            found[str(spec["name"])] = Budgets(**{k: float(v) for k, v in spec["budgets"].items() if k in known})
+            # an optional budget left unset (energy_mj: null) stays unset; any other must be a number
+            found[str(spec["name"])] = Budgets(**{k: None if v is None and k in optional else float(v)
+                                                  for k, v in spec["budgets"].items() if k in known})
         except (KeyError, TypeError, ValueError):
             continue
     return found
