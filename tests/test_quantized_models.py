@@ -243,3 +243,18 @@ def test_the_probe_reports_the_cpus_int8_instructions():
     doc = _json.loads(probe.stdout)
     flags = set(open("/proc/cpuinfo").read().split())
     assert doc["cpu_int8_flags"] == sorted(flags & set(device_agent.CPU_INT8_FLAGS))
+
+
+@pytest.mark.slow
+def test_in_a_real_run_every_int8_cell_not_faster_than_its_reference_is_explained(float_data_run):
+    _, run = float_data_run
+    rows = _rows(run)
+    summary = (run / "summary.md").read_text()
+    probe = json.loads((run / "devices" / "local.json").read_text())
+    assert isinstance(probe["cpu_int8_flags"], list)
+    for variant, fmt in (("ort_int8", "onnx"), ("ov_int8", "openvino")):
+        slower = rows[(variant, fmt)]["latency_p50_ms"] >= rows[("reference", fmt)]["latency_p50_ms"]
+        said = [ln for ln in summary.splitlines() if f"int8_digits/{variant}/{fmt} on local is not faster" in ln]
+        assert len(said) == int(slower), (variant, summary)
+        if said:  # both cells were profiled (ONNX Runtime's profiler, OpenVINO's counters): the groups are named
+            assert "quantize/dequantize ops" in said[0] and "the reference's:" in said[0] and "Next:" in said[0]
