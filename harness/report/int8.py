@@ -78,7 +78,7 @@ def next_step(groups: Mapping[str, Mapping[str, Any]], cpu_flags: Optional[Seque
         return ("this CPU has no int8 dot-product instructions (VNNI, AMX, Arm dotprod/i8mm): int8 kernels cannot beat "
                 "float ones here; profile on a target that has them, or keep float")
     if parent_ms < 0.1:
-        return (f"the float model takes {parent_ms:.3f} ms: per-call overhead dominates and int8 cannot pay off at "
+        return (f"the reference takes {parent_ms:.3f} ms: per-call overhead dominates and int8 cannot pay off at "
                 "this size; compare at a larger batch (--input-shape) or keep float")
     return ("the int8 kernels themselves are slower here: try the runtime's other int8 format (QOperator vs QDQ, "
             "per-channel weights) or another runtime configuration, and compare profiles again")
