@@ -93,3 +93,31 @@ def accumulator_torchscript(path: Path) -> Path:
 
     torch.jit.save(torch.jit.script(Accumulator().eval()), str(path))
     return path
+
+
+@functools.lru_cache(maxsize=None)
+def int8_digits() -> tuple:
+    """A fully int8 TFLite digits classifier as a user's build makes one (TFLiteConverter full int8 with a
+    representative data set, int8 input and output with their scales and zero points, input [-1, 8, 8, 1]),
+    and its held-out images (n, 8, 8, 1) float32 in [0, 1] with their labels: (path, images, labels)."""
+    from sklearn.datasets import load_digits
+
+    tf, keras = _keras()
+    digits = load_digits()
+    x = (digits.images / 16.0).astype(np.float32)[..., None]
+    y = digits.target.astype(np.int64)
+    keras.utils.set_random_seed(0)
+    image = keras.layers.Input((8, 8, 1), name="image")
+    hidden = keras.layers.Flatten()(keras.layers.Conv2D(8, 3, activation="relu")(image))
+    model = keras.Model(image, keras.layers.Dense(10, name="logits")(hidden))
+    model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True), ["accuracy"])
+    model.fit(x[:1200], y[:1200], epochs=15, verbose=0)
+    converter = tf.lite.TFLiteConverter.from_keras_model(model)
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    converter.representative_dataset = lambda: ([x[i:i + 1]] for i in range(100))
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    converter.inference_input_type = tf.int8
+    converter.inference_output_type = tf.int8
+    path = Path(tempfile.mkdtemp(prefix="real-files-")) / "int8_digits.tflite"
+    path.write_bytes(converter.convert())
+    return path, x[1200:1400], y[1200:1400]

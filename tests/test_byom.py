@@ -131,7 +131,8 @@ def test_int8_variants_calibrate_on_a_split_of_the_users_data_disjoint_from_eval
         assert row["status"] == "ok", row["error_message"]
         assert row["output_snr_db"] > 10 and row["n_eval_samples"] == 20
     notes = " ".join(json.loads(outcome.run_dir.manifest_path.read_text())["data"][recipe.name])
-    assert "calibration: 20 samples split from eval.npz (disjoint from evaluation)" in notes
+    assert "calibration split: 20 of the 40 samples of eval.npz were moved to calibration" in notes
+    assert "scored on the other 20; pass --calibration FILE" in notes
 
 
 def test_the_users_files_are_never_written_and_replacing_one_in_place_rebuilds(streaming, tmp_path):

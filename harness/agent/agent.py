@@ -389,9 +389,17 @@ class TFLiteRuntime(Runtime):
         return not self.holds_state
 
     def interface(self):
-        return _describe(self.input_names, [(s, d["dtype"]) for s, d in zip(self.input_signatures, self.inputs)],
-                         self.output_names, [(d.get("shape_signature", d["shape"]), d["dtype"])
-                                             for d in self.outputs])
+        doc = _describe(self.input_names, [(s, d["dtype"]) for s, d in zip(self.input_signatures, self.inputs)],
+                        self.output_names, [(d.get("shape_signature", d["shape"]), d["dtype"])
+                                            for d in self.outputs])
+        # An integer tensor that stands for real numbers carries its scale and zero point: the host quantizes
+        # float data with them and compares a converted file's integer outputs on the same real scale.
+        for specs, details in ((doc["inputs"], self.inputs), (doc["outputs"], self.outputs)):
+            for spec, detail in zip(specs, details):
+                scale, zero_point = detail.get("quantization", (0.0, 0))
+                if scale and spec["dtype"] in ("int8", "uint8", "int16"):
+                    spec["quantization"] = [float(scale), int(zero_point)]
+        return doc
 
     def prepare(self, feeds):
         # Inputs are set here, outside the timed call, as LiteRT's benchmark_model does.
@@ -2531,21 +2539,29 @@ def _read_first(path):
         return None
 
 
+#: /proc/cpuinfo flags of int8 dot-product and matrix instructions (x86 VNNI and AMX; Arm dot product, i8mm)
+CPU_INT8_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8", "vnni", "asimddp", "i8mm")
+
+
 def cmd_probe(args):
     """Health probe: what this device is and which runtimes it has."""
     info = {"python": platform.python_version(), "python_executable": sys.executable,
             "machine": platform.machine(), "system": platform.system(), "release": platform.release(),
             "hostname": platform.node(), "cpu_count": os.cpu_count()}
-    cpu_model = None
+    cpu_model, flags = None, set()
     try:
         with open("/proc/cpuinfo") as handle:
             for line in handle:
-                if line.lower().startswith(("model name", "hardware", "cpu model")):
+                key = line.lower()
+                if cpu_model is None and key.startswith(("model name", "hardware", "cpu model")):
                     cpu_model = line.split(":", 1)[1].strip()
-                    break
+                elif key.startswith(("flags", "features")) and not flags:  # x86 flags, Arm features
+                    flags = set(line.split(":", 1)[1].split())
     except (IOError, OSError):
         pass
     info["cpu_model"] = cpu_model
+    # the CPU's int8 dot-product / matrix instructions: whether int8 kernels can be faster than float ones
+    info["cpu_int8_flags"] = sorted(flags & set(CPU_INT8_FLAGS))
     mem = {}
     try:
         with open("/proc/meminfo") as handle:

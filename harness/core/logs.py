@@ -32,8 +32,15 @@ class OneLine(logging.Formatter):
             record.exc_info, record.exc_text = saved
 
 
+_HARNESS_DIR = str(Path(__file__).resolve().parents[1])
+
+
 class _NotThirdParty(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
+        if record.name == "root" and not str(record.pathname).startswith(_HARNESS_DIR):
+            # a library that logs through the root logger (onnxruntime.quantization's "Please consider
+            # pre-processing", "Expected bias ... to be an initializer"): the run's log only
+            return False
         return not record.name.startswith(_THIRD_PARTY)
 
 

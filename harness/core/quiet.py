@@ -7,10 +7,12 @@ so they go to a temporary file, which is replayed if the wrapped code fails.
 """
 from __future__ import annotations
 
+import io
+import logging
 import os
 import sys
 import tempfile
-from contextlib import contextmanager
+from contextlib import contextmanager, redirect_stderr, redirect_stdout
 from typing import Iterator
 
 
@@ -33,3 +35,23 @@ def native_stderr_quieted() -> Iterator[None]:
         finally:
             os.dup2(saved, 2)
             os.close(saved)
+
+
+@contextmanager
+def python_output_quieted(what: str) -> Iterator[None]:
+    """Progress bars and prints that a library writes through sys.stdout / sys.stderr (NNCF's rich "Statistics
+    collection" bar): into the run's log (`what` names the step), replayed on the terminal if the code fails."""
+    if os.environ.get("HARNESS_NATIVE_LOGS"):
+        yield
+        return
+    sink = io.StringIO()
+    try:
+        with redirect_stdout(sink), redirect_stderr(sink):
+            yield
+    except BaseException:
+        sys.stderr.write(sink.getvalue())
+        raise
+    finally:
+        text = sink.getvalue().strip()
+        if text:
+            logging.getLogger("harness.quiet").info("%s printed: %s", what, text)

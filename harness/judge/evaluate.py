@@ -59,6 +59,39 @@ def align(outputs: Outputs, reference: Outputs) -> Tuple[Dict[str, Output], List
     return {ref: outputs[names[i]] for ref, i in zip(ref_names, order)}, []
 
 
+#: (output name, (scale, zero point) or None) of each source output, in the source's order
+OutputQuantization = Tuple[Tuple[str, Optional[Tuple[float, int]]], ...]
+
+
+def dequantize(outputs: Outputs, quantization: OutputQuantization) -> Tuple[Outputs, List[str]]:
+    """Integer outputs of a converted file as the reals they stand for, with the source's own scale and zero
+    point (tf2onnx and OpenVINO keep a quantized TFLite output as raw int8 codes; LiteRT's agent dequantizes):
+    real = (code - zero point) * scale, computed as the agent computes it. Returns the outputs and the names of
+    the source outputs that were dequantized."""
+    if not any(q for _, q in quantization):
+        return outputs, []
+    names = list(outputs)
+    order = match_names([n for n, _ in quantization], names)
+    if order is None:
+        return outputs, []
+    out, done = dict(outputs), []
+    for (ref_name, q), i in zip(quantization, order):
+        value = outputs[names[i]]
+        if q is None or isinstance(value, list) or np.asarray(value).dtype.kind not in "iu":
+            continue
+        scale, zero_point = q
+        out[names[i]] = (np.asarray(value).astype("float32") - zero_point) * scale
+        done.append(ref_name)
+    return out, done
+
+
+def dequantized_text(quantization: OutputQuantization, names: Sequence[str]) -> str:
+    """What the row says about outputs compared on their real scale."""
+    by_name = dict(quantization)
+    return "; ".join(f"{n} (scale {by_name[n][0]:.6g}, zero point {by_name[n][1]})"  # type: ignore[index]
+                     for n in names) + ": integer outputs dequantized with the source's scale and zero point"
+
+
 def output_parity(out: Output, ref: Output) -> Dict[str, Optional[float]]:
     """max abs difference, mean cosine similarity and SNR (dB) of one output over the samples both have."""
     n = min(len(out), len(ref))
@@ -213,6 +246,9 @@ class ScoringSpec:
     primary_metric: str = ""
     #: where the metric's module is imported from (the recipe's directory)
     base_dir: str = ""
+    #: the source's quantized outputs (name, (scale, zero point)): a converted file's integer outputs are
+    #: compared with the reference on the real scale
+    output_quantization: OutputQuantization = ()
 
     @classmethod
     def from_recipe(cls, recipe: Any) -> "ScoringSpec":
@@ -239,7 +275,13 @@ def score_outputs(outputs: Outputs, reference: Outputs, labels: Optional[np.ndar
     figure is unavailable.
     """
     reference_figures = reference_figures or {}
+    outputs, dequantized = dequantize(outputs, spec.output_quantization)
     row, per_output = parity(outputs, reference)
+    if dequantized:
+        row["outputs_dequantized"] = dequantized_text(spec.output_quantization, dequantized)
+        for name in dequantized:
+            if name in per_output:
+                per_output[name]["dequantized"] = True
     if is_classification(spec, labels):
         row.update(classification(outputs, reference, labels, spec.class_output))
     names: List[str] = []

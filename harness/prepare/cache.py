@@ -14,7 +14,7 @@ import shutil
 import uuid
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Iterator, NamedTuple
+from typing import Any, Callable, Iterator, NamedTuple, Set
 
 DEFAULT_CACHE_DIR = Path(".harness/cache")
 
@@ -40,6 +40,12 @@ class ContentCache:
         # HARNESS_CACHE_DIR lets CI and tests keep caches apart from a user's.
         self.root = Path(root or os.environ.get("HARNESS_CACHE_DIR") or DEFAULT_CACHE_DIR)
 
+    @property
+    def made_here(self) -> Set[Path]:
+        """Entries this object built (not found): a build can tell an entry an earlier step of the same build
+        made (a reference conversion a compressor needed) from one an earlier run left."""
+        return self.__dict__.setdefault("_made_here", set())
+
     def entry(self, kind: str, key: str) -> Path:
         return self.root / kind / key
 
@@ -58,6 +64,7 @@ class ContentCache:
             if final.exists():
                 shutil.rmtree(final)
             os.replace(scratch, final)
+            self.made_here.add(final)
         finally:
             if scratch.exists():
                 shutil.rmtree(scratch, ignore_errors=True)

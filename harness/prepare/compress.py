@@ -61,3 +61,5 @@ class VariantModel:
     io_dtypes: Tuple[str, ...] = ()
     #: param_count, macs, sparsity, weight_rel_frobenius, ... (result columns)
     metrics: Dict[str, Any] = field(default_factory=dict)
+    #: made by this call, not found in the cache: its ready-made artifacts count as built, not reused
+    built_now: bool = False

@@ -275,11 +275,49 @@ def fill_shapes_from_data(interface: Interface, arrays: Mapping[str, np.ndarray]
     return shapes
 
 
+def samples_on_leading_axis(interface: Interface, arrays: Mapping[str, np.ndarray], labels: Optional[np.ndarray],
+                            shapes: Mapping[str, Sequence[int]], force: bool = False
+                            ) -> Tuple[Dict[str, np.ndarray], List[str]]:
+    """Data saved the natural way for a batch-1 or dynamic-batch model: (N, H, W, C) for an input [1|-1, H, W, C],
+    with N labels. Its leading axis is then the samples, each one batch of 1: the arrays get that axis of 1
+    (N, 1, H, W, C), and a note says so. Without labels, or where the leading size is not the label count,
+    or a shape given for the input fixes another batch, the data stays as it is (one batch of N). `force`: the
+    evaluation data was read so; its calibration data (no labels) is read the same way."""
+    n_labels = len(labels) if labels is not None and np.ndim(labels) >= 1 else 0
+    out, moved = dict(arrays), []
+    if n_labels < 2 and not force:
+        return out, []
+    for key, array in arrays.items():
+        spec = _input_for(interface, key)
+        if spec is None or spec.shape is None or len(spec.shape) < 2 or np.ndim(array) != len(spec.shape):
+            continue
+        given = next((tuple(v) for k, v in shapes.items() if normalize_name(k) == normalize_name(spec.name)), None)
+        batch = spec.shape[0]
+        batch_one = (batch == 1 or not is_static(batch)) and (given is None or (len(given) > 0 and given[0] == 1))
+        fits = all(not is_static(d) or d == a for d, a in zip(spec.shape[1:], np.shape(array)[1:]))
+        if batch_one and fits and (force or len(array) == n_labels):
+            out[key] = np.asarray(array)[:, None]
+            moved.append(spec.name)
+    if not moved:
+        return out, []
+    return out, [f"samples: the leading axis of {', '.join(moved)} holds {n_labels} samples (one per label), each "
+                 "run at the model's batch of 1; --input-shape with another batch runs the data as one batch"]
+
+
+def _quantization(spec: TensorSpec, array: np.ndarray) -> Optional[Tuple[float, int]]:
+    """The input's (scale, zero point) when float data goes into an integer input that stands for reals."""
+    want = np.dtype(spec.dtype)
+    return spec.quantization if array.dtype.kind == "f" and want.kind in "iu" and spec.quantization else None
+
+
 def _cast(array: np.ndarray, spec: TensorSpec, where: str, key: str) -> np.ndarray:
     want = np.dtype(spec.dtype)
     got = array.dtype
     if got == want:
         return array
+    quantization = _quantization(spec, array)
+    if quantization is not None:  # the device agent quantizes the same way (agent._quantize)
+        return device_agent._quantize(array, want, quantization[0], quantization[1])
     ok = (got.kind == want.kind) or (got.kind in "iu" and want.kind in "iuf") or (got.kind == "b" and want.kind in "iu")
     if ok and got.kind in "iu" and want.kind in "iu" and array.size:
         info = np.iinfo(want)
@@ -299,6 +337,15 @@ def cast_notes(interface: Interface, arrays: Mapping[str, np.ndarray]) -> List[s
         if spec is None or np.asarray(array).dtype == np.dtype(spec.dtype):
             continue
         array = np.asarray(array)
+        quantization = _quantization(spec, array)
+        if quantization is not None:
+            codes = _cast(array, spec, "", key)
+            error = float(np.max(np.abs(array.astype(np.float64) - (codes.astype(np.float64) - quantization[1])
+                                        * quantization[0]))) if array.size else 0.0
+            notes.append(f"input {spec.name}: the data is {array.dtype.name}, quantized to the model's {spec.dtype} "
+                         f"with the input's scale {quantization[0]:.6g} and zero point {quantization[1]} "
+                         f"(largest rounding or clipping error {error:.3g}); {spec.dtype} data goes in as it is")
+            continue
         change = float(np.max(np.abs(array.astype(np.float64) - array.astype(spec.dtype).astype(np.float64)))) \
             if array.size and array.dtype.kind in "fiu" else 0.0
         notes.append(f"input {spec.name}: the data is {array.dtype.name}, cast to the model's {spec.dtype} "

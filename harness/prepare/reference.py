@@ -29,6 +29,7 @@ from harness.prepare.data import (
     random_samples,
     read_images,
     read_npz,
+    samples_on_leading_axis,
     split,
 )
 from harness.core.errors import ConfigError
@@ -174,6 +175,9 @@ class DataPlan(NamedTuple):
     notes: List[str]
     #: inputs whose dynamic batch axis was fixed at 1 because nothing else fixed it
     batch_defaulted: Dict[str, Tuple[int, ...]] = {}
+    #: what the run did to the data that the progress line says too (samples on the leading axis, float data
+    #: quantized for an integer input, evaluation samples moved to calibration)
+    said: Tuple[str, ...] = ()
 
 def plan_data(recipe, described: Interface, train_data: Any, with_calibration: bool) -> DataPlan:
     """The fixed interface, evaluation samples, calibration samples and notes from the recipe and the file."""
@@ -188,6 +192,11 @@ def plan_data(recipe, described: Interface, train_data: Any, with_calibration: b
     raw = read_data(recipe, described, train_data)
     if raw is not None and described.inputs:
         check_input_names(described, raw.arrays, where)
+    said: List[str] = []  # what the progress line says about the data, besides the notes
+    if raw is not None:
+        arrays, said = samples_on_leading_axis(described, raw.arrays, raw.labels, declared)
+        raw = replace(raw, arrays=arrays)
+    leading = bool(said)
     # A file that records no dtypes (TorchScript) takes the data's; the recipe's declared dtypes win.
     dtypes = {s.name: np.asarray(raw.arrays[k]).dtype.name for k in (raw.arrays if raw else {})
               for s in described.inputs if not s.dtype and normalize_name(s.name) == normalize_name(k)}
@@ -199,7 +208,11 @@ def plan_data(recipe, described: Interface, train_data: Any, with_calibration: b
         described = Interface(tuple(TensorSpec(s.name, None) for s in recipe.inputs), described.outputs)
     batch = batch_defaults(described, shapes)
     interface = fix_interface(described, {**batch, **shapes}, where, dtypes)
-    notes: List[str] = [batch_note(batch)] if batch else []
+    notes: List[str] = ([batch_note(batch)] if batch else []) + said
+    notes += [f"output {o.name}: {o.dtype} codes for reals (scale {o.quantization[0]:.6g}, zero point "
+              f"{o.quantization[1]}); parity compares every cell on the dequantized values (a converted file's "
+              "integer outputs are dequantized with this scale and zero point)"
+              for o in described.outputs if o.quantization is not None]
     d = recipe.data
     if raw is None:
         check_sample_memory(interface, d.random_samples + (min(d.calibration_samples, 64) if with_calibration else 0),
@@ -208,10 +221,14 @@ def plan_data(recipe, described: Interface, train_data: Any, with_calibration: b
         notes.append(f"evaluation: {evaluation.origin}: no data given, so accuracy is empty and parity holds")
     else:
         evaluation = conform(interface, raw.arrays, raw.labels, where, raw.origin)
-        notes += cast_notes(interface, raw.arrays)
+        quantized = cast_notes(interface, raw.arrays)
+        notes += quantized
+        said += [n for n in quantized if "quantized" in n]
     calibration: Optional[SampleSet] = None
     if d.calibration:
         arrays, _ = read_npz(recipe.resolve(d.calibration))
+        if leading:  # the same convention as the evaluation data: the samples on the leading axis
+            arrays = samples_on_leading_axis(described, arrays, None, declared, force=True)[0]
         calibration = conform(interface, arrays, None, recipe.resolve(d.calibration).name,
                               Path(d.calibration).name)
     elif raw is not None and raw.calibration is not None:
@@ -223,13 +240,22 @@ def plan_data(recipe, described: Interface, train_data: Any, with_calibration: b
             raise ConfigError(where, f"int8 variants need calibration samples and the data has "
                               f"{evaluation.n_samples}; give --calibration calib.npz")
         n_calib = min(d.calibration_samples, evaluation.n_samples // 2)
+        n_all = evaluation.n_samples
         calibration, evaluation = split(evaluation, n_calib, d.seed)
-    if calibration is not None:
-        notes.append(f"calibration: {calibration.origin}" + (" (disjoint from evaluation)" if "split" in
-                                                              calibration.origin else ""))
+        moved = (f"{CALIBRATION_SPLIT} {n_calib} of the {n_all} samples of {raw.origin} were moved to calibration "
+                 f"for the int8 variants (seeded, disjoint from evaluation), so the reference and every cell are "
+                 f"scored on the other {evaluation.n_samples}; pass --calibration FILE (or data.calibration in a "
+                 f"recipe) to keep all {n_all} for evaluation")
+        said.append(moved)
+        notes.append(moved)
+    if calibration is not None and not (said and said[-1].startswith(CALIBRATION_SPLIT)):
+        notes.append(f"calibration: {calibration.origin}")
     if raw is not None:
         notes.insert(0, f"evaluation: {evaluation.n_samples} samples from {evaluation.origin}")
-    return DataPlan(interface, evaluation, calibration, notes, batch)
+    return DataPlan(interface, evaluation, calibration, notes, batch, tuple(said))
+
+#: how the note on evaluation samples moved to calibration begins (the summary repeats it)
+CALIBRATION_SPLIT = "calibration split:"
 
 def batch_note(batch: Dict[str, Tuple[int, ...]]) -> str:
     """What the run did with dynamic batch axes nobody fixed, and how to profile another batch."""
@@ -390,6 +416,8 @@ def prepare_model(recipe, cache: ContentCache, progress: Progress = SILENT,
                      with_calibration)
     if plan.batch_defaulted:
         progress(f"{recipe.name}: {batch_note(plan.batch_defaulted)}")
+    for line in plan.said:
+        progress(f"{recipe.name}: {line}")
     reference = run_reference(recipe, source, sha, plan, load_metric(recipe), cache, progress, inspector)
     if reference.figures.get("evaluation_error"):
         progress(f"{recipe.name}: on the reference, {reference.figures['evaluation_error']}: the primary figure "

@@ -14,6 +14,7 @@ import gzip
 import hashlib
 import json
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
@@ -71,7 +72,7 @@ def compress_variant(prepared: PreparedModel, variant_name: str, cache: ContentC
         (scratch / "variant.json").write_text(json.dumps(doc, indent=1, default=float))
 
     entry = cache.get_or_build("variants", f"{recipe.name}-{variant_name}-{key}", compress)
-    variant = _load_variant(entry.path)
+    variant = replace(_load_variant(entry.path), built_now=not entry.cached)
     if entry.cached:
         progress(f"{recipe.name}/{variant_name}: variant cached")
     else:
@@ -155,8 +156,8 @@ def convert(prepared: PreparedModel, variant: str, source: VariantModel, fmt: st
     recipe = prepared.recipe
     metrics = dict(source.metrics)
     if fmt in source.artifacts:
-        return inspect_files(prepared, variant, fmt, source.artifacts[fmt], source.io_dtypes, metrics, cached=True,
-                             cache=cache)
+        return inspect_files(prepared, variant, fmt, source.artifacts[fmt], source.io_dtypes, metrics,
+                             cached=not source.built_now, cache=cache)
     if source.model_path is None or source.source_format is None:
         return failed_artifact(recipe, variant, fmt, metrics, "variant has no artifact in this format",
                                 category="unsupported_format")
@@ -201,13 +202,34 @@ def failed_artifact(recipe, variant, fmt, metrics, message, category, diagnostic
     return Artifact(recipe.name, variant, fmt, "", (), (), "", 0, 0, {}, {}, (), {**metrics,
                     "error_category": category}, False, message, diagnostic)
 
+#: compressors that quantize to integers: on a source that is already quantized they quantize it again
+QUANTIZING_COMPRESSORS = ("ort_int8", "ov_int8", "tflite_int8", "tflite_dynamic", "qat")
+
+def requantization_note(prepared: PreparedModel, variant_name: str) -> str:
+    """What a quantizing variant does to a source that is already quantized ('' for any other pair): it
+    quantizes the source's conversion again, on top of the source's own scales."""
+    spec = prepared.recipe.variant(variant_name)
+    quantized = [t.name for t in prepared.interface.inputs + prepared.interface.outputs if t.quantization]
+    if spec.compressor not in QUANTIZING_COMPRESSORS or not quantized:
+        return ""
+    named = variant_name + (f" ({spec.compressor})" if spec.compressor != variant_name else "")
+    return (f"re-quantization: {named} quantizes an already-quantized source again ({', '.join(quantized)} "
+            "carry int8 scales and zero points): its own calibration on top of the "
+            "source's, so it measures a twice-quantized model, not an int8 version of a float one; compare it "
+            "with the reference's cells")
+
 def build_model_artifacts(recipe, variants: List[str], cache: ContentCache, progress: Progress = SILENT,
                           inspector: Optional[Inspector] = None) -> Tuple[PreparedModel, List[Artifact]]:
     """Prepare the reference, make each requested variant, convert each to the recipe's formats; `inspector`
     reads what this host has no runtime for (see prepare_model)."""
+    made_before = set(cache.made_here)
     prepared = prepare_model(recipe, cache, progress, with_calibration=bool(variants), inspector=inspector)
     sources: List[Tuple[str, VariantModel]] = [(REFERENCE, reference_source(prepared))]
     for name in variants:
+        requantizes = requantization_note(prepared, name)
+        if requantizes:
+            progress(f"{recipe.name}/{name}: {requantizes}")
+            prepared = replace(prepared, data_notes=tuple(prepared.data_notes) + (requantizes,))
         try:
             variant, _ = compress_variant(prepared, name, cache, progress)
         except (LibraryMissing, ImportError) as exc:  # this host lacks the compressor's library
@@ -238,4 +260,9 @@ def build_model_artifacts(recipe, variants: List[str], cache: ContentCache, prog
             if source.model_path is None and fmt not in source.artifacts:
                 continue  # a format-specific variant (e.g. ONNX int8) has no cell in the other formats
             artifacts.append(convert(prepared, name, source, fmt, cache, progress))
+    # A conversion an earlier step of this build made (the reference in ONNX that ort_int8 starts from) was
+    # built by this run, not reused, though its second lookup found it.
+    made = cache.made_here - made_before
+    artifacts = [replace(a, cached=False) if a.cached and a.path and any(Path(a.path).is_relative_to(m) for m in made)
+                 else a for a in artifacts]
     return prepared, artifacts

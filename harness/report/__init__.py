@@ -54,12 +54,15 @@ def recorded_budgets(manifest: Mapping[str, Any]) -> Dict[str, Budgets]:
     back and says so); unknown budget fields of a newer harness are ignored.
     """
     known = {f.name for f in dataclasses.fields(Budgets)}
+    optional = {f.name for f in dataclasses.fields(Budgets) if f.default is None}
     found: Dict[str, Budgets] = {}
     for spec in manifest.get("target_specs") or []:
         if not isinstance(spec, Mapping) or not isinstance(spec.get("budgets"), Mapping):
             continue
         try:
-            found[str(spec["name"])] = Budgets(**{k: float(v) for k, v in spec["budgets"].items() if k in known})
+            # an optional budget left unset (energy_mj: null) stays unset; any other must be a number
+            found[str(spec["name"])] = Budgets(**{k: None if v is None and k in optional else float(v)
+                                                  for k, v in spec["budgets"].items() if k in known})
         except (KeyError, TypeError, ValueError):
             continue
     return found
@@ -80,9 +83,12 @@ def budgets_for(target_names: Sequence[str], targets: Mapping[str, TargetSpec] |
             budgets[name] = targets[name].budgets
             continue
         try:
-            budgets[name] = load_target(name, targets_dir).budgets
+            target = load_target(name, targets_dir)
+            budgets[name] = target.budgets
+            today = f"today's {Path(targets_dir) / (name + '.yaml')}" if target.source_path else \
+                f"the built-in {name} target's"
             notes.append(f"{name}: the run did not record its budgets (made before target_specs were kept in "
-                         f"manifest.json); today's {Path(targets_dir) / (name + '.yaml')} used")
+                         f"manifest.json); {today} used")
         except HarnessError as exc:
             budgets[name] = Budgets()
             notes.append(f"{name}: default budgets used ({exc})")
@@ -106,6 +112,22 @@ def side_by_side(all_outputs: Mapping[str, Mapping[str, np.ndarray]]) -> Dict[st
     return outputs
 
 
+def dequantized_outputs(all_outputs: Mapping[str, Mapping[str, Any]], rows: Sequence[Mapping[str, Any]],
+                        manifest: Mapping[str, Any]) -> Dict[str, Any]:
+    """Each cell's integer outputs on the real scale of its model's quantized source outputs, as the cells were
+    scored (harness.judge.evaluate.dequantize): a converted int8 file is compared with the others on reals."""
+    from harness.judge.evaluate import dequantize
+    model_of = {str(r["cell_id"]): str(r["model"]) for r in rows}
+    interfaces = manifest.get("interfaces", {})
+    out: Dict[str, Any] = {}
+    for cell, arrays in all_outputs.items():
+        outputs = (interfaces.get(model_of.get(cell, "")) or {}).get("outputs", [])
+        quantization = tuple((o["name"], tuple(o["quantization"]) if o.get("quantization") else None)
+                             for o in outputs)
+        out[cell] = dequantize(dict(arrays), quantization)[0]  # type: ignore[arg-type]
+    return out
+
+
 def _safe(name: str) -> str:
     return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in name)
 
@@ -115,6 +137,7 @@ def build_context(results: RunResults, targets: Mapping[str, TargetSpec] | None 
     """Scores, parity and recommendations for one run (no files written)."""
     from harness.report.crossarch import emulated_targets, load_all_outputs, target_arches
     from harness.report.findings import disagreement_groups
+    from harness.report.int8 import int8_slowdowns
     from harness.report.profiles import load_profiles
     frame, rows, manifest, devices = results.frame, results.rows, results.manifest, results.devices
     target_names = results.targets
@@ -122,6 +145,7 @@ def build_context(results: RunResults, targets: Mapping[str, TargetSpec] | None 
     parity = parity_table(frame)
     ok_ids = [str(r["cell_id"]) for r in rows if r.get("status") == OK]
     all_outputs = load_all_outputs(results.run_dir, ok_ids)  # read once: pairwise and cross-architecture parity
+    all_outputs = dequantized_outputs(all_outputs, rows, manifest)
     outputs = side_by_side(all_outputs)
     groups = {str(r["cell_id"]): f"{r['model']}/{r['variant']}" for r in rows}
     pairs: Dict[str, List[PairParity]] = {}
@@ -145,7 +169,8 @@ def build_context(results: RunResults, targets: Mapping[str, TargetSpec] | None 
         models={name: {**doc, "data": manifest.get("data", {}).get(name, []) + inspection_notes(manifest, name)}
                 for name, doc in manifest.get("interfaces", {}).items()},
         profiles=load_profiles(results.root), disagreement_groups=disagreement_groups(found, pairs, rows),
-        manifest=dict(manifest), run_notes=list(results.notes))
+        manifest=dict(manifest), run_notes=list(results.notes),
+        int8_findings=int8_slowdowns(rows, load_profiles(results.root), devices or {}, manifest))
 
 
 def inspection_notes(manifest: Mapping[str, Any], model: str) -> List[str]:

@@ -59,6 +59,8 @@ class ReportContext:
     gate: Any = None
     #: what happened to the run beyond its cells, e.g. "history not recorded: ..." (RunResults.notes)
     run_notes: List[str] = field(default_factory=list)
+    #: quantized cells not faster than their float parent, with what their profiles say (harness.report.int8)
+    int8_findings: List[str] = field(default_factory=list)
 
     @property
     def rows(self) -> List[Dict[str, Any]]:

@@ -216,7 +216,8 @@ def _cells(n: int) -> str:
 
 
 def findings(rows: Sequence[Mapping[str, Any]], groups: Sequence[DisagreementGroup], emulated: Sequence[str] = (),
-             budget_notes: Sequence[str] = (), max_failure_lines: int = 3) -> List[Finding]:
+             budget_notes: Sequence[str] = (), max_failure_lines: int = 3, int8_slow: Sequence[str] = ()
+             ) -> List[Finding]:
     """The findings that need attention, worst first, one line each."""
     out: List[Finding] = []
     causes = _failure_causes(rows)
@@ -270,6 +271,8 @@ def findings(rows: Sequence[Mapping[str, Any]], groups: Sequence[DisagreementGro
     if emulated:
         out.append(Finding(f"emulated under qemu-user: {', '.join(sorted(emulated))}: latency and memory recorded, "
                            f"not judged", "devices", "info"))
+    for line in int8_slow:
+        out.append(Finding(line, "layers", "warn"))
     for note in budget_notes:
         out.append(Finding(note, "devices", "info"))
     return out

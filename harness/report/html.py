@@ -544,7 +544,8 @@ def _top(ctx: "ReportContext", max_recommendations: int = 6) -> str:
     facts = "".join(f"<span><b>{esc(label)}</b> {esc(value)}</span>" for label, value in what_was_run(ctx.manifest,
                                                                                                        ctx.rows))
     counts = ", ".join(f"{n} {s}" for s, n in sorted(ctx.status_counts.items())) or "no cells"
-    found = findings(ctx.rows, ctx.disagreement_groups, sorted(ctx.emulated), [*ctx.run_notes, *ctx.budget_notes])
+    found = findings(ctx.rows, ctx.disagreement_groups, sorted(ctx.emulated), [*ctx.run_notes, *ctx.budget_notes],
+                     int8_slow=ctx.int8_findings)
     items = "".join(f'<li class="{f.severity}">{_code_spans(esc(f.text))} <a href="#{esc(f.link)}">details</a></li>'
                     for f in found)
     attention = (f'<ul class="findings" id="findings">{items}</ul>' if found

@@ -10,6 +10,11 @@ from harness.report.context import ReportContext
 _MAX_MESSAGE = 300
 
 
+#: notes from "Models and data" that change what the figures mean, repeated in the summary: evaluation samples
+#: moved to calibration, int8 variants made from an already-quantized source
+SUMMARY_DATA_NOTES = ("calibration split:", "re-quantization:")
+
+
 def _cell(value: Any) -> str:
     text = " ".join(str(value).split())
     if len(text) > _MAX_MESSAGE:
@@ -117,6 +122,9 @@ def render_markdown(ctx: "ReportContext", gate: Any = None) -> str:
     lines += [f"{len(ctx.frame)} cells: {counts}.", ""]
     lines += [f"> **{n}**" for n in ctx.run_notes] + ([""] if ctx.run_notes else [])
     lines += [f"> {n}" for n in ctx.budget_notes] + ([""] if ctx.budget_notes else [])
+    data_notes = [f"> {name}: {n}" for name, doc in sorted(ctx.models.items()) for n in doc.get("data", [])
+                  if any(n.startswith(prefix) for prefix in SUMMARY_DATA_NOTES)]
+    lines += data_notes + ([""] if data_notes else [])
     if ctx.emulated:
         lines += [f"> Emulated (qemu-user): {', '.join(sorted(ctx.emulated))}. Their latency and memory are recorded "
                   f"but not representative, and are not judged.", ""]
@@ -151,6 +159,9 @@ def render_markdown(ctx: "ReportContext", gate: Any = None) -> str:
                           [[r.target, r.model, r.choice if r.fits else "**none fits**", r.reason]
                            for r in ctx.recommendations])
         lines.append("")
+    if ctx.int8_findings:
+        lines += ["### Quantized cells not faster than the reference", ""]
+        lines += [f"- {line}" for line in ctx.int8_findings] + [""]
     if ctx.disagreements:
         lines += ["### Cells that disagree with each other", ""]
         lines += md_table(["cell", "cell", "why"], [[d.cell_a, d.cell_b, d.reason] for d in ctx.disagreements])

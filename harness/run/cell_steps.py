@@ -324,5 +324,6 @@ def describe_row(row: Dict[str, Any]) -> str:
         return f"{row['status']} ({row['error_category']}): {row['error_message']}"
     acc = f"acc {row['accuracy']:.4f}, " if row.get("accuracy") is not None else ""
     broken = f"; {row['evaluation_error']} (primary figure unavailable)" if row.get("evaluation_error") else ""
+    dequantized = "; int8 outputs compared dequantized" if row.get("outputs_dequantized") else ""
     return f"{acc}p50 {row['latency_p50_ms']:.3f} ms, p99 {row['latency_p99_ms']:.3f} ms, " \
-           f"peak {row['peak_rss_bytes'] / 2**20:.0f} MiB{broken}"
+           f"peak {row['peak_rss_bytes'] / 2**20:.0f} MiB{broken}{dequantized}"

@@ -76,7 +76,8 @@ class ModelEval:
         return cls(prepared.recipe.name, str(prepared.eval_inputs_path.resolve()),
                    str(prepared.labels_path.resolve()) if prepared.labels_path else "",
                    str(prepared.reference_outputs_path.resolve()), prepared.reference_figures,
-                   ScoringSpec.from_recipe(prepared.recipe), prepared.interface.stateful)
+                   replace(ScoringSpec.from_recipe(prepared.recipe), output_quantization=tuple(
+                       (s.name, s.quantization) for s in prepared.interface.outputs)), prepared.interface.stateful)
 
 @dataclass(frozen=True)
 class Cell:
@@ -160,7 +161,7 @@ class BuiltModels:
 
     @property
     def converted(self) -> int:
-        """Artifacts made by this run (not found in the cache)."""
+        """Artifacts made by this run (not found in the cache): converted, or made ready by a compressor."""
         return sum(1 for a in self.artifacts if not a.cached and not a.error)
 
     @property
@@ -171,7 +172,7 @@ class BuiltModels:
         if self.converted == 0:
             progress(f"cache: all {self.reused} artifacts reused, nothing converted")
         else:
-            progress(f"cache: {self.converted} artifacts converted, {self.reused} reused")
+            progress(f"cache: {self.converted} artifacts built (converted or compressed), {self.reused} reused")
 
 def validate_recipes(recipes: Sequence[Any], variants: Dict[str, List[str]]) -> None:
     """Before any work: a bad name, parameter or entry point names its file and field."""

@@ -31,6 +31,9 @@ class TensorSpec:
     #: None where the file does not record even the rank (TorchScript)
     shape: Optional[Tuple[Dim, ...]]
     dtype: str = "float32"
+    #: (scale, zero point) of an integer tensor that stands for real numbers (a quantized TFLite input or
+    #: output: real = (code - zero point) * scale); None for any other tensor
+    quantization: Optional[Tuple[float, int]] = None
 
     @property
     def dynamic_axes(self) -> List[int]:
@@ -53,13 +56,19 @@ class TensorSpec:
         return f"{self.name} {dims} {self.dtype}"
 
     def to_doc(self) -> Dict[str, Any]:
-        return {"name": self.name, "shape": None if self.shape is None else list(self.shape), "dtype": self.dtype}
+        doc: Dict[str, Any] = {"name": self.name, "shape": None if self.shape is None else list(self.shape),
+                               "dtype": self.dtype}
+        if self.quantization is not None:  # only then: other models' documents (and cache keys) stay as they were
+            doc["quantization"] = [self.quantization[0], self.quantization[1]]
+        return doc
 
     @classmethod
     def from_doc(cls, doc: Mapping[str, Any]) -> "TensorSpec":
         raw = doc.get("shape")
         shape = None if raw is None else tuple(d if d is None or isinstance(d, str) else int(d) for d in raw)
-        return cls(str(doc["name"]), shape, str(doc.get("dtype", "float32")))
+        quant = doc.get("quantization")
+        quantization = (float(quant[0]), int(quant[1])) if quant and float(quant[0]) else None
+        return cls(str(doc["name"]), shape, str(doc.get("dtype", "float32")), quantization)
 
 
 @dataclass(frozen=True)

@@ -95,7 +95,7 @@ UNAVAILABLE = "unavailable"
 ACCURACY_COLUMNS = ["primary_metric", "primary_value", "primary_retention",
                     "accuracy", "top5_accuracy", "reference_accuracy", "accuracy_retention", "top1_agreement",
                     "max_abs_diff", "cosine_similarity", "output_snr_db", "kl_divergence", "n_eval_samples",
-                    "parity_problem", "evaluation_error"]
+                    "parity_problem", "evaluation_error", "outputs_dequantized"]
 LATENCY_COLUMNS = ["latency_p50_ms", "latency_p90_ms", "latency_p99_ms", "latency_mean_ms", "latency_std_ms",
                    "latency_min_ms", "latency_max_ms", "load_ms", "first_inference_ms",
                    "warmup_iterations", "timed_iterations", "threads",

@@ -5,7 +5,7 @@ No I/O beyond reading the file; connecting lives in harness.run.transport.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Dict, Literal, Optional, Tuple
 
@@ -207,20 +207,34 @@ def target_path(name_or_path: str, targets_dir: Path = TARGETS_DIR) -> Path:
     return named_file(name_or_path, targets_dir)
 
 
+#: the file `harness init` writes as targets/local.yaml: the built-in `local` is the same target
+LOCAL_TEMPLATE = Path(__file__).resolve().parents[1] / "templates" / "targets" / f"{LOCAL}.yaml"
+
+
+def builtin_local() -> TargetSpec:
+    """This machine's CPU, as `harness init` writes it (same budgets, threads and lock wait), with this machine's
+    architecture and every format its Python may run."""
+    spec = load_named(TargetSpec, str(LOCAL_TEMPLATE), LOCAL_TEMPLATE.parent, "target", "targets")
+    return replace(spec, description="this machine's CPU (built-in default)", arch=os.uname().machine,
+                   runtimes=ALL_FORMATS, runtime_configs=(), source_path="")
+
+
 def run_target(name_or_path: str, targets_dir: Path = TARGETS_DIR) -> TargetSpec:
-    """A target named on the command line: `local` is this machine even where there is no targets/ directory,
-    so `harness profile --model-file` works from any directory."""
-    if name_or_path == LOCAL and not Path(targets_dir).is_dir():
-        return TargetSpec(name=LOCAL, transport="local", description="this machine's CPU (built-in default)",
-                          python="", workdir=".harness/devices/local", arch=os.uname().machine, runtimes=ALL_FORMATS,
-                          lock_timeout_s=120.0)
+    """A target named on the command line (see load_target)."""
     return load_target(name_or_path, targets_dir)
 
 
 def load_target(name_or_path: str, targets_dir: Path = TARGETS_DIR) -> TargetSpec:
+    """A target by name or path. `local` is this machine wherever no targets/local.yaml redefines it (no targets/
+    directory, or one with only other targets), so `harness profile --model-file` works from any directory."""
+    if name_or_path == LOCAL and not target_path(LOCAL, targets_dir).exists():
+        return builtin_local()
+    known = list_target_names(targets_dir)
     return load_named(TargetSpec, name_or_path, targets_dir, "target", "targets",
-                      hint=". Create the file (examples: targets/examples/) or pass an existing name")
+                      hint=". Create the file (examples: targets/examples/) or pass an existing name"
+                      + ("" if LOCAL in known else f" (the built-in {LOCAL} is always there)"))
 
 
 def list_target_names(targets_dir: Path = TARGETS_DIR) -> list:
+    """The target files' names (the built-in `local` is not a file: load_target knows it)."""
     return list_names(targets_dir)

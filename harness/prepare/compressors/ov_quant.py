@@ -85,8 +85,10 @@ def ov_int8(ctx, params: Dict[str, Any], out_dir: Path) -> VariantModel:
                                                                               in_order(samples[0], names))})
     items = [in_order(s, names) for s in samples]
     dataset = nncf.Dataset([x[0] if len(x) == 1 else tuple(x) for x in items])
-    quantized = nncf.quantize(model, dataset, preset=presets[p["preset"]], subset_size=len(samples),
-                              fast_bias_correction=bool(p["fast_bias_correction"]))
+    from harness.core.quiet import python_output_quieted
+    with python_output_quieted("nncf.quantize"):  # its progress bar: the harness has its own progress lines
+        quantized = nncf.quantize(model, dataset, preset=presets[p["preset"]], subset_size=len(samples),
+                                  fast_bias_correction=bool(p["fast_bias_correction"]))
     ov.save_model(quantized, str(path), compress_to_fp16=False)
     reference, param_count = reference_weights(ctx)
     metrics = {"param_count": param_count, "quantization": "nncf_ptq_int8",

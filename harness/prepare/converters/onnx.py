@@ -74,8 +74,10 @@ def tflite_to_onnx(model_path: Path, ctx: ConversionContext, out_dir: Path) -> P
     import tf2onnx
 
     path = Path(out_dir) / f"{ctx.name}.onnx"
+    from harness.core.quiet import native_stderr_quieted
     try:
-        tf2onnx.convert.from_tflite(str(model_path), opset=17, output_path=str(path))
+        with native_stderr_quieted():  # the TFLite interpreter it opens announces XNNPACK on fd 2
+            tf2onnx.convert.from_tflite(str(model_path), opset=17, output_path=str(path))
     except Exception as exc:
         raise conversion_failed(ctx.name, "ONNX conversion from TFLite (tf2onnx)", exc,
                                 tflite_state_note(model_path)) from None
