@@ -13,7 +13,6 @@ import time
 import uuid
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from harness.agent import agent
@@ -182,40 +181,16 @@ def _wrapper(path: Path, group: Path) -> str:
     return str(path)
 
 
-def _heavier_onnx(path: Path, interface) -> Path:
-    """A model of the digits interface, far heavier than digits_cnn: 8x8 -> 4 dense layers of 1536 -> 10."""
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
-    rng = np.random.default_rng(0)
-    name_in = interface["inputs"][0]["name"]
-    name_out = interface["outputs"][0]["name"]
-    sizes = [64, 1536, 1536, 1536, 1536, 10]
-    inits = [numpy_helper.from_array(np.array([1, 64], dtype=np.int64), "shape")]
-    nodes = [helper.make_node("Reshape", [name_in, "shape"], ["h0"])]
-    for i in range(len(sizes) - 1):
-        inits.append(numpy_helper.from_array((rng.standard_normal((sizes[i], sizes[i + 1])) * 0.03)
-                                             .astype(np.float32), f"w{i}"))
-        out = name_out if i == len(sizes) - 2 else f"h{i + 1}"
-        nodes.append(helper.make_node("MatMul", [f"h{i}", f"w{i}"], [out]))
-    graph = helper.make_graph(nodes, "heavier", [helper.make_tensor_value_info(name_in, TensorProto.FLOAT,
-                                                                               [1, 8, 8, 1])],
-                              [helper.make_tensor_value_info(name_out, TensorProto.FLOAT, [1, 10])], inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    onnx.save(model, str(path))
-    return path
-
-
 @pytest.fixture(scope="module")
 def device(tmp_path_factory):
     """Runs on one local device (its own workdir, so its own usual), quiet, under a 90 % quota, and quiet with a
     heavier model; each run: digits_cnn onnx, 3 repeats of 1 s, as a nightly measures."""
-    from helpers import artifact_for, digits_build
+    from helpers import artifact_for, digits_build, heavier_dense_onnx
     prepared, _ = digits_build()
     tmp = tmp_path_factory.mktemp("speed")
     quiet, quota = _cpu_group("quiet"), _cpu_group("quota", quota_us=9000)
     light = artifact_for("onnx")
-    heavy_path = _heavier_onnx(tmp / "digits_cnn.onnx", light.interface)
+    heavy_path = heavier_dense_onnx(tmp / "digits_cnn.onnx", light.interface)
     sha = file_sha256(heavy_path)
     heavy = dataclasses.replace(light, path=str(heavy_path), files=(str(heavy_path),), file_sha256=(sha,), sha256=sha,
                                 size_bytes=heavy_path.stat().st_size)

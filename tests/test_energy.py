@@ -4,9 +4,6 @@ devices carry SIMULATED sensors (harness.farm.sim_power) that follow a stated po
 from __future__ import annotations
 
 import dataclasses
-import json
-import os
-import stat
 import time
 from pathlib import Path
 
@@ -142,28 +139,6 @@ def test_energy_per_inference_is_active_minus_idle_times_timed_seconds_over_infe
 
 
 # ------------------------------------------------------------------ the simulated farm (SIMULATED sensors)
-def _heavier_onnx(path: Path, interface) -> Path:
-    """The digits interface, far heavier than digits_cnn: 8x8 -> 3 dense layers of 1024 -> 10."""
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
-    rng = np.random.default_rng(0)
-    name_in, name_out = interface["inputs"][0]["name"], interface["outputs"][0]["name"]
-    sizes = [64, 1024, 1024, 1024, 10]
-    inits = [numpy_helper.from_array(np.array([1, 64], dtype=np.int64), "shape")]
-    nodes = [helper.make_node("Reshape", [name_in, "shape"], ["h0"])]
-    for i in range(len(sizes) - 1):
-        inits.append(numpy_helper.from_array((rng.standard_normal((sizes[i], sizes[i + 1])) * 0.03)
-                                             .astype(np.float32), f"w{i}"))
-        nodes.append(helper.make_node("MatMul", [f"h{i}", f"w{i}"], [name_out if i == len(sizes) - 2 else f"h{i + 1}"]))
-    graph = helper.make_graph(nodes, "heavier", [helper.make_tensor_value_info(name_in, TensorProto.FLOAT,
-                                                                               [1, 8, 8, 1])],
-                              [helper.make_tensor_value_info(name_out, TensorProto.FLOAT, [1, 10])], inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    onnx.save(model, str(path))
-    return path
-
-
 def _heavier_tflite(path: Path) -> Path:
     """The same heavier network as a TFLite file (a tf.function converted; no Keras)."""
     import tensorflow as tf
@@ -193,7 +168,7 @@ def _heavier(light, path: Path):
 @pytest.fixture(scope="module")
 def farm_energy(farm, tmp_path_factory):
     """Each simulated device runs digits_cnn and a heavier model of the same interface, 1 s of timing each."""
-    from helpers import artifact_for, digits_build
+    from helpers import artifact_for, digits_build, heavier_dense_onnx
     from harness.run.device_job import run_target_job
     from harness.run.plan import Cell, ModelEval, RunSettings, TargetJob
     from harness.schema.rundir import RunDir
@@ -201,7 +176,8 @@ def farm_energy(farm, tmp_path_factory):
     prepared, _ = digits_build()
     tmp = tmp_path_factory.mktemp("energy")
     light = {fmt: artifact_for(fmt) for fmt in ("onnx", "tflite")}
-    heavy = {"onnx": _heavier(light["onnx"], _heavier_onnx(tmp / "heavier.onnx", light["onnx"].interface)),
+    heavier_onnx = heavier_dense_onnx(tmp / "heavier.onnx", light["onnx"].interface, (1024, 1024, 1024))
+    heavy = {"onnx": _heavier(light["onnx"], heavier_onnx),
              "tflite": _heavier(light["tflite"], _heavier_tflite(tmp / "heavier.tflite"))}
     evals = {"digits_cnn": ModelEval.of(prepared)}
     settings = RunSettings(warmup=5, iterations=20, min_duration_s=1.0, max_samples=20, profile=False)
