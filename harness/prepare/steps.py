@@ -119,10 +119,16 @@ def inspect_files(prepared: PreparedModel, variant: str, fmt: str, primary: Path
     combined = hashlib.sha256("".join(hashes).encode()).hexdigest()
     shapes = {s.name: list(s.static_shape) for s in prepared.interface.inputs}
     try:
-        # on the host when it has the runtime, else on the first device of the run that has it
-        inspector = pick_inspector(fmt, getattr(prepared, "inspector", None), f"inspecting the {fmt} artifact")
-        # The runtime that reads the file decides what is read: its version is part of the key.
-        key = content_key("inspection", combined, fmt, shapes, INSPECTION_VERSION, inspector.cache_identity(fmt))
+        # The runtime that reads the file decides what is read: its version is part of the key. The host's
+        # inspection of this content, kept from an earlier run, is read without importing the runtime (a warm
+        # run would otherwise import every runtime only to ask whether it is there).
+        host_key = content_key("inspection", combined, fmt, shapes, INSPECTION_VERSION, HOST.cache_identity(fmt))
+        if cache is not None and cache.has("inspections", host_key):
+            inspector = HOST
+        else:  # on the host when it has the runtime, else on the first device of the run that has it
+            inspector = pick_inspector(fmt, getattr(prepared, "inspector", None), f"inspecting the {fmt} artifact")
+        key = host_key if inspector is HOST else \
+            content_key("inspection", combined, fmt, shapes, INSPECTION_VERSION, inspector.cache_identity(fmt))
 
         def read_facts(scratch: Path) -> None:
             (scratch / "facts.json").write_text(json.dumps(_read_artifact_facts(primary, fmt, files, shapes,

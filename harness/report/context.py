@@ -64,7 +64,12 @@ class ReportContext:
 
     @property
     def rows(self) -> List[Dict[str, Any]]:
-        return self.frame.to_dict(orient="records")
+        """The table's rows, made once (every section of the page reads them)."""
+        cached = self.__dict__.get("_rows")
+        if cached is None or cached[0] is not self.frame:
+            cached = (self.frame, self.frame.to_dict(orient="records"))
+            self.__dict__["_rows"] = cached
+        return cached[1]
 
     @property
     def status_counts(self) -> Dict[str, int]:
