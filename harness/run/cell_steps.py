@@ -103,9 +103,7 @@ def push(transport, cell: Cell, evals: ModelEval, uploaded_inputs: Dict[str, str
     except ConnectError:
         raise  # the device is gone: the job marks this and the remaining cells lost
     except TransportError as exc:  # checksum mismatch twice, disk full, permission denied
-        category = Category.DEVICE_DISK_FULL if "No space left" in str(exc) else \
-            Category.DEVICE_STORAGE_READONLY if storage_readonly(str(exc)) else Category.UPLOAD_FAILED
-        raise CellEnded(FAILED, category, str(exc)) from None
+        raise CellEnded(FAILED, storage_trouble(str(exc)) or Category.UPLOAD_FAILED, str(exc)) from None
     remote_dir = f"{transport.workdir}/runs/{device_run_folder(run_id, cell.target)}/{cell.cell_id}"
     transport.mkdir(remote_dir)
     return PushedCell(files, uploaded_inputs[evals.eval_inputs_path], f"{remote_dir}/result.json",
@@ -176,12 +174,20 @@ def said_on_stdout(stdout: str) -> Optional[Dict[str, Any]]:
     return document if isinstance(document, dict) and document.get(Doc.ERROR_CATEGORY) else None
 
 
-#: what a device says when its storage cannot be written (mkdir, SFTP and the agent's own words)
+#: what a device says when its storage is full, or cannot be written (mkdir, SFTP and the agent's own words)
+_DISK_FULL_WORDS = ("no space left",)
 _READONLY_WORDS = ("read-only file system", "permission denied", "errno 30", "errno 13")
 
 
-def storage_readonly(text: str) -> bool:
-    return any(word in text.lower() for word in _READONLY_WORDS)
+def storage_trouble(text: str) -> Optional[Category]:
+    """DEVICE_DISK_FULL or DEVICE_STORAGE_READONLY when a device's error says its storage is full or cannot be
+    written (a fix on the device, not a lost device or a failed model), else None."""
+    text = text.lower()
+    if any(word in text for word in _DISK_FULL_WORDS):
+        return Category.DEVICE_DISK_FULL
+    if any(word in text for word in _READONLY_WORDS):
+        return Category.DEVICE_STORAGE_READONLY
+    return None
 
 
 def check_agent(agent: AgentRun) -> Dict[str, Any]:

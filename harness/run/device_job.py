@@ -13,7 +13,7 @@ from harness.core.progress import SILENT, Progress
 from harness.judge.verdict import device_failure
 from harness.run import probe as device
 from harness.run.cell_steps import (PushedCell, check_agent, describe_row, measure_while_slow, run_agent, run_cell,
-                                     storage_readonly)
+                                     storage_trouble)
 from harness.run.measurement import combine_repeats
 from harness.run.plan import TargetJob
 from harness.run.rows import CellEnded, failed_row, record_cell
@@ -46,26 +46,25 @@ def run_target_job(job: TargetJob, progress: Progress = SILENT) -> List[Dict[str
 
     target_file = target.source_path or f"targets/{target.name}.yaml"
 
-    def storage_trouble(exc: BaseException) -> bool:
-        """The device answers but its workdir cannot be written or is full: a fix on the device, named, not a
+    def lost_to_storage(exc: BaseException) -> bool:
+        """The device answers but its workdir is full or cannot be written: a fix on the device, named, not a
         lost device. Returns True when it was that (the cells are recorded)."""
-        if storage_readonly(str(exc)):
-            lose_rest(Category.DEVICE_STORAGE_READONLY.value, f"the device's workdir cannot be written ({exc}); "
-                      f"remount it read-write, fix its permissions, or set `workdir:` in {target_file} to a "
-                      f"writable directory, then `harness run --resume {run.run_id}`", status=FAILED)
-        elif "no space left" in str(exc).lower():
-            lose_rest(Category.DEVICE_DISK_FULL.value, f"the device's disk is full ({exc}); free space in its "
-                      f"workdir or set `workdir:` in {target_file} to a larger disk, then "
+        category = storage_trouble(str(exc))
+        if category == Category.DEVICE_STORAGE_READONLY:
+            lose_rest(category.value, f"the device's workdir cannot be written ({exc}); remount it read-write, fix "
+                      f"its permissions, or set `workdir:` in {target_file} to a writable directory, then "
                       f"`harness run --resume {run.run_id}`", status=FAILED)
-        else:
-            return False
-        return True
+        elif category == Category.DEVICE_DISK_FULL:
+            lose_rest(category.value, f"the device's disk is full ({exc}); free space in its workdir or set "
+                      f"`workdir:` in {target_file} to a larger disk, then `harness run --resume {run.run_id}`",
+                      status=FAILED)
+        return category is not None
 
     try:
         transport = open_transport(target)
     except HarnessError as exc:
         run.write_device(target.name, device.unreachable_probe(target.name, exc))
-        if not storage_trouble(exc):
+        if not lost_to_storage(exc):
             status, category = device_failure(exc)  # a changed host key is failed/host_key_changed, never lost
             lose_rest(category, str(exc), status)
         return rows
@@ -76,7 +75,7 @@ def run_target_job(job: TargetJob, progress: Progress = SILENT) -> List[Dict[str
             agent_path = probe["agent_path"]
         except (TransportError, HarnessError) as exc:
             run.write_device(target.name, device.unreachable_probe(target.name, exc))
-            if not storage_trouble(exc):
+            if not lost_to_storage(exc):
                 lose_rest(Category.DEVICE_UNREACHABLE.value, f"health probe failed: {exc}")
             return rows
         available = {fmt for fmt, info in probe.get("runtimes", {}).items() if info.get("available")}
