@@ -16,8 +16,8 @@ from harness.run.plan import TargetJob
 from harness.run.rows import failed_row, record_cell
 from harness.schema.results import LOST, Category
 from harness.schema.rundir import RunDir
-from harness.run.dask.workers import (Bundle, EventProgress, SITE_SHARE, _address, _as_finished, _emit,
-                                      _scheduler_of, _this_worker, worker_name, worker_scratch)
+from harness.run.dask.workers import (Bundle, EventProgress, SITE_SHARE, client_address, as_finished, emit_event,
+                                      scheduler_of, this_worker, worker_name, worker_scratch)
 
 log = logging.getLogger("harness.run.dask")
 
@@ -98,8 +98,8 @@ def run_device_job(remote: RemoteJob, artifacts: Dict[str, Bundle], evals: Dict[
     if started.is_set():
         return JobResult(remote.token, me, {}, 0, refused="the job had started on a worker that died")
     started.set()
-    worker = _this_worker()
-    _emit(remote.topic, {"type": "started", "job": remote.token, "name": me,
+    worker = this_worker()
+    emit_event(remote.topic, {"type": "started", "job": remote.token, "name": me,
                          "address": worker.address if worker is not None else ""})
     job = remote.job
     run_id = Path(job.run_root).name
@@ -114,7 +114,7 @@ def run_device_job(remote: RemoteJob, artifacts: Dict[str, Bundle], evals: Dict[
             seq[0] += 1
             message = {"type": "files", "job": remote.token, "name": me, "seq": seq[0],
                        "files": _cell_files(run.root, path)}
-        _emit(remote.topic, message)
+        emit_event(remote.topic, message)
 
     try:
         with watch_writes(run.root, stream):
@@ -191,7 +191,7 @@ class _DeviceJobs:
                     self.lose_unplaced(job, why)
                 else:
                     submitted.append(self.submit(job))
-            for future in _as_finished(self.client, submitted, self.strand):
+            for future in as_finished(self.client, submitted, self.strand):
                 self.collect(future)
         finally:
             self.client.unsubscribe_topic(self.topic)
@@ -203,7 +203,7 @@ class _DeviceJobs:
         need = _site_resource(job.target)
         if need and (need not in resources or not n_workers):
             return (f"no dask worker offers the resource {need}: start one where {job.target.name} is reachable "
-                    f"with `dask worker {_address(self.client)} --resources \"{need}=1\"`")
+                    f"with `dask worker {client_address(self.client)} --resources \"{need}=1\"`")
         return "" if n_workers else "the dask scheduler has no workers"
 
     def lose_unplaced(self, job: TargetJob, why: str) -> None:
@@ -329,7 +329,7 @@ class _DeviceJobs:
     def lose_unfinished(self, state: _JobState, reason: str) -> None:
         run = self.run
         lost = [c for c in state.job.cells if not run.cell_path(c.cell_id).exists()]
-        address = _scheduler_of(self.client)
+        address = scheduler_of(self.client)
         for cell in lost:
             record_cell(run, failed_row(run.run_id, cell, LOST, Category.WORKER_LOST.value,
                                         f"{reason}; `harness run --resume {run.run_id} --scheduler {address}` "

@@ -11,7 +11,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Set, Tuple
 from harness.core.errors import HarnessError
 from harness.core.progress import SILENT, Progress
 from harness.prepare.cache import ContentCache
-from harness.run.dask.workers import (Bundle, Entry, EntryMissing, EventProgress, TrackingCache, _BUILD_LOCK,
+from harness.run.dask.workers import (Bundle, Entry, EntryMissing, EventProgress, TrackingCache, BUILD_LOCK,
                                       pack_entries, unpack_entries, worker_cache, worker_name)
 
 log = logging.getLogger("harness.run.dask")
@@ -81,7 +81,7 @@ def run_build_step(step: BuildStep, *seeds: Bundle) -> StepResult:
         seeded |= unpack_entries(cache, seed)
     progress = EventProgress(step.topic)
     error, failed, needs_reference = "", None, False
-    with _BUILD_LOCK:
+    with BUILD_LOCK:
         started = time.perf_counter()
         try:
             prepared = prepare_model(step.recipe, cache, progress if step.kind == "prepare" else SILENT,

@@ -102,9 +102,9 @@ def unpack_entries(cache: ContentCache, bundle: Bundle) -> Set[Entry]:
 # ---------------------------------------------------------------- worker side
 #: one build step at a time in a worker process: the frameworks' global state (Keras sessions, seeds) is not
 #: safe across threads, and a worker given threads for its devices must not train two models at once
-_BUILD_LOCK = threading.Lock()
+BUILD_LOCK = threading.Lock()
 
-def _this_worker():
+def this_worker():
     try:
         from distributed import get_worker
         return get_worker()
@@ -112,20 +112,20 @@ def _this_worker():
         return None
 
 def worker_name() -> str:
-    worker = _this_worker()
+    worker = this_worker()
     return str(worker.name if worker is not None else "host")
 
 def worker_scratch() -> Path:
     """The worker's own directory (its local_directory; the working directory outside a worker)."""
-    worker = _this_worker()
+    worker = this_worker()
     return Path(worker.local_directory if worker is not None else ".harness").resolve()
 
 def worker_cache() -> TrackingCache:
     return TrackingCache(Path(os.environ.get(WORKER_CACHE_ENV) or worker_scratch() / "harness-cache"))
 
-def _emit(topic: str, message: Dict[str, Any]) -> None:
+def emit_event(topic: str, message: Dict[str, Any]) -> None:
     """An event to the host (the scheduler adds the worker's address as message['worker'])."""
-    worker = _this_worker()
+    worker = this_worker()
     if worker is not None and topic:
         worker.log_event(topic, message)
 
@@ -136,16 +136,16 @@ class EventProgress:
         self.topic, self.job = topic, job
 
     def __call__(self, message: str) -> None:
-        _emit(self.topic, {"type": "line", "job": self.job, "name": worker_name(), "line": message})
+        emit_event(self.topic, {"type": "line", "job": self.job, "name": worker_name(), "line": message})
 
-def _scheduler_of(client) -> str:
+def scheduler_of(client) -> str:
     """The scheduler's address, for the resume hint (the cells must go back to the same cluster's workers)."""
     try:
         return str(client.scheduler.address) or "tcp://SCHEDULER:PORT"
     except Exception:  # a client whose scheduler is gone: the hint still names the flag
         return "tcp://SCHEDULER:PORT"
 
-def _as_finished(client, futures: Sequence[Any], idle: Callable[[Set[Any]], None], every_s: float = 10.0):
+def as_finished(client, futures: Sequence[Any], idle: Callable[[Set[Any]], None], every_s: float = 10.0):
     """Each future as it finishes; idle(pending) every every_s seconds that none does."""
     from distributed import wait
 
@@ -164,7 +164,7 @@ def _as_finished(client, futures: Sequence[Any], idle: Callable[[Set[Any]], None
             pending -= done
         yield from done
 
-def _address(client) -> str:
+def client_address(client) -> str:
     try:
         return str(client.scheduler.address)
     except AttributeError:
