@@ -2662,16 +2662,10 @@ def _read_saved_runtimes(workdir, fingerprint):
 
 def _save_runtimes(workdir, fingerprint, saved):
     path = os.path.join(workdir, _SAVED_RUNTIMES)
-    tmp = "%s.%d.tmp" % (path, os.getpid())
     try:
-        with open(tmp, "w") as handle:
-            json.dump(dict(saved, fingerprint=fingerprint), handle)
-        os.rename(tmp, path)
+        write_result(path, dict(saved, fingerprint=fingerprint), "%s.%d.tmp" % (path, os.getpid()))
     except (IOError, OSError):  # a read-only workdir only costs the next probe its runtime imports
-        try:
-            os.remove(tmp)
-        except OSError:
-            pass
+        pass
 
 
 def _optional_float(text):
