@@ -144,3 +144,13 @@ def test_an_onnx_file_on_a_host_without_onnxruntime_blames_the_host_not_the_file
     assert proc.returncode == 3, proc.stdout + proc.stderr
     assert "check that the file" not in proc.stderr
     assert "onnxruntime" in proc.stderr and "edge-harness[onnx]" in proc.stderr
+
+
+def test_a_scheduler_without_dask_installed_is_a_missing_extra_exit_3(tmp_path):
+    # naming a scheduler on a host without dask.distributed is the user's set-up (install the extra), like every
+    # other missing library: exit 3 and one line, before anything is built
+    proc = hidden_profile(tmp_path, "distributed", "--model-file", str(tiny_onnx(tmp_path / "tiny.onnx")),
+                          "--scheduler", "tcp://127.0.0.1:9")
+    assert proc.returncode == 3, proc.stderr
+    assert "Traceback" not in proc.stderr, proc.stderr
+    assert "dask.distributed is not installed" in proc.stderr and "[distributed]" in proc.stderr
