@@ -203,3 +203,37 @@ def test_refused_connection_is_retried_with_backoff_then_fails_clearly(sim_targe
     with pytest.raises(ConnectError, match="after 3 attempt"):
         open_transport(sim_target("sim-x86", port=closed_port, connect_retries=2))
     assert 1.4 < time.monotonic() - started < 5  # slept 0.5 s, then 1 s
+
+
+class CountingSSHTransport(SSHTransport):
+    """Counts the round trips a step makes to the device (commands run and files looked up)."""
+
+    def __init__(self, target):
+        super().__init__(target)
+        self.trips = 0
+
+    def run(self, *args, **kwargs):
+        self.trips += 1
+        return super().run(*args, **kwargs)
+
+    def exists(self, *args, **kwargs):
+        self.trips += 1
+        return super().exists(*args, **kwargs)
+
+
+def test_the_cached_agent_is_checked_in_one_round_trip_and_replaced_when_it_changed(sim_target):
+    from harness.run.probe import agent_sha256, ensure_agent
+
+    transport = CountingSSHTransport(sim_target("sim-x86"))
+    try:
+        remote = ensure_agent(transport)
+        transport.trips = 0
+        assert ensure_agent(transport) == remote
+        assert transport.trips == 1, "a device job's agent check is one command (its sha256), not exists + sha256"
+        Path(remote).write_text("# a copy changed on the device's storage\n")
+        assert ensure_agent(transport) == remote
+        assert hashlib.sha256(Path(remote).read_bytes()).hexdigest() == agent_sha256(), "the changed copy replaced"
+        Path(remote).unlink()
+        assert ensure_agent(transport) == remote and Path(remote).is_file(), "a missing copy is uploaded"
+    finally:
+        transport.close()

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Any, Dict, Optional
 
-from harness.core.errors import ChecksumMismatch, RemoteCommandFailed, TransportError
+from harness.core.errors import ChecksumMismatch, CommandTimeout, ConnectError, RemoteCommandFailed, TransportError
 from harness.core.files import file_sha256
 from harness.run.transport.base import Transport
 
@@ -73,9 +73,13 @@ def ensure_agent(transport: Transport) -> str:
     on the device's storage would fail every cell as if the device were unreachable, so it is replaced."""
     digest = agent_sha256()
     remote = cache_path(transport, AGENT_PATH, digest)
-    if not transport.exists(remote):
+    # one round trip on the usual path: hashing a copy that is not there fails, and that failure means "upload it"
+    try:
+        actual = transport.remote_sha256(remote)
+    except (ConnectError, CommandTimeout):
+        raise  # the device, not the copy: uploading would meet the same trouble
+    except TransportError:
         return ensure_artifact(transport, AGENT_PATH, digest)
-    actual = transport.remote_sha256(remote)
     if actual != digest:
         _log(transport).warning("the cached agent %s changed on the device (sha256 %s, expected %s): uploading it "
                                 "again", remote, actual[:12], digest[:12])
