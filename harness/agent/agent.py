@@ -1635,7 +1635,7 @@ class HeatMonitor(object):
         out["waited_s"], out["reached_c"] = time.monotonic() - began, now
         out["cooled"] = now is not None and now < below
         if not out["cooled"]:
-            out["note"] = ("could not cool below %.1f °C in %.0f s (was %s): timed hot"
+            out["note"] = ("could not cool below %.1f °C in %g s (was %s): timed hot"
                            % (below, most, "%.1f °C" % now if now is not None else "unreadable"))
         return out
 
