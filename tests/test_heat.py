@@ -5,7 +5,6 @@ of CPU use, and farm and local runs whose rows carry the heat columns (docs/heat
 from __future__ import annotations
 
 import dataclasses
-import os
 import subprocess
 import sys
 import threading
@@ -226,7 +225,7 @@ def test_target_thermal_and_cooldown_settings_are_checked_when_the_file_loads(tm
 
 
 # ------------------------------------------------------------------ runs: the farm (SIMULATED trees) and this machine
-def _run_one_cell(target, fmt: str, reports: Path):
+def _run_one_cell(target, fmt: str, reports: Path, progress=None):
     from helpers import artifact_for, digits_build
     from harness.run.device_job import run_target_job
     from harness.run.plan import Cell, ModelEval, RunSettings, TargetJob
@@ -236,7 +235,7 @@ def _run_one_cell(target, fmt: str, reports: Path):
     settings = RunSettings(warmup=5, iterations=20, min_duration_s=0.5, max_samples=20, profile=False)
     job = TargetJob(target, (Cell(artifact_for(fmt), target.name),), {"digits_cnn": ModelEval.of(prepared)},
                     str(rundir.root.resolve()), settings)
-    [row] = run_target_job(job)
+    [row] = run_target_job(job, progress or (lambda message: None))
     return rundir, row
 
 
@@ -277,8 +276,8 @@ def test_a_local_target_without_thermal_zones_says_not_measured_and_does_not_wai
     target = builtin_local()
     target = dataclasses.replace(target, quiet=dataclasses.replace(target.quiet, cooldown_below_c=40.0),
                                  workdir=str(tmp_path / "device"))
-    started = time.monotonic()
-    _, row = _run_one_cell(target, "onnx", tmp_path / "reports")
+    started, said = time.monotonic(), []
+    _, row = _run_one_cell(target, "onnx", tmp_path / "reports", said.append)
     assert row["status"] == "ok", row["error_message"]
     assert row["temperature_method"].startswith("not measured: no thermal zone readable under /sys/class/thermal")
     assert row["throttle_method"].startswith("not measured: no vcgencmd")
@@ -286,4 +285,6 @@ def test_a_local_target_without_thermal_zones_says_not_measured_and_does_not_wai
     assert row["cooled"] is None and row["cooldown_wait_s"] == 0.0
     assert "could not cool" not in (row["noise_reasons"] or "")
     assert time.monotonic() - started < 60
-    assert os.path.isdir(tmp_path / "device")
+    [once] = [m for m in said if "cooldown_below_c" in m]
+    assert once.startswith("[local] quiet.cooldown_below_c is set but the device has no temperature to cool by "
+                           "(not measured: no thermal zone readable")

@@ -135,7 +135,8 @@ TIME_COLUMNS = ["started_at", "duration_s"]
 STORAGE_COLUMNS = ["cache_repair", "verify_ms"]
 
 COLUMNS: List[str] = (IDENTITY_COLUMNS + STATUS_COLUMNS + ACCURACY_COLUMNS + LATENCY_COLUMNS + NOISE_COLUMNS
-                      + ENERGY_COLUMNS + HEAT_COLUMNS + MEMORY_COLUMNS + ARTIFACT_COLUMNS + RUNTIME_COLUMNS + TIME_COLUMNS + STORAGE_COLUMNS)
+                      + ENERGY_COLUMNS + HEAT_COLUMNS + MEMORY_COLUMNS + ARTIFACT_COLUMNS + RUNTIME_COLUMNS
+                      + TIME_COLUMNS + STORAGE_COLUMNS)
 
 #: columns printed at the end of a run
 SUMMARY_COLUMNS = ["model", "variant", "format", "runtime_config", "target", "status", "primary_metric", "primary_value",
