@@ -1382,6 +1382,8 @@ PI_THROTTLED_NOW_MASK = (1 << 1) | (1 << 2) | (1 << 3)
 VCGENCMD_MAX_HZ = 2.0
 #: hwmon chips whose temp*_input is the CPU's (x86 coretemp, AMD k10temp / zenpower, Arm cpu_thermal)
 HWMON_CPU_CHIPS = ("coretemp", "k10temp", "zenpower", "cpu_thermal", "soc_thermal")
+#: thermal zone types that are not a temperature: the Jetson Nano / TX2 `PMIC-Die` zone reads a fixed 100 C
+NOT_A_TEMPERATURE_ZONES = ("pmic-die",)
 THERMAL_SOURCES = {}
 
 
@@ -1433,7 +1435,8 @@ class ThermalZones(ThermalSource):
     def open(cls, settings):
         import glob
         where = _sysfs_root(settings) + "/class/thermal"
-        paths = [p for p in sorted(glob.glob(where + "/thermal_zone*/temp")) if _millidegrees(p) is not None]
+        paths = [p for p in sorted(glob.glob(where + "/thermal_zone*/temp")) if _millidegrees(p) is not None
+                 and (_read_first(os.path.dirname(p) + "/type") or "").lower() not in NOT_A_TEMPERATURE_ZONES]
         if not paths:
             raise ThermalUnavailable("no thermal zone readable under %s" % where)
         kinds = sorted(set((_read_first(os.path.dirname(p) + "/type") or "?") for p in paths))

@@ -48,8 +48,8 @@ def _verdict_lines(ctx: "ReportContext", gate: Any) -> List[str]:
     hot = timed_hot(ctx.rows)
     if hot:
         lines[-1] += "  "
-        lines.append(f"**{icon[2]} {len(hot[1])} cell(s) timed hot** on {', '.join(sorted(hot[0]))}: {hot[2]} "
-                     f"(cooled column)")
+        lines.append(f"**{icon[2]} {len(hot[1])} cell(s) timed hot** on {', '.join(sorted(hot[0]))}: {hot[2]}; "
+                     "the gate does not judge them (column `cooled`)")
     if gate is not None:
         lines.insert(0, f"**Gate: {icon[gate.exit_code]} {gate.verdict}**: {len(gate.violations)} violation(s), "
                         f"{len(gate.not_judged)} not judged, "
