@@ -1577,12 +1577,13 @@ class X86ThrottleCounters(ThermalSource):
         return rose
 
 
-def open_thermal_sources(settings, kind, names):
-    """([readers of this kind], why none): every source of `names` that the device has."""
+def open_thermal_sources(settings, kind):
+    """([readers], why none): every registered source of this kind ("temperature", "throttle") that the device
+    has, in the order they were registered."""
     found, reasons = [], []
-    for name in names:
+    for cls in [c for c in THERMAL_SOURCES.values() if c.kind == kind]:
         try:
-            found.append(THERMAL_SOURCES[name].open(settings))
+            found.append(cls.open(settings))
         except ThermalUnavailable as exc:
             reasons.append(str(exc))
     return found, ", ".join(reasons)
@@ -1596,11 +1597,10 @@ class HeatMonitor(object):
 
     def __init__(self, settings):
         self.settings = dict(THERMAL_DEFAULTS, **(settings or {}))
-        temperatures, self.temperature_why = open_thermal_sources(self.settings, "temperature",
-                                                                  ("thermal_zone", "hwmon_cpu"))
+        # the first temperature source found (thermal zones before hwmon), every throttle source found
+        temperatures, self.temperature_why = open_thermal_sources(self.settings, "temperature")
         self.temperature = temperatures[0] if temperatures else None
-        self.throttle, self.throttle_why = open_thermal_sources(self.settings, "throttle",
-                                                                ("vcgencmd", "cooling_device", "thermal_throttle"))
+        self.throttle, self.throttle_why = open_thermal_sources(self.settings, "throttle")
         hz = max(float(self.settings["sampling_hz"]), 0.1)
         if any(s.name == "vcgencmd" for s in self.throttle):
             hz = min(hz, VCGENCMD_MAX_HZ)
