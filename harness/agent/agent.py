@@ -30,7 +30,7 @@ import sys
 import time
 import traceback
 
-AGENT_VERSION = "4"
+AGENT_VERSION = "5"
 EXIT_OK, EXIT_FAILED, EXIT_NO_RUNTIME, EXIT_BAD_INPUT, EXIT_BUSY = 0, 2, 3, 4, 75
 #: the values of a document's Doc.STATUS
 STATUS_OK, STATUS_ERROR = "ok", "error"
@@ -84,6 +84,9 @@ class Doc(object):
     OPERATORS, HOLDS_STATE = "operators", "holds_state"
     # energy per inference from the device's power sensor (EnergyMeter.result): figures or `not_measured`
     ENERGY = "energy"
+    # the device's temperature at the start and end of the timed loop, the share of it spent throttled, and the
+    # cooldown before the cell (HeatMonitor.result): figures, or the method's `not measured: <why>`
+    HEAT = "heat"
 
     @classmethod
     def keys(cls):
@@ -1365,6 +1368,342 @@ class EnergyMeter(object):
         return out
 
 
+# ---------------------------------------------------------------- heat: temperature, throttling, cooldown
+#: the agent's --thermal settings: the target's `thermal:` and `quiet.cooldown_*` (docs/heat.md)
+THERMAL_DEFAULTS = {"root": "", "vcgencmd": "", "sampling_hz": 4.0, "cooldown_below_c": None,
+                    "cooldown_max_wait_s": 300.0, "cooldown_poll_s": 1.0}
+#: cooling devices that cap a clock (cpufreq on Arm boards and Orin, the Jetson's cpu-/gpu-balanced, devfreq);
+#: a fan or an ACPI "Processor" device is not throttling
+CLOCK_COOLING_TYPES = ("cpufreq", "cpu-balanced", "gpu-balanced", "devfreq", "cpu_thermal")
+#: `vcgencmd get_throttled` bits that hold the ARM clock down now: 1 frequency capped, 2 throttled, 3 soft
+#: temperature limit (bits 16-19 say the same happened since boot: not now)
+PI_THROTTLED_NOW_MASK = (1 << 1) | (1 << 2) | (1 << 3)
+#: each vcgencmd reading forks a process: the throttle sampler reads it at most this often
+VCGENCMD_MAX_HZ = 2.0
+#: hwmon chips whose temp*_input is the CPU's (x86 coretemp, AMD k10temp / zenpower, Arm cpu_thermal)
+HWMON_CPU_CHIPS = ("coretemp", "k10temp", "zenpower", "cpu_thermal", "soc_thermal")
+#: thermal zone types that are not a temperature: the Jetson Nano / TX2 `PMIC-Die` zone reads a fixed 100 C
+NOT_A_TEMPERATURE_ZONES = ("pmic-die",)
+THERMAL_SOURCES = {}
+
+
+class ThermalUnavailable(Exception):
+    """This temperature or throttle source is not on the device (or cannot be read); the message says why."""
+
+
+def register_thermal_source(name):
+    def register(cls):
+        cls.name = name
+        THERMAL_SOURCES[name] = cls
+        return cls
+    return register
+
+
+class ThermalSource(object):
+    """One place the device says how hot it is or whether it throttles. `kind` "temperature": read() -> the
+    hottest reading in C; "throttle": read() -> whether the clock is held down now (a counter source: whether it
+    rose since the last read). `open(settings)` returns a reader or raises ThermalUnavailable saying why."""
+    name = ""
+    kind = "temperature"
+
+    def __init__(self, method):
+        self.method = method  # for the row: "thermal_zone /sys/class/thermal (hottest of 9)"
+
+    @classmethod
+    def open(cls, settings):
+        raise NotImplementedError
+
+    def read(self):
+        raise NotImplementedError
+
+
+def _millidegrees(path):
+    text = _read_first(path)
+    return float(text) / 1000.0 if text and text.lstrip("-").isdigit() else None
+
+
+@register_thermal_source("thermal_zone")
+class ThermalZones(ThermalSource):
+    """<root>/class/thermal/thermal_zone*/temp in millidegrees C: the hottest zone (Pi: thermal_zone0 cpu-thermal;
+    Jetson: CPU-therm, GPU-therm, ...; x86: x86_pkg_temp, acpitz)."""
+
+    def __init__(self, method, paths):
+        ThermalSource.__init__(self, method)
+        self.paths = paths
+
+    @classmethod
+    def open(cls, settings):
+        import glob
+        where = _sysfs_root(settings) + "/class/thermal"
+        paths = [p for p in sorted(glob.glob(where + "/thermal_zone*/temp")) if _millidegrees(p) is not None
+                 and (_read_first(os.path.dirname(p) + "/type") or "").lower() not in NOT_A_TEMPERATURE_ZONES]
+        if not paths:
+            raise ThermalUnavailable("no thermal zone readable under %s" % where)
+        kinds = sorted(set((_read_first(os.path.dirname(p) + "/type") or "?") for p in paths))
+        return cls("thermal_zone %s (hottest of %d: %s)" % (where, len(paths), ", ".join(kinds[:4])), paths)
+
+    def read(self):
+        found = [t for t in (_millidegrees(p) for p in self.paths) if t is not None]
+        if not found:
+            raise ValueError("no thermal zone answered")
+        return max(found)
+
+
+@register_thermal_source("hwmon_cpu")
+class HwmonCpuTemperature(ThermalSource):
+    """<root>/class/hwmon/hwmon*/temp*_input (millidegrees) of a CPU chip (HWMON_CPU_CHIPS): x86 coretemp where the
+    x86_pkg_temp zone is not loaded, AMD k10temp."""
+
+    def __init__(self, method, paths):
+        ThermalSource.__init__(self, method)
+        self.paths = paths
+
+    @classmethod
+    def open(cls, settings):
+        import glob
+        where = _sysfs_root(settings) + "/class/hwmon"
+        paths, chips = [], set()
+        for directory in sorted(glob.glob(where + "/hwmon*")):
+            chip = (_read_first(directory + "/name") or "").strip()
+            if chip in HWMON_CPU_CHIPS:
+                found = [p for p in sorted(glob.glob(directory + "/temp*_input")) if _millidegrees(p) is not None]
+                paths += found
+                chips.update([chip] if found else [])
+        if not paths:
+            raise ThermalUnavailable("no hwmon CPU temperature (%s) under %s" % ("/".join(HWMON_CPU_CHIPS[:2]), where))
+        return cls("hwmon %s (%s)" % (where, ", ".join(sorted(chips))), paths)
+
+    read = ThermalZones.read
+
+
+@register_thermal_source("vcgencmd")
+class VcgencmdThrottled(ThermalSource):
+    """Raspberry Pi: `vcgencmd get_throttled` (throttled=0x50005): any of PI_THROTTLED_NOW_MASK set is throttled
+    now. A fork per reading, so at most VCGENCMD_MAX_HZ."""
+    kind = "throttle"
+
+    def __init__(self, method, argv):
+        ThermalSource.__init__(self, method)
+        self.argv = argv
+        self.last_text = None
+
+    @staticmethod
+    def parse(text):
+        """`throttled=0x50005` -> 0x50005; ValueError where there is no such line."""
+        import re
+        found = re.search(r"throttled=(0x[0-9a-fA-F]+|\d+)", text or "")
+        if not found:
+            raise ValueError("no throttled=0x... in %r" % (text or "").strip()[:80])
+        return int(found.group(1), 0)
+
+    @classmethod
+    def open(cls, settings):
+        import shlex
+        import shutil
+        exe = settings.get("vcgencmd") or shutil.which("vcgencmd") or \
+            next((p for p in ("/usr/bin/vcgencmd", "/opt/vc/bin/vcgencmd") if os.path.exists(p)), None)
+        if not exe:
+            raise ThermalUnavailable("no vcgencmd")
+        source = cls("vcgencmd get_throttled (%s)" % exe, shlex.split(exe) + ["get_throttled"])
+        try:
+            source.read()
+        except Exception as exc:
+            raise ThermalUnavailable("`%s get_throttled` failed: %s" % (exe, _one_line(exc)))
+        return source
+
+    def read(self):
+        import subprocess
+        self.last_text = subprocess.check_output(self.argv, stderr=subprocess.STDOUT, timeout=2).decode(
+            "ascii", "replace").strip()
+        return bool(self.parse(self.last_text) & PI_THROTTLED_NOW_MASK)
+
+
+@register_thermal_source("cooling_device")
+class ClockCoolingDevices(ThermalSource):
+    """<root>/class/thermal/cooling_device*/type + cur_state: a clock-capping device (CLOCK_COOLING_TYPES) with
+    cur_state above 0 is throttling now (a Jetson's cpu-balanced / gpu-balanced, cpufreq-cpu0, a devfreq GPU)."""
+    kind = "throttle"
+
+    def __init__(self, method, paths):
+        ThermalSource.__init__(self, method)
+        self.paths = paths
+
+    @classmethod
+    def open(cls, settings):
+        import glob
+        where = _sysfs_root(settings) + "/class/thermal"
+        paths, kinds = [], []
+        for device in sorted(glob.glob(where + "/cooling_device*")):
+            kind = (_read_first(device + "/type") or "").lower()
+            state = _read_first(device + "/cur_state")
+            if any(k in kind for k in CLOCK_COOLING_TYPES) and state is not None and state.isdigit():
+                paths.append(device + "/cur_state")
+                kinds.append(kind)
+        if not paths:
+            raise ThermalUnavailable("no cpufreq/devfreq cooling device under %s" % where)
+        return cls("cooling_device %s (%s)" % (where, ", ".join(sorted(set(kinds)))), paths)
+
+    def read(self):
+        return any(int(_read_first(p) or 0) > 0 for p in self.paths)
+
+
+@register_thermal_source("thermal_throttle")
+class X86ThrottleCounters(ThermalSource):
+    """x86: <root>/devices/system/cpu/cpu*/thermal_throttle/{core,package}_throttle_count, counters of throttle
+    events: a rise since the last reading is throttling in between."""
+    kind = "throttle"
+
+    def __init__(self, method, paths):
+        ThermalSource.__init__(self, method)
+        self.paths = paths
+        self.last = self._total()
+
+    @classmethod
+    def open(cls, settings):
+        import glob
+        where = _sysfs_root(settings) + "/devices/system/cpu"
+        paths = [p for p in sorted(glob.glob(where + "/cpu*/thermal_throttle/*_throttle_count"))
+                 if (_read_first(p) or "").isdigit()]
+        if not paths:
+            raise ThermalUnavailable("no x86 thermal_throttle counters under %s" % where)
+        return cls("thermal_throttle %s (%d counters)" % (where, len(paths)), paths)
+
+    def _total(self):
+        return sum(int(_read_first(p) or 0) for p in self.paths)
+
+    def read(self):
+        now = self._total()
+        rose, self.last = now > self.last, now
+        return rose
+
+
+def open_thermal_sources(settings, kind):
+    """([readers], why none): every registered source of this kind ("temperature", "throttle") that the device
+    has, in the order they were registered."""
+    found, reasons = [], []
+    for cls in [c for c in THERMAL_SOURCES.values() if c.kind == kind]:
+        try:
+            found.append(cls.open(settings))
+        except ThermalUnavailable as exc:
+            reasons.append(str(exc))
+    return found, ", ".join(reasons)
+
+
+class HeatMonitor(object):
+    """The device's temperature and throttling around a cell: a cooldown before it (wait until the hottest
+    reading is below `cooldown_below_c`, at most `cooldown_max_wait_s`), and a light sampler thread over the timed
+    loop (`sampling_hz`, vcgencmd at most VCGENCMD_MAX_HZ) that gives the temperature at its start and end and the
+    share of it spent throttled. Probes once; with nothing readable there is no thread, and the document says why."""
+
+    def __init__(self, settings):
+        self.settings = dict(THERMAL_DEFAULTS, **(settings or {}))
+        # the first temperature source found (thermal zones before hwmon), every throttle source found
+        temperatures, self.temperature_why = open_thermal_sources(self.settings, "temperature")
+        self.temperature = temperatures[0] if temperatures else None
+        self.throttle, self.throttle_why = open_thermal_sources(self.settings, "throttle")
+        hz = max(float(self.settings["sampling_hz"]), 0.1)
+        if any(s.name == "vcgencmd" for s in self.throttle):
+            hz = min(hz, VCGENCMD_MAX_HZ)
+        self.period = 1.0 / hz
+        self.samples, self.error = [], None
+        self._stop = self._thread = None
+
+    def temperature_c(self):
+        if self.temperature is None:
+            return None
+        try:
+            return self.temperature.read()
+        except Exception as exc:  # a zone that stops answering: no reading, the reason kept
+            self.error = self.error or "temperature: %s" % _one_line(exc)
+            return None
+
+    def cool_down(self):
+        """Wait, polling the temperature, until it is below cooldown_below_c or cooldown_max_wait_s ran out.
+        None when no cooldown is set; `cooled` None where no temperature is readable (no wait)."""
+        below = self.settings.get("cooldown_below_c")
+        if below is None:
+            return None
+        below, most = float(below), float(self.settings["cooldown_max_wait_s"])
+        out = {"below_c": below, "max_wait_s": most, "waited_s": 0.0, "start_c": None, "reached_c": None,
+               "cooled": None}
+        if self.temperature is None:
+            out["note"] = "no temperature readable (%s): did not wait" % self.temperature_why
+            return out
+        began = time.monotonic()
+        now = out["start_c"] = self.temperature_c()
+        poll = max(0.05, float(self.settings["cooldown_poll_s"]))
+        while now is not None and now >= below and time.monotonic() - began < most:
+            time.sleep(min(poll, max(0.0, most - (time.monotonic() - began))))
+            now = self.temperature_c()
+        out["waited_s"], out["reached_c"] = time.monotonic() - began, now
+        out["cooled"] = now is not None and now < below
+        if not out["cooled"]:
+            out["note"] = ("could not cool below %.1f °C in %g s (was %s): timed hot"
+                           % (below, most, "%.1f °C" % now if now is not None else "unreadable"))
+        return out
+
+    def _sample(self):
+        throttled = None
+        if self.throttle:
+            throttled = False
+            for source in self.throttle:
+                try:
+                    throttled = source.read() or throttled
+                except Exception as exc:
+                    self.error = self.error or "%s: %s" % (source.name, _one_line(exc))
+        self.samples.append((time.monotonic(), self.temperature_c(), throttled))
+
+    def _run(self):
+        next_at = time.monotonic()
+        while True:
+            next_at += self.period
+            if self._stop.wait(max(0.0, next_at - time.monotonic())):
+                return
+            self._sample()
+
+    def start(self):
+        """A reading now (the timed loop's start), then one every period in a thread."""
+        if self.temperature is None and not self.throttle:
+            return self
+        import threading
+        self._sample()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="heat-sampler")
+        self._thread.daemon = True
+        self._thread.start()
+        return self
+
+    def stop(self):
+        """The thread stopped, then a reading now (the timed loop's end)."""
+        if self._thread is not None:
+            self._stop.set()
+            self._thread.join(5.0)
+            self._sample()
+
+    def result(self, cooldown=None):
+        """The document's `heat`: the temperatures and throttled share, or why each is not measured."""
+        samples = list(self.samples)
+        temps = [t for _, t, _ in samples if t is not None]
+        out = {"temperature_method": self.temperature.method if self.temperature else
+               "not measured: %s" % self.temperature_why,
+               "throttle_method": ", ".join(s.method for s in self.throttle) if self.throttle else
+               "not measured: %s" % self.throttle_why,
+               "temperature_start_c": samples[0][1] if samples else None,
+               "temperature_end_c": samples[-1][1] if samples else None,
+               "temperature_max_c": max(temps) if temps else None, "throttled_share": None,
+               "samples": len(samples), "error": self.error, "cooldown": cooldown}
+        seconds = samples[-1][0] - samples[0][0] if len(samples) > 1 else 0.0
+        out["sampling_hz"] = (len(samples) - 1) / seconds if seconds > 0 else None
+        if self.throttle and seconds > 0:
+            # each interval between two readings counts as throttled when the reading that ends it says so (a
+            # counter: it rose during the interval)
+            held = sum(b[0] - a[0] for a, b in zip(samples, samples[1:]) if b[2])
+            out["throttled_share"] = held / seconds
+        elif self.throttle:
+            out["throttle_method"] += "; not measured: the timed loop ended before a second reading"
+        return out
+
+
 # ---------------------------------------------------------------- device conditions (quiet-device guard)
 def _cpu_jiffies():
     """(busy jiffies of every CPU, this process's own utime+stime jiffies) from /proc."""
@@ -1430,7 +1769,7 @@ def _thermal():
         kind = (_read_first(device + "/type") or "").lower()
         state = _read_first(device + "/cur_state")
         # cpufreq / devfreq cooling caps the clock (a Jetson's way of throttling); fans do not
-        if any(k in kind for k in ("cpufreq", "cpu-balanced", "devfreq", "cpu_thermal")) and state \
+        if any(k in kind for k in CLOCK_COOLING_TYPES) and state \
                 and state.isdigit() and int(state) > 0:
             engaged.append("%s=%s" % (kind, state))
     return (max(temps) if temps else None), engaged
@@ -2309,6 +2648,11 @@ def cmd_run(args):
     config = runtime_config(args)
     options = config["options"]
     feeds = Feeds.load(args.inputs)
+    # The cooldown: under the device lock (no other cell heats the device while this one waits), after the
+    # request is known to be sound (a bad one fails at once), before the model loads: load_ms and the first
+    # inference are timed too, and a cold start on a hot device is as skewed as the timed loop.
+    heat = HeatMonitor(json.loads(args.thermal) if args.thermal else None)
+    cooldown = heat.cool_down()
     baseline = rss_bytes()
     runtime, load_ms, compile_ms, cache_state = load_runtime(runtime_cls, args, options, feeds.shapes())
     result = {Doc.RUNTIME: runtime.name, Doc.RUNTIME_VERSION: str(runtime.version), Doc.THREADS: runtime.threads,
@@ -2336,9 +2680,14 @@ def cmd_run(args):
         if energy is not None:
             energy.start()
         own = runtime.own_latency_s if args.clock == "runtime" and runtime.keeps_own_latency else None
-        samples_ms, block, iterations, timed_s, timer_s = time_inferences(
-            runtime.infer, first, args.iterations, args.min_duration, args.max_duration, own=own,
-            between=(lambda: reference.time("chunk")) if reference is not None else None)
+        heat.start()
+        try:
+            samples_ms, block, iterations, timed_s, timer_s = time_inferences(
+                runtime.infer, first, args.iterations, args.min_duration, args.max_duration, own=own,
+                between=(lambda: reference.time("chunk")) if reference is not None else None)
+        finally:
+            heat.stop()
+        result[Doc.HEAT] = heat.result(cooldown)
         if energy is not None:
             energy.stop()
             result[Doc.ENERGY] = energy.result(timed_s, iterations)
@@ -2763,6 +3112,10 @@ def main(argv=None):
                      '"auto"|"ina3221"|"pmic"|"rapl"|"hwmon"|"command"|"none", "root": sysfs root, "rail": ..., '
                      '"command": ..., "unit": "W"|"J", "idle_s": 0.5, "sampling_hz": 20, "min_samples": 5} '
                      '(none given: not measured)')
+    run.add_argument("--thermal", default="", help='temperature and throttling around the timed loop, and the '
+                     'cooldown before the cell, as JSON: {"root": sysfs root, "vcgencmd": ..., "sampling_hz": 4, '
+                     '"cooldown_below_c": null, "cooldown_max_wait_s": 300, "cooldown_poll_s": 1} (none given: '
+                     'read /sys, no cooldown)')
     cache = sub.add_parser("cache", help="the device's content cache: list, verify, prune, make room (JSON)")
     cache.add_argument("action", choices=("list", "verify", "prune", "make-room", "evict", "suspect", "pin", "unpin"))
     cache.add_argument("--workdir", required=True)

@@ -106,6 +106,10 @@ class DeviceClass:
     #: its SIMULATED power sensor (harness.farm.sim_power): the sensor kind ("ina3221", "pmic", "rapl"), idle watts
     #: and watts per busy CPU of the device's own cgroup; None: no sensor (energy is "not measured")
     power: Optional[Tuple[str, float, float]] = None
+    #: its SIMULATED thermal zone (harness.farm.sim_power, the same process as the power sensor, so only with
+    #: `power`): ambient C, C per busy CPU of the device's own cgroup, time constant s, trip point C (throttling
+    #: above it); None: no thermal tree (temperature "not measured")
+    thermal: Optional[Tuple[float, float, float, float]] = None
 
     @property
     def emulated(self) -> bool:
@@ -119,15 +123,16 @@ class DeviceClass:
 DEVICE_CLASSES: Tuple[DeviceClass, ...] = (
     DeviceClass("sim-pi4", "simulated Raspberry Pi 4: 1 pinned CPU at a 50% quota, 1 GiB, numpy<2 + tflite-runtime",
                 ("tflite",), threads=1, cpu_count=1, cpu_quota=0.5, memory_limit_bytes=1 * GiB, env=PI_ENV,
-                latency_p99_ms=40.0, peak_memory_mb=300.0, power=("pmic", 2.7, 3.0)),
+                latency_p99_ms=40.0, peak_memory_mb=300.0, power=("pmic", 2.7, 3.0),
+                thermal=(45.0, 30.0, 20.0, 80.0)),
     DeviceClass("sim-jetson", "simulated Jetson: 2 CPUs at a 1.5-CPU quota, 4 GiB, Python 3.8 with onnxruntime "
                 "and tflite-runtime", ("onnx", "tflite"), threads=2, cpu_count=2, cpu_quota=1.5,
                 memory_limit_bytes=4 * GiB, env=JETSON_ENV, latency_p99_ms=20.0, peak_memory_mb=600.0,
-                power=("ina3221", 4.5, 2.5)),
+                power=("ina3221", 4.5, 2.5), thermal=(38.0, 12.0, 30.0, 85.0)),
     DeviceClass("sim-x86", "simulated x86 edge box: every CPU, 8 GiB, the host's Python with all three runtimes",
                 ("tflite", "onnx", "openvino"), threads=2, cpu_count=0, cpu_quota=None,
                 memory_limit_bytes=8 * GiB, env=None, latency_p99_ms=10.0, peak_memory_mb=1024.0,
-                power=("rapl", 12.0, 8.0)),
+                power=("rapl", 12.0, 8.0), thermal=(40.0, 10.0, 15.0, 90.0)),
 )
 #: Opt-in classes (`harness farm up --with NAME`), beside the architecture's own.
 EXTRA_DEVICE_CLASSES: Tuple[DeviceClass, ...] = (

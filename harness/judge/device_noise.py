@@ -93,6 +93,21 @@ def noise_reasons(before: Optional[Mapping[str, Any]], after: Optional[Mapping[s
     return reasons
 
 
+def heat_reasons(heat: Optional[Mapping[str, Any]], limits: QuietLimits = QuietLimits()) -> List[str]:
+    """Why the agent's `heat` (its HeatMonitor: the cooldown before the cell, the throttled share of the timed
+    loop) makes the measurement untrustworthy: a cooldown that could not reach its threshold (the cell was timed
+    hot), throttling during the timed loop when the target fails on throttling. Empty: neither."""
+    heat = heat or {}
+    reasons: List[str] = []
+    cooldown = heat.get("cooldown") or {}
+    if cooldown.get("cooled") is False:
+        reasons.append(str(cooldown.get("note") or f"could not cool below {cooldown.get('below_c')} °C: timed hot"))
+    share = finite_or_none(heat.get("throttled_share"))
+    if limits.fail_on_throttling and share:
+        reasons.append(f"throttled {share:.0%} of the timed loop ({heat.get('throttle_method')})")
+    return reasons
+
+
 def _delta(before: Mapping[str, Any], after: Mapping[str, Any], key: str) -> Optional[float]:
     b, a = finite_or_none(before.get(key)), finite_or_none(after.get(key))
     return a - b if a is not None and b is not None else None

@@ -246,6 +246,10 @@ def findings(rows: Sequence[Mapping[str, Any]], groups: Sequence[DisagreementGro
         targets = sorted({_text(r.get("target")) for r in noisy})
         out.append(Finding(f"{len(noisy)} of {len(measured)} measured cells were timed on a busy device "
                            f"({_names(targets, 3)}): latencies not judged, re-run on a quiet device", "devices", "warn"))
+    hot = timed_hot(measured)
+    if hot:
+        out.append(Finding(f"{_cells(len(hot[1]))} timed hot on {_names(sorted(hot[0]), 3)}: {hot[2]}; not judged: "
+                           "give it longer (quiet.cooldown_max_wait_s) or cool the device", "devices", "warn"))
     skipped: Dict[Tuple[str, str], int] = {}
     other_skips: Dict[Tuple[str, str], List[Mapping[str, Any]]] = {}
     for row in rows:
@@ -276,6 +280,18 @@ def findings(rows: Sequence[Mapping[str, Any]], groups: Sequence[DisagreementGro
     for note in budget_notes:
         out.append(Finding(note, "devices", "info"))
     return out
+
+
+def timed_hot(rows: Sequence[Mapping[str, Any]]) -> Optional[Tuple[set, List[Mapping[str, Any]], str]]:
+    """The cells whose cooldown could not reach quiet.cooldown_below_c (`cooled` False): (targets, cells, the
+    first cooldown note, e.g. "could not cool below 60.0 °C in 300 s (was 71.2 °C)"); None: none."""
+    hot = [r for r in rows if str(r.get("cooled")) == "False"]
+    if not hot:
+        return None
+    notes = [part for r in hot for part in _text(r.get("noise_reasons")).split("; ") if "could not cool" in part]
+    note = (notes[0].split(": ", 1)[-1] if notes[0].startswith("repeat ") else notes[0]) if notes else \
+        "could not cool below quiet.cooldown_below_c"
+    return {_text(r.get("target")) for r in hot}, hot, note.rsplit(": timed hot", 1)[0]
 
 
 def measuring_state(rows: Sequence[Mapping[str, Any]], target: str) -> str:

@@ -279,7 +279,8 @@ def result_column_groups(columns: Sequence[str]) -> Dict[str, List[str]]:
     """The results table's columns by group: 'default' (shown), then the groups a click shows."""
     from harness.schema import results as schema
     named = [("errors", schema.STATUS_COLUMNS), ("accuracy", schema.ACCURACY_COLUMNS),
-             ("latency", schema.LATENCY_COLUMNS), ("noise", schema.NOISE_COLUMNS), ("memory", schema.MEMORY_COLUMNS),
+             ("latency", schema.LATENCY_COLUMNS), ("noise", schema.NOISE_COLUMNS), ("heat", schema.HEAT_COLUMNS),
+             ("memory", schema.MEMORY_COLUMNS),
              ("artifact", schema.ARTIFACT_COLUMNS), ("runtime", schema.RUNTIME_COLUMNS),
              ("time", schema.TIME_COLUMNS), ("ids", ["run_id", "cell_id"])]
     groups: Dict[str, List[str]] = {"sticky": [c for c in STICKY_RESULT_COLUMNS if c in columns],

@@ -4,6 +4,7 @@ from __future__ import annotations
 from typing import Any, Dict, List, Sequence, Tuple
 
 from harness.report.elements import fmt
+from harness.report.findings import timed_hot
 
 from harness.report.context import ReportContext
 
@@ -44,6 +45,11 @@ def _verdict_lines(ctx: "ReportContext", gate: Any) -> List[str]:
         lines[0] += "  "
         lines.append(f"**{icon[2]} {len(noisy)} cell(s) measured on a busy or throttling device**: the gate does not "
                      f"judge them; re-run on a quiet device ({'; '.join(reasons[:3]) or 'see noise_reasons'})")
+    hot = timed_hot(ctx.rows)
+    if hot:
+        lines[-1] += "  "
+        lines.append(f"**{icon[2]} {len(hot[1])} cell(s) timed hot** on {', '.join(sorted(hot[0]))}: {hot[2]}; "
+                     "the gate does not judge them (column `cooled`)")
     if gate is not None:
         lines.insert(0, f"**Gate: {icon[gate.exit_code]} {gate.verdict}**: {len(gate.violations)} violation(s), "
                         f"{len(gate.not_judged)} not judged, "

@@ -127,7 +127,9 @@ def run_agent(transport, job: TargetJob, cell: Cell, pushed: PushedCell, agent_p
             # the device speed reference's usual is kept in the device's workdir
             "--workdir", transport.workdir, "--max-reference-drift", "none" if drift is None else str(drift),
             # energy per inference from the device's power sensor (docs/energy.md)
-            "--power", json.dumps(target.power.to_agent())]
+            "--power", json.dumps(target.power.to_agent()),
+            # temperature and throttling around the timed loop, the cooldown before it (docs/heat.md)
+            "--thermal", json.dumps(target.thermal.to_agent(target.quiet))]
     first = repeat == 1 and not again
     if first:
         argv += ["--outputs", pushed.outputs]
@@ -143,7 +145,9 @@ def run_agent(transport, job: TargetJob, cell: Cell, pushed: PushedCell, agent_p
     if first and settings.profile:
         argv += ["--profile", profile_path(pushed), "--profile-runs", str(settings.profile_runs)]
     try:
-        result = transport.run(argv, timeout_s=settings.cell_timeout_s or target.command_timeout_s)
+        # a cooldown waits on the device before the agent's own work: its longest wait is on top of the timeout
+        result = transport.run(argv, timeout_s=(settings.cell_timeout_s or target.command_timeout_s)
+                               + target.quiet.cooldown_s)
     except CommandTimeout as exc:
         if exc.stalled:  # the device stalled the agent, not the model: resumable, never a model failure
             raise CellEnded(LOST, Category.DEVICE_TIMEOUT, f"{exc}. Cleaned up: the agent was killed and its "

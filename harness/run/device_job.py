@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Dict, List, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 from harness.agent.agent import Doc, STATUS_OK
 from harness.core.errors import ConnectError, DeviceTimeout, HarnessError, HostDiskFull, TransportError
@@ -89,6 +89,7 @@ def run_target_job(job: TargetJob, progress: Progress = SILENT) -> List[Dict[str
         measured: Dict[str, Tuple[PushedCell, List[Dict[str, Any]]]] = {}
         total = len(pending)
         lost = False
+        cannot_cool: Optional[str] = None
         while pending:
             cell = pending[0]
             try:
@@ -114,6 +115,11 @@ def run_target_job(job: TargetJob, progress: Progress = SILENT) -> List[Dict[str
             config = "" if cell.runtime_config.is_default else f"@{cell.runtime_config.name}"
             progress(f"[{target.name}] {total - len(pending)}/{total} {cell.artifact.model}/{cell.artifact.variant}/"
                      f"{cell.artifact.format}{config}: {describe_row(row)}")
+            if cannot_cool is None and target.quiet.cooldown_below_c is not None and row.get("cooled") is None \
+                    and str(row.get("temperature_method") or "").startswith("not measured"):
+                cannot_cool = f"[{target.name}] quiet.cooldown_below_c is set but the device has no temperature " \
+                              f"to cool by ({row['temperature_method']}): its cells do not wait"
+                progress(cannot_cool)  # said once per device, not per cell
         if lost:
             return rows  # nothing more is asked of a device that stopped answering; its pin expires by itself
         if settings.repeats > 1 and measured:

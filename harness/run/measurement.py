@@ -19,7 +19,7 @@ import numpy as np
 
 # the pooled figures are computed exactly as the agent computes one run's
 from harness.agent.agent import Doc, latency_stats
-from harness.judge.device_noise import noise_reasons, quota_share, reference_drift, slow_device_reason
+from harness.judge.device_noise import heat_reasons, noise_reasons, quota_share, reference_drift, slow_device_reason
 from harness.judge.regression import repeat_spread
 from harness.schema.targets import QuietLimits
 
@@ -53,7 +53,9 @@ def combine_repeats(documents: Sequence[Mapping[str, Any]], limits: QuietLimits 
         if not conditions:
             continue
         read_any = True
-        found = noise_reasons(conditions.get("before"), conditions.get("after"), limits, threads)
+        # heat first: a cell timed hot says so before anything else (summary.md shows the first reason)
+        found = heat_reasons(document.get(Doc.HEAT), limits) + \
+            noise_reasons(conditions.get("before"), conditions.get("after"), limits, threads)
         slow = slow_device_reason(document.get(Doc.REFERENCE), conditions.get("before"), conditions.get("after"),
                                   limits)
         for reason in found + ([slow] if slow else []):
@@ -62,11 +64,13 @@ def combine_repeats(documents: Sequence[Mapping[str, Any]], limits: QuietLimits 
     row["noise_reasons"] = "; ".join(reasons) or None
     row.update(reference_fields(documents))
     row.update(energy_fields(documents))
+    row.update(heat_fields(documents))
     row["remeasured"] = sum(1 for r in remeasured if not r.get("kept"))  # agent runs made again
     extras: Dict[str, Any] = {"latencies_ms": pooled,
                               "conditions": [d.get(Doc.CONDITIONS) for d in documents],
                               "reference": [d.get(Doc.REFERENCE) for d in documents],
-                              "energy": [d.get(Doc.ENERGY) for d in documents]}
+                              "energy": [d.get(Doc.ENERGY) for d in documents],
+                              "heat": [d.get(Doc.HEAT) for d in documents]}
     if remeasured:
         extras["remeasured"] = [dict(r) for r in remeasured]
     if len(documents) > 1:
@@ -108,6 +112,30 @@ def energy_fields(documents: Sequence[Mapping[str, Any]]) -> Dict[str, Any]:
             "power_active_w": median("active_w"), "power_idle_w": median("idle_w"),
             "energy_method": measured[0].get("method"), "energy_rails": ",".join(measured[0].get("rails") or []),
             "power_sampling_hz": min(rates) if rates else None}
+
+
+def heat_fields(documents: Sequence[Mapping[str, Any]]) -> Dict[str, Any]:
+    """The heat columns from each repeat's `heat` (the agent's HeatMonitor), the worst repeat of each: the hottest
+    start and end of a timed loop, the largest throttled share, the cooldown waits summed, `cooled` False when
+    any repeat could not cool (None: no cooldown, or no temperature to cool by). What was not measured is empty,
+    never 0, and its method says why. A document without `heat` (an older agent) leaves every heat column empty."""
+    heats = [d.get(Doc.HEAT) for d in documents if d.get(Doc.HEAT)]
+    if not heats:
+        return {}
+
+    def worst(key: str) -> Optional[float]:
+        values = [float(h[key]) for h in heats if h.get(key) is not None]
+        return max(values) if values else None
+
+    cooldowns = [h["cooldown"] for h in heats if h.get("cooldown")]
+    outcomes = [c.get("cooled") for c in cooldowns if c.get("cooled") is not None]
+    reached = [float(c["reached_c"]) for c in cooldowns if c.get("reached_c") is not None]
+    return {"temperature_start_c": worst("temperature_start_c"), "temperature_end_c": worst("temperature_end_c"),
+            "throttled_share": worst("throttled_share"), "temperature_method": heats[0].get("temperature_method"),
+            "throttle_method": heats[0].get("throttle_method"),
+            "cooldown_wait_s": float(sum(float(c.get("waited_s") or 0.0) for c in cooldowns)) if cooldowns else None,
+            "cooldown_reached_c": max(reached) if reached else None,
+            "cooled": all(outcomes) if outcomes else None}
 
 
 def slow_measurement(document: Mapping[str, Any], limits: QuietLimits) -> Optional[str]:

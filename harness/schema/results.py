@@ -115,6 +115,12 @@ NOISE_COLUMNS = ["noisy", "noise_reasons",
 #: how it was read, or "not measured: <why>" (then the figures are empty, never zero); the rails; readings per second
 ENERGY_COLUMNS = ["energy_mj_per_inference", "energy_total_mj", "power_active_w", "power_idle_w", "energy_method",
                   "energy_rails", "power_sampling_hz"]
+#: heat (docs/heat.md): the hottest reading at the start and at the end of the timed loop (degrees C), the share of
+#: it spent throttled, how each was read or "not measured: <why>"; the cooldown before the cell: seconds waited,
+#: the temperature it reached, and whether it got below quiet.cooldown_below_c (False: timed hot, the cell is
+#: noisy; empty: no cooldown set, or no temperature to cool by). The worst repeat of each.
+HEAT_COLUMNS = ["temperature_start_c", "temperature_end_c", "throttled_share", "temperature_method", "throttle_method",
+                "cooldown_wait_s", "cooldown_reached_c", "cooled"]
 MEMORY_COLUMNS = ["peak_rss_bytes", "rss_increase_bytes", "baseline_rss_bytes"]
 ARTIFACT_COLUMNS = ["artifact_size_bytes", "artifact_gzip_bytes", "artifact_sha256", "param_count", "macs",
                     "sparsity", "weight_rel_frobenius", "compression_s", "fidelity"]
@@ -129,7 +135,8 @@ TIME_COLUMNS = ["started_at", "duration_s"]
 STORAGE_COLUMNS = ["cache_repair", "verify_ms"]
 
 COLUMNS: List[str] = (IDENTITY_COLUMNS + STATUS_COLUMNS + ACCURACY_COLUMNS + LATENCY_COLUMNS + NOISE_COLUMNS
-                      + ENERGY_COLUMNS + MEMORY_COLUMNS + ARTIFACT_COLUMNS + RUNTIME_COLUMNS + TIME_COLUMNS + STORAGE_COLUMNS)
+                      + ENERGY_COLUMNS + HEAT_COLUMNS + MEMORY_COLUMNS + ARTIFACT_COLUMNS + RUNTIME_COLUMNS
+                      + TIME_COLUMNS + STORAGE_COLUMNS)
 
 #: columns printed at the end of a run
 SUMMARY_COLUMNS = ["model", "variant", "format", "runtime_config", "target", "status", "primary_metric", "primary_value",

@@ -84,6 +84,29 @@ class PowerSettings:
 
 
 @dataclass(frozen=True)
+class ThermalSettings:
+    """Where the agent reads the device's temperature and throttling (docs/heat.md). The defaults read the real
+    places: thermal zones, hwmon CPU chips, `vcgencmd get_throttled`, clock-capping cooling devices, x86
+    thermal_throttle counters."""
+
+    #: the sysfs root ('' = /sys): a copied or simulated tree can stand in
+    root: str = ""
+    #: the vcgencmd to run for get_throttled ('' = vcgencmd on PATH, where there is one)
+    vcgencmd: str = ""
+    #: readings per second over the timed loop (a thread; vcgencmd, a fork per reading, at most 2)
+    sampling_hz: float = 4.0
+
+    def __post_init__(self) -> None:
+        if not 0 < self.sampling_hz <= 100:
+            raise ValueError(f"sampling_hz must be above 0 and at most 100, got {self.sampling_hz}")
+
+    def to_agent(self, quiet: "QuietLimits") -> Dict[str, Any]:
+        """The agent's --thermal JSON: where to read, and the cooldown before each agent run."""
+        return {"root": self.root, "vcgencmd": self.vcgencmd, "sampling_hz": self.sampling_hz,
+                "cooldown_below_c": quiet.cooldown_below_c, "cooldown_max_wait_s": quiet.cooldown_max_wait_s}
+
+
+@dataclass(frozen=True)
 class QuietLimits:
     """When a device is too busy or too hot to measure: a cell measured past any of these is `noisy`,
     and the gate does not judge it (re-run). The agent reads the device before and after timing.
@@ -108,6 +131,11 @@ class QuietLimits:
     max_reference_drift: Optional[float] = 0.05
     #: how many times a repeat measured on a slow device (past max_reference_drift) is measured again
     max_remeasures: int = 2
+    #: before each agent run of a cell, wait until the hottest reading is below this (degrees C; null: no
+    #: cooldown); a cell that could not cool in cooldown_max_wait_s is still timed, and is noisy
+    cooldown_below_c: Optional[float] = None
+    #: the longest cooldown wait, seconds (it is added to the cell's command timeout)
+    cooldown_max_wait_s: float = 300.0
 
     def __post_init__(self) -> None:
         for name in ("max_other_busy_cpus", "max_load_per_cpu", "max_temperature_c"):
@@ -120,6 +148,17 @@ class QuietLimits:
             raise ValueError(f"max_remeasures must not be negative, got {self.max_remeasures}")
         if self.min_frequency_ratio is not None and not 0.0 < self.min_frequency_ratio <= 1.0:
             raise ValueError(f"min_frequency_ratio must be in (0, 1], got {self.min_frequency_ratio}")
+        if self.cooldown_below_c is not None and not 0.0 < self.cooldown_below_c < 150.0:
+            raise ValueError(f"cooldown_below_c must be degrees C between 0 and 150 (e.g. 60), or null for no "
+                             f"cooldown; got {self.cooldown_below_c}")
+        if not 0.0 < self.cooldown_max_wait_s <= 3600.0:
+            raise ValueError(f"cooldown_max_wait_s must be seconds above 0 and at most 3600 (e.g. 300), got "
+                             f"{self.cooldown_max_wait_s}")
+
+    @property
+    def cooldown_s(self) -> float:
+        """The most a cooldown may add to one agent run (0 without one)."""
+        return self.cooldown_max_wait_s if self.cooldown_below_c is not None else 0.0
 
 
 @dataclass(frozen=True)
@@ -150,6 +189,8 @@ class TargetSpec:
     quiet: QuietLimits = field(default_factory=QuietLimits)
     #: the device's power sensor, for energy per inference (docs/energy.md)
     power: PowerSettings = field(default_factory=PowerSettings)
+    #: where the device's temperature and throttling are read (docs/heat.md)
+    thermal: ThermalSettings = field(default_factory=ThermalSettings)
     connect_timeout_s: float = 10.0
     command_timeout_s: float = 300.0
     transfer_timeout_s: float = 120.0
