@@ -1745,41 +1745,46 @@ def _busy_processes(limit=5):
     return len(found), found[:limit]
 
 
-def _vcgencmd_throttled():
+def _vcgencmd_throttled(settings):
     import subprocess
-    for exe in ("vcgencmd", "/usr/bin/vcgencmd", "/opt/vc/bin/vcgencmd"):
+    configured = settings.get("vcgencmd")
+    for exe in ([configured] if configured else ["vcgencmd", "/usr/bin/vcgencmd", "/opt/vc/bin/vcgencmd"]):
         try:
-            out = subprocess.check_output([exe, "get_throttled"], stderr=subprocess.STDOUT, timeout=2)
+            import shlex
+            out = subprocess.check_output(shlex.split(exe) + ["get_throttled"], stderr=subprocess.STDOUT, timeout=2)
             return out.decode("ascii", "replace").strip()
         except Exception:  # absent (not a Pi), or not permitted
             continue
     return None
 
 
-def _thermal():
-    """(hottest thermal zone in C, CPU cooling devices engaged now)."""
+def _thermal(settings):
+    """(hottest thermal zone in C, clock-capping cooling devices engaged now) under the device's sysfs root (the
+    target's `thermal.root`: a simulated device's tree), the zones that are no temperature left out."""
     import glob
+    where = _sysfs_root(settings) + "/class/thermal"
     temps = []
-    for path in glob.glob("/sys/class/thermal/thermal_zone*/temp"):
-        text = _read_first(path)
-        if text and text.lstrip("-").isdigit():
-            temps.append(float(text) / 1000.0)
+    for path in glob.glob(where + "/thermal_zone*/temp"):
+        if (_read_first(os.path.dirname(path) + "/type") or "").lower() in NOT_A_TEMPERATURE_ZONES:
+            continue
+        value = _millidegrees(path)
+        if value is not None:
+            temps.append(value)
     engaged = []
-    for device in glob.glob("/sys/class/thermal/cooling_device*"):
+    for device in glob.glob(where + "/cooling_device*"):
         kind = (_read_first(device + "/type") or "").lower()
         state = _read_first(device + "/cur_state")
         # cpufreq / devfreq cooling caps the clock (a Jetson's way of throttling); fans do not
-        if any(k in kind for k in CLOCK_COOLING_TYPES) and state \
-                and state.isdigit() and int(state) > 0:
+        if any(k in kind for k in CLOCK_COOLING_TYPES) and state and state.isdigit() and int(state) > 0:
             engaged.append("%s=%s" % (kind, state))
     return (max(temps) if temps else None), engaged
 
 
-def _thermal_throttle_count():
+def _thermal_throttle_count(settings):
     """Sum of the x86 per-core and per-package thermal throttle counters (None where there are none)."""
     import glob
     total, seen = 0, False
-    for path in glob.glob("/sys/devices/system/cpu/cpu*/thermal_throttle/*_throttle_count"):
+    for path in glob.glob(_sysfs_root(settings) + "/devices/system/cpu/cpu*/thermal_throttle/*_throttle_count"):
         text = _read_first(path)
         if text and text.isdigit():
             total += int(text)
@@ -1897,8 +1902,10 @@ def _own_cpu():
     return found
 
 
-def read_conditions():
-    """How busy and how hot the device is now: what the host's quiet-device guard judges."""
+def read_conditions(thermal=None):
+    """How busy and how hot the device is now: what the host's quiet-device guard judges. `thermal`: the
+    target's thermal settings (where the device's temperature is read)."""
+    thermal = thermal or {}
     cpufreq = "/sys/devices/system/cpu/cpu0/cpufreq/"
     info = {"monotonic_s": time.monotonic(), "cpu_count": os.cpu_count(), "cpu_jiffies": _cpu_jiffies()}
     try:
@@ -1914,9 +1921,9 @@ def read_conditions():
     for key, name in (("cur_freq_khz", "scaling_cur_freq"), ("max_freq_khz", "cpuinfo_max_freq")):
         text = _read_first(cpufreq + name)
         info[key] = int(text) if text and text.isdigit() else None
-    info["temperature_c"], info["cooling_active"] = _thermal()
-    info["thermal_throttle_count"] = _thermal_throttle_count()
-    info["vcgencmd_throttled"] = _vcgencmd_throttled()
+    info["temperature_c"], info["cooling_active"] = _thermal(thermal)
+    info["thermal_throttle_count"] = _thermal_throttle_count(thermal)
+    info["vcgencmd_throttled"] = _vcgencmd_throttled(thermal)
     # why a device runs slower than its usual: a CPU quota, waiting for a CPU, the clock of the CPU it ran on
     info["cgroup_cpu"] = read_cgroup_cpu()
     info["cpu_pressure"] = read_cpu_pressure()
@@ -2674,7 +2681,7 @@ def cmd_run(args):
         energy = EnergyMeter(json.loads(args.power)) if args.power else None
         if energy is not None:
             energy.measure_idle()  # the model loaded, nothing running
-        before = read_conditions()
+        before = read_conditions(heat.settings)
         if reference is not None:
             reference.time("before")
         if energy is not None:
@@ -2694,7 +2701,7 @@ def cmd_run(args):
         if reference is not None:
             reference.time("after")
         result[Doc.LATENCY_CLOCK] = "runtime" if own else "wall"
-        result[Doc.CONDITIONS] = {"before": before, "after": read_conditions()}
+        result[Doc.CONDITIONS] = {"before": before, "after": read_conditions(heat.settings)}
         if reference is not None:
             result[Doc.REFERENCE] = reference.finish()
         outputs = None
