@@ -56,8 +56,9 @@ def profile_groups(profile: Mapping[str, Any]) -> Dict[str, Dict[str, Any]]:
     return groups
 
 
-def _groups_text(groups: Mapping[str, Mapping[str, Any]]) -> str:
-    words = {"integer": "ran integer kernels", "float": "ran float kernels", "qdq": "quantize/dequantize ops"}
+def _groups_text(groups: Mapping[str, Mapping[str, Any]], ran: bool = True) -> str:
+    words = {"integer": "ran integer kernels", "float": "ran float kernels", "qdq": "quantize/dequantize ops"} \
+        if ran else {"integer": "integer operators", "float": "float operators", "qdq": "quantize/dequantize ops"}
     parts = []
     for key, word in words.items():
         group = groups.get(key) or {"count": 0, "types": [], "share": None}
@@ -109,7 +110,7 @@ def file_groups(operators: Mapping[str, int]) -> Dict[str, Dict[str, Any]]:
     groups: Dict[str, Dict[str, Any]] = {}
     for kind, count in sorted(operators.items(), key=lambda item: -int(item[1])):
         group = groups.setdefault(kernel_group({"type": kind}), {"types": [], "count": 0, "time_ms": 0.0,
-                                                                  "share": None})
+                                                                  "share": None, "from_file": True})
         group["types"].append(kind)
         group["count"] += int(count)
     return groups
@@ -158,8 +159,8 @@ def _evidence(profile: Mapping[str, Any], parent_profile: Mapping[str, Any],
     if operators:
         groups = file_groups(operators)
         return groups, (f"no per-layer profile of it (the probe and its file only): its file holds "
-                        f"{_groups_text(groups)}; missing: which operators the runtime fused into integer kernels "
-                        "and each one's share of the time")
+                        f"{_groups_text(groups, ran=False)}; missing: which operators the runtime fused into integer "
+                        "kernels, and no per-layer times: the time shares are unknown")
     return {}, "no per-layer profile of it and no operator list: which operators ran int8 is unknown"
 
 

@@ -37,7 +37,9 @@ def choose_alternative(settings: Mapping[str, Any], alternatives: Mapping[str, M
     declares none that fits. `settings`: the cell's quantization_settings (format, activations, per_channel,
     kept_float for ONNX Runtime; preset for OpenVINO); `groups`: kernel groups from a profile or the file."""
     flags = probe.get("cpu_int8_flags")
-    float_types = [t for t in (groups.get("float") or {}).get("types", [])]
+    # A file's float operators (a QDQ file's Conv) are not evidence of float kernels: only a profile says that.
+    profiled = not any(g.get("from_file") for g in groups.values())
+    float_types = [t for t in (groups.get("float") or {}).get("types", [])] if profiled else []
     heavy_float = [t for t in float_types if t in HEAVY_OPS]
     qdq_share, float_share = _share(groups, "qdq"), _share(groups, "float")
     integer_share = _share(groups, "integer") or 0.0
