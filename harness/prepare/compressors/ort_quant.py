@@ -56,6 +56,20 @@ def fallback_op_types(path: Path) -> List[str]:
 
 
 
+def _rename_inside(graph, prefix: str) -> None:
+    """Number every node and every tensor but the graph's inputs and outputs (the interface)."""
+    keep = {v.name for v in list(graph.input) + list(graph.output)}
+    names = {out for node in graph.node for out in node.output} | {i.name for i in graph.initializer}
+    # numbered, not prefixed: the quantizer derives its tensors' names from these ('<name>_DequantizeLinear_Output')
+    renamed = {name: f"{prefix}t{i}" for i, name in enumerate(sorted(names - keep)) if name}
+    for i, node in enumerate(graph.node):
+        node.name = f"{prefix}node{i}"  # not after a tensor: the quantizer names its own nodes so
+        node.input[:] = [renamed.get(name, name) for name in node.input]
+        node.output[:] = [renamed.get(name, name) for name in node.output]
+    for tensor in list(graph.initializer) + list(graph.value_info):
+        tensor.name = renamed.get(tensor.name, tensor.name)
+
+
 @register_compressor("ort_int8", DEFAULTS)
 def ort_int8(ctx, params: Dict[str, Any], out_dir: Path) -> VariantModel:
     p = take_params(ctx, "ort_int8", params, DEFAULTS)
@@ -97,6 +111,13 @@ def ort_int8(ctx, params: Dict[str, Any], out_dir: Path) -> VariantModel:
         # The quantizer writes an augmented model beside its input: give it a copy, never the cache's file.
         source = Path(scratch) / "fp32.onnx"
         shutil.copyfile(fp32, source)
+        if any(node.op_type in ("QuantizeLinear", "DequantizeLinear") for node in graph.node):
+            # An already-quantized graph (re-quantization): the quantizer names its new nodes after tensors
+            # ('<tensor>_DequantizeLinear'), as the source's own quantizer did; other node names avoid two nodes
+            # of one name, which no runtime loads.
+            model = onnx.load(str(source))
+            _rename_inside(model.graph, "source/")
+            onnx.save(model, str(source))
         if qformat == QuantFormat.QOperator:
             # QOperator folds each bias into its QLinear op, so biases must be initializers: ONNX Runtime's
             # pre-processing folds the Identity/Constant nodes exporters put in front of them.
