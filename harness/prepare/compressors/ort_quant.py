@@ -111,7 +111,12 @@ def ort_int8(ctx, params: Dict[str, Any], out_dir: Path) -> VariantModel:
         # The quantizer writes an augmented model beside its input: give it a copy, never the cache's file.
         source = Path(scratch) / "fp32.onnx"
         shutil.copyfile(fp32, source)
-        if any(node.op_type in ("QuantizeLinear", "DequantizeLinear") for node in graph.node):
+        requantizing = any(node.op_type in ("QuantizeLinear", "DequantizeLinear") for node in graph.node)
+        if requantizing and qformat == QuantFormat.QOperator:
+            raise ConversionError("quant_format qoperator cannot re-quantize a graph that already holds "
+                                  "QuantizeLinear/DequantizeLinear (its biases are dequantized tensors, not the "
+                                  "initializers a QLinear op takes): use the qdq format, or profile the source as it is")
+        if requantizing:
             # An already-quantized graph (re-quantization): the quantizer names its new nodes after tensors
             # ('<tensor>_DequantizeLinear'), as the source's own quantizer did; other node names avoid two nodes
             # of one name, which no runtime loads.
