@@ -121,3 +121,41 @@ def int8_digits() -> tuple:
     path = Path(tempfile.mkdtemp(prefix="real-files-")) / "int8_digits.tflite"
     path.write_bytes(converter.convert())
     return path, x[1200:1400], y[1200:1400]
+
+
+def yolo_like_onnx(path: Path, width: int = 16, size: int = 160) -> Path:
+    """A small YOLO-like detector exported from torch to ONNX (seeded weights): conv-BN-SiLU stride-2 blocks,
+    an upsample and concat of two scales, and a 1x1 head producing per-cell boxes, objectness and 4 classes
+    (1, cells, 9). Big enough (about 0.1 GMAC at 160x160) that int8 and float kernels time apart."""
+    import torch
+    from torch import nn
+
+    torch.manual_seed(0)
+
+    def block(cin: int, cout: int, stride: int) -> nn.Module:
+        return nn.Sequential(nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout), nn.SiLU())
+
+    class Detector(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            w = width
+            self.stem, self.down = block(3, w, 2), block(w, 2 * w, 2)
+            self.p3, self.p4 = block(2 * w, 4 * w, 2), block(4 * w, 8 * w, 2)
+            self.up, self.neck = nn.Upsample(scale_factor=2), block(12 * w, 4 * w, 1)
+            self.head = nn.Conv2d(4 * w, 4 + 1 + 4, 1)
+
+        def forward(self, images):
+            p3 = self.p3(self.down(self.stem(images)))
+            fused = self.neck(torch.cat([p3, self.up(self.p4(p3))], 1))
+            cells = self.head(fused).flatten(2).transpose(1, 2)
+            return torch.cat([cells[..., :4], torch.sigmoid(cells[..., 4:])], -1)
+
+    model = Detector().eval()
+    with torch.no_grad():  # BatchNorm statistics that are not the identity, so folding them matters
+        for module in model.modules():
+            if isinstance(module, nn.BatchNorm2d):
+                module.running_mean.uniform_(-0.1, 0.1)
+                module.running_var.uniform_(0.5, 1.5)
+    torch.onnx.export(model, torch.rand(1, 3, size, size), str(path), input_names=["images"],
+                      output_names=["detections"], opset_version=17, dynamo=False)
+    return path

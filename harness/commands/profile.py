@@ -5,7 +5,7 @@ import argparse
 import sys
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Dict, Iterator, Optional, Tuple
+from typing import TYPE_CHECKING, Dict, Iterator, List, Optional, Tuple
 
 from harness.commands.arguments import input_shape, integer, number, run_id
 from harness.core.errors import ConfigError, HarnessError
@@ -79,7 +79,9 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
                    help="target (targets/NAME.yaml or a path); repeat for several (default: local)")
     p.add_argument("--variants", default="", metavar="LIST",
                    help="compressed variants to add to the reference: comma-separated names declared in the recipe, "
-                        "or 'all' (default: none; compression is opt-in)")
+                        "'all' (every first attempt) and 'int8_alternatives' (the other int8 settings: ort_int8_u8, "
+                        "ort_int8_qoperator, ort_int8_per_tensor, ort_int8_keep_float, ov_int8_mixed for a "
+                        "--model-file), e.g. all,ort_int8_u8 (default: none; compression is opt-in)")
     p.add_argument("--formats", default="", metavar="LIST",
                    help="only these formats, comma-separated (tflite, onnx, openvino, torch): nothing else is "
                         "converted or measured (default: every format the model converts to, or the recipe's "
@@ -139,17 +141,23 @@ def register(subparsers) -> None:
 def resolve_variants(recipes, spec: str):
     if not spec:
         return {}
+    from harness.prepare.recipes import ALTERNATIVES_GROUP
+
     chosen = {}
     for recipe in recipes:
         declared = [v.name for v in recipe.variants]
-        if spec == "all":
-            chosen[recipe.name] = declared
-            continue
-        names = [s.strip() for s in spec.split(",") if s.strip()]
+        firsts = [v.name for v in recipe.variants if not v.alternative_of]
+        groups = {"all": firsts, ALTERNATIVES_GROUP: [v.name for v in recipe.variants if v.alternative_of]}
+        names: List[str] = []
+        for name in (s.strip() for s in spec.split(",") if s.strip()):
+            names += [n for n in groups.get(name, [name]) if n not in names]
         unknown = [n for n in names if n not in declared]
         if unknown and len(recipes) == 1:
-            raise ConfigError(recipe.source_path, f"no variant(s) {unknown} declared; declared: "
-                              f"{', '.join(declared) or 'none'}", "variants")
+            alternatives = [n for n in declared if n not in firsts]
+            raise ConfigError(recipe.source_path or "--variants", f"no variant(s) {unknown} declared; declared: "
+                              f"{', '.join(firsts) or 'none'}" + (f"; alternatives ('{ALTERNATIVES_GROUP}'): "
+                                                                  f"{', '.join(alternatives)}" if alternatives else ""),
+                              "variants")
         chosen[recipe.name] = [n for n in names if n in declared]
     return chosen
 

@@ -15,16 +15,31 @@ from harness.schema.targets import ALL_FORMATS, FORMATS
 from harness.zoo import BUILDERS, DATASETS
 
 
+#: the other settings of the int8 compressors, each a variant to run next to the first attempt (the finding of
+#: harness.report.int8 names the one its evidence points to); `--variants all` leaves them out
+ORT_ALTERNATIVES: Tuple[VariantSpec, ...] = (
+    VariantSpec("ort_int8_u8", "ort_int8", {"activation_type": "uint8"}, alternative_of="ort_int8"),
+    VariantSpec("ort_int8_qoperator", "ort_int8", {"quant_format": "qoperator"}, alternative_of="ort_int8"),
+    VariantSpec("ort_int8_per_tensor", "ort_int8", {"per_channel": False}, alternative_of="ort_int8"),
+    VariantSpec("ort_int8_keep_float", "ort_int8", {"keep_float": True}, alternative_of="ort_int8"),
+)
+OV_ALTERNATIVES: Tuple[VariantSpec, ...] = (
+    VariantSpec("ov_int8_mixed", "ov_int8", {"preset": "mixed"}, alternative_of="ov_int8"),
+)
+#: `--variants int8_alternatives`: every alternative a recipe declares
+ALTERNATIVES_GROUP = "int8_alternatives"
+
+_ORT = (VariantSpec("ort_int8", "ort_int8"),) + ORT_ALTERNATIVES
+_OV = (VariantSpec("ov_int8", "ov_int8"),) + OV_ALTERNATIVES
 #: int8 and float16 variants that work from each source format (calibration comes from the user's data)
 FILE_VARIANTS: Dict[str, Tuple[VariantSpec, ...]] = {
-    "onnx": (VariantSpec("ort_int8", "ort_int8"), VariantSpec("ov_int8", "ov_int8")),
-    "tflite": (VariantSpec("ort_int8", "ort_int8"), VariantSpec("ov_int8", "ov_int8")),
-    "openvino": (VariantSpec("ov_int8", "ov_int8"),),
+    "onnx": _ORT + _OV,
+    "tflite": _ORT + _OV,
+    "openvino": _OV,
     "keras": (VariantSpec("tflite_dynamic", "tflite_dynamic"), VariantSpec("tflite_fp16", "tflite_float16"),
-              VariantSpec("tflite_int8", "tflite_int8", {"io": "float32"}), VariantSpec("ort_int8", "ort_int8"),
-              VariantSpec("ov_int8", "ov_int8")),
-    "torchscript": (VariantSpec("ort_int8", "ort_int8"), VariantSpec("ov_int8", "ov_int8")),
-    "torch_export": (VariantSpec("ort_int8", "ort_int8"), VariantSpec("ov_int8", "ov_int8")),
+              VariantSpec("tflite_int8", "tflite_int8", {"io": "float32"})) + _ORT + _OV,
+    "torchscript": _ORT + _OV,
+    "torch_export": _ORT + _OV,
 }
 FILE_VARIANTS["savedmodel"] = FILE_VARIANTS["keras"]
 

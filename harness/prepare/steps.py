@@ -211,16 +211,38 @@ def failed_artifact(recipe, variant, fmt, metrics, message, category, diagnostic
 #: compressors that quantize to integers: on a source that is already quantized they quantize it again
 QUANTIZING_COMPRESSORS = ("ort_int8", "ov_int8", "tflite_int8", "tflite_dynamic", "qat")
 
+#: ONNX operators only a quantized graph has: QDQ pairs and ONNX Runtime's integer (QOperator) kernels
+QUANTIZED_ONNX_OPS = ("QuantizeLinear", "DequantizeLinear", "QLinearConv", "QLinearMatMul", "ConvInteger",
+                      "MatMulInteger", "QGemm", "QLinearAdd", "QLinearMul", "QLinearConcat", "QLinearSigmoid")
+
+def quantized_source_ops(prepared: PreparedModel) -> List[str]:
+    """What makes the source an int8 model: its int8 inputs/outputs (TFLite), or the quantized operators of an
+    ONNX source ('3 QuantizeLinear, ...'); empty for a float source."""
+    said = [t.name for t in prepared.interface.inputs + prepared.interface.outputs if t.quantization]
+    if said:
+        return [f"{', '.join(said)} carry int8 scales and zero points"]
+    if prepared.source_format != "onnx":
+        return []
+    try:
+        from harness.prepare.converters.inspect import list_operators
+        counts = list_operators(Path(prepared.model_path), "onnx")
+    except Exception:  # an unreadable graph is said where it is converted; here it is just not known quantized
+        return []
+    found = [f"{counts[op]} {op}" for op in QUANTIZED_ONNX_OPS if counts.get(op)]
+    return [f"its graph has {', '.join(found)}"] if found else []
+
 def requantization_note(prepared: PreparedModel, variant_name: str) -> str:
     """What a quantizing variant does to a source that is already quantized ('' for any other pair): it
     quantizes the source's conversion again, on top of the source's own scales."""
     spec = prepared.recipe.variant(variant_name)
-    quantized = [t.name for t in prepared.interface.inputs + prepared.interface.outputs if t.quantization]
-    if spec.compressor not in QUANTIZING_COMPRESSORS or not quantized:
+    if spec.compressor not in QUANTIZING_COMPRESSORS:
+        return ""
+    quantized = quantized_source_ops(prepared)
+    if not quantized:
         return ""
     named = variant_name + (f" ({spec.compressor})" if spec.compressor != variant_name else "")
-    return (f"re-quantization: {named} quantizes an already-quantized source again ({', '.join(quantized)} "
-            "carry int8 scales and zero points): its own calibration on top of the "
+    return (f"re-quantization: {named} quantizes an already-quantized source again ({'; '.join(quantized)}"
+            "): its own calibration on top of the "
             "source's, so it measures a twice-quantized model, not an int8 version of a float one; compare it "
             "with the reference's cells")
 
@@ -255,6 +277,12 @@ def build_model_artifacts(recipe, variants: List[str], cache: ContentCache, prog
                                                         "error_message": f"{type(exc).__name__}: {exc}"})))
             continue
         variant.metrics.setdefault("macs", prepared.macs)
+        spec = recipe.variant(name)  # what the int8 finding (harness.report.int8) may name as the next variant
+        if spec.alternative_of:
+            variant.metrics["alternative_of"] = spec.alternative_of
+        alternatives = {v.name: dict(v.params) for v in recipe.variants if v.alternative_of == name}
+        if alternatives:
+            variant.metrics["alternatives"] = alternatives
         sources.append((name, variant))
     artifacts = []
     for name, source in sources:

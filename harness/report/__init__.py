@@ -170,7 +170,8 @@ def build_context(results: RunResults, targets: Mapping[str, TargetSpec] | None 
                 for name, doc in manifest.get("interfaces", {}).items()},
         profiles=load_profiles(results.root), disagreement_groups=disagreement_groups(found, pairs, rows),
         manifest=dict(manifest), run_notes=list(results.notes),
-        int8_findings=int8_slowdowns(rows, load_profiles(results.root), devices or {}, manifest))
+        int8_findings=int8_slowdowns(rows, load_profiles(results.root), devices or {}, manifest,
+                                     results.latency_samples()))
 
 
 def inspection_notes(manifest: Mapping[str, Any], model: str) -> List[str]:

@@ -1,8 +1,10 @@
 """Why is my int8 model slower? One finding per quantized cell that is not faster than its float parent on the
-same target and runtime configuration: the measured ratio, what its per-layer profile and its parent's say (which
-operators ran integer kernels and which float, how many quantize/dequantize ops, each group's share of the time),
-the CPU's int8 instructions from the device probe, and a next step. Pure functions over rows, profiles, probes and
-the manifest."""
+same target and runtime configuration beyond noise: the measured ratio and how it was judged, what its per-layer
+profile and its parent's say (which operators ran integer kernels and which float, how many quantize/dequantize ops,
+each group's share of the time) or, without a profile, the operators its file holds and what is missing, the CPU's
+int8 instructions from the device probe, and a next step (harness.report.int8_next: the alternative variant to run,
+or how the ones in the run compared). Pure functions over rows, latency samples, profiles, probes and the
+manifest."""
 from __future__ import annotations
 
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
@@ -54,8 +56,9 @@ def profile_groups(profile: Mapping[str, Any]) -> Dict[str, Dict[str, Any]]:
     return groups
 
 
-def _groups_text(groups: Mapping[str, Mapping[str, Any]]) -> str:
-    words = {"integer": "ran integer kernels", "float": "ran float kernels", "qdq": "quantize/dequantize ops"}
+def _groups_text(groups: Mapping[str, Mapping[str, Any]], ran: bool = True) -> str:
+    words = {"integer": "ran integer kernels", "float": "ran float kernels", "qdq": "quantize/dequantize ops"} \
+        if ran else {"integer": "integer operators", "float": "float operators", "qdq": "quantize/dequantize ops"}
     parts = []
     for key, word in words.items():
         group = groups.get(key) or {"count": 0, "types": [], "share": None}
@@ -84,44 +87,126 @@ def next_step(groups: Mapping[str, Mapping[str, Any]], cpu_flags: Optional[Seque
             "per-channel weights) or another runtime configuration, and compare profiles again")
 
 
-def _quantized_variants(manifest: Mapping[str, Any]) -> Dict[Tuple[str, str], str]:
-    """(model, variant) -> how it was quantized, from the build's artifacts."""
-    out: Dict[Tuple[str, str], str] = {}
+def _artifacts(manifest: Mapping[str, Any]) -> Dict[Tuple[str, str, str], Mapping[str, Any]]:
+    return {(str(a.get("model")), str(a.get("variant")), str(a.get("format"))): a
+            for a in manifest.get("artifacts") or []}
+
+
+def _quantized_variants(manifest: Mapping[str, Any]) -> Dict[Tuple[str, str], Mapping[str, Any]]:
+    """(model, variant) -> its compressor's metrics (quantization, quantization_settings, alternatives, ...)."""
+    out: Dict[Tuple[str, str], Mapping[str, Any]] = {}
     for artifact in manifest.get("artifacts") or []:
-        how = (artifact.get("metrics") or {}).get("quantization")
+        metrics = artifact.get("metrics") or {}
+        how = metrics.get("quantization")
         if how and str(how) not in ("tflite_float16", "tflite_dynamic"):
-            out[(str(artifact.get("model")), str(artifact.get("variant")))] = str(how)
+            out[(str(artifact.get("model")), str(artifact.get("variant")))] = metrics
     return out
 
 
+def file_groups(operators: Mapping[str, int]) -> Dict[str, Dict[str, Any]]:
+    """Kernel groups from the operators a file holds (the artifact's inspection), without times: what a cell
+    that has no per-layer profile still shows. A QDQ file's Conv counts as float here: whether the runtime fuses
+    it into an integer kernel is only in a profile."""
+    groups: Dict[str, Dict[str, Any]] = {}
+    for kind, count in sorted(operators.items(), key=lambda item: -int(item[1])):
+        group = groups.setdefault(kernel_group({"type": kind}), {"types": [], "count": 0, "time_ms": 0.0,
+                                                                  "share": None, "from_file": True})
+        group["types"].append(kind)
+        group["count"] += int(count)
+    return groups
+
+
+def speed_verdict(parent_samples: Any, samples: Any) -> Tuple[str, str]:
+    """('faster' | 'no faster' | 'slower', how it was judged) of a quantized cell against its parent: beyond the
+    measured noise (harness.judge.regression.compare_latency: the 95 % interval of the change in median) where
+    both cells kept latency samples; on the p50 alone where they did not."""
+    from harness.judge.regression import compare_latency
+
+    if parent_samples is None or samples is None:
+        return "", "no latency samples: judged on the p50 alone"
+    judged = compare_latency(parent_samples, samples)
+    if not judged.judged:
+        return "", "too few latency samples to judge the noise: judged on the p50 alone"
+    interval = f"{judged.relative_change:+.0%}, 95% CI {judged.ci_low:+.0%}..{judged.ci_high:+.0%}, " \
+        f"noise: {judged.noise_source}"
+    if judged.ci_high < 0:
+        return "faster", f"beyond noise ({interval})"
+    if judged.ci_low > 0:
+        return "slower", f"beyond noise ({interval})"
+    return "no faster", f"within noise ({interval})"
+
+
+def _cpu_text(probe: Mapping[str, Any]) -> str:
+    flags = probe.get("cpu_int8_flags")
+    if flags is None:
+        return "the CPU's int8 instructions: not reported by this agent"
+    machine = f" ({probe['machine']})" if probe.get("machine") else ""
+    return f"the CPU's int8 instructions{machine}: " + (", ".join(flags) if flags else "none")
+
+
+def _evidence(profile: Mapping[str, Any], parent_profile: Mapping[str, Any],
+              artifact: Mapping[str, Any]) -> Tuple[Dict[str, Dict[str, Any]], str]:
+    """The cell's kernel groups and the words for them: from its per-layer profile where it has one with
+    times; its layers without times (LiteRT); else the operators its file holds."""
+    groups = profile_groups(profile) if profile.get("layers") else {}
+    parent = profile_groups(parent_profile) if parent_profile.get("layers") else {}
+    theirs = f"; the reference's: {_groups_text(parent)}" if parent else ""
+    if groups and profile.get("timed"):
+        return groups, f"its profile: {_groups_text(groups)}{theirs}"
+    if groups:
+        return groups, f"its profile: {_groups_text(groups)}{theirs}; no per-layer times: the time shares are unknown"
+    operators = artifact.get("operators") or {}
+    if operators:
+        groups = file_groups(operators)
+        return groups, (f"no per-layer profile of it (the probe and its file only): its file holds "
+                        f"{_groups_text(groups, ran=False)}; missing: which operators the runtime fused into integer "
+                        "kernels, and no per-layer times: the time shares are unknown")
+    return {}, "no per-layer profile of it and no operator list: which operators ran int8 is unknown"
+
+
 def int8_slowdowns(rows: Sequence[Mapping[str, Any]], profiles: Mapping[str, Mapping[str, Any]],
-                   devices: Mapping[str, Mapping[str, Any]], manifest: Mapping[str, Any]) -> List[str]:
-    """One line per quantized cell whose median latency is not below its float parent's (the reference variant
-    of the same model, format, runtime configuration and target)."""
+                   devices: Mapping[str, Mapping[str, Any]], manifest: Mapping[str, Any],
+                   samples: Optional[Mapping[str, Any]] = None) -> List[str]:
+    """One line per quantized cell whose latency is not below its float parent's (the reference variant of the
+    same model, format, runtime configuration and target) beyond noise; `samples`: latency samples by cell_id
+    (RunResults.latency_samples), without which the p50s decide."""
+    from harness.report.int8_next import declared_alternatives, next_step_text
+
+    samples = samples or {}
     quantized = _quantized_variants(manifest)
+    artifacts = _artifacts(manifest)
     ok = [r for r in rows if r.get("status") == "ok" and r.get("latency_p50_ms")]
-    parents = {(r.get("model"), r.get("format"), r.get("runtime_config"), r.get("target")): r
-               for r in ok if r.get("variant") == "reference"}
+    place = lambda r: (r.get("model"), r.get("format"), r.get("runtime_config"), r.get("target"))  # noqa: E731
+    parents = {place(r): r for r in ok if r.get("variant") == "reference"}
     lines = []
     for row in ok:
-        if (str(row.get("model")), str(row.get("variant"))) not in quantized:
+        model, variant = str(row.get("model")), str(row.get("variant"))
+        metrics = quantized.get((model, variant))
+        parent = parents.get(place(row))
+        if metrics is None or parent is None:
             continue
-        parent = parents.get((row.get("model"), row.get("format"), row.get("runtime_config"), row.get("target")))
-        if parent is None:
+        parent_ms, ms = float(parent["latency_p50_ms"]), float(row["latency_p50_ms"])
+        ratio = ms / parent_ms
+        verdict, judged = speed_verdict(samples.get(str(parent.get("cell_id"))), samples.get(str(row.get("cell_id"))))
+        if verdict == "faster" or (not verdict and ratio < 1.0):
             continue
-        ratio = float(row["latency_p50_ms"]) / float(parent["latency_p50_ms"])
-        if ratio < 1.0:
-            continue
-        groups = profile_groups(profiles.get(str(row.get("cell_id"))) or {})
-        parent_groups = profile_groups(profiles.get(str(parent.get("cell_id"))) or {})
+        verdict = verdict or ("slower" if ratio > 1.0 else "no faster")
         probe = devices.get(str(row.get("target"))) or {}
-        flags = probe.get("cpu_int8_flags")
-        cpu = ("the CPU's int8 instructions: " + (", ".join(flags) if flags else "none")) if flags is not None \
-            else "the CPU's int8 instructions: not reported by this agent"
-        what = f"{row.get('model')}/{row.get('variant')}/{row.get('format')} on {row.get('target')}"
-        profile_text = (f"its profile: {_groups_text(groups)}" if groups else "no per-layer profile of it") + \
-            (f"; the reference's: {_groups_text(parent_groups)}" if parent_groups else "")
-        lines.append(f"{what} is not faster than the reference it was quantized from: {ratio:.2f}x its p50 "
-                     f"({float(row['latency_p50_ms']):.3f} vs {float(parent['latency_p50_ms']):.3f} ms); "
-                     f"{profile_text}; {cpu}. Next: {next_step(groups, flags, float(parent['latency_p50_ms']))}")
+        artifact = artifacts.get((model, variant, str(row.get("format")))) or {}
+        groups, evidence = _evidence(profiles.get(str(row.get("cell_id"))) or {},
+                                     profiles.get(str(parent.get("cell_id"))) or {}, artifact)
+        by_variant = {v: m for (mo, v), m in quantized.items() if mo == model}
+        family = declared_alternatives(by_variant, variant)
+        others = [r for r in ok if place(r) == place(row) and r.get("variant") in family and r is not row]
+        alternatives = {name: {} for name in family[:1]}
+        alternatives.update((by_variant.get(family[0]) or {}).get("alternatives") or {})
+        fallback = next_step(groups if any(g.get("share") is not None for g in groups.values()) else {},
+                             probe.get("cpu_int8_flags"), parent_ms)
+        step = next_step_text(row, metrics.get("quantization_settings") or {}, family[0], alternatives, groups,
+                              probe, others, parent_ms, fallback)
+        what = f"{model}/{variant}/{row.get('format')} on {row.get('target')}"
+        headline = "is not faster than the reference it was quantized from " + \
+            ("(slower)" if verdict == "slower" else "(no faster: quantization gained nothing)")
+        lines.append(f"{what} {headline}: {ratio:.2f}x its p50 ({ms:.3f} vs {parent_ms:.3f} ms), {judged}; "
+                     f"{evidence}; {_cpu_text(probe)}. Next: {step}")
     return lines

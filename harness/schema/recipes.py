@@ -126,6 +126,9 @@ class VariantSpec:
     name: str
     compressor: str
     params: Dict[str, Any] = field(default_factory=dict)
+    #: the first-attempt variant this one is an alternative to (another setting of the same compressor):
+    #: `--variants all` leaves it out, `--variants int8_alternatives` or its own name runs it
+    alternative_of: str = ""
 
 
 @dataclass(frozen=True)
@@ -171,6 +174,11 @@ class ModelRecipe:
                                   "and not 'reference'", f"variants[{i}].name")
             if names.count(name) > 1:
                 raise ConfigError(self.source_path, f"variant name {name!r} is used twice", f"variants[{i}].name")
+        firsts = [v.name for v in self.variants if not v.alternative_of]
+        for i, spec in enumerate(self.variants):
+            if spec.alternative_of and spec.alternative_of not in firsts:
+                raise ConfigError(self.source_path, f"{spec.alternative_of!r} is not a first-attempt variant of this "
+                                  f"recipe; known: {', '.join(firsts) or 'none'}", f"variants[{i}].alternative_of")
         if not 0 < self.data.eval_fraction < 1:
             raise ConfigError(self.source_path, "must be between 0 and 1", "data.eval_fraction")
         for i, spec in enumerate(self.inputs):

@@ -72,6 +72,10 @@ def openvino_weight_tensors(xml: Path) -> List[np.ndarray]:
 @register_compressor("ov_int8", DEFAULTS)
 def ov_int8(ctx, params: Dict[str, Any], out_dir: Path) -> VariantModel:
     p = take_params(ctx, "ov_int8", params, DEFAULTS)
+    if p["preset"] not in ("performance", "mixed"):
+        from harness.core.errors import ConfigError
+        raise ConfigError(f"variant of {ctx.recipe.name}", f"ov_int8 preset must be performance or mixed, got "
+                          f"{p['preset']!r}", "params.preset")
     import nncf
     import openvino as ov
 
@@ -92,5 +96,6 @@ def ov_int8(ctx, params: Dict[str, Any], out_dir: Path) -> VariantModel:
     ov.save_model(quantized, str(path), compress_to_fp16=False)
     reference, param_count = reference_weights(ctx)
     metrics = {"param_count": param_count, "quantization": "nncf_ptq_int8",
+               "quantization_settings": {"preset": p["preset"]},
                **weight_metrics(reference, openvino_weight_tensors(path))}
     return VariantModel(artifacts={"openvino": path}, metrics=metrics)
