@@ -41,3 +41,17 @@ def test_a_shift_scales_each_runs_figure_as_it_scales_the_samples():
     for figure in ("median", "mean", "p90"):
         scaled = nightly._run_figures([[(np.asarray(r) * 1.1).tolist() for r in run] for run in runs], figure)
         assert np.allclose(scaled, nightly._run_figures(runs, figure) * 1.1, rtol=1e-9), figure
+
+
+def test_the_share_of_series_that_can_see_a_10_percent_shift_is_reported_with_their_delay(monkeypatch):
+    # a quiet cell (1 % between runs) can see 10 %; a cell whose runs wander by 15 % cannot, and is left out of
+    # the judgeable series' delay rather than dragging it
+    monkeypatch.setattr(nightly, "SERIES_PER_CELL", 4)
+    result = nightly.analyse({"quiet/onnx": {"runs": reruns(7, 10, run_cv=0.01)},
+                              "wandering/onnx": {"runs": reruns(8, 10, run_cv=0.15)}})
+    by_cell = {r["cell"]: r["by_figure"]["median"] for r in result["rows"]}
+    assert all(by_cell["quiet/onnx"]["judgeable"]) and not any(by_cell["wandering/onnx"]["judgeable"])
+    pooled = result["by_figure"]["median"]
+    assert pooled["judgeable_series"] == 4 and pooled["series"] == 8 and pooled["judgeable_share"] == 0.5
+    assert pooled["judgeable_quiet_delay95"] <= 3
+    assert "4 of 8 series (50%) have a detectability of at most 10%" in nightly.markdown(result)

@@ -37,7 +37,8 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 import numpy as np
 
 from harness.judge.regression import LATENCY_FIGURES, compare_latency, run_level_figure
-from harness.judge.trends import DEFAULT_THRESHOLDS, POINT_NOISY, POINT_OK, Trend, TrendPoint, find_change_points
+from harness.judge.trends import (DEFAULT_THRESHOLDS, POINT_NOISY, POINT_OK, Trend, TrendPoint, find_change_points,
+                                  trend_detectability)
 
 NIGHTS = 24
 SHIFT_NIGHT = 16
@@ -46,6 +47,8 @@ NOT_FOUND = NIGHTS - SHIFT_NIGHT + 1
 FIRST_NIGHT_JUDGED = 8
 SERIES_PER_CELL = 20
 SHIFTS = (0.05, 0.10)
+#: the issue's bar for mean and p90: a 10 % shift found within 3 quiet nights wherever a series can see 10 %
+JUDGEABLE_SHIFT = 0.10
 
 
 def _run_figures(runs: Sequence[Sequence[Sequence[float]]], figure: str) -> np.ndarray:
@@ -78,10 +81,14 @@ def series_analysis(runs: Sequence[Sequence[Sequence[float]]], seed: int, figure
     delays: Dict[float, List[int]] = {s: [] for s in SHIFTS}
     quiet_delays: Dict[float, List[int]] = {s: [] for s in SHIFTS}
     no_threshold = {figure: 0.0}  # the detector itself: any significant shift the bad way
+    detectability: List[Optional[float]] = []
     for _ in range(SERIES_PER_CELL):
         order = rng.integers(0, len(runs), NIGHTS)
         values = _night_values(per_run, order)
         night_noisy = [flagged[i] for i in order]
+        # what the gate would say of this series on the night before the shift: its detectable shift, from its
+        # own quiet history (the nightly rule's "not judged at this threshold" above the threshold)
+        detectability.append(trend_detectability(_trend(values[:SHIFT_NIGHT], figure, night_noisy[:SHIFT_NIGHT])))
         reported: set = set()
         for n in range(FIRST_NIGHT_JUDGED, NIGHTS + 1):
             nights += 1
@@ -106,7 +113,7 @@ def series_analysis(runs: Sequence[Sequence[Sequence[float]]], seed: int, figure
             quiet_delays[shift].append(quiet_delay)
     return {"false_change_points": false_points, "false_regressions": false_regressions,
             "series_nights": nights, "delays": delays,
-            "quiet_delays": quiet_delays}
+            "quiet_delays": quiet_delays, "detectability": detectability}
 
 
 def delay_for(share: float, delays: Sequence[int]) -> int:
@@ -146,13 +153,20 @@ def reference_flags(cell: Dict[str, Any]) -> Dict[str, Any]:
             "quota_naming_the_quota": sum("CPU quota" in x for x in quota_slow)}
 
 
+def _judgeable(detectability: Sequence[Optional[float]]) -> List[bool]:
+    """Per series: can it see a JUDGEABLE_SHIFT (its detectable shift known and at most that)?"""
+    return [d is not None and d <= JUDGEABLE_SHIFT for d in detectability]
+
+
 def _figure_row(series: Dict[str, Any]) -> Dict[str, Any]:
+    judgeable = _judgeable(series["detectability"])
     return {"false_change_points": series["false_change_points"], "false_regressions": series["false_regressions"],
             "series_nights": series["series_nights"],
             **{f"delay95_{int(s * 100)}pct": delay_for(0.95, d) for s, d in series["delays"].items()},
             **{f"quiet_delay95_{int(s * 100)}pct": delay_for(0.95, d) for s, d in series["quiet_delays"].items()},
             "delays": {str(s): d for s, d in series["delays"].items()},
             "quiet_delays": {str(s): d for s, d in series["quiet_delays"].items()},
+            "detectability": series["detectability"], "judgeable": judgeable,
             **{f"found_{int(s * 100)}pct": sum(x <= NIGHTS - SHIFT_NIGHT for x in d) for s, d in
                series["delays"].items()}}
 
@@ -164,7 +178,18 @@ def _pooled(figure_rows: Sequence[Dict[str, Any]]) -> Dict[str, Any]:
             "false_change_points_per_100_series_nights":
                 100.0 * sum(r["false_change_points"] for r in figure_rows) / max(nights, 1),
             "false_regressions_per_100_series_nights":
-                100.0 * sum(r["false_regressions"] for r in figure_rows) / max(nights, 1)}
+                100.0 * sum(r["false_regressions"] for r in figure_rows) / max(nights, 1),
+            **_judgeable_pooled(figure_rows)}
+
+
+def _judgeable_pooled(figure_rows: Sequence[Dict[str, Any]]) -> Dict[str, Any]:
+    """The series whose detectability is at most JUDGEABLE_SHIFT: their share, and the quiet nights 95 % of them
+    need to find that shift (None when there are none)."""
+    judgeable = [j for r in figure_rows for j in r["judgeable"]]
+    delays = [d for r in figure_rows for d, j in zip(r["quiet_delays"][str(JUDGEABLE_SHIFT)], r["judgeable"]) if j]
+    return {"judgeable_series": sum(judgeable), "series": len(judgeable),
+            "judgeable_share": sum(judgeable) / len(judgeable) if judgeable else None,
+            "judgeable_quiet_delay95": delay_for(0.95, delays) if delays else None}
 
 
 def analyse(raw: Dict[str, Dict[str, Any]]) -> Dict[str, Any]:
@@ -250,13 +275,22 @@ def markdown(result: Dict[str, Any]) -> str:
                 f"regressions of 5 % or more (what fails the nightly gate) "
                 f"{pooled['false_regressions_per_100_series_nights']:.2f}")
 
+    def judgeable(figure: str) -> str:
+        pooled = result["by_figure"][figure]
+        if not pooled.get("judgeable_series"):
+            return f"no series can see a {JUDGEABLE_SHIFT:.0%} shift (its detectability is above it)"
+        return (f"{pooled['judgeable_series']} of {pooled['series']} series ({pooled['judgeable_share']:.0%}) have a "
+                f"detectability of at most {JUDGEABLE_SHIFT:.0%}, and 95 % of them find a {JUDGEABLE_SHIFT:.0%} shift "
+                f"within {pooled['judgeable_quiet_delay95']} quiet nights")
+
     rows = result["rows"]
     meets = {f: (sum(r["by_figure"][f]["delay95_5pct"] <= 5 for r in rows),
                  sum(r["by_figure"][f]["delay95_10pct"] <= 3 for r in rows)) for f in figures}
     lines += ["", f"All {n_series * len(figures)} series ({n_series} per figure): {summary(result)} (targets: 5, 3 "
                   f"and at most 1)."]
     lines += [f"- {f} series: {summary(result['by_figure'][f])}; cells meeting 5 % within 5 nights "
-              f"{meets[f][0]} of {len(rows)}, 10 % within 3 {meets[f][1]} of {len(rows)}." for f in figures]
+              f"{meets[f][0]} of {len(rows)}, 10 % within 3 {meets[f][1]} of {len(rows)}; {judgeable(f)}."
+              for f in figures]
     lines += ["", f"Quota runs caught by the mean or p90 rule: {result['quota_caught']}/{result['quota_runs']} "
                   f"(target 95 %); false alarms on quiet noise-only runs: {result['false_alarms']}/"
                   f"{result['noise_runs']} (target at most 1 %)."]
