@@ -264,6 +264,9 @@ def test_the_next_step_names_the_alternative_the_evidence_points_to_as_a_command
     u8 = {**S8_QDQ, "activations": "uint8"}
     (file_only,) = _run(3.0, ARM, settings=u8, profiled=False)
     assert "`--variants ort_int8,ort_int8_qoperator`" in file_only and "the time shares are unknown" in file_only
+    # a source that was quantized already: QOperator cannot re-quantize it (ort_quant refuses), so not that
+    (requantized,) = _run(3.0, ARM, settings={**u8, "source_quantized": True}, profiled=False)
+    assert "ort_int8_qoperator" not in requantized and "`--variants ort_int8,ort_int8_per_tensor`" in requantized
 
 
 def test_an_alternative_that_ran_is_compared_instead_of_suggested():

@@ -67,7 +67,8 @@ def choose_alternative(settings: Mapping[str, Any], alternatives: Mapping[str, M
                     "quantize/dequantize pair surrounds them"}
     many_qdq = (qdq_share is not None and qdq_share >= 0.3) or \
         (qdq_share is None and (groups.get("qdq") or {}).get("count", 0) > (groups.get("integer") or {}).get("count", 0))
-    if many_qdq and settings.get("format") == "qdq":
+    # QOperator cannot re-quantize a graph that already holds Q/DQ pairs (ort_quant refuses it): not a next step
+    if many_qdq and settings.get("format") == "qdq" and not settings.get("source_quantized"):
         name = _pick(alternatives, quant_format="qoperator")
         if name:
             return {"variant": name, "why": "much of it converts between int8 and float: the QOperator format puts "

@@ -142,7 +142,8 @@ def ort_int8(ctx, params: Dict[str, Any], out_dir: Path) -> VariantModel:
                 quantize(source, path, keep)
     reference, param_count = reference_weights(ctx)
     settings = {"format": p["quant_format"], "activations": p["activation_type"], "weights": p["weight_type"],
-                "per_channel": bool(p["per_channel"]), "kept_float": kept_float if p["keep_float"] else None}
+                "per_channel": bool(p["per_channel"]), "kept_float": kept_float if p["keep_float"] else None,
+                "source_quantized": requantizing}
     metrics = {"param_count": param_count, "quantization": f"ort_{p['quant_format']}_int8",
                "quantization_settings": settings, **weight_metrics(reference, onnx_weight_tensors(path))}
     return VariantModel(artifacts={"onnx": path}, metrics=metrics)
