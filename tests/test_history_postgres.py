@@ -145,6 +145,31 @@ def test_an_old_sqlite_store_is_migrated_in_place(tmp_path):
         [("old1", True, "passed"), ("old2", False, "failed")]
 
 
+@pytest.mark.parametrize("dialect", ["sqlite", "postgresql"])
+def test_a_store_from_before_the_first_use_columns_calls_compile_ms_load_cold_ms(tmp_path, dialect, request,
+                                                                                  monkeypatch):
+    """Migration 4: rows and long-form figures recorded as compile_ms (the cold compile) read as load_cold_ms."""
+    import harness.history.store as store
+    from harness.history.tables import MIGRATIONS
+    location = str(tmp_path / "v3.sqlite") if dialect == "sqlite" else \
+        request.getfixturevalue("server").url(request.getfixturevalue("server").new_database())
+    monkeypatch.setattr(store, "MIGRATIONS", {v: m for v, m in MIGRATIONS.items() if v <= 3})
+    old = History(location)
+    row = {"run_id": "old", "cell_id": "m__reference__openvino@ov__dev", "model": "m", "variant": "reference",
+           "format": "openvino", "target": "dev", "status": "ok", "compile_ms": 812.5, "load_ms": 40.0}
+    old.record("old", [row], {})
+    with old.connect() as conn:
+        conn.execute("INSERT INTO metrics VALUES (?, ?, ?, ?)", ("old", row["cell_id"], "compile_ms", 812.5))
+    assert old.schema_version() == 3
+    monkeypatch.setattr(store, "MIGRATIONS", MIGRATIONS)
+    new = History(location)
+    assert new.schema_version() == SCHEMA_VERSION == 4
+    stored, = new.rows("old")
+    assert stored["load_cold_ms"] == 812.5 and "compile_ms" not in stored and stored["load_ms"] == 40.0
+    assert "load_cold_ms" in new.metrics() and "compile_ms" not in new.metrics()
+    assert [p.value for p in new.series("m", "dev", "load_cold_ms")] == [812.5]
+
+
 def test_a_table_lock_held_elsewhere_ends_recording_with_what_it_waited_for(tmp_path, pg_url, monkeypatch):
     import psycopg
 
