@@ -279,7 +279,8 @@ def result_column_groups(columns: Sequence[str]) -> Dict[str, List[str]]:
     """The results table's columns by group: 'default' (shown), then the groups a click shows."""
     from harness.schema import results as schema
     named = [("errors", schema.STATUS_COLUMNS), ("accuracy", schema.ACCURACY_COLUMNS),
-             ("latency", schema.LATENCY_COLUMNS), ("noise", schema.NOISE_COLUMNS), ("memory", schema.MEMORY_COLUMNS),
+             ("latency", schema.LATENCY_COLUMNS), ("noise", schema.NOISE_COLUMNS), ("energy", schema.ENERGY_COLUMNS),
+             ("memory", schema.MEMORY_COLUMNS),
              ("artifact", schema.ARTIFACT_COLUMNS), ("runtime", schema.RUNTIME_COLUMNS),
              ("time", schema.TIME_COLUMNS), ("ids", ["run_id", "cell_id"])]
     groups: Dict[str, List[str]] = {"sticky": [c for c in STICKY_RESULT_COLUMNS if c in columns],
@@ -562,6 +563,22 @@ def _top(ctx: "ReportContext", max_recommendations: int = 6) -> str:
             f'<h2>Recommendation per target <a class="note" href="#recommendations">(why)</a></h2>{rec_html}</header>')
 
 
+def _section_energy(ctx: "ReportContext") -> str:
+    """Accuracy against energy per inference per target that measured it; for every other target, why not."""
+    from harness.report.energy import not_measured_reasons
+    if not len(ctx.frame):
+        return "<p>No cell ran.</p>"
+    reasons = not_measured_reasons(ctx.rows)
+    missing = "".join(f"<li><b>{esc(target)}</b>: {'; '.join(esc(r) for r in found)}</li>"
+                      for target, found in reasons.items())
+    return (_figures(ctx.images.get("energy", []))
+            + (f'<p class="note">No energy figure on {len(reasons)} target(s):</p><ul class="energy-missing">'
+               f"{missing}</ul>" if missing else "")
+            + '<p class="note">Energy per inference: (mean power while timing - idle power) x timed seconds / '
+              "inferences, from the device's own sensor; every energy column is in the results table's "
+              "<i>energy</i> group.</p>")
+
+
 def _no_memory_plot(ctx: "ReportContext") -> str:
     if not len(ctx.frame):
         return "<p>No cell ran.</p>"
@@ -574,6 +591,7 @@ def render_html(ctx: "ReportContext") -> str:
         ("results", "Results", _section_results(ctx)),
         ("pareto", "Accuracy against p99 latency, per target",
          _figures(ctx.images.get("pareto", [])) or "<p>No cell ran.</p>"),
+        ("energy", "Accuracy against energy per inference, per target", _section_energy(ctx)),
         ("failures", "Cells that did not run", _section_failures(ctx)),
         ("parity", "Parity with the reference and between cells", _section_parity(ctx)),
         ("devices", "Devices", _section_devices(ctx)),
