@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any, Dict, List, Mapping, Sequence
 
 from harness.core.numbers import finite_or_none
+from harness.report.elements import esc
 from harness.schema.results import OK
 
 NOT_MEASURED = "not measured"
@@ -38,3 +39,17 @@ def not_measured_reasons(rows: Sequence[Mapping[str, Any]]) -> Dict[str, List[st
                      f"or a run recorded before energy was measured)"]
         reasons[target] = found
     return reasons
+
+
+def section_html(rows: Sequence[Mapping[str, Any]], figures_html: str) -> str:
+    """The report's energy section: the panels (figures_html: plots/energy.png, drawn for the targets that measured
+    energy), then every other target with why not."""
+    reasons = not_measured_reasons(rows)
+    missing = "".join(f"<li><b>{esc(target)}</b>: {'; '.join(esc(r) for r in found)}</li>"
+                      for target, found in reasons.items())
+    return (figures_html
+            + (f'<p class="note">No energy figure on {len(reasons)} target(s):</p><ul class="energy-missing">'
+               f"{missing}</ul>" if missing else "")
+            + '<p class="note">Energy per inference: (mean power while timing - idle power) x timed seconds / '
+              "inferences, from the device's own sensor; every energy column is in the results table's "
+              "<i>energy</i> group.</p>")

@@ -564,19 +564,8 @@ def _top(ctx: "ReportContext", max_recommendations: int = 6) -> str:
 
 
 def _section_energy(ctx: "ReportContext") -> str:
-    """Accuracy against energy per inference per target that measured it; for every other target, why not."""
-    from harness.report.energy import not_measured_reasons
-    if not len(ctx.frame):
-        return "<p>No cell ran.</p>"
-    reasons = not_measured_reasons(ctx.rows)
-    missing = "".join(f"<li><b>{esc(target)}</b>: {'; '.join(esc(r) for r in found)}</li>"
-                      for target, found in reasons.items())
-    return (_figures(ctx.images.get("energy", []))
-            + (f'<p class="note">No energy figure on {len(reasons)} target(s):</p><ul class="energy-missing">'
-               f"{missing}</ul>" if missing else "")
-            + '<p class="note">Energy per inference: (mean power while timing - idle power) x timed seconds / '
-              "inferences, from the device's own sensor; every energy column is in the results table's "
-              "<i>energy</i> group.</p>")
+    from harness.report.energy import section_html
+    return section_html(ctx.rows, _figures(ctx.images.get("energy", []))) if len(ctx.frame) else "<p>No cell ran.</p>"
 
 
 def _no_memory_plot(ctx: "ReportContext") -> str:
