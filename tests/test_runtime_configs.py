@@ -313,6 +313,10 @@ def test_an_openvino_cell_with_its_cache_on_reports_cold_and_warm_first_use_and_
     blobs = [p for p in Path(compiled["path"]).rglob("*.blob")]
     assert blobs and compiled["bytes"] >= sum(p.stat().st_size for p in blobs) > 1_000_000
     assert compiled["key"][:16] in line, "listed under its key, with its bytes in the cache's total"
+    pruned = subprocess.run([sys.executable, "-m", "harness.cli", "targets", str(tmp_path / "cfg.yaml"), "--cache",
+                             "--prune"], capture_output=True, text=True, env=env, timeout=120)
+    assert pruned.returncode == 0, pruned.stdout + pruned.stderr
+    assert not Path(compiled["path"]).exists(), "evicted like any entry no run in progress needs"
 
 
 # ---------------------------------------------------------------- scores, regression keys, report (pure)
