@@ -66,3 +66,57 @@ def heavier_dense_onnx(path: Path, interface, hidden=(1536, 1536, 1536, 1536)) -
     model.ir_version = 8
     onnx.save(model, str(path))
     return path
+
+
+def deep_conv_onnx(path: Path, interface, channels=(16, 24, 32, 48), per_stage=100, side=16) -> Path:
+    """A model of the digits interface with many layers to compile: 8x8 -> resized to side x side -> per stage,
+    `per_stage` convolutions of 1x1, 3x3 and 5x5 (with ReLU) -> global average -> 10. Its weights are small
+    (19 MB at the defaults) and its inference cheap (about 25 ms), but 400 convolutions make OpenVINO's CPU plugin
+    work for a few hundred ms on every compile: a model whose compiled-model cache matters."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+    rng = np.random.default_rng(0)
+    name_in, name_out = interface["inputs"][0]["name"], interface["outputs"][0]["name"]
+    inits = [numpy_helper.from_array(np.array([1, 1, 8, 8], dtype=np.int64), "shape"),
+             numpy_helper.from_array(np.array([1.0, 1.0, side / 8, side / 8], dtype=np.float32), "scales")]
+    nodes = [helper.make_node("Reshape", [name_in, "shape"], ["r"]),
+             helper.make_node("Resize", ["r", "", "scales"], ["h0"], mode="nearest")]
+    c_in, k, h = 1, 0, "h0"
+    for c in channels:
+        for j in range(per_stage):
+            size = (1, 3, 5)[j % 3]
+            w = (rng.standard_normal((c, c_in, size, size)) * np.sqrt(2.0 / (c_in * size * size))).astype(np.float32)
+            inits += [numpy_helper.from_array(w, f"w{k}"), numpy_helper.from_array(np.zeros(c, np.float32), f"b{k}")]
+            nodes += [helper.make_node("Conv", [h, f"w{k}", f"b{k}"], [f"c{k}"], pads=[size // 2] * 4),
+                      helper.make_node("Relu", [f"c{k}"], [f"a{k}"])]
+            h, c_in, k = f"a{k}", c, k + 1
+    inits.append(numpy_helper.from_array((rng.standard_normal((c_in, 10)) * 0.05).astype(np.float32), "fc"))
+    nodes += [helper.make_node("GlobalAveragePool", [h], ["g"]), helper.make_node("Flatten", ["g"], ["f"]),
+              helper.make_node("MatMul", ["f", "fc"], [name_out])]
+    graph = helper.make_graph(nodes, "deep_conv", [helper.make_tensor_value_info(name_in, TensorProto.FLOAT,
+                                                                                 [1, 8, 8, 1])],
+                              [helper.make_tensor_value_info(name_out, TensorProto.FLOAT, [1, 10])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+    return path
+
+
+def openvino_artifact_of(onnx_path: Path, like, variant: str):
+    """The OpenVINO IR of an ONNX file of `like`'s interface (the harness's own ONNX -> OpenVINO converter), as an
+    Artifact of the same model under another variant name."""
+    import dataclasses
+    import hashlib
+    from harness.core.files import file_sha256
+    from harness.prepare.converters import ConversionContext, artifact_files
+    from harness.prepare.converters.onnx import onnx_to_openvino
+    from harness.schema.interface import Interface
+    out = Path(onnx_path).parent / variant
+    out.mkdir(exist_ok=True)
+    xml = onnx_to_openvino(Path(onnx_path), ConversionContext(variant, Interface.from_doc(like.interface)), out)
+    files = artifact_files(xml, "openvino")
+    hashes = tuple(file_sha256(p) for p in files)
+    return dataclasses.replace(like, variant=variant, path=str(xml), files=tuple(str(p) for p in files),
+                               file_sha256=hashes, sha256=hashlib.sha256("".join(hashes).encode()).hexdigest(),
+                               size_bytes=sum(Path(p).stat().st_size for p in files))

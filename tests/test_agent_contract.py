@@ -140,6 +140,9 @@ class Doubler(agent.Runtime):
 @pytest.fixture
 def doubler(monkeypatch, tmp_path):
     monkeypatch.setitem(agent.RUNTIMES, "doubler", Doubler)
+    # a cold run times its warm first use in a fresh process of the agent, where this test's runtime does not
+    # exist: here the same command runs in this process (tests/test_runtime_configs.py runs the real one)
+    monkeypatch.setattr(agent, "warm_first_use", lambda args, cold_ms: agent.cmd_first_use(args))
     monkeypatch.setattr(Doubler, "fmt", "doubler")
     monkeypatch.setattr(Doubler, "loads", [])
     inputs = tmp_path / "inputs.npz"
@@ -171,11 +174,13 @@ def test_a_minimal_runtime_runs_on_the_base_class_defaults(doubler, tmp_path):
     assert doc[agent.Doc.THREADS] == 2 and doc[agent.Doc.N_OUTPUT_SAMPLES] == 3
     assert doc[agent.Doc.PROFILE] == {"nodes": 0, "placement": {}}   # the default profile: no per-layer view
     assert doc[agent.Doc.COMPILE_CACHE] == "cold"
+    assert all(doc[key] > 0 for key in agent.FIRST_USE_KEYS)
     # the user's options stay what the user wrote; the cache and the profile trace are the runtime's own fields
-    assert [load["options"] for load in Doubler.loads] == [options] * 3
+    # loads: the cold first use, the warm first use, the timed runtime, the profiled one
+    assert [load["options"] for load in Doubler.loads] == [options] * 4
     versioned = str(cache / "doubler-1.0")
     assert [(load["cache_dir"], load["profile_prefix"] is not None) for load in Doubler.loads] == \
-        [(versioned, False), (versioned, False), (versioned, True)]
+        [(versioned, False), (versioned, False), (versioned, False), (versioned, True)]
     assert json.loads((tmp_path / "profile.json").read_text())["options"] == options
     _, again = doubler("--cache-dir", str(cache), options=options)
     assert again[agent.Doc.COMPILE_CACHE] == "warm"

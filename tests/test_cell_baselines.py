@@ -51,7 +51,7 @@ def test_two_models_gated_in_alternating_runs_catch_a_slower_build_and_name_a_fi
     # the first run of each model has no baseline: passed, but named, cell by cell
     for first in ("alpha1", "beta1"):
         assert codes[first] == 0 and "2 without a baseline" in outs[first], outs[first]
-        assert outs[first].count(f"NO BASELINE [local] ") == 2 and NO_BASELINE_MESSAGE in outs[first]
+        assert outs[first].count("NO BASELINE [local] ") == 2 and NO_BASELINE_MESSAGE in outs[first]
     # every later run is judged against its own model's cells, recorded one run before (another model's run is
     # the newest passing one), never 'nothing to compare'
     assert all(codes[f"{m}{n}"] == 0 for m in ("alpha", "beta") for n in range(2, 6)), codes

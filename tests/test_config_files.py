@@ -25,6 +25,19 @@ def test_example_devices_are_not_enabled_targets():
     assert not examples & set(list_target_names(ROOT / "targets"))
 
 
+def test_example_devices_say_where_their_power_is_read():
+    """docs/energy.md: a Jetson's INA3221 input rail, RAPL on x86, nothing on a Pi 4 (no current sensing)."""
+    power = {name: load_target(name, ROOT / "targets/examples").power for name in ("jetson", "pi4", "x86")}
+    assert (power["jetson"].source, power["jetson"].rail) == ("ina3221", "VDD_IN")
+    assert power["x86"].source == "rapl" and power["pi4"].source == "none"
+    pi4 = (ROOT / "targets/examples/pi4.yaml").read_text()
+    assert "no current sensing" in pi4 and "#   source: command" in pi4, "the meter example, commented"
+    assert "99-rapl.rules" in (ROOT / "targets/examples/x86.yaml").read_text()
+    for name in ("jetson", "pi4", "x86"):
+        assert (ROOT / "targets/examples" / f"{name}.yaml").read_text() == \
+            (ROOT / "harness/templates/targets/examples" / f"{name}.yaml").read_text(), "what `harness init` copies"
+
+
 @pytest.mark.parametrize("name", list_recipe_names(ROOT / "models"))
 def test_every_model_recipe_loads(name):
     recipe = load_recipe(name, ROOT / "models")

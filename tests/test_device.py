@@ -180,7 +180,7 @@ def test_lock_is_released_when_the_holder_is_killed(sim_target, blocked_holder):
     thread, outcome = start(timeout_s=2)
     thread.join(30)
     assert isinstance(outcome.get("timeout"), CommandTimeout)
-    after = _agent_run(transport, agent, python, f"{fifo}.none", f"{fifo}.after.json", 0, "next run")
+    _agent_run(transport, agent, python, f"{fifo}.none", f"{fifo}.after.json", 0, "next run")
     assert json.loads(Path(f"{fifo}.after.json").read_text())["error_category"] == "bad_input"
 
 

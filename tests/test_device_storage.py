@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import fcntl
-import json
 import os
 import subprocess
 import sys
@@ -272,21 +271,38 @@ class EngineRuntime(agent.Runtime):
         else:
             with open(engine, "wb") as handle:
                 handle.write(b"ENGINE v1")
+        self.input_names = ["x"]
+
+    def prepare(self, feeds):
+        return feeds
+
+    def infer(self, prepared):
+        return [prepared[0] * 2]
 
     def uses_cache(self):
         return True
 
 
-def test_a_compiled_cache_that_fails_to_load_is_discarded_rebuilt_once_and_the_cell_says_so(tmp_path):
+def test_a_compiled_cache_that_fails_to_load_is_discarded_rebuilt_once_and_the_cell_says_so(tmp_path, monkeypatch):
     args = argparse.Namespace(cache_dir=str(tmp_path / "compiled" / "key"), format="engine", threads=1,
-                              model=str(tmp_path / "model.onnx"), weights="")
-    runtime, _, _, state = agent.load_runtime(EngineRuntime, args, {}, {})
+                              model=str(tmp_path / "model.onnx"), weights="", inputs="", runtime_config="")
+    import numpy as np
+    feeds = agent.Feeds({"f0": np.ones((1, 3), np.float32)}, [{"key": "f0", "name": "x", "mode": "sample"}])
+    # the agent times a cold run's warm first use in a fresh process of itself, where this test's runtime does
+    # not exist: here it is timed in this process (tests/test_runtime_configs.py runs the real one on OpenVINO)
+    monkeypatch.setattr(agent, "warm_first_use", lambda args, cold_ms: {"load_warm_ms": 1.0,
+                                                                        "first_inference_warm_ms": 1.0})
+    runtime, _, cold, state = agent.load_runtime(EngineRuntime, args, {}, feeds)
     assert (state, runtime.cache_repair) == ("cold", None)
-    runtime, _, _, state = agent.load_runtime(EngineRuntime, args, {}, {})
+    assert cold["load_cold_ms"] > 0 and cold["first_inference_cold_ms"] > 0
+    runtime, _, again, state = agent.load_runtime(EngineRuntime, args, {}, feeds)
     assert (state, runtime.cache_repair) == ("warm", None)
+    assert (again["load_cold_ms"], again["first_inference_cold_ms"]) == \
+        (cold["load_cold_ms"], cold["first_inference_cold_ms"]), "the cold first use, as recorded"
+    assert again["load_warm_ms"] > 0 and again["load_warm_ms"] != 1.0, "a warm run's own first load"
     engine = next((tmp_path / "compiled" / "key").rglob("model.engine"))
     engine.write_bytes(b"\x00garbage")
-    runtime, _, _, state = agent.load_runtime(EngineRuntime, args, {}, {})
+    runtime, _, _, state = agent.load_runtime(EngineRuntime, args, {}, feeds)
     assert state == "cold", "compiled again"
     assert "failed to load" in runtime.cache_repair and "discarded and rebuilt" in runtime.cache_repair
     assert engine.read_bytes() == b"ENGINE v1"

@@ -9,11 +9,13 @@ import sys
 import textwrap
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from harness.history.store import History, record_run
 from harness.history.tables import SCHEMA_VERSION, redact_url
 from harness.schema.run_results import RunResults
+from harness.schema.rundir import RunDir
 from postgres_server import PG_BIN, free_port, postgres_server
 from test_history import write_run
 
@@ -145,6 +147,31 @@ def test_an_old_sqlite_store_is_migrated_in_place(tmp_path):
         [("old1", True, "passed"), ("old2", False, "failed")]
 
 
+@pytest.mark.parametrize("dialect", ["sqlite", "postgresql"])
+def test_a_store_from_before_the_first_use_columns_calls_compile_ms_load_cold_ms(tmp_path, dialect, request,
+                                                                                  monkeypatch):
+    """Migration 4: rows and long-form figures recorded as compile_ms (the cold compile) read as load_cold_ms."""
+    import harness.history.store as store
+    from harness.history.tables import MIGRATIONS
+    location = str(tmp_path / "v3.sqlite") if dialect == "sqlite" else \
+        request.getfixturevalue("server").url(request.getfixturevalue("server").new_database())
+    monkeypatch.setattr(store, "MIGRATIONS", {v: m for v, m in MIGRATIONS.items() if v <= 3})
+    old = History(location)
+    row = {"run_id": "old", "cell_id": "m__reference__openvino@ov__dev", "model": "m", "variant": "reference",
+           "format": "openvino", "target": "dev", "status": "ok", "compile_ms": 812.5, "load_ms": 40.0}
+    old.record("old", [row], {})
+    with old.connect() as conn:
+        conn.execute("INSERT INTO metrics VALUES (?, ?, ?, ?)", ("old", row["cell_id"], "compile_ms", 812.5))
+    assert old.schema_version() == 3
+    monkeypatch.setattr(store, "MIGRATIONS", MIGRATIONS)
+    new = History(location)
+    assert new.schema_version() == SCHEMA_VERSION == 4
+    stored, = new.rows("old")
+    assert stored["load_cold_ms"] == 812.5 and "compile_ms" not in stored and stored["load_ms"] == 40.0
+    assert "load_cold_ms" in new.metrics() and "compile_ms" not in new.metrics()
+    assert [p.value for p in new.series("m", "dev", "load_cold_ms")] == [812.5]
+
+
 def test_a_table_lock_held_elsewhere_ends_recording_with_what_it_waited_for(tmp_path, pg_url, monkeypatch):
     import psycopg
 
@@ -162,3 +189,60 @@ def test_a_table_lock_held_elsewhere_ends_recording_with_what_it_waited_for(tmp_
     finally:
         holder.close()
     assert record_run(RunResults.load(run), pg_url).run_id == "locked"  # once it is released, recording works
+
+
+def _energy_run(reports: Path, run_id: str, day: int, mj, method: str = "rapl /sys/class/powercap") -> RunDir:
+    """One ok onnx cell measured at `mj` mJ per inference (None: its sensor gave no figure, with the reason)."""
+    from harness.schema.results import make_row, results_frame
+    run = RunDir.create(run_id, reports)
+    rng = np.random.default_rng(day)
+    row = make_row(run_id=run_id, cell_id="m__reference__onnx__dev", model="m", variant="reference", format="onnx",
+                   target="dev", status="ok", accuracy=0.95, latency_p99_ms=5.0, latency_p50_ms=4.0,
+                   peak_rss_bytes=100e6, started_at=f"2026-11-{day:02d}T00:00:00Z",
+                   energy_mj_per_inference=mj, energy_total_mj=None if mj is None else mj * 200,
+                   power_active_w=None if mj is None else 6.5, power_idle_w=None if mj is None else 4.5,
+                   energy_method=method if mj is not None else f"{method}; not measured: too few samples",
+                   energy_rails="package-0", power_sampling_hz=None if mj is None else 19.5)
+    run.write_cell({"row": row, "latencies_ms": (4.0 * rng.lognormal(0, 0.03, 60)).tolist()})
+    run.write_tables(results_frame(run.rows()))
+    return run
+
+
+@pytest.mark.parametrize("dialect", ["sqlite", "postgresql"])
+def test_energy_is_kept_per_cell_and_judged_against_the_cells_own_history(tmp_path, dialect, request):
+    """Every energy column comes back from the store (SQLite and PostgreSQL); `harness history` follows energy per
+    inference; and max_energy_regression compares a cell with its own newest passing run that measured energy,
+    past a passing run whose sensor gave no figure."""
+    from harness.judge.gate import GateInputs, Policy, TargetPolicy, evaluate
+    from harness.judge.trends import build_trends, find_change_points
+    location = str(tmp_path / "h.sqlite") if dialect == "sqlite" else \
+        request.getfixturevalue("server").url(request.getfixturevalue("server").new_database())
+    reports = tmp_path / "reports"
+    store = History(location)
+    for day, mj in ((1, 1.00), (2, 1.04), (3, 0.98), (4, None)):  # day 4: passing, but its sensor gave nothing
+        record_run(RunResults.load(_energy_run(reports, f"night{day}", day, mj)), location, gate_passed=True)
+    stored, = store.rows("night1")
+    assert (stored["energy_mj_per_inference"], stored["energy_total_mj"], stored["power_active_w"],
+            stored["power_idle_w"], stored["energy_method"], stored["energy_rails"], stored["power_sampling_hz"]) == \
+        (1.0, 200.0, 6.5, 4.5, "rapl /sys/class/powercap", "package-0", 19.5)
+    assert store.rows("night4")[0]["energy_method"].endswith("not measured: too few samples")
+    series = store.series("m", "dev", "energy_mj_per_inference")
+    assert [p.value for p in series] == [1.0, 1.04, 0.98, None]
+    energy, = build_trends(store.trend_figure_cells("m", "dev"), ("energy",))
+    assert [p.value for p in energy.points] == [1.0, 1.04, 0.98], "a run without a figure is no point"
+
+    now = RunResults.load(_energy_run(reports, "night5", 5, 1.40))
+    baselines = store.cell_baselines("night5", now.rows)
+    base, = baselines.values()
+    assert base.run_id == "night4" and base.energy == ("night3", 0.98)
+    result = evaluate(Policy(defaults=TargetPolicy(max_energy_regression=0.2)), now.frame,
+                      GateInputs(run_id="night5", samples=now.latency_samples(), cell_baselines=baselines))
+    check, = [c for c in result.checks if c.rule == "max_energy_regression"]
+    assert not check.passed and "0.98 -> 1.4 mJ (+42.9%" in check.message and "baseline run night3" in check.message
+    # the nightly rule: a baseline is the segment since the last change point, its energy the segment's median
+    history_cells = [c for c in store.trend_cells() if c["run_id"] != "night5"]
+    nightly = evaluate(Policy(defaults=TargetPolicy(max_energy_regression=0.2, nightly_window_runs=3)), now.frame,
+                       GateInputs(run_id="night5", samples=now.latency_samples(), history_cells=history_cells))
+    check, = [c for c in nightly.checks if c.rule == "max_energy_regression"]
+    assert not check.passed and "1 -> 1.4 mJ (+40.0%" in check.message, check.message
+    assert find_change_points(energy).change_points == ()

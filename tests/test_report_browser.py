@@ -281,6 +281,66 @@ def test_plots_come_first_with_accuracy_against_latency_and_are_shown_at_full_si
         assert MIN_FONT_PT * 100 / 72 * shown / natural >= 0.8 * body_px, (src, natural, shown)
 
 
+@pytest.mark.slow
+def test_energy_against_accuracy_sits_beside_latency_or_the_report_says_why_not(opened, browser):
+    """The farm's simulated sensors measure energy on each device: a panel per device, right after the latency
+    panels. This VM has no sensor (the local run) and the broken run's rows carry no reading: the section says so
+    in the cells' words, with no empty plot."""
+    run, tab = opened
+    frame = _frame(run)
+    images = tab.evaluate("Array.from(document.images).map(i => [i.getAttribute('src'), i.naturalWidth])")
+    order = [src for src, _ in images]
+    text = tab.evaluate("document.querySelector('#energy').innerText")
+    measured = set(frame.loc[frame["energy_mj_per_inference"].notna() & (frame["status"] == "ok"), "target"])
+    if measured:
+        assert order[:2] == ["plots/pareto.png", "plots/energy.png"], order
+        assert all(width > 0 for src, width in images if src == "plots/energy.png"), "the PNG loaded"
+    else:
+        assert "plots/energy.png" not in order, "no empty plot"
+    for target in sorted(set(frame["target"])):
+        line = f"{target}: not measured"
+        if target in measured:
+            assert line not in text
+            continue
+        methods = [m for m in frame.loc[(frame["target"] == target) & (frame["status"] == "ok"), "energy_method"]
+                   .dropna() if "not measured" in m]
+        assert (f"{target}: {methods[0][methods[0].index('not measured'):]}" if methods else line) in text, text
+    print(f"\n{run.root.name}: energy on {sorted(measured)}; section: {text[:600]}")
+    section = browser.open(run.root / "index.html", 1366, 900, fragment="#energy")
+    section.screenshot(run.root / "energy-1366x900.png")  # looked at by a person: docs/energy.md
+
+
+@pytest.mark.slow
+def test_a_farm_run_long_enough_to_measure_energy_draws_a_panel_per_device(farm, browser, tmp_path):
+    """Each simulated device's sensor (harness.farm.sim_power) read over 1 s of timing per cell: energy on every
+    device, so one panel per device and no reason listed; the section's screenshot is kept beside the report."""
+    from harness.prepare.cache import ContentCache
+    from harness.run.pipeline import run_profile
+    from harness.run.plan import RunSettings
+    from harness.schema.recipes import load_recipe
+    from harness.schema.targets import load_target
+    from helpers import ROOT, digits_build, session_cache_dir
+
+    digits_build()
+    recipe = load_recipe("digits_cnn", ROOT / "models")
+    outcome = run_profile([recipe], [load_target(farm.target_file(n)) for n in farm.target_names],
+                          variants={recipe.name: ["prune50"]},
+                          settings=RunSettings(warmup=2, iterations=20, min_duration_s=1.0, profile=False),
+                          reports_dir=tmp_path / "reports", cache=ContentCache(session_cache_dir()))
+    write_report(outcome)
+    frame = outcome.frame
+    ok = frame[frame["status"] == "ok"]
+    assert set(ok["target"]) == set(farm.target_names)
+    assert ok["energy_mj_per_inference"].notna().all(), ok[["cell_id", "energy_method"]].to_string()
+    tab = browser.open(outcome.run_dir.root / "index.html", 1366, 900, fragment="#energy")
+    shot = tab.screenshot(outcome.run_dir.root / "energy-1366x900.png")
+    print(f"\nscreenshot: {shot}")
+    assert tab.evaluate("document.querySelector('#energy img').getAttribute('src')") == "plots/energy.png"
+    assert tab.evaluate("document.querySelector('#energy img').naturalWidth") == 2 * 620, "two panels a row"
+    assert "No energy figure" not in tab.evaluate("document.querySelector('#energy').innerText")
+    assert tab.script_errors == []
+
+
 def test_no_plot_text_is_smaller_than_the_minimum(tmp_path, monkeypatch):
     """Every text on every figure (ticks, labels, legends, annotations) is at least MIN_FONT_PT."""
     from matplotlib.text import Text
@@ -300,11 +360,13 @@ def test_no_plot_text_is_smaller_than_the_minimum(tmp_path, monkeypatch):
     for i, (variant, fmt, target) in enumerate([(v, f, t) for v in ("reference", "int8", "prune", "fp16", "distilled")
                                                 for f in ("tflite", "onnx") for t in ("edge-a", "edge-b")]):
         row = _row("run-fonts", variant, fmt, target, p99=1.0 + i)
+        if target == "edge-a":
+            row.update(energy_mj_per_inference=0.4 + 0.05 * i, energy_method="rapl /sys/class/powercap")
         run.write_cell({"row": row, "latencies_ms": [1.0] * 20})
         np.savez(run.outputs_path(row["cell_id"]), output_0=np.eye(10)[np.arange(40) % 10] + 0.01 * i)
     run.write_tables(results_frame(run.rows()))
     write_report(RunResults.load(run), BROKEN_TARGETS)
-    assert {"pareto.png", "memory.png", "parity_digits_cnn.png", "pairwise_digits_cnn.png"} <= set(sizes)
+    assert {"pareto.png", "energy.png", "memory.png", "parity_digits_cnn.png", "pairwise_digits_cnn.png"} <= set(sizes)
     assert min(sizes.values()) >= plots.MIN_FONT_PT, sizes
 
 

@@ -2,6 +2,7 @@
 each configuration on the real runtimes (ONNX Runtime providers, TFLite with and without XNNPACK, OpenVINO
 precision and hints, torch on CPU), with provider_unavailable where a GPU provider or device is missing."""
 import json
+import os
 import subprocess
 import sys
 from dataclasses import replace
@@ -12,7 +13,7 @@ import pytest
 
 from harness.core.errors import ConfigError
 from harness.schema.results import cell_id
-from harness.schema.runtime_configs import RuntimeConfig, compiled_cache_key, wants_cache
+from harness.schema.runtime_configs import compiled_cache_key, wants_cache
 from harness.schema.targets import load_target
 from helpers import ROOT, artifact_for, digits_build
 
@@ -178,7 +179,10 @@ def test_openvino_precision_hint_device_and_cache(tmp_path):
     _, cold, _ = agent(tmp_path, xml, "openvino", cached, "--cache-dir", str(cache), weights=weights)
     _, warm, _ = agent(tmp_path, xml, "openvino", cached, "--cache-dir", str(cache), weights=weights)
     assert cold["compile_cache"] == "cold" and warm["compile_cache"] == "warm"
-    assert cold["compile_ms"] > 0 and warm["compile_ms"] == cold["compile_ms"]  # the cold compile, recorded
+    assert cold["load_cold_ms"] > 0 and cold["first_inference_cold_ms"] > 0
+    # the cold first use, recorded beside the cache when it was filled
+    assert (warm["load_cold_ms"], warm["first_inference_cold_ms"]) == \
+        (cold["load_cold_ms"], cold["first_inference_cold_ms"])
     assert any(p.suffix == ".blob" for p in cache.rglob("*"))  # OpenVINO's CACHE_DIR, under the runtime version
     _, gpu, _ = agent(tmp_path, xml, "openvino", {"name": "gpu", "options": {"device": "GPU"}}, weights=weights)
     assert gpu["error_category"] == "provider_unavailable" and "GPU" in gpu["error_message"]
@@ -251,12 +255,68 @@ def test_a_run_has_a_row_and_a_profile_per_configuration(tmp_path):
     assert len(ok) == 3 and (ok["top1_agreement"] == 1.0).all()
     assert frame.loc["digits_cnn__reference__onnx__cfg", "runtime_config"] == "ort-cpu"
     assert frame.loc["digits_cnn__reference__tflite@reference-kernels__cfg", "placement"].startswith("builtin ")
-    assert frame.loc["digits_cnn__reference__openvino@ov-cpu-f32__cfg", "compile_ms"] > 0
+    ov = frame.loc["digits_cnn__reference__openvino@ov-cpu-f32__cfg"]
+    assert ov["first_use_cold_ms"] == pytest.approx(ov["load_cold_ms"] + ov["first_inference_cold_ms"])
+    assert ov["first_use_warm_ms"] == pytest.approx(ov["load_warm_ms"] + ov["first_inference_warm_ms"])
+    assert ov["compile_cache"] == "cold"
+    assert frame.loc["digits_cnn__reference__onnx__cfg", ["first_use_cold_ms", "first_use_warm_ms"]].isna().all()
     for cell in ok.index:
         profile = json.loads((outcome.run_dir.root / "profiles" / f"{cell}.json").read_text())
         assert profile["nodes"] > 0 and profile["layers"]
     report = (outcome.run_dir.root / "index.html").read_text()
     assert "ort-cuda" in report and "provider_unavailable" in report
+
+
+@pytest.mark.slow
+def test_an_openvino_cell_with_its_cache_on_reports_cold_and_warm_first_use_and_the_device_lists_the_blob(tmp_path):
+    """400 convolutions (tests/helpers.py deep_conv_onnx) take OpenVINO's CPU plugin a few hundred ms to compile;
+    from its cache a fresh process loads them faster. The cell's first run fills the cache (cold), its second finds
+    it filled; `harness targets --cache` lists the compiled entry, its bytes counted in the device's cache."""
+    from harness.run.device_job import run_target_job
+    from harness.run.plan import Cell, ModelEval, RunSettings, TargetJob
+    from harness.schema.rundir import RunDir
+    from helpers import deep_conv_onnx, openvino_artifact_of
+    like = artifact_for("openvino")
+    artifact = openvino_artifact_of(deep_conv_onnx(tmp_path / "deep.onnx", like.interface), like, "deep")
+    target = load_target(str(write_target(tmp_path, "  openvino:\n    - {name: ov-cached, precision: f32, cache: true}\n")))
+    prepared, _ = digits_build()
+    settings = RunSettings(warmup=1, iterations=5, min_duration_s=0, max_samples=5, profile=False)
+    rows = []
+    for run_id in ("first", "second"):
+        run = RunDir.create(run_id, tmp_path / "reports")
+        job = TargetJob(target, (Cell(artifact, target.name, target.runtime_configs[0]),),
+                        {"digits_cnn": ModelEval.of(prepared)}, str(run.root.resolve()), settings)
+        rows += run_target_job(job)
+    first, second = rows
+    for row in rows:
+        assert row["status"] == "ok", row["error_message"]
+        print(f"\n{row['run_id']}: cache {row['compile_cache']}; cold {row['first_use_cold_ms']:.1f} ms (load "
+              f"{row['load_cold_ms']:.1f} + first inference {row['first_inference_cold_ms']:.1f}), warm "
+              f"{row['first_use_warm_ms']:.1f} ms (load {row['load_warm_ms']:.1f} + first inference "
+              f"{row['first_inference_warm_ms']:.1f}); load_ms {row['load_ms']:.1f}")
+        assert row["first_use_cold_ms"] == pytest.approx(row["load_cold_ms"] + row["first_inference_cold_ms"])
+        assert row["first_use_warm_ms"] == pytest.approx(row["load_warm_ms"] + row["first_inference_warm_ms"])
+        assert row["first_use_warm_ms"] < row["first_use_cold_ms"], "the cache saves the compile"
+    assert (first["compile_cache"], second["compile_cache"]) == ("cold", "warm")
+    assert second["first_use_cold_ms"] == first["first_use_cold_ms"], "the cold first use, kept beside the cache"
+    assert second["first_use_warm_ms"] != first["first_use_warm_ms"], "each run times its own warm first use"
+
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    listed = subprocess.run([sys.executable, "-m", "harness.cli", "targets", str(tmp_path / "cfg.yaml"), "--cache"],
+                            capture_output=True, text=True, env=env, timeout=120)
+    assert listed.returncode == 0, listed.stdout + listed.stderr
+    line = next(ln for ln in listed.stdout.splitlines() if "compiled by openvino" in ln)
+    print(line)
+    assert f"from deep.xml (artifact {artifact.file_sha256[0][:12]})" in line, line
+    from harness.agent.agent import cache_entries
+    compiled, = [e for e in cache_entries(str(tmp_path / "device")) if e["kind"] == "compiled"]
+    blobs = [p for p in Path(compiled["path"]).rglob("*.blob")]
+    assert blobs and compiled["bytes"] >= sum(p.stat().st_size for p in blobs) > 1_000_000
+    assert compiled["key"][:16] in line, "listed under its key, with its bytes in the cache's total"
+    pruned = subprocess.run([sys.executable, "-m", "harness.cli", "targets", str(tmp_path / "cfg.yaml"), "--cache",
+                             "--prune"], capture_output=True, text=True, env=env, timeout=120)
+    assert pruned.returncode == 0, pruned.stdout + pruned.stderr
+    assert not Path(compiled["path"]).exists(), "evicted like any entry no run in progress needs"
 
 
 # ---------------------------------------------------------------- scores, regression keys, report (pure)
@@ -377,7 +437,7 @@ def test_onnxruntime_with_openvinos_execution_provider_in_its_device_env(tmp_pat
     assert cpu["effective_config"]["providers"] == ["CPUExecutionProvider"]
     assert cold["effective_config"]["providers"][0] == "OpenVINOExecutionProvider"
     assert "OpenVINOExecutionProvider" in cold["profile"]["placement"]
-    assert cold["compile_cache"] == "cold" and warm["compile_cache"] == "warm" and cold["compile_ms"] > 0
+    assert cold["compile_cache"] == "cold" and warm["compile_cache"] == "warm" and cold["load_cold_ms"] > 0
     assert np.abs(cpu_out - ov_out).max() < 1e-4 and (cpu_out.argmax(1) == ov_out.argmax(1)).all()
 
 

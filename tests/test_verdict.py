@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from harness.core.errors import ConnectError, DeviceBusy, HostKeyChanged, HostKeyUnknown, TransportError
+from harness.core.errors import ConnectError, DeviceBusy, HostKeyChanged, HostKeyUnknown
 from harness.judge.verdict import (
     EXIT_CELLS_FAILED,
     EXIT_INFRASTRUCTURE,

@@ -62,7 +62,13 @@ class Doc(object):
     # the runtime and what it made of the configuration
     RUNTIME, RUNTIME_VERSION, THREADS, RUNTIME_CONFIG = "runtime", "runtime_version", "threads", "runtime_config"
     EFFECTIVE_CONFIG, FALLBACK, INTERFACE, PRECISION = "effective_config", "fallback", "interface", "precision"
-    LOAD_MS, COMPILE_MS, COMPILE_CACHE = "load_ms", "compile_ms", "compile_cache"
+    LOAD_MS, COMPILE_CACHE = "load_ms", "compile_cache"
+    # first use with an empty compiled-model cache (the compile included): the load and the first inference after
+    # it, measured when this artifact, runtime version and configuration first met an empty cache on the device
+    LOAD_COLD_MS, FIRST_INFERENCE_COLD_MS = "load_cold_ms", "first_inference_cold_ms"
+    # first use from the filled cache, in a fresh process (the runtime's plugins and kernels loaded afresh, as when
+    # the device's application starts again): the load and the first inference after it
+    LOAD_WARM_MS, FIRST_INFERENCE_WARM_MS = "load_warm_ms", "first_inference_warm_ms"
     # timing
     FIRST_INFERENCE_MS, LATENCY_CLOCK, LATENCY, LATENCIES_MS = \
         "first_inference_ms", "latency_clock", "latency", "latencies_ms"
@@ -2119,6 +2125,8 @@ def _read_holder(path):
 # corrupt it later (SD cards, eMMC), so every use checks it again, and an entry's directory mtime is its last use.
 CACHE_DIR, COMPILED_DIR, PINS_DIR, RUNS_DIR = "cache", "compiled", "pins", "runs"
 BUDGET_FILE, SUSPECT_FILE = "cache-budget.json", "storage-suspect.json"
+#: beside a compiled-model cache: the cold first use measured when it was filled, and what it was compiled from
+COMPILE_RECORD = "harness-compile.json"
 #: a pin left by a run that died is ignored after this long (the run would have refreshed it)
 PIN_TTL_S = 24 * 3600
 _HEX = frozenset("0123456789abcdef")
@@ -2202,8 +2210,29 @@ def cache_entries(workdir):
                 continue
             files = sorted(f for f in os.listdir(path) if not f.startswith(".")) if kind == "content" else []
             entries.append({"key": name, "kind": kind, "path": path, "files": files, "bytes": _tree_bytes(path),
-                            "last_used": last_used})
+                            "last_used": last_used, "what": compiled_what(path) if kind == "compiled" else []})
     return entries
+
+
+def compiled_what(path):
+    """What a compiled-model entry holds, one line per runtime version in it (from its compile record), e.g.
+    'compiled by openvino 2026.0.0 from model.xml (artifact 1a2b3c4d5e6f)'."""
+    lines = []
+    try:
+        subs = sorted(os.listdir(path))
+    except OSError:
+        return lines
+    for sub in subs:
+        try:
+            with open(os.path.join(path, sub, COMPILE_RECORD)) as handle:
+                record = json.load(handle)
+            sha = record.get("model_sha256") or ""
+            lines.append("compiled by %s %s from %s%s" % (
+                record["runtime"], record["runtime_version"], record["model"],
+                " (artifact %s)" % sha[:12] if sha else ""))
+        except (IOError, OSError, ValueError, KeyError, TypeError, AttributeError):
+            lines.append("compiled: %s (no record of what)" % sub)
+    return lines
 
 
 def pinned_keys(workdir, now=None, host_now=0.0):
@@ -2661,12 +2690,13 @@ def cmd_run(args):
     heat = HeatMonitor(json.loads(args.thermal) if args.thermal else None)
     cooldown = heat.cool_down()
     baseline = rss_bytes()
-    runtime, load_ms, compile_ms, cache_state = load_runtime(runtime_cls, args, options, feeds.shapes())
+    runtime, load_ms, first_use, cache_state = load_runtime(runtime_cls, args, options, feeds)
     result = {Doc.RUNTIME: runtime.name, Doc.RUNTIME_VERSION: str(runtime.version), Doc.THREADS: runtime.threads,
-              Doc.RUNTIME_CONFIG: config["name"], Doc.LOAD_MS: load_ms, Doc.COMPILE_MS: compile_ms,
-              Doc.COMPILE_CACHE: cache_state, Doc.EFFECTIVE_CONFIG: runtime.effective,
+              Doc.RUNTIME_CONFIG: config["name"], Doc.LOAD_MS: load_ms, Doc.COMPILE_CACHE: cache_state,
+              Doc.EFFECTIVE_CONFIG: runtime.effective,
               Doc.FALLBACK: "; ".join(runtime.config.fallbacks) or None, Doc.VERIFY_MS: verify_ms,
               Doc.CACHE_REPAIR: runtime.cache_repair}
+    result.update(first_use)
     result[Doc.INTERFACE] = runtime.interface()
     result[Doc.PRECISION] = runtime.precision
     order = feed_order(runtime, feeds)
@@ -2802,21 +2832,49 @@ def _load(runtime_cls, args, options, shapes, cache_dir=None, profile_prefix=Non
     return runtime, (time.perf_counter() - started) * 1e3
 
 
-COMPILE_RECORD = "harness-compile.json"
+def first_inference_ms(runtime, feeds):
+    """The first inference of a freshly loaded runtime on the first sample, in ms (kernels chosen, memory
+    allocated, lazy compiles done on the way)."""
+    order = feed_order(runtime, feeds)
+    prepared = runtime.prepare(feeds.sample(0, order))
+    started = time.perf_counter()
+    try:
+        runtime.infer(prepared)
+    except AgentFailure:
+        raise
+    except Exception as exc:
+        raise AgentFailure(ErrorCategory.INFERENCE_FAILED, "%s failed during inference: %s"
+                           % (runtime.name, _one_line(exc)))
+    return (time.perf_counter() - started) * 1e3
 
 
-def load_runtime(runtime_cls, args, options, shapes):
-    """(runtime, load_ms, compile_ms, cache state). With a compiled-model cache (--cache-dir: OpenVINO CACHE_DIR,
-    TensorRT engines) an empty cache makes the first load the cold compile (compile_ms, kept beside the cache),
-    and a second load, from the cache, the warm load_ms; a filled cache loads warm and reports the recorded
-    compile. The runtime's cache_dir is the runtime version's directory under --cache-dir."""
-    cache = args.cache_dir or None
+FIRST_USE_KEYS = (Doc.LOAD_COLD_MS, Doc.FIRST_INFERENCE_COLD_MS, Doc.LOAD_WARM_MS, Doc.FIRST_INFERENCE_WARM_MS)
+
+
+def compiled_cache_dir(runtime_cls, args, options):
+    """The runtime version's directory under --cache-dir (the host keys --cache-dir by artifact and options; the
+    runtime's version is a level below it, so an upgrade compiles afresh); None without --cache-dir."""
+    if not args.cache_dir:
+        return None
+    version = runtime_cls(args.threads, options).version
+    return os.path.join(args.cache_dir, "".join(c if c.isalnum() or c in "._-" else "_" for c in
+                                                "%s-%s" % (args.format, version)))
+
+
+def load_runtime(runtime_cls, args, options, feeds):
+    """(runtime, load_ms, first use, cache state) for a timed run.
+
+    With a compiled-model cache (--cache-dir: OpenVINO CACHE_DIR, TensorRT engines, OpenVINO EP blobs) the first
+    load of this process is a first use, timed with the first inference after it: cold when the cache was empty
+    (the compile included: load_cold_ms, first_inference_cold_ms, kept beside the cache so later runs report them
+    too), warm when it was filled (load_warm_ms, first_inference_warm_ms). A cold run then times the warm first
+    use in a fresh process (warm_first_use), since this one has the runtime's plugins and kernels loaded already.
+    The runtime returned is a second load, from the filled cache: load_ms, whose first inference the caller times.
+    Without a cache: the process's only load, first use {} and cache state None."""
+    shapes = feeds.shapes()
+    cache = compiled_cache_dir(runtime_cls, args, options)
     cold = False
     if cache:
-        # the host keys the directory by artifact and options; the runtime's version is a level below it
-        version = runtime_cls(args.threads, options).version
-        cache = os.path.join(cache, "".join(c if c.isalnum() or c in "._-" else "_" for c in
-                                            "%s-%s" % (args.format, version)))
         if not os.path.isdir(cache):
             os.makedirs(cache)
         cold = not [f for f in os.listdir(cache) if f != COMPILE_RECORD]
@@ -2836,24 +2894,75 @@ def load_runtime(runtime_cls, args, options, shapes):
         runtime, first_ms = _load(runtime_cls, args, options, shapes, cache_dir=cache)
     runtime.cache_repair = repair
     if not cache or not runtime.uses_cache():
-        return runtime, first_ms, None, None
+        return runtime, first_ms, {}, None
+    first = first_inference_ms(runtime, feeds)
     record = os.path.join(cache, COMPILE_RECORD)
     if cold:
-        compile_ms = first_ms
+        first_use = {Doc.LOAD_COLD_MS: first_ms, Doc.FIRST_INFERENCE_COLD_MS: first}
+        # what the entry is, for `harness targets --cache`: the runtime and the artifact it was compiled from
+        what = {"runtime": runtime.name, "runtime_version": str(runtime.version),
+                "model": os.path.basename(args.model), "model_sha256": entry_digest(args.model)}
         with open(record, "w") as handle:
-            json.dump({"compile_ms": compile_ms}, handle)
+            json.dump(dict(first_use, **what), handle)
     else:
         try:
             with open(record) as handle:
-                compile_ms = json.load(handle).get("compile_ms")
-        except (IOError, OSError, ValueError):
-            compile_ms = None
+                kept = json.load(handle)
+            first_use = {Doc.LOAD_COLD_MS: kept.get(Doc.LOAD_COLD_MS),
+                         Doc.FIRST_INFERENCE_COLD_MS: kept.get(Doc.FIRST_INFERENCE_COLD_MS)}
+        except (IOError, OSError, ValueError, AttributeError):
+            first_use = {}
+        first_use.update({Doc.LOAD_WARM_MS: first_ms, Doc.FIRST_INFERENCE_WARM_MS: first})
+    del runtime
+    if cold:
+        first_use.update(warm_first_use(args, first_ms))
     # load_ms is always a second load in this process, from the cache: the first one also paid for loading the
     # runtime's plugins, so a cold and a warm run report the same thing
-    del runtime
     runtime, load_ms = _load(runtime_cls, args, options, shapes, cache_dir=cache)
     runtime.cache_repair = repair
-    return runtime, load_ms, compile_ms, "cold" if cold else "warm"
+    return runtime, load_ms, first_use, "cold" if cold else "warm"
+
+
+def warm_first_use(args, cold_load_ms):
+    """{load_warm_ms, first_inference_warm_ms}: this agent's `first-use` in a fresh process, from the cache just
+    filled. Its timeout: 20 times the cold load, at least 2 minutes (a warm load is the faster one)."""
+    import subprocess
+    argv = [sys.executable, os.path.abspath(__file__), "first-use", "--model", args.model, "--format", args.format,
+            "--inputs", args.inputs, "--threads", str(args.threads), "--cache-dir", args.cache_dir]
+    if args.weights:
+        argv += ["--weights", args.weights]
+    if args.runtime_config:
+        argv += ["--runtime-config", args.runtime_config]
+    timeout_s = max(120.0, 20 * cold_load_ms / 1e3)
+    try:
+        done = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=timeout_s)
+        lines = done.stdout.decode("utf-8", "replace").strip().splitlines()
+        document = json.loads(lines[-1]) if lines else {}
+    except subprocess.TimeoutExpired:
+        raise AgentFailure(ErrorCategory.LOAD_FAILED, "the warm first use (a fresh process loading the compiled-model "
+                           "cache just filled) took more than %.0f s" % timeout_s)
+    except ValueError:
+        document = {}
+    if document.get(Doc.STATUS) != STATUS_OK:
+        why = document.get(Doc.ERROR_MESSAGE) or _one_line(done.stderr.decode("utf-8", "replace")) or \
+            "exit %s" % done.returncode
+        raise AgentFailure(ErrorCategory.LOAD_FAILED, "a fresh process could not use the compiled-model cache "
+                           "just filled: %s%s" % ("%s: " % document[Doc.ERROR_CATEGORY]
+                                                 if document.get(Doc.ERROR_CATEGORY) else "", why))
+    return dict((key, document.get(key)) for key in (Doc.LOAD_WARM_MS, Doc.FIRST_INFERENCE_WARM_MS))
+
+
+def cmd_first_use(args):
+    """Load the model from its filled compiled-model cache and run the first inference, in this fresh process."""
+    runtime_cls = RUNTIMES.get(args.format)
+    if runtime_cls is None:
+        raise AgentFailure(ErrorCategory.BAD_INPUT, "unknown format %r; known: %s"
+                           % (args.format, ", ".join(sorted(RUNTIMES))), EXIT_BAD_INPUT)
+    options = runtime_config(args)["options"]
+    feeds = Feeds.load(args.inputs)
+    runtime, load_ms = _load(runtime_cls, args, options, feeds.shapes(),
+                             cache_dir=compiled_cache_dir(runtime_cls, args, options))
+    return {Doc.LOAD_WARM_MS: load_ms, Doc.FIRST_INFERENCE_WARM_MS: first_inference_ms(runtime, feeds)}
 
 
 def profile_cell(runtime_cls, args, options, feeds, config, cache_dir=None):
@@ -3123,6 +3232,13 @@ def main(argv=None):
                      'cooldown before the cell, as JSON: {"root": sysfs root, "vcgencmd": ..., "sampling_hz": 4, '
                      '"cooldown_below_c": null, "cooldown_max_wait_s": 300, "cooldown_poll_s": 1} (none given: '
                      'read /sys, no cooldown)')
+    first_use = sub.add_parser("first-use", help="load a model from its filled compiled-model cache and time the "
+                               "load and the first inference, as JSON (run starts it in a fresh process)")
+    for name in ("--model", "--format", "--inputs", "--cache-dir"):
+        first_use.add_argument(name, required=True)
+    first_use.add_argument("--weights", default="")
+    first_use.add_argument("--threads", type=int, default=1)
+    first_use.add_argument("--runtime-config", default="")
     cache = sub.add_parser("cache", help="the device's content cache: list, verify, prune, make room (JSON)")
     cache.add_argument("action", choices=("list", "verify", "prune", "make-room", "evict", "suspect", "pin", "unpin"))
     cache.add_argument("--workdir", required=True)
@@ -3149,13 +3265,14 @@ def main(argv=None):
         except AgentFailure as exc:
             print(json.dumps({"status": "error", Doc.ERROR_CATEGORY: exc.category, Doc.ERROR_MESSAGE: str(exc)}))
             return exc.exit_code
-    if args.command not in ("run", "inspect"):
+    if args.command not in ("run", "inspect", "first-use"):
         parser.print_help()
         return EXIT_BAD_INPUT
     document = {Doc.AGENT_VERSION: AGENT_VERSION, Doc.STATUS: "ok", Doc.PYTHON: platform.python_version()}
     code = EXIT_OK
     try:
-        document.update(cmd_run(args) if args.command == "run" else cmd_inspect(args))
+        command = {"run": cmd_run, "inspect": cmd_inspect, "first-use": cmd_first_use}[args.command]
+        document.update(command(args))
     except AgentFailure as exc:
         document.update({Doc.STATUS: "error", Doc.ERROR_CATEGORY: exc.category, Doc.ERROR_MESSAGE: str(exc)})
         document.update(exc.details)
@@ -3175,10 +3292,10 @@ def main(argv=None):
         document[Doc.NUMPY] = numpy.__version__
     except Exception:
         pass
-    if args.command == "inspect":
+    if args.command in ("inspect", "first-use"):
         print(json.dumps(document))
     try:
-        if args.result:
+        if getattr(args, "result", ""):
             write_result(args.result, document)
     except (IOError, OSError) as exc:  # the device's storage refused the result: say why on stdout, leave no part
         failure = storage_failure(exc, "writing the result %s" % args.result)

@@ -29,7 +29,7 @@ def register(subparsers) -> None:
     p.add_argument("--trends", action="store_true",
                    help="write the trend page, <reports-dir>/history/index.html: one small plot per series with its "
                         "change points and noise band (also written after every run)")
-    p.add_argument("--figure", action="append", choices=("median", "mean", "p90", "peak_memory", "primary"),
+    p.add_argument("--figure", action="append", choices=("median", "mean", "p90", "peak_memory", "primary", "energy"),
                    help="with --changes: only this figure (repeatable; default all)")
     p.add_argument("--record", metavar="RUN", help="append a run (id or 'latest') to the store")
     p.add_argument("--compare", metavar="RUN", help="list regressions of a run (id or 'latest') against a baseline")

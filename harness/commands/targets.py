@@ -139,7 +139,7 @@ def cache_text(state: Dict[str, Any]) -> str:
     if state.get("suspect"):
         lines.append(f"  STORAGE SUSPECT: {state['suspect'].get('reason')} (marked {state['suspect'].get('marked_at')})")
     for entry in sorted(state.get("entries", []), key=lambda e: e["last_used"]):
-        what = ", ".join(entry["files"]) or entry["kind"]
+        what = ", ".join(entry["files"] or entry.get("what") or []) or entry["kind"]
         lines.append(f"    {entry['key'][:16]:<16} {_size(entry['bytes']):>10}  last used {_when(entry['last_used'])}  "
                      f"{what}{_PINNED.get(entry.get('pinned'), '')}")
     return "\n".join(lines)

@@ -20,6 +20,7 @@ from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence
 
 
 from harness.core.errors import ConfigError, HarnessError
+from harness.core.numbers import finite_or_none
 from harness.judge.regression import CellBaseline
 from harness.judge.trends import latency_figures
 from harness.schema.results import COLUMNS, FAILED, LOST, OK
@@ -381,7 +382,8 @@ class History:
     def cell_baselines(self, run_id: str, rows: Sequence[Mapping[str, Any]]) -> Dict[tuple, CellBaseline]:
         """Each ok row's cell key (regression.history_key) -> its newest ok, quiet measurement in a run before
         `run_id` whose gate passed, wherever it was recorded (before any run was gated: in a run without failed
-        cells). No entry: the key's first run. A farm gating each model in its own job makes the newest passing
+        cells). No entry: the key's first run. Its energy baseline is the newest such measurement that measured energy
+        (CellBaseline.energy), so a run whose sensor gave no figure does not leave energy unjudged. A farm gating each model in its own job makes the newest passing
         run another model's; a per-run baseline then compares the cell with nothing."""
         from harness.judge.regression import history_key
         wanted = {tuple(history_key(r)) for r in rows if r.get("status") == OK}
@@ -400,15 +402,21 @@ class History:
                 "ORDER BY r.started_at DESC, r.seq DESC, c.cell_id", params).fetchall()
             places = places_in_time(conn)
             chosen: Dict[tuple, tuple] = {}
+            energy: Dict[tuple, tuple] = {}
             for r in found:
                 earlier = r["run_id"] != run_id and (current is None or places[r["run_id"]] < current.seq)
                 passing = r["gate_status"] == GATE_PASSED if gated else \
                     (int(r["n_failed"]) == 0 and r["gate_status"] != GATE_NOT_JUDGED)
                 row = json.loads(r["row_json"]) if earlier and passing else {}
                 key = tuple(history_key(row)) if row else None
-                if key in wanted and key not in chosen and str(row.get("noisy")).lower() not in ("true", "1", "1.0"):
+                if key not in wanted or str(row.get("noisy")).lower() in ("true", "1", "1.0"):
+                    continue
+                if key not in chosen:
                     chosen[key] = (r["run_id"], r["cell_id"], row)
-            return {key: CellBaseline(run, row, self._cell_samples(conn, run, cell))
+                mj = finite_or_none(row.get("energy_mj_per_inference"))
+                if key not in energy and mj is not None and mj > 0:
+                    energy[key] = (r["run_id"], mj)  # newest first: the newest that measured it
+            return {key: CellBaseline(run, row, self._cell_samples(conn, run, cell), energy.get(key))
                     for key, (run, cell, row) in chosen.items()}
 
 

@@ -19,7 +19,7 @@ DEFAULT_DB_PATH = Path(".harness/history.sqlite")
 #: a PostgreSQL URL (or a SQLite path) here is the history store when no --history is given
 HISTORY_ENV = "HARNESS_HISTORY"
 #: the newest migration; `schema_version` holds every one applied
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 #: gate_status of a run: its verdict, or that the gate could not judge it (noisy, too few samples)
 GATE_PASSED, GATE_FAILED, GATE_NOT_JUDGED = "passed", "failed", "not_judged"
 
@@ -52,6 +52,11 @@ MIGRATIONS: Dict[int, Dict[str, List[str]]] = {
     # value NULL: computed, the cell has none; no row: recorded before this table, computed at the first read
     3: {"common": ["CREATE TABLE IF NOT EXISTS trend_figures (run_id TEXT NOT NULL, cell_id TEXT NOT NULL, "
                    "figure TEXT NOT NULL, value DOUBLE PRECISION, PRIMARY KEY (run_id, cell_id, figure))"]},
+    # compile_ms was renamed load_cold_ms (the cold first use's load, beside first_inference_cold_ms): stored rows
+    # and their long-form figures take the new name, so a series runs on across the rename. Rows are stored as
+    # json.dumps writes them ('"key": value'); REPLACE is the same function in both dialects
+    4: {"common": ["UPDATE metrics SET metric = 'load_cold_ms' WHERE metric = 'compile_ms'",
+                   "UPDATE cells SET row_json = REPLACE(row_json, '\"compile_ms\": ', '\"load_cold_ms\": ')"]},
 }
 #: how long a PostgreSQL recorder waits for a lock another connection holds, and for any one statement
 PG_LOCK_TIMEOUT_MS, PG_STATEMENT_TIMEOUT_MS = 30_000, 300_000

@@ -348,6 +348,7 @@ def _per_cell_checks(tp: TargetPolicy, target: str, rows: Sequence[Mapping[str, 
     base_rows: List[Dict[str, Any]] = []
     base_samples: Dict[str, Any] = {}
     run_of: Dict[str, str] = {}
+    energy_run_of: Dict[str, str] = {}
     for row in rows:
         if row.get("status") != OK or is_noisy(row):
             continue
@@ -355,17 +356,28 @@ def _per_cell_checks(tp: TargetPolicy, target: str, rows: Sequence[Mapping[str, 
         found = baselines.get(tuple(history_key(row)))
         if found is None:
             checks.append(Check(target, NO_BASELINE_RULE, cell, True,
-                                f"{NO_BASELINE_MESSAGE}; nothing to compare its latency, accuracy or memory with"))
+                                f"{NO_BASELINE_MESSAGE}; nothing to compare its latency, accuracy, memory or "
+                                f"energy with"))
             continue
         base_id = f"{found.run_id}::{found.row.get('cell_id')}"
-        base_rows.append({**found.row, "cell_id": base_id})
+        # energy against the key's newest passing measurement that has a figure (its run may be an earlier one)
+        base_rows.append({**found.row, "cell_id": base_id,
+                          "energy_mj_per_inference": found.energy[1] if found.energy else None})
         base_samples[base_id] = found.samples
         run_of[cell] = found.run_id
+        if found.energy:
+            energy_run_of[cell] = found.energy[0]
     judged = _baseline_checks(tp, target, rows, inputs.samples, base_rows, base_samples, alpha,
                               inputs.history or {}, False, inputs.figure_history, by_history_key=True)
-    checks += [replace(c, message=f"{c.message}; baseline run {run_of[c.subject]}") if c.subject in run_of else c
+
+    def baseline_run(check: Check) -> Optional[str]:
+        if check.rule == "max_energy_regression":
+            return energy_run_of.get(check.subject)
+        return run_of.get(check.subject)
+
+    checks += [replace(c, message=f"{c.message}; baseline run {baseline_run(c)}") if baseline_run(c) else c
                for c in judged]
-    return checks, sorted(set(run_of.values()))
+    return checks, sorted(set(run_of.values()) | set(energy_run_of.values()))
 
 
 def _thresholds(tp: TargetPolicy) -> Dict[str, float]:
@@ -375,6 +387,7 @@ def _thresholds(tp: TargetPolicy) -> Dict[str, float]:
     return {**DEFAULT_THRESHOLDS,
             **({f: latency for f in LATENCY_FIGURES} if latency is not None else {}),
             **({"peak_memory": tp.max_memory_regression} if tp.max_memory_regression is not None else {}),
+            **({"energy": tp.max_energy_regression} if tp.max_energy_regression is not None else {}),
             **({"primary": tp.max_accuracy_drop} if tp.max_accuracy_drop is not None else {})}
 
 
@@ -388,7 +401,9 @@ def _nightly_checks(tp: TargetPolicy, target: str, rows: Sequence[Mapping[str, A
     """One check per cell: no regression change point among the newest nightly_window_runs of its series."""
     from harness.judge.trends import build_trends, find_change_points, newest_regressions
     window = int(tp.nightly_window_runs or 0)
-    figures = tuple(tp.latency_figures or LATENCY_FIGURES) + ("peak_memory", "primary")
+    # energy's series only where the policy judges energy: a target without a sensor has none anyway
+    figures = tuple(tp.latency_figures or LATENCY_FIGURES) + ("peak_memory", "primary") + \
+        (("energy",) if tp.max_energy_regression is not None else ())
     candidates = _candidate_cells(rows, samples, run_id)
     keys = {tuple(history_key(c["row"])) for c in candidates}
     trends = [find_change_points(t, alpha=alpha, thresholds=_thresholds(tp))
@@ -413,7 +428,9 @@ def _segment_baseline(rows: Sequence[Mapping[str, Any]], samples: Mapping[str, A
     one 'repeat' of the baseline (so their spread is the between-run noise, measured), and the candidate's
     repeats pooled into one, since it is one run of that series. Returns (baseline rows, baseline samples,
     candidate samples, segment lengths)."""
-    from harness.judge.trends import build_trends, find_change_points, last_segment
+    from statistics import median
+
+    from harness.judge.trends import build_trends, cell_figure, find_change_points, last_segment
     from harness.judge.regression import flat_samples
     keys = {tuple(history_key(r)) for r in rows if r.get("status") == OK}
     by_run_key: Dict[Tuple[str, Tuple[str, ...]], Mapping[str, Any]] = {
@@ -429,7 +446,10 @@ def _segment_baseline(rows: Sequence[Mapping[str, Any]], samples: Mapping[str, A
         if not cells:
             continue
         segment_id = f"segment::{cells[-1]['row'].get('cell_id')}"
-        base_rows.append({**cells[-1]["row"], "cell_id": segment_id})
+        # energy per inference, like latency, against the whole segment: the median of the runs that measured it
+        energies = [e for e in (cell_figure(c["row"], None, "energy") for c in cells) if e is not None]
+        base_rows.append({**cells[-1]["row"], "cell_id": segment_id,
+                          "energy_mj_per_inference": float(median(energies)) if energies else None})
         base_samples[segment_id] = runs if len(runs) > 1 else (runs[0] if runs else None)
         lengths.append(len(cells))
     candidate = {k: flat_samples(v) for k, v in samples.items()}

@@ -129,6 +129,9 @@ class CellBaseline:
     row: Mapping[str, Any]
     #: its latency samples (one array, or one per repeat); None where none were kept
     samples: Any
+    #: the newest passing measurement of this key that measured energy per inference, as (run id, mJ): the
+    #: baseline's own run where it did, an earlier one where its sensor gave no figure; None: never measured
+    energy: Optional[Tuple[str, float]] = None
 
 
 @dataclass(frozen=True)

@@ -2,8 +2,8 @@
 
 A series is one cell key (model, variant, format, target, runtime configuration: regression.history_key) and
 one figure, over the recorded runs in order. Figures: the run-level median, mean and p90 latency (from the
-stored samples, as the regression judge computes them), peak memory and the primary figure (accuracy or the
-recipe's metric). A cell measured on a noisy device, and every cell of a run the gate could not judge
+stored samples, as the regression judge computes them), peak memory, the primary figure (accuracy or the
+recipe's metric) and energy per inference (where the device's sensor measured it, docs/energy.md). A cell measured on a noisy device, and every cell of a run the gate could not judge
 (gate_status 'not_judged'), stays in the series with its status but is never a value the detector or a
 baseline uses.
 
@@ -40,13 +40,13 @@ import numpy as np
 from harness.core.numbers import finite_or_none
 
 #: the figures a series can follow; the first three are latency (regression.LATENCY_FIGURES)
-TREND_FIGURES = ("median", "mean", "p90", "peak_memory", "primary")
+TREND_FIGURES = ("median", "mean", "p90", "peak_memory", "primary", "energy")
 LATENCY_TREND_FIGURES = ("median", "mean", "p90")
 #: a rise is a regression for these; for the primary figure (accuracy, the recipe's metric) a fall is
-HIGHER_IS_WORSE = {"median": True, "mean": True, "p90": True, "peak_memory": True, "primary": False}
+HIGHER_IS_WORSE = {"median": True, "mean": True, "p90": True, "peak_memory": True, "primary": False, "energy": True}
 #: analysed on the log scale: the shift is a ratio
-LOG_SCALE = {"median": True, "mean": True, "p90": True, "peak_memory": True, "primary": False}
-UNITS = {"median": "ms", "mean": "ms", "p90": "ms", "peak_memory": "MiB", "primary": ""}
+LOG_SCALE = {"median": True, "mean": True, "p90": True, "peak_memory": True, "primary": False, "energy": True}
+UNITS = {"median": "ms", "mean": "ms", "p90": "ms", "peak_memory": "MiB", "primary": "", "energy": "mJ"}
 #: significance of each segment's best split, after the Bonferroni correction over its candidate splits
 DEFAULT_CHANGE_ALPHA = 0.01
 #: the fewest runs on each side of a change point: one odd night is not a change
@@ -65,7 +65,8 @@ TRIM_SD_FLOOR = 0.5
 #: pair alarms on quiet series no more often than the t test alone (measured: tests/test_robust_split.py)
 TRIMMED_TEST_PENALTY = 1.5
 #: shift thresholds for a regression change point where the policy names none
-DEFAULT_THRESHOLDS = {"median": 0.05, "mean": 0.05, "p90": 0.05, "peak_memory": 0.05, "primary": 0.01}
+#: energy's is wider: a 20 Hz sensor over about a second of timing is noisier than a latency median (docs/energy.md)
+DEFAULT_THRESHOLDS = {"median": 0.05, "mean": 0.05, "p90": 0.05, "peak_memory": 0.05, "primary": 0.01, "energy": 0.20}
 
 
 # ---------------------------------------------------------------- binary segmentation
@@ -238,7 +239,7 @@ def series_label(key: Sequence[str], figure: str) -> str:
 
 def cell_figure(row: Mapping[str, Any], samples: Any, figure: str) -> Optional[float]:
     """One cell's value of a trend figure: latency from its samples (else the row's column), peak memory in MiB,
-    the primary figure."""
+    the primary figure, energy per inference in mJ (None where it was not measured)."""
     from harness.judge.regression import FIGURE_COLUMNS, run_level_figure
     if figure in LATENCY_TREND_FIGURES:
         value = run_level_figure(samples, figure) if samples is not None else None
@@ -250,6 +251,9 @@ def cell_figure(row: Mapping[str, Any], samples: Any, figure: str) -> Optional[f
         return peak / 2 ** 20 if peak else None
     if figure == "primary":
         return finite_or_none(row.get("primary_value"))
+    if figure == "energy":
+        energy = finite_or_none(row.get("energy_mj_per_inference"))
+        return energy if energy is not None and energy > 0 else None
     raise ValueError(f"unknown trend figure {figure!r}; known: {', '.join(TREND_FIGURES)}")
 
 
@@ -281,8 +285,8 @@ def build_trends(cells: Iterable[Mapping[str, Any]], figures: Sequence[str] = TR
         stored = cell.get("figures") or {}
         for figure in figures:
             value = stored[figure] if figure in stored else cell_figure(row, cell.get("samples"), figure)
-            if value is None and figure in ("primary", "peak_memory"):
-                continue  # a figure this cell does not have (no metric, no memory reading)
+            if value is None and figure in ("primary", "peak_memory", "energy"):
+                continue  # a figure this cell does not have (no metric, no memory or power reading)
             points.setdefault((key, figure), []).append(
                 TrendPoint(str(cell["run_id"]), value, status, cell.get("gate_status")))
     return [Trend(key, figure, tuple(pts[-MAX_SERIES_RUNS:])) for (key, figure), pts in sorted(points.items())]

@@ -189,12 +189,13 @@ def inspection_notes(manifest: Mapping[str, Any], model: str) -> List[str]:
 def draw_plots(ctx: ReportContext, run_dir: RunDir) -> None:
     """Write the PNGs the report shows under <run>/plots/ and list them in ctx.images."""
     from harness.report import plots
+    from harness.report.energy import measured_targets
     out = run_dir.root / PLOTS_DIR
     out.mkdir(parents=True, exist_ok=True)
     for stale in out.glob("*.png"):
         stale.unlink()
     rows = ctx.rows
-    images: Dict[str, List[ImageRef]] = {"parity": [], "pareto": [], "memory": []}
+    images: Dict[str, List[ImageRef]] = {"parity": [], "pareto": [], "energy": [], "memory": []}
     configuration_at_target = {str(r["cell_id"]): f"{r.get('runtime_config') or r.get('format')}@{r.get('target')}"
                                for r in rows}
     for model in sorted({str(m) for m in ctx.frame["model"]}):
@@ -216,6 +217,12 @@ def draw_plots(ctx: ReportContext, run_dir: RunDir) -> None:
     plots.accuracy_vs_latency_by_target(rows, ctx.budgets, out / name, sorted(ctx.emulated))
     images["pareto"].append(ImageRef(f"{PLOTS_DIR}/{name}", "accuracy against p99 latency, one panel per target; "
                                      "the Pareto front's cells are named" + _budget_notes(ctx, rows)))
+    energy_targets = measured_targets(rows)
+    if energy_targets:  # the other targets' reasons are words, in the section (harness.report.html)
+        plots.energy_vs_accuracy_by_target(rows, ctx.budgets, energy_targets, out / "energy.png")
+        images["energy"].append(ImageRef(f"{PLOTS_DIR}/energy.png", "accuracy against energy per inference above "
+                                         "idle, one panel per target that measured it; the Pareto front's cells "
+                                         "are named"))
     if len(rows) <= TABLE_ENOUGH_CELLS:
         ctx.images = images
         return

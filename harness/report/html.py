@@ -280,7 +280,7 @@ def result_column_groups(columns: Sequence[str]) -> Dict[str, List[str]]:
     from harness.schema import results as schema
     named = [("errors", schema.STATUS_COLUMNS), ("accuracy", schema.ACCURACY_COLUMNS),
              ("latency", schema.LATENCY_COLUMNS), ("noise", schema.NOISE_COLUMNS), ("heat", schema.HEAT_COLUMNS),
-             ("memory", schema.MEMORY_COLUMNS),
+             ("energy", schema.ENERGY_COLUMNS), ("memory", schema.MEMORY_COLUMNS),
              ("artifact", schema.ARTIFACT_COLUMNS), ("runtime", schema.RUNTIME_COLUMNS),
              ("time", schema.TIME_COLUMNS), ("ids", ["run_id", "cell_id"])]
     groups: Dict[str, List[str]] = {"sticky": [c for c in STICKY_RESULT_COLUMNS if c in columns],
@@ -483,7 +483,7 @@ def _section_failures(ctx: "ReportContext") -> str:
     parts = [broken]
     for target, groups in failure_groups(failures).items():
         n = sum(len(g[3]) for g in groups)
-        rows, classes = [], []
+        rows = []
         for status, category, message, cells in groups:
             listed = ", ".join(cells[:3]) + (f" and {len(cells) - 3} more" if len(cells) > 3 else "")
             reason = first_line(message)
@@ -563,6 +563,11 @@ def _top(ctx: "ReportContext", max_recommendations: int = 6) -> str:
             f'<h2>Recommendation per target <a class="note" href="#recommendations">(why)</a></h2>{rec_html}</header>')
 
 
+def _section_energy(ctx: "ReportContext") -> str:
+    from harness.report.energy import section_html
+    return section_html(ctx.rows, _figures(ctx.images.get("energy", []))) if len(ctx.frame) else "<p>No cell ran.</p>"
+
+
 def _no_memory_plot(ctx: "ReportContext") -> str:
     if not len(ctx.frame):
         return "<p>No cell ran.</p>"
@@ -575,6 +580,7 @@ def render_html(ctx: "ReportContext") -> str:
         ("results", "Results", _section_results(ctx)),
         ("pareto", "Accuracy against p99 latency, per target",
          _figures(ctx.images.get("pareto", [])) or "<p>No cell ran.</p>"),
+        ("energy", "Accuracy against energy per inference, per target", _section_energy(ctx)),
         ("failures", "Cells that did not run", _section_failures(ctx)),
         ("parity", "Parity with the reference and between cells", _section_parity(ctx)),
         ("devices", "Devices", _section_devices(ctx)),

@@ -130,25 +130,28 @@ def _cell_label(rec: Mapping[str, Any]) -> str:
     return f"{rec.get('model')}/{rec.get('variant')}/{rec.get('format')}"
 
 
-def _accuracy_latency_points(rows: Sequence[Mapping[str, Any]]) -> Tuple[List[Tuple[float, float]], List[str], str]:
+def _accuracy_points(rows: Sequence[Mapping[str, Any]], x_column: str
+                     ) -> Tuple[List[Tuple[float, float]], List[str], str]:
+    """(x, accuracy) of the ok cells that have both, their names, and the y axis's label."""
     points: List[Tuple[float, float]] = []
     names: List[str] = []
     ylabel = "accuracy"
     for rec in rows:
-        p99 = finite_or_none(rec.get("latency_p99_ms"))
+        x = finite_or_none(rec.get(x_column))
+        if rec.get("status") != OK or x is None:
+            continue  # a failed or skipped cell has no accuracy: it says nothing about the axis
         accuracy = finite_or_none(rec.get("accuracy"))
         if accuracy is None:
             accuracy, source = accuracy_measure(rec)
             ylabel = "accuracy (top-1 agreement\nwhere no labels)"
-        if rec.get("status") == OK and p99 is not None and accuracy is not None:
-            points.append((p99, accuracy))
+        if accuracy is not None:
+            points.append((x, accuracy))
             names.append(f"{rec.get('variant')}/{rec.get('format')}")
     return points, names, ylabel
 
 
-def _draw_accuracy_latency(ax: Any, rows: Sequence[Mapping[str, Any]], target: str, budget: Budgets,
-                           emulated: bool) -> None:
-    points, names, ylabel = _accuracy_latency_points(rows)
+def _draw_front(ax: Any, points: Sequence[Tuple[float, float]], names: Sequence[str], empty: str) -> None:
+    """The cells as points, the Pareto front (less x, more accuracy) red, stepped and named."""
     if points:
         xs, ys = np.array([p[0] for p in points]), np.array([p[1] for p in points])
         front = pareto_front(points)
@@ -161,8 +164,13 @@ def _draw_accuracy_latency(ax: Any, rows: Sequence[Mapping[str, Any]], target: s
             ax.annotate(names[k], (xs[k], ys[k]), textcoords="offset points", xytext=(5, 5 if k % 2 == 0 else -13),
                         fontsize=MIN_FONT_PT)
     else:
-        ax.text(0.5, 0.5, "no cell ran on this target", ha="center", va="center", transform=ax.transAxes,
-                fontsize=MIN_FONT_PT)
+        ax.text(0.5, 0.5, empty, ha="center", va="center", transform=ax.transAxes, fontsize=MIN_FONT_PT)
+
+
+def _draw_accuracy_latency(ax: Any, rows: Sequence[Mapping[str, Any]], target: str, budget: Budgets,
+                           emulated: bool) -> None:
+    points, names, ylabel = _accuracy_points(rows, "latency_p99_ms")
+    _draw_front(ax, points, names, "no cell ran on this target")
     if not emulated and budget_in_range(budget.latency_p99_ms, [p[0] for p in points]):
         ax.axvline(budget.latency_p99_ms, color="#1f77b4", linestyle="--",
                    label=f"p99 budget {budget.latency_p99_ms:g} ms")
@@ -195,6 +203,31 @@ def accuracy_vs_latency_by_target(rows: Sequence[Mapping[str, Any]], budgets: Ma
         ax = fig.add_subplot(n_rows, columns, k + 1)
         _draw_accuracy_latency(ax, [r for r in rows if str(r.get("target")) == target], target, budgets[target],
                                target in emulated)
+    return _save(fig, path)
+
+
+def energy_vs_accuracy_by_target(rows: Sequence[Mapping[str, Any]], budgets: Mapping[str, Budgets],
+                                  targets: Sequence[str], path: Path) -> Path:
+    """One panel per target (two per row), beside the latency panels: accuracy against energy per inference
+    (mJ above idle, docs/energy.md) of the ok cells that measured it, the Pareto front's cells named, the
+    target's energy budget where it fits the panel's range. Only `targets`: those where some cell measured it."""
+    columns = 1 if len(targets) == 1 else 2
+    n_rows = max(1, -(-len(targets) // columns))
+    fig = _figure(6.2 * columns, 4.2 * n_rows)
+    for k, target in enumerate(targets):
+        ax = fig.add_subplot(n_rows, columns, k + 1)
+        points, names, ylabel = _accuracy_points([r for r in rows if str(r.get("target")) == target],
+                                                 "energy_mj_per_inference")
+        _draw_front(ax, points, names, "no cell measured energy on this target")
+        budget = budgets.get(target, Budgets()).energy_mj
+        if budget is not None and budget_in_range(budget, [p[0] for p in points]):
+            ax.axvline(budget, color="#2ca02c", linestyle="--", label=f"energy budget {budget:g} mJ")
+        ax.set_xlabel("energy per inference above idle (mJ)")
+        ax.set_ylabel(ylabel)
+        ax.set_title(target)
+        ax.grid(True, alpha=0.3)
+        if points:
+            ax.legend(loc="best", fontsize=MIN_FONT_PT)  # where it hides the fewest cells
     return _save(fig, path)
 
 

@@ -4,7 +4,7 @@ Each plot is one cell key (model, variant, format, runtime configuration, target
 figures as lines (median solid, mean dashed, p90 dotted) over the recorded runs. A vertical line marks each
 change point of any of them (red: a regression, grey: another change), and the band around the median is the
 noise of each segment between change points (its median +- 2 robust standard deviations of the run-level
-medians). Memory and primary-figure change points are listed under the plot. Plots with a regression come
+medians). Memory, primary-figure and energy change points are listed under the plot. Plots with a regression come
 first. The page is plain HTML with inline SVG: no script, no file beside it, readable offline.
 
 Every run rewrites the page, but a series' card (its change points and plot) is made again only when its

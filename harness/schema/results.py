@@ -98,6 +98,11 @@ ACCURACY_COLUMNS = ["primary_metric", "primary_value", "primary_retention",
                     "parity_problem", "evaluation_error", "outputs_dequantized"]
 LATENCY_COLUMNS = ["latency_p50_ms", "latency_p90_ms", "latency_p99_ms", "latency_mean_ms", "latency_std_ms",
                    "latency_min_ms", "latency_max_ms", "load_ms", "first_inference_ms",
+                   # first use with a compiled-model cache (docs/runtime-configs.md), each in a fresh process: cold,
+                   # from an empty cache (the compile included), and warm, from the filled cache: the load, the
+                   # first inference and their sum. Empty for a cell whose configuration keeps no cache
+                   "load_cold_ms", "first_inference_cold_ms", "first_use_cold_ms",
+                   "load_warm_ms", "first_inference_warm_ms", "first_use_warm_ms",
                    "warmup_iterations", "timed_iterations", "threads",
                    # measurement: iterations per timed sample, seconds timed, independent agent runs and the
                    # spread of their medians (standard deviation of log median, about a CV)
@@ -127,8 +132,9 @@ ARTIFACT_COLUMNS = ["artifact_size_bytes", "artifact_gzip_bytes", "artifact_sha2
 RUNTIME_COLUMNS = ["runtime", "runtime_version", "precision", "python_version", "numpy_version", "agent_version",
                    # the runtime configuration's options (canonical JSON, '' for the runtime's defaults), what took
                    # effect (providers in effect / OpenVINO device), a fallback it made, where the nodes ran
-                   # ("CPUExecutionProvider 8/8") and the cold compile of a compiled-model cache (load_ms is warm)
-                   "runtime_options", "effective_providers", "fallback", "placement", "compile_ms", "compile_cache"]
+                   # ("CPUExecutionProvider 8/8"), and whether this run found its compiled-model cache cold (empty:
+                   # it compiled) or warm
+                   "runtime_options", "effective_providers", "fallback", "placement", "compile_cache"]
 TIME_COLUMNS = ["started_at", "duration_s"]
 #: what was repaired on the way to the cell's result: a corrupted cache entry uploaded again, a compiled-model cache
 #: rebuilt; and the agent's time checking the cached files' sha256 before loading them
@@ -165,8 +171,10 @@ def agent_metrics(agent_result: Mapping[str, Any]) -> Dict[str, Any]:
     for key in (Doc.LOAD_MS, Doc.FIRST_INFERENCE_MS, Doc.WARMUP_ITERATIONS, Doc.TIMED_ITERATIONS, Doc.THREADS,
                 Doc.BLOCK_SIZE, Doc.TIMED_S, Doc.LATENCY_CLOCK, Doc.PEAK_RSS_BYTES, Doc.RSS_INCREASE_BYTES,
                 Doc.BASELINE_RSS_BYTES, Doc.RUNTIME, Doc.RUNTIME_VERSION, Doc.PRECISION, Doc.AGENT_VERSION,
-                Doc.COMPILE_MS, Doc.COMPILE_CACHE, Doc.FALLBACK, Doc.VERIFY_MS):
+                Doc.LOAD_COLD_MS, Doc.FIRST_INFERENCE_COLD_MS, Doc.LOAD_WARM_MS, Doc.FIRST_INFERENCE_WARM_MS,
+                Doc.COMPILE_CACHE, Doc.FALLBACK, Doc.VERIFY_MS):
         row[key] = agent_result.get(key)
+    row.update(first_use(agent_result))
     row["python_version"] = agent_result.get(Doc.PYTHON)
     row["numpy_version"] = agent_result.get(Doc.NUMPY)
     effective = agent_result.get(Doc.EFFECTIVE_CONFIG) or {}
@@ -175,6 +183,17 @@ def agent_metrics(agent_result: Mapping[str, Any]) -> Dict[str, Any]:
     row["effective_providers"] = ",".join(in_effect) if isinstance(in_effect, list) else in_effect
     row["placement"] = placement_text((agent_result.get(Doc.PROFILE) or {}).get("placement"))
     return row
+
+
+def first_use(agent_result: Mapping[str, Any]) -> Dict[str, Optional[float]]:
+    """first_use_cold_ms and first_use_warm_ms: the load and the first inference from an empty and from a filled
+    compiled-model cache, summed; None where the cell kept no cache or a part is missing."""
+    def total(load: Any, first: Any) -> Optional[float]:
+        return float(load) + float(first) if load is not None and first is not None else None
+    return {"first_use_cold_ms": total(agent_result.get(Doc.LOAD_COLD_MS),
+                                       agent_result.get(Doc.FIRST_INFERENCE_COLD_MS)),
+            "first_use_warm_ms": total(agent_result.get(Doc.LOAD_WARM_MS),
+                                       agent_result.get(Doc.FIRST_INFERENCE_WARM_MS))}
 
 
 def placement_text(placement: Optional[Mapping[str, int]]) -> Optional[str]:
