@@ -2944,8 +2944,8 @@ def warm_first_use(args, cold_load_ms):
     except ValueError:
         document = {}
     if document.get(Doc.STATUS) != STATUS_OK:
-        why = document.get(Doc.ERROR_MESSAGE) or _one_line(done.stderr.decode("utf-8", "replace")) or \
-            "exit %s" % done.returncode
+        stderr = [t for t in done.stderr.decode("utf-8", "replace").splitlines() if t.strip()]
+        why = document.get(Doc.ERROR_MESSAGE) or (stderr[-1].strip() if stderr else "exit %s" % done.returncode)
         raise AgentFailure(ErrorCategory.LOAD_FAILED, "a fresh process could not use the compiled-model cache "
                            "just filled: %s%s" % ("%s: " % document[Doc.ERROR_CATEGORY]
                                                  if document.get(Doc.ERROR_CATEGORY) else "", why))
