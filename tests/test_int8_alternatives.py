@@ -99,6 +99,20 @@ def test_every_int8_cell_of_a_detector_not_faster_beyond_noise_has_the_finding(d
 
 
 @pytest.mark.slow
+def test_the_gate_text_carries_every_int8_finding_of_the_summary(detector_run, tmp_path):
+    _, run = detector_run
+    findings = _findings(run)
+    assert findings
+    gate = subprocess.run([sys.executable, "-m", "harness.cli", "gate", "--run", run.name, "--reports-dir",
+                           str(run.parent), "--policy", str(ROOT / "policies" / "default.yaml"), "--db",
+                           str(tmp_path / "history.db"), "--junit", str(tmp_path / "gate.xml"), "--no-record"],
+                          capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert gate.returncode in (0, 1), gate.stderr
+    for line in findings:
+        assert f"  note: {line[2:]}" in gate.stdout, gate.stdout
+
+
+@pytest.mark.slow
 def test_the_alternatives_land_in_the_same_table_each_a_different_file(detector_run):
     result, run = detector_run
     rows = _rows(run)
@@ -228,7 +242,7 @@ def _run(int8_ms, probe, settings=S8_QDQ, samples=None, profiled=True, extra_row
          "operators": {"QuantizeLinear": 7, "DequantizeLinear": 9, "Conv": 3, "Concat": 1}},
         *({"model": "m", "variant": r["variant"], "format": "onnx",
            "metrics": {"quantization": "ort_qdq_int8", "alternative_of": "ort_int8"}} for r in extra_rows)]}
-    return int8_slowdowns(rows, profiles, {"t": probe}, manifest, samples)
+    return [f.text for f in int8_slowdowns(rows, profiles, {"t": probe}, manifest, samples)]
 
 
 X86 = {"machine": "x86_64", "cpu_int8_flags": ["avx512_vnni"]}

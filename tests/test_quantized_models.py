@@ -197,13 +197,13 @@ def _profile(layers, timed=True):
     return {"timed": timed, "layers": layers, "placement": {"CPUExecutionProvider": len(layers)}}
 
 
-def _slow_run(int8_ms: float, flags):
+def _slow_run(int8_ms: float, flags, noisy: bool = False):
     from harness.report.int8 import int8_slowdowns
 
     rows = [{"cell_id": "m__reference__onnx__pi", "model": "m", "variant": "reference", "format": "onnx",
              "runtime_config": "onnx", "target": "pi", "status": "ok", "latency_p50_ms": 2.0},
             {"cell_id": "m__ort_int8__onnx__pi", "model": "m", "variant": "ort_int8", "format": "onnx",
-             "runtime_config": "onnx", "target": "pi", "status": "ok", "latency_p50_ms": int8_ms}]
+             "runtime_config": "onnx", "target": "pi", "status": "ok", "latency_p50_ms": int8_ms, "noisy": noisy}]
     # the layer documents as the agent writes them for ONNX Runtime (reports/<run>/profiles/<cell>.json)
     profiles = {"m__reference__onnx__pi": _profile([{"name": "conv", "type": "Conv", "time_ms": 1.5},
                                                     {"name": "fc", "type": "Gemm", "time_ms": 0.5}]),
@@ -218,21 +218,32 @@ def _slow_run(int8_ms: float, flags):
 
 
 def test_an_int8_cell_slower_than_its_reference_is_a_finding_with_its_profile_and_the_cpu():
-    (line,) = _slow_run(3.0, ["asimddp"])
+    (finding,) = _slow_run(3.0, ["asimddp"])
+    line = finding.text
+    assert finding.short() == "m/ort_int8/onnx on pi 1.50x" and finding.verdict == "slower"
     assert "m/ort_int8/onnx on pi" in line and "1.50x" in line and "(3.000 vs 2.000 ms)" in line
     assert "1 ran integer kernels (QLinearConv, 27% of the time)" in line
     assert "1 ran float kernels (Gemm, 20% of the time)" in line
     assert "2 quantize/dequantize ops (QuantizeLinear, DequantizeLinear, 53% of the time)" in line
     assert "int8 instructions: asimddp" in line and "Next: most of its time converts between int8 and float" in line
     assert _slow_run(1.0, ["asimddp"]) == []  # faster: nothing to say
+    assert "(timed on a busy device" not in line
+    (busy,) = _slow_run(3.0, ["asimddp"], noisy=True)
+    assert "is not faster than the reference it was quantized from (slower) (timed on a busy device: re-run on " \
+           "a quiet one to confirm): 1.50x" in busy.text
 
 
 def test_the_findings_reach_the_summary_and_needs_attention():
     from harness.report.findings import findings
 
-    (line,) = _slow_run(3.0, [])
-    found = findings([], [], int8_slow=[line])
-    assert [(f.text, f.link) for f in found] == [(line, "layers")]
+    (finding,) = _slow_run(3.0, [])
+    # the first screen has one line for every such cell; each finding in full is in the report's int8 section
+    (line,) = findings([], [], int8_slow=[finding] * 5)
+    assert line.link == "int8" and line.text == (
+        "5 cells quantized but not faster than the reference (m/ort_int8/onnx on pi 1.50x, m/ort_int8/onnx on pi "
+        "1.50x, m/ort_int8/onnx on pi 1.50x and 2 more): why, and what to run next")
+    from harness.report.int8 import section_html
+    assert finding.text.replace("'", "&#x27;") in section_html([finding]) and "Every quantized" in section_html([])
 
 
 def test_the_probe_reports_the_cpus_int8_instructions():

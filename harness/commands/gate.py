@@ -102,6 +102,10 @@ def cmd_gate(args) -> int:
         print(line)
     for note in budget_notes:
         print(f"  note: {note}")
+    from harness.report.int8 import int8_slowdowns
+    from harness.report.profiles import load_profiles
+    for finding in int8_slowdowns(rows, load_profiles(results.root), results.devices or {}, results.manifest, samples):
+        print(f"  note: {finding.text}")  # why a quantized cell is not faster: not a verdict, what to try next
     junit = write_junit(result, args.junit or results.root / "gate.junit.xml")
     print(f"junit: {junit}")
     try:  # the CI job summary: verdict first, regressions with their intervals, failures by device

@@ -6,6 +6,7 @@ from typing import Any, Dict, FrozenSet, List
 
 from harness.judge.scores import CellScore, CrossArchParity, Disagreement, PairParity, PortabilityScore, Recommendation
 from harness.report.findings import DisagreementGroup
+from harness.report.int8 import Int8Finding
 from harness.schema.results import OK
 from harness.schema.targets import Budgets
 
@@ -60,7 +61,7 @@ class ReportContext:
     #: what happened to the run beyond its cells, e.g. "history not recorded: ..." (RunResults.notes)
     run_notes: List[str] = field(default_factory=list)
     #: quantized cells not faster than their float parent, with what their profiles say (harness.report.int8)
-    int8_findings: List[str] = field(default_factory=list)
+    int8_findings: List[Int8Finding] = field(default_factory=list)
 
     @property
     def rows(self) -> List[Dict[str, Any]]:

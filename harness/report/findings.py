@@ -216,7 +216,7 @@ def _cells(n: int) -> str:
 
 
 def findings(rows: Sequence[Mapping[str, Any]], groups: Sequence[DisagreementGroup], emulated: Sequence[str] = (),
-             budget_notes: Sequence[str] = (), max_failure_lines: int = 3, int8_slow: Sequence[str] = ()
+             budget_notes: Sequence[str] = (), max_failure_lines: int = 3, int8_slow: Sequence[Any] = ()
              ) -> List[Finding]:
     """The findings that need attention, worst first, one line each."""
     out: List[Finding] = []
@@ -275,8 +275,11 @@ def findings(rows: Sequence[Mapping[str, Any]], groups: Sequence[DisagreementGro
     if emulated:
         out.append(Finding(f"emulated under qemu-user: {', '.join(sorted(emulated))}: latency and memory recorded, "
                            f"not judged", "devices", "info"))
-    for line in int8_slow:
-        out.append(Finding(line, "layers", "warn"))
+    if int8_slow:  # one line: each finding in full is in its section
+        shown = ", ".join(f.short() for f in int8_slow[:3]) + (f" and {len(int8_slow) - 3} more"
+                                                                 if len(int8_slow) > 3 else "")
+        out.append(Finding(f"{_cells(len(int8_slow))} quantized but not faster than the reference "
+                           f"({shown}): why, and what to run next", "int8", "warn"))
     for note in budget_notes:
         out.append(Finding(note, "devices", "info"))
     return out

@@ -15,6 +15,7 @@ import numpy as np
 from harness.schema.results import METRIC_PREFIX, OK
 from harness.report.findings import findings, first_line, fix_for, group_line, is_true, measuring_state, what_was_run
 from harness.report.markdown import failure_groups
+from harness.report.int8 import section_html as int8_section
 from harness.report.profiles import section_html
 
 from harness.report.context import TABLE_ENOUGH_CELLS, ImageRef, ReportContext
@@ -502,10 +503,6 @@ def _section_failures(ctx: "ReportContext") -> str:
     return "".join(parts)
 
 
-def _section_layers(ctx: "ReportContext") -> str:
-    return section_html(ctx.rows, ctx.profiles)
-
-
 _VERDICT_MARK = {0: "\u2714", 1: "\u2716", 2: "\u26a0"}
 
 
@@ -588,7 +585,8 @@ def render_html(ctx: "ReportContext") -> str:
         ("scores", "Portability scores", _section_scores(ctx)),
         ("memory", "Memory per cell", _figures(ctx.images.get("memory", [])) or _no_memory_plot(ctx)),
         ("models", "Models and data", _section_models(ctx)),
-        ("layers", "Layers and op placement", _section_layers(ctx)),
+        ("int8", "Quantized cells not faster than the reference", int8_section(ctx.int8_findings)),
+        ("layers", "Layers and op placement", section_html(ctx.rows, ctx.profiles)),
     ]
     nav = " &middot; ".join(f'<a href="#{key}">{esc(title)}</a>' for key, title, _ in sections)
     body = "".join(f'<section id="{key}"><h2>{esc(title)}</h2>{content}</section>' for key, title, content in sections)

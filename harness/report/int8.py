@@ -7,6 +7,7 @@ or how the ones in the run compared). Pure functions over rows, latency samples,
 manifest."""
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 #: operators that only move values between int8 and float
@@ -17,6 +18,31 @@ _INTEGER_OPS = frozenset({"ConvInteger", "MatMulInteger", "MatMulIntegerToFloat"
 #: layer types that only reshape or copy (neither integer nor float arithmetic)
 _LAYOUT_OPS = frozenset({"Reshape", "RESHAPE", "Flatten", "Squeeze", "Unsqueeze", "Transpose", "Identity",
                          "Parameter", "Result", "Constant", "Input", "Output"})
+
+
+@dataclass(frozen=True)
+class Int8Finding:
+    """One quantized cell not faster than its float parent: `what` (model/variant/format on target), the p50
+    ratio, 'slower' or 'no faster', and the whole finding as one text (summary.md, the report, the gate)."""
+
+    what: str
+    ratio: float
+    verdict: str
+    text: str
+
+    def short(self) -> str:
+        """'digits_cnn/ort_int8/onnx on pi4 1.56x': the first screen's form."""
+        return f"{self.what} {self.ratio:.2f}x"
+
+
+def section_html(found: Sequence[Int8Finding]) -> str:
+    """The report's section of these findings, each in full."""
+    from harness.report.elements import esc
+    if not found:
+        return "<p>Every quantized cell that ran was faster than the reference it was quantized from.</p>"
+    return ("<p>Each quantized cell not faster than its float reference (same format, runtime configuration and "
+            "target) beyond noise: the ratio, what its profile or file shows, the CPU's int8 instructions and "
+            "what to run next.</p><ul>" + "".join(f"<li>{esc(f.text)}</li>" for f in found) + "</ul>")
 
 
 def kernel_group(layer: Mapping[str, Any]) -> str:
@@ -166,7 +192,7 @@ def _evidence(profile: Mapping[str, Any], parent_profile: Mapping[str, Any],
 
 def int8_slowdowns(rows: Sequence[Mapping[str, Any]], profiles: Mapping[str, Mapping[str, Any]],
                    devices: Mapping[str, Mapping[str, Any]], manifest: Mapping[str, Any],
-                   samples: Optional[Mapping[str, Any]] = None) -> List[str]:
+                   samples: Optional[Mapping[str, Any]] = None) -> List[Int8Finding]:
     """One line per quantized cell whose latency is not below its float parent's (the reference variant of the
     same model, format, runtime configuration and target) beyond noise; `samples`: latency samples by cell_id
     (RunResults.latency_samples), without which the p50s decide."""
@@ -207,6 +233,9 @@ def int8_slowdowns(rows: Sequence[Mapping[str, Any]], profiles: Mapping[str, Map
         what = f"{model}/{variant}/{row.get('format')} on {row.get('target')}"
         headline = "is not faster than the reference it was quantized from " + \
             ("(slower)" if verdict == "slower" else "(no faster: quantization gained nothing)")
-        lines.append(f"{what} {headline}: {ratio:.2f}x its p50 ({ms:.3f} vs {parent_ms:.3f} ms), {judged}; "
-                     f"{evidence}; {_cpu_text(probe)}. Next: {step}")
+        # a cell timed on a busy device is not judged by the gate: the finding stands, with that caveat first
+        busy = " (timed on a busy device: re-run on a quiet one to confirm)" if any(
+            str(r.get("noisy")) == "True" for r in (row, parent)) else ""
+        lines.append(Int8Finding(what, ratio, verdict, f"{what} {headline}{busy}: {ratio:.2f}x its p50 ({ms:.3f} "
+                                 f"vs {parent_ms:.3f} ms), {judged}; {evidence}; {_cpu_text(probe)}. Next: {step}"))
     return lines

@@ -167,7 +167,7 @@ def render_markdown(ctx: "ReportContext", gate: Any = None) -> str:
         lines.append("")
     if ctx.int8_findings:
         lines += ["### Quantized cells not faster than the reference", ""]
-        lines += [f"- {line}" for line in ctx.int8_findings] + [""]
+        lines += [f"- {finding.text}" for finding in ctx.int8_findings] + [""]
     if ctx.disagreements:
         lines += ["### Cells that disagree with each other", ""]
         lines += md_table(["cell", "cell", "why"], [[d.cell_a, d.cell_b, d.reason] for d in ctx.disagreements])
