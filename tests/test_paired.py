@@ -13,7 +13,7 @@ from helpers import ROOT
 
 HARNESS = str(ROOT / ".venv" / "bin" / "harness")
 QUIET_OFF = ("quiet:\n  max_other_busy_cpus: null\n  max_load_per_cpu: null\n  max_temperature_c: null\n"
-             "  fail_on_throttling: false\n")
+             "  fail_on_throttling: false\n  max_reference_drift: null\n")
 POLICY = "alpha: 0.01\ndefaults:\n  max_latency_regression: 0.05\n  max_accuracy_drop: 0.5\n"
 
 
