@@ -306,3 +306,27 @@ def test_openvino_names_the_mixed_preset_and_the_precision_hint():
                           X86, [], 2.0, "fallback")
     assert text.startswith("run ov_int8_mixed next to it, `--variants ov_int8,ov_int8_mixed`: NNCF's mixed preset")
     assert "`precision: f32` (INFERENCE_PRECISION_HINT)" in text
+
+
+def test_a_recipe_file_gets_the_alternatives_of_its_own_int8_variants_named_after_them():
+    import dataclasses
+
+    from harness.commands.profile import resolve_variants
+    from harness.prepare.recipes import with_int8_alternatives
+    from harness.schema.recipes import VariantSpec, load_recipe
+    recipe = with_int8_alternatives(load_recipe("digits_cnn"))
+    alternatives = {v.name: v for v in recipe.variants if v.alternative_of}
+    assert sorted(alternatives) == sorted(list(ORT_VARIANTS[1:]) + ["ov_int8_mixed"])
+    # each keeps its first attempt's parameters and changes one
+    assert alternatives["ort_int8_u8"].params == {"per_channel": True, "activation_type": "uint8"}
+    assert alternatives["ov_int8_mixed"].params == {"preset": "mixed"}
+    assert resolve_variants([recipe], "int8_alternatives")["digits_cnn"] == list(alternatives)
+    assert with_int8_alternatives(recipe) == recipe  # once is enough: a resumed run's recipe stays the same
+    # a first attempt of another name: its alternatives are named after it; a name the recipe declares is kept
+    own = dataclasses.replace(recipe, variants=(VariantSpec("edge_int8", "ort_int8", {"per_channel": False}),
+                                                VariantSpec("edge_int8_u8", "ort_int8", {"calibrate_method": "entropy"},
+                                                            alternative_of="edge_int8")))
+    named = {v.name: v for v in with_int8_alternatives(own).variants}
+    assert named["edge_int8_u8"].params == {"calibrate_method": "entropy"}
+    assert named["edge_int8_qoperator"].params == {"per_channel": False, "quant_format": "qoperator"}
+    assert named["edge_int8_per_tensor"].alternative_of == "edge_int8"

@@ -10,11 +10,15 @@ def register(subparsers) -> None:
 
 
 def cmd_models(args) -> int:
+    from harness.prepare.recipes import with_int8_alternatives
     from harness.schema.recipes import list_recipe_names, load_recipe
 
     for name in list_recipe_names():
-        r = load_recipe(name)
-        variants = ", ".join(f"{v.name} ({v.compressor})" for v in r.variants) or "none"
+        r = with_int8_alternatives(load_recipe(name))
+        variants = ", ".join(f"{v.name} ({v.compressor})" for v in r.variants if not v.alternative_of) or "none"
+        alternatives = [v.name for v in r.variants if v.alternative_of]
+        if alternatives:
+            variants += f"; int8 alternatives: {', '.join(alternatives)}"
         source = r.source.path or f"{r.source.builder} (zoo)"
         inputs = ", ".join(f"{i.name}{list(i.shape)} {i.dtype}".strip() for i in r.inputs) or "from the file"
         print(f"{r.name:<20} {r.source.format or 'auto':<12} {source}\n{'':<20} inputs {inputs}  "

@@ -80,8 +80,8 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--variants", default="", metavar="LIST",
                    help="compressed variants to add to the reference: comma-separated names declared in the recipe, "
                         "'all' (every first attempt) and 'int8_alternatives' (the other int8 settings: ort_int8_u8, "
-                        "ort_int8_qoperator, ort_int8_per_tensor, ort_int8_keep_float, ov_int8_mixed for a "
-                        "--model-file), e.g. all,ort_int8_u8 (default: none; compression is opt-in)")
+                        "ort_int8_qoperator, ort_int8_per_tensor, ort_int8_keep_float, ov_int8_mixed, named after "
+                        "each ort_int8 or ov_int8 variant), e.g. all,ort_int8_u8 (default: none; compression is opt-in)")
     p.add_argument("--formats", default="", metavar="LIST",
                    help="only these formats, comma-separated (tflite, onnx, openvino, torch): nothing else is "
                         "converted or measured (default: every format the model converts to, or the recipe's "
@@ -223,6 +223,7 @@ def cmd_profile(args) -> int:
     from harness.commands.publish import preload_report_libraries, publish
     from harness.core.logs import RUN_LOG_NAME, log_to_file
     from harness.run.pipeline import run_profile
+    from harness.prepare.recipes import with_int8_alternatives
     from harness.run.plan import RunSettings
     from harness.schema.recipes import list_recipe_names, load_recipe
     from harness.schema.targets import run_target
@@ -250,7 +251,8 @@ def cmd_profile(args) -> int:
         run_id = resume
     if resume:
         # the formats the run was limited to (--formats) hold for its resume too
-        recipes = pick_formats(resumed_recipes(manifest), ",".join(settings_doc.get("formats") or []))
+        recipes = pick_formats([with_int8_alternatives(r) for r in resumed_recipes(manifest)],
+                               ",".join(settings_doc.get("formats") or []))
         pairs = dict(manifest.get(PAIRED_KEY) or {})
     else:
         recipes, pairs = file_recipes(args)
@@ -258,7 +260,7 @@ def cmd_profile(args) -> int:
             model_names = [] if recipes else [default_model()]
         if model_names == ["all"]:
             model_names = list_recipe_names()
-        recipes += [load_recipe(m) for m in model_names]
+        recipes += [with_int8_alternatives(load_recipe(m)) for m in model_names]
         recipes = pick_formats(recipes, args.formats)
     targets = [run_target(t) for t in (target_names or ["local"])]
     variants = ({r.name: variants_by_model.get(r.name, []) for r in recipes} if resume

@@ -29,8 +29,12 @@ OV_ALTERNATIVES: Tuple[VariantSpec, ...] = (
 #: `--variants int8_alternatives`: every alternative a recipe declares
 ALTERNATIVES_GROUP = "int8_alternatives"
 
-_ORT = (VariantSpec("ort_int8", "ort_int8"),) + ORT_ALTERNATIVES
-_OV = (VariantSpec("ov_int8", "ov_int8"),) + OV_ALTERNATIVES
+#: by compressor: the alternatives each first attempt of it gets (with_int8_alternatives)
+ALTERNATIVES_BY_COMPRESSOR: Dict[str, Tuple[VariantSpec, ...]] = {"ort_int8": ORT_ALTERNATIVES,
+                                                                  "ov_int8": OV_ALTERNATIVES}
+
+_ORT = (VariantSpec("ort_int8", "ort_int8"),)
+_OV = (VariantSpec("ov_int8", "ov_int8"),)
 #: int8 and float16 variants that work from each source format (calibration comes from the user's data)
 FILE_VARIANTS: Dict[str, Tuple[VariantSpec, ...]] = {
     "onnx": _ORT + _OV,
@@ -68,7 +72,25 @@ def recipe_for_file(path: Path, source_format: str = "", shapes: Optional[Dict[s
                              description=f"{fmt} model file {path}", source_path="")
     except (TypeError, ValueError) as exc:
         raise ConfigError(where, str(exc)) from None
-    return recipe
+    return with_int8_alternatives(recipe)
+
+
+def with_int8_alternatives(recipe: ModelRecipe) -> ModelRecipe:
+    """The recipe with the other settings of each first-attempt ONNX Runtime or NNCF int8 variant it declares
+    (ALTERNATIVES_BY_COMPRESSOR), so `--variants int8_alternatives` and the int8 finding's next step work for a
+    recipe file as for a model file. Each alternative keeps its first attempt's parameters and changes one; it is
+    named after it (`ort_int8_u8`; `my_int8_u8` for a variant `my_int8`). Names the recipe declares are kept."""
+    from dataclasses import replace
+    declared = {v.name for v in recipe.variants}
+    extra = []
+    for first in (v for v in recipe.variants if not v.alternative_of):
+        for alt in ALTERNATIVES_BY_COMPRESSOR.get(first.compressor, ()):
+            name = first.name + alt.name[len(alt.alternative_of):]
+            if name not in declared:
+                declared.add(name)
+                extra.append(VariantSpec(name, first.compressor, {**dict(first.params), **dict(alt.params)},
+                                         alternative_of=first.name))
+    return replace(recipe, variants=tuple(recipe.variants) + tuple(extra)) if extra else recipe
 
 
 def validate_recipe(recipe: ModelRecipe, variants: Sequence[str] = ()) -> None:
