@@ -289,3 +289,25 @@ def test_a_local_target_without_thermal_zones_says_not_measured_and_does_not_wai
     [once] = [m for m in said if "cooldown_below_c" in m]
     assert once.startswith("[local] quiet.cooldown_below_c is set but the device has no temperature to cool by "
                            "(not measured: no thermal zone readable")
+
+
+def test_the_quiet_guards_conditions_read_the_targets_thermal_root_with_the_monitors_sources(tmp_path):
+    """read_conditions (what the quiet-device guard judges) reads the same tree the heat monitor does: a
+    simulated device's, never this host's /sys; the PMIC-Die zone and fans are left out there too."""
+    def write(relative, text):
+        path = tmp_path / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text + "\n")
+
+    write("class/thermal/thermal_zone0/type", "cpu-thermal")
+    write("class/thermal/thermal_zone0/temp", "51500")
+    write("class/thermal/thermal_zone1/type", "PMIC-Die")
+    write("class/thermal/thermal_zone1/temp", "100000")
+    write("class/thermal/cooling_device0/type", "cpu-balanced")
+    write("class/thermal/cooling_device0/cur_state", "2")
+    write("class/thermal/cooling_device1/type", "Fan")
+    write("class/thermal/cooling_device1/cur_state", "3")
+    write("devices/system/cpu/cpu0/thermal_throttle/core_throttle_count", "7")
+    conditions = agent.read_conditions({"root": str(tmp_path), "vcgencmd": str(tmp_path / "no-vcgencmd")})
+    assert conditions["temperature_c"] == 51.5 and conditions["cooling_active"] == ["cpu-balanced=2"]
+    assert conditions["thermal_throttle_count"] == 7 and conditions["vcgencmd_throttled"] is None

@@ -989,12 +989,18 @@ class PowerUnavailable(Exception):
     """This source is not on the device (or cannot be read); the message says why."""
 
 
-def register_power_source(name):
-    def register(cls):
-        cls.name = name
-        POWER_SOURCES[name] = cls
-        return cls
-    return register
+def registrar(table):
+    """A decorator factory that files a class in `table` under a name, which the class keeps as `name`."""
+    def register_as(name):
+        def register(cls):
+            cls.name = name
+            table[name] = cls
+            return cls
+        return register
+    return register_as
+
+
+register_power_source = registrar(POWER_SOURCES)
 
 
 class PowerSource(object):
@@ -1397,12 +1403,7 @@ class ThermalUnavailable(Exception):
     """This temperature or throttle source is not on the device (or cannot be read); the message says why."""
 
 
-def register_thermal_source(name):
-    def register(cls):
-        cls.name = name
-        THERMAL_SOURCES[name] = cls
-        return cls
-    return register
+register_thermal_source = registrar(THERMAL_SOURCES)
 
 
 class ThermalSource(object):
@@ -1530,27 +1531,31 @@ class ClockCoolingDevices(ThermalSource):
     cur_state above 0 is throttling now (a Jetson's cpu-balanced / gpu-balanced, cpufreq-cpu0, a devfreq GPU)."""
     kind = "throttle"
 
-    def __init__(self, method, paths):
+    def __init__(self, method, devices):
         ThermalSource.__init__(self, method)
-        self.paths = paths
+        self.devices = devices  # [(type, cur_state path)]
 
     @classmethod
     def open(cls, settings):
         import glob
         where = _sysfs_root(settings) + "/class/thermal"
-        paths, kinds = [], []
+        devices = []
         for device in sorted(glob.glob(where + "/cooling_device*")):
             kind = (_read_first(device + "/type") or "").lower()
             state = _read_first(device + "/cur_state")
             if any(k in kind for k in CLOCK_COOLING_TYPES) and state is not None and state.isdigit():
-                paths.append(device + "/cur_state")
-                kinds.append(kind)
-        if not paths:
+                devices.append((kind, device + "/cur_state"))
+        if not devices:
             raise ThermalUnavailable("no cpufreq/devfreq cooling device under %s" % where)
-        return cls("cooling_device %s (%s)" % (where, ", ".join(sorted(set(kinds)))), paths)
+        return cls("cooling_device %s (%s)" % (where, ", ".join(sorted(set(k for k, _ in devices)))), devices)
+
+    def engaged(self):
+        """['cpu-balanced=2', ...]: the devices holding a clock down now."""
+        states = [(kind, _read_first(path) or "0") for kind, path in self.devices]
+        return ["%s=%s" % (kind, state) for kind, state in states if state.isdigit() and int(state) > 0]
 
     def read(self):
-        return any(int(_read_first(p) or 0) > 0 for p in self.paths)
+        return bool(self.engaged())
 
 
 @register_thermal_source("thermal_throttle")
@@ -1751,51 +1756,35 @@ def _busy_processes(limit=5):
     return len(found), found[:limit]
 
 
+def _opened(source, settings):
+    """A thermal source on this device, or None where it has none (the conditions say nothing of it then)."""
+    try:
+        return source.open(settings)
+    except ThermalUnavailable:
+        return None
+
+
 def _vcgencmd_throttled(settings):
-    import subprocess
-    configured = settings.get("vcgencmd")
-    for exe in ([configured] if configured else ["vcgencmd", "/usr/bin/vcgencmd", "/opt/vc/bin/vcgencmd"]):
-        try:
-            import shlex
-            out = subprocess.check_output(shlex.split(exe) + ["get_throttled"], stderr=subprocess.STDOUT, timeout=2)
-            return out.decode("ascii", "replace").strip()
-        except Exception:  # absent (not a Pi), or not permitted
-            continue
-    return None
+    """`vcgencmd get_throttled`'s line (throttled=0x...), None where there is no vcgencmd (not a Pi)."""
+    source = _opened(VcgencmdThrottled, settings)
+    return source.last_text if source is not None else None
 
 
 def _thermal(settings):
     """(hottest thermal zone in C, clock-capping cooling devices engaged now) under the device's sysfs root (the
-    target's `thermal.root`: a simulated device's tree), the zones that are no temperature left out."""
-    import glob
-    where = _sysfs_root(settings) + "/class/thermal"
-    temps = []
-    for path in glob.glob(where + "/thermal_zone*/temp"):
-        if (_read_first(os.path.dirname(path) + "/type") or "").lower() in NOT_A_TEMPERATURE_ZONES:
-            continue
-        value = _millidegrees(path)
-        if value is not None:
-            temps.append(value)
-    engaged = []
-    for device in glob.glob(where + "/cooling_device*"):
-        kind = (_read_first(device + "/type") or "").lower()
-        state = _read_first(device + "/cur_state")
-        # cpufreq / devfreq cooling caps the clock (a Jetson's way of throttling); fans do not
-        if any(k in kind for k in CLOCK_COOLING_TYPES) and state and state.isdigit() and int(state) > 0:
-            engaged.append("%s=%s" % (kind, state))
-    return (max(temps) if temps else None), engaged
+    target's `thermal.root`: a simulated device's tree), read by the heat monitor's own sources."""
+    zones, cooling = _opened(ThermalZones, settings), _opened(ClockCoolingDevices, settings)
+    try:
+        temperature = zones.read() if zones is not None else None
+    except ValueError:  # every zone stopped answering since it was found
+        temperature = None
+    return temperature, (cooling.engaged() if cooling is not None else [])
 
 
 def _thermal_throttle_count(settings):
     """Sum of the x86 per-core and per-package thermal throttle counters (None where there are none)."""
-    import glob
-    total, seen = 0, False
-    for path in glob.glob(_sysfs_root(settings) + "/devices/system/cpu/cpu*/thermal_throttle/*_throttle_count"):
-        text = _read_first(path)
-        if text and text.isdigit():
-            total += int(text)
-            seen = True
-    return total if seen else None
+    counters = _opened(X86ThrottleCounters, settings)
+    return counters.last if counters is not None else None
 
 
 def _cgroup_cpu_groups():
