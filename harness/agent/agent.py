@@ -2661,15 +2661,20 @@ def save_outputs(path, outputs):
 
 
 # ---------------------------------------------------------------- commands
+def runtime_class(fmt):
+    """The registered runtime of a format; an unknown one is bad input naming the known ones."""
+    if fmt not in RUNTIMES:
+        raise AgentFailure(ErrorCategory.BAD_INPUT, "unknown format %r; known: %s"
+                           % (fmt, ", ".join(sorted(RUNTIMES))), EXIT_BAD_INPUT)
+    return RUNTIMES[fmt]
+
+
 def cmd_run(args):
     if args.lock:
         lock_handle = acquire_lock(args.lock, args.lock_timeout, args.holder)  # noqa: F841 (held until exit)
     # under the lock: nothing evicts or replaces an entry while it is checked and used
     verify_ms = verify_cached_files([args.model, args.weights, args.inputs]) if args.verify_cache else None
-    runtime_cls = RUNTIMES.get(args.format)
-    if runtime_cls is None:
-        raise AgentFailure(ErrorCategory.BAD_INPUT, "unknown format %r; known: %s"
-                           % (args.format, ", ".join(sorted(RUNTIMES))), EXIT_BAD_INPUT)
+    runtime_cls = runtime_class(args.format)
     config = runtime_config(args)
     options = config["options"]
     feeds = Feeds.load(args.inputs)
@@ -2769,10 +2774,7 @@ def cmd_run(args):
 
 def cmd_inspect(args):
     """Load the model at the given input sizes and say what this runtime sees: interface, operators, state."""
-    runtime_cls = RUNTIMES.get(args.format)
-    if runtime_cls is None:
-        raise AgentFailure(ErrorCategory.BAD_INPUT, "unknown format %r; known: %s"
-                           % (args.format, ", ".join(sorted(RUNTIMES))), EXIT_BAD_INPUT)
+    runtime_cls = runtime_class(args.format)
     try:
         shapes = json.loads(args.shapes) if args.shapes else {}
         if not isinstance(shapes, dict):
@@ -2943,10 +2945,7 @@ def warm_first_use(args, cold_load_ms):
 
 def cmd_first_use(args):
     """Load the model from its filled compiled-model cache and run the first inference, in this fresh process."""
-    runtime_cls = RUNTIMES.get(args.format)
-    if runtime_cls is None:
-        raise AgentFailure(ErrorCategory.BAD_INPUT, "unknown format %r; known: %s"
-                           % (args.format, ", ".join(sorted(RUNTIMES))), EXIT_BAD_INPUT)
+    runtime_cls = runtime_class(args.format)
     options = runtime_config(args)["options"]
     feeds = Feeds.load(args.inputs)
     runtime, load_ms = _load(runtime_cls, args, options, feeds.shapes(),
