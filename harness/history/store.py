@@ -20,9 +20,8 @@ from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence
 
 
 from harness.core.errors import ConfigError, HarnessError
-from harness.core.numbers import finite_or_none
 from harness.judge.regression import CellBaseline
-from harness.judge.trends import latency_figures
+from harness.judge.trends import cell_figure, latency_figures
 from harness.schema.results import COLUMNS, FAILED, LOST, OK
 from harness.history.tables import (GATE_FAILED, GATE_NOT_JUDGED, GATE_PASSED, IN_TIME, MIGRATIONS,
                                     PG_LOCK_TIMEOUT_MS, PG_MIGRATION_LOCK, PG_STATEMENT_TIMEOUT_MS, Connection,
@@ -382,9 +381,10 @@ class History:
     def cell_baselines(self, run_id: str, rows: Sequence[Mapping[str, Any]]) -> Dict[tuple, CellBaseline]:
         """Each ok row's cell key (regression.history_key) -> its newest ok, quiet measurement in a run before
         `run_id` whose gate passed, wherever it was recorded (before any run was gated: in a run without failed
-        cells). No entry: the key's first run. Its energy baseline is the newest such measurement that measured energy
-        (CellBaseline.energy), so a run whose sensor gave no figure does not leave energy unjudged. A farm gating each model in its own job makes the newest passing
-        run another model's; a per-run baseline then compares the cell with nothing."""
+        cells). No entry: the key's first run. Its energy baseline is the newest such measurement that measured
+        energy (CellBaseline.energy), so a run whose sensor gave no figure does not leave energy unjudged. A farm
+        gating each model in its own job makes the newest passing run another model's; a per-run baseline then
+        compares the cell with nothing."""
         from harness.judge.regression import history_key
         wanted = {tuple(history_key(r)) for r in rows if r.get("status") == OK}
         if not wanted:
@@ -413,8 +413,8 @@ class History:
                     continue
                 if key not in chosen:
                     chosen[key] = (r["run_id"], r["cell_id"], row)
-                mj = finite_or_none(row.get("energy_mj_per_inference"))
-                if key not in energy and mj is not None and mj > 0:
+                mj = cell_figure(row, None, "energy")
+                if key not in energy and mj is not None:
                     energy[key] = (r["run_id"], mj)  # newest first: the newest that measured it
             return {key: CellBaseline(run, row, self._cell_samples(conn, run, cell), energy.get(key))
                     for key, (run, cell, row) in chosen.items()}

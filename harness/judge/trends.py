@@ -3,9 +3,9 @@
 A series is one cell key (model, variant, format, target, runtime configuration: regression.history_key) and
 one figure, over the recorded runs in order. Figures: the run-level median, mean and p90 latency (from the
 stored samples, as the regression judge computes them), peak memory, the primary figure (accuracy or the
-recipe's metric) and energy per inference (where the device's sensor measured it, docs/energy.md). A cell measured on a noisy device, and every cell of a run the gate could not judge
-(gate_status 'not_judged'), stays in the series with its status but is never a value the detector or a
-baseline uses.
+recipe's metric) and energy per inference (where the device's sensor measured it, docs/energy.md). A cell
+measured on a noisy device, and every cell of a run the gate could not judge (gate_status 'not_judged'), stays
+in the series with its status but is never a value the detector or a baseline uses.
 
 Change points are found by binary segmentation with a t test (the classic mean-shift detector; Apache Otava
 uses the same t test for the significance of its splits): in a segment, the split with the largest

@@ -52,8 +52,8 @@ def connect(address: str, timeout_s: float = CONNECT_TIMEOUT_S):
     try:
         from distributed import Client
     except ImportError:
-        raise LibraryMissing(f"scheduler {address} given but dask.distributed is not installed: "
-                             "pip install -e '.[distributed]' (or make venv EXTRAS=distributed)", "distributed") from None
+        raise LibraryMissing(f"scheduler {address} given but dask.distributed is not installed: pip install -e "
+                             "'.[distributed]' (or make venv EXTRAS=distributed)", "distributed") from None
     def unreachable(why: str) -> HarnessError:
         return HarnessError(f"cannot reach the dask scheduler at {address} ({why}); start one with `dask scheduler` "
                             f"on that host, or check the address (--scheduler, {SCHEDULER_ENV})")
