@@ -16,7 +16,7 @@ import json
 import time
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -215,6 +215,7 @@ QUANTIZING_COMPRESSORS = ("ort_int8", "ov_int8", "tflite_int8", "tflite_dynamic"
 QUANTIZED_ONNX_OPS = ("QuantizeLinear", "DequantizeLinear", "QLinearConv", "QLinearMatMul", "ConvInteger",
                       "MatMulInteger", "QGemm", "QLinearAdd", "QLinearMul", "QLinearConcat", "QLinearSigmoid")
 
+
 def quantized_source_ops(prepared: PreparedModel) -> List[str]:
     """What makes the source an int8 model: its int8 inputs/outputs (TFLite), or the quantized operators of an
     ONNX source ('3 QuantizeLinear, ...'); empty for a float source."""
@@ -231,20 +232,20 @@ def quantized_source_ops(prepared: PreparedModel) -> List[str]:
     found = [f"{counts[op]} {op}" for op in QUANTIZED_ONNX_OPS if counts.get(op)]
     return [f"its graph has {', '.join(found)}"] if found else []
 
-def requantization_note(prepared: PreparedModel, variant_name: str) -> str:
+
+def requantization_note(prepared: PreparedModel, variant_name: str, quantized: Sequence[str]) -> str:
     """What a quantizing variant does to a source that is already quantized ('' for any other pair): it
-    quantizes the source's conversion again, on top of the source's own scales."""
+    quantizes the source's conversion again, on top of the source's own scales. `quantized`: what makes the
+    source an int8 model (quantized_source_ops, read once per build)."""
     spec = prepared.recipe.variant(variant_name)
-    if spec.compressor not in QUANTIZING_COMPRESSORS:
-        return ""
-    quantized = quantized_source_ops(prepared)
-    if not quantized:
+    if spec.compressor not in QUANTIZING_COMPRESSORS or not quantized:
         return ""
     named = variant_name + (f" ({spec.compressor})" if spec.compressor != variant_name else "")
     return (f"re-quantization: {named} quantizes an already-quantized source again ({'; '.join(quantized)}"
             "): its own calibration on top of the "
             "source's, so it measures a twice-quantized model, not an int8 version of a float one; compare it "
             "with the reference's cells")
+
 
 def build_model_artifacts(recipe, variants: List[str], cache: ContentCache, progress: Progress = SILENT,
                           inspector: Optional[Inspector] = None) -> Tuple[PreparedModel, List[Artifact]]:
@@ -253,8 +254,11 @@ def build_model_artifacts(recipe, variants: List[str], cache: ContentCache, prog
     made_before = set(cache.made_here)
     prepared = prepare_model(recipe, cache, progress, with_calibration=bool(variants), inspector=inspector)
     sources: List[Tuple[str, VariantModel]] = [(REFERENCE, reference_source(prepared))]
+    # the source's graph is read once, and only when a variant quantizes it
+    quantizing = any(recipe.variant(name).compressor in QUANTIZING_COMPRESSORS for name in variants)
+    quantized = quantized_source_ops(prepared) if quantizing else []
     for name in variants:
-        requantizes = requantization_note(prepared, name)
+        requantizes = requantization_note(prepared, name, quantized)
         if requantizes:
             progress(f"{recipe.name}/{name}: {requantizes}")
             prepared = replace(prepared, data_notes=tuple(prepared.data_notes) + (requantizes,))
