@@ -52,7 +52,7 @@ def cmd_gate(args) -> int:
     from harness.history.store import History, record_run
     from harness.history.tables import gate_status_of
     from harness.judge.gate import LAST_PASSING, GateInputs, evaluate, load_policy, write_junit
-    from harness.report import run_budgets, write_summary
+    from harness.report import run_budgets, run_int8_findings, write_summary
     from harness.report.crossarch import emulated_targets
     from harness.schema.pairing import split_rows
     from harness.schema.run_results import RunResults
@@ -102,14 +102,13 @@ def cmd_gate(args) -> int:
         print(line)
     for note in budget_notes:
         print(f"  note: {note}")
-    from harness.report.int8 import int8_slowdowns
-    from harness.report.profiles import load_profiles
-    for finding in int8_slowdowns(rows, load_profiles(results.root), results.devices or {}, results.manifest, samples):
+    int8_findings = run_int8_findings(results)  # made once: the notes here, and summary.md below
+    for finding in int8_findings:
         print(f"  note: {finding.text}")  # why a quantized cell is not faster: not a verdict, what to try next
     junit = write_junit(result, args.junit or results.root / "gate.junit.xml")
     print(f"junit: {junit}")
     try:  # the CI job summary: verdict first, regressions with their intervals, failures by device
-        print(f"summary: {write_summary(results, result, args.targets_dir)}")
+        print(f"summary: {write_summary(results, result, args.targets_dir, int8_findings)}")
     except Exception as exc:  # derived data: never lose the verdict over it
         print(f"  note: summary.md not rewritten ({type(exc).__name__}: {exc})")
     if not args.no_record:

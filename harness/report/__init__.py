@@ -16,7 +16,7 @@ import dataclasses
 import datetime as _dt
 import logging
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Sequence, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -37,6 +37,7 @@ from harness.judge.scores import (
 )
 from harness.schema.targets import TARGETS_DIR, Budgets, TargetSpec, load_target
 from harness.report.context import TABLE_ENOUGH_CELLS, ImageRef, ReportContext
+from harness.report.int8 import Int8Finding
 from harness.core.files import atomic_write_text
 from harness.core.optional import library_missing
 
@@ -133,13 +134,15 @@ def _safe(name: str) -> str:
 
 
 def build_context(results: RunResults, targets: Mapping[str, TargetSpec] | None = None,
-                  targets_dir: Path = TARGETS_DIR) -> ReportContext:
-    """Scores, parity and recommendations for one run (no files written)."""
+                  targets_dir: Path = TARGETS_DIR, int8_findings: Optional[List[Int8Finding]] = None
+                  ) -> ReportContext:
+    """Scores, parity and recommendations for one run (no files written); `int8_findings`: run_int8_findings's,
+    where the caller made them already (harness gate prints them too)."""
     from harness.report.crossarch import emulated_targets, load_all_outputs, target_arches
     from harness.report.findings import disagreement_groups
-    from harness.report.int8 import int8_slowdowns
     from harness.report.profiles import load_profiles
     frame, rows, manifest, devices = results.frame, results.rows, results.manifest, results.devices
+    profiles = load_profiles(results.root)
     target_names = results.targets
     budgets, notes = run_budgets(results, targets, targets_dir)
     parity = parity_table(frame)
@@ -168,10 +171,18 @@ def build_context(results: RunResults, targets: Mapping[str, TargetSpec] | None 
         diagnostics=results.diagnostics,
         models={name: {**doc, "data": manifest.get("data", {}).get(name, []) + inspection_notes(manifest, name)}
                 for name, doc in manifest.get("interfaces", {}).items()},
-        profiles=load_profiles(results.root), disagreement_groups=disagreement_groups(found, pairs, rows),
+        profiles=profiles, disagreement_groups=disagreement_groups(found, pairs, rows),
         manifest=dict(manifest), run_notes=list(results.notes),
-        int8_findings=int8_slowdowns(rows, load_profiles(results.root), devices or {}, manifest,
-                                     results.latency_samples()))
+        int8_findings=run_int8_findings(results, profiles) if int8_findings is None else int8_findings)
+
+
+def run_int8_findings(results: RunResults, profiles: Optional[Mapping[str, Any]] = None) -> List[Int8Finding]:
+    """The run's quantized cells not faster than their float reference (harness.report.int8), with the run's
+    per-layer profiles (read here unless given) and latency samples."""
+    from harness.report.int8 import int8_slowdowns
+    from harness.report.profiles import load_profiles
+    return int8_slowdowns(results.rows, load_profiles(results.root) if profiles is None else profiles,
+                          results.devices or {}, results.manifest, results.latency_samples())
 
 
 def inspection_notes(manifest: Mapping[str, Any], model: str) -> List[str]:
@@ -249,25 +260,27 @@ def _budget_notes(ctx: ReportContext, rows: Sequence[Mapping[str, Any]]) -> str:
     return f"; p99 budgets not drawn, far beyond the data: {', '.join(notes)}" if notes else ""
 
 
-def write_summary(results: RunResults, gate: Any = None, targets_dir: Path = TARGETS_DIR) -> Path:
+def write_summary(results: RunResults, gate: Any = None, targets_dir: Path = TARGETS_DIR,
+                  int8_findings: Optional[List[Int8Finding]] = None) -> Path:
     """(Re)write <run>/summary.md with a gate verdict at its top (`harness gate` calls this), and index.html
     with the same verdict where the run has one."""
     from harness.report.markdown import render_markdown
     if (results.root / INDEX_NAME).exists():
-        write_report(results, None, targets_dir, gate)
+        write_report(results, None, targets_dir, gate, int8_findings)
         return results.root / SUMMARY_NAME
     path = results.root / SUMMARY_NAME
-    atomic_write_text(path, render_markdown(build_context(results, None, targets_dir), gate))
+    atomic_write_text(path, render_markdown(build_context(results, None, targets_dir, int8_findings), gate))
     return path
 
 
 def write_report(results: RunResults, targets: Mapping[str, TargetSpec] | None = None,
-                 targets_dir: Path = TARGETS_DIR, gate: Any = None) -> Path:
+                 targets_dir: Path = TARGETS_DIR, gate: Any = None,
+                 int8_findings: Optional[List[Int8Finding]] = None) -> Path:
     """Write <run>/index.html, <run>/summary.md and <run>/plots/*.png; returns index.html's path.
     `gate` (a harness.judge.gate.GateResult) puts the gate's verdict at the top of both."""
     from harness.report.html import render_html
     from harness.report.markdown import render_markdown
-    ctx = build_context(results, targets, targets_dir)
+    ctx = build_context(results, targets, targets_dir, int8_findings)
     ctx.gate = gate
     if len(ctx.frame):
         try:
