@@ -6,9 +6,11 @@ cache, so tests use real model files without each paying for training.
 from __future__ import annotations
 
 import functools
+import json
 import subprocess
 import tempfile
 from pathlib import Path
+from typing import Dict
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -44,12 +46,23 @@ def one_clear_line(result: subprocess.CompletedProcess, *fragments: str) -> str:
     return lines[0]
 
 
+def the_run_dir(tmp_path: Path) -> Path:
+    """The one run under <tmp_path>/reports (a CLI run made with --reports-dir there)."""
+    (found,) = [p for p in (tmp_path / "reports").iterdir() if (p / "manifest.json").exists()]
+    return found
+
+
+def rows_by_variant_format(run: Path) -> Dict[tuple, Dict]:
+    """A run's results.json rows by (variant, format): one model on one target."""
+    records = json.loads((run / "results.json").read_text())
+    return {(r["variant"], r["format"]): r for r in (records["rows"] if isinstance(records, dict) else records)}
+
+
 def heavier_dense_onnx(path: Path, interface, hidden=(1536, 1536, 1536, 1536)) -> Path:
     """A model of the digits interface far heavier than digits_cnn: 8x8 -> dense layers of `hidden` -> 10, as
     one ONNX file (a real slowdown under the same name, for tests of speed, energy and the gate)."""
     import numpy as np
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
+    from onnx import helper, numpy_helper
     rng = np.random.default_rng(0)
     name_in, name_out = interface["inputs"][0]["name"], interface["outputs"][0]["name"]
     sizes = [64, *hidden, 10]
@@ -59,13 +72,7 @@ def heavier_dense_onnx(path: Path, interface, hidden=(1536, 1536, 1536, 1536)) -
         inits.append(numpy_helper.from_array((rng.standard_normal((sizes[i], sizes[i + 1])) * 0.03)
                                              .astype(np.float32), f"w{i}"))
         nodes.append(helper.make_node("MatMul", [f"h{i}", f"w{i}"], [name_out if i == len(sizes) - 2 else f"h{i + 1}"]))
-    graph = helper.make_graph(nodes, "heavier", [helper.make_tensor_value_info(name_in, TensorProto.FLOAT,
-                                                                               [1, 8, 8, 1])],
-                              [helper.make_tensor_value_info(name_out, TensorProto.FLOAT, [1, 10])], inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    onnx.save(model, str(path))
-    return path
+    return _save_digits_graph(path, "heavier", nodes, inits, name_in, name_out)
 
 
 def deep_conv_onnx(path: Path, interface, channels=(16, 24, 32, 48), per_stage=100, side=16) -> Path:
@@ -74,8 +81,7 @@ def deep_conv_onnx(path: Path, interface, channels=(16, 24, 32, 48), per_stage=1
     (19 MB at the defaults) and its inference cheap (about 25 ms), but 400 convolutions make OpenVINO's CPU plugin
     work for a few hundred ms on every compile: a model whose compiled-model cache matters."""
     import numpy as np
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
+    from onnx import helper, numpy_helper
     rng = np.random.default_rng(0)
     name_in, name_out = interface["inputs"][0]["name"], interface["outputs"][0]["name"]
     inits = [numpy_helper.from_array(np.array([1, 1, 8, 8], dtype=np.int64), "shape"),
@@ -94,8 +100,14 @@ def deep_conv_onnx(path: Path, interface, channels=(16, 24, 32, 48), per_stage=1
     inits.append(numpy_helper.from_array((rng.standard_normal((c_in, 10)) * 0.05).astype(np.float32), "fc"))
     nodes += [helper.make_node("GlobalAveragePool", [h], ["g"]), helper.make_node("Flatten", ["g"], ["f"]),
               helper.make_node("MatMul", ["f", "fc"], [name_out])]
-    graph = helper.make_graph(nodes, "deep_conv", [helper.make_tensor_value_info(name_in, TensorProto.FLOAT,
-                                                                                 [1, 8, 8, 1])],
+    return _save_digits_graph(path, "deep_conv", nodes, inits, name_in, name_out)
+
+
+def _save_digits_graph(path: Path, name: str, nodes, inits, name_in: str, name_out: str) -> Path:
+    """An ONNX file of the digits interface (float [1, 8, 8, 1] in, [1, 10] out) from its nodes and weights."""
+    import onnx
+    from onnx import TensorProto, helper
+    graph = helper.make_graph(nodes, name, [helper.make_tensor_value_info(name_in, TensorProto.FLOAT, [1, 8, 8, 1])],
                               [helper.make_tensor_value_info(name_out, TensorProto.FLOAT, [1, 10])], inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8

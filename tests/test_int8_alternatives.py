@@ -11,13 +11,13 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Dict, List
+from typing import List
 
 import numpy as np
 import pytest
 
 import real_files
-from helpers import ROOT
+from helpers import ROOT, rows_by_variant_format, the_run_dir
 
 from harness.core.errors import ConfigError
 from harness.judge.regression import compare_latency
@@ -31,16 +31,6 @@ def _cli(tmp_path: Path, cache: Path, *args: str) -> subprocess.CompletedProcess
     return subprocess.run([sys.executable, "-m", "harness.cli", *args, "--reports-dir", str(tmp_path / "reports"),
                            "--warmup", "5", "--iterations", "50", "--min-duration", "0.5"], capture_output=True,
                           text=True, cwd=ROOT, timeout=900, env=env)
-
-
-def _run_dir(tmp_path: Path) -> Path:
-    (found,) = [p for p in (tmp_path / "reports").iterdir() if (p / "manifest.json").exists()]
-    return found
-
-
-def _rows(run: Path) -> Dict[tuple, Dict]:
-    records = json.loads((run / "results.json").read_text())
-    return {(r["variant"], r["format"]): r for r in (records["rows"] if isinstance(records, dict) else records)}
 
 
 def _samples(run: Path, cell_id: str) -> np.ndarray:
@@ -65,14 +55,14 @@ def detector_run(tmp_path_factory, detector):
     result = _cli(tmp_path, cache, "profile", "--model-file", str(model), "--variants", "all,int8_alternatives",
                   "--formats", "onnx,openvino")
     assert result.returncode == 0, result.stderr[-4000:]
-    return result, _run_dir(tmp_path)
+    return result, the_run_dir(tmp_path)
 
 
 # ---------------------------------------------------------------- the done-when, on a real detector
 @pytest.mark.slow
 def test_every_int8_cell_of_a_detector_not_faster_beyond_noise_has_the_finding(detector_run):
     _, run = detector_run
-    rows, findings = _rows(run), _findings(run)
+    rows, findings = rows_by_variant_format(run), _findings(run)
     probe = json.loads((run / "devices" / "local.json").read_text())
     quantized = [(v, "onnx") for v in ORT_VARIANTS] + [("ov_int8", "openvino"), ("ov_int8_mixed", "openvino")]
     explained = 0
@@ -115,7 +105,7 @@ def test_the_gate_text_carries_every_int8_finding_of_the_summary(detector_run, t
 @pytest.mark.slow
 def test_the_alternatives_land_in_the_same_table_each_a_different_file(detector_run):
     result, run = detector_run
-    rows = _rows(run)
+    rows = rows_by_variant_format(run)
     shas = {v: rows[(v, "onnx")]["artifact_sha256"] for v in ORT_VARIANTS}
     assert len(set(shas.values())) == len(ORT_VARIANTS), shas
     assert rows[("ov_int8", "openvino")]["artifact_sha256"] != rows[("ov_int8_mixed", "openvino")]["artifact_sha256"]
@@ -134,7 +124,7 @@ def test_the_alternatives_land_in_the_same_table_each_a_different_file(detector_
 @pytest.mark.slow
 def test_a_finding_compares_the_alternatives_that_ran_instead_of_suggesting_one(detector_run):
     _, run = detector_run
-    rows = _rows(run)
+    rows = rows_by_variant_format(run)
     (line,) = [ln for ln in _findings(run) if "det/ort_int8/onnx" in ln] or [""]
     if not line:
         pytest.skip("ort_int8 was faster than the reference on this CPU")
@@ -152,8 +142,8 @@ def test_without_per_layer_profiles_the_probe_and_the_file_give_the_finding(tmp_
     result = _cli(tmp_path, cache, "profile", "--model-file", str(model), "--variants", "all", "--formats", "onnx",
                   "--no-profile")
     assert result.returncode == 0, result.stderr[-4000:]
-    run = _run_dir(tmp_path)
-    rows = _rows(run)
+    run = the_run_dir(tmp_path)
+    rows = rows_by_variant_format(run)
     assert ("ort_int8_u8", "onnx") not in rows  # 'all' is the first attempts only
     row, parent = rows[("ort_int8", "onnx")], rows[("reference", "onnx")]
     judged = compare_latency(_samples(run, parent["cell_id"]), _samples(run, row["cell_id"]))
@@ -184,7 +174,7 @@ def test_an_onnx_source_with_quantized_operators_is_named_a_requantization(tmp_p
     said = [ln for ln in result.stderr.splitlines() if "det_int8/ort_int8: re-quantization" in ln]
     assert len(said) == 1 and "(its graph has" in said[0] and "QuantizeLinear" in said[0], result.stderr[-3000:]
     assert "re-quantization: ort_int8 quantizes an already-quantized source" in \
-        (_run_dir(tmp_path) / "summary.md").read_text()
+        (the_run_dir(tmp_path) / "summary.md").read_text()
 
 
 # ---------------------------------------------------------------- variant names

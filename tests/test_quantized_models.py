@@ -9,13 +9,12 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Dict
 
 import numpy as np
 import pytest
 
 import real_files
-from helpers import ROOT
+from helpers import ROOT, rows_by_variant_format, the_run_dir
 
 from harness.agent import agent as device_agent
 from harness.judge.evaluate import ScoringSpec, score_outputs
@@ -31,16 +30,6 @@ def _cli(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
                           timeout=900, env=env)
 
 
-def _run_dir(tmp_path: Path) -> Path:
-    (found,) = [p for p in (tmp_path / "reports").iterdir() if (p / "manifest.json").exists()]
-    return found
-
-
-def _rows(run: Path) -> Dict[tuple, Dict]:
-    records = json.loads((run / "results.json").read_text())
-    return {(r["variant"], r["format"]): r for r in (records["rows"] if isinstance(records, dict) else records)}
-
-
 @pytest.fixture(scope="module")
 def float_data_run(tmp_path_factory):
     """--variants all on the int8 model, its images saved as float32 (n, 8, 8, 1) with n labels."""
@@ -50,13 +39,13 @@ def float_data_run(tmp_path_factory):
     result = _cli(tmp_path, "profile", "--model-file", str(model), "--data", str(tmp_path / "eval.npz"),
                   "--variants", "all")
     assert result.returncode == 0, result.stderr[-4000:]
-    return result, _run_dir(tmp_path)
+    return result, the_run_dir(tmp_path)
 
 
 @pytest.mark.slow
 def test_converted_int8_cells_are_compared_dequantized_and_agree_with_the_source(float_data_run):
     result, run = float_data_run
-    rows = _rows(run)
+    rows = rows_by_variant_format(run)
     tflite, onnx, openvino = (rows[("reference", f)] for f in ("tflite", "onnx", "openvino"))
     assert tflite["outputs_dequantized"] is None  # LiteRT's agent dequantizes the source's own outputs
     for row in (onnx, openvino):
@@ -86,7 +75,7 @@ def test_the_calibration_split_is_said_with_its_counts_and_how_to_keep_the_full_
     result, run = float_data_run
     said = [ln for ln in result.stderr.splitlines() if "calibration split:" in ln]
     assert len(said) == 1 and "100 of the 200 samples" in said[0] and "--calibration FILE" in said[0], said
-    assert _rows(run)[("reference", "tflite")]["n_eval_samples"] == 100
+    assert rows_by_variant_format(run)[("reference", "tflite")]["n_eval_samples"] == 100
     summary = (run / "summary.md").read_text()
     assert "calibration split: 100 of the 200 samples" in summary and "--calibration FILE" in summary
     assert "calibration split: 100 of the 200" in (run / "index.html").read_text()
@@ -123,7 +112,7 @@ def test_int8_data_saved_the_natural_way_runs_as_its_samples(tmp_path):
                   "--formats", "tflite")
     assert result.returncode == 0, result.stderr[-3000:]
     assert "quantized to the model's int8" not in result.stderr  # int8 data goes in as it is
-    row = _rows(_run_dir(tmp_path))[("reference", "tflite")]
+    row = rows_by_variant_format(the_run_dir(tmp_path))[("reference", "tflite")]
     assert row["n_eval_samples"] == 200 and row["accuracy"] > 0.8
 
 
@@ -259,7 +248,7 @@ def test_the_probe_reports_the_cpus_int8_instructions():
 @pytest.mark.slow
 def test_in_a_real_run_every_int8_cell_not_faster_than_its_reference_is_explained(float_data_run):
     _, run = float_data_run
-    rows = _rows(run)
+    rows = rows_by_variant_format(run)
     summary = (run / "summary.md").read_text()
     probe = json.loads((run / "devices" / "local.json").read_text())
     assert isinstance(probe["cpu_int8_flags"], list)
